@@ -1,0 +1,60 @@
+//! Facts about the host that a spec depends on.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFacts {
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// Whether the kernel supports seccomp filters.
+    pub seccomp: bool,
+    /// What LOOP_CTL_GET_FREE returned.
+    pub first_free_loop: u32,
+    /// Whether the host runs inside a user namespace.
+    pub in_user_namespace: bool,
+    /// Go's name for the architecture; BuildKit's oracle ran on amd64.
+    #[serde(default = "default_arch")]
+    pub arch: String,
+}
+
+fn default_arch() -> String {
+    "amd64".to_string()
+}
+
+/// A kernel release reduced to what seccomp rules compare: major and minor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl KernelVersion {
+    /// Parses "6.1.0-28-amd64", "4.8", "5.10.104-linuxkit" and the like.
+    pub fn parse(release: &str) -> Option<KernelVersion> {
+        let mut parts = release.splitn(3, '.');
+        let major = parts.next()?.parse().ok()?;
+        let minor_part = parts.next()?;
+        let digits: String = minor_part.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let minor = digits.parse().ok()?;
+        Some(KernelVersion { major, minor })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_parse_and_order() {
+        let v = |s| KernelVersion::parse(s).unwrap();
+        assert_eq!(v("6.18.44"), KernelVersion { major: 6, minor: 18 });
+        assert_eq!(v("5.10.0-28-amd64"), KernelVersion { major: 5, minor: 10 });
+        assert_eq!(v("4.8"), KernelVersion { major: 4, minor: 8 });
+        assert_eq!(v("4.19-rc1"), KernelVersion { major: 4, minor: 19 });
+        assert!(v("4.7.10") < v("4.8"));
+        assert!(v("4.10") > v("4.8"));
+        assert!(KernelVersion::parse("linux").is_none());
+        assert!(KernelVersion::parse("6").is_none());
+    }
+}

@@ -1,0 +1,524 @@
+//! Small spec options in containerd's style: each changes one thing and is
+//! named for it. `buildkit.rs` applies them in BuildKit's order.
+
+use crate::facts::HostFacts;
+use crate::request::{IdRange, Network};
+use crate::seccomp::default_seccomp;
+use crate::spec::{
+    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Namespace, Process, Resources,
+    Rlimit, Root, Spec, User,
+};
+
+/// runtime-spec version that containerd 1.4 writes.
+pub const OCI_VERSION: &str = "1.0.2-dev";
+
+/// containerd's default capability set.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// What BuildKit's insecure entitlement adds, in its order; some repeat the
+/// defaults and BuildKit keeps the duplicates.
+pub const INSECURE_CAPS: &[&str] = &[
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_SETFCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_AUDIT_WRITE",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_MODULE",
+    "CAP_SYSLOG",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_ADMIN",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_SYS_TIME",
+    "CAP_WAKE_ALARM",
+    "CAP_AUDIT_READ",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SYS_RESOURCE",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_LEASE",
+    "CAP_NET_ADMIN",
+    "CAP_NET_BROADCAST",
+];
+
+const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+
+const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Devices BuildKit's insecure mode exposes, before the loop devices.
+const INSECURE_DEVICES: &[(&str, i64, i64)] = &[
+    ("/dev/kmsg", 1, 11),
+    ("/dev/cuse", 10, 203),
+    ("/dev/fuse", 10, 229),
+    ("/dev/kvm", 10, 232),
+    ("/dev/net/tun", 10, 200),
+    ("/dev/loop-control", 10, 237),
+];
+
+/// How many loop devices insecure mode exposes, from the first free one.
+const INSECURE_LOOP_DEVICES: u32 = 8;
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Mount {
+    Mount {
+        destination: destination.to_string(),
+        kind: kind.to_string(),
+        source: source.to_string(),
+        options: strings(options),
+    }
+}
+
+/// containerd's default mounts, /run included (BuildKit removes it).
+fn default_mounts() -> Vec<Mount> {
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        ),
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        mount("/run", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+    ]
+}
+
+/// containerd's `populateDefaultUnixSpec`: the spec every step starts from.
+pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
+    let caps = strings(DEFAULT_CAPS);
+    Spec {
+        oci_version: OCI_VERSION.to_string(),
+        root: Some(Root {
+            path: "rootfs".to_string(),
+            readonly: false,
+        }),
+        process: Some(Process {
+            cwd: "/".to_string(),
+            no_new_privileges: true,
+            user: User::default(),
+            capabilities: Some(Capabilities {
+                bounding: caps.clone(),
+                permitted: caps.clone(),
+                inheritable: caps.clone(),
+                effective: caps,
+                ambient: Vec::new(),
+            }),
+            rlimits: vec![Rlimit {
+                kind: "RLIMIT_NOFILE".to_string(),
+                hard: 1024,
+                soft: 1024,
+            }],
+            ..Process::default()
+        }),
+        mounts: default_mounts(),
+        linux: Some(Linux {
+            masked_paths: strings(DEFAULT_MASKED_PATHS),
+            readonly_paths: strings(DEFAULT_READONLY_PATHS),
+            cgroups_path: format!("/{namespace}/{id}"),
+            resources: Some(Resources {
+                devices: vec![DeviceCgroup {
+                    allow: false,
+                    kind: String::new(),
+                    access: "rwm".to_string(),
+                }],
+            }),
+            namespaces: ["pid", "ipc", "uts", "mount", "network"]
+                .iter()
+                .map(|kind| Namespace {
+                    kind: kind.to_string(),
+                    path: String::new(),
+                })
+                .collect(),
+            ..Linux::default()
+        }),
+        hostname: String::new(),
+    }
+}
+
+pub fn with_uid_gid(spec: &mut Spec, uid: u32, gid: u32) {
+    let user = &mut spec.process_mut().user;
+    user.uid = uid;
+    user.gid = gid;
+}
+
+/// Removes every mount at exactly `destination`.
+pub fn with_removed_mount(spec: &mut Spec, destination: &str) {
+    spec.mounts.retain(|m| m.destination != destination);
+}
+
+/// Appends a read-only bind of `source` (which may be empty) at `destination`.
+pub fn with_ro_bind(spec: &mut Spec, source: &str, destination: &str) {
+    spec.mounts.push(mount(destination, "bind", source, &["nosuid", "noexec", "nodev", "rbind", "ro"]));
+}
+
+pub fn with_cgroup_mount(spec: &mut Spec) {
+    spec.mounts.push(mount("/sys/fs/cgroup", "cgroup", "cgroup", &["ro", "nosuid", "noexec", "nodev"]));
+}
+
+/// Docker's default seccomp profile, filtered by the current bounding set;
+/// must follow every change to capabilities.
+pub fn with_default_seccomp(spec: &mut Spec, facts: &HostFacts) {
+    let bounding = spec
+        .process
+        .as_ref()
+        .and_then(|p| p.capabilities.as_ref())
+        .map(|c| c.bounding.clone())
+        .unwrap_or_default();
+    spec.linux_mut().seccomp = Some(default_seccomp(&bounding, facts));
+}
+
+/// BuildKit's `entitlements.WithInsecureSpec`: every capability, no masked
+/// or read-only paths, all devices allowed, and the devices a privileged
+/// build expects (unless in a user namespace, where they cannot be made).
+pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespace: bool) {
+    let add = strings(INSECURE_CAPS);
+    let process = spec.process_mut();
+    let caps = process.capabilities.get_or_insert_with(Capabilities::default);
+    for set in [
+        &mut caps.bounding,
+        &mut caps.ambient,
+        &mut caps.effective,
+        &mut caps.inheritable,
+        &mut caps.permitted,
+    ] {
+        set.extend(add.iter().cloned());
+    }
+    process.apparmor_profile.clear();
+    let linux = spec.linux_mut();
+    linux.readonly_paths.clear();
+    linux.masked_paths.clear();
+    linux.resources.get_or_insert_with(Resources::default).devices = ["c", "b"]
+        .iter()
+        .map(|kind| DeviceCgroup {
+            allow: true,
+            kind: kind.to_string(),
+            access: "rwm".to_string(),
+        })
+        .collect();
+    if !in_user_namespace {
+        for (path, major, minor) in INSECURE_DEVICES {
+            linux.devices.push(Device {
+                path: path.to_string(),
+                kind: "c".to_string(),
+                major: *major,
+                minor: *minor,
+            });
+        }
+        for n in 0..INSECURE_LOOP_DEVICES {
+            let minor = i64::from(first_free_loop) + i64::from(n);
+            linux.devices.push(Device {
+                path: format!("/dev/loop{minor}"),
+                kind: "b".to_string(),
+                major: 7,
+                minor,
+            });
+        }
+    }
+}
+
+/// Rewrites `ro` to `rw` in the options of every mount of type `kind`, in place.
+pub fn with_writeable_mounts_of_type(spec: &mut Spec, kind: &str) {
+    for m in spec.mounts.iter_mut().filter(|m| m.kind == kind) {
+        for o in m.options.iter_mut().filter(|o| *o == "ro") {
+            *o = "rw".to_string();
+        }
+    }
+}
+
+/// Removes the namespace of `kind`, so the process shares the host's.
+pub fn with_host_namespace(spec: &mut Spec, kind: &str) {
+    spec.linux_mut().namespaces.retain(|ns| ns.kind != kind);
+}
+
+/// Sets namespace `kind` in place, or appends it when absent.
+pub fn with_linux_namespace(spec: &mut Spec, kind: &str, path: &str) {
+    let namespaces = &mut spec.linux_mut().namespaces;
+    let ns = Namespace {
+        kind: kind.to_string(),
+        path: path.to_string(),
+    };
+    match namespaces.iter_mut().find(|n| n.kind == kind) {
+        Some(existing) => *existing = ns,
+        None => namespaces.push(ns),
+    }
+}
+
+/// Whether `path` is `prefix` or below it, component-wise.
+fn has_path_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return true;
+    }
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// BuildKit's `withBoundProc`: the host's /proc bound in first instead of a
+/// new procfs, and nothing under /proc masked or read-only.
+pub fn with_bound_proc(spec: &mut Spec) {
+    spec.mounts.retain(|m| !has_path_prefix(&m.destination, "/proc"));
+    spec.mounts.insert(0, mount("/proc", "bind", "/proc", &["rbind"]));
+    let linux = spec.linux_mut();
+    linux.masked_paths.retain(|p| !has_path_prefix(p, "/proc"));
+    linux.readonly_paths.retain(|p| !has_path_prefix(p, "/proc"));
+}
+
+fn id_mappings(ranges: &[IdRange]) -> impl Iterator<Item = IdMapping> + '_ {
+    ranges.iter().map(|r| IdMapping {
+        container_id: r.container_id,
+        host_id: r.host_id,
+        size: r.size,
+    })
+}
+
+/// containerd's `WithUserNamespace`: a user namespace (once) and the mappings.
+pub fn with_user_namespace(spec: &mut Spec, uids: &[IdRange], gids: &[IdRange]) {
+    let linux = spec.linux_mut();
+    if !linux.namespaces.iter().any(|n| n.kind == "user") {
+        linux.namespaces.push(Namespace {
+            kind: "user".to_string(),
+            path: String::new(),
+        });
+    }
+    linux.uid_mappings.extend(id_mappings(uids));
+    linux.gid_mappings.extend(id_mappings(gids));
+}
+
+/// Replaces the process arguments; `None` leaves none.
+pub fn with_process_args(spec: &mut Spec, args: Option<&[String]>) {
+    spec.process_mut().args = args.map(<[String]>::to_vec).unwrap_or_default();
+}
+
+/// containerd's `WithEnv`: overrides replace defaults of the same key, a
+/// bare `KEY` unsets a default, and overrides never dedupe among themselves.
+pub fn with_env(spec: &mut Spec, env: Option<&[String]>) {
+    let Some(overrides) = env.filter(|e| !e.is_empty()) else {
+        return;
+    };
+    let process = spec.process_mut();
+    process.env = replace_or_append_env(&process.env, overrides);
+}
+
+/// containerd's `replaceOrAppendEnvValues`, including its quirk that only
+/// keys from `defaults` are looked up, never keys appended from `overrides`.
+pub fn replace_or_append_env(defaults: &[String], overrides: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let mut results: Vec<Option<String>> = defaults.iter().cloned().map(Some).collect();
+    let mut index = std::collections::HashMap::new();
+    for (i, e) in defaults.iter().enumerate() {
+        index.insert(key(e), i);
+    }
+    for value in overrides {
+        match value.split_once('=') {
+            None => {
+                if let Some(&i) = index.get(value.as_str()) {
+                    results[i] = None;
+                }
+            }
+            Some((k, _)) => match index.get(k) {
+                Some(&i) => results[i] = Some(value.clone()),
+                None => results.push(Some(value.clone())),
+            },
+        }
+    }
+    results.into_iter().flatten().filter(|e| !e.is_empty()).collect()
+}
+
+pub fn with_process_cwd(spec: &mut Spec, cwd: &str) {
+    spec.process_mut().cwd = cwd.to_string();
+}
+
+pub fn with_new_privileges(spec: &mut Spec) {
+    spec.process_mut().no_new_privileges = false;
+}
+
+pub fn with_hostname(spec: &mut Spec, hostname: &str) {
+    spec.hostname = hostname.to_string();
+}
+
+/// What BuildKit's network providers do to the namespace list.
+pub fn with_network(spec: &mut Spec, network: &Network) {
+    match network {
+        Network::None => {}
+        Network::Host => with_host_namespace(spec, "network"),
+        Network::Path { path } => with_linux_namespace(spec, "network", path),
+    }
+}
+
+pub fn with_cgroups_path(spec: &mut Spec, path: &str) {
+    spec.linux_mut().cgroups_path = path.to_string();
+}
+
+pub fn with_readonly_rootfs(spec: &mut Spec) {
+    spec.root.get_or_insert_with(Root::default).readonly = true;
+}
+
+pub fn without_rlimits(spec: &mut Spec) {
+    spec.process_mut().rlimits.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(list: &[&str]) -> Vec<String> {
+        strings(list)
+    }
+
+    #[test]
+    fn env_merge_keeps_duplicates_and_drops_bare_keys() {
+        let got = replace_or_append_env(&[], &env(&["A=1", "A=2", "B", "PATH=/x", "C="]));
+        assert_eq!(got, env(&["A=1", "A=2", "PATH=/x", "C="]));
+    }
+
+    #[test]
+    fn env_merge_replaces_and_unsets_defaults() {
+        let got = replace_or_append_env(&env(&["PATH=/bin", "HOME=/root", "T=1"]), &env(&["PATH=/x", "HOME", "N=1"]));
+        assert_eq!(got, env(&["PATH=/x", "T=1", "N=1"]));
+    }
+
+    #[test]
+    fn empty_env_leaves_spec_alone() {
+        let mut spec = default_unix_spec("buildkit", "x");
+        with_env(&mut spec, Some(&[]));
+        with_env(&mut spec, None);
+        assert!(spec.process.unwrap().env.is_empty());
+    }
+
+    #[test]
+    fn removed_mount_is_exact() {
+        let mut spec = default_unix_spec("buildkit", "x");
+        spec.mounts.push(mount("/run/secrets", "bind", "/s", &[]));
+        with_removed_mount(&mut spec, "/run");
+        let dests: Vec<_> = spec.mounts.iter().map(|m| m.destination.as_str()).collect();
+        assert!(!dests.contains(&"/run"));
+        assert!(dests.contains(&"/run/secrets"));
+    }
+
+    #[test]
+    fn bound_proc_is_first_and_unmasks_proc_only() {
+        let mut spec = default_unix_spec("buildkit", "x");
+        spec.mounts.push(mount("/proceeds", "bind", "/p", &[]));
+        spec.mounts.push(mount("/proc/sys/x", "bind", "/p", &[]));
+        with_bound_proc(&mut spec);
+        assert_eq!(spec.mounts[0], mount("/proc", "bind", "/proc", &["rbind"]));
+        assert_eq!(spec.mounts.iter().filter(|m| m.destination.starts_with("/proc")).count(), 2);
+        assert!(spec.mounts.iter().any(|m| m.destination == "/proceeds"));
+        let linux = spec.linux.unwrap();
+        assert_eq!(linux.masked_paths, ["/sys/firmware"]);
+        assert!(linux.readonly_paths.is_empty());
+    }
+
+    #[test]
+    fn insecure_devices_start_at_first_free_loop() {
+        let mut spec = default_unix_spec("buildkit", "x");
+        with_insecure_spec(&mut spec, 5, false);
+        let devices = &spec.linux.as_ref().unwrap().devices;
+        assert_eq!(devices.len(), 6 + 8);
+        assert_eq!(devices[6].path, "/dev/loop5");
+        assert_eq!(devices[13].minor, 12);
+        let caps = spec.process.unwrap().capabilities.unwrap();
+        assert_eq!(caps.bounding.len(), DEFAULT_CAPS.len() + INSECURE_CAPS.len());
+        assert_eq!(caps.ambient.len(), INSECURE_CAPS.len());
+    }
+
+    #[test]
+    fn insecure_in_user_namespace_adds_no_devices() {
+        let mut spec = default_unix_spec("buildkit", "x");
+        with_insecure_spec(&mut spec, 0, true);
+        assert!(spec.linux.unwrap().devices.is_empty());
+    }
+
+    #[test]
+    fn writeable_rewrites_ro_in_place_by_type() {
+        let mut spec = default_unix_spec("buildkit", "x");
+        with_cgroup_mount(&mut spec);
+        with_writeable_mounts_of_type(&mut spec, "cgroup");
+        let cg = spec.mounts.iter().find(|m| m.kind == "cgroup").unwrap();
+        assert_eq!(cg.options, ["rw", "nosuid", "noexec", "nodev"]);
+        let sys = spec.mounts.iter().find(|m| m.kind == "sysfs").unwrap();
+        assert_eq!(sys.options.last().unwrap(), "ro");
+    }
+
+    #[test]
+    fn user_namespace_is_added_once() {
+        let mut spec = default_unix_spec("buildkit", "x");
+        let r = [IdRange { container_id: 0, host_id: 1000, size: 1 }];
+        with_user_namespace(&mut spec, &r, &r);
+        with_user_namespace(&mut spec, &r, &[]);
+        let linux = spec.linux.unwrap();
+        assert_eq!(linux.namespaces.iter().filter(|n| n.kind == "user").count(), 1);
+        assert_eq!(linux.namespaces.last().unwrap().kind, "user");
+        assert_eq!(linux.uid_mappings.len(), 2);
+        assert_eq!(linux.gid_mappings.len(), 1);
+    }
+
+    #[test]
+    fn network_modes() {
+        let mut spec = default_unix_spec("buildkit", "x");
+        with_network(&mut spec, &Network::Path { path: "/run/netns/n".into() });
+        let ns = &spec.linux.as_ref().unwrap().namespaces;
+        assert_eq!(ns[4], Namespace { kind: "network".into(), path: "/run/netns/n".into() });
+        with_network(&mut spec, &Network::Host);
+        assert!(!spec.linux.as_ref().unwrap().namespaces.iter().any(|n| n.kind == "network"));
+        with_network(&mut spec, &Network::Path { path: "/p".into() });
+        assert_eq!(spec.linux.unwrap().namespaces.last().unwrap().path, "/p");
+    }
+}

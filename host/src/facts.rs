@@ -1,0 +1,79 @@
+//! The live host's facts, for when `--host-facts` is not given.
+
+use std::path::Path;
+
+use specwright_core::HostFacts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("uname: {0}")]
+    Uname(nix::errno::Errno),
+}
+
+/// Reads host facts from a JSON file; errors name the file and the field.
+pub fn read_facts_file(path: &Path) -> Result<HostFacts, FactsError> {
+    let file_error = |message: String| FactsError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| file_error(format!("invalid host facts: {e}")))
+}
+
+/// Detects the facts of the machine this runs on.
+pub fn detect() -> Result<HostFacts, FactsError> {
+    let uname = nix::sys::utsname::uname().map_err(FactsError::Uname)?;
+    Ok(HostFacts {
+        kernel_release: uname.release().to_string_lossy().into_owned(),
+        seccomp: seccomp_supported(),
+        first_free_loop: first_free_loop().unwrap_or(0),
+        in_user_namespace: in_user_namespace(),
+        arch: go_arch().to_string(),
+    })
+}
+
+/// The kernel reports a `Seccomp:` line only when built with seccomp.
+fn seccomp_supported() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
+        .unwrap_or(false)
+}
+
+/// runc's test: the identity map of the initial user namespace.
+fn in_user_namespace() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        }
+        Err(_) => false,
+    }
+}
+
+nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
+
+/// What LOOP_CTL_GET_FREE returns, as BuildKit asks it.
+fn first_free_loop() -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let control = std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control").ok()?;
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and `control` is an open
+    // /dev/loop-control descriptor for the duration of the call.
+    let n = unsafe { loop_ctl_get_free(control.as_raw_fd()) }.ok()?;
+    u32::try_from(n).ok()
+}
+
+/// Go's name for this architecture, as seccomp profiles use them.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "mips64" if cfg!(target_endian = "little") => "mips64le",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}

@@ -1,0 +1,102 @@
+//! specwright: build-step requests in, OCI runtime specs out, through
+//! sandboxed WebAssembly policies and a small privileged host.
+//!
+//! The pipeline ([`generate_spec`]): parse the request, run the policy
+//! chain (each policy's mount requests are performed by [`step::StepHost`]),
+//! validate each policy's output against the runtime-spec schema, and keep
+//! the mounts for the step, or release every one of them on any failure.
+
+pub mod facts;
+pub mod mount;
+pub mod policy;
+pub mod resolve;
+pub mod state;
+pub mod step;
+pub mod sys;
+pub mod validate;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use specwright_core::{HostFacts, Request};
+
+use crate::policy::{LoadedPolicy, PolicyError, PolicyRuntime};
+use crate::state::StateDir;
+use crate::step::{ReleaseError, StepHost};
+use crate::sys::Syscalls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{0}")]
+    Request(String),
+    #[error("{0}")]
+    Host(String),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{error}; releasing the step's mounts also failed: {release}")]
+    ReleaseAfterError { error: Box<SpecError>, release: ReleaseError },
+}
+
+/// What a successful step produced.
+#[derive(Debug, Clone)]
+pub struct SpecOutcome {
+    pub request: Request,
+    /// The validated spec.
+    pub spec: Value,
+    /// Whether the step holds mounts that `release` must undo.
+    pub holds_mounts: bool,
+}
+
+/// Runs the chain for one step. On success the step's mounts stay until
+/// [`step::release_step`]; on any failure none is left.
+pub fn generate_spec(
+    runtime: &PolicyRuntime,
+    chain: &[LoadedPolicy],
+    request_json: &str,
+    facts: &HostFacts,
+    state: StateDir,
+    sys: Arc<dyn Syscalls>,
+) -> Result<SpecOutcome, SpecError> {
+    let request = Request::from_json(request_json).map_err(|e| SpecError::Request(e.to_string()))?;
+    let canonical = serde_json::to_string(&request).map_err(|e| SpecError::Request(e.to_string()))?;
+    let mut step = StepHost::new(state, sys, &request).map_err(|e| SpecError::Host(e.to_string()))?;
+    let mut previous: Option<String> = None;
+    let mut spec = Value::Null;
+    for policy in chain {
+        let (returned, result) = runtime.run(policy, step, &canonical, facts, previous.as_deref());
+        step = returned;
+        let checked = result.and_then(|json| {
+            validate::validate_json(&json)
+                .map(|value| (json, value))
+                .map_err(|e| PolicyError::InvalidSpec {
+                    policy: policy.name.clone(),
+                    message: e.to_string(),
+                })
+        });
+        match checked {
+            Ok((json, value)) => {
+                previous = Some(json);
+                spec = value;
+            }
+            Err(e) => return Err(release_after(step, e.into())),
+        }
+    }
+    let holds_mounts = step.holds_mounts();
+    step.keep();
+    Ok(SpecOutcome {
+        request,
+        spec,
+        holds_mounts,
+    })
+}
+
+/// Releases everything after `error`, reporting both if the release fails too.
+pub fn release_after(step: StepHost, error: SpecError) -> SpecError {
+    match step.release_all() {
+        Ok(()) => error,
+        Err(release) => SpecError::ReleaseAfterError {
+            error: Box::new(error),
+            release,
+        },
+    }
+}

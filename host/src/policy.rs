@@ -1,0 +1,397 @@
+//! Policies as WebAssembly components: loading, sandboxing and running a chain.
+//!
+//! The generated bindings are the only wasm-facing layer; every import is
+//! a thin call into [`StepHost`], which checks and performs it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use specwright_core::HostFacts;
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+use crate::step::{RootId, SourceId, StepHost};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy",
+        imports: { default: trappable },
+        with: {
+            "specwright:policy/host.materialized": super::MaterializedRep,
+            "specwright:policy/host.mounted-root": super::MountedRootRep,
+        },
+    });
+}
+
+use bindings::specwright::policy::{host as wit_host, types as wit_types};
+
+/// The default policy, built by `build.rs` and embedded.
+pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!(env!("SPECWRIGHT_DEFAULT_POLICY_WASM"));
+
+/// The name `--policy default` refers to.
+pub const DEFAULT_POLICY_NAME: &str = "default";
+
+/// The WIT package every policy targets.
+const WIT_PACKAGE: &str = "specwright:policy";
+const WIT_VERSION: &str = "0.1.0";
+
+/// Host-side state of a `materialized` handle.
+pub struct MaterializedRep(SourceId);
+
+/// Host-side state of a `mounted-root` handle.
+pub struct MountedRootRep(RootId);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy {policy}: {message}")]
+    Load { policy: String, message: String },
+    #[error("policy {policy}: invalid request: {message}")]
+    InvalidRequest { policy: String, message: String },
+    #[error("policy {policy} denied the step: {reason}")]
+    Denied { policy: String, reason: String },
+    #[error("policy {policy}: {message}")]
+    Failed { policy: String, message: String },
+    #[error("policy {policy} exceeded its {limit} limit")]
+    Limit { policy: String, limit: String },
+    #[error("policy {policy} trapped: {message}")]
+    Trapped { policy: String, message: String },
+    #[error("policy {policy} returned an invalid spec: {message}")]
+    InvalidSpec { policy: String, message: String },
+}
+
+/// Sandbox limits applied to every policy call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock time one `generate` call may take.
+    pub time: Duration,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            time: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// How often the engine's epoch advances; the time limit's granularity.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The store's data: the step's host side and the handles the policy holds.
+pub struct PolicyState {
+    step: StepHost,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+fn to_wit_error(e: specwright_core::HostError) -> wit_types::HostError {
+    match e {
+        specwright_core::HostError::Refused(m) => wit_types::HostError::Refused(m),
+        specwright_core::HostError::Failed(m) => wit_types::HostError::Failed(m),
+    }
+}
+
+fn to_wit_mount(m: specwright_core::request::Mountable) -> wit_types::Mount {
+    wit_types::Mount {
+        kind: m.kind,
+        source: m.source,
+        options: m.options,
+    }
+}
+
+impl wit_types::Host for PolicyState {}
+
+impl wit_host::Host for PolicyState {
+    fn materialize(
+        &mut self,
+        index: u32,
+    ) -> wasmtime::Result<Result<Resource<MaterializedRep>, wit_types::HostError>> {
+        match self.step.materialize(index) {
+            Ok((id, _)) => Ok(Ok(self.table.push(MaterializedRep(id))?)),
+            Err(e) => Ok(Err(to_wit_error(e))),
+        }
+    }
+
+    fn mount_temporary(
+        &mut self,
+        source: Resource<MaterializedRep>,
+        entries: Vec<u32>,
+    ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
+        let id = self.table.get(&source)?.0;
+        match self.step.mount_temporary(id, &entries) {
+            Ok(root) => Ok(Ok(self.table.push(MountedRootRep(root))?)),
+            Err(e) => Ok(Err(to_wit_error(e))),
+        }
+    }
+
+    fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {
+        let id = self.table.delete(root)?.0;
+        Ok(self.step.release_root(id).map_err(to_wit_error))
+    }
+}
+
+impl wit_host::HostMaterialized for PolicyState {
+    fn mounts(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<Vec<wit_types::Mount>> {
+        let id = self.table.get(&source)?.0;
+        let mounts = self.step.source_mounts(id).map_err(wasmtime::Error::msg)?;
+        Ok(mounts.into_iter().map(to_wit_mount).collect())
+    }
+
+    fn resolve(
+        &mut self,
+        source: Resource<MaterializedRep>,
+        entry: u32,
+        selector: String,
+    ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
+        let id = self.table.get(&source)?.0;
+        Ok(self.step.resolve_in_source(id, entry, &selector).map_err(to_wit_error))
+    }
+
+    fn drop(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<()> {
+        self.table.delete(source)?;
+        Ok(())
+    }
+}
+
+impl wit_host::HostMountedRoot for PolicyState {
+    fn path(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<String> {
+        let id = self.table.get(&root)?.0;
+        self.step.root_path(id).map_err(wasmtime::Error::msg)
+    }
+
+    fn resolve(
+        &mut self,
+        root: Resource<MountedRootRep>,
+        selector: String,
+    ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
+        let id = self.table.get(&root)?.0;
+        Ok(self.step.resolve_in_root(id, &selector).map_err(to_wit_error))
+    }
+
+    /// Dropping a handle does not unmount: the step owns the mount.
+    fn drop(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<()> {
+        self.table.delete(root)?;
+        Ok(())
+    }
+}
+
+/// A policy ready to run.
+pub struct LoadedPolicy {
+    pub name: String,
+    pub settings: String,
+    pre: bindings::PolicyPre<PolicyState>,
+}
+
+/// The engine and linker every policy runs under.
+pub struct PolicyRuntime {
+    engine: Engine,
+    limits: Limits,
+}
+
+impl PolicyRuntime {
+    pub fn new(limits: Limits) -> Result<PolicyRuntime, PolicyError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| PolicyError::Load {
+            policy: "(engine)".to_string(),
+            message: e.to_string(),
+        })?;
+        start_epoch_ticker(&engine);
+        Ok(PolicyRuntime { engine, limits })
+    }
+
+    /// Loads the embedded default policy.
+    pub fn load_default(&self) -> Result<LoadedPolicy, PolicyError> {
+        self.load_bytes(DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, String::new())
+    }
+
+    /// Loads `FILE[:SETTINGS.json]`, or `default[:SETTINGS.json]` for the embedded policy.
+    pub fn load_spec(&self, spec: &str) -> Result<LoadedPolicy, PolicyError> {
+        let (file, settings_file) = split_policy_arg(spec);
+        let settings = match settings_file {
+            Some(path) => std::fs::read_to_string(&path).map_err(|e| PolicyError::Load {
+                policy: file.display().to_string(),
+                message: format!("reading settings {}: {e}", path.display()),
+            })?,
+            None => String::new(),
+        };
+        if file == Path::new(DEFAULT_POLICY_NAME) {
+            return self.load_bytes(DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, settings);
+        }
+        let bytes = std::fs::read(&file).map_err(|e| PolicyError::Load {
+            policy: file.display().to_string(),
+            message: format!("reading {}: {e}", file.display()),
+        })?;
+        self.load_bytes(&file.display().to_string(), &bytes, settings)
+    }
+
+    /// Compiles and links a component; every problem is listed in the error.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8], settings: String) -> Result<LoadedPolicy, PolicyError> {
+        let load_error = |message: String| PolicyError::Load {
+            policy: name.to_string(),
+            message,
+        };
+        if wasmparser_is_core_module(bytes) {
+            return Err(load_error(
+                "is a core WebAssembly module, not a component (build it for wasm32-wasip2, or wrap it with `wasm-tools component new`)".to_string(),
+            ));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| load_error(format!("is not a valid WebAssembly component: {e:#}")))?;
+        let linker = self.linker_for(&component).map_err(load_error)?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| load_error(format!("does not link against the host: {e:#}")))?;
+        let pre = bindings::PolicyPre::new(instance_pre).map_err(|e| {
+            load_error(format!(
+                "does not export the `{WIT_PACKAGE}/policy@{WIT_VERSION}` world: {e:#}"
+            ))
+        })?;
+        Ok(LoadedPolicy {
+            name: name.to_string(),
+            settings,
+            pre,
+        })
+    }
+
+    /// Our host interface, a fixed seed for std's hash maps, and traps for
+    /// the rest of WASI that std links in but a policy never gets to use.
+    fn linker_for(&self, component: &Component) -> Result<Linker<PolicyState>, String> {
+        let mut linker: Linker<PolicyState> = Linker::new(&self.engine);
+        bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
+        let mut unknown = Vec::new();
+        let ty = component.component_type();
+        for (import, _) in ty.imports(&self.engine) {
+            if import.starts_with(&format!("{WIT_PACKAGE}/")) {
+                let expected = [
+                    format!("{WIT_PACKAGE}/host@{WIT_VERSION}"),
+                    format!("{WIT_PACKAGE}/types@{WIT_VERSION}"),
+                ];
+                if !expected.iter().any(|e| e == import) {
+                    unknown.push(format!(
+                        "{import} (this host provides {WIT_PACKAGE}/host@{WIT_VERSION})"
+                    ));
+                }
+            } else if import.starts_with("wasi:random/insecure-seed@0.2.") {
+                // Deterministic on purpose: a policy gets no randomness.
+                linker
+                    .instance(import)
+                    .and_then(|mut i| {
+                        i.func_wrap("insecure-seed", |_, (): ()| Ok(((0x5eed_u64, 0x5eed_u64),)))
+                    })
+                    .map_err(|e| e.to_string())?;
+            } else if !import.starts_with("wasi:") {
+                unknown.push(import.to_string());
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(format!("imports what this host does not provide: {}", unknown.join(", ")));
+        }
+        linker
+            .define_unknown_imports_as_traps(component)
+            .map_err(|e| e.to_string())?;
+        Ok(linker)
+    }
+
+    /// Runs one policy for a step; returns the step back whatever happens,
+    /// so the caller decides what to keep or release.
+    pub fn run(
+        &self,
+        policy: &LoadedPolicy,
+        step: StepHost,
+        request_json: &str,
+        facts: &HostFacts,
+        previous: Option<&str>,
+    ) -> (StepHost, Result<String, PolicyError>) {
+        let state = PolicyState {
+            step,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        let facts = wit_types::HostFacts {
+            kernel_release: facts.kernel_release.clone(),
+            seccomp: facts.seccomp,
+            first_free_loop: facts.first_free_loop,
+            in_user_namespace: facts.in_user_namespace,
+            arch: facts.arch.clone(),
+        };
+        let result = policy
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_generate(&mut store, request_json, &facts, &policy.settings, previous));
+        let result = match result {
+            Ok(Ok(spec)) => Ok(spec),
+            Ok(Err(e)) => Err(policy_error(&policy.name, e)),
+            Err(e) => Err(self.trap_error(&policy.name, e)),
+        };
+        (store.into_data().step, result)
+    }
+
+    fn trap_error(&self, policy: &str, e: wasmtime::Error) -> PolicyError {
+        let policy = policy.to_string();
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PolicyError::Limit {
+                policy,
+                limit: format!("time ({:?})", self.limits.time),
+            },
+            _ if format!("{e:#}").contains("memory") && format!("{e:#}").contains("limit") => PolicyError::Limit {
+                policy,
+                limit: format!("memory ({} MiB)", self.limits.memory_bytes >> 20),
+            },
+            _ => PolicyError::Trapped {
+                policy,
+                message: format!("{e:#}"),
+            },
+        }
+    }
+}
+
+fn policy_error(policy: &str, e: wit_types::PolicyError) -> PolicyError {
+    let policy = policy.to_string();
+    match e {
+        wit_types::PolicyError::InvalidRequest(message) => PolicyError::InvalidRequest { policy, message },
+        wit_types::PolicyError::Denied(reason) => PolicyError::Denied { policy, reason },
+        wit_types::PolicyError::Internal(message) => PolicyError::Failed { policy, message },
+    }
+}
+
+/// Splits `FILE[:SETTINGS.json]` at the last colon that is followed by a
+/// path ending in `.json`, so file names with colons still work.
+pub fn split_policy_arg(arg: &str) -> (PathBuf, Option<PathBuf>) {
+    match arg.rsplit_once(':') {
+        Some((file, settings)) if settings.ends_with(".json") && !file.is_empty() => {
+            (PathBuf::from(file), Some(PathBuf::from(settings)))
+        }
+        _ => (PathBuf::from(arg), None),
+    }
+}
+
+/// A core module starts with the wasm magic and version 1; a component
+/// with the same magic and its own layer/version word.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[0..4] == b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// Advances the engine's epoch until the engine is gone.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(EPOCH_TICK);
+        match weak.upgrade() {
+            Some(engine) => engine.increment_epoch(),
+            None => return,
+        }
+    });
+}

@@ -1,0 +1,158 @@
+//! Every privileged syscall the host makes, behind one trait: the real one
+//! performs them; the recording one serves dry runs and fault injection.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+
+/// One privileged operation, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    CreateDir(PathBuf),
+    RemoveDir(PathBuf),
+    Mount {
+        source: Option<String>,
+        target: PathBuf,
+        fstype: Option<String>,
+        flags: u64,
+        data: Option<String>,
+    },
+    Unmount {
+        target: PathBuf,
+        flags: i32,
+    },
+}
+
+pub trait Syscalls: Send + Sync {
+    fn create_dir(&self, path: &Path) -> Result<(), Errno>;
+    fn remove_dir(&self, path: &Path) -> Result<(), Errno>;
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno>;
+    fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno>;
+}
+
+/// The kernel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealSyscalls;
+
+fn io_errno(e: std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+}
+
+impl Syscalls for RealSyscalls {
+    fn create_dir(&self, path: &Path) -> Result<(), Errno> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(path).map_err(io_errno)
+    }
+
+    fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
+        std::fs::remove_dir(path).map_err(io_errno)
+    }
+
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno> {
+        nix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
+        nix::mount::umount2(target, flags)
+    }
+}
+
+/// Records every operation; performs each through `inner` (none for a dry
+/// run) unless it is the one chosen to fail.
+pub struct RecordingSyscalls {
+    inner: Option<Box<dyn Syscalls>>,
+    fail_at: Option<usize>,
+    ops: Mutex<Vec<Op>>,
+}
+
+impl RecordingSyscalls {
+    /// Performs nothing: every operation succeeds without touching the host.
+    pub fn dry_run() -> RecordingSyscalls {
+        RecordingSyscalls {
+            inner: None,
+            fail_at: None,
+            ops: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Performs operations through `inner`, except that operation number
+    /// `fail_at` (0-based) fails with EIO instead.
+    pub fn failing_at(inner: Box<dyn Syscalls>, fail_at: Option<usize>) -> RecordingSyscalls {
+        RecordingSyscalls {
+            inner: Some(inner),
+            fail_at,
+            ops: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn ops(&self) -> Vec<Op> {
+        self.ops.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, op: Op, perform: impl FnOnce(&dyn Syscalls) -> Result<(), Errno>) -> Result<(), Errno> {
+        let n = {
+            let mut ops = self.ops.lock().map_err(|_| Errno::EIO)?;
+            ops.push(op);
+            ops.len() - 1
+        };
+        if self.fail_at == Some(n) {
+            return Err(Errno::EIO);
+        }
+        match &self.inner {
+            Some(inner) => perform(inner.as_ref()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Syscalls for RecordingSyscalls {
+    fn create_dir(&self, path: &Path) -> Result<(), Errno> {
+        self.record(Op::CreateDir(path.to_path_buf()), |s| s.create_dir(path))
+    }
+
+    fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
+        self.record(Op::RemoveDir(path.to_path_buf()), |s| s.remove_dir(path))
+    }
+
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno> {
+        let op = Op::Mount {
+            source: source.map(str::to_string),
+            target: target.to_path_buf(),
+            fstype: fstype.map(str::to_string),
+            flags: flags.bits(),
+            data: data.map(str::to_string),
+        };
+        self.record(op, |s| s.mount(source, target, fstype, flags, data))
+    }
+
+    fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
+        let op = Op::Unmount {
+            target: target.to_path_buf(),
+            flags: flags.bits(),
+        };
+        self.record(op, |s| s.unmount(target, flags))
+    }
+}

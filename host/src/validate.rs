@@ -1,0 +1,140 @@
+//! Checking a policy's output: JSON, then the OCI runtime-spec schema
+//! (v1.2.1, embedded from `host/schema/`).
+
+use std::sync::OnceLock;
+
+use jsonschema::{Draft, Validator};
+use serde_json::Value;
+
+const BASE: &str = "file:///runtime-spec-v1.2.1/";
+
+/// The schema files `config-schema.json` refers to, by file name.
+const SCHEMA_FILES: &[(&str, &str)] = &[
+    ("config-schema.json", include_str!("../schema/config-schema.json")),
+    ("config-linux.json", include_str!("../schema/config-linux.json")),
+    ("config-solaris.json", include_str!("../schema/config-solaris.json")),
+    ("config-vm.json", include_str!("../schema/config-vm.json")),
+    ("config-windows.json", include_str!("../schema/config-windows.json")),
+    ("config-zos.json", include_str!("../schema/config-zos.json")),
+    ("defs.json", include_str!("../schema/defs.json")),
+    ("defs-linux.json", include_str!("../schema/defs-linux.json")),
+    ("defs-vm.json", include_str!("../schema/defs-vm.json")),
+    ("defs-windows.json", include_str!("../schema/defs-windows.json")),
+    ("defs-zos.json", include_str!("../schema/defs-zos.json")),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecValidationError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("does not match the OCI runtime-spec v1.2.1 schema: {}", .0.join("; "))]
+    Schema(Vec<String>),
+    #[error("the embedded runtime-spec schema does not load: {0}")]
+    BadSchema(String),
+}
+
+fn build_validator() -> Result<Validator, String> {
+    let parse = |name: &str, text: &str| -> Result<Value, String> {
+        serde_json::from_str(text).map_err(|e| format!("{name}: {e}"))
+    };
+    let mut root = parse("config-schema.json", SCHEMA_FILES[0].1)?;
+    // The files carry no ids; give the root one so relative refs resolve
+    // against the other embedded files.
+    if let Value::Object(map) = &mut root {
+        map.insert("id".to_string(), Value::String(format!("{BASE}config-schema.json")));
+    }
+    let mut options = jsonschema::options().with_draft(Draft::Draft4);
+    for (name, text) in &SCHEMA_FILES[1..] {
+        let value = parse(name, text)?;
+        options = options.with_resource(format!("{BASE}{name}"), Draft::Draft4.create_resource(value));
+    }
+    options.build(&root).map_err(|e| e.to_string())
+}
+
+fn validator() -> Result<&'static Validator, SpecValidationError> {
+    static VALIDATOR: OnceLock<Result<Validator, String>> = OnceLock::new();
+    VALIDATOR
+        .get_or_init(build_validator)
+        .as_ref()
+        .map_err(|e| SpecValidationError::BadSchema(e.clone()))
+}
+
+/// Validates a parsed spec against the runtime-spec schema; every
+/// violation is listed with where it is.
+pub fn validate_value(spec: &Value) -> Result<(), SpecValidationError> {
+    let errors: Vec<String> = validator()?
+        .iter_errors(spec)
+        .map(|e| {
+            let at = e.instance_path.to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("at {at}: {e}")
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecValidationError::Schema(errors))
+    }
+}
+
+/// Parses and validates a policy's output.
+pub fn validate_json(spec: &str) -> Result<Value, SpecValidationError> {
+    let value: Value = serde_json::from_str(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
+    validate_value(&value)?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_schema_matches_shared_copy() {
+        let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/runtime-spec-v1.2.1");
+        if !shared.exists() {
+            return;
+        }
+        for (name, text) in SCHEMA_FILES {
+            let theirs = std::fs::read_to_string(shared.join(name)).unwrap();
+            assert_eq!(*text, theirs, "{name} differs from ../shared");
+        }
+    }
+
+    #[test]
+    fn good_and_bad_configs_from_the_spec_repo() {
+        let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/runtime-spec-v1.2.1/test/config");
+        if !tests.exists() {
+            return;
+        }
+        let mut checked = 0;
+        for entry in walk(&tests) {
+            let expect_good = entry.parent().unwrap().ends_with("good");
+            let text = std::fs::read_to_string(&entry).unwrap();
+            assert_eq!(validate_json(&text).is_ok(), expect_good, "{}", entry.display());
+            checked += 1;
+        }
+        assert!(checked >= 7, "only {checked} configs checked");
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if p.extension().is_some_and(|x| x == "json") {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_wrong_type_is_reported_with_its_place() {
+        let err = validate_value(&serde_json::json!({"ociVersion": "1.0.2", "hostname": 7})).unwrap_err();
+        assert!(err.to_string().contains("/hostname"), "{err}");
+    }
+}
