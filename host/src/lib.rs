@@ -6,6 +6,7 @@
 //! validate each policy's output against the runtime-spec schema, and keep
 //! the mounts for the step, or release every one of them on any failure.
 
+pub mod cli;
 pub mod facts;
 pub mod mount;
 pub mod policy;

@@ -1,1 +1,97 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests and the `sw-testhelper` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context, Result};
+
+/// The shared reference material beside the repository.
+pub fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+/// The oracle's case directory.
+pub fn oracle_cases_dir() -> PathBuf {
+    shared_dir().join("oracle/cases")
+}
+
+/// Names of every oracle case (`<name>.request.json`), sorted.
+pub fn oracle_case_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = entry?.file_name();
+        if let Some(case) = name.to_str().and_then(|n| n.strip_suffix(".request.json")) {
+            names.push(case.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Mountpoints below `prefix` in the calling thread's mount namespace.
+pub fn mounts_below(prefix: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string("/proc/thread-self/mountinfo").context("reading mountinfo")?;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let Some(mountpoint) = line.split(' ').nth(4) else {
+            bail!("malformed mountinfo line: {line}");
+        };
+        let mountpoint = PathBuf::from(unescape_mountinfo(mountpoint));
+        if mountpoint.starts_with(prefix) {
+            found.push(mountpoint);
+        }
+    }
+    Ok(found)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            match u8::from_str_radix(&code, 8) {
+                Ok(b) => out.push(b as char),
+                Err(_) => {
+                    out.push('\\');
+                    out.push_str(&code);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs `program args` in a new private mount namespace.
+pub fn run_in_private_mount_namespace(program: &Path, args: &[&str]) -> Result<Output> {
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(program)
+        .args(args)
+        .output()
+        .context("running unshare (util-linux)")
+}
+
+/// Builds the oracle's `<SRCn>` tree at `dir`.
+pub fn make_oracle_source_tree(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::symlink;
+    std::fs::create_dir_all(dir.join("sub/dir"))?;
+    std::fs::create_dir_all(dir.join("sub/other"))?;
+    std::fs::write(dir.join("sub/dir/file"), "file\n")?;
+    for (link, target) in [
+        ("link_abs", "/sub/dir"),
+        ("link_out_abs", "/etc"),
+        ("link_rel", "sub/dir"),
+        ("link_rel_escape", "../../../../etc"),
+        ("dirlink", "sub"),
+        ("loop1", "loop2"),
+        ("loop2", "loop1"),
+        ("sub/uplink", "../sub/dir"),
+    ] {
+        symlink(target, dir.join(link))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Every case in `../shared/oracle/cases/` through the real library path,
+//! with real directories and real mounts in a private mount namespace,
+//! compared with what BuildKit v0.8.1 itself produced.
+
+use serde_json::Value;
+use specwright_tests::{oracle_case_names, oracle_cases_dir, run_in_private_mount_namespace};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
+
+/// The cases where specwright differs from BuildKit on purpose (see the
+/// oracle README): BuildKit leaks a temporary mount after this error.
+fn buildkit_leaks(name: &str) -> bool {
+    name == "mount_no_source"
+}
+
+fn check_case(name: &str) -> Result<(), String> {
+    let cases = oracle_cases_dir();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let out = run_in_private_mount_namespace(
+        HELPER.as_ref(),
+        &["oracle", cases.to_str().unwrap(), name, work.path().to_str().unwrap()],
+    )
+    .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("helper failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("report: {e}"))?;
+
+    let mut problems = Vec::new();
+    match (expected.get("spec"), expected.get("error").and_then(Value::as_str)) {
+        (Some(want), _) => {
+            if report["error"] != Value::Null {
+                problems.push(format!("expected a spec, got error {}", report["error"]));
+            } else if &report["spec"] != want {
+                problems.push(format!("spec differs:\n{}", diff(want, &report["spec"])));
+            }
+            let want_mounts = expected["local_mounts"].as_u64().unwrap_or(0);
+            if report["mounts_during"].as_u64() != Some(want_mounts) {
+                problems.push(format!(
+                    "made {} temporary mounts, BuildKit made {want_mounts}",
+                    report["mounts_during"]
+                ));
+            }
+        }
+        (None, Some(want_error)) => match report["error"].as_str() {
+            Some(got) if got.contains(want_error) => {}
+            Some(got) => problems.push(format!("error {got:?} does not contain {want_error:?}")),
+            None => problems.push(format!("expected error {want_error:?}, got a spec")),
+        },
+        (None, None) => return Err("expected file has neither spec nor error".to_string()),
+    }
+    if !buildkit_leaks(name) || report["error"] != Value::Null {
+        // After release, and after any error, nothing may remain.
+        for key in ["mounts_after"] {
+            if report[key].as_u64() != Some(0) {
+                problems.push(format!("{key} = {}", report[key]));
+            }
+        }
+        for key in ["leftover_mountpoints", "leftover_records"] {
+            if report[key].as_array().is_none_or(|a| !a.is_empty()) {
+                problems.push(format!("{key} = {}", report[key]));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The first differing paths between two JSON values.
+fn diff(want: &Value, got: &Value) -> String {
+    let mut out = Vec::new();
+    diff_into(want, got, String::new(), &mut out);
+    out.truncate(10);
+    out.join("\n")
+}
+
+fn diff_into(want: &Value, got: &Value, at: String, out: &mut Vec<String>) {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for key in w.keys().chain(g.keys().filter(|k| !w.contains_key(*k))) {
+                diff_into(
+                    w.get(key).unwrap_or(&Value::Null),
+                    g.get(key).unwrap_or(&Value::Null),
+                    format!("{at}/{key}"),
+                    out,
+                );
+            }
+        }
+        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => {
+            for (i, (a, b)) in w.iter().zip(g).enumerate() {
+                diff_into(a, b, format!("{at}/{i}"), out);
+            }
+        }
+        _ if want != got => out.push(format!("  {at}: want {want}, got {got}")),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_oracle_case_is_reproduced() {
+    let cases = oracle_cases_dir();
+    let names = oracle_case_names(&cases).expect("the oracle cases beside the repository (../shared)");
+    assert!(names.len() >= 31, "only {} oracle cases found in {}", names.len(), cases.display());
+    let failures: Vec<String> = names
+        .iter()
+        .filter_map(|name| check_case(name).err().map(|e| format!("--- {name}:\n{e}")))
+        .collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), names.len(), failures.join("\n"));
+}
