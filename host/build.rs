@@ -30,8 +30,12 @@ const SCRUBBED_ENV: &[&str] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ lives in the workspace root").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ lives in the workspace root")
+        .to_path_buf();
     for watched in ["guest", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
@@ -40,13 +44,22 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "specwright-policy-buildkit"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "specwright-policy-buildkit",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running the nested cargo for the default policy");
+    let status = cmd
+        .status()
+        .expect("running the nested cargo for the default policy");
     if !status.success() {
         panic!(
             "building the default policy for wasm32-wasip2 failed ({status}); is the target installed? `rustup target add wasm32-wasip2`"
@@ -54,5 +67,8 @@ fn main() {
     }
     let wasm = target_dir.join("wasm32-wasip2/release/specwright_policy_buildkit.wasm");
     assert!(wasm.exists(), "{} was not produced", wasm.display());
-    println!("cargo:rustc-env=SPECWRIGHT_DEFAULT_POLICY_WASM={}", wasm.display());
+    println!(
+        "cargo:rustc-env=SPECWRIGHT_DEFAULT_POLICY_WASM={}",
+        wasm.display()
+    );
 }

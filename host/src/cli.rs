@@ -5,15 +5,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
 use crate::policy::{Limits, PolicyRuntime};
 use crate::state::{StateDir, DEFAULT_STATE_DIR};
 use crate::step::release_step;
 use crate::sys::{RealSyscalls, Syscalls};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "specwright", version, about = "Build-step requests in, OCI runtime specs out, through sandboxed WebAssembly policies.")]
+#[command(
+    name = "specwright",
+    version,
+    about = "Build-step requests in, OCI runtime specs out, through sandboxed WebAssembly policies."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -106,8 +110,10 @@ fn run(cli: Cli) -> Result<()> {
             if !specwright_core::request::is_valid_id(&id) {
                 bail!("{id:?} is not a valid step id");
             }
-            let state = StateDir::open(&state_dir).with_context(|| format!("state dir {}", state_dir.display()))?;
-            release_step(&state, &RealSyscalls, &id).with_context(|| format!("releasing step {id}"))?;
+            let state = StateDir::open(&state_dir)
+                .with_context(|| format!("state dir {}", state_dir.display()))?;
+            release_step(&state, &RealSyscalls, &id)
+                .with_context(|| format!("releasing step {id}"))?;
             Ok(())
         }
     }
@@ -125,7 +131,9 @@ struct SpecArgs {
 fn read_request(arg: &str) -> Result<String> {
     if arg == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading the request from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the request from standard input")?;
         return Ok(text);
     }
     std::fs::read_to_string(arg).with_context(|| format!("reading request file {arg}"))
@@ -141,23 +149,39 @@ fn spec(args: SpecArgs) -> Result<()> {
     let chain = if args.policies.is_empty() {
         vec![runtime.load_default()?]
     } else {
-        args.policies.iter().map(|p| runtime.load_spec(p)).collect::<Result<Vec<_>, _>>()?
+        args.policies
+            .iter()
+            .map(|p| runtime.load_spec(p))
+            .collect::<Result<Vec<_>, _>>()?
     };
     if let Some(bundle) = &args.bundle {
-        std::fs::create_dir_all(bundle).with_context(|| format!("creating bundle dir {}", bundle.display()))?;
+        std::fs::create_dir_all(bundle)
+            .with_context(|| format!("creating bundle dir {}", bundle.display()))?;
     }
-    let state = StateDir::open(&args.state_dir).with_context(|| format!("state dir {}", args.state_dir.display()))?;
+    let state = StateDir::open(&args.state_dir)
+        .with_context(|| format!("state dir {}", args.state_dir.display()))?;
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
-    let outcome = crate::generate_spec(&runtime, &chain, &request, &facts, state.clone(), sys.clone())?;
+    let outcome = crate::generate_spec(
+        &runtime,
+        &chain,
+        &request,
+        &facts,
+        state.clone(),
+        sys.clone(),
+    )?;
     let mut text = serde_json::to_string_pretty(&outcome.spec).context("encoding the spec")?;
     text.push('\n');
     let written = match &args.bundle {
         Some(bundle) => write_atomically(&bundle.join("config.json"), text.as_bytes()),
-        None => std::io::stdout().write_all(text.as_bytes()).context("writing the spec to standard output"),
+        None => std::io::stdout()
+            .write_all(text.as_bytes())
+            .context("writing the spec to standard output"),
     };
     if let Err(e) = written {
         if let Err(release) = release_step(&state, sys.as_ref(), &outcome.request.id) {
-            return Err(e.context(format!("releasing the step's mounts also failed: {release}")));
+            return Err(e.context(format!(
+                "releasing the step's mounts also failed: {release}"
+            )));
         }
         return Err(e);
     }

@@ -57,7 +57,11 @@ nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
 /// What LOOP_CTL_GET_FREE returns, as BuildKit asks it.
 fn first_free_loop() -> Option<u32> {
     use std::os::fd::AsRawFd;
-    let control = std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control").ok()?;
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .ok()?;
     // SAFETY: LOOP_CTL_GET_FREE takes no argument and `control` is an open
     // /dev/loop-control descriptor for the duration of the call.
     let n = unsafe { loop_ctl_get_free(control.as_raw_fd()) }.ok()?;

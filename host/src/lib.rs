@@ -35,7 +35,10 @@ pub enum SpecError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("{error}; releasing the step's mounts also failed: {release}")]
-    ReleaseAfterError { error: Box<SpecError>, release: ReleaseError },
+    ReleaseAfterError {
+        error: Box<SpecError>,
+        release: ReleaseError,
+    },
 }
 
 /// What a successful step produced.
@@ -58,9 +61,12 @@ pub fn generate_spec(
     state: StateDir,
     sys: Arc<dyn Syscalls>,
 ) -> Result<SpecOutcome, SpecError> {
-    let request = Request::from_json(request_json).map_err(|e| SpecError::Request(e.to_string()))?;
-    let canonical = serde_json::to_string(&request).map_err(|e| SpecError::Request(e.to_string()))?;
-    let mut step = StepHost::new(state, sys, &request).map_err(|e| SpecError::Host(e.to_string()))?;
+    let request =
+        Request::from_json(request_json).map_err(|e| SpecError::Request(e.to_string()))?;
+    let canonical =
+        serde_json::to_string(&request).map_err(|e| SpecError::Request(e.to_string()))?;
+    let mut step =
+        StepHost::new(state, sys, &request).map_err(|e| SpecError::Host(e.to_string()))?;
     let mut previous: Option<String> = None;
     let mut spec = Value::Null;
     for policy in chain {

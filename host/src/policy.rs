@@ -128,14 +128,20 @@ impl wit_host::Host for PolicyState {
         }
     }
 
-    fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {
+    fn release(
+        &mut self,
+        root: Resource<MountedRootRep>,
+    ) -> wasmtime::Result<Result<(), wit_types::HostError>> {
         let id = self.table.delete(root)?.0;
         Ok(self.step.release_root(id).map_err(to_wit_error))
     }
 }
 
 impl wit_host::HostMaterialized for PolicyState {
-    fn mounts(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<Vec<wit_types::Mount>> {
+    fn mounts(
+        &mut self,
+        source: Resource<MaterializedRep>,
+    ) -> wasmtime::Result<Vec<wit_types::Mount>> {
         let id = self.table.get(&source)?.0;
         let mounts = self.step.source_mounts(id).map_err(wasmtime::Error::msg)?;
         Ok(mounts.into_iter().map(to_wit_mount).collect())
@@ -148,7 +154,10 @@ impl wit_host::HostMaterialized for PolicyState {
         selector: String,
     ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
         let id = self.table.get(&source)?.0;
-        Ok(self.step.resolve_in_source(id, entry, &selector).map_err(to_wit_error))
+        Ok(self
+            .step
+            .resolve_in_source(id, entry, &selector)
+            .map_err(to_wit_error))
     }
 
     fn drop(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<()> {
@@ -169,7 +178,10 @@ impl wit_host::HostMountedRoot for PolicyState {
         selector: String,
     ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
         let id = self.table.get(&root)?.0;
-        Ok(self.step.resolve_in_root(id, &selector).map_err(to_wit_error))
+        Ok(self
+            .step
+            .resolve_in_root(id, &selector)
+            .map_err(to_wit_error))
     }
 
     /// Dropping a handle does not unmount: the step owns the mount.
@@ -231,7 +243,12 @@ impl PolicyRuntime {
     }
 
     /// Compiles and links a component; every problem is listed in the error.
-    pub fn load_bytes(&self, name: &str, bytes: &[u8], settings: String) -> Result<LoadedPolicy, PolicyError> {
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: String,
+    ) -> Result<LoadedPolicy, PolicyError> {
         let load_error = |message: String| PolicyError::Load {
             policy: name.to_string(),
             message,
@@ -259,11 +276,25 @@ impl PolicyRuntime {
         })
     }
 
+    /// The names a component imports, as the linker sees them.
+    pub fn component_imports(&self, bytes: &[u8]) -> Result<Vec<String>, PolicyError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Load {
+            policy: "(component)".to_string(),
+            message: format!("{e:#}"),
+        })?;
+        let ty = component.component_type();
+        Ok(ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect())
+    }
+
     /// Our host interface, a fixed seed for std's hash maps, and traps for
     /// the rest of WASI that std links in but a policy never gets to use.
     fn linker_for(&self, component: &Component) -> Result<Linker<PolicyState>, String> {
         let mut linker: Linker<PolicyState> = Linker::new(&self.engine);
-        bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
+        bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
         let mut unknown = Vec::new();
         let ty = component.component_type();
         for (import, _) in ty.imports(&self.engine) {
@@ -290,7 +321,10 @@ impl PolicyRuntime {
             }
         }
         if !unknown.is_empty() {
-            return Err(format!("imports what this host does not provide: {}", unknown.join(", ")));
+            return Err(format!(
+                "imports what this host does not provide: {}",
+                unknown.join(", ")
+            ));
         }
         linker
             .define_unknown_imports_as_traps(component)
@@ -327,10 +361,9 @@ impl PolicyRuntime {
             in_user_namespace: facts.in_user_namespace,
             arch: facts.arch.clone(),
         };
-        let result = policy
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_generate(&mut store, request_json, &facts, &policy.settings, previous));
+        let result = policy.pre.instantiate(&mut store).and_then(|instance| {
+            instance.call_generate(&mut store, request_json, &facts, &policy.settings, previous)
+        });
         let result = match result {
             Ok(Ok(spec)) => Ok(spec),
             Ok(Err(e)) => Err(policy_error(&policy.name, e)),
@@ -346,10 +379,12 @@ impl PolicyRuntime {
                 policy,
                 limit: format!("time ({:?})", self.limits.time),
             },
-            _ if format!("{e:#}").contains("memory") && format!("{e:#}").contains("limit") => PolicyError::Limit {
-                policy,
-                limit: format!("memory ({} MiB)", self.limits.memory_bytes >> 20),
-            },
+            _ if format!("{e:#}").contains("memory") && format!("{e:#}").contains("limit") => {
+                PolicyError::Limit {
+                    policy,
+                    limit: format!("memory ({} MiB)", self.limits.memory_bytes >> 20),
+                }
+            }
             _ => PolicyError::Trapped {
                 policy,
                 message: format!("{e:#}"),
@@ -361,7 +396,9 @@ impl PolicyRuntime {
 fn policy_error(policy: &str, e: wit_types::PolicyError) -> PolicyError {
     let policy = policy.to_string();
     match e {
-        wit_types::PolicyError::InvalidRequest(message) => PolicyError::InvalidRequest { policy, message },
+        wit_types::PolicyError::InvalidRequest(message) => {
+            PolicyError::InvalidRequest { policy, message }
+        }
         wit_types::PolicyError::Denied(reason) => PolicyError::Denied { policy, reason },
         wit_types::PolicyError::Internal(message) => PolicyError::Failed { policy, message },
     }
@@ -394,4 +431,59 @@ fn start_epoch_ticker(engine: &Engine) {
             None => return,
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What std on wasm32-wasip2 links into the default policy, beyond our
+    /// own interface. A change here must be looked at: every import is
+    /// either ours, the fixed seed, or a trap.
+    #[test]
+    fn default_policy_imports_only_our_host_and_std_plumbing() {
+        let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+        let imports = runtime.component_imports(DEFAULT_POLICY_WASM).unwrap();
+        eprintln!("default policy imports: {imports:?}");
+        assert!(
+            imports.iter().any(|i| i == "specwright:policy/host@0.1.0"),
+            "{imports:?}"
+        );
+        let allowed = [
+            "specwright:policy/",
+            "wasi:cli/",
+            "wasi:io/",
+            "wasi:random/insecure-seed@",
+        ];
+        for import in &imports {
+            assert!(
+                allowed.iter().any(|a| import.starts_with(a)),
+                "unexpected import {import} in {imports:?}"
+            );
+        }
+        for forbidden in [
+            "wasi:filesystem",
+            "wasi:sockets",
+            "wasi:clocks",
+            "wasi:random/random",
+        ] {
+            assert!(
+                !imports.iter().any(|i| i.starts_with(forbidden)),
+                "{forbidden} in {imports:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn policy_argument_splits_settings_off() {
+        assert_eq!(split_policy_arg("p.wasm"), (PathBuf::from("p.wasm"), None));
+        assert_eq!(
+            split_policy_arg("p.wasm:s.json"),
+            (PathBuf::from("p.wasm"), Some(PathBuf::from("s.json")))
+        );
+        assert_eq!(
+            split_policy_arg("dir:x/p.wasm"),
+            (PathBuf::from("dir:x/p.wasm"), None)
+        );
+    }
 }

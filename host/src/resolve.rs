@@ -57,7 +57,9 @@ fn fd_path(fd: &impl AsRawFd) -> Result<PathBuf, Errno> {
 }
 
 fn components(path: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    path.split(|b| *b == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec)
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(<[u8]>::to_vec)
 }
 
 fn joined(root: &Path, stack: &[Step], upto: usize) -> PathBuf {
@@ -71,15 +73,21 @@ fn joined(root: &Path, stack: &[Step], upto: usize) -> PathBuf {
 /// Resolves `selector` inside `root`, returning the host path of what it
 /// names (which need not exist).
 pub fn resolve_in_root(root: &Path, selector: &str) -> Result<String, ResolveError> {
-    let root_fd = open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| io_error(root, e))?;
+    let root_fd = open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_error(root, e))?;
     let root_path = fd_path(&root_fd).map_err(|e| io_error(root, e))?;
     for _ in 0..RACE_RETRIES {
         let stack = walk(&root_fd, &root_path, selector)?;
         let resolved = joined(&root_path, &stack, stack.len());
         let existing = stack.iter().take_while(|s| s.fd.is_some()).count();
         let verified = match existing.checked_sub(1).and_then(|i| stack[i].fd.as_ref()) {
-            Some(fd) => fd_path(fd).ok().as_deref() == Some(joined(&root_path, &stack, existing).as_path()),
+            Some(fd) => {
+                fd_path(fd).ok().as_deref() == Some(joined(&root_path, &stack, existing).as_path())
+            }
             None => true,
         };
         if verified {
@@ -89,7 +97,12 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<String, ResolveErr
                 .map_err(|p| ResolveError::NotUtf8(p.into()));
         }
     }
-    Err(ResolveError::Raced(joined(&root_path, &[], 0).join(selector).display().to_string()))
+    Err(ResolveError::Raced(
+        joined(&root_path, &[], 0)
+            .join(selector)
+            .display()
+            .to_string(),
+    ))
 }
 
 fn walk(root_fd: &OwnedFd, root_path: &Path, selector: &str) -> Result<Vec<Step>, ResolveError> {
@@ -113,7 +126,12 @@ fn walk(root_fd: &OwnedFd, root_path: &Path, selector: &str) -> Result<Vec<Step>
             stack.push(Step { name, fd: None });
             continue;
         };
-        let fd = match openat(parent, OsStr::from_bytes(&name), OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        let fd = match openat(
+            parent,
+            OsStr::from_bytes(&name),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => {
                 stack.push(Step { name, fd: None });
@@ -171,7 +189,8 @@ mod tests {
 
     fn resolve(dir: &tempfile::TempDir, sel: &str) -> Result<String, ResolveError> {
         let root = std::fs::canonicalize(dir.path()).unwrap();
-        resolve_in_root(&root, sel).map(|p| p.strip_prefix(root.to_str().unwrap()).unwrap().to_string())
+        resolve_in_root(&root, sel)
+            .map(|p| p.strip_prefix(root.to_str().unwrap()).unwrap().to_string())
     }
 
     #[test]
@@ -212,13 +231,25 @@ mod tests {
     fn a_cycle_fails_with_too_many_links() {
         let t = tree();
         assert_eq!(resolve(&t, "loop1"), Err(ResolveError::TooManyLinks));
-        assert_eq!(resolve(&t, "loop1").unwrap_err().to_string(), "too many links");
+        assert_eq!(
+            resolve(&t, "loop1").unwrap_err().to_string(),
+            "too many links"
+        );
     }
 
     #[test]
     fn a_file_in_the_middle_is_an_error() {
         let t = tree();
         let err = resolve(&t, "sub/dir/file/x").unwrap_err();
-        assert!(matches!(err, ResolveError::Io { errno: Errno::ENOTDIR, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                ResolveError::Io {
+                    errno: Errno::ENOTDIR,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

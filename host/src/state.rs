@@ -108,7 +108,11 @@ impl StateDir {
                 message: format!("names step {:?}", record.id),
             });
         }
-        if let Some(bad) = record.mounts.iter().find(|m| self.mountpoint(&m.name).is_none()) {
+        if let Some(bad) = record
+            .mounts
+            .iter()
+            .find(|m| self.mountpoint(&m.name).is_none())
+        {
             return Err(StateError::Corrupt {
                 path,
                 message: format!("mountpoint name {:?} is not a plain name", bad.name),

@@ -53,7 +53,11 @@ pub struct StepHost {
 
 impl StepHost {
     /// Starts a step; fails if the step already holds mounts.
-    pub fn new(state: StateDir, sys: Arc<dyn Syscalls>, request: &Request) -> Result<StepHost, HostError> {
+    pub fn new(
+        state: StateDir,
+        sys: Arc<dyn Syscalls>,
+        request: &Request,
+    ) -> Result<StepHost, HostError> {
         if state
             .read_record(&request.id)
             .map_err(|e| HostError::Failed(e.to_string()))?
@@ -67,7 +71,10 @@ impl StepHost {
         let request_mounts = request
             .mounts
             .iter()
-            .map(|m| m.materialize().map_err(|e| HostError::Refused(e.to_string())))
+            .map(|m| {
+                m.materialize()
+                    .map_err(|e| HostError::Refused(e.to_string()))
+            })
             .collect::<Result<_, _>>()?;
         Ok(StepHost {
             id: request.id.clone(),
@@ -103,17 +110,24 @@ impl StepHost {
         Ok((SourceId(self.sources.len() - 1), mounts))
     }
 
-    fn source_entry(&self, source: SourceId, entry: u32, op: &str) -> Result<&Mountable, HostError> {
+    fn source_entry(
+        &self,
+        source: SourceId,
+        entry: u32,
+        op: &str,
+    ) -> Result<&Mountable, HostError> {
         let index = *self
             .sources
             .get(source.0)
             .ok_or_else(|| HostError::Refused(format!("{op}: unknown source handle")))?;
-        self.request_mounts[index].get(entry as usize).ok_or_else(|| {
-            HostError::Refused(format!(
-                "{op}: entry {entry} is out of range (request mount {index} has {} entries)",
-                self.request_mounts[index].len()
-            ))
-        })
+        self.request_mounts[index]
+            .get(entry as usize)
+            .ok_or_else(|| {
+                HostError::Refused(format!(
+                    "{op}: entry {entry} is out of range (request mount {index} has {} entries)",
+                    self.request_mounts[index].len()
+                ))
+            })
     }
 
     /// Mounts that a source handle stands for.
@@ -126,7 +140,12 @@ impl StepHost {
     }
 
     /// Resolves a selector directly on the source of a read-write bind entry.
-    pub fn resolve_in_source(&mut self, source: SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
+    pub fn resolve_in_source(
+        &mut self,
+        source: SourceId,
+        entry: u32,
+        selector: &str,
+    ) -> Result<String, HostError> {
         let mount = self.source_entry(source, entry, "resolve")?;
         if !mount.is_bind() || mount.is_readonly() {
             return Err(HostError::Refused(format!(
@@ -135,13 +154,20 @@ impl StepHost {
                 if mount.is_readonly() { " (read-only)" } else { "" }
             )));
         }
-        resolve_in_root(Path::new(&mount.source), selector).map_err(|e| HostError::Failed(e.to_string()))
+        resolve_in_root(Path::new(&mount.source), selector)
+            .map_err(|e| HostError::Failed(e.to_string()))
     }
 
     /// Mounts the given entries of a source on a fresh temporary mountpoint.
-    pub fn mount_temporary(&mut self, source: SourceId, entries: &[u32]) -> Result<RootId, HostError> {
+    pub fn mount_temporary(
+        &mut self,
+        source: SourceId,
+        entries: &[u32],
+    ) -> Result<RootId, HostError> {
         if entries.is_empty() {
-            return Err(HostError::Refused("mount-temporary: no entries given".to_string()));
+            return Err(HostError::Refused(
+                "mount-temporary: no entries given".to_string(),
+            ));
         }
         let mounts = entries
             .iter()
@@ -164,11 +190,13 @@ impl StepHost {
         for (done, mount) in mounts.iter().enumerate() {
             if let Err(e) = mount_entry(self.sys.as_ref(), mount, &path) {
                 let undo = unmount_all(self.sys.as_ref(), &path, done)
-                    .map_err(|u| format!("; undoing it also failed: umount {}: {u}", path.display()))
+                    .map_err(|u| {
+                        format!("; undoing it also failed: umount {}: {u}", path.display())
+                    })
                     .and_then(|_| {
-                        self.sys
-                            .remove_dir(&path)
-                            .map_err(|r| format!("; undoing it also failed: rmdir {}: {r}", path.display()))
+                        self.sys.remove_dir(&path).map_err(|r| {
+                            format!("; undoing it also failed: rmdir {}: {r}", path.display())
+                        })
                     });
                 let suffix = match undo {
                     Ok(()) => {
@@ -229,8 +257,12 @@ impl StepHost {
     fn root(&self, root: RootId, op: &str) -> Result<&Root, HostError> {
         match self.roots.get(root.0) {
             Some(r) if !r.released => Ok(r),
-            Some(_) => Err(HostError::Refused(format!("{op}: the mountpoint was already released"))),
-            None => Err(HostError::Refused(format!("{op}: unknown mountpoint handle"))),
+            Some(_) => Err(HostError::Refused(format!(
+                "{op}: the mountpoint was already released"
+            ))),
+            None => Err(HostError::Refused(format!(
+                "{op}: unknown mountpoint handle"
+            ))),
         }
     }
 
@@ -249,7 +281,12 @@ impl StepHost {
             let r = self.root(root, "release")?;
             (r.name.clone(), r.path.clone())
         };
-        let stacked = self.record.mounts.iter().find(|m| m.name == name).map_or(0, |m| m.stacked);
+        let stacked = self
+            .record
+            .mounts
+            .iter()
+            .find(|m| m.name == name)
+            .map_or(0, |m| m.stacked);
         release_mountpoint(self.sys.as_ref(), &path, stacked).map_err(HostError::Failed)?;
         self.roots[root.0].released = true;
         self.forget_mount(&name);
@@ -279,7 +316,10 @@ impl Drop for StepHost {
     fn drop(&mut self) {
         if !self.keep && self.holds_mounts() {
             if let Err(e) = release_step(&self.state, self.sys.as_ref(), &self.id) {
-                eprintln!("specwright: releasing step {} after a failure: {e}", self.id);
+                eprintln!(
+                    "specwright: releasing step {} after a failure: {e}",
+                    self.id
+                );
             }
         }
     }
@@ -356,7 +396,12 @@ impl Mounter for StepHost {
         StepHost::materialize(self, index)
     }
 
-    fn resolve_in_source(&mut self, source: &SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
+    fn resolve_in_source(
+        &mut self,
+        source: &SourceId,
+        entry: u32,
+        selector: &str,
+    ) -> Result<String, HostError> {
         StepHost::resolve_in_source(self, *source, entry, selector)
     }
 

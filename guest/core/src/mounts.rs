@@ -33,7 +33,11 @@ pub trait Mounter {
     ) -> Result<String, HostError>;
 
     /// Mounts `entries` of `source` on a fresh temporary mountpoint.
-    fn mount_temporary(&mut self, source: &Self::Source, entries: &[u32]) -> Result<Self::Root, HostError>;
+    fn mount_temporary(
+        &mut self,
+        source: &Self::Source,
+        entries: &[u32],
+    ) -> Result<Self::Root, HostError>;
 
     /// Resolves `selector` inside a temporary mountpoint.
     fn resolve_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<String, HostError>;
@@ -97,21 +101,24 @@ pub fn with_request_mounts<M: Mounter>(
                 });
                 continue;
             }
-            let resolved = if let Some((_, root)) = roots.iter().find(|(key, _)| key == mountable) {
-                mounter.resolve_in_root(root, &m.selector)
-            } else if mountable.is_bind() && !mountable.is_readonly() {
-                let entry = u32::try_from(entry)
-                    .map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
-                mounter.resolve_in_source(&source, entry, &m.selector)
-            } else {
-                let entry = u32::try_from(entry)
-                    .map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
-                let root = mounter.mount_temporary(&source, &[entry]).map_err(host_failed)?;
-                let resolved = mounter.resolve_in_root(&root, &m.selector);
-                roots.push((mountable.clone(), root));
-                resolved
-            }
-            .map_err(host_failed)?;
+            let resolved =
+                if let Some((_, root)) = roots.iter().find(|(key, _)| key == mountable) {
+                    mounter.resolve_in_root(root, &m.selector)
+                } else if mountable.is_bind() && !mountable.is_readonly() {
+                    let entry = u32::try_from(entry)
+                        .map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
+                    mounter.resolve_in_source(&source, entry, &m.selector)
+                } else {
+                    let entry = u32::try_from(entry)
+                        .map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
+                    let root = mounter
+                        .mount_temporary(&source, &[entry])
+                        .map_err(host_failed)?;
+                    let resolved = mounter.resolve_in_root(&root, &m.selector);
+                    roots.push((mountable.clone(), root));
+                    resolved
+                }
+                .map_err(host_failed)?;
             spec.mounts.push(Mount {
                 destination: m.dest.clone(),
                 kind: "bind".to_string(),

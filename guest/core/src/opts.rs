@@ -124,17 +124,49 @@ fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Mount
 fn default_mounts() -> Vec<Mount> {
     vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
         mount(
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         ),
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
-        mount("/run", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        mount(
+            "/run",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
     ]
 }
 
@@ -203,11 +235,21 @@ pub fn with_removed_mount(spec: &mut Spec, destination: &str) {
 
 /// Appends a read-only bind of `source` (which may be empty) at `destination`.
 pub fn with_ro_bind(spec: &mut Spec, source: &str, destination: &str) {
-    spec.mounts.push(mount(destination, "bind", source, &["nosuid", "noexec", "nodev", "rbind", "ro"]));
+    spec.mounts.push(mount(
+        destination,
+        "bind",
+        source,
+        &["nosuid", "noexec", "nodev", "rbind", "ro"],
+    ));
 }
 
 pub fn with_cgroup_mount(spec: &mut Spec) {
-    spec.mounts.push(mount("/sys/fs/cgroup", "cgroup", "cgroup", &["ro", "nosuid", "noexec", "nodev"]));
+    spec.mounts.push(mount(
+        "/sys/fs/cgroup",
+        "cgroup",
+        "cgroup",
+        &["ro", "nosuid", "noexec", "nodev"],
+    ));
 }
 
 /// Docker's default seccomp profile, filtered by the current bounding set;
@@ -228,7 +270,9 @@ pub fn with_default_seccomp(spec: &mut Spec, facts: &HostFacts) {
 pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespace: bool) {
     let add = strings(INSECURE_CAPS);
     let process = spec.process_mut();
-    let caps = process.capabilities.get_or_insert_with(Capabilities::default);
+    let caps = process
+        .capabilities
+        .get_or_insert_with(Capabilities::default);
     for set in [
         &mut caps.bounding,
         &mut caps.ambient,
@@ -242,7 +286,10 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
     let linux = spec.linux_mut();
     linux.readonly_paths.clear();
     linux.masked_paths.clear();
-    linux.resources.get_or_insert_with(Resources::default).devices = ["c", "b"]
+    linux
+        .resources
+        .get_or_insert_with(Resources::default)
+        .devices = ["c", "b"]
         .iter()
         .map(|kind| DeviceCgroup {
             allow: true,
@@ -313,11 +360,15 @@ fn has_path_prefix(path: &str, prefix: &str) -> bool {
 /// BuildKit's `withBoundProc`: the host's /proc bound in first instead of a
 /// new procfs, and nothing under /proc masked or read-only.
 pub fn with_bound_proc(spec: &mut Spec) {
-    spec.mounts.retain(|m| !has_path_prefix(&m.destination, "/proc"));
-    spec.mounts.insert(0, mount("/proc", "bind", "/proc", &["rbind"]));
+    spec.mounts
+        .retain(|m| !has_path_prefix(&m.destination, "/proc"));
+    spec.mounts
+        .insert(0, mount("/proc", "bind", "/proc", &["rbind"]));
     let linux = spec.linux_mut();
     linux.masked_paths.retain(|p| !has_path_prefix(p, "/proc"));
-    linux.readonly_paths.retain(|p| !has_path_prefix(p, "/proc"));
+    linux
+        .readonly_paths
+        .retain(|p| !has_path_prefix(p, "/proc"));
 }
 
 fn id_mappings(ranges: &[IdRange]) -> impl Iterator<Item = IdMapping> + '_ {
@@ -378,7 +429,11 @@ pub fn replace_or_append_env(defaults: &[String], overrides: &[String]) -> Vec<S
             },
         }
     }
-    results.into_iter().flatten().filter(|e| !e.is_empty()).collect()
+    results
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.is_empty())
+        .collect()
 }
 
 pub fn with_process_cwd(spec: &mut Spec, cwd: &str) {
@@ -430,7 +485,10 @@ mod tests {
 
     #[test]
     fn env_merge_replaces_and_unsets_defaults() {
-        let got = replace_or_append_env(&env(&["PATH=/bin", "HOME=/root", "T=1"]), &env(&["PATH=/x", "HOME", "N=1"]));
+        let got = replace_or_append_env(
+            &env(&["PATH=/bin", "HOME=/root", "T=1"]),
+            &env(&["PATH=/x", "HOME", "N=1"]),
+        );
         assert_eq!(got, env(&["PATH=/x", "T=1", "N=1"]));
     }
 
@@ -459,7 +517,13 @@ mod tests {
         spec.mounts.push(mount("/proc/sys/x", "bind", "/p", &[]));
         with_bound_proc(&mut spec);
         assert_eq!(spec.mounts[0], mount("/proc", "bind", "/proc", &["rbind"]));
-        assert_eq!(spec.mounts.iter().filter(|m| m.destination.starts_with("/proc")).count(), 2);
+        assert_eq!(
+            spec.mounts
+                .iter()
+                .filter(|m| m.destination.starts_with("/proc"))
+                .count(),
+            2
+        );
         assert!(spec.mounts.iter().any(|m| m.destination == "/proceeds"));
         let linux = spec.linux.unwrap();
         assert_eq!(linux.masked_paths, ["/sys/firmware"]);
@@ -475,7 +539,10 @@ mod tests {
         assert_eq!(devices[6].path, "/dev/loop5");
         assert_eq!(devices[13].minor, 12);
         let caps = spec.process.unwrap().capabilities.unwrap();
-        assert_eq!(caps.bounding.len(), DEFAULT_CAPS.len() + INSECURE_CAPS.len());
+        assert_eq!(
+            caps.bounding.len(),
+            DEFAULT_CAPS.len() + INSECURE_CAPS.len()
+        );
         assert_eq!(caps.ambient.len(), INSECURE_CAPS.len());
     }
 
@@ -500,11 +567,18 @@ mod tests {
     #[test]
     fn user_namespace_is_added_once() {
         let mut spec = default_unix_spec("buildkit", "x");
-        let r = [IdRange { container_id: 0, host_id: 1000, size: 1 }];
+        let r = [IdRange {
+            container_id: 0,
+            host_id: 1000,
+            size: 1,
+        }];
         with_user_namespace(&mut spec, &r, &r);
         with_user_namespace(&mut spec, &r, &[]);
         let linux = spec.linux.unwrap();
-        assert_eq!(linux.namespaces.iter().filter(|n| n.kind == "user").count(), 1);
+        assert_eq!(
+            linux.namespaces.iter().filter(|n| n.kind == "user").count(),
+            1
+        );
         assert_eq!(linux.namespaces.last().unwrap().kind, "user");
         assert_eq!(linux.uid_mappings.len(), 2);
         assert_eq!(linux.gid_mappings.len(), 1);
@@ -513,11 +587,28 @@ mod tests {
     #[test]
     fn network_modes() {
         let mut spec = default_unix_spec("buildkit", "x");
-        with_network(&mut spec, &Network::Path { path: "/run/netns/n".into() });
+        with_network(
+            &mut spec,
+            &Network::Path {
+                path: "/run/netns/n".into(),
+            },
+        );
         let ns = &spec.linux.as_ref().unwrap().namespaces;
-        assert_eq!(ns[4], Namespace { kind: "network".into(), path: "/run/netns/n".into() });
+        assert_eq!(
+            ns[4],
+            Namespace {
+                kind: "network".into(),
+                path: "/run/netns/n".into()
+            }
+        );
         with_network(&mut spec, &Network::Host);
-        assert!(!spec.linux.as_ref().unwrap().namespaces.iter().any(|n| n.kind == "network"));
+        assert!(!spec
+            .linux
+            .as_ref()
+            .unwrap()
+            .namespaces
+            .iter()
+            .any(|n| n.kind == "network"));
         with_network(&mut spec, &Network::Path { path: "/p".into() });
         assert_eq!(spec.linux.unwrap().namespaces.last().unwrap().path, "/p");
     }

@@ -209,13 +209,6 @@ impl Request {
                 ));
             }
             m.materialize()?;
-            if let Some(source) = &m.source {
-                if !source.starts_with('/') {
-                    return invalid(format!(
-                        "request field `mounts[{i}].source`: {source:?} is not an absolute path"
-                    ));
-                }
-            }
             for (j, mm) in m.mountable.iter().flatten().enumerate() {
                 if mm.kind.is_empty() {
                     return invalid(format!(

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use crate::facts::{HostFacts, KernelVersion};
-use crate::spec::{SeccompArg, Seccomp, Syscall};
+use crate::spec::{Seccomp, SeccompArg, Syscall};
 
 const PROFILE_TEXT: &str = include_str!("../data/seccomp-default.profile");
 
@@ -124,7 +124,10 @@ fn apply_directive(profile: &mut Profile, words: &[&str]) -> Result<(), String> 
         return Ok(());
     };
     if keyword == "default-action" {
-        profile.default_action = rest.first().ok_or("default-action needs an action")?.to_string();
+        profile.default_action = rest
+            .first()
+            .ok_or("default-action needs an action")?
+            .to_string();
         return Ok(());
     }
     if keyword == "arch" {
@@ -163,7 +166,9 @@ fn apply_directive(profile: &mut Profile, words: &[&str]) -> Result<(), String> 
                 return Err("arg needs INDEX OP VALUE [VALUE_TWO]".to_string());
             }
             rule.syscall.args.push(SeccompArg {
-                index: rest[0].parse().map_err(|_| format!("bad index {:?}", rest[0]))?,
+                index: rest[0]
+                    .parse()
+                    .map_err(|_| format!("bad index {:?}", rest[0]))?,
                 op: rest[1].to_string(),
                 value: num(rest[2])?,
                 value_two: rest.get(3).map(|v| num(v)).transpose()?.unwrap_or(0),
@@ -248,7 +253,10 @@ mod tests {
             "the masked clone rule is only for processes without CAP_SYS_ADMIN"
         );
 
-        let no_chroot: Vec<String> = default.into_iter().filter(|c| c != "CAP_SYS_CHROOT").collect();
+        let no_chroot: Vec<String> = default
+            .into_iter()
+            .filter(|c| c != "CAP_SYS_CHROOT")
+            .collect();
         let s = default_seccomp(&no_chroot, &facts("6.1", "amd64"));
         assert!(!has_rule(&s, "chroot"));
     }
@@ -257,7 +265,10 @@ mod tests {
     fn arches_follow_the_host() {
         let default = caps(DEFAULT_CAPS);
         let amd = default_seccomp(&default, &facts("6.1", "amd64"));
-        assert_eq!(amd.architectures, ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]);
+        assert_eq!(
+            amd.architectures,
+            ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+        );
         assert!(has_rule(&amd, "arch_prctl"));
         let arm = default_seccomp(&default, &facts("6.1", "arm64"));
         assert_eq!(arm.architectures, ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]);

@@ -23,9 +23,13 @@
 //! A policy has no files, network, clock or randomness: everything it knows
 //! arrives in [`Input`], and everything privileged goes through [`Host`].
 
-pub use specwright_core::{buildkit, facts, mounts, opts, request, spec, HostError, HostFacts, Mounter, PolicyError, Request, Spec};
+pub use specwright_core::{
+    buildkit, facts, mounts, opts, request, spec, HostError, HostFacts, Mounter, PolicyError,
+    Request, Spec,
+};
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -111,11 +115,23 @@ impl Mounter for Host {
         Ok((Source { handle }, mounts))
     }
 
-    fn resolve_in_source(&mut self, source: &Source, entry: u32, selector: &str) -> Result<String, HostError> {
-        source.handle.resolve(entry, selector).map_err(from_wit_error)
+    fn resolve_in_source(
+        &mut self,
+        source: &Source,
+        entry: u32,
+        selector: &str,
+    ) -> Result<String, HostError> {
+        source
+            .handle
+            .resolve(entry, selector)
+            .map_err(from_wit_error)
     }
 
-    fn mount_temporary(&mut self, source: &Source, entries: &[u32]) -> Result<MountedRoot, HostError> {
+    fn mount_temporary(
+        &mut self,
+        source: &Source,
+        entries: &[u32],
+    ) -> Result<MountedRoot, HostError> {
         wit_host::mount_temporary(&source.handle, entries)
             .map(|handle| MountedRoot { handle })
             .map_err(from_wit_error)
@@ -142,7 +158,8 @@ pub fn run<P: Policy>(
     settings: String,
     previous: Option<String>,
 ) -> Result<String, wit_types::PolicyError> {
-    let input = decode_input(&request, facts, &settings, previous.as_deref()).map_err(to_wit_error)?;
+    let input =
+        decode_input(&request, facts, &settings, previous.as_deref()).map_err(to_wit_error)?;
     let spec = P::generate(input, &mut Host::default()).map_err(to_wit_error)?;
     Ok(spec.to_json())
 }
@@ -157,7 +174,8 @@ fn decode_input(
     let settings = if settings.trim().is_empty() {
         serde_json::Value::Null
     } else {
-        serde_json::from_str(settings).map_err(|e| PolicyError::InvalidRequest(format!("settings: {e}")))?
+        serde_json::from_str(settings)
+            .map_err(|e| PolicyError::InvalidRequest(format!("settings: {e}")))?
     };
     let previous = previous
         .map(serde_json::from_str::<Spec>)

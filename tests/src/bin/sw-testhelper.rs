@@ -43,7 +43,10 @@ fn main() {
 fn placeholder_count(text: &str, prefix: &str) -> usize {
     let mut count = 0;
     for (i, _) in text.match_indices(&format!("<{prefix}")) {
-        let digits: String = text[i + prefix.len() + 1..].chars().take_while(char::is_ascii_digit).collect();
+        let digits: String = text[i + prefix.len() + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         if let Ok(n) = digits.parse::<usize>() {
             count = count.max(n + 1);
         }
@@ -83,7 +86,14 @@ fn oracle_case(cases: &Path, name: &str, work: &Path) -> Result<Value> {
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
     let runtime = PolicyRuntime::new(Limits::default())?;
     let chain = vec![runtime.load_default()?];
-    let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, state.clone(), sys.clone());
+    let outcome = specwright::generate_spec(
+        &runtime,
+        &chain,
+        &request,
+        &facts,
+        state.clone(),
+        sys.clone(),
+    );
     let mounts_during = mounts_below(&mounts_root)?.len();
 
     let (spec, error, id) = match outcome {
@@ -122,7 +132,9 @@ fn map_back(spec: &Value, mounts_root: &Path, placeholders: &[(String, String)])
     let mut local: Vec<(String, String)> = Vec::new();
     let prefix = format!("{}/", mounts_root.display());
     for m in spec["mounts"].as_array().into_iter().flatten() {
-        let Some(source) = m["source"].as_str() else { continue };
+        let Some(source) = m["source"].as_str() else {
+            continue;
+        };
         if let Some(rest) = source.strip_prefix(&prefix) {
             let dir = rest.split('/').next().unwrap_or_default();
             let real = format!("{prefix}{dir}");
@@ -144,4 +156,3 @@ fn map_back(spec: &Value, mounts_root: &Path, placeholders: &[(String, String)])
     }
     Ok(serde_json::from_str(&text)?)
 }
-

@@ -1,0 +1,24 @@
+# Everyday commands. `just --list` shows them.
+
+# Build the host (and, through host/build.rs, the default policy).
+build:
+    cargo build --release -p specwright
+
+# Set up the machine and run every test.
+test:
+    scripts/setup
+    cargo test
+
+# Run the embedded default policy on the example request.
+demo:
+    cargo run --release -p specwright -- spec --request examples/minimal.request.json --host-facts examples/host-facts.json --state-dir target/demo-state
+
+# Benchmarks side by side; writes BENCHMARKS.md.
+bench:
+    cargo run --release -p specwright-bench -- --write BENCHMARKS.md
+
+# Formatting and lints, host and guest.
+lint:
+    cargo fmt --all --check
+    cargo clippy --all-targets -- -D warnings
+    cargo clippy -p specwright-sdk -p specwright-policy-buildkit --target wasm32-wasip2 --target-dir target/guest -- -D warnings

@@ -1,0 +1,349 @@
+//! The `specwright` command line, run as users run it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, shared_dir};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
+
+fn case(name: &str, kind: &str) -> PathBuf {
+    oracle_cases_dir().join(format!("{name}.{kind}.json"))
+}
+
+fn specwright(args: &[&str]) -> Output {
+    Command::new(HELPER)
+        .arg("cli")
+        .args(args)
+        .output()
+        .expect("running specwright")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn expected_spec(name: &str) -> Value {
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(case(name, "expected")).unwrap()).unwrap();
+    v["spec"].clone()
+}
+
+fn spec_minimal(extra: &[&str]) -> Output {
+    let state = tempfile::tempdir().unwrap();
+    let request = case("minimal", "request");
+    let facts = case("minimal", "host");
+    let mut args = vec![
+        "spec",
+        "--request",
+        request.to_str().unwrap(),
+        "--host-facts",
+        facts.to_str().unwrap(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    specwright(&args)
+}
+
+/// A validator built from `../shared`'s schema files, independent of the
+/// copy the host embeds.
+fn shared_schema_validator() -> jsonschema::Validator {
+    let dir = shared_dir().join("runtime-spec-v1.2.1");
+    let base = "file:///shared-runtime-spec/";
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    let mut root = read("config-schema.json");
+    root["id"] = Value::String(format!("{base}config-schema.json"));
+    let mut options = jsonschema::options().with_draft(jsonschema::Draft::Draft4);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".json") && name != "config-schema.json" {
+            options = options.with_resource(
+                format!("{base}{name}"),
+                jsonschema::Draft::Draft4.create_resource(read(&name)),
+            );
+        }
+    }
+    options.build(&root).unwrap()
+}
+
+#[test]
+fn minimal_spec_is_printed_and_matches_the_schema() {
+    let out = spec_minimal(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let validator = shared_schema_validator();
+    let errors: Vec<String> = validator
+        .iter_errors(&spec)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(spec, expected_spec("minimal"));
+}
+
+#[test]
+fn the_schema_validator_rejects_a_broken_spec() {
+    // The check above could not fail if the validator accepted anything.
+    let mut spec = expected_spec("minimal");
+    spec["process"]["user"]["uid"] = Value::String("root".into());
+    assert!(!shared_schema_validator().is_valid(&spec));
+}
+
+#[test]
+fn default_policy_loads_from_a_wasm_file_like_any_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("buildkit.wasm");
+    std::fs::write(&wasm, specwright::policy::DEFAULT_POLICY_WASM).unwrap();
+    let out = spec_minimal(&["--policy", wasm.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spec, expected_spec("minimal"));
+}
+
+#[test]
+fn a_chain_passes_the_previous_spec_on() {
+    let out = spec_minimal(&["--policy", "default", "--policy", "default"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spec, expected_spec("minimal"));
+}
+
+#[test]
+fn bundle_gets_config_json() {
+    let bundle = tempfile::tempdir().unwrap();
+    let target = bundle.path().join("b");
+    let out = spec_minimal(&["--bundle", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(target.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(spec, expected_spec("minimal"));
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["config.json"],
+        "no temporary file is left in the bundle"
+    );
+}
+
+fn write_request(dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let mut request: Value =
+        serde_json::from_str(&std::fs::read_to_string(case("minimal", "request")).unwrap())
+            .unwrap();
+    edit(&mut request);
+    let path = dir.join("request.json");
+    std::fs::write(&path, request.to_string()).unwrap();
+    path
+}
+
+fn spec_with_request(request: &Path) -> Output {
+    let state = tempfile::tempdir().unwrap();
+    specwright(&[
+        "spec",
+        "--request",
+        request.to_str().unwrap(),
+        "--host-facts",
+        case("minimal", "host").to_str().unwrap(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn unknown_request_field_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = write_request(dir.path(), |r| r["hostnmae"] = Value::String("x".into()));
+    let out = spec_with_request(&request);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("hostnmae"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn wrongly_typed_nested_field_is_named_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = write_request(dir.path(), |r| {
+        r["mounts"] = serde_json::json!([{"dest": "/a", "source": "/x", "readonly": "yes"}])
+    });
+    let out = spec_with_request(&request);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("mounts[0].readonly"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn missing_request_file_is_named() {
+    let out = specwright(&[
+        "spec",
+        "--request",
+        "/nonexistent/request.json",
+        "--state-dir",
+        "/nonexistent/state",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/request.json"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_host_facts_field_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let facts = dir.path().join("facts.json");
+    std::fs::write(&facts, r#"{"kernel_release": "6.1", "seccomp": "yes", "first_free_loop": 0, "in_user_namespace": false}"#).unwrap();
+    let out = specwright(&[
+        "spec",
+        "--request",
+        case("minimal", "request").to_str().unwrap(),
+        "--host-facts",
+        facts.to_str().unwrap(),
+        "--state-dir",
+        dir.path().join("state").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("facts.json") && err.contains("invalid type"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_policy_file_that_is_not_a_component_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    // The smallest core module: magic and version 1, no sections.
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let out = spec_minimal(&["--policy", core.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("core.wasm") && stderr(&out).contains("not a component"),
+        "{}",
+        stderr(&out)
+    );
+
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"#!/bin/sh\necho hi\n").unwrap();
+    let out = spec_minimal(&["--policy", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("junk.wasm")
+            && stderr(&out).contains("not a valid WebAssembly component"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = spec_minimal(&["--policy", "/nonexistent/policy.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/policy.wasm"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A read-only selector mount made by one process, released by another,
+/// inside one private mount namespace.
+#[test]
+fn mounts_stay_until_release_from_a_new_process() {
+    let work = tempfile::tempdir().unwrap();
+    let work_path = std::fs::canonicalize(work.path()).unwrap();
+    let src = work_path.join("src");
+    make_oracle_source_tree(&src).unwrap();
+    let request = write_request(&work_path, |r| {
+        r["id"] = Value::String("step-7".into());
+        r["mounts"] = serde_json::json!([{"dest": "/sel", "source": src, "readonly": true, "selector": "sub/dir"}]);
+    });
+    let state = work_path.join("state");
+    let facts = case("minimal", "host");
+    let script = format!(
+        r#"set -e
+h={helper}
+$h cli spec --request {request} --host-facts {facts} --state-dir {state} --bundle {work}/bundle
+echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo || true)"
+ls {state}/steps
+$h cli release --state-dir {state} step-7
+echo "after=$(grep -c ' {state}/mounts/' /proc/self/mountinfo || true)"
+$h cli release --state-dir {state} step-7
+echo "again=$?"
+echo "dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l)"
+"#,
+        helper = HELPER,
+        request = request.display(),
+        facts = facts.display(),
+        state = state.display(),
+        work = work_path.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", stderr(&out));
+    assert!(stdout.contains("held=1"), "{stdout}");
+    assert!(stdout.contains("step-7.json"), "{stdout}");
+    assert!(stdout.contains("after=0"), "{stdout}");
+    assert!(stdout.contains("again=0"), "{stdout}");
+    assert!(stdout.contains("dirs=0 records=0"), "{stdout}");
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(work_path.join("bundle/config.json")).unwrap(),
+    )
+    .unwrap();
+    let sel = spec["mounts"].as_array().unwrap().last().unwrap();
+    assert_eq!(sel["destination"], "/sel");
+    assert!(sel["source"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}/mounts/step-7-", state.display())));
+    assert!(sel["source"].as_str().unwrap().ends_with("/sub/dir"));
+}
+
+/// A step that fails after mounting leaves nothing behind, and says why.
+#[test]
+fn a_failed_step_leaves_no_mount() {
+    let work = tempfile::tempdir().unwrap();
+    let work_path = std::fs::canonicalize(work.path()).unwrap();
+    let src = work_path.join("src");
+    make_oracle_source_tree(&src).unwrap();
+    let request = write_request(&work_path, |r| {
+        r["mounts"] = serde_json::json!([
+            {"dest": "/ok", "source": src, "readonly": true, "selector": "sub/dir"},
+            {"dest": "/loop", "source": src, "readonly": true, "selector": "loop1"},
+        ]);
+    });
+    let state = work_path.join("state");
+    let script = format!(
+        r#"{helper} cli spec --request {request} --host-facts {facts} --state-dir {state}
+echo "rc=$?"
+echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo || true) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l)"
+"#,
+        helper = HELPER,
+        request = request.display(),
+        facts = case("minimal", "host").display(),
+        state = state.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rc=1"), "{stdout}");
+    assert!(stdout.contains("left=0 dirs=0 records=0"), "{stdout}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("too many links") && err.contains("/loop"),
+        "{err}"
+    );
+}
