@@ -5,12 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::{Limits, PolicyRuntime};
-use crate::state::{StateDir, DEFAULT_STATE_DIR};
-use crate::step::release_step;
-use crate::sys::{RealSyscalls, Syscalls};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::audit::Audit;
+use crate::policy::{Limits, PolicyRuntime};
+use crate::state::{Owner, StateDir, DEFAULT_STATE_DIR};
+use crate::step::{gc, release_step, GcOutcome, StepOptions};
+use crate::sys::{Op, RealSyscalls, RecordingSyscalls, Syscalls};
+use crate::StepContext;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +47,19 @@ enum Command {
         /// Write config.json into this directory instead of standard output.
         #[arg(long, value_name = "DIR")]
         bundle: Option<PathBuf>,
+        /// Run the policies against a host that performs nothing; print the
+        /// planned operations with the spec.
+        #[arg(long)]
+        dry_run: bool,
+        /// Bind each resolved selector, by file descriptor, onto its own
+        /// mountpoint and give the runtime that: a later symlink swap cannot
+        /// redirect it (the spec's paths then differ from BuildKit's).
+        #[arg(long)]
+        pin_selectors: bool,
+        /// The process the step belongs to (default: the caller of
+        /// specwright); `gc` releases the step once it is gone.
+        #[arg(long, value_name = "PID")]
+        owner_pid: Option<u32>,
         /// Time limit of one policy call, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         policy_timeout_ms: u64,
@@ -55,6 +72,11 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
         id: String,
+    },
+    /// Release every step whose owner process is gone.
+    Gc {
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
     },
 }
 
@@ -69,6 +91,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    init_tracing();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -85,6 +108,23 @@ where
     }
 }
 
+/// Tracing events go to stderr when `SPECWRIGHT_LOG` is set (e.g. `info`).
+fn init_tracing() {
+    if let Ok(filter) = std::env::var("SPECWRIGHT_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
+}
+
+fn open_state(dir: &Path) -> Result<(StateDir, Arc<Audit>)> {
+    let state = StateDir::open(dir).with_context(|| format!("state dir {}", dir.display()))?;
+    let audit = Audit::open(&state.audit_log())
+        .with_context(|| format!("audit log {}", state.audit_log().display()))?;
+    Ok((state, Arc::new(audit)))
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Spec {
@@ -93,6 +133,9 @@ fn run(cli: Cli) -> Result<()> {
             host_facts,
             state_dir,
             bundle,
+            dry_run,
+            pin_selectors,
+            owner_pid,
             policy_timeout_ms,
             policy_memory_mib,
         } => spec(SpecArgs {
@@ -101,6 +144,11 @@ fn run(cli: Cli) -> Result<()> {
             host_facts,
             state_dir,
             bundle,
+            options: StepOptions {
+                dry_run,
+                pin_selectors,
+                owner: Owner::of_pid(owner_pid.unwrap_or_else(std::os::unix::process::parent_id)),
+            },
             limits: Limits {
                 time: Duration::from_millis(policy_timeout_ms),
                 memory_bytes: policy_memory_mib << 20,
@@ -110,10 +158,37 @@ fn run(cli: Cli) -> Result<()> {
             if !specwright_core::request::is_valid_id(&id) {
                 bail!("{id:?} is not a valid step id");
             }
-            let state = StateDir::open(&state_dir)
-                .with_context(|| format!("state dir {}", state_dir.display()))?;
-            release_step(&state, &RealSyscalls, &id)
+            let (state, audit) = open_state(&state_dir)?;
+            let report = release_step(&state, &RealSyscalls, &audit, &id)
                 .with_context(|| format!("releasing step {id}"))?;
+            for warning in report.warnings() {
+                eprintln!("specwright: warning: {warning}");
+            }
+            Ok(())
+        }
+        Command::Gc { state_dir } => {
+            let (state, audit) = open_state(&state_dir)?;
+            let mut failed = 0;
+            for outcome in gc(&state, &RealSyscalls, &audit)? {
+                match outcome {
+                    GcOutcome::Kept { id, owner } => {
+                        println!("kept {id}: owner {owner} still runs")
+                    }
+                    GcOutcome::Released { id, report } => {
+                        println!("released {id}: {} mountpoints", report.released);
+                        for warning in report.warnings() {
+                            eprintln!("specwright: warning: {warning}");
+                        }
+                    }
+                    GcOutcome::Failed { id, error } => {
+                        failed += 1;
+                        eprintln!("specwright: {id}: {error}");
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} steps could not be released");
+            }
             Ok(())
         }
     }
@@ -125,6 +200,7 @@ struct SpecArgs {
     host_facts: Option<PathBuf>,
     state_dir: PathBuf,
     bundle: Option<PathBuf>,
+    options: StepOptions,
     limits: Limits,
 }
 
@@ -137,6 +213,25 @@ fn read_request(arg: &str) -> Result<String> {
         return Ok(text);
     }
     std::fs::read_to_string(arg).with_context(|| format!("reading request file {arg}"))
+}
+
+fn op_json(op: &Op) -> serde_json::Value {
+    match op {
+        Op::CreateDir(p) => json!({"op": "mkdir", "path": p}),
+        Op::RemoveDir(p) => json!({"op": "rmdir", "path": p}),
+        Op::CreateFile(p) => json!({"op": "create-file", "path": p}),
+        Op::RemoveFile(p) => json!({"op": "remove-file", "path": p}),
+        Op::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => {
+            json!({"op": "mount", "source": source, "target": target, "fstype": fstype, "flags": format!("{:?}", nix::mount::MsFlags::from_bits_truncate(*flags)), "data": data})
+        }
+        Op::Unmount { target, flags } => json!({"op": "umount", "target": target, "flags": flags}),
+    }
 }
 
 fn spec(args: SpecArgs) -> Result<()> {
@@ -154,21 +249,39 @@ fn spec(args: SpecArgs) -> Result<()> {
             .map(|p| runtime.load_spec(p))
             .collect::<Result<Vec<_>, _>>()?
     };
+
+    if args.options.dry_run {
+        let state = StateDir::at(&args.state_dir);
+        let recorder = Arc::new(RecordingSyscalls::dry_run());
+        let ctx = StepContext {
+            state,
+            sys: recorder.clone(),
+            audit: Arc::new(Audit::events_only()),
+            options: args.options,
+        };
+        let outcome = crate::generate_spec(&runtime, &chain, &request, &facts, ctx)?;
+        let operations: Vec<_> = recorder.ops().iter().map(op_json).collect();
+        let plan = json!({"spec": outcome.spec, "operations": operations});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).context("encoding the plan")?
+        );
+        return Ok(());
+    }
+
     if let Some(bundle) = &args.bundle {
         std::fs::create_dir_all(bundle)
             .with_context(|| format!("creating bundle dir {}", bundle.display()))?;
     }
-    let state = StateDir::open(&args.state_dir)
-        .with_context(|| format!("state dir {}", args.state_dir.display()))?;
+    let (state, audit) = open_state(&args.state_dir)?;
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
-    let outcome = crate::generate_spec(
-        &runtime,
-        &chain,
-        &request,
-        &facts,
-        state.clone(),
-        sys.clone(),
-    )?;
+    let ctx = StepContext {
+        state: state.clone(),
+        sys: sys.clone(),
+        audit: audit.clone(),
+        options: args.options,
+    };
+    let outcome = crate::generate_spec(&runtime, &chain, &request, &facts, ctx)?;
     let mut text = serde_json::to_string_pretty(&outcome.spec).context("encoding the spec")?;
     text.push('\n');
     let written = match &args.bundle {
@@ -178,7 +291,7 @@ fn spec(args: SpecArgs) -> Result<()> {
             .context("writing the spec to standard output"),
     };
     if let Err(e) = written {
-        if let Err(release) = release_step(&state, sys.as_ref(), &outcome.request.id) {
+        if let Err(release) = release_step(&state, sys.as_ref(), &audit, &outcome.request.id) {
             return Err(e.context(format!(
                 "releasing the step's mounts also failed: {release}"
             )));

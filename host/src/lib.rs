@@ -6,6 +6,7 @@
 //! validate each policy's output against the runtime-spec schema, and keep
 //! the mounts for the step, or release every one of them on any failure.
 
+pub mod audit;
 pub mod cli;
 pub mod facts;
 pub mod mount;
@@ -17,14 +18,38 @@ pub mod sys;
 pub mod validate;
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use specwright_core::{HostFacts, Request};
 
+use crate::audit::Audit;
 use crate::policy::{LoadedPolicy, PolicyError, PolicyRuntime};
 use crate::state::StateDir;
-use crate::step::{ReleaseError, StepHost};
+use crate::step::{ReleaseError, StepHost, StepOptions};
 use crate::sys::Syscalls;
+
+/// Where and how a step's privileged work happens.
+#[derive(Clone)]
+pub struct StepContext {
+    pub state: StateDir,
+    pub sys: Arc<dyn Syscalls>,
+    pub audit: Arc<Audit>,
+    pub options: StepOptions,
+}
+
+impl StepContext {
+    /// Real syscalls, the audit log in the state dir, default options.
+    pub fn new(state: StateDir, sys: Arc<dyn Syscalls>) -> std::io::Result<StepContext> {
+        let audit = Arc::new(Audit::open(&state.audit_log())?);
+        Ok(StepContext {
+            state,
+            sys,
+            audit,
+            options: StepOptions::default(),
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -58,18 +83,20 @@ pub fn generate_spec(
     chain: &[LoadedPolicy],
     request_json: &str,
     facts: &HostFacts,
-    state: StateDir,
-    sys: Arc<dyn Syscalls>,
+    ctx: StepContext,
 ) -> Result<SpecOutcome, SpecError> {
     let request =
         Request::from_json(request_json).map_err(|e| SpecError::Request(e.to_string()))?;
     let canonical =
         serde_json::to_string(&request).map_err(|e| SpecError::Request(e.to_string()))?;
-    let mut step =
-        StepHost::new(state, sys, &request).map_err(|e| SpecError::Host(e.to_string()))?;
+    let audit = ctx.audit.clone();
+    let mut step = StepHost::new(ctx.state, ctx.sys, ctx.audit, ctx.options, &request)
+        .map_err(|e| SpecError::Host(e.to_string()))?;
     let mut previous: Option<String> = None;
     let mut spec = Value::Null;
     for policy in chain {
+        step.set_actor(&policy.name);
+        let start = Instant::now();
         let (returned, result) = runtime.run(policy, step, &canonical, facts, previous.as_deref());
         step = returned;
         let checked = result.and_then(|json| {
@@ -82,10 +109,30 @@ pub fn generate_spec(
         });
         match checked {
             Ok((json, value)) => {
+                let changed = changed_fields(&spec, &value);
+                audit.record(
+                    &request.id,
+                    &policy.name,
+                    "policy",
+                    json!({}),
+                    Ok(&json!({"changed": changed})),
+                    start.elapsed(),
+                );
                 previous = Some(json);
                 spec = value;
             }
-            Err(e) => return Err(release_after(step, e.into())),
+            Err(e) => {
+                let message = e.to_string();
+                audit.record(
+                    &request.id,
+                    &policy.name,
+                    "policy",
+                    json!({}),
+                    Err(&message),
+                    start.elapsed(),
+                );
+                return Err(release_after(step, e.into()));
+            }
         }
     }
     let holds_mounts = step.holds_mounts();
@@ -97,10 +144,24 @@ pub fn generate_spec(
     })
 }
 
+/// Top-level spec fields that differ between two policies' outputs.
+pub fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let b = before.as_object().unwrap_or(&empty);
+    let a = after.as_object().unwrap_or(&empty);
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| b.get(*k) != a.get(*k))
+        .cloned()
+        .collect()
+}
+
 /// Releases everything after `error`, reporting both if the release fails too.
 pub fn release_after(step: StepHost, error: SpecError) -> SpecError {
     match step.release_all() {
-        Ok(()) => error,
+        Ok(_) => error,
         Err(release) => SpecError::ReleaseAfterError {
             error: Box::new(error),
             release,

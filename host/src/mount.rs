@@ -120,14 +120,25 @@ pub fn mount_entry(sys: &dyn Syscalls, entry: &Mountable, target: &Path) -> Resu
         Some(entry.kind.as_str())
     };
     let data = (!parsed.data.is_empty()).then_some(parsed.data.as_str());
-    if !flags.contains(MsFlags::MS_REMOUNT) || data.is_some() {
+    let mounted = !flags.contains(MsFlags::MS_REMOUNT) || data.is_some();
+    if mounted {
         sys.mount(Some(entry.source.as_str()), target, fstype, flags, data)?;
     }
-    if !parsed.propagation.is_empty() {
-        sys.mount(None, target, None, parsed.propagation, None)?;
-    }
-    if is_bind && flags.contains(MsFlags::MS_RDONLY) {
-        sys.mount(None, target, None, flags | MsFlags::MS_REMOUNT, None)?;
+    let adjust = || -> Result<(), Errno> {
+        if !parsed.propagation.is_empty() {
+            sys.mount(None, target, None, parsed.propagation, None)?;
+        }
+        if is_bind && flags.contains(MsFlags::MS_RDONLY) {
+            sys.mount(None, target, None, flags | MsFlags::MS_REMOUNT, None)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = adjust() {
+        // Half a mount (say, a bind not yet read-only) must not stay.
+        if mounted {
+            unmount_all(sys, target, 1)?;
+        }
+        return Err(e);
     }
     Ok(())
 }
@@ -249,5 +260,19 @@ mod tests {
                 data: Some("lowerdir=/l,upperdir=/u,workdir=/w".into()),
             }]
         );
+    }
+
+    #[test]
+    fn a_failed_readonly_remount_undoes_the_bind() {
+        let sys = RecordingSyscalls::failing_at(Box::new(RecordingSyscalls::dry_run()), Some(1));
+        let entry = Mountable {
+            kind: "bind".into(),
+            source: "/src".into(),
+            options: opts(&["rbind", "ro"]),
+        };
+        assert_eq!(mount_entry(&sys, &entry, Path::new("/t")), Err(Errno::EIO));
+        let ops = sys.ops();
+        assert_eq!(ops.len(), 3, "{ops:?}");
+        assert!(matches!(&ops[2], Op::Unmount { target, .. } if target == Path::new("/t")));
     }
 }

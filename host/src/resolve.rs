@@ -3,12 +3,18 @@
 //! Semantics are continuity's `fs.RootPath`, which BuildKit uses: `..` and
 //! symlinks are followed but clamped to the root (an absolute link target
 //! restarts from the root), a component that does not exist is joined as
-//! is, and more than 255 links fail with "too many links". The walk is
-//! done on file descriptors, one `O_PATH|O_NOFOLLOW` component at a time,
-//! and `..` pops the walker's own stack: no path string an attacker can
-//! change is ever handed to the kernel. The returned path is checked
-//! against `/proc/self/fd` to be the object that was resolved; a
-//! concurrent rename makes the walk start again.
+//! is, and more than 255 links fail with "too many links".
+//!
+//! A path that exists is resolved by `pathrs` (openat2 `RESOLVE_IN_ROOT`,
+//! or its own safe fallback on older kernels). `pathrs` cannot name what
+//! does not exist, which BuildKit's semantics need (a dangling symlink, a
+//! missing tail, `..` after a missing component), nor follow more than the
+//! kernel's 40 links; for those the walk is done here, on file descriptors,
+//! one `O_PATH|O_NOFOLLOW` component at a time, with `..` popping the
+//! walker's own stack: no path string an attacker can change is handed to
+//! the kernel. Either way the returned path is checked against
+//! `/proc/self/fd` to be the object that was resolved; a concurrent rename
+//! makes the resolution start again.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -70,9 +76,24 @@ fn joined(root: &Path, stack: &[Step], upto: usize) -> PathBuf {
     p
 }
 
+/// What a selector names.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The host path, inside the root.
+    pub path: String,
+    /// The object itself (`O_PATH`), when it exists.
+    pub object: Option<OwnedFd>,
+}
+
+fn into_string(path: PathBuf) -> Result<String, ResolveError> {
+    path.into_os_string()
+        .into_string()
+        .map_err(|p| ResolveError::NotUtf8(p.into()))
+}
+
 /// Resolves `selector` inside `root`, returning the host path of what it
-/// names (which need not exist).
-pub fn resolve_in_root(root: &Path, selector: &str) -> Result<String, ResolveError> {
+/// names (which need not exist) and, when it exists, the object.
+pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
     let root_fd = open(
         root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -81,7 +102,10 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<String, ResolveErr
     .map_err(|e| io_error(root, e))?;
     let root_path = fd_path(&root_fd).map_err(|e| io_error(root, e))?;
     for _ in 0..RACE_RETRIES {
-        let stack = walk(&root_fd, &root_path, selector)?;
+        if let Some(found) = resolve_existing(&root_path, selector)? {
+            return Ok(found);
+        }
+        let mut stack = walk(&root_fd, &root_path, selector)?;
         let resolved = joined(&root_path, &stack, stack.len());
         let existing = stack.iter().take_while(|s| s.fd.is_some()).count();
         let verified = match existing.checked_sub(1).and_then(|i| stack[i].fd.as_ref()) {
@@ -91,18 +115,51 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<String, ResolveErr
             None => true,
         };
         if verified {
-            return resolved
-                .into_os_string()
-                .into_string()
-                .map_err(|p| ResolveError::NotUtf8(p.into()));
+            let object = if existing == stack.len() {
+                stack.pop().and_then(|s| s.fd)
+            } else {
+                None
+            };
+            return Ok(Resolved {
+                path: into_string(resolved)?,
+                object,
+            });
         }
     }
     Err(ResolveError::Raced(
-        joined(&root_path, &[], 0)
-            .join(selector)
-            .display()
-            .to_string(),
+        root_path.join(selector).display().to_string(),
     ))
+}
+
+/// The fast path through `pathrs`; `None` when the walk must decide (the
+/// path does not fully exist, or has more links than the kernel follows).
+fn resolve_existing(root_path: &Path, selector: &str) -> Result<Option<Resolved>, ResolveError> {
+    let Ok(root) = pathrs::Root::open(root_path) else {
+        return Ok(None);
+    };
+    let handle = match root.resolve(selector) {
+        Ok(handle) => handle,
+        Err(e) if e.kind() == pathrs::error::ErrorKind::SafetyViolation => {
+            return Err(ResolveError::Raced(format!(
+                "{}: {e}",
+                root_path.join(selector).display()
+            )))
+        }
+        Err(_) => return Ok(None),
+    };
+    let object = OwnedFd::from(handle);
+    let Ok(path) = fd_path(&object) else {
+        return Ok(None);
+    };
+    // The kernel's name for the object must still be inside the root; if a
+    // rename moved it out, the walk (and its own check) decides.
+    if !path.starts_with(root_path) {
+        return Ok(None);
+    }
+    Ok(Some(Resolved {
+        path: into_string(path)?,
+        object: Some(object),
+    }))
 }
 
 fn walk(root_fd: &OwnedFd, root_path: &Path, selector: &str) -> Result<Vec<Step>, ResolveError> {
@@ -189,8 +246,12 @@ mod tests {
 
     fn resolve(dir: &tempfile::TempDir, sel: &str) -> Result<String, ResolveError> {
         let root = std::fs::canonicalize(dir.path()).unwrap();
-        resolve_in_root(&root, sel)
-            .map(|p| p.strip_prefix(root.to_str().unwrap()).unwrap().to_string())
+        resolve_in_root(&root, sel).map(|r| {
+            r.path
+                .strip_prefix(root.to_str().unwrap())
+                .unwrap()
+                .to_string()
+        })
     }
 
     #[test]
@@ -251,5 +312,90 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    /// Another thread keeps swapping `sw` between a directory and symlinks
+    /// that try to leave the root, and renames a directory out of the root,
+    /// while selectors through it are resolved: no result may ever name
+    /// anything outside the root.
+    #[test]
+    fn swapping_symlinks_never_yield_a_path_outside_the_root() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+
+        let outer = tempfile::tempdir().unwrap();
+        let outer_path = std::fs::canonicalize(outer.path()).unwrap();
+        let root = outer_path.join("root");
+        std::fs::create_dir_all(root.join("real/deeper")).unwrap();
+        std::fs::write(root.join("real/deeper/file"), "inside").unwrap();
+        std::fs::create_dir_all(outer_path.join("secret")).unwrap();
+        std::fs::write(outer_path.join("secret/file"), "outside").unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let stop = stop.clone();
+            let root = root.clone();
+            let outer_path = outer_path.clone();
+            std::thread::spawn(move || {
+                let sw = root.join("sw");
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(&sw);
+                    let _ = std::fs::remove_dir(&sw);
+                    match n % 4 {
+                        0 => drop(symlink("real", &sw)),
+                        1 => drop(symlink("../../secret", &sw)),
+                        2 => drop(symlink(outer_path.join("secret"), &sw)),
+                        _ => {
+                            // Move a directory the walk may be inside out of the root and back.
+                            let _ =
+                                std::fs::rename(root.join("real/deeper"), outer_path.join("moved"));
+                            let _ =
+                                std::fs::rename(outer_path.join("moved"), root.join("real/deeper"));
+                        }
+                    }
+                    n += 1;
+                }
+            })
+        };
+        let root_str = format!("{}/", root.display());
+        let mut seen = 0;
+        for i in 0..3000 {
+            let selector = [
+                "sw/deeper/file",
+                "sw/../sw/deeper/file",
+                "real/deeper/../../sw/file",
+                "sw",
+            ][i % 4];
+            match resolve_in_root(&root, selector) {
+                Ok(r) => {
+                    assert!(
+                        r.path.starts_with(&root_str),
+                        "{selector} resolved to {}",
+                        r.path
+                    );
+                    assert!(!r.path.split('/').any(|c| c == ".."), "{}", r.path);
+                    if let Some(fd) = &r.object {
+                        let real = fd_path(fd).unwrap();
+                        assert!(
+                            real.starts_with(&root) || real.starts_with(outer_path.join("moved")),
+                            "{selector}: the object resolved is {}",
+                            real.display()
+                        );
+                        assert!(
+                            !real.starts_with(outer_path.join("secret")),
+                            "{}",
+                            real.display()
+                        );
+                    }
+                    seen += 1;
+                }
+                Err(ResolveError::Raced(_)) | Err(ResolveError::Io { .. }) => {}
+                Err(e) => panic!("{selector}: {e}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(seen > 100, "only {seen} resolutions succeeded");
     }
 }

@@ -32,14 +32,62 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     }
 }
 
+/// What a mountpoint is: a directory, or a file for a file bind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MountpointKind {
+    #[default]
+    Dir,
+    File,
+}
+
 /// One temporary mountpoint a step holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeldMount {
-    /// The directory's name under `<state>/mounts/`.
+    /// The mountpoint's name under `<state>/mounts/`.
     pub name: String,
+    #[serde(default)]
+    pub kind: MountpointKind,
     /// How many mounts are stacked on it.
     pub stacked: usize,
+}
+
+/// The process a step belongs to: when it is gone, `gc` may release the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    pub pid: u32,
+    /// The process's start time (clock ticks after boot), so a reused pid
+    /// is not taken for the owner.
+    pub start_time: Option<u64>,
+}
+
+impl Owner {
+    /// The process `pid` as it is now.
+    pub fn of_pid(pid: u32) -> Owner {
+        Owner {
+            pid,
+            start_time: process_start_time(pid),
+        }
+    }
+
+    /// Whether the owner still runs (the same process, not a reused pid).
+    pub fn is_alive(&self) -> bool {
+        match process_start_time(self.pid) {
+            None => false,
+            Some(now) => self.start_time.is_none_or(|then| then == now),
+        }
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`; `None` when the process does not exist.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields
+    // after it start behind the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// What a step holds; the source of truth for `release` and `gc`.
@@ -47,8 +95,7 @@ pub struct HeldMount {
 #[serde(deny_unknown_fields)]
 pub struct StepRecord {
     pub id: String,
-    /// The process that made the step's mounts.
-    pub pid: u32,
+    pub owner: Owner,
     pub mounts: Vec<HeldMount>,
 }
 
@@ -71,12 +118,24 @@ impl StateDir {
         Ok(StateDir { root })
     }
 
+    /// The state directory at `root`, without creating anything (dry runs).
+    pub fn at(root: &Path) -> StateDir {
+        StateDir {
+            root: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
 
     pub fn mounts_dir(&self) -> PathBuf {
         self.root.join("mounts")
+    }
+
+    /// Where privileged operations are logged, one JSON object a line.
+    pub fn audit_log(&self) -> PathBuf {
+        self.root.join("audit.jsonl")
     }
 
     /// The path of a mountpoint named in a record. Names are plain file
@@ -156,5 +215,68 @@ impl StateDir {
         }
         ids.sort();
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_corruption_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert!(state.read_record("s").unwrap().is_none());
+        let record = StepRecord {
+            id: "s".into(),
+            owner: Owner::of_pid(std::process::id()),
+            mounts: vec![HeldMount {
+                name: "s-0".into(),
+                kind: MountpointKind::File,
+                stacked: 1,
+            }],
+        };
+        state.write_record(&record).unwrap();
+        assert_eq!(state.read_record("s").unwrap(), Some(record));
+        assert_eq!(state.step_ids().unwrap(), ["s"]);
+
+        std::fs::write(dir.path().join("steps/t.json"), "{not json").unwrap();
+        assert!(matches!(
+            state.read_record("t"),
+            Err(StateError::Corrupt { .. })
+        ));
+        std::fs::write(
+            dir.path().join("steps/u.json"),
+            r#"{"id":"u","owner":{"pid":1,"start_time":null},"mounts":[{"name":"../../etc","stacked":1}]}"#,
+        )
+        .unwrap();
+        let err = state.read_record("u").unwrap_err().to_string();
+        assert!(err.contains("not a plain name"), "{err}");
+        std::fs::write(
+            dir.path().join("steps/v.json"),
+            r#"{"id":"w","owner":{"pid":1,"start_time":null},"mounts":[]}"#,
+        )
+        .unwrap();
+        assert!(state.read_record("v").is_err());
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not() {
+        let me = Owner::of_pid(std::process::id());
+        assert!(me.start_time.is_some());
+        assert!(me.is_alive());
+        let reused = Owner {
+            start_time: me.start_time.map(|t| t + 1),
+            ..me
+        };
+        assert!(!reused.is_alive());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!Owner {
+            pid,
+            start_time: None
+        }
+        .is_alive());
     }
 }

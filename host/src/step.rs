@@ -1,16 +1,23 @@
 //! What the host does for one step: the privileged operations a policy
-//! may ask for, each checked against what the request handed out, and the
-//! ownership of every mount they make.
+//! may ask for, each checked against what the request handed out and
+//! audited, and the ownership of every mount they make.
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
+use nix::mount::MsFlags;
+use nix::sys::stat::{fstat, SFlag};
+use serde_json::{json, Value};
+use specwright_core::mounts::clean_absolute;
 use specwright_core::request::{Mountable, Request};
 use specwright_core::{HostError, Mounter};
 
+use crate::audit::Audit;
 use crate::mount::{mount_entry, unmount_all};
-use crate::resolve::resolve_in_root;
-use crate::state::{HeldMount, StateDir, StateError, StepRecord};
+use crate::resolve::{resolve_in_root, Resolved};
+use crate::state::{HeldMount, MountpointKind, Owner, StateDir, StateError, StepRecord};
 use crate::sys::Syscalls;
 
 /// A materialized request mount, as the host tracks it.
@@ -20,6 +27,28 @@ pub struct SourceId(usize);
 /// A temporary mountpoint, as the host tracks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RootId(usize);
+
+/// How the host treats one step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOptions {
+    /// Plan only: record operations, perform none, write no state.
+    pub dry_run: bool,
+    /// Bind-mount every resolved selector onto its own mountpoint, by file
+    /// descriptor, and hand the runtime that mountpoint.
+    pub pin_selectors: bool,
+    /// The process the step belongs to, for `gc`.
+    pub owner: Owner,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        StepOptions {
+            dry_run: false,
+            pin_selectors: false,
+            owner: Owner::of_pid(std::process::id()),
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Root {
@@ -36,11 +65,41 @@ pub enum ReleaseError {
     State(#[from] StateError),
 }
 
+/// What a release did, beyond succeeding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleaseReport {
+    /// Mountpoints released.
+    pub released: usize,
+    /// Mountpoints that were busy, with the retries spent, and whether a
+    /// lazy detach was needed in the end.
+    pub busy: Vec<(String, u32, bool)>,
+}
+
+impl ReleaseReport {
+    /// One line a busy mountpoint, for the user.
+    pub fn warnings(&self) -> Vec<String> {
+        self.busy
+            .iter()
+            .map(|(path, retries, detached)| {
+                if *detached {
+                    format!("{path} stayed busy after {retries} retries; detached lazily (it goes away when the last user closes it)")
+                } else {
+                    format!("{path} was busy; unmounted after {retries} retries")
+                }
+            })
+            .collect()
+    }
+}
+
 /// The privileged side of one step.
 pub struct StepHost {
     id: String,
     state: StateDir,
     sys: Arc<dyn Syscalls>,
+    audit: Arc<Audit>,
+    options: StepOptions,
+    /// Who is asking, for errors and the audit trail.
+    actor: String,
     /// What each request mount materializes to, by request index.
     request_mounts: Vec<Vec<Mountable>>,
     /// Request index of each materialized handle.
@@ -51,17 +110,24 @@ pub struct StepHost {
     keep: bool,
 }
 
+fn mountable_json(m: &Mountable) -> Value {
+    json!({"type": m.kind, "source": m.source, "options": m.options})
+}
+
 impl StepHost {
     /// Starts a step; fails if the step already holds mounts.
     pub fn new(
         state: StateDir,
         sys: Arc<dyn Syscalls>,
+        audit: Arc<Audit>,
+        options: StepOptions,
         request: &Request,
     ) -> Result<StepHost, HostError> {
-        if state
-            .read_record(&request.id)
-            .map_err(|e| HostError::Failed(e.to_string()))?
-            .is_some()
+        if !options.dry_run
+            && state
+                .read_record(&request.id)
+                .map_err(|e| HostError::Failed(e.to_string()))?
+                .is_some()
         {
             return Err(HostError::Refused(format!(
                 "step {} already holds mounts; release it first (specwright release {})",
@@ -80,11 +146,14 @@ impl StepHost {
             id: request.id.clone(),
             record: StepRecord {
                 id: request.id.clone(),
-                pid: std::process::id(),
+                owner: options.owner,
                 mounts: Vec::new(),
             },
             state,
             sys,
+            audit,
+            options,
+            actor: "host".to_string(),
             request_mounts,
             sources: Vec::new(),
             roots: Vec::new(),
@@ -96,35 +165,73 @@ impl StepHost {
         &self.id
     }
 
-    /// Expands request mount `index`.
-    pub fn materialize(&mut self, index: u32) -> Result<(SourceId, Vec<Mountable>), HostError> {
-        let i = index as usize;
-        let mounts = self.request_mounts.get(i).ok_or_else(|| {
-            HostError::Refused(format!(
-                "materialize: mount index {index} is out of range (the request has {} mounts)",
-                self.request_mounts.len()
-            ))
-        })?;
-        let mounts = mounts.clone();
-        self.sources.push(i);
-        Ok((SourceId(self.sources.len() - 1), mounts))
+    /// Names who asks for the operations that follow (a policy's name).
+    pub fn set_actor(&mut self, actor: &str) {
+        self.actor = actor.to_string();
     }
 
-    fn source_entry(
-        &self,
-        source: SourceId,
-        entry: u32,
+    /// Runs `op`, then audits it; a refusal names the policy and the operation.
+    fn audited<T>(
+        &mut self,
         op: &str,
-    ) -> Result<&Mountable, HostError> {
+        args: Value,
+        f: impl FnOnce(&mut Self) -> Result<T, HostError>,
+        show: impl FnOnce(&Self, &T) -> Value,
+    ) -> Result<T, HostError> {
+        let start = Instant::now();
+        let result = f(self).map_err(|e| match e {
+            HostError::Refused(m) => {
+                HostError::Refused(format!("policy {} may not {op}: {m}", self.actor))
+            }
+            failed => failed,
+        });
+        let shown = result.as_ref().map(|v| show(self, v));
+        let err = result.as_ref().err().map(ToString::to_string);
+        self.audit.record(
+            &self.id,
+            &self.actor,
+            op,
+            args,
+            match (&shown, &err) {
+                (Ok(v), _) => Ok(v),
+                (Err(_), Some(e)) => Err(e.as_str()),
+                (Err(_), None) => Err("error"),
+            },
+            start.elapsed(),
+        );
+        result
+    }
+
+    /// Expands request mount `index`.
+    pub fn materialize(&mut self, index: u32) -> Result<(SourceId, Vec<Mountable>), HostError> {
+        self.audited(
+            "materialize",
+            json!({"index": index}),
+            |me| {
+                let i = index as usize;
+                let mounts = me.request_mounts.get(i).cloned().ok_or_else(|| {
+                    HostError::Refused(format!(
+                        "mount index {index} is out of range (the request has {} mounts)",
+                        me.request_mounts.len()
+                    ))
+                })?;
+                me.sources.push(i);
+                Ok((SourceId(me.sources.len() - 1), mounts))
+            },
+            |_, (_, mounts)| Value::Array(mounts.iter().map(mountable_json).collect()),
+        )
+    }
+
+    fn source_entry(&self, source: SourceId, entry: u32) -> Result<&Mountable, HostError> {
         let index = *self
             .sources
             .get(source.0)
-            .ok_or_else(|| HostError::Refused(format!("{op}: unknown source handle")))?;
+            .ok_or_else(|| HostError::Refused("unknown source handle".to_string()))?;
         self.request_mounts[index]
             .get(entry as usize)
             .ok_or_else(|| {
                 HostError::Refused(format!(
-                    "{op}: entry {entry} is out of range (request mount {index} has {} entries)",
+                    "entry {entry} is out of range (request mount {index} has {} entries)",
                     self.request_mounts[index].len()
                 ))
             })
@@ -146,16 +253,24 @@ impl StepHost {
         entry: u32,
         selector: &str,
     ) -> Result<String, HostError> {
-        let mount = self.source_entry(source, entry, "resolve")?;
-        if !mount.is_bind() || mount.is_readonly() {
-            return Err(HostError::Refused(format!(
-                "resolve: entry {entry} is a {} mount{}; only a read-write bind can be resolved without mounting it",
-                mount.kind,
-                if mount.is_readonly() { " (read-only)" } else { "" }
-            )));
-        }
-        resolve_in_root(Path::new(&mount.source), selector)
-            .map_err(|e| HostError::Failed(e.to_string()))
+        self.audited(
+            "resolve",
+            json!({"entry": entry, "selector": selector}),
+            |me| {
+                let mount = me.source_entry(source, entry)?;
+                if !mount.is_bind() || mount.is_readonly() {
+                    return Err(HostError::Refused(format!(
+                        "entry {entry} is a {}{} mount; only a read-write bind can be resolved without mounting it",
+                        if mount.is_readonly() { "read-only " } else { "" },
+                        mount.kind,
+                    )));
+                }
+                let root = PathBuf::from(&mount.source);
+                let resolved = resolve_in_root(&root, selector).map_err(|e| HostError::Failed(e.to_string()))?;
+                me.maybe_pin(resolved)
+            },
+            |_, path| Value::String(path.clone()),
+        )
     }
 
     /// Mounts the given entries of a source on a fresh temporary mountpoint.
@@ -164,71 +279,94 @@ impl StepHost {
         source: SourceId,
         entries: &[u32],
     ) -> Result<RootId, HostError> {
-        if entries.is_empty() {
-            return Err(HostError::Refused(
-                "mount-temporary: no entries given".to_string(),
-            ));
-        }
-        let mounts = entries
-            .iter()
-            .map(|&e| self.source_entry(source, e, "mount-temporary").cloned())
-            .collect::<Result<Vec<_>, _>>()?;
+        self.audited(
+            "mount-temporary",
+            json!({"entries": entries}),
+            |me| {
+                if entries.is_empty() {
+                    return Err(HostError::Refused("no entries given".to_string()));
+                }
+                let mounts = entries
+                    .iter()
+                    .map(|&e| me.source_entry(source, e).cloned())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (name, path) = me.hold_mountpoint(MountpointKind::Dir, mounts.len())?;
+                for (done, mount) in mounts.iter().enumerate() {
+                    if let Err(e) = mount_entry(me.sys.as_ref(), mount, &path) {
+                        let undo = me.undo_mountpoint(&name, &path, MountpointKind::Dir, done);
+                        return Err(HostError::Failed(format!(
+                            "mount {} ({}) on {}: {e}{undo}",
+                            mount.source,
+                            mount.kind,
+                            path.display()
+                        )));
+                    }
+                }
+                me.roots.push(Root {
+                    name,
+                    path,
+                    released: false,
+                });
+                Ok(RootId(me.roots.len() - 1))
+            },
+            |me, id| json!({"root": id.0, "path": me.roots[id.0].path}),
+        )
+    }
+
+    /// Records a new mountpoint for the step (before anything is made) and
+    /// creates it.
+    fn hold_mountpoint(
+        &mut self,
+        kind: MountpointKind,
+        stacked: usize,
+    ) -> Result<(String, PathBuf), HostError> {
         let (name, path) = self.fresh_mountpoint()?;
         self.record.mounts.push(HeldMount {
             name: name.clone(),
-            stacked: mounts.len(),
+            kind,
+            stacked,
         });
         // Recorded before anything is made, so a crash from here on is recoverable.
-        if let Err(e) = self.state.write_record(&self.record) {
+        if let Err(e) = self.write_record() {
             self.record.mounts.pop();
             return Err(HostError::Failed(e.to_string()));
         }
-        if let Err(e) = self.sys.create_dir(&path) {
+        let created = match kind {
+            MountpointKind::Dir => self.sys.create_dir(&path),
+            MountpointKind::File => self.sys.create_file(&path),
+        };
+        if let Err(e) = created {
             self.forget_mount(&name);
-            return Err(HostError::Failed(format!("mkdir {}: {e}", path.display())));
+            return Err(HostError::Failed(format!(
+                "creating mountpoint {}: {e}",
+                path.display()
+            )));
         }
-        for (done, mount) in mounts.iter().enumerate() {
-            if let Err(e) = mount_entry(self.sys.as_ref(), mount, &path) {
-                let undo = unmount_all(self.sys.as_ref(), &path, done)
-                    .map_err(|u| {
-                        format!("; undoing it also failed: umount {}: {u}", path.display())
-                    })
-                    .and_then(|_| {
-                        self.sys.remove_dir(&path).map_err(|r| {
-                            format!("; undoing it also failed: rmdir {}: {r}", path.display())
-                        })
-                    });
-                let suffix = match undo {
-                    Ok(()) => {
-                        self.forget_mount(&name);
-                        String::new()
-                    }
-                    Err(s) => s,
-                };
-                return Err(HostError::Failed(format!(
-                    "mount {} ({}) on {}: {e}{suffix}",
-                    mount.source,
-                    mount.kind,
-                    path.display()
-                )));
+        Ok((name, path))
+    }
+
+    /// Undoes a partly made mountpoint; returns what to add to the error
+    /// when undoing failed too (the mountpoint then stays recorded).
+    fn undo_mountpoint(
+        &mut self,
+        name: &str,
+        path: &Path,
+        kind: MountpointKind,
+        mounted: usize,
+    ) -> String {
+        match release_mountpoint(self.sys.as_ref(), path, kind, mounted) {
+            Ok(_) => {
+                self.forget_mount(name);
+                String::new()
             }
+            Err(e) => format!("; undoing it also failed: {e}"),
         }
-        self.roots.push(Root {
-            name,
-            path,
-            released: false,
-        });
-        Ok(RootId(self.roots.len() - 1))
     }
 
-    fn forget_mount(&mut self, name: &str) {
-        self.record.mounts.retain(|m| m.name != name);
-        // Best effort: a stale entry for a mountpoint that no longer exists
-        // is skipped by release.
-        let _ = self.write_or_remove_record();
-    }
-
-    fn write_or_remove_record(&self) -> Result<(), StateError> {
+    fn write_record(&self) -> Result<(), StateError> {
+        if self.options.dry_run {
+            return Ok(());
+        }
         if self.record.mounts.is_empty() {
             self.state.remove_record(&self.id)
         } else {
@@ -236,15 +374,23 @@ impl StepHost {
         }
     }
 
+    fn forget_mount(&mut self, name: &str) {
+        self.record.mounts.retain(|m| m.name != name);
+        if let Err(e) = self.write_record() {
+            // The stale entry names a mountpoint that no longer exists:
+            // release skips it.
+            tracing::warn!(step = %self.id, error = %e, "updating the step record");
+        }
+    }
+
     fn fresh_mountpoint(&self) -> Result<(String, PathBuf), HostError> {
-        for n in self.record.mounts.len().. {
+        let first = self.record.mounts.len();
+        for n in first..first + 1024 {
             let name = format!("{}-{n}", self.id);
             let path = self.state.mounts_dir().join(&name);
-            if std::fs::symlink_metadata(&path).is_err() {
+            let taken = self.record.mounts.iter().any(|m| m.name == name);
+            if !taken && std::fs::symlink_metadata(&path).is_err() {
                 return Ok((name, path));
-            }
-            if n > self.record.mounts.len() + 1024 {
-                break;
             }
         }
         Err(HostError::Failed(format!(
@@ -254,43 +400,100 @@ impl StepHost {
         )))
     }
 
-    fn root(&self, root: RootId, op: &str) -> Result<&Root, HostError> {
+    fn root(&self, root: RootId) -> Result<&Root, HostError> {
         match self.roots.get(root.0) {
             Some(r) if !r.released => Ok(r),
-            Some(_) => Err(HostError::Refused(format!(
-                "{op}: the mountpoint was already released"
-            ))),
-            None => Err(HostError::Refused(format!(
-                "{op}: unknown mountpoint handle"
-            ))),
+            Some(_) => Err(HostError::Refused(
+                "the mountpoint was already released".to_string(),
+            )),
+            None => Err(HostError::Refused("unknown mountpoint handle".to_string())),
         }
     }
 
     pub fn root_path(&self, root: RootId) -> Result<String, HostError> {
-        Ok(self.root(root, "path")?.path.display().to_string())
+        Ok(self.root(root)?.path.display().to_string())
     }
 
     pub fn resolve_in_root(&mut self, root: RootId, selector: &str) -> Result<String, HostError> {
-        let path = &self.root(root, "resolve")?.path;
-        resolve_in_root(path, selector).map_err(|e| HostError::Failed(e.to_string()))
+        self.audited(
+            "resolve",
+            json!({"root": root.0, "selector": selector}),
+            |me| {
+                let path = me.root(root)?.path.clone();
+                if me.options.dry_run {
+                    // Nothing is mounted in a dry run: plan the lexical path.
+                    return Ok(format!("{}{}", path.display(), clean_absolute(selector)));
+                }
+                let resolved = resolve_in_root(&path, selector)
+                    .map_err(|e| HostError::Failed(e.to_string()))?;
+                me.maybe_pin(resolved)
+            },
+            |_, path| Value::String(path.clone()),
+        )
+    }
+
+    /// With `pin_selectors`, binds the resolved object itself (through its
+    /// descriptor, not its path) onto a mountpoint of its own.
+    fn maybe_pin(&mut self, resolved: Resolved) -> Result<String, HostError> {
+        if !self.options.pin_selectors {
+            return Ok(resolved.path);
+        }
+        let Some(object) = resolved.object else {
+            return Err(HostError::Failed(format!(
+                "{} does not exist, so it cannot be pinned (--pin-selectors)",
+                resolved.path
+            )));
+        };
+        let stat = fstat(object.as_fd())
+            .map_err(|e| HostError::Failed(format!("{}: {e}", resolved.path)))?;
+        let kind = if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            MountpointKind::Dir
+        } else {
+            MountpointKind::File
+        };
+        let (name, path) = self.hold_mountpoint(kind, 1)?;
+        let by_fd = format!("/proc/self/fd/{}", object.as_raw_fd());
+        if let Err(e) = self.sys.mount(
+            Some(&by_fd),
+            &path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        ) {
+            let undo = self.undo_mountpoint(&name, &path, kind, 0);
+            return Err(HostError::Failed(format!(
+                "pinning {} on {}: {e}{undo}",
+                resolved.path,
+                path.display()
+            )));
+        }
+        Ok(path.display().to_string())
     }
 
     /// Unmounts one temporary mountpoint now.
     pub fn release_root(&mut self, root: RootId) -> Result<(), HostError> {
-        let (name, path) = {
-            let r = self.root(root, "release")?;
-            (r.name.clone(), r.path.clone())
-        };
-        let stacked = self
-            .record
-            .mounts
-            .iter()
-            .find(|m| m.name == name)
-            .map_or(0, |m| m.stacked);
-        release_mountpoint(self.sys.as_ref(), &path, stacked).map_err(HostError::Failed)?;
-        self.roots[root.0].released = true;
-        self.forget_mount(&name);
-        Ok(())
+        self.audited(
+            "release",
+            json!({"root": root.0}),
+            |me| {
+                let (name, path) = {
+                    let r = me.root(root)?;
+                    (r.name.clone(), r.path.clone())
+                };
+                let stacked = me
+                    .record
+                    .mounts
+                    .iter()
+                    .find(|m| m.name == name)
+                    .map_or(0, |m| m.stacked);
+                release_mountpoint(me.sys.as_ref(), &path, MountpointKind::Dir, stacked)
+                    .map_err(HostError::Failed)?;
+                me.roots[root.0].released = true;
+                me.forget_mount(&name);
+                Ok(())
+            },
+            |_, _| Value::Null,
+        )
     }
 
     /// Whether the step holds any mount.
@@ -304,9 +507,37 @@ impl StepHost {
     }
 
     /// Unmounts and removes everything the step holds, reporting every failure.
-    pub fn release_all(mut self) -> Result<(), ReleaseError> {
+    pub fn release_all(mut self) -> Result<ReleaseReport, ReleaseError> {
         self.keep = true;
-        release_step(&self.state, self.sys.as_ref(), &self.id)
+        self.release_held()
+    }
+
+    fn release_held(&mut self) -> Result<ReleaseReport, ReleaseError> {
+        self.actor = "host".to_string();
+        let record = std::mem::take(&mut self.record.mounts);
+        let (remaining, report, failures) = release_mounts(&self.state, self.sys.as_ref(), &record);
+        self.audit.record(
+            &self.id,
+            "host",
+            "release-step",
+            json!({"mountpoints": record.len()}),
+            if failures.is_empty() {
+                Ok(&Value::Null)
+            } else {
+                Err("some mountpoints could not be released")
+            },
+            std::time::Duration::ZERO,
+        );
+        self.record.mounts = remaining;
+        self.write_record()?;
+        if failures.is_empty() {
+            Ok(report)
+        } else {
+            Err(ReleaseError::Unmount {
+                id: self.id.clone(),
+                failures,
+            })
+        }
     }
 }
 
@@ -315,76 +546,178 @@ impl Drop for StepHost {
     /// panic on the way) leaves nothing mounted.
     fn drop(&mut self) {
         if !self.keep && self.holds_mounts() {
-            if let Err(e) = release_step(&self.state, self.sys.as_ref(), &self.id) {
-                eprintln!(
-                    "specwright: releasing step {} after a failure: {e}",
-                    self.id
-                );
+            if let Err(e) = self.release_held() {
+                tracing::error!(step = %self.id, error = %e, "releasing the step after a failure");
             }
         }
     }
 }
 
-fn release_mountpoint(sys: &dyn Syscalls, path: &Path, stacked: usize) -> Result<(), String> {
-    unmount_all(sys, path, stacked).map_err(|e| format!("umount {}: {e}", path.display()))?;
-    match sys.remove_dir(path) {
-        Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(format!("rmdir {}: {e}", path.display())),
+/// Unmounts what is stacked on `path` and removes it.
+fn release_mountpoint(
+    sys: &dyn Syscalls,
+    path: &Path,
+    kind: MountpointKind,
+    stacked: usize,
+) -> Result<crate::mount::UnmountReport, String> {
+    let report =
+        unmount_all(sys, path, stacked).map_err(|e| format!("umount {}: {e}", path.display()))?;
+    let removed = match kind {
+        MountpointKind::Dir => sys.remove_dir(path),
+        MountpointKind::File => sys.remove_file(path),
+    };
+    match removed {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(report),
+        Err(e) => Err(format!("removing {}: {e}", path.display())),
     }
+}
+
+/// Releases `held` concurrently; returns what remains held, what happened,
+/// and every failure.
+fn release_mounts(
+    state: &StateDir,
+    sys: &dyn Syscalls,
+    held: &[HeldMount],
+) -> (Vec<HeldMount>, ReleaseReport, Vec<String>) {
+    let results: Vec<Result<(String, crate::mount::UnmountReport), String>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = held
+                .iter()
+                .map(|m| {
+                    scope.spawn(move || match state.mountpoint(&m.name) {
+                        Some(path) => release_mountpoint(sys, &path, m.kind, m.stacked)
+                            .map(|r| (path.display().to_string(), r)),
+                        None => Err(format!("bad mountpoint name {:?}", m.name)),
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("release thread panicked".to_string()))
+                })
+                .collect()
+        });
+    let mut remaining = Vec::new();
+    let mut report = ReleaseReport::default();
+    let mut failures = Vec::new();
+    for (m, result) in held.iter().zip(results) {
+        match result {
+            Ok((path, r)) => {
+                report.released += 1;
+                if r.busy_retries > 0 {
+                    report.busy.push((path, r.busy_retries, r.detached));
+                }
+            }
+            Err(e) => {
+                failures.push(e);
+                remaining.push(m.clone());
+            }
+        }
+    }
+    (remaining, report, failures)
 }
 
 /// Releases everything step `id` holds, from its record: the mountpoints
 /// are unmounted concurrently and every failure is reported. Idempotent;
 /// what could not be released stays recorded for the next attempt.
-pub fn release_step(state: &StateDir, sys: &dyn Syscalls, id: &str) -> Result<(), ReleaseError> {
+pub fn release_step(
+    state: &StateDir,
+    sys: &dyn Syscalls,
+    audit: &Audit,
+    id: &str,
+) -> Result<ReleaseReport, ReleaseError> {
+    let start = Instant::now();
     let Some(mut record) = state.read_record(id)? else {
-        return Ok(());
+        return Ok(ReleaseReport::default());
     };
-    let results: Vec<(HeldMount, Result<(), String>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = record
-            .mounts
-            .iter()
-            .map(|held| {
-                scope.spawn(move || {
-                    // read_record has checked every name is plain.
-                    let result = match state.mountpoint(&held.name) {
-                        Some(path) => release_mountpoint(sys, &path, held.stacked),
-                        None => Err(format!("bad mountpoint name {:?}", held.name)),
-                    };
-                    (held.clone(), result)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(record.mounts.iter())
-            .map(|(h, held)| {
-                h.join()
-                    .unwrap_or_else(|_| (held.clone(), Err("release thread panicked".to_string())))
-            })
-            .collect()
-    });
-    let mut failures = Vec::new();
-    record.mounts.clear();
-    for (held, result) in results {
-        if let Err(e) = result {
-            failures.push(e);
-            record.mounts.push(held);
-        }
-    }
+    let (remaining, report, failures) = release_mounts(state, sys, &record.mounts);
+    let held = record.mounts.len();
+    record.mounts = remaining;
     if record.mounts.is_empty() {
         state.remove_record(id)?;
     } else {
         state.write_record(&record)?;
     }
+    let summary = json!({"released": report.released, "busy": report.busy.len()});
+    let joined = failures.join("; ");
+    audit.record(
+        id,
+        "host",
+        "release-step",
+        json!({"mountpoints": held}),
+        if failures.is_empty() {
+            Ok(&summary)
+        } else {
+            Err(joined.as_str())
+        },
+        start.elapsed(),
+    );
     if failures.is_empty() {
-        Ok(())
+        Ok(report)
     } else {
         Err(ReleaseError::Unmount {
             id: id.to_string(),
             failures,
         })
     }
+}
+
+/// What `gc` did for one step.
+#[derive(Debug)]
+pub enum GcOutcome {
+    /// The owner still runs.
+    Kept {
+        id: String,
+        owner: u32,
+    },
+    Released {
+        id: String,
+        report: ReleaseReport,
+    },
+    Failed {
+        id: String,
+        error: String,
+    },
+}
+
+/// Releases every step whose owner process is gone. A corrupt record is
+/// reported, not trusted: nothing it names is touched.
+pub fn gc(
+    state: &StateDir,
+    sys: &dyn Syscalls,
+    audit: &Audit,
+) -> Result<Vec<GcOutcome>, StateError> {
+    let mut outcomes = Vec::new();
+    for id in state.step_ids()? {
+        let record = match state.read_record(&id) {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            Err(e) => {
+                outcomes.push(GcOutcome::Failed {
+                    id,
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        if record.owner.is_alive() {
+            outcomes.push(GcOutcome::Kept {
+                id,
+                owner: record.owner.pid,
+            });
+            continue;
+        }
+        outcomes.push(match release_step(state, sys, audit, &id) {
+            Ok(report) => GcOutcome::Released { id, report },
+            Err(e) => GcOutcome::Failed {
+                id,
+                error: e.to_string(),
+            },
+        });
+    }
+    Ok(outcomes)
 }
 
 /// The native path: the pure pipelines in `specwright_core` drive the host directly.
@@ -411,5 +744,122 @@ impl Mounter for StepHost {
 
     fn resolve_in_root(&mut self, root: &RootId, selector: &str) -> Result<String, HostError> {
         StepHost::resolve_in_root(self, *root, selector)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::{Op, RecordingSyscalls};
+
+    fn request(mounts: serde_json::Value) -> Request {
+        Request::from_json(&json!({"id": "s1", "mounts": mounts}).to_string()).unwrap()
+    }
+
+    fn dry_host(dir: &Path, req: &Request) -> (StepHost, Arc<RecordingSyscalls>) {
+        let sys = Arc::new(RecordingSyscalls::dry_run());
+        let state = StateDir::open(dir).unwrap();
+        let options = StepOptions {
+            dry_run: true,
+            ..StepOptions::default()
+        };
+        let host = StepHost::new(
+            state,
+            sys.clone(),
+            Arc::new(Audit::events_only()),
+            options,
+            req,
+        )
+        .unwrap();
+        (host, sys)
+    }
+
+    #[test]
+    fn out_of_range_and_released_handles_are_refused_and_name_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(json!([{"dest": "/a", "source": "/tmp", "readonly": true}]));
+        let (mut host, sys) = dry_host(dir.path(), &req);
+        host.set_actor("evil.wasm");
+        let err = host.materialize(7).unwrap_err().to_string();
+        assert!(
+            err.contains("evil.wasm")
+                && err.contains("materialize")
+                && err.contains("out of range"),
+            "{err}"
+        );
+        let (src, _) = host.materialize(0).unwrap();
+        let err = host.mount_temporary(src, &[3]).unwrap_err().to_string();
+        assert!(
+            err.contains("mount-temporary") && err.contains("entry 3"),
+            "{err}"
+        );
+        let err = host.resolve_in_source(src, 0, "x").unwrap_err().to_string();
+        assert!(err.contains("read-only"), "{err}");
+        let root = host.mount_temporary(src, &[0]).unwrap();
+        host.release_root(root).unwrap();
+        let err = host.resolve_in_root(root, "x").unwrap_err().to_string();
+        assert!(err.contains("already released"), "{err}");
+        assert!(sys.ops().iter().all(|op| match op {
+            Op::CreateDir(p) | Op::RemoveDir(p) => p.starts_with(dir.path().join("mounts")),
+            Op::Mount { target, .. } | Op::Unmount { target, .. } =>
+                target.starts_with(dir.path().join("mounts")),
+            other => panic!("unexpected {other:?}"),
+        }));
+    }
+
+    #[test]
+    fn a_dry_run_plans_without_touching_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(json!([{"dest": "/a", "source": "/srv/x", "readonly": true}]));
+        let (mut host, sys) = dry_host(dir.path(), &req);
+        let (src, _) = host.materialize(0).unwrap();
+        let root = host.mount_temporary(src, &[0]).unwrap();
+        let path = host.resolve_in_root(root, "a/../b").unwrap();
+        assert!(path.ends_with("/mounts/s1-0/b"), "{path}");
+        assert!(std::fs::read_dir(dir.path().join("steps"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert!(std::fs::read_dir(dir.path().join("mounts"))
+            .unwrap()
+            .next()
+            .is_none());
+        let kinds: Vec<_> = sys.ops().iter().map(std::mem::discriminant).collect();
+        assert_eq!(kinds.len(), 3, "mkdir, bind, ro remount: {:?}", sys.ops());
+        drop(host);
+        assert!(
+            matches!(sys.ops().last(), Some(Op::RemoveDir(_))),
+            "dropped without keep: released"
+        );
+    }
+
+    #[test]
+    fn a_step_that_holds_mounts_cannot_start_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        state
+            .write_record(&StepRecord {
+                id: "s1".into(),
+                owner: Owner::of_pid(1),
+                mounts: vec![HeldMount {
+                    name: "s1-0".into(),
+                    kind: MountpointKind::Dir,
+                    stacked: 1,
+                }],
+            })
+            .unwrap();
+        let req = request(json!([]));
+        let sys = Arc::new(RecordingSyscalls::dry_run());
+        let err = StepHost::new(
+            state,
+            sys,
+            Arc::new(Audit::events_only()),
+            StepOptions::default(),
+            &req,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("already holds mounts"), "{err}");
     }
 }

@@ -12,6 +12,8 @@ use nix::mount::{MntFlags, MsFlags};
 pub enum Op {
     CreateDir(PathBuf),
     RemoveDir(PathBuf),
+    CreateFile(PathBuf),
+    RemoveFile(PathBuf),
     Mount {
         source: Option<String>,
         target: PathBuf,
@@ -28,6 +30,9 @@ pub enum Op {
 pub trait Syscalls: Send + Sync {
     fn create_dir(&self, path: &Path) -> Result<(), Errno>;
     fn remove_dir(&self, path: &Path) -> Result<(), Errno>;
+    /// Creates an empty file (a mountpoint for a file), failing if it exists.
+    fn create_file(&self, path: &Path) -> Result<(), Errno>;
+    fn remove_file(&self, path: &Path) -> Result<(), Errno>;
     fn mount(
         &self,
         source: Option<&str>,
@@ -58,6 +63,21 @@ impl Syscalls for RealSyscalls {
 
     fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
         std::fs::remove_dir(path).map_err(io_errno)
+    }
+
+    fn create_file(&self, path: &Path) -> Result<(), Errno> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(drop)
+            .map_err(io_errno)
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<(), Errno> {
+        std::fs::remove_file(path).map_err(io_errno)
     }
 
     fn mount(
@@ -135,6 +155,14 @@ impl Syscalls for RecordingSyscalls {
 
     fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
         self.record(Op::RemoveDir(path.to_path_buf()), |s| s.remove_dir(path))
+    }
+
+    fn create_file(&self, path: &Path) -> Result<(), Errno> {
+        self.record(Op::CreateFile(path.to_path_buf()), |s| s.create_file(path))
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<(), Errno> {
+        self.record(Op::RemoveFile(path.to_path_buf()), |s| s.remove_file(path))
     }
 
     fn mount(

@@ -5,15 +5,18 @@
 //! - `sw-testhelper oracle CASES_DIR NAME WORKDIR`: one oracle case with
 //!   real directories and mounts under WORKDIR.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use specwright::audit::Audit;
 use specwright::policy::{Limits, PolicyRuntime};
 use specwright::state::StateDir;
 use specwright::step::release_step;
-use specwright::sys::{RealSyscalls, Syscalls};
+use specwright::step::{StepHost, StepOptions};
+use specwright::sys::{RealSyscalls, RecordingSyscalls, Syscalls};
+use specwright::StepContext;
 use specwright_core::HostFacts;
 use specwright_tests::{make_oracle_source_tree, mounts_below};
 
@@ -32,11 +35,179 @@ fn main() {
                 }
             }
         }
+        Some("faults") if args.len() == 3 => report(faults(Path::new(&args[2]))),
+        Some("busy") if args.len() == 3 => report(busy(Path::new(&args[2]))),
         _ => {
-            eprintln!("usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR");
+            eprintln!("usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR | faults WORKDIR | busy WORKDIR");
             std::process::exit(2);
         }
     }
+}
+
+fn report(result: Result<Value>) {
+    match result {
+        Ok(report) => println!("{report}"),
+        Err(e) => {
+            eprintln!("sw-testhelper: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// What is left of a step's privileged work under `state_root`.
+fn leftovers(state_root: &Path) -> Result<Value> {
+    let names = |dir: PathBuf| -> Result<Vec<String>> {
+        std::fs::read_dir(dir)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect()
+    };
+    Ok(json!({
+        "mounts": mounts_below(&state_root.join("mounts"))?.len(),
+        "mountpoints": names(state_root.join("mounts"))?,
+        "records": names(state_root.join("steps"))?,
+    }))
+}
+
+fn is_clean(left: &Value) -> bool {
+    left["mounts"] == 0 && left["mountpoints"] == json!([]) && left["records"] == json!([])
+}
+
+/// A request with several kinds of temporary mounts: read-only binds of
+/// two sources, and an overlay, each narrowed by a selector.
+fn multi_mount_request(work: &Path) -> Result<String> {
+    for n in 0..2 {
+        make_oracle_source_tree(&work.join(format!("src{n}")))?;
+    }
+    for dir in ["upper", "work"] {
+        std::fs::create_dir_all(work.join(dir))?;
+    }
+    let w = work.display();
+    Ok(json!({
+        "id": "faulty",
+        "args": ["/bin/true"],
+        "mounts": [
+            {"dest": "/a", "source": format!("{w}/src0"), "readonly": true, "selector": "sub/dir"},
+            {"dest": "/b", "source": format!("{w}/src1"), "readonly": true, "selector": "link_abs"},
+            {"dest": "/c", "mountable": [{"type": "overlay", "source": "overlay", "options": [
+                format!("lowerdir={w}/src0"), format!("upperdir={w}/upper"), format!("workdir={w}/work")]}],
+             "selector": "sub"},
+            {"dest": "/d", "source": format!("{w}/src1"), "readonly": false, "selector": "sub/other"},
+        ]
+    })
+    .to_string())
+}
+
+/// Makes the k-th privileged operation fail, for every k of a multi-mount
+/// step (plain and with pinned selectors), and checks nothing is left.
+fn faults(work: &Path) -> Result<Value> {
+    let work = std::fs::canonicalize(work)?;
+    let request = multi_mount_request(&work)?;
+    let facts: HostFacts = serde_json::from_str(
+        r#"{"kernel_release": "6.1.0", "seccomp": true, "first_free_loop": 0, "in_user_namespace": false}"#,
+    )?;
+    let runtime = PolicyRuntime::new(Limits::default())?;
+    let chain = vec![runtime.load_default()?];
+    let mut problems = Vec::new();
+    let mut runs = Vec::new();
+    for pin in [false, true] {
+        let state_root = work.join(if pin { "state-pin" } else { "state" });
+        let state = StateDir::open(&state_root)?;
+        let run = |fail_at: Option<usize>| -> Result<(
+            Result<specwright::SpecOutcome, String>,
+            Vec<specwright::sys::Op>,
+        )> {
+            let recorder = Arc::new(RecordingSyscalls::failing_at(
+                Box::new(RealSyscalls),
+                fail_at,
+            ));
+            let mut ctx = StepContext::new(state.clone(), recorder.clone())?;
+            ctx.options.pin_selectors = pin;
+            let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, ctx)
+                .map_err(|e| e.to_string());
+            Ok((outcome, recorder.ops()))
+        };
+        let (clean, ops) = run(None)?;
+        if let Err(e) = clean {
+            bail!("the step fails without faults: {e}");
+        }
+        let total = ops.len();
+        // Release with each of its operations failing in turn, then for real.
+        let release_ops = {
+            let recorder = RecordingSyscalls::failing_at(Box::new(RealSyscalls), None);
+            release_step(&state, &recorder, &Audit::events_only(), "faulty")?;
+            recorder.ops().len()
+        };
+        for k in 0..total {
+            let (outcome, _) = run(Some(k))?;
+            match outcome {
+                Ok(_) => problems.push(format!(
+                    "pin={pin} op {k}: the step succeeded despite the fault"
+                )),
+                Err(e) if !e.contains("EIO") => problems.push(format!(
+                    "pin={pin} op {k}: error does not show the fault: {e}"
+                )),
+                Err(_) => {}
+            }
+            let left = leftovers(&state_root)?;
+            if !is_clean(&left) {
+                problems.push(format!("pin={pin} op {k}: left {left}"));
+                release_step(&state, &RealSyscalls, &Audit::events_only(), "faulty")?;
+            }
+        }
+        for j in 0..release_ops {
+            run(None)?.0.map_err(anyhow::Error::msg)?;
+            let recorder = RecordingSyscalls::failing_at(Box::new(RealSyscalls), Some(j));
+            let first = release_step(&state, &recorder, &Audit::events_only(), "faulty");
+            if first.is_ok() {
+                problems.push(format!(
+                    "pin={pin} release op {j}: the fault was not reported"
+                ));
+            }
+            release_step(&state, &RealSyscalls, &Audit::events_only(), "faulty")?;
+            let left = leftovers(&state_root)?;
+            if !is_clean(&left) {
+                problems.push(format!(
+                    "pin={pin} release op {j}: second release left {left}"
+                ));
+            }
+        }
+        runs.push(json!({"pin": pin, "spec_ops": total, "release_ops": release_ops}));
+    }
+    Ok(json!({"runs": runs, "problems": problems}))
+}
+
+/// A temporary mount with a file held open inside: release must retry,
+/// detach lazily in the end, and say so.
+fn busy(work: &Path) -> Result<Value> {
+    let work = std::fs::canonicalize(work)?;
+    make_oracle_source_tree(&work.join("src"))?;
+    let request = specwright_core::Request::from_json(
+        &json!({"id": "busy", "mounts": [{"dest": "/a", "source": work.join("src"), "readonly": true}]}).to_string(),
+    )?;
+    let state_root = work.join("state");
+    let state = StateDir::open(&state_root)?;
+    let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
+    let mut step = StepHost::new(
+        state.clone(),
+        sys.clone(),
+        Arc::new(Audit::events_only()),
+        StepOptions::default(),
+        &request,
+    )?;
+    let (source, _) = step.materialize(0)?;
+    let root = step.mount_temporary(source, &[0])?;
+    let mountpoint = PathBuf::from(step.root_path(root)?);
+    step.keep();
+    let held = std::fs::File::open(mountpoint.join("sub/dir/file"))?;
+    let report = release_step(&state, sys.as_ref(), &Audit::events_only(), "busy")?;
+    let left = leftovers(&state_root)?;
+    drop(held);
+    Ok(json!({
+        "released": report.released,
+        "busy": report.busy.iter().map(|(p, r, d)| json!({"path": p, "retries": r, "detached": d})).collect::<Vec<_>>(),
+        "warnings": report.warnings(),
+        "left": left,
+    }))
 }
 
 /// Highest n of `<PREFIXn>` in `text`, plus one.
@@ -86,14 +257,9 @@ fn oracle_case(cases: &Path, name: &str, work: &Path) -> Result<Value> {
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
     let runtime = PolicyRuntime::new(Limits::default())?;
     let chain = vec![runtime.load_default()?];
-    let outcome = specwright::generate_spec(
-        &runtime,
-        &chain,
-        &request,
-        &facts,
-        state.clone(),
-        sys.clone(),
-    );
+    let ctx = StepContext::new(state.clone(), sys.clone())?;
+    let audit = ctx.audit.clone();
+    let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, ctx);
     let mounts_during = mounts_below(&mounts_root)?.len();
 
     let (spec, error, id) = match outcome {
@@ -105,9 +271,9 @@ fn oracle_case(cases: &Path, name: &str, work: &Path) -> Result<Value> {
         None => None,
     };
     if !id.is_empty() {
-        release_step(&state, sys.as_ref(), &id)?;
+        release_step(&state, sys.as_ref(), &audit, &id)?;
         // Released twice: must be a no-op.
-        release_step(&state, sys.as_ref(), &id)?;
+        release_step(&state, sys.as_ref(), &audit, &id)?;
     }
     let mounts_after = mounts_below(&mounts_root)?.len();
     let leftover: Vec<String> = std::fs::read_dir(&mounts_root)?

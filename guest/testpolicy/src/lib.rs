@@ -1,0 +1,85 @@
+//! A policy that misbehaves on purpose, as its settings `{"mode": ...}` say,
+//! so the tests can show the host contains it. It uses the raw bindings
+//! (not `Policy`) so it can return what a well-typed policy cannot.
+
+use specwright_sdk::bindings::specwright::policy::host;
+use specwright_sdk::bindings::specwright::policy::types::{HostFacts, PolicyError};
+use specwright_sdk::bindings::Guest;
+
+struct Hostile;
+
+fn mode(settings: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(settings)
+        .ok()
+        .and_then(|v| v["mode"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn mount_first() -> Result<host::MountedRoot, PolicyError> {
+    let source = host::materialize(0).map_err(|e| PolicyError::Internal(format!("{e:?}")))?;
+    host::mount_temporary(&source, &[0]).map_err(|e| PolicyError::Internal(format!("{e:?}")))
+}
+
+#[allow(clippy::empty_loop)]
+fn spin() -> ! {
+    loop {}
+}
+
+impl Guest for Hostile {
+    fn generate(
+        _request: String,
+        _facts: HostFacts,
+        settings: String,
+        previous: Option<String>,
+    ) -> Result<String, PolicyError> {
+        match mode(&settings).as_str() {
+            "spin" => spin(),
+            "spin-after-mount" => {
+                let root = mount_first()?;
+                std::mem::forget(root);
+                spin()
+            }
+            "memory-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                }
+            }
+            "bad-index" => match host::materialize(99) {
+                Ok(_) => Err(PolicyError::Internal("the host handed out mount 99".into())),
+                Err(e) => Err(PolicyError::Internal(format!("{e:?}"))),
+            },
+            "mount-then-fail" => {
+                mount_first()?;
+                Err(PolicyError::Internal(
+                    "failing after a mount, on purpose".into(),
+                ))
+            }
+            "mount-then-trap" => {
+                mount_first()?;
+                panic!("trapping after a mount, on purpose")
+            }
+            "release-early" => {
+                let root = mount_first()?;
+                host::release(root).map_err(|e| PolicyError::Internal(format!("{e:?}")))?;
+                previous
+                    .ok_or_else(|| PolicyError::Internal("run me after the default policy".into()))
+            }
+            "invalid-json" => Ok("{this is not json".into()),
+            "bad-schema" => Ok(r#"{"ociVersion": 5, "process": {"cwd": []}}"#.into()),
+            "deny" => Err(PolicyError::Denied("denied on purpose".into())),
+            "print" => {
+                println!("a policy has no stdout");
+                previous.ok_or_else(|| PolicyError::Internal("no previous spec".into()))
+            }
+            "passthrough" => {
+                previous.ok_or_else(|| PolicyError::Internal("no previous spec".into()))
+            }
+            other => Err(PolicyError::InvalidRequest(format!(
+                "unknown test mode {other:?}"
+            ))),
+        }
+    }
+}
+
+specwright_sdk::bindings::__export_policy_world!(Hostile with_types_in specwright_sdk::bindings);

@@ -1,0 +1,64 @@
+//! Builds the hostile test policy for wasm32-wasip2, like host/build.rs
+//! builds the default one, and hands its path to the tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const SCRUBBED_ENV: &[&str] = &[
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_BUILD_RUSTFLAGS",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_BUILD_RUSTC_WRAPPER",
+    "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_LLVM_COV",
+    "CARGO_LLVM_COV_SHOW_ENV",
+    "CARGO_LLVM_COV_TARGET_DIR",
+    "LLVM_PROFILE_FILE",
+    "CARGO_INCREMENTAL",
+];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("tests/ lives in the workspace root")
+        .to_path_buf();
+    for watched in ["guest", "wit", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let target_dir = root.join("target").join("guest");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "specwright-testpolicy",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .expect("running the nested cargo for the test policy");
+    assert!(
+        status.success(),
+        "building the test policy for wasm32-wasip2 failed ({status})"
+    );
+    let wasm = target_dir.join("wasm32-wasip2/release/specwright_testpolicy.wasm");
+    assert!(wasm.exists(), "{} was not produced", wasm.display());
+    println!(
+        "cargo:rustc-env=SPECWRIGHT_TEST_POLICY_WASM={}",
+        wasm.display()
+    );
+}

@@ -1,0 +1,332 @@
+//! The privileged host under stress, in private mount namespaces: injected
+//! faults, SIGKILL, busy mounts, pinned selectors, gc, dry runs, audit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, run_in_private_mount_namespace};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
+const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
+
+fn helper_report(args: &[&str]) -> Value {
+    let out = run_in_private_mount_namespace(HELPER.as_ref(), args).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `script` with `sh` in a new private mount namespace.
+fn in_namespace(script: &str) -> (String, String, bool) {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+fn facts() -> PathBuf {
+    oracle_cases_dir().join("minimal.host.json")
+}
+
+fn workdir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::fs::canonicalize(dir.path()).unwrap();
+    (dir, path)
+}
+
+fn write_json(path: &Path, value: &Value) -> PathBuf {
+    std::fs::write(path, value.to_string()).unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn every_injected_fault_leaves_nothing_behind() {
+    let (_dir, work) = workdir();
+    let report = helper_report(&["faults", work.to_str().unwrap()]);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        // Three temporary mounts (two of them remounted read-only), more with pinning.
+        assert!(run["spec_ops"].as_u64().unwrap() >= 8, "{run}");
+        assert!(run["release_ops"].as_u64().unwrap() >= 6, "{run}");
+    }
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+}
+
+#[test]
+fn a_busy_mount_is_retried_then_detached_and_reported() {
+    let (_dir, work) = workdir();
+    let report = helper_report(&["busy", work.to_str().unwrap()]);
+    assert_eq!(report["released"], 1, "{report}");
+    let busy = &report["busy"][0];
+    assert!(busy["retries"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(busy["detached"], true, "{report}");
+    assert!(
+        report["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("detached lazily"),
+        "{report}"
+    );
+    assert_eq!(report["left"]["mounts"], 0, "{report}");
+    assert_eq!(
+        report["left"]["mountpoints"],
+        serde_json::json!([]),
+        "{report}"
+    );
+}
+
+fn selector_request(work: &Path, id: &str) -> PathBuf {
+    let src = work.join("src");
+    make_oracle_source_tree(&src).unwrap();
+    write_json(
+        &work.join("request.json"),
+        &serde_json::json!({
+            "id": id,
+            "args": ["/bin/true"],
+            "mounts": [
+                {"dest": "/ro", "source": src, "readonly": true, "selector": "sub/dir"},
+                {"dest": "/rw", "source": src, "readonly": false, "selector": "link_rel"},
+            ]
+        }),
+    )
+}
+
+#[test]
+fn sigkill_midway_then_release_leaves_nothing() {
+    let (_dir, work) = workdir();
+    let request = selector_request(&work, "killed");
+    let settings = write_json(
+        &work.join("settings.json"),
+        &serde_json::json!({"mode": "spin-after-mount"}),
+    );
+    let state = work.join("state");
+    let script = format!(
+        r#"h={HELPER}
+$h cli spec --policy {TEST_POLICY}:{settings} --policy-timeout-ms 600000 --request {request} --host-facts {facts} --state-dir {state} &
+pid=$!
+i=0
+while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+kill -9 $pid; wait $pid; echo "killed=$?"
+$h cli release --state-dir {state} killed; echo "release=$?"
+echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l)"
+"#,
+        settings = settings.display(),
+        request = request.display(),
+        facts = facts().display(),
+        state = state.display(),
+    );
+    let (stdout, stderr, _) = in_namespace(&script);
+    assert!(stdout.contains("held=1"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("killed=137"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("release=0"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("left=0 dirs=0 records=0"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn gc_releases_steps_whose_owner_is_gone_and_keeps_the_others() {
+    let (_dir, work) = workdir();
+    let request = selector_request(&work, "orphan");
+    let live_request = work.join("live.json");
+    let mut live: Value =
+        serde_json::from_str(&std::fs::read_to_string(&request).unwrap()).unwrap();
+    live["id"] = "alive".into();
+    write_json(&live_request, &live);
+    let state = work.join("state");
+    let script = format!(
+        r#"h={HELPER}
+sleep 60 & owner=$!
+$h cli spec --owner-pid $owner --request {request} --host-facts {facts} --state-dir {state} > /dev/null || echo spec-failed
+$h cli spec --owner-pid $$ --request {live} --host-facts {facts} --state-dir {state} > /dev/null || echo spec-failed
+echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+$h cli gc --state-dir {state}; echo "gc1=$?"
+kill $owner; wait $owner
+$h cli gc --state-dir {state}; echo "gc2=$?"
+echo "records=$(ls {state}/steps)"
+$h cli release --state-dir {state} alive
+echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l)"
+"#,
+        request = request.display(),
+        live = live_request.display(),
+        facts = facts().display(),
+        state = state.display(),
+    );
+    let (stdout, stderr, _) = in_namespace(&script);
+    assert!(!stdout.contains("spec-failed"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("held=2"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("kept orphan") && stdout.contains("kept alive"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("released orphan: 1 mountpoints"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("gc2=0") && stdout.contains("records=alive.json"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("left=0 dirs=0"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn pinned_selectors_survive_a_swap_of_the_source() {
+    let (_dir, work) = workdir();
+    let request = selector_request(&work, "pinned");
+    let state = work.join("state");
+    let src = work.join("src");
+    let script = format!(
+        r#"set -e
+h={HELPER}
+$h cli spec --pin-selectors --request {request} --host-facts {facts} --state-dir {state} --bundle {work}/bundle
+ro=$(grep -o '"source": "[^"]*' {work}/bundle/config.json | sed 's/"source": "//' | grep '{state}/mounts/' | head -1)
+rw=$(grep -o '"source": "[^"]*' {work}/bundle/config.json | sed 's/"source": "//' | grep '{state}/mounts/' | tail -1)
+echo "ro=$ro"
+echo "rw=$rw"
+echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+mv {src}/sub/dir {src}/sub/dir.moved
+ln -s /etc {src}/sub/dir
+echo "ro-after-swap=$(cat $ro/file)"
+echo "rw-after-swap=$(cat $rw/file)"
+$h cli release --state-dir {state} pinned
+echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo || true) dirs=$(ls {state}/mounts | wc -l)"
+"#,
+        request = request.display(),
+        facts = facts().display(),
+        state = state.display(),
+        work = work.display(),
+        src = src.display(),
+    );
+    let (stdout, stderr, ok) = in_namespace(&script);
+    assert!(ok, "{stdout}\n{stderr}");
+    let pinned = format!("{}/mounts/pinned-", state.display());
+    assert!(
+        stdout.contains(&format!("ro={pinned}")) && stdout.contains(&format!("rw={pinned}")),
+        "{stdout}"
+    );
+    // One temporary root for the read-only bind, one pin for each selector.
+    assert!(stdout.contains("held=3"), "{stdout}");
+    assert!(
+        stdout.contains("ro-after-swap=file") && stdout.contains("rw-after-swap=file"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("left=0 dirs=0"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn a_dry_run_prints_the_plan_and_touches_nothing() {
+    let (_dir, work) = workdir();
+    let request = selector_request(&work, "planned");
+    let state = work.join("state");
+    let out = Command::new(HELPER)
+        .args(["cli", "spec", "--dry-run", "--request"])
+        .arg(&request)
+        .arg("--host-facts")
+        .arg(facts())
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ops: Vec<&str> = plan["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["mkdir", "mount", "mount"], "{plan}");
+    assert!(
+        plan["spec"]["mounts"].as_array().unwrap().len() == 11,
+        "{plan}"
+    );
+    assert!(!state.exists(), "a dry run creates no state");
+}
+
+#[test]
+fn the_audit_log_names_step_policy_and_operation() {
+    let (_dir, work) = workdir();
+    let request = selector_request(&work, "audited");
+    let state = work.join("state");
+    let script = format!(
+        "{HELPER} cli spec --request {} --host-facts {} --state-dir {} > /dev/null && {HELPER} cli release --state-dir {} audited",
+        request.display(),
+        facts().display(),
+        state.display(),
+        state.display()
+    );
+    let (stdout, stderr, ok) = in_namespace(&script);
+    assert!(ok, "{stdout}\n{stderr}");
+    let log = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
+    let entries: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ops: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["policy"].as_str().unwrap(), e["op"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("default", "materialize"),
+            ("default", "mount-temporary"),
+            ("default", "resolve"),
+            ("default", "materialize"),
+            ("default", "resolve"),
+            ("default", "policy"),
+            ("host", "release-step"),
+        ],
+        "{log}"
+    );
+    assert!(entries
+        .iter()
+        .all(|e| e["step"] == "audited" && e["duration_us"].is_u64()));
+    let changed = &entries[5]["detail"]["changed"];
+    assert!(
+        changed.as_array().unwrap().iter().any(|f| f == "mounts"),
+        "{changed}"
+    );
+}
+
+#[test]
+fn release_of_a_corrupt_record_is_refused_and_touches_nothing() {
+    let (_dir, work) = workdir();
+    let state = work.join("state");
+    std::fs::create_dir_all(state.join("steps")).unwrap();
+    std::fs::write(
+        state.join("steps/evil.json"),
+        r#"{"id":"evil","owner":{"pid":1,"start_time":null},"mounts":[{"name":"../../../../proc","stacked":1}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(HELPER)
+        .args(["cli", "release", "--state-dir"])
+        .arg(&state)
+        .arg("evil")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corrupt step record") && err.contains("evil.json"),
+        "{err}"
+    );
+    assert!(state.join("steps/evil.json").exists());
+}
