@@ -30,8 +30,7 @@ const SCRUBBED_ENV: &[&str] = &[
 ];
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir
         .parent()
         .expect("host/ lives in the workspace root")
@@ -57,9 +56,7 @@ fn main() {
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }
-    let status = cmd
-        .status()
-        .expect("running the nested cargo for the default policy");
+    let status = cmd.status().expect("running the nested cargo for the default policy");
     if !status.success() {
         panic!(
             "building the default policy for wasm32-wasip2 failed ({status}); is the target installed? `rustup target add wasm32-wasip2`"
@@ -67,8 +64,5 @@ fn main() {
     }
     let wasm = target_dir.join("wasm32-wasip2/release/specwright_policy_buildkit.wasm");
     assert!(wasm.exists(), "{} was not produced", wasm.display());
-    println!(
-        "cargo:rustc-env=SPECWRIGHT_DEFAULT_POLICY_WASM={}",
-        wasm.display()
-    );
+    println!("cargo:rustc-env=SPECWRIGHT_DEFAULT_POLICY_WASM={}", wasm.display());
 }

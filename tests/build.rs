@@ -1,4 +1,4 @@
-//! Builds the hostile test policy for wasm32-wasip2, like host/build.rs
+//! Builds the hostile test policy and the example policies for wasm32-wasip2, like host/build.rs
 //! builds the default one, and hands its path to the tests.
 
 use std::path::PathBuf;
@@ -22,8 +22,7 @@ const SCRUBBED_ENV: &[&str] = &[
 ];
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir
         .parent()
         .expect("tests/ lives in the workspace root")
@@ -35,30 +34,30 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "specwright-testpolicy",
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(["-p", "specwright-testpolicy"])
+        .args(["-p", "specwright-policy-hardened"])
+        .args(["-p", "specwright-policy-mount-allowlist"])
         .arg("--target-dir")
         .arg(&target_dir);
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }
-    let status = cmd
-        .status()
-        .expect("running the nested cargo for the test policy");
+    let status = cmd.status().expect("running the nested cargo for the test policies");
     assert!(
         status.success(),
-        "building the test policy for wasm32-wasip2 failed ({status})"
+        "building the test policies for wasm32-wasip2 failed ({status})"
     );
-    let wasm = target_dir.join("wasm32-wasip2/release/specwright_testpolicy.wasm");
-    assert!(wasm.exists(), "{} was not produced", wasm.display());
-    println!(
-        "cargo:rustc-env=SPECWRIGHT_TEST_POLICY_WASM={}",
-        wasm.display()
-    );
+    for (var, file) in [
+        ("SPECWRIGHT_TEST_POLICY_WASM", "specwright_testpolicy.wasm"),
+        ("SPECWRIGHT_HARDENED_WASM", "specwright_policy_hardened.wasm"),
+        (
+            "SPECWRIGHT_MOUNT_ALLOWLIST_WASM",
+            "specwright_policy_mount_allowlist.wasm",
+        ),
+    ] {
+        let wasm = target_dir.join("wasm32-wasip2/release").join(file);
+        assert!(wasm.exists(), "{} was not produced", wasm.display());
+        println!("cargo:rustc-env={var}={}", wasm.display());
+    }
 }

@@ -16,10 +16,7 @@ pub struct Audit {
 impl Audit {
     /// Appends to `path`, creating it.
     pub fn open(path: &Path) -> std::io::Result<Audit> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Audit {
             file: Some(Mutex::new(file)),
         })
@@ -32,15 +29,7 @@ impl Audit {
 
     /// Records one operation; a failure to write the log is reported as a
     /// tracing event and does not fail the operation.
-    pub fn record(
-        &self,
-        step: &str,
-        actor: &str,
-        op: &str,
-        args: Value,
-        result: Result<&Value, &str>,
-        took: Duration,
-    ) {
+    pub fn record(&self, step: &str, actor: &str, op: &str, args: Value, result: Result<&Value, &str>, took: Duration) {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()

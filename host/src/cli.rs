@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::audit::Audit;
+use crate::cache::CacheUse;
 use crate::policy::{Limits, PolicyRuntime};
 use crate::state::{Owner, StateDir, DEFAULT_STATE_DIR};
 use crate::step::{gc, release_step, GcOutcome, StepOptions};
@@ -78,6 +79,31 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
+    /// Work with policy components.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Precompile policies into the state dir's cache, so steps do not
+    /// compile them (`default` names the embedded policy).
+    Compile {
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Show a policy's world and version, imports, exports, size and metadata.
+    Inspect {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the command line with the process's arguments; returns the exit code.
@@ -120,8 +146,8 @@ fn init_tracing() {
 
 fn open_state(dir: &Path) -> Result<(StateDir, Arc<Audit>)> {
     let state = StateDir::open(dir).with_context(|| format!("state dir {}", dir.display()))?;
-    let audit = Audit::open(&state.audit_log())
-        .with_context(|| format!("audit log {}", state.audit_log().display()))?;
+    let audit =
+        Audit::open(&state.audit_log()).with_context(|| format!("audit log {}", state.audit_log().display()))?;
     Ok((state, Arc::new(audit)))
 }
 
@@ -159,13 +185,14 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("{id:?} is not a valid step id");
             }
             let (state, audit) = open_state(&state_dir)?;
-            let report = release_step(&state, &RealSyscalls, &audit, &id)
-                .with_context(|| format!("releasing step {id}"))?;
+            let report =
+                release_step(&state, &RealSyscalls, &audit, &id).with_context(|| format!("releasing step {id}"))?;
             for warning in report.warnings() {
                 eprintln!("specwright: warning: {warning}");
             }
             Ok(())
         }
+        Command::Policy { command } => policy_command(command),
         Command::Gc { state_dir } => {
             let (state, audit) = open_state(&state_dir)?;
             let mut failed = 0;
@@ -188,6 +215,49 @@ fn run(cli: Cli) -> Result<()> {
             }
             if failed > 0 {
                 bail!("{failed} steps could not be released");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn policy_command(command: PolicyCommand) -> Result<()> {
+    match command {
+        PolicyCommand::Compile { state_dir, files } => {
+            let (state, _) = open_state(&state_dir)?;
+            let runtime = PolicyRuntime::new(Limits::default())?.with_cache(&state.cache_dir())?;
+            for file in files {
+                let (name, bytes) = PolicyRuntime::read_policy_file(&file)?;
+                let (_, used) = runtime.compile(&name, &bytes)?;
+                let verb = match used {
+                    Some(CacheUse::Hit) => "already cached",
+                    _ => "compiled",
+                };
+                println!("{name}: {verb}");
+            }
+            Ok(())
+        }
+        PolicyCommand::Inspect { file, json } => {
+            let runtime = PolicyRuntime::new(Limits::default())?;
+            let (name, bytes) = PolicyRuntime::read_policy_file(&file)?;
+            let info = runtime.inspect(&name, &bytes)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+                return Ok(());
+            }
+            println!("policy:      {} {}", info.name, info.version);
+            println!("description: {}", info.description);
+            println!(
+                "targets:     {}",
+                info.targets
+                    .as_deref()
+                    .unwrap_or("(does not import the specwright host)")
+            );
+            println!("size:        {} bytes", info.size_bytes);
+            println!("exports:     {}", info.exports.join(", "));
+            println!("imports:");
+            for import in &info.imports {
+                println!("  {import}");
             }
             Ok(())
         }
@@ -240,7 +310,13 @@ fn spec(args: SpecArgs) -> Result<()> {
         Some(path) => crate::facts::read_facts_file(path)?,
         None => crate::facts::detect()?,
     };
-    let runtime = PolicyRuntime::new(args.limits)?;
+    // A dry run writes nothing, not even the compile cache.
+    let runtime = if args.options.dry_run {
+        PolicyRuntime::new(args.limits)?
+    } else {
+        let (state, _) = open_state(&args.state_dir)?;
+        PolicyRuntime::new(args.limits)?.with_cache(&state.cache_dir())?
+    };
     let chain = if args.policies.is_empty() {
         vec![runtime.load_default()?]
     } else {
@@ -262,16 +338,12 @@ fn spec(args: SpecArgs) -> Result<()> {
         let outcome = crate::generate_spec(&runtime, &chain, &request, &facts, ctx)?;
         let operations: Vec<_> = recorder.ops().iter().map(op_json).collect();
         let plan = json!({"spec": outcome.spec, "operations": operations});
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).context("encoding the plan")?
-        );
+        println!("{}", serde_json::to_string_pretty(&plan).context("encoding the plan")?);
         return Ok(());
     }
 
     if let Some(bundle) = &args.bundle {
-        std::fs::create_dir_all(bundle)
-            .with_context(|| format!("creating bundle dir {}", bundle.display()))?;
+        std::fs::create_dir_all(bundle).with_context(|| format!("creating bundle dir {}", bundle.display()))?;
     }
     let (state, audit) = open_state(&args.state_dir)?;
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
@@ -292,9 +364,7 @@ fn spec(args: SpecArgs) -> Result<()> {
     };
     if let Err(e) = written {
         if let Err(release) = release_step(&state, sys.as_ref(), &audit, &outcome.request.id) {
-            return Err(e.context(format!(
-                "releasing the step's mounts also failed: {release}"
-            )));
+            return Err(e.context(format!("releasing the step's mounts also failed: {release}")));
         }
         return Err(e);
     }

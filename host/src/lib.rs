@@ -7,6 +7,7 @@
 //! the mounts for the step, or release every one of them on any failure.
 
 pub mod audit;
+pub mod cache;
 pub mod cli;
 pub mod facts;
 pub mod mount;
@@ -85,10 +86,8 @@ pub fn generate_spec(
     facts: &HostFacts,
     ctx: StepContext,
 ) -> Result<SpecOutcome, SpecError> {
-    let request =
-        Request::from_json(request_json).map_err(|e| SpecError::Request(e.to_string()))?;
-    let canonical =
-        serde_json::to_string(&request).map_err(|e| SpecError::Request(e.to_string()))?;
+    let request = Request::from_json(request_json).map_err(|e| SpecError::Request(e.to_string()))?;
+    let canonical = serde_json::to_string(&request).map_err(|e| SpecError::Request(e.to_string()))?;
     let audit = ctx.audit.clone();
     let mut step = StepHost::new(ctx.state, ctx.sys, ctx.audit, ctx.options, &request)
         .map_err(|e| SpecError::Host(e.to_string()))?;
@@ -152,10 +151,7 @@ pub fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
     let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
     keys.sort();
     keys.dedup();
-    keys.into_iter()
-        .filter(|k| b.get(*k) != a.get(*k))
-        .cloned()
-        .collect()
+    keys.into_iter().filter(|k| b.get(*k) != a.get(*k)).cloned().collect()
 }
 
 /// Releases everything after `error`, reporting both if the release fails too.

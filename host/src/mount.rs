@@ -114,11 +114,7 @@ pub fn mount_entry(sys: &dyn Syscalls, entry: &Mountable, target: &Path) -> Resu
             flags.insert(MsFlags::MS_REC);
         }
     }
-    let fstype = if is_bind {
-        None
-    } else {
-        Some(entry.kind.as_str())
-    };
+    let fstype = if is_bind { None } else { Some(entry.kind.as_str()) };
     let data = (!parsed.data.is_empty()).then_some(parsed.data.as_str());
     let mounted = !flags.contains(MsFlags::MS_REMOUNT) || data.is_some();
     if mounted {
@@ -162,11 +158,7 @@ pub struct UnmountReport {
 /// Unmounts the `stacked` mounts on `target` (fewer if it stops being a
 /// mountpoint first): retries while busy, then detaches lazily as a last
 /// resort.
-pub fn unmount_all(
-    sys: &dyn Syscalls,
-    target: &Path,
-    stacked: usize,
-) -> Result<UnmountReport, Errno> {
+pub fn unmount_all(sys: &dyn Syscalls, target: &Path, stacked: usize) -> Result<UnmountReport, Errno> {
     let mut report = UnmountReport {
         unmounted: 0,
         busy_retries: 0,
@@ -203,17 +195,10 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_propagation_and_data() {
-        let p = parse_options(&opts(&[
-            "nosuid",
-            "rbind",
-            "ro",
-            "rprivate",
-            "size=1024k",
-            "mode=755",
-        ]));
-        assert!(p.flags.contains(
-            MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY
-        ));
+        let p = parse_options(&opts(&["nosuid", "rbind", "ro", "rprivate", "size=1024k", "mode=755"]));
+        assert!(p
+            .flags
+            .contains(MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
         assert_eq!(p.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
         assert_eq!(p.data, "size=1024k,mode=755");
         let p = parse_options(&opts(&["ro", "rw"]));
@@ -234,8 +219,7 @@ mod tests {
         match &ops[1] {
             Op::Mount { flags, source, .. } => {
                 assert!(source.is_none());
-                assert!(MsFlags::from_bits_truncate(*flags)
-                    .contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY));
+                assert!(MsFlags::from_bits_truncate(*flags).contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY));
             }
             other => panic!("unexpected {other:?}"),
         }

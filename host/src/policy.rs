@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use specwright_core::HostFacts;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 
+use crate::cache::{CacheUse, CompileCache};
+use crate::state::StateDir;
 use crate::step::{RootId, SourceId, StepHost};
+use specwright_core::Request;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -85,7 +88,34 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct PolicyState {
     step: StepHost,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MemoryLimiter,
+}
+
+/// Caps a policy's linear memory and remembers whether the cap was hit,
+/// so the error can say which limit stopped the policy.
+struct MemoryLimiter {
+    max_bytes: usize,
+    hit: bool,
+}
+
+/// Tables hold a policy's function references; generous, but not unbounded.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} MiB reached",
+                self.max_bytes >> 20
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
 }
 
 fn to_wit_error(e: specwright_core::HostError) -> wit_types::HostError {
@@ -106,10 +136,7 @@ fn to_wit_mount(m: specwright_core::request::Mountable) -> wit_types::Mount {
 impl wit_types::Host for PolicyState {}
 
 impl wit_host::Host for PolicyState {
-    fn materialize(
-        &mut self,
-        index: u32,
-    ) -> wasmtime::Result<Result<Resource<MaterializedRep>, wit_types::HostError>> {
+    fn materialize(&mut self, index: u32) -> wasmtime::Result<Result<Resource<MaterializedRep>, wit_types::HostError>> {
         match self.step.materialize(index) {
             Ok((id, _)) => Ok(Ok(self.table.push(MaterializedRep(id))?)),
             Err(e) => Ok(Err(to_wit_error(e))),
@@ -128,20 +155,14 @@ impl wit_host::Host for PolicyState {
         }
     }
 
-    fn release(
-        &mut self,
-        root: Resource<MountedRootRep>,
-    ) -> wasmtime::Result<Result<(), wit_types::HostError>> {
+    fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {
         let id = self.table.delete(root)?.0;
         Ok(self.step.release_root(id).map_err(to_wit_error))
     }
 }
 
 impl wit_host::HostMaterialized for PolicyState {
-    fn mounts(
-        &mut self,
-        source: Resource<MaterializedRep>,
-    ) -> wasmtime::Result<Vec<wit_types::Mount>> {
+    fn mounts(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<Vec<wit_types::Mount>> {
         let id = self.table.get(&source)?.0;
         let mounts = self.step.source_mounts(id).map_err(wasmtime::Error::msg)?;
         Ok(mounts.into_iter().map(to_wit_mount).collect())
@@ -154,10 +175,7 @@ impl wit_host::HostMaterialized for PolicyState {
         selector: String,
     ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
         let id = self.table.get(&source)?.0;
-        Ok(self
-            .step
-            .resolve_in_source(id, entry, &selector)
-            .map_err(to_wit_error))
+        Ok(self.step.resolve_in_source(id, entry, &selector).map_err(to_wit_error))
     }
 
     fn drop(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<()> {
@@ -178,10 +196,7 @@ impl wit_host::HostMountedRoot for PolicyState {
         selector: String,
     ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
         let id = self.table.get(&root)?.0;
-        Ok(self
-            .step
-            .resolve_in_root(id, &selector)
-            .map_err(to_wit_error))
+        Ok(self.step.resolve_in_root(id, &selector).map_err(to_wit_error))
     }
 
     /// Dropping a handle does not unmount: the step owns the mount.
@@ -202,6 +217,20 @@ pub struct LoadedPolicy {
 pub struct PolicyRuntime {
     engine: Engine,
     limits: Limits,
+    cache: Option<CompileCache>,
+}
+
+/// What `specwright policy inspect` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    pub size_bytes: usize,
+    /// The WIT package and version the component's host imports target.
+    pub targets: Option<String>,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub name: String,
+    pub version: String,
+    pub description: String,
 }
 
 impl PolicyRuntime {
@@ -214,12 +243,38 @@ impl PolicyRuntime {
             message: e.to_string(),
         })?;
         start_epoch_ticker(&engine);
-        Ok(PolicyRuntime { engine, limits })
+        Ok(PolicyRuntime {
+            engine,
+            limits,
+            cache: None,
+        })
+    }
+
+    /// Keeps precompiled policies in `dir` (e.g. `<state>/cache`).
+    pub fn with_cache(mut self, dir: &Path) -> Result<PolicyRuntime, PolicyError> {
+        let cache = CompileCache::open(dir).map_err(|e| PolicyError::Load {
+            policy: "(cache)".to_string(),
+            message: e.to_string(),
+        })?;
+        self.cache = Some(cache);
+        Ok(self)
     }
 
     /// Loads the embedded default policy.
     pub fn load_default(&self) -> Result<LoadedPolicy, PolicyError> {
         self.load_bytes(DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, String::new())
+    }
+
+    /// Reads `FILE`, or the embedded policy for `default`.
+    pub fn read_policy_file(file: &Path) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyError> {
+        if file == Path::new(DEFAULT_POLICY_NAME) {
+            return Ok((DEFAULT_POLICY_NAME.to_string(), DEFAULT_POLICY_WASM.into()));
+        }
+        let bytes = std::fs::read(file).map_err(|e| PolicyError::Load {
+            policy: file.display().to_string(),
+            message: format!("reading {}: {e}", file.display()),
+        })?;
+        Ok((file.display().to_string(), bytes.into()))
     }
 
     /// Loads `FILE[:SETTINGS.json]`, or `default[:SETTINGS.json]` for the embedded policy.
@@ -232,23 +287,12 @@ impl PolicyRuntime {
             })?,
             None => String::new(),
         };
-        if file == Path::new(DEFAULT_POLICY_NAME) {
-            return self.load_bytes(DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, settings);
-        }
-        let bytes = std::fs::read(&file).map_err(|e| PolicyError::Load {
-            policy: file.display().to_string(),
-            message: format!("reading {}: {e}", file.display()),
-        })?;
-        self.load_bytes(&file.display().to_string(), &bytes, settings)
+        let (name, bytes) = Self::read_policy_file(&file)?;
+        self.load_bytes(&name, &bytes, settings)
     }
 
-    /// Compiles and links a component; every problem is listed in the error.
-    pub fn load_bytes(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        settings: String,
-    ) -> Result<LoadedPolicy, PolicyError> {
+    /// A component from bytes, through the cache when there is one.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<(Component, Option<CacheUse>), PolicyError> {
         let load_error = |message: String| PolicyError::Load {
             policy: name.to_string(),
             message,
@@ -258,15 +302,31 @@ impl PolicyRuntime {
                 "is a core WebAssembly module, not a component (build it for wasm32-wasip2, or wrap it with `wasm-tools component new`)".to_string(),
             ));
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| load_error(format!("is not a valid WebAssembly component: {e:#}")))?;
+        match &self.cache {
+            Some(cache) => cache
+                .load(&self.engine, bytes)
+                .map(|(c, used)| (c, Some(used)))
+                .map_err(|e| load_error(format!("is not a valid WebAssembly component: {e}"))),
+            None => Component::new(&self.engine, bytes)
+                .map(|c| (c, None))
+                .map_err(|e| load_error(format!("is not a valid WebAssembly component: {e:#}"))),
+        }
+    }
+
+    /// Compiles and links a component; every problem is listed in the error.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8], settings: String) -> Result<LoadedPolicy, PolicyError> {
+        let load_error = |message: String| PolicyError::Load {
+            policy: name.to_string(),
+            message,
+        };
+        let (component, _) = self.compile(name, bytes)?;
         let linker = self.linker_for(&component).map_err(load_error)?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| load_error(format!("does not link against the host: {e:#}")))?;
         let pre = bindings::PolicyPre::new(instance_pre).map_err(|e| {
             load_error(format!(
-                "does not export the `{WIT_PACKAGE}/policy@{WIT_VERSION}` world: {e:#}"
+                "does not export the `{WIT_PACKAGE}/policy@{WIT_VERSION}` world (generate, metadata): {e:#}"
             ))
         })?;
         Ok(LoadedPolicy {
@@ -278,23 +338,62 @@ impl PolicyRuntime {
 
     /// The names a component imports, as the linker sees them.
     pub fn component_imports(&self, bytes: &[u8]) -> Result<Vec<String>, PolicyError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Load {
-            policy: "(component)".to_string(),
-            message: format!("{e:#}"),
-        })?;
+        let (component, _) = self.compile("(component)", bytes)?;
         let ty = component.component_type();
-        Ok(ty
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect())
+        Ok(ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect())
+    }
+
+    /// What a policy is: its world, imports, exports, size and metadata.
+    pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<Inspection, PolicyError> {
+        let (component, _) = self.compile(name, bytes)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let targets = imports
+            .iter()
+            .find_map(|i| i.strip_prefix(&format!("{WIT_PACKAGE}/host@")))
+            .map(|version| format!("{WIT_PACKAGE}@{version} (world policy)"));
+        let policy = self.load_bytes(name, bytes, String::new())?;
+        let request = Request::from_json(r#"{"id": "inspect"}"#).map_err(|e| PolicyError::Load {
+            policy: name.to_string(),
+            message: e.to_string(),
+        })?;
+        let step = StepHost::new(
+            StateDir::at(Path::new("/nonexistent")),
+            std::sync::Arc::new(crate::sys::RecordingSyscalls::dry_run()),
+            std::sync::Arc::new(crate::audit::Audit::events_only()),
+            crate::step::StepOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+            &request,
+        )
+        .map_err(|e| PolicyError::Load {
+            policy: name.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut store = self.store(step);
+        let metadata = policy
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_metadata(&mut store))
+            .map_err(|e| self.trap_error(name, e, false))?;
+        Ok(Inspection {
+            size_bytes: bytes.len(),
+            targets,
+            imports,
+            exports,
+            name: metadata.name,
+            version: metadata.version,
+            description: metadata.description,
+        })
     }
 
     /// Our host interface, a fixed seed for std's hash maps, and traps for
     /// the rest of WASI that std links in but a policy never gets to use.
     fn linker_for(&self, component: &Component) -> Result<Linker<PolicyState>, String> {
         let mut linker: Linker<PolicyState> = Linker::new(&self.engine);
-        bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| e.to_string())?;
+        bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
         let mut unknown = Vec::new();
         let ty = component.component_type();
         for (import, _) in ty.imports(&self.engine) {
@@ -312,9 +411,7 @@ impl PolicyRuntime {
                 // Deterministic on purpose: a policy gets no randomness.
                 linker
                     .instance(import)
-                    .and_then(|mut i| {
-                        i.func_wrap("insecure-seed", |_, (): ()| Ok(((0x5eed_u64, 0x5eed_u64),)))
-                    })
+                    .and_then(|mut i| i.func_wrap("insecure-seed", |_, (): ()| Ok(((0x5eed_u64, 0x5eed_u64),))))
                     .map_err(|e| e.to_string())?;
             } else if !import.starts_with("wasi:") {
                 unknown.push(import.to_string());
@@ -332,6 +429,23 @@ impl PolicyRuntime {
         Ok(linker)
     }
 
+    /// A fresh store for one call, with the sandbox limits in force.
+    fn store(&self, step: StepHost) -> Store<PolicyState> {
+        let state = PolicyState {
+            step,
+            table: ResourceTable::new(),
+            limits: MemoryLimiter {
+                max_bytes: self.limits.memory_bytes,
+                hit: false,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store
+    }
+
     /// Runs one policy for a step; returns the step back whatever happens,
     /// so the caller decides what to keep or release.
     pub fn run(
@@ -342,18 +456,7 @@ impl PolicyRuntime {
         facts: &HostFacts,
         previous: Option<&str>,
     ) -> (StepHost, Result<String, PolicyError>) {
-        let state = PolicyState {
-            step,
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = (self.limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
+        let mut store = self.store(step);
         let facts = wit_types::HostFacts {
             kernel_release: facts.kernel_release.clone(),
             seccomp: facts.seccomp,
@@ -361,30 +464,29 @@ impl PolicyRuntime {
             in_user_namespace: facts.in_user_namespace,
             arch: facts.arch.clone(),
         };
-        let result = policy.pre.instantiate(&mut store).and_then(|instance| {
-            instance.call_generate(&mut store, request_json, &facts, &policy.settings, previous)
-        });
+        let result = policy
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_generate(&mut store, request_json, &facts, &policy.settings, previous));
         let result = match result {
             Ok(Ok(spec)) => Ok(spec),
             Ok(Err(e)) => Err(policy_error(&policy.name, e)),
-            Err(e) => Err(self.trap_error(&policy.name, e)),
+            Err(e) => Err(self.trap_error(&policy.name, e, store.data().limits.hit)),
         };
         (store.into_data().step, result)
     }
 
-    fn trap_error(&self, policy: &str, e: wasmtime::Error) -> PolicyError {
+    fn trap_error(&self, policy: &str, e: wasmtime::Error, memory_limit_hit: bool) -> PolicyError {
         let policy = policy.to_string();
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PolicyError::Limit {
                 policy,
                 limit: format!("time ({:?})", self.limits.time),
             },
-            _ if format!("{e:#}").contains("memory") && format!("{e:#}").contains("limit") => {
-                PolicyError::Limit {
-                    policy,
-                    limit: format!("memory ({} MiB)", self.limits.memory_bytes >> 20),
-                }
-            }
+            _ if memory_limit_hit => PolicyError::Limit {
+                policy,
+                limit: format!("memory ({} MiB)", self.limits.memory_bytes >> 20),
+            },
             _ => PolicyError::Trapped {
                 policy,
                 message: format!("{e:#}"),
@@ -396,9 +498,7 @@ impl PolicyRuntime {
 fn policy_error(policy: &str, e: wit_types::PolicyError) -> PolicyError {
     let policy = policy.to_string();
     match e {
-        wit_types::PolicyError::InvalidRequest(message) => {
-            PolicyError::InvalidRequest { policy, message }
-        }
+        wit_types::PolicyError::InvalidRequest(message) => PolicyError::InvalidRequest { policy, message },
         wit_types::PolicyError::Denied(reason) => PolicyError::Denied { policy, reason },
         wit_types::PolicyError::Internal(message) => PolicyError::Failed { policy, message },
     }
@@ -461,12 +561,7 @@ mod tests {
                 "unexpected import {import} in {imports:?}"
             );
         }
-        for forbidden in [
-            "wasi:filesystem",
-            "wasi:sockets",
-            "wasi:clocks",
-            "wasi:random/random",
-        ] {
+        for forbidden in ["wasi:filesystem", "wasi:sockets", "wasi:clocks", "wasi:random/random"] {
             assert!(
                 !imports.iter().any(|i| i.starts_with(forbidden)),
                 "{forbidden} in {imports:?}"
@@ -481,9 +576,6 @@ mod tests {
             split_policy_arg("p.wasm:s.json"),
             (PathBuf::from("p.wasm"), Some(PathBuf::from("s.json")))
         );
-        assert_eq!(
-            split_policy_arg("dir:x/p.wasm"),
-            (PathBuf::from("dir:x/p.wasm"), None)
-        );
+        assert_eq!(split_policy_arg("dir:x/p.wasm"), (PathBuf::from("dir:x/p.wasm"), None));
     }
 }

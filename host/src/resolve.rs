@@ -63,9 +63,7 @@ fn fd_path(fd: &impl AsRawFd) -> Result<PathBuf, Errno> {
 }
 
 fn components(path: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    path.split(|b| *b == b'/')
-        .filter(|c| !c.is_empty())
-        .map(<[u8]>::to_vec)
+    path.split(|b| *b == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec)
 }
 
 fn joined(root: &Path, stack: &[Step], upto: usize) -> PathBuf {
@@ -109,9 +107,7 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveE
         let resolved = joined(&root_path, &stack, stack.len());
         let existing = stack.iter().take_while(|s| s.fd.is_some()).count();
         let verified = match existing.checked_sub(1).and_then(|i| stack[i].fd.as_ref()) {
-            Some(fd) => {
-                fd_path(fd).ok().as_deref() == Some(joined(&root_path, &stack, existing).as_path())
-            }
+            Some(fd) => fd_path(fd).ok().as_deref() == Some(joined(&root_path, &stack, existing).as_path()),
             None => true,
         };
         if verified {
@@ -126,9 +122,7 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveE
             });
         }
     }
-    Err(ResolveError::Raced(
-        root_path.join(selector).display().to_string(),
-    ))
+    Err(ResolveError::Raced(root_path.join(selector).display().to_string()))
 }
 
 /// The fast path through `pathrs`; `None` when the walk must decide (the
@@ -246,12 +240,7 @@ mod tests {
 
     fn resolve(dir: &tempfile::TempDir, sel: &str) -> Result<String, ResolveError> {
         let root = std::fs::canonicalize(dir.path()).unwrap();
-        resolve_in_root(&root, sel).map(|r| {
-            r.path
-                .strip_prefix(root.to_str().unwrap())
-                .unwrap()
-                .to_string()
-        })
+        resolve_in_root(&root, sel).map(|r| r.path.strip_prefix(root.to_str().unwrap()).unwrap().to_string())
     }
 
     #[test]
@@ -292,10 +281,7 @@ mod tests {
     fn a_cycle_fails_with_too_many_links() {
         let t = tree();
         assert_eq!(resolve(&t, "loop1"), Err(ResolveError::TooManyLinks));
-        assert_eq!(
-            resolve(&t, "loop1").unwrap_err().to_string(),
-            "too many links"
-        );
+        assert_eq!(resolve(&t, "loop1").unwrap_err().to_string(), "too many links");
     }
 
     #[test]
@@ -348,10 +334,8 @@ mod tests {
                         2 => drop(symlink(outer_path.join("secret"), &sw)),
                         _ => {
                             // Move a directory the walk may be inside out of the root and back.
-                            let _ =
-                                std::fs::rename(root.join("real/deeper"), outer_path.join("moved"));
-                            let _ =
-                                std::fs::rename(outer_path.join("moved"), root.join("real/deeper"));
+                            let _ = std::fs::rename(root.join("real/deeper"), outer_path.join("moved"));
+                            let _ = std::fs::rename(outer_path.join("moved"), root.join("real/deeper"));
                         }
                     }
                     n += 1;
@@ -369,11 +353,7 @@ mod tests {
             ][i % 4];
             match resolve_in_root(&root, selector) {
                 Ok(r) => {
-                    assert!(
-                        r.path.starts_with(&root_str),
-                        "{selector} resolved to {}",
-                        r.path
-                    );
+                    assert!(r.path.starts_with(&root_str), "{selector} resolved to {}", r.path);
                     assert!(!r.path.split('/').any(|c| c == ".."), "{}", r.path);
                     if let Some(fd) = &r.object {
                         let real = fd_path(fd).unwrap();
@@ -382,11 +362,7 @@ mod tests {
                             "{selector}: the object resolved is {}",
                             real.display()
                         );
-                        assert!(
-                            !real.starts_with(outer_path.join("secret")),
-                            "{}",
-                            real.display()
-                        );
+                        assert!(!real.starts_with(outer_path.join("secret")), "{}", real.display());
                     }
                     seen += 1;
                 }

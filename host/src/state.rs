@@ -133,6 +133,11 @@ impl StateDir {
         self.root.join("mounts")
     }
 
+    /// Precompiled policies.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
     /// Where privileged operations are logged, one JSON object a line.
     pub fn audit_log(&self) -> PathBuf {
         self.root.join("audit.jsonl")
@@ -167,11 +172,7 @@ impl StateDir {
                 message: format!("names step {:?}", record.id),
             });
         }
-        if let Some(bad) = record
-            .mounts
-            .iter()
-            .find(|m| self.mountpoint(&m.name).is_none())
-        {
+        if let Some(bad) = record.mounts.iter().find(|m| self.mountpoint(&m.name).is_none()) {
             return Err(StateError::Corrupt {
                 path,
                 message: format!("mountpoint name {:?} is not a plain name", bad.name),
@@ -241,10 +242,7 @@ mod tests {
         assert_eq!(state.step_ids().unwrap(), ["s"]);
 
         std::fs::write(dir.path().join("steps/t.json"), "{not json").unwrap();
-        assert!(matches!(
-            state.read_record("t"),
-            Err(StateError::Corrupt { .. })
-        ));
+        assert!(matches!(state.read_record("t"), Err(StateError::Corrupt { .. })));
         std::fs::write(
             dir.path().join("steps/u.json"),
             r#"{"id":"u","owner":{"pid":1,"start_time":null},"mounts":[{"name":"../../etc","stacked":1}]}"#,
@@ -273,10 +271,6 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        assert!(!Owner {
-            pid,
-            start_time: None
-        }
-        .is_alive());
+        assert!(!Owner { pid, start_time: None }.is_alive());
     }
 }

@@ -137,10 +137,7 @@ impl StepHost {
         let request_mounts = request
             .mounts
             .iter()
-            .map(|m| {
-                m.materialize()
-                    .map_err(|e| HostError::Refused(e.to_string()))
-            })
+            .map(|m| m.materialize().map_err(|e| HostError::Refused(e.to_string())))
             .collect::<Result<_, _>>()?;
         Ok(StepHost {
             id: request.id.clone(),
@@ -180,9 +177,7 @@ impl StepHost {
     ) -> Result<T, HostError> {
         let start = Instant::now();
         let result = f(self).map_err(|e| match e {
-            HostError::Refused(m) => {
-                HostError::Refused(format!("policy {} may not {op}: {m}", self.actor))
-            }
+            HostError::Refused(m) => HostError::Refused(format!("policy {} may not {op}: {m}", self.actor)),
             failed => failed,
         });
         let shown = result.as_ref().map(|v| show(self, v));
@@ -227,14 +222,12 @@ impl StepHost {
             .sources
             .get(source.0)
             .ok_or_else(|| HostError::Refused("unknown source handle".to_string()))?;
-        self.request_mounts[index]
-            .get(entry as usize)
-            .ok_or_else(|| {
-                HostError::Refused(format!(
-                    "entry {entry} is out of range (request mount {index} has {} entries)",
-                    self.request_mounts[index].len()
-                ))
-            })
+        self.request_mounts[index].get(entry as usize).ok_or_else(|| {
+            HostError::Refused(format!(
+                "entry {entry} is out of range (request mount {index} has {} entries)",
+                self.request_mounts[index].len()
+            ))
+        })
     }
 
     /// Mounts that a source handle stands for.
@@ -247,12 +240,7 @@ impl StepHost {
     }
 
     /// Resolves a selector directly on the source of a read-write bind entry.
-    pub fn resolve_in_source(
-        &mut self,
-        source: SourceId,
-        entry: u32,
-        selector: &str,
-    ) -> Result<String, HostError> {
+    pub fn resolve_in_source(&mut self, source: SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
         self.audited(
             "resolve",
             json!({"entry": entry, "selector": selector}),
@@ -274,11 +262,7 @@ impl StepHost {
     }
 
     /// Mounts the given entries of a source on a fresh temporary mountpoint.
-    pub fn mount_temporary(
-        &mut self,
-        source: SourceId,
-        entries: &[u32],
-    ) -> Result<RootId, HostError> {
+    pub fn mount_temporary(&mut self, source: SourceId, entries: &[u32]) -> Result<RootId, HostError> {
         self.audited(
             "mount-temporary",
             json!({"entries": entries}),
@@ -315,11 +299,7 @@ impl StepHost {
 
     /// Records a new mountpoint for the step (before anything is made) and
     /// creates it.
-    fn hold_mountpoint(
-        &mut self,
-        kind: MountpointKind,
-        stacked: usize,
-    ) -> Result<(String, PathBuf), HostError> {
+    fn hold_mountpoint(&mut self, kind: MountpointKind, stacked: usize) -> Result<(String, PathBuf), HostError> {
         let (name, path) = self.fresh_mountpoint()?;
         self.record.mounts.push(HeldMount {
             name: name.clone(),
@@ -347,13 +327,7 @@ impl StepHost {
 
     /// Undoes a partly made mountpoint; returns what to add to the error
     /// when undoing failed too (the mountpoint then stays recorded).
-    fn undo_mountpoint(
-        &mut self,
-        name: &str,
-        path: &Path,
-        kind: MountpointKind,
-        mounted: usize,
-    ) -> String {
+    fn undo_mountpoint(&mut self, name: &str, path: &Path, kind: MountpointKind, mounted: usize) -> String {
         match release_mountpoint(self.sys.as_ref(), path, kind, mounted) {
             Ok(_) => {
                 self.forget_mount(name);
@@ -403,9 +377,7 @@ impl StepHost {
     fn root(&self, root: RootId) -> Result<&Root, HostError> {
         match self.roots.get(root.0) {
             Some(r) if !r.released => Ok(r),
-            Some(_) => Err(HostError::Refused(
-                "the mountpoint was already released".to_string(),
-            )),
+            Some(_) => Err(HostError::Refused("the mountpoint was already released".to_string())),
             None => Err(HostError::Refused("unknown mountpoint handle".to_string())),
         }
     }
@@ -424,8 +396,7 @@ impl StepHost {
                     // Nothing is mounted in a dry run: plan the lexical path.
                     return Ok(format!("{}{}", path.display(), clean_absolute(selector)));
                 }
-                let resolved = resolve_in_root(&path, selector)
-                    .map_err(|e| HostError::Failed(e.to_string()))?;
+                let resolved = resolve_in_root(&path, selector).map_err(|e| HostError::Failed(e.to_string()))?;
                 me.maybe_pin(resolved)
             },
             |_, path| Value::String(path.clone()),
@@ -444,8 +415,7 @@ impl StepHost {
                 resolved.path
             )));
         };
-        let stat = fstat(object.as_fd())
-            .map_err(|e| HostError::Failed(format!("{}: {e}", resolved.path)))?;
+        let stat = fstat(object.as_fd()).map_err(|e| HostError::Failed(format!("{}: {e}", resolved.path)))?;
         let kind = if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
             MountpointKind::Dir
         } else {
@@ -453,13 +423,10 @@ impl StepHost {
         };
         let (name, path) = self.hold_mountpoint(kind, 1)?;
         let by_fd = format!("/proc/self/fd/{}", object.as_raw_fd());
-        if let Err(e) = self.sys.mount(
-            Some(&by_fd),
-            &path,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        ) {
+        if let Err(e) = self
+            .sys
+            .mount(Some(&by_fd), &path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+        {
             let undo = self.undo_mountpoint(&name, &path, kind, 0);
             return Err(HostError::Failed(format!(
                 "pinning {} on {}: {e}{undo}",
@@ -486,8 +453,7 @@ impl StepHost {
                     .iter()
                     .find(|m| m.name == name)
                     .map_or(0, |m| m.stacked);
-                release_mountpoint(me.sys.as_ref(), &path, MountpointKind::Dir, stacked)
-                    .map_err(HostError::Failed)?;
+                release_mountpoint(me.sys.as_ref(), &path, MountpointKind::Dir, stacked).map_err(HostError::Failed)?;
                 me.roots[root.0].released = true;
                 me.forget_mount(&name);
                 Ok(())
@@ -560,8 +526,7 @@ fn release_mountpoint(
     kind: MountpointKind,
     stacked: usize,
 ) -> Result<crate::mount::UnmountReport, String> {
-    let report =
-        unmount_all(sys, path, stacked).map_err(|e| format!("umount {}: {e}", path.display()))?;
+    let report = unmount_all(sys, path, stacked).map_err(|e| format!("umount {}: {e}", path.display()))?;
     let removed = match kind {
         MountpointKind::Dir => sys.remove_dir(path),
         MountpointKind::File => sys.remove_file(path),
@@ -579,26 +544,23 @@ fn release_mounts(
     sys: &dyn Syscalls,
     held: &[HeldMount],
 ) -> (Vec<HeldMount>, ReleaseReport, Vec<String>) {
-    let results: Vec<Result<(String, crate::mount::UnmountReport), String>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = held
-                .iter()
-                .map(|m| {
-                    scope.spawn(move || match state.mountpoint(&m.name) {
-                        Some(path) => release_mountpoint(sys, &path, m.kind, m.stacked)
-                            .map(|r| (path.display().to_string(), r)),
-                        None => Err(format!("bad mountpoint name {:?}", m.name)),
-                    })
+    let results: Vec<Result<(String, crate::mount::UnmountReport), String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = held
+            .iter()
+            .map(|m| {
+                scope.spawn(move || match state.mountpoint(&m.name) {
+                    Some(path) => {
+                        release_mountpoint(sys, &path, m.kind, m.stacked).map(|r| (path.display().to_string(), r))
+                    }
+                    None => Err(format!("bad mountpoint name {:?}", m.name)),
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("release thread panicked".to_string()))
-                })
-                .collect()
-        });
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("release thread panicked".to_string())))
+            .collect()
+    });
     let mut remaining = Vec::new();
     let mut report = ReleaseReport::default();
     let mut failures = Vec::new();
@@ -684,11 +646,7 @@ pub enum GcOutcome {
 
 /// Releases every step whose owner process is gone. A corrupt record is
 /// reported, not trusted: nothing it names is touched.
-pub fn gc(
-    state: &StateDir,
-    sys: &dyn Syscalls,
-    audit: &Audit,
-) -> Result<Vec<GcOutcome>, StateError> {
+pub fn gc(state: &StateDir, sys: &dyn Syscalls, audit: &Audit) -> Result<Vec<GcOutcome>, StateError> {
     let mut outcomes = Vec::new();
     for id in state.step_ids()? {
         let record = match state.read_record(&id) {
@@ -729,12 +687,7 @@ impl Mounter for StepHost {
         StepHost::materialize(self, index)
     }
 
-    fn resolve_in_source(
-        &mut self,
-        source: &SourceId,
-        entry: u32,
-        selector: &str,
-    ) -> Result<String, HostError> {
+    fn resolve_in_source(&mut self, source: &SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
         StepHost::resolve_in_source(self, *source, entry, selector)
     }
 
@@ -763,14 +716,7 @@ mod tests {
             dry_run: true,
             ..StepOptions::default()
         };
-        let host = StepHost::new(
-            state,
-            sys.clone(),
-            Arc::new(Audit::events_only()),
-            options,
-            req,
-        )
-        .unwrap();
+        let host = StepHost::new(state, sys.clone(), Arc::new(Audit::events_only()), options, req).unwrap();
         (host, sys)
     }
 
@@ -782,17 +728,12 @@ mod tests {
         host.set_actor("evil.wasm");
         let err = host.materialize(7).unwrap_err().to_string();
         assert!(
-            err.contains("evil.wasm")
-                && err.contains("materialize")
-                && err.contains("out of range"),
+            err.contains("evil.wasm") && err.contains("materialize") && err.contains("out of range"),
             "{err}"
         );
         let (src, _) = host.materialize(0).unwrap();
         let err = host.mount_temporary(src, &[3]).unwrap_err().to_string();
-        assert!(
-            err.contains("mount-temporary") && err.contains("entry 3"),
-            "{err}"
-        );
+        assert!(err.contains("mount-temporary") && err.contains("entry 3"), "{err}");
         let err = host.resolve_in_source(src, 0, "x").unwrap_err().to_string();
         assert!(err.contains("read-only"), "{err}");
         let root = host.mount_temporary(src, &[0]).unwrap();
@@ -801,8 +742,7 @@ mod tests {
         assert!(err.contains("already released"), "{err}");
         assert!(sys.ops().iter().all(|op| match op {
             Op::CreateDir(p) | Op::RemoveDir(p) => p.starts_with(dir.path().join("mounts")),
-            Op::Mount { target, .. } | Op::Unmount { target, .. } =>
-                target.starts_with(dir.path().join("mounts")),
+            Op::Mount { target, .. } | Op::Unmount { target, .. } => target.starts_with(dir.path().join("mounts")),
             other => panic!("unexpected {other:?}"),
         }));
     }
@@ -816,14 +756,8 @@ mod tests {
         let root = host.mount_temporary(src, &[0]).unwrap();
         let path = host.resolve_in_root(root, "a/../b").unwrap();
         assert!(path.ends_with("/mounts/s1-0/b"), "{path}");
-        assert!(std::fs::read_dir(dir.path().join("steps"))
-            .unwrap()
-            .next()
-            .is_none());
-        assert!(std::fs::read_dir(dir.path().join("mounts"))
-            .unwrap()
-            .next()
-            .is_none());
+        assert!(std::fs::read_dir(dir.path().join("steps")).unwrap().next().is_none());
+        assert!(std::fs::read_dir(dir.path().join("mounts")).unwrap().next().is_none());
         let kinds: Vec<_> = sys.ops().iter().map(std::mem::discriminant).collect();
         assert_eq!(kinds.len(), 3, "mkdir, bind, ro remount: {:?}", sys.ops());
         drop(host);
@@ -850,16 +784,10 @@ mod tests {
             .unwrap();
         let req = request(json!([]));
         let sys = Arc::new(RecordingSyscalls::dry_run());
-        let err = StepHost::new(
-            state,
-            sys,
-            Arc::new(Audit::events_only()),
-            StepOptions::default(),
-            &req,
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let err = StepHost::new(state, sys, Arc::new(Audit::events_only()), StepOptions::default(), &req)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("already holds mounts"), "{err}");
     }
 }

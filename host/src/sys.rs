@@ -55,10 +55,7 @@ fn io_errno(e: std::io::Error) -> Errno {
 impl Syscalls for RealSyscalls {
     fn create_dir(&self, path: &Path) -> Result<(), Errno> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(path)
-            .map_err(io_errno)
+        std::fs::DirBuilder::new().mode(0o700).create(path).map_err(io_errno)
     }
 
     fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
@@ -128,11 +125,7 @@ impl RecordingSyscalls {
         self.ops.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
-    fn record(
-        &self,
-        op: Op,
-        perform: impl FnOnce(&dyn Syscalls) -> Result<(), Errno>,
-    ) -> Result<(), Errno> {
+    fn record(&self, op: Op, perform: impl FnOnce(&dyn Syscalls) -> Result<(), Errno>) -> Result<(), Errno> {
         let n = {
             let mut ops = self.ops.lock().map_err(|_| Errno::EIO)?;
             ops.push(op);

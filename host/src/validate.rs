@@ -10,31 +10,16 @@ const BASE: &str = "file:///runtime-spec-v1.2.1/";
 
 /// The schema files `config-schema.json` refers to, by file name.
 const SCHEMA_FILES: &[(&str, &str)] = &[
-    (
-        "config-schema.json",
-        include_str!("../schema/config-schema.json"),
-    ),
-    (
-        "config-linux.json",
-        include_str!("../schema/config-linux.json"),
-    ),
-    (
-        "config-solaris.json",
-        include_str!("../schema/config-solaris.json"),
-    ),
+    ("config-schema.json", include_str!("../schema/config-schema.json")),
+    ("config-linux.json", include_str!("../schema/config-linux.json")),
+    ("config-solaris.json", include_str!("../schema/config-solaris.json")),
     ("config-vm.json", include_str!("../schema/config-vm.json")),
-    (
-        "config-windows.json",
-        include_str!("../schema/config-windows.json"),
-    ),
+    ("config-windows.json", include_str!("../schema/config-windows.json")),
     ("config-zos.json", include_str!("../schema/config-zos.json")),
     ("defs.json", include_str!("../schema/defs.json")),
     ("defs-linux.json", include_str!("../schema/defs-linux.json")),
     ("defs-vm.json", include_str!("../schema/defs-vm.json")),
-    (
-        "defs-windows.json",
-        include_str!("../schema/defs-windows.json"),
-    ),
+    ("defs-windows.json", include_str!("../schema/defs-windows.json")),
     ("defs-zos.json", include_str!("../schema/defs-zos.json")),
 ];
 
@@ -44,6 +29,8 @@ pub enum SpecValidationError {
     NotJson(String),
     #[error("does not match the OCI runtime-spec v1.2.1 schema: {}", .0.join("; "))]
     Schema(Vec<String>),
+    #[error("does not parse as an OCI runtime spec (oci-spec): {0}")]
+    OciSpec(String),
     #[error("the embedded runtime-spec schema does not load: {0}")]
     BadSchema(String),
 }
@@ -56,18 +43,12 @@ fn build_validator() -> Result<Validator, String> {
     // The files carry no ids; give the root one so relative refs resolve
     // against the other embedded files.
     if let Value::Object(map) = &mut root {
-        map.insert(
-            "id".to_string(),
-            Value::String(format!("{BASE}config-schema.json")),
-        );
+        map.insert("id".to_string(), Value::String(format!("{BASE}config-schema.json")));
     }
     let mut options = jsonschema::options().with_draft(Draft::Draft4);
     for (name, text) in &SCHEMA_FILES[1..] {
         let value = parse(name, text)?;
-        options = options.with_resource(
-            format!("{BASE}{name}"),
-            Draft::Draft4.create_resource(value),
-        );
+        options = options.with_resource(format!("{BASE}{name}"), Draft::Draft4.create_resource(value));
     }
     options.build(&root).map_err(|e| e.to_string())
 }
@@ -101,11 +82,13 @@ pub fn validate_value(spec: &Value) -> Result<(), SpecValidationError> {
     }
 }
 
-/// Parses and validates a policy's output.
+/// Parses and validates a policy's output: JSON, the runtime-spec schema,
+/// and the `oci-spec` crate's typed model (which catches what the schema
+/// leaves open, such as unknown capability names).
 pub fn validate_json(spec: &str) -> Result<Value, SpecValidationError> {
-    let value: Value =
-        serde_json::from_str(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_str(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
     validate_value(&value)?;
+    serde_json::from_str::<oci_spec::runtime::Spec>(spec).map_err(|e| SpecValidationError::OciSpec(e.to_string()))?;
     Ok(value)
 }
 
@@ -115,8 +98,7 @@ mod tests {
 
     #[test]
     fn embedded_schema_matches_shared_copy() {
-        let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/runtime-spec-v1.2.1");
+        let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/runtime-spec-v1.2.1");
         if !shared.exists() {
             return;
         }
@@ -128,8 +110,8 @@ mod tests {
 
     #[test]
     fn good_and_bad_configs_from_the_spec_repo() {
-        let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/runtime-spec-v1.2.1/test/config");
+        let tests =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/runtime-spec-v1.2.1/test/config");
         if !tests.exists() {
             return;
         }
@@ -137,12 +119,7 @@ mod tests {
         for entry in walk(&tests) {
             let expect_good = entry.parent().unwrap().ends_with("good");
             let text = std::fs::read_to_string(&entry).unwrap();
-            assert_eq!(
-                validate_json(&text).is_ok(),
-                expect_good,
-                "{}",
-                entry.display()
-            );
+            assert_eq!(validate_json(&text).is_ok(), expect_good, "{}", entry.display());
             checked += 1;
         }
         assert!(checked >= 7, "only {checked} configs checked");
@@ -163,8 +140,7 @@ mod tests {
 
     #[test]
     fn a_wrong_type_is_reported_with_its_place() {
-        let err =
-            validate_value(&serde_json::json!({"ociVersion": "1.0.2", "hostname": 7})).unwrap_err();
+        let err = validate_value(&serde_json::json!({"ociVersion": "1.0.2", "hostname": 7})).unwrap_err();
         assert!(err.to_string().contains("/hostname"), "{err}");
     }
 }

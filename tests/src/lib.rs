@@ -30,8 +30,7 @@ pub fn oracle_case_names(dir: &Path) -> Result<Vec<String>> {
 
 /// Mountpoints below `prefix` in the calling thread's mount namespace.
 pub fn mounts_below(prefix: &Path) -> Result<Vec<PathBuf>> {
-    let text =
-        std::fs::read_to_string("/proc/thread-self/mountinfo").context("reading mountinfo")?;
+    let text = std::fs::read_to_string("/proc/thread-self/mountinfo").context("reading mountinfo")?;
     let mut found = Vec::new();
     for line in text.lines() {
         let Some(mountpoint) = line.split(' ').nth(4) else {

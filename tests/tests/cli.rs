@@ -25,8 +25,7 @@ fn stderr(out: &Output) -> String {
 }
 
 fn expected_spec(name: &str) -> Value {
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(case(name, "expected")).unwrap()).unwrap();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(case(name, "expected")).unwrap()).unwrap();
     v["spec"].clone()
 }
 
@@ -52,9 +51,8 @@ fn spec_minimal(extra: &[&str]) -> Output {
 fn shared_schema_validator() -> jsonschema::Validator {
     let dir = shared_dir().join("runtime-spec-v1.2.1");
     let base = "file:///shared-runtime-spec/";
-    let read = |name: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
-    };
+    let read =
+        |name: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap() };
     let mut root = read("config-schema.json");
     root["id"] = Value::String(format!("{base}config-schema.json"));
     let mut options = jsonschema::options().with_draft(jsonschema::Draft::Draft4);
@@ -76,10 +74,7 @@ fn minimal_spec_is_printed_and_matches_the_schema() {
     assert!(out.status.success(), "{}", stderr(&out));
     let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
     let validator = shared_schema_validator();
-    let errors: Vec<String> = validator
-        .iter_errors(&spec)
-        .map(|e| e.to_string())
-        .collect();
+    let errors: Vec<String> = validator.iter_errors(&spec).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(spec, expected_spec("minimal"));
 }
@@ -118,25 +113,18 @@ fn bundle_gets_config_json() {
     let out = spec_minimal(&["--bundle", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
-    let spec: Value =
-        serde_json::from_str(&std::fs::read_to_string(target.join("config.json")).unwrap())
-            .unwrap();
+    let spec: Value = serde_json::from_str(&std::fs::read_to_string(target.join("config.json")).unwrap()).unwrap();
     assert_eq!(spec, expected_spec("minimal"));
     let names: Vec<_> = std::fs::read_dir(&target)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(
-        names,
-        ["config.json"],
-        "no temporary file is left in the bundle"
-    );
+    assert_eq!(names, ["config.json"], "no temporary file is left in the bundle");
 }
 
 fn write_request(dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let mut request: Value =
-        serde_json::from_str(&std::fs::read_to_string(case("minimal", "request")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(case("minimal", "request")).unwrap()).unwrap();
     edit(&mut request);
     let path = dir.join("request.json");
     std::fs::write(&path, request.to_string()).unwrap();
@@ -174,11 +162,7 @@ fn wrongly_typed_nested_field_is_named_with_its_path() {
     });
     let out = spec_with_request(&request);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("mounts[0].readonly"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("mounts[0].readonly"), "{}", stderr(&out));
 }
 
 #[test]
@@ -191,18 +175,18 @@ fn missing_request_file_is_named() {
         "/nonexistent/state",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("/nonexistent/request.json"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("/nonexistent/request.json"), "{}", stderr(&out));
 }
 
 #[test]
 fn bad_host_facts_field_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let facts = dir.path().join("facts.json");
-    std::fs::write(&facts, r#"{"kernel_release": "6.1", "seccomp": "yes", "first_free_loop": 0, "in_user_namespace": false}"#).unwrap();
+    std::fs::write(
+        &facts,
+        r#"{"kernel_release": "6.1", "seccomp": "yes", "first_free_loop": 0, "in_user_namespace": false}"#,
+    )
+    .unwrap();
     let out = specwright(&[
         "spec",
         "--request",
@@ -214,10 +198,7 @@ fn bad_host_facts_field_is_named() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(
-        err.contains("facts.json") && err.contains("invalid type"),
-        "{err}"
-    );
+    assert!(err.contains("facts.json") && err.contains("invalid type"), "{err}");
 }
 
 #[test]
@@ -239,19 +220,14 @@ fn a_policy_file_that_is_not_a_component_is_refused() {
     let out = spec_minimal(&["--policy", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("junk.wasm")
-            && stderr(&out).contains("not a valid WebAssembly component"),
+        stderr(&out).contains("junk.wasm") && stderr(&out).contains("not a valid WebAssembly component"),
         "{}",
         stderr(&out)
     );
 
     let out = spec_minimal(&["--policy", "/nonexistent/policy.wasm"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("/nonexistent/policy.wasm"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("/nonexistent/policy.wasm"), "{}", stderr(&out));
 }
 
 /// A read-only selector mount made by one process, released by another,
@@ -297,10 +273,8 @@ echo "dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l)"
     assert!(stdout.contains("after=0"), "{stdout}");
     assert!(stdout.contains("again=0"), "{stdout}");
     assert!(stdout.contains("dirs=0 records=0"), "{stdout}");
-    let spec: Value = serde_json::from_str(
-        &std::fs::read_to_string(work_path.join("bundle/config.json")).unwrap(),
-    )
-    .unwrap();
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(work_path.join("bundle/config.json")).unwrap()).unwrap();
     let sel = spec["mounts"].as_array().unwrap().last().unwrap();
     assert_eq!(sel["destination"], "/sel");
     assert!(sel["source"]
@@ -342,8 +316,5 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo || true) dirs=$(ls 
     assert!(stdout.contains("rc=1"), "{stdout}");
     assert!(stdout.contains("left=0 dirs=0 records=0"), "{stdout}");
     let err = stderr(&out);
-    assert!(
-        err.contains("too many links") && err.contains("/loop"),
-        "{err}"
-    );
+    assert!(err.contains("too many links") && err.contains("/loop"), "{err}");
 }

@@ -12,11 +12,7 @@ const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
 
 fn helper_report(args: &[&str]) -> Value {
     let out = run_in_private_mount_namespace(HELPER.as_ref(), args).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -71,18 +67,11 @@ fn a_busy_mount_is_retried_then_detached_and_reported() {
     assert!(busy["retries"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(busy["detached"], true, "{report}");
     assert!(
-        report["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("detached lazily"),
+        report["warnings"][0].as_str().unwrap().contains("detached lazily"),
         "{report}"
     );
     assert_eq!(report["left"]["mounts"], 0, "{report}");
-    assert_eq!(
-        report["left"]["mountpoints"],
-        serde_json::json!([]),
-        "{report}"
-    );
+    assert_eq!(report["left"]["mountpoints"], serde_json::json!([]), "{report}");
 }
 
 fn selector_request(work: &Path, id: &str) -> PathBuf {
@@ -130,10 +119,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
     assert!(stdout.contains("held=1"), "{stdout}\n{stderr}");
     assert!(stdout.contains("killed=137"), "{stdout}\n{stderr}");
     assert!(stdout.contains("release=0"), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("left=0 dirs=0 records=0"),
-        "{stdout}\n{stderr}"
-    );
+    assert!(stdout.contains("left=0 dirs=0 records=0"), "{stdout}\n{stderr}");
 }
 
 #[test]
@@ -141,8 +127,7 @@ fn gc_releases_steps_whose_owner_is_gone_and_keeps_the_others() {
     let (_dir, work) = workdir();
     let request = selector_request(&work, "orphan");
     let live_request = work.join("live.json");
-    let mut live: Value =
-        serde_json::from_str(&std::fs::read_to_string(&request).unwrap()).unwrap();
+    let mut live: Value = serde_json::from_str(&std::fs::read_to_string(&request).unwrap()).unwrap();
     live["id"] = "alive".into();
     write_json(&live_request, &live);
     let state = work.join("state");
@@ -171,10 +156,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
         stdout.contains("kept orphan") && stdout.contains("kept alive"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("released orphan: 1 mountpoints"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("released orphan: 1 mountpoints"), "{stdout}");
     assert!(
         stdout.contains("gc2=0") && stdout.contains("records=alive.json"),
         "{stdout}"
@@ -240,11 +222,7 @@ fn a_dry_run_prints_the_plan_and_touches_nothing() {
         .arg(&state)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     let ops: Vec<&str> = plan["operations"]
         .as_array()
@@ -253,10 +231,7 @@ fn a_dry_run_prints_the_plan_and_touches_nothing() {
         .map(|o| o["op"].as_str().unwrap())
         .collect();
     assert_eq!(ops, ["mkdir", "mount", "mount"], "{plan}");
-    assert!(
-        plan["spec"]["mounts"].as_array().unwrap().len() == 11,
-        "{plan}"
-    );
+    assert!(plan["spec"]["mounts"].as_array().unwrap().len() == 11, "{plan}");
     assert!(!state.exists(), "a dry run creates no state");
 }
 
@@ -275,10 +250,7 @@ fn the_audit_log_names_step_policy_and_operation() {
     let (stdout, stderr, ok) = in_namespace(&script);
     assert!(ok, "{stdout}\n{stderr}");
     let log = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
-    let entries: Vec<Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let entries: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let ops: Vec<(&str, &str)> = entries
         .iter()
         .map(|e| (e["policy"].as_str().unwrap(), e["op"].as_str().unwrap()))
@@ -300,10 +272,7 @@ fn the_audit_log_names_step_policy_and_operation() {
         .iter()
         .all(|e| e["step"] == "audited" && e["duration_us"].is_u64()));
     let changed = &entries[5]["detail"]["changed"];
-    assert!(
-        changed.as_array().unwrap().iter().any(|f| f == "mounts"),
-        "{changed}"
-    );
+    assert!(changed.as_array().unwrap().iter().any(|f| f == "mounts"), "{changed}");
 }
 
 #[test]

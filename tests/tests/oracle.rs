@@ -16,34 +16,22 @@ fn buildkit_leaks(name: &str) -> bool {
 fn check_case(name: &str) -> Result<(), String> {
     let cases = oracle_cases_dir();
     let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(cases.join(format!("{name}.expected.json")))
-            .map_err(|e| e.to_string())?,
+        &std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let out = run_in_private_mount_namespace(
         HELPER.as_ref(),
-        &[
-            "oracle",
-            cases.to_str().unwrap(),
-            name,
-            work.path().to_str().unwrap(),
-        ],
+        &["oracle", cases.to_str().unwrap(), name, work.path().to_str().unwrap()],
     )
     .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(format!(
-            "helper failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(format!("helper failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("report: {e}"))?;
 
     let mut problems = Vec::new();
-    match (
-        expected.get("spec"),
-        expected.get("error").and_then(Value::as_str),
-    ) {
+    match (expected.get("spec"), expected.get("error").and_then(Value::as_str)) {
         (Some(want), _) => {
             if report["error"] != Value::Null {
                 problems.push(format!("expected a spec, got error {}", report["error"]));
@@ -118,8 +106,7 @@ fn diff_into(want: &Value, got: &Value, at: String, out: &mut Vec<String>) {
 #[test]
 fn every_oracle_case_is_reproduced() {
     let cases = oracle_cases_dir();
-    let names =
-        oracle_case_names(&cases).expect("the oracle cases beside the repository (../shared)");
+    let names = oracle_case_names(&cases).expect("the oracle cases beside the repository (../shared)");
     assert!(
         names.len() >= 31,
         "only {} oracle cases found in {}",

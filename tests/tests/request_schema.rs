@@ -5,8 +5,7 @@ use specwright_core::Request;
 use specwright_tests::{oracle_case_names, oracle_cases_dir};
 
 fn schema() -> jsonschema::Validator {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/request-v1.schema.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/request-v1.schema.json");
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     jsonschema::validator_for(&schema).unwrap()
 }
@@ -27,10 +26,7 @@ fn every_oracle_request_parses_and_agrees_with_the_schema() {
             // The one request that is invalid on purpose: a mount with no source.
             Err(e) => {
                 assert!(e.to_string().contains("has no source"), "{name}: {e}");
-                assert!(
-                    !schema_ok,
-                    "{name}: the schema accepts a request the parser rejects"
-                );
+                assert!(!schema_ok, "{name}: the schema accepts a request the parser rejects");
             }
         }
     }
@@ -48,9 +44,6 @@ fn schema_and_parser_both_reject_what_is_wrong() {
         serde_json::json!({"args": []}),
     ] {
         assert!(!validator.is_valid(&bad), "schema accepts {bad}");
-        assert!(
-            Request::from_json(&bad.to_string()).is_err(),
-            "parser accepts {bad}"
-        );
+        assert!(Request::from_json(&bad.to_string()).is_err(), "parser accepts {bad}");
     }
 }

@@ -12,11 +12,7 @@ pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
 
 /// The spec BuildKit would generate for `request` on a host with `facts`,
 /// asking `mounter` for the step's mounts.
-pub fn generate<M: Mounter>(
-    request: &Request,
-    facts: &HostFacts,
-    mounter: &mut M,
-) -> Result<Spec, PolicyError> {
+pub fn generate<M: Mounter>(request: &Request, facts: &HostFacts, mounter: &mut M) -> Result<Spec, PolicyError> {
     let mut spec = generate_without_mounts(request, facts)?;
     with_request_mounts(&mut spec, request, mounter)?;
     Ok(spec)
@@ -109,36 +105,21 @@ mod tests {
             Ok((i, self.request[i].clone()))
         }
 
-        fn resolve_in_source(
-            &mut self,
-            source: &usize,
-            entry: u32,
-            selector: &str,
-        ) -> Result<String, HostError> {
-            self.log
-                .push(format!("resolve-source {source}/{entry} {selector}"));
+        fn resolve_in_source(&mut self, source: &usize, entry: u32, selector: &str) -> Result<String, HostError> {
+            self.log.push(format!("resolve-source {source}/{entry} {selector}"));
             if let Some(e) = &self.fail_resolve {
                 return Err(HostError::Failed(e.clone()));
             }
             let m = &self.request[*source][entry as usize];
-            Ok(format!(
-                "{}{}",
-                m.source,
-                crate::mounts::clean_absolute(selector)
-            ))
+            Ok(format!("{}{}", m.source, crate::mounts::clean_absolute(selector)))
         }
 
-        fn mount_temporary(
-            &mut self,
-            source: &usize,
-            entries: &[u32],
-        ) -> Result<String, HostError> {
+        fn mount_temporary(&mut self, source: &usize, entries: &[u32]) -> Result<String, HostError> {
             let root = format!(
                 "/state/mounts/t{}",
                 self.log.iter().filter(|l| l.starts_with("mount")).count()
             );
-            self.log
-                .push(format!("mount {source}/{entries:?} at {root}"));
+            self.log.push(format!("mount {source}/{entries:?} at {root}"));
             Ok(root)
         }
 
@@ -162,8 +143,7 @@ mod tests {
     }
 
     fn request() -> Request {
-        Request::from_json(r#"{"id": "s1", "args": ["/bin/sh"], "env": ["PATH=/bin"], "cwd": "/"}"#)
-            .unwrap()
+        Request::from_json(r#"{"id": "s1", "args": ["/bin/sh"], "env": ["PATH=/bin"], "cwd": "/"}"#).unwrap()
     }
 
     fn bind(dest: &str, source: &str, readonly: bool, selector: &str) -> MountRequest {
@@ -178,11 +158,7 @@ mod tests {
 
     fn run(req: &Request) -> (Spec, Vec<String>) {
         let mut host = FakeHost {
-            request: req
-                .mounts
-                .iter()
-                .map(|m| m.materialize().unwrap())
-                .collect(),
+            request: req.mounts.iter().map(|m| m.materialize().unwrap()).collect(),
             ..FakeHost::default()
         };
         let spec = generate(req, &facts(), &mut host).unwrap();
@@ -240,11 +216,7 @@ mod tests {
         assert!(linux.masked_paths.is_empty() && linux.readonly_paths.is_empty());
         assert_eq!(linux.devices.len(), 14);
         assert_eq!(linux.devices[6].path, "/dev/loop3");
-        let sys = spec
-            .mounts
-            .iter()
-            .find(|m| m.destination == "/sys")
-            .unwrap();
+        let sys = spec.mounts.iter().find(|m| m.destination == "/sys").unwrap();
         assert_eq!(sys.options.last().unwrap(), "rw");
     }
 
@@ -341,11 +313,7 @@ mod tests {
             got,
             [
                 ("/a".into(), "/s0".into(), vec!["rbind".to_string()]),
-                (
-                    "/b".into(),
-                    "/s1".into(),
-                    vec!["rbind".to_string(), "ro".to_string()]
-                ),
+                ("/b".into(), "/s1".into(), vec!["rbind".to_string(), "ro".to_string()]),
                 ("/a".into(), "/s0".into(), vec!["rbind".to_string()]),
             ]
         );
@@ -412,10 +380,7 @@ mod tests {
         assert_eq!(m[0].source, "/s0/sub");
         assert_eq!(m[1].source, "/state/mounts/t0/sub");
         assert_eq!(m[1].options, ["rbind"]);
-        assert!(
-            log.contains(&"mount 0/[1] at /state/mounts/t0".to_string()),
-            "{log:?}"
-        );
+        assert!(log.contains(&"mount 0/[1] at /state/mounts/t0".to_string()), "{log:?}");
     }
 
     #[test]
@@ -428,10 +393,7 @@ mod tests {
             ..FakeHost::default()
         };
         let err = generate(&req, &facts(), &mut host).unwrap_err();
-        assert_eq!(
-            err,
-            PolicyError::Internal("mount /loop: too many links".into())
-        );
+        assert_eq!(err, PolicyError::Internal("mount /loop: too many links".into()));
     }
 
     #[test]

@@ -35,10 +35,7 @@ impl KernelVersion {
         let mut parts = release.splitn(3, '.');
         let major = parts.next()?.parse().ok()?;
         let minor_part = parts.next()?;
-        let digits: String = minor_part
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect();
+        let digits: String = minor_part.chars().take_while(|c| c.is_ascii_digit()).collect();
         let minor = digits.parse().ok()?;
         Some(KernelVersion { major, minor })
     }
@@ -51,28 +48,10 @@ mod tests {
     #[test]
     fn kernel_versions_parse_and_order() {
         let v = |s| KernelVersion::parse(s).unwrap();
-        assert_eq!(
-            v("6.18.44"),
-            KernelVersion {
-                major: 6,
-                minor: 18
-            }
-        );
-        assert_eq!(
-            v("5.10.0-28-amd64"),
-            KernelVersion {
-                major: 5,
-                minor: 10
-            }
-        );
+        assert_eq!(v("6.18.44"), KernelVersion { major: 6, minor: 18 });
+        assert_eq!(v("5.10.0-28-amd64"), KernelVersion { major: 5, minor: 10 });
         assert_eq!(v("4.8"), KernelVersion { major: 4, minor: 8 });
-        assert_eq!(
-            v("4.19-rc1"),
-            KernelVersion {
-                major: 4,
-                minor: 19
-            }
-        );
+        assert_eq!(v("4.19-rc1"), KernelVersion { major: 4, minor: 19 });
         assert!(v("4.7.10") < v("4.8"));
         assert!(v("4.10") > v("4.8"));
         assert!(KernelVersion::parse("linux").is_none());

@@ -25,19 +25,10 @@ pub trait Mounter {
     fn materialize(&mut self, index: u32) -> Result<(Self::Source, Vec<Mountable>), HostError>;
 
     /// Resolves `selector` inside the source of a read-write bind entry.
-    fn resolve_in_source(
-        &mut self,
-        source: &Self::Source,
-        entry: u32,
-        selector: &str,
-    ) -> Result<String, HostError>;
+    fn resolve_in_source(&mut self, source: &Self::Source, entry: u32, selector: &str) -> Result<String, HostError>;
 
     /// Mounts `entries` of `source` on a fresh temporary mountpoint.
-    fn mount_temporary(
-        &mut self,
-        source: &Self::Source,
-        entries: &[u32],
-    ) -> Result<Self::Root, HostError>;
+    fn mount_temporary(&mut self, source: &Self::Source, entries: &[u32]) -> Result<Self::Root, HostError>;
 
     /// Resolves `selector` inside a temporary mountpoint.
     fn resolve_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<String, HostError>;
@@ -76,11 +67,7 @@ fn selector_bind_options(original: &Mountable) -> Vec<String> {
 /// names: a read-write bind is resolved on its source directly; anything
 /// else is mounted once on a temporary mountpoint (shared by later
 /// selectors into an identical mount) and resolved there.
-pub fn with_request_mounts<M: Mounter>(
-    spec: &mut Spec,
-    request: &Request,
-    mounter: &mut M,
-) -> Result<(), PolicyError> {
+pub fn with_request_mounts<M: Mounter>(spec: &mut Spec, request: &Request, mounter: &mut M) -> Result<(), PolicyError> {
     // Fail before any privileged work if a mount has no source.
     for m in &request.mounts {
         m.materialize()?;
@@ -88,8 +75,7 @@ pub fn with_request_mounts<M: Mounter>(
     let mut roots: Vec<(Mountable, M::Root)> = Vec::new();
     for (index, m) in request.mounts.iter().enumerate() {
         let host_failed = |e: HostError| PolicyError::Internal(format!("mount {}: {e}", m.dest));
-        let index = u32::try_from(index)
-            .map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
+        let index = u32::try_from(index).map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
         let (source, entries) = mounter.materialize(index).map_err(host_failed)?;
         for (entry, mountable) in entries.iter().enumerate() {
             if selects_root(&m.selector) {
@@ -101,24 +87,21 @@ pub fn with_request_mounts<M: Mounter>(
                 });
                 continue;
             }
-            let resolved =
-                if let Some((_, root)) = roots.iter().find(|(key, _)| key == mountable) {
-                    mounter.resolve_in_root(root, &m.selector)
-                } else if mountable.is_bind() && !mountable.is_readonly() {
-                    let entry = u32::try_from(entry)
-                        .map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
-                    mounter.resolve_in_source(&source, entry, &m.selector)
-                } else {
-                    let entry = u32::try_from(entry)
-                        .map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
-                    let root = mounter
-                        .mount_temporary(&source, &[entry])
-                        .map_err(host_failed)?;
-                    let resolved = mounter.resolve_in_root(&root, &m.selector);
-                    roots.push((mountable.clone(), root));
-                    resolved
-                }
-                .map_err(host_failed)?;
+            let resolved = if let Some((_, root)) = roots.iter().find(|(key, _)| key == mountable) {
+                mounter.resolve_in_root(root, &m.selector)
+            } else if mountable.is_bind() && !mountable.is_readonly() {
+                let entry =
+                    u32::try_from(entry).map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
+                mounter.resolve_in_source(&source, entry, &m.selector)
+            } else {
+                let entry =
+                    u32::try_from(entry).map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
+                let root = mounter.mount_temporary(&source, &[entry]).map_err(host_failed)?;
+                let resolved = mounter.resolve_in_root(&root, &m.selector);
+                roots.push((mountable.clone(), root));
+                resolved
+            }
+            .map_err(host_failed)?;
             spec.mounts.push(Mount {
                 destination: m.dest.clone(),
                 kind: "bind".to_string(),

@@ -5,8 +5,8 @@ use crate::facts::HostFacts;
 use crate::request::{IdRange, Network};
 use crate::seccomp::default_seccomp;
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Namespace, Process, Resources,
-    Rlimit, Root, Spec, User,
+    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Namespace, Process, Resources, Rlimit, Root, Spec,
+    User,
 };
 
 /// runtime-spec version that containerd 1.4 writes.
@@ -86,13 +86,7 @@ const DEFAULT_MASKED_PATHS: &[&str] = &[
     "/proc/scsi",
 ];
 
-const DEFAULT_READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+const DEFAULT_READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Devices BuildKit's insecure mode exposes, before the loop devices.
 const INSECURE_DEVICES: &[(&str, i64, i64)] = &[
@@ -134,14 +128,7 @@ fn default_mounts() -> Vec<Mount> {
             "/dev/pts",
             "devpts",
             "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
         ),
         mount(
             "/dev/shm",
@@ -149,18 +136,8 @@ fn default_mounts() -> Vec<Mount> {
             "shm",
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         ),
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        ),
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        ),
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
         mount(
             "/run",
             "tmpfs",
@@ -270,9 +247,7 @@ pub fn with_default_seccomp(spec: &mut Spec, facts: &HostFacts) {
 pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespace: bool) {
     let add = strings(INSECURE_CAPS);
     let process = spec.process_mut();
-    let caps = process
-        .capabilities
-        .get_or_insert_with(Capabilities::default);
+    let caps = process.capabilities.get_or_insert_with(Capabilities::default);
     for set in [
         &mut caps.bounding,
         &mut caps.ambient,
@@ -286,10 +261,7 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
     let linux = spec.linux_mut();
     linux.readonly_paths.clear();
     linux.masked_paths.clear();
-    linux
-        .resources
-        .get_or_insert_with(Resources::default)
-        .devices = ["c", "b"]
+    linux.resources.get_or_insert_with(Resources::default).devices = ["c", "b"]
         .iter()
         .map(|kind| DeviceCgroup {
             allow: true,
@@ -351,24 +323,17 @@ fn has_path_prefix(path: &str, prefix: &str) -> bool {
     if prefix.is_empty() {
         return true;
     }
-    path == prefix
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
+    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// BuildKit's `withBoundProc`: the host's /proc bound in first instead of a
 /// new procfs, and nothing under /proc masked or read-only.
 pub fn with_bound_proc(spec: &mut Spec) {
-    spec.mounts
-        .retain(|m| !has_path_prefix(&m.destination, "/proc"));
-    spec.mounts
-        .insert(0, mount("/proc", "bind", "/proc", &["rbind"]));
+    spec.mounts.retain(|m| !has_path_prefix(&m.destination, "/proc"));
+    spec.mounts.insert(0, mount("/proc", "bind", "/proc", &["rbind"]));
     let linux = spec.linux_mut();
     linux.masked_paths.retain(|p| !has_path_prefix(p, "/proc"));
-    linux
-        .readonly_paths
-        .retain(|p| !has_path_prefix(p, "/proc"));
+    linux.readonly_paths.retain(|p| !has_path_prefix(p, "/proc"));
 }
 
 fn id_mappings(ranges: &[IdRange]) -> impl Iterator<Item = IdMapping> + '_ {
@@ -429,11 +394,7 @@ pub fn replace_or_append_env(defaults: &[String], overrides: &[String]) -> Vec<S
             },
         }
     }
-    results
-        .into_iter()
-        .flatten()
-        .filter(|e| !e.is_empty())
-        .collect()
+    results.into_iter().flatten().filter(|e| !e.is_empty()).collect()
 }
 
 pub fn with_process_cwd(spec: &mut Spec, cwd: &str) {
@@ -539,10 +500,7 @@ mod tests {
         assert_eq!(devices[6].path, "/dev/loop5");
         assert_eq!(devices[13].minor, 12);
         let caps = spec.process.unwrap().capabilities.unwrap();
-        assert_eq!(
-            caps.bounding.len(),
-            DEFAULT_CAPS.len() + INSECURE_CAPS.len()
-        );
+        assert_eq!(caps.bounding.len(), DEFAULT_CAPS.len() + INSECURE_CAPS.len());
         assert_eq!(caps.ambient.len(), INSECURE_CAPS.len());
     }
 
@@ -575,10 +533,7 @@ mod tests {
         with_user_namespace(&mut spec, &r, &r);
         with_user_namespace(&mut spec, &r, &[]);
         let linux = spec.linux.unwrap();
-        assert_eq!(
-            linux.namespaces.iter().filter(|n| n.kind == "user").count(),
-            1
-        );
+        assert_eq!(linux.namespaces.iter().filter(|n| n.kind == "user").count(), 1);
         assert_eq!(linux.namespaces.last().unwrap().kind, "user");
         assert_eq!(linux.uid_mappings.len(), 2);
         assert_eq!(linux.gid_mappings.len(), 1);

@@ -124,10 +124,7 @@ fn apply_directive(profile: &mut Profile, words: &[&str]) -> Result<(), String> 
         return Ok(());
     };
     if keyword == "default-action" {
-        profile.default_action = rest
-            .first()
-            .ok_or("default-action needs an action")?
-            .to_string();
+        profile.default_action = rest.first().ok_or("default-action needs an action")?.to_string();
         return Ok(());
     }
     if keyword == "arch" {
@@ -166,9 +163,7 @@ fn apply_directive(profile: &mut Profile, words: &[&str]) -> Result<(), String> 
                 return Err("arg needs INDEX OP VALUE [VALUE_TWO]".to_string());
             }
             rule.syscall.args.push(SeccompArg {
-                index: rest[0]
-                    .parse()
-                    .map_err(|_| format!("bad index {:?}", rest[0]))?,
+                index: rest[0].parse().map_err(|_| format!("bad index {:?}", rest[0]))?,
                 op: rest[1].to_string(),
                 value: num(rest[2])?,
                 value_two: rest.get(3).map(|v| num(v)).transpose()?.unwrap_or(0),
@@ -176,8 +171,7 @@ fn apply_directive(profile: &mut Profile, words: &[&str]) -> Result<(), String> 
         }
         "min-kernel" => {
             let v = rest.first().ok_or("min-kernel needs a version")?;
-            rule.min_kernel =
-                Some(KernelVersion::parse(v).ok_or_else(|| format!("bad kernel version {v:?}"))?);
+            rule.min_kernel = Some(KernelVersion::parse(v).ok_or_else(|| format!("bad kernel version {v:?}"))?);
         }
         "include-arches" => rule.include_arches = owned(rest),
         "exclude-arches" => rule.exclude_arches = owned(rest),
@@ -253,10 +247,7 @@ mod tests {
             "the masked clone rule is only for processes without CAP_SYS_ADMIN"
         );
 
-        let no_chroot: Vec<String> = default
-            .into_iter()
-            .filter(|c| c != "CAP_SYS_CHROOT")
-            .collect();
+        let no_chroot: Vec<String> = default.into_iter().filter(|c| c != "CAP_SYS_CHROOT").collect();
         let s = default_seccomp(&no_chroot, &facts("6.1", "amd64"));
         assert!(!has_rule(&s, "chroot"));
     }

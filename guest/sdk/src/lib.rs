@@ -9,6 +9,10 @@
 //! struct NoHostNetwork;
 //!
 //! impl Policy for NoHostNetwork {
+//!     const NAME: &'static str = "no-host-network";
+//!     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+//!     const DESCRIPTION: &'static str = "Denies steps on the host network.";
+//!
 //!     fn generate(input: Input, host: &mut specwright_sdk::Host) -> Result<Spec, PolicyError> {
 //!         if input.request.network == specwright_sdk::request::Network::Host {
 //!             return Err(PolicyError::Denied("host network is not allowed".into()));
@@ -24,8 +28,7 @@
 //! arrives in [`Input`], and everything privileged goes through [`Host`].
 
 pub use specwright_core::{
-    buildkit, facts, mounts, opts, request, spec, HostError, HostFacts, Mounter, PolicyError,
-    Request, Spec,
+    buildkit, facts, mounts, opts, request, spec, HostError, HostFacts, Mounter, PolicyError, Request, Spec,
 };
 
 #[doc(hidden)]
@@ -56,6 +59,14 @@ pub struct Input {
 
 /// What a policy implements.
 pub trait Policy {
+    /// Short name, e.g. "hardened".
+    const NAME: &'static str;
+    /// The policy's own version, e.g. `env!("CARGO_PKG_VERSION")`.
+    const VERSION: &'static str;
+    /// One sentence on what it enforces.
+    const DESCRIPTION: &'static str;
+
+    /// The spec for one step, or why there is none.
     fn generate(input: Input, host: &mut Host) -> Result<Spec, PolicyError>;
 }
 
@@ -115,23 +126,11 @@ impl Mounter for Host {
         Ok((Source { handle }, mounts))
     }
 
-    fn resolve_in_source(
-        &mut self,
-        source: &Source,
-        entry: u32,
-        selector: &str,
-    ) -> Result<String, HostError> {
-        source
-            .handle
-            .resolve(entry, selector)
-            .map_err(from_wit_error)
+    fn resolve_in_source(&mut self, source: &Source, entry: u32, selector: &str) -> Result<String, HostError> {
+        source.handle.resolve(entry, selector).map_err(from_wit_error)
     }
 
-    fn mount_temporary(
-        &mut self,
-        source: &Source,
-        entries: &[u32],
-    ) -> Result<MountedRoot, HostError> {
+    fn mount_temporary(&mut self, source: &Source, entries: &[u32]) -> Result<MountedRoot, HostError> {
         wit_host::mount_temporary(&source.handle, entries)
             .map(|handle| MountedRoot { handle })
             .map_err(from_wit_error)
@@ -158,8 +157,7 @@ pub fn run<P: Policy>(
     settings: String,
     previous: Option<String>,
 ) -> Result<String, wit_types::PolicyError> {
-    let input =
-        decode_input(&request, facts, &settings, previous.as_deref()).map_err(to_wit_error)?;
+    let input = decode_input(&request, facts, &settings, previous.as_deref()).map_err(to_wit_error)?;
     let spec = P::generate(input, &mut Host::default()).map_err(to_wit_error)?;
     Ok(spec.to_json())
 }
@@ -174,8 +172,7 @@ fn decode_input(
     let settings = if settings.trim().is_empty() {
         serde_json::Value::Null
     } else {
-        serde_json::from_str(settings)
-            .map_err(|e| PolicyError::InvalidRequest(format!("settings: {e}")))?
+        serde_json::from_str(settings).map_err(|e| PolicyError::InvalidRequest(format!("settings: {e}")))?
     };
     let previous = previous
         .map(serde_json::from_str::<Spec>)
@@ -212,6 +209,14 @@ macro_rules! export_policy {
                 $crate::bindings::specwright::policy::types::PolicyError,
             > {
                 $crate::run::<$policy>(request, facts, settings, previous)
+            }
+
+            fn metadata() -> $crate::bindings::specwright::policy::types::PolicyMetadata {
+                $crate::bindings::specwright::policy::types::PolicyMetadata {
+                    name: <$policy as $crate::Policy>::NAME.into(),
+                    version: <$policy as $crate::Policy>::VERSION.into(),
+                    description: <$policy as $crate::Policy>::DESCRIPTION.into(),
+                }
             }
         }
 

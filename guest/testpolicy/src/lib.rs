@@ -3,7 +3,7 @@
 //! (not `Policy`) so it can return what a well-typed policy cannot.
 
 use specwright_sdk::bindings::specwright::policy::host;
-use specwright_sdk::bindings::specwright::policy::types::{HostFacts, PolicyError};
+use specwright_sdk::bindings::specwright::policy::types::{HostFacts, PolicyError, PolicyMetadata};
 use specwright_sdk::bindings::Guest;
 
 struct Hostile;
@@ -26,6 +26,14 @@ fn spin() -> ! {
 }
 
 impl Guest for Hostile {
+    fn metadata() -> PolicyMetadata {
+        PolicyMetadata {
+            name: "hostile".into(),
+            version: "0".into(),
+            description: "Misbehaves as its settings say, for tests.".into(),
+        }
+    }
+
     fn generate(
         _request: String,
         _facts: HostFacts,
@@ -51,9 +59,7 @@ impl Guest for Hostile {
             },
             "mount-then-fail" => {
                 mount_first()?;
-                Err(PolicyError::Internal(
-                    "failing after a mount, on purpose".into(),
-                ))
+                Err(PolicyError::Internal("failing after a mount, on purpose".into()))
             }
             "mount-then-trap" => {
                 mount_first()?;
@@ -62,8 +68,7 @@ impl Guest for Hostile {
             "release-early" => {
                 let root = mount_first()?;
                 host::release(root).map_err(|e| PolicyError::Internal(format!("{e:?}")))?;
-                previous
-                    .ok_or_else(|| PolicyError::Internal("run me after the default policy".into()))
+                previous.ok_or_else(|| PolicyError::Internal("run me after the default policy".into()))
             }
             "invalid-json" => Ok("{this is not json".into()),
             "bad-schema" => Ok(r#"{"ociVersion": 5, "process": {"cwd": []}}"#.into()),
@@ -72,12 +77,19 @@ impl Guest for Hostile {
                 println!("a policy has no stdout");
                 previous.ok_or_else(|| PolicyError::Internal("no previous spec".into()))
             }
-            "passthrough" => {
-                previous.ok_or_else(|| PolicyError::Internal("no previous spec".into()))
+            "count" => {
+                // A fresh instance per step means this is always 1.
+                static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let mut spec: serde_json::Value = previous
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok())
+                    .ok_or_else(|| PolicyError::Internal("no previous spec".into()))?;
+                spec["hostname"] = serde_json::Value::String(format!("call-{n}"));
+                Ok(spec.to_string())
             }
-            other => Err(PolicyError::InvalidRequest(format!(
-                "unknown test mode {other:?}"
-            ))),
+            "passthrough" => previous.ok_or_else(|| PolicyError::Internal("no previous spec".into())),
+            other => Err(PolicyError::InvalidRequest(format!("unknown test mode {other:?}"))),
         }
     }
 }

@@ -26,19 +26,19 @@ fn main() {
         Some("cli") => std::process::exit(specwright::cli::main_with_args(
             std::iter::once("specwright".to_string()).chain(args[2..].iter().cloned()),
         )),
-        Some("oracle") if args.len() == 5 => {
-            match oracle_case(Path::new(&args[2]), &args[3], Path::new(&args[4])) {
-                Ok(report) => println!("{report}"),
-                Err(e) => {
-                    eprintln!("sw-testhelper: {e:#}");
-                    std::process::exit(2);
-                }
+        Some("oracle") if args.len() == 5 => match oracle_case(Path::new(&args[2]), &args[3], Path::new(&args[4])) {
+            Ok(report) => println!("{report}"),
+            Err(e) => {
+                eprintln!("sw-testhelper: {e:#}");
+                std::process::exit(2);
             }
-        }
+        },
         Some("faults") if args.len() == 3 => report(faults(Path::new(&args[2]))),
         Some("busy") if args.len() == 3 => report(busy(Path::new(&args[2]))),
         _ => {
-            eprintln!("usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR | faults WORKDIR | busy WORKDIR");
+            eprintln!(
+                "usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR | faults WORKDIR | busy WORKDIR"
+            );
             std::process::exit(2);
         }
     }
@@ -112,20 +112,15 @@ fn faults(work: &Path) -> Result<Value> {
     for pin in [false, true] {
         let state_root = work.join(if pin { "state-pin" } else { "state" });
         let state = StateDir::open(&state_root)?;
-        let run = |fail_at: Option<usize>| -> Result<(
-            Result<specwright::SpecOutcome, String>,
-            Vec<specwright::sys::Op>,
-        )> {
-            let recorder = Arc::new(RecordingSyscalls::failing_at(
-                Box::new(RealSyscalls),
-                fail_at,
-            ));
-            let mut ctx = StepContext::new(state.clone(), recorder.clone())?;
-            ctx.options.pin_selectors = pin;
-            let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, ctx)
-                .map_err(|e| e.to_string());
-            Ok((outcome, recorder.ops()))
-        };
+        let run =
+            |fail_at: Option<usize>| -> Result<(Result<specwright::SpecOutcome, String>, Vec<specwright::sys::Op>)> {
+                let recorder = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), fail_at));
+                let mut ctx = StepContext::new(state.clone(), recorder.clone())?;
+                ctx.options.pin_selectors = pin;
+                let outcome =
+                    specwright::generate_spec(&runtime, &chain, &request, &facts, ctx).map_err(|e| e.to_string());
+                Ok((outcome, recorder.ops()))
+            };
         let (clean, ops) = run(None)?;
         if let Err(e) = clean {
             bail!("the step fails without faults: {e}");
@@ -140,12 +135,10 @@ fn faults(work: &Path) -> Result<Value> {
         for k in 0..total {
             let (outcome, _) = run(Some(k))?;
             match outcome {
-                Ok(_) => problems.push(format!(
-                    "pin={pin} op {k}: the step succeeded despite the fault"
-                )),
-                Err(e) if !e.contains("EIO") => problems.push(format!(
-                    "pin={pin} op {k}: error does not show the fault: {e}"
-                )),
+                Ok(_) => problems.push(format!("pin={pin} op {k}: the step succeeded despite the fault")),
+                Err(e) if !e.contains("EIO") => {
+                    problems.push(format!("pin={pin} op {k}: error does not show the fault: {e}"))
+                }
                 Err(_) => {}
             }
             let left = leftovers(&state_root)?;
@@ -159,16 +152,12 @@ fn faults(work: &Path) -> Result<Value> {
             let recorder = RecordingSyscalls::failing_at(Box::new(RealSyscalls), Some(j));
             let first = release_step(&state, &recorder, &Audit::events_only(), "faulty");
             if first.is_ok() {
-                problems.push(format!(
-                    "pin={pin} release op {j}: the fault was not reported"
-                ));
+                problems.push(format!("pin={pin} release op {j}: the fault was not reported"));
             }
             release_step(&state, &RealSyscalls, &Audit::events_only(), "faulty")?;
             let left = leftovers(&state_root)?;
             if !is_clean(&left) {
-                problems.push(format!(
-                    "pin={pin} release op {j}: second release left {left}"
-                ));
+                problems.push(format!("pin={pin} release op {j}: second release left {left}"));
             }
         }
         runs.push(json!({"pin": pin, "spec_ops": total, "release_ops": release_ops}));

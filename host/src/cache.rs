@@ -1,0 +1,128 @@
+//! Precompiled policies, cached under the state dir and keyed by the
+//! component's hash and the engine's configuration, so a policy is compiled
+//! once, not on every step.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not trusted as a cache ({why})")]
+    Untrusted { path: PathBuf, why: String },
+    #[error("compiling: {0}")]
+    Compile(String),
+}
+
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+/// What a load found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    Hit,
+    Compiled,
+}
+
+impl CompileCache {
+    /// Opens (creating, mode 0700) the cache directory. Precompiled code is
+    /// trusted code, so the directory must belong to us and be writable by
+    /// no one else.
+    pub fn open(dir: &Path) -> Result<CompileCache, CacheError> {
+        let io = |source| CacheError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+        let meta = std::fs::metadata(dir).map_err(io)?;
+        check_trusted(dir, &meta)?;
+        Ok(CompileCache { dir: dir.to_path_buf() })
+    }
+
+    /// Where the precompiled form of `bytes` lives for `engine`.
+    pub fn path_for(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+        let mut config = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut config);
+        let digest = Sha256::digest(bytes);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{hex}-{:016x}.cwasm", config.finish()))
+    }
+
+    /// The component for `bytes`: from the cache, or compiled and stored.
+    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
+        let path = self.path_for(engine, bytes);
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if meta.file_type().is_file() && check_trusted(&path, &meta).is_ok() {
+                if let Ok(component) = deserialize_file(engine, &path) {
+                    return Ok((component, CacheUse::Hit));
+                }
+            }
+            // Stale, foreign or broken: compile again and replace it.
+        }
+        let compiled = engine
+            .precompile_component(bytes)
+            .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let io = |source| CacheError::Io {
+            path: path.clone(),
+            source,
+        };
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&compiled).and_then(|_| f.sync_all()))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        let component = deserialize_bytes(engine, &compiled).map_err(|e| CacheError::Compile(format!("{e:#}")))?;
+        Ok((component, CacheUse::Compiled))
+    }
+}
+
+fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), CacheError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(CacheError::Untrusted {
+            path: path.to_path_buf(),
+            why: format!("owned by uid {}, not {euid}", meta.uid()),
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(CacheError::Untrusted {
+            path: path.to_path_buf(),
+            why: format!("mode {:o} lets others write", meta.mode() & 0o777),
+        });
+    }
+    Ok(())
+}
+
+fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the file is in a cache directory owned by this user and
+    // writable by no one else (checked above, for the directory and the
+    // file), and was written by `precompile_component` of an engine with
+    // the same configuration (its hash is in the file name). wasmtime also
+    // checks the header and rejects an incompatible file.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: `bytes` was produced a moment ago by `precompile_component`
+    // of this very engine.
+    unsafe { Component::deserialize(engine, bytes) }
+}

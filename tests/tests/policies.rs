@@ -1,0 +1,327 @@
+//! Policies as plugins: hostile ones are contained, example ones enforce,
+//! the compile cache and inspection work.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use specwright::policy::{Limits, PolicyRuntime};
+use specwright::state::StateDir;
+use specwright::sys::RecordingSyscalls;
+use specwright::StepContext;
+use specwright_tests::{make_oracle_source_tree, oracle_cases_dir};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
+const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
+const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
+const MOUNT_ALLOWLIST: &str = env!("SPECWRIGHT_MOUNT_ALLOWLIST_WASM");
+
+fn facts() -> PathBuf {
+    oracle_cases_dir().join("minimal.host.json")
+}
+
+fn workdir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::fs::canonicalize(dir.path()).unwrap();
+    (dir, path)
+}
+
+fn write_json(path: &Path, value: &Value) -> PathBuf {
+    std::fs::write(path, value.to_string()).unwrap();
+    path.to_path_buf()
+}
+
+/// A request whose mounts need a temporary mount, so leaks would show.
+fn mounting_request(work: &Path, extra: Value) -> PathBuf {
+    let src = work.join("src");
+    if !src.exists() {
+        make_oracle_source_tree(&src).unwrap();
+    }
+    let mut request = json!({
+        "id": "plugin-step",
+        "args": ["/bin/true"],
+        "mounts": [{"dest": "/ro", "source": src, "readonly": true, "selector": "sub/dir"}],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        request[k] = v.clone();
+    }
+    write_json(&work.join("request.json"), &request)
+}
+
+/// Runs `specwright spec ARGS` in a private mount namespace and reports
+/// its exit code, stderr, and what is left mounted or recorded afterwards.
+fn spec_in_namespace(work: &Path, args: &[String]) -> (i32, String, String, String) {
+    let state = work.join("state");
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        r#"{HELPER} cli spec --state-dir {state} --host-facts {facts} {args} > {work}/out.json 2> {work}/err.txt
+echo "rc=$?"
+echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l)""#,
+        state = state.display(),
+        facts = facts().display(),
+        args = quoted.join(" "),
+        work = work.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rc = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("rc="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1);
+    let left = stdout
+        .lines()
+        .find(|l| l.starts_with("left="))
+        .unwrap_or_default()
+        .to_string();
+    let err = std::fs::read_to_string(work.join("err.txt")).unwrap_or_default();
+    let out_json = std::fs::read_to_string(work.join("out.json")).unwrap_or_default();
+    (rc, err, left, out_json)
+}
+
+fn hostile(work: &Path, mode: &str) -> String {
+    let settings = write_json(&work.join(format!("{mode}.json")), &json!({"mode": mode}));
+    format!("{TEST_POLICY}:{}", settings.display())
+}
+
+#[test]
+fn hostile_policies_get_a_clear_error_and_leave_nothing() {
+    let cases: &[(&str, bool, &[&str])] = &[
+        // (mode, after the default policy, what the error must say)
+        ("spin", false, &["exceeded its time", "limit"]),
+        ("spin-after-mount", false, &["exceeded its time"]),
+        ("memory-bomb", false, &["exceeded its memory", "limit"]),
+        (
+            "bad-index",
+            false,
+            &["may not materialize", "out of range", "specwright_testpolicy.wasm"],
+        ),
+        ("invalid-json", true, &["returned an invalid spec", "not JSON"]),
+        ("bad-schema", true, &["returned an invalid spec", "schema"]),
+        ("deny", true, &["denied the step", "denied on purpose"]),
+        ("mount-then-fail", false, &["failing after a mount"]),
+        ("mount-then-trap", false, &["trapped"]),
+        ("print", true, &["trapped"]),
+    ];
+    let mut failures = Vec::new();
+    for (mode, after_default, needles) in cases {
+        let (_dir, work) = workdir();
+        let request = mounting_request(&work, json!({}));
+        let mut args = vec![
+            "--policy-timeout-ms".to_string(),
+            "300".to_string(),
+            "--request".to_string(),
+        ];
+        args.push(request.display().to_string());
+        if *after_default {
+            args.extend(["--policy".to_string(), "default".to_string()]);
+        }
+        args.extend(["--policy".to_string(), hostile(&work, mode)]);
+        let (rc, err, left, _) = spec_in_namespace(&work, &args);
+        if rc != 1 {
+            failures.push(format!("{mode}: exit code {rc}: {err}"));
+        }
+        for needle in *needles {
+            if !err.contains(needle) {
+                failures.push(format!("{mode}: error lacks {needle:?}: {err}"));
+            }
+        }
+        if left != "left=0 dirs=0 records=0" {
+            failures.push(format!("{mode}: {left}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_policy_may_release_its_own_mount_early() {
+    let (_dir, work) = workdir();
+    let request = mounting_request(&work, json!({}));
+    let args: Vec<String> = vec![
+        "--request".into(),
+        request.display().to_string(),
+        "--policy".into(),
+        "default".into(),
+        "--policy".into(),
+        hostile(&work, "release-early"),
+    ];
+    let (rc, err, left, out) = spec_in_namespace(&work, &args);
+    assert_eq!(rc, 0, "{err}");
+    // The default policy's temporary mount stays; the hostile one's own is gone.
+    assert_eq!(left, "left=1 dirs=1 records=1", "{err}");
+    assert!(serde_json::from_str::<Value>(&out).is_ok());
+}
+
+#[test]
+fn components_that_do_not_fit_are_refused_at_load_with_the_reason() {
+    let (_dir, work) = workdir();
+    let cases = [
+        (
+            "unknown-import.wat",
+            r#"(component (import "evil:net/sockets@1.0.0" (instance)))"#,
+            "evil:net/sockets@1.0.0",
+        ),
+        (
+            "other-version.wat",
+            r#"(component (import "specwright:policy/host@9.0.0" (instance)))"#,
+            "specwright:policy/host@9.0.0",
+        ),
+        ("no-exports.wat", "(component)", "does not export"),
+    ];
+    for (file, text, needle) in cases {
+        let path = work.join(file);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(HELPER)
+            .args(["cli", "spec", "--state-dir"])
+            .arg(work.join("state"))
+            .arg("--request")
+            .arg(oracle_cases_dir().join("minimal.request.json"))
+            .arg("--policy")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {err}");
+        assert!(err.contains(file) && err.contains(needle), "{file}: {err}");
+    }
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(HELPER).arg("cli").args(args).output().unwrap()
+}
+
+#[test]
+fn compile_fills_the_cache_and_a_broken_cache_entry_is_replaced() {
+    let (_dir, work) = workdir();
+    let state = work.join("state");
+    let state_str = state.to_str().unwrap();
+    let out = cli(&["policy", "compile", "--state-dir", state_str, "default", HARDENED]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches(": compiled").count(), 2);
+    let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("default: already cached"));
+    let entries: Vec<PathBuf> = std::fs::read_dir(state.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for entry in &entries {
+        std::fs::write(entry, b"not precompiled code").unwrap();
+    }
+    let request = oracle_cases_dir().join("minimal.request.json");
+    let facts = facts();
+    let out = cli(&[
+        "spec",
+        "--state-dir",
+        state_str,
+        "--request",
+        request.to_str().unwrap(),
+        "--host-facts",
+        facts.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("default: already cached"),
+        "the entry was rewritten"
+    );
+}
+
+#[test]
+fn inspect_shows_world_exports_and_metadata() {
+    let out = cli(&["policy", "inspect", "--json", HARDENED]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["name"], "hardened");
+    assert_eq!(info["targets"], "specwright:policy@0.1.0 (world policy)");
+    assert_eq!(info["exports"], json!(["generate", "metadata"]));
+    assert!(info["size_bytes"].as_u64().unwrap() > 1000);
+    assert!(info["description"].as_str().unwrap().contains("CAP_NET_RAW"));
+}
+
+#[test]
+fn each_step_gets_a_fresh_instance() {
+    let (_dir, work) = workdir();
+    let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+    let chain = vec![
+        runtime.load_default().unwrap(),
+        runtime
+            .load_bytes(
+                "count",
+                &std::fs::read(TEST_POLICY).unwrap(),
+                r#"{"mode": "count"}"#.into(),
+            )
+            .unwrap(),
+    ];
+    let request = std::fs::read_to_string(oracle_cases_dir().join("minimal.request.json")).unwrap();
+    let facts: specwright_core::HostFacts = serde_json::from_str(&std::fs::read_to_string(facts()).unwrap()).unwrap();
+    for _ in 0..3 {
+        let ctx = StepContext::new(StateDir::open(&work).unwrap(), Arc::new(RecordingSyscalls::dry_run())).unwrap();
+        let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, ctx).unwrap();
+        assert_eq!(outcome.spec["hostname"], "call-1");
+    }
+}
+
+#[test]
+fn hardened_denies_insecure_and_tightens_the_default_spec() {
+    let (_dir, work) = workdir();
+    let insecure = mounting_request(&work, json!({"security_mode": "insecure"}));
+    let args = |request: &Path| -> Vec<String> {
+        vec![
+            "--request".into(),
+            request.display().to_string(),
+            "--policy".into(),
+            "default".into(),
+            "--policy".into(),
+            HARDENED.into(),
+        ]
+    };
+    let (rc, err, left, _) = spec_in_namespace(&work, &args(&insecure));
+    assert_eq!(rc, 1);
+    assert!(err.contains("denied the step: insecure mode is not allowed"), "{err}");
+    assert_eq!(left, "left=0 dirs=0 records=0");
+
+    let (_dir2, work2) = workdir();
+    let sandbox = mounting_request(&work2, json!({}));
+    let (rc, err, _, out) = spec_in_namespace(&work2, &args(&sandbox));
+    assert_eq!(rc, 0, "{err}");
+    let spec: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(spec["process"]["noNewPrivileges"], true);
+    assert_eq!(spec["root"]["readonly"], true);
+    let bounding = spec["process"]["capabilities"]["bounding"].as_array().unwrap();
+    assert!(!bounding.iter().any(|c| c == "CAP_NET_RAW" || c == "CAP_MKNOD"));
+    assert_eq!(bounding.len(), 12);
+}
+
+#[test]
+fn mount_allowlist_denies_mounts_outside_its_prefixes() {
+    let (_dir, work) = workdir();
+    let request = mounting_request(&work, json!({}));
+    let run = |allowed: &str| {
+        let settings = write_json(&work.join("allow.json"), &json!({"allowed_sources": [allowed]}));
+        spec_in_namespace(
+            &work,
+            &[
+                "--request".into(),
+                request.display().to_string(),
+                "--policy".into(),
+                format!("{MOUNT_ALLOWLIST}:{}", settings.display()),
+            ],
+        )
+    };
+    let (rc, err, left, _) = run("/var/lib/buildkit");
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("denied the step: mount /ro uses") && err.contains("/var/lib/buildkit"),
+        "{err}"
+    );
+    assert_eq!(left, "left=0 dirs=0 records=0");
+    let (rc, err, _, out) = run(work.to_str().unwrap());
+    assert_eq!(rc, 0, "{err}");
+    let spec: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(spec["mounts"].as_array().unwrap().last().unwrap()["destination"], "/ro");
+}
