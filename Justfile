@@ -21,4 +21,4 @@ bench:
 lint:
     cargo fmt --all --check
     cargo clippy --all-targets -- -D warnings
-    cargo clippy -p specwright-sdk -p specwright-policy-buildkit --target wasm32-wasip2 --target-dir target/guest -- -D warnings
+    cargo clippy -p specwright-sdk -p specwright-policy-buildkit -p specwright-policy-hardened -p specwright-policy-mount-allowlist -p specwright-testpolicy --target wasm32-wasip2 --target-dir target/guest -- -D warnings

@@ -48,6 +48,22 @@ fn main() {
         status.success(),
         "building the test policies for wasm32-wasip2 failed ({status})"
     );
+    // The template is a standalone crate (as authors copy it), built the same way.
+    let mut template = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
+    template
+        .current_dir(root.join("guest/template"))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target_dir);
+    for var in SCRUBBED_ENV {
+        template.env_remove(var);
+    }
+    let status = template
+        .status()
+        .expect("running the nested cargo for the policy template");
+    assert!(
+        status.success(),
+        "building guest/template for wasm32-wasip2 failed ({status})"
+    );
     for (var, file) in [
         ("SPECWRIGHT_TEST_POLICY_WASM", "specwright_testpolicy.wasm"),
         ("SPECWRIGHT_HARDENED_WASM", "specwright_policy_hardened.wasm"),
@@ -55,6 +71,7 @@ fn main() {
             "SPECWRIGHT_MOUNT_ALLOWLIST_WASM",
             "specwright_policy_mount_allowlist.wasm",
         ),
+        ("SPECWRIGHT_TEMPLATE_WASM", "my_policy.wasm"),
     ] {
         let wasm = target_dir.join("wasm32-wasip2/release").join(file);
         assert!(wasm.exists(), "{} was not produced", wasm.display());

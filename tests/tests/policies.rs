@@ -16,6 +16,7 @@ const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
 const MOUNT_ALLOWLIST: &str = env!("SPECWRIGHT_MOUNT_ALLOWLIST_WASM");
+const TEMPLATE: &str = env!("SPECWRIGHT_TEMPLATE_WASM");
 
 fn facts() -> PathBuf {
     oracle_cases_dir().join("minimal.host.json")
@@ -324,4 +325,26 @@ fn mount_allowlist_denies_mounts_outside_its_prefixes() {
     assert_eq!(rc, 0, "{err}");
     let spec: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(spec["mounts"].as_array().unwrap().last().unwrap()["destination"], "/ro");
+}
+
+#[test]
+fn the_template_policy_builds_and_runs_after_the_default() {
+    let (_dir, work) = workdir();
+    let settings = write_json(&work.join("s.json"), &json!({"extra_env": ["FROM_TEMPLATE=1"]}));
+    let out = cli(&[
+        "spec",
+        "--state-dir",
+        work.join("state").to_str().unwrap(),
+        "--request",
+        oracle_cases_dir().join("minimal.request.json").to_str().unwrap(),
+        "--host-facts",
+        facts().to_str().unwrap(),
+        "--policy",
+        "default",
+        "--policy",
+        &format!("{TEMPLATE}:{}", settings.display()),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spec["process"]["env"], json!(["PATH=/usr/bin:/bin", "FROM_TEMPLATE=1"]));
 }
