@@ -15,10 +15,11 @@ demo:
 
 # Benchmarks side by side; writes BENCHMARKS.md.
 bench:
-    cargo run --release -p specwright-bench -- --write BENCHMARKS.md
+    cargo build --release -p specwright -p specwright-bench
+    target/release/specwright-bench --write BENCHMARKS.md
 
 # Formatting and lints, host and guest.
 lint:
     cargo fmt --all --check
     cargo clippy --all-targets -- -D warnings
-    cargo clippy -p specwright-sdk -p specwright-policy-buildkit -p specwright-policy-hardened -p specwright-policy-mount-allowlist -p specwright-testpolicy --target wasm32-wasip2 --target-dir target/guest -- -D warnings
+    cargo clippy -p specwright-sdk -p specwright-policy-buildkit -p specwright-policy-hardened -p specwright-policy-mount-allowlist -p specwright-testpolicy --target wasm32-wasip2 --target-dir target/guest --profile guest -- -D warnings

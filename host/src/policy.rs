@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use specwright_core::HostFacts;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
 
 use crate::cache::{CacheUse, CompileCache};
 use crate::state::StateDir;
@@ -80,6 +80,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// Policy instances alive at once (one per step in flight).
+const POOLED_INSTANCES: u32 = 64;
 
 /// How often the engine's epoch advances; the time limit's granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -238,6 +241,19 @@ impl PolicyRuntime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // A fresh instance per step must be cheap: preallocated slots with
+        // copy-on-write memory images make instantiation a few page-table
+        // updates instead of mmap and munmap (which also serialize threads
+        // on the kernel's mm lock). The slot size is the memory limit.
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(POOLED_INSTANCES)
+            .total_core_instances(POOLED_INSTANCES * 4)
+            .total_memories(POOLED_INSTANCES * 2)
+            .total_tables(POOLED_INSTANCES * 4)
+            .max_memory_size(limits.memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        config.memory_init_cow(true);
         let engine = Engine::new(&config).map_err(|e| PolicyError::Load {
             policy: "(engine)".to_string(),
             message: e.to_string(),
@@ -429,6 +445,26 @@ impl PolicyRuntime {
         Ok(linker)
     }
 
+    /// One instance kept across calls: only for measuring what a fresh
+    /// instance per step costs (production never reuses instances).
+    pub fn reused_instance(&self, policy: &LoadedPolicy, step: StepHost) -> Result<ReusedInstance, PolicyError> {
+        let mut store = self.store(step);
+        let instance = policy
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.trap_error(&policy.name, e, false))?;
+        Ok(ReusedInstance {
+            store,
+            instance,
+            name: policy.name.clone(),
+            ticks: self.deadline_ticks(),
+        })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
     /// A fresh store for one call, with the sandbox limits in force.
     fn store(&self, step: StepHost) -> Store<PolicyState> {
         let state = PolicyState {
@@ -441,8 +477,7 @@ impl PolicyRuntime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = (self.limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(self.deadline_ticks());
         store
     }
 
@@ -457,13 +492,7 @@ impl PolicyRuntime {
         previous: Option<&str>,
     ) -> (StepHost, Result<String, PolicyError>) {
         let mut store = self.store(step);
-        let facts = wit_types::HostFacts {
-            kernel_release: facts.kernel_release.clone(),
-            seccomp: facts.seccomp,
-            first_free_loop: facts.first_free_loop,
-            in_user_namespace: facts.in_user_namespace,
-            arch: facts.arch.clone(),
-        };
+        let facts = to_wit_facts(facts);
         let result = policy
             .pre
             .instantiate(&mut store)
@@ -492,6 +521,42 @@ impl PolicyRuntime {
                 message: format!("{e:#}"),
             },
         }
+    }
+}
+
+/// See [`PolicyRuntime::reused_instance`].
+pub struct ReusedInstance {
+    store: Store<PolicyState>,
+    instance: bindings::Policy,
+    name: String,
+    ticks: u64,
+}
+
+impl ReusedInstance {
+    pub fn generate(&mut self, request_json: &str, facts: &HostFacts, settings: &str) -> Result<String, PolicyError> {
+        self.store.set_epoch_deadline(self.ticks);
+        let facts = to_wit_facts(facts);
+        match self
+            .instance
+            .call_generate(&mut self.store, request_json, &facts, settings, None)
+        {
+            Ok(Ok(spec)) => Ok(spec),
+            Ok(Err(e)) => Err(policy_error(&self.name, e)),
+            Err(e) => Err(PolicyError::Trapped {
+                policy: self.name.clone(),
+                message: format!("{e:#}"),
+            }),
+        }
+    }
+}
+
+fn to_wit_facts(facts: &HostFacts) -> wit_types::HostFacts {
+    wit_types::HostFacts {
+        kernel_release: facts.kernel_release.clone(),
+        seccomp: facts.seccomp,
+        first_free_loop: facts.first_free_loop,
+        in_user_namespace: facts.in_user_namespace,
+        arch: facts.arch.clone(),
     }
 }
 

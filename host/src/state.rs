@@ -5,7 +5,6 @@
 //! <state>/steps/<step>.json      what the step holds, written before each mount
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -181,17 +180,18 @@ impl StateDir {
         Ok(Some(record))
     }
 
-    /// Writes the step's record atomically (a crash leaves the old or the new one).
+    /// Writes the step's record atomically (a crash leaves the old or the
+    /// new one). Not fsynced: the record guards against the process dying,
+    /// and the page cache outlives the process; after a power loss the
+    /// mounts it describes are gone too.
     pub fn write_record(&self, record: &StepRecord) -> Result<(), StateError> {
         let path = self.record_path(&record.id);
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(record).map_err(|e| StateError::Corrupt {
+        let text = serde_json::to_vec(record).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&text).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
+        std::fs::write(&tmp, &text).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))
     }
 

@@ -544,23 +544,22 @@ fn release_mounts(
     sys: &dyn Syscalls,
     held: &[HeldMount],
 ) -> (Vec<HeldMount>, ReleaseReport, Vec<String>) {
-    let results: Vec<Result<(String, crate::mount::UnmountReport), String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = held
-            .iter()
-            .map(|m| {
-                scope.spawn(move || match state.mountpoint(&m.name) {
-                    Some(path) => {
-                        release_mountpoint(sys, &path, m.kind, m.stacked).map(|r| (path.display().to_string(), r))
-                    }
-                    None => Err(format!("bad mountpoint name {:?}", m.name)),
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("release thread panicked".to_string())))
-            .collect()
-    });
+    let release_one = |m: &HeldMount| match state.mountpoint(&m.name) {
+        Some(path) => release_mountpoint(sys, &path, m.kind, m.stacked).map(|r| (path.display().to_string(), r)),
+        None => Err(format!("bad mountpoint name {:?}", m.name)),
+    };
+    // A thread per mountpoint pays off only when there are several.
+    let results: Vec<Result<(String, crate::mount::UnmountReport), String>> = if held.len() <= 1 {
+        held.iter().map(release_one).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = held.iter().map(|m| scope.spawn(move || release_one(m))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("release thread panicked".to_string())))
+                .collect()
+        })
+    };
     let mut remaining = Vec::new();
     let mut report = ReleaseReport::default();
     let mut failures = Vec::new();

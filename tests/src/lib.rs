@@ -95,3 +95,21 @@ pub fn make_oracle_source_tree(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Host facts of the oracle's machine, for reproducible specs.
+pub fn oracle_facts_file() -> PathBuf {
+    oracle_cases_dir().join("minimal.host.json")
+}
+
+/// A temporary work directory and its canonical path.
+pub fn workdir() -> Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let path = std::fs::canonicalize(dir.path())?;
+    Ok((dir, path))
+}
+
+/// Writes `value` as JSON to `path` and returns the path.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<PathBuf> {
+    std::fs::write(path, value.to_string())?;
+    Ok(path.to_path_buf())
+}

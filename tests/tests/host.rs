@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, run_in_private_mount_namespace};
+use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, oracle_facts_file, run_in_private_mount_namespace};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
@@ -30,18 +30,15 @@ fn in_namespace(script: &str) -> (String, String, bool) {
 }
 
 fn facts() -> PathBuf {
-    oracle_cases_dir().join("minimal.host.json")
+    oracle_facts_file()
 }
 
 fn workdir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = std::fs::canonicalize(dir.path()).unwrap();
-    (dir, path)
+    specwright_tests::workdir().unwrap()
 }
 
 fn write_json(path: &Path, value: &Value) -> PathBuf {
-    std::fs::write(path, value.to_string()).unwrap();
-    path.to_path_buf()
+    specwright_tests::write_json(path, value).unwrap()
 }
 
 #[test]

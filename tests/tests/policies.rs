@@ -10,7 +10,7 @@ use specwright::policy::{Limits, PolicyRuntime};
 use specwright::state::StateDir;
 use specwright::sys::RecordingSyscalls;
 use specwright::StepContext;
-use specwright_tests::{make_oracle_source_tree, oracle_cases_dir};
+use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, oracle_facts_file};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
@@ -19,18 +19,15 @@ const MOUNT_ALLOWLIST: &str = env!("SPECWRIGHT_MOUNT_ALLOWLIST_WASM");
 const TEMPLATE: &str = env!("SPECWRIGHT_TEMPLATE_WASM");
 
 fn facts() -> PathBuf {
-    oracle_cases_dir().join("minimal.host.json")
+    oracle_facts_file()
 }
 
 fn workdir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = std::fs::canonicalize(dir.path()).unwrap();
-    (dir, path)
+    specwright_tests::workdir().unwrap()
 }
 
 fn write_json(path: &Path, value: &Value) -> PathBuf {
-    std::fs::write(path, value.to_string()).unwrap();
-    path.to_path_buf()
+    specwright_tests::write_json(path, value).unwrap()
 }
 
 /// A request whose mounts need a temporary mount, so leaks would show.

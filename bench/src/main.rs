@@ -1,0 +1,480 @@
+//! `just bench`: every figure measured in one run on this machine, side by
+//! side, with its spread; targets printed as PASS or FAIL, never asserted.
+//!
+//! Runs in a private mount namespace of its own (it mounts, for the
+//! selector benchmark) and needs root.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use specwright::audit::Audit;
+use specwright::policy::{Limits, LoadedPolicy, PolicyRuntime};
+use specwright::state::StateDir;
+use specwright::step::{StepHost, StepOptions};
+use specwright::sys::{RealSyscalls, RecordingSyscalls};
+use specwright_core::{HostFacts, Mounter, Request};
+
+/// Samples per figure; each sample times a batch and divides.
+const SAMPLES: usize = 15;
+
+struct Figure {
+    name: String,
+    /// Seconds per operation, one per sample, sorted.
+    samples: Vec<f64>,
+}
+
+impl Figure {
+    fn median(&self) -> f64 {
+        self.samples[self.samples.len() / 2]
+    }
+    fn p10(&self) -> f64 {
+        self.samples[self.samples.len() / 10]
+    }
+    fn p90(&self) -> f64 {
+        self.samples[self.samples.len() * 9 / 10]
+    }
+}
+
+fn fmt_time(s: f64) -> String {
+    if s < 1e-6 {
+        format!("{:.0} ns", s * 1e9)
+    } else if s < 1e-3 {
+        format!("{:.2} µs", s * 1e6)
+    } else {
+        format!("{:.2} ms", s * 1e3)
+    }
+}
+
+/// Times `op` in batches sized to take about `per_sample`.
+fn measure(name: &str, per_sample: Duration, mut op: impl FnMut() -> Result<()>) -> Result<Figure> {
+    // Warm up and size the batch.
+    let start = Instant::now();
+    let mut calibration = 0u64;
+    while start.elapsed() < per_sample / 4 || calibration < 3 {
+        op()?;
+        calibration += 1;
+    }
+    let per_op = start.elapsed().as_secs_f64() / calibration as f64;
+    let batch = ((per_sample.as_secs_f64() / per_op) as u64).max(1);
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        for _ in 0..batch {
+            op()?;
+        }
+        samples.push(t.elapsed().as_secs_f64() / batch as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    let figure = Figure {
+        name: name.to_string(),
+        samples,
+    };
+    eprintln!(
+        "{:<58} {:>10}  [{} .. {}]",
+        figure.name,
+        fmt_time(figure.median()),
+        fmt_time(figure.p10()),
+        fmt_time(figure.p90())
+    );
+    Ok(figure)
+}
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/oracle/cases")
+}
+
+/// The oracle request `name`, with its `<SRCn>` placeholders pointing at
+/// real directories under `work`.
+fn oracle_request(name: &str, work: &Path) -> Result<String> {
+    let mut text = std::fs::read_to_string(cases_dir().join(format!("{name}.request.json")))
+        .with_context(|| format!("oracle case {name} (../shared beside the repository)"))?;
+    for n in 0..4 {
+        let dir = work.join(format!("src{n}"));
+        std::fs::create_dir_all(dir.join("sub/dir"))?;
+        std::fs::create_dir_all(dir.join("sub/other"))?;
+        text = text.replace(&format!("<SRC{n}>"), dir.to_str().unwrap_or_default());
+    }
+    Ok(text)
+}
+
+fn oracle_facts() -> Result<HostFacts> {
+    let text = std::fs::read_to_string(cases_dir().join("minimal.host.json"))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn dry_step(state: &StateDir, request: &Request) -> Result<StepHost> {
+    thread_local! {
+        static OPTIONS: StepOptions = StepOptions { dry_run: true, ..StepOptions::default() };
+    }
+    let options = OPTIONS.with(|o| *o);
+    StepHost::new(
+        state.clone(),
+        Arc::new(RecordingSyscalls::dry_run()),
+        Arc::new(Audit::events_only()),
+        options,
+        request,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+/// The pure core, natively: parse, generate, serialize (what the policy does).
+fn native_generate(json: &str, facts: &HostFacts, state: &StateDir) -> Result<String> {
+    let request = Request::from_json(json)?;
+    let mut step = dry_step(state, &request)?;
+    let spec = specwright_core::buildkit::generate(&request, facts, &mut step)?;
+    Ok(spec.to_json())
+}
+
+fn wasm_fresh(
+    runtime: &PolicyRuntime,
+    policy: &LoadedPolicy,
+    json: &str,
+    facts: &HostFacts,
+    state: &StateDir,
+) -> Result<String> {
+    let request = Request::from_json(json)?;
+    let step = dry_step(state, &request)?;
+    let (_, result) = runtime.run(policy, step, json, facts, None);
+    Ok(result?)
+}
+
+struct Target {
+    what: String,
+    ratio_or_value: String,
+    pass: bool,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| format!("{} GiB", kb / 1024 / 1024))
+        .unwrap_or_default();
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem}, Linux {kernel}")
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn run_process(program: &Path, args: &[&str], cwd: &Path) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", program.display()))?;
+    if !status.success() {
+        bail!("{} {:?} failed: {status}", program.display(), args);
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let write_to = std::env::args()
+        .skip_while(|a| a != "--write")
+        .nth(1)
+        .map(PathBuf::from);
+
+    // A private mount namespace for the selector benchmark; nothing leaks.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS): run as root")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("making / private in the new namespace")?;
+
+    let work = tempfile::tempdir()?;
+    let work_path = std::fs::canonicalize(work.path())?;
+    let state = StateDir::open(&work_path.join("state"))?;
+    let facts = oracle_facts()?;
+    let runtime = PolicyRuntime::new(Limits::default())?;
+    let policy = runtime.load_default()?;
+    let mut figures: Vec<Figure> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
+    let per_sample = Duration::from_millis(200);
+
+    eprintln!("specwright benchmarks on {}", machine());
+    // 1-3. Native core, wasm with a fresh instance, wasm with one reused instance.
+    for case in ["minimal", "four_mounts", "insecure"] {
+        let json = oracle_request(case, &work_path)?;
+        let request = Request::from_json(&json)?;
+        let native = measure(&format!("{case}: native core"), per_sample, || {
+            native_generate(&json, &facts, &state).map(drop)
+        })?;
+        let fresh = measure(&format!("{case}: wasm, fresh instance per step"), per_sample, || {
+            wasm_fresh(&runtime, &policy, &json, &facts, &state).map(drop)
+        })?;
+        let mut reused = runtime.reused_instance(&policy, dry_step(&state, &request)?)?;
+        let reused_fig = measure(&format!("{case}: wasm, one reused instance"), per_sample, || {
+            reused
+                .generate(&json, &facts, "")
+                .map(drop)
+                .map_err(anyhow::Error::from)
+        })?;
+        let ratio = fresh.median() / native.median();
+        targets.push(Target {
+            what: format!("{case}: fresh-instance wasm / native <= 1.5x"),
+            ratio_or_value: format!(
+                "{ratio:.2}x (reused instance: {:.2}x)",
+                reused_fig.median() / native.median()
+            ),
+            pass: ratio <= 1.5,
+        });
+        if case == "minimal" {
+            targets.push(Target {
+                what: "minimal: native core <= 5 µs".to_string(),
+                ratio_or_value: fmt_time(native.median()),
+                pass: native.median() <= 5e-6,
+            });
+        }
+        figures.extend([native, fresh, reused_fig]);
+    }
+
+    // 4. The CLI end to end, beside crun spec and runc spec.
+    let cli = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("specwright"))
+        .filter(|p| p.exists())
+        .context("target/release/specwright: build it first (just bench does)")?;
+    let request = work_path.join("minimal.request.json");
+    std::fs::write(&request, oracle_request("minimal", &work_path)?)?;
+    let facts_file = cases_dir().join("minimal.host.json");
+    let cli_state = work_path.join("cli-state");
+    let cli_args = [
+        "spec",
+        "--request",
+        request.to_str().unwrap_or_default(),
+        "--host-facts",
+        facts_file.to_str().unwrap_or_default(),
+        "--state-dir",
+        cli_state.to_str().unwrap_or_default(),
+    ];
+    run_process(
+        &cli,
+        &[
+            "policy",
+            "compile",
+            "--state-dir",
+            cli_state.to_str().unwrap_or_default(),
+            "default",
+        ],
+        &work_path,
+    )?;
+    let per_process = Duration::from_millis(600);
+    let warm = measure("specwright spec (process, warm cache)", per_process, || {
+        run_process(&cli, &cli_args, &work_path)
+    })?;
+    let cold = measure("specwright spec (process, cold cache)", per_process, || {
+        let _ = std::fs::remove_dir_all(cli_state.join("cache"));
+        run_process(&cli, &cli_args, &work_path)
+    })?;
+    let spec_dir = work_path.join("runtime-spec");
+    std::fs::create_dir_all(&spec_dir)?;
+    let mut runtime_figures = Vec::new();
+    for runtime_bin in ["crun", "runc"] {
+        let Ok(path) = which(runtime_bin) else {
+            eprintln!("{runtime_bin}: not installed, skipped");
+            continue;
+        };
+        let figure = measure(&format!("{runtime_bin} spec (process)"), per_process, || {
+            let _ = std::fs::remove_file(spec_dir.join("config.json"));
+            run_process(&path, &["spec"], &spec_dir)
+        })?;
+        runtime_figures.push(figure);
+    }
+    if let Some(crun) = runtime_figures.iter().find(|f| f.name.starts_with("crun")) {
+        let ratio = warm.median() / crun.median();
+        targets.push(Target {
+            what: "specwright spec (warm cache) / crun spec <= 1.5x".to_string(),
+            ratio_or_value: format!("{ratio:.2}x (cold cache: {:.2}x)", cold.median() / crun.median()),
+            pass: ratio <= 1.5,
+        });
+    }
+    figures.extend([warm, cold]);
+    figures.extend(runtime_figures);
+
+    // 5. A read-only selector: through the host vs raw mount(2)/umount(2).
+    let src = work_path.join("src0");
+    let sel_request = Request::from_json(
+        &serde_json::json!({"id": "bench-sel", "mounts": [{"dest": "/sel", "source": src, "readonly": true, "selector": "sub/dir"}]})
+            .to_string(),
+    )?;
+    let sel_state = StateDir::open(&work_path.join("sel-state"))?;
+    let audit = Arc::new(Audit::events_only());
+    let options = StepOptions::default();
+    let host_sel = measure("ro selector: mount + resolve + release, host", per_sample, || {
+        let mut step = StepHost::new(
+            sel_state.clone(),
+            Arc::new(RealSyscalls),
+            audit.clone(),
+            options,
+            &sel_request,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let (source, _) = Mounter::materialize(&mut step, 0)?;
+        let root = Mounter::mount_temporary(&mut step, &source, &[0])?;
+        Mounter::resolve_in_root(&mut step, &root, "sub/dir")?;
+        step.release_all()?;
+        Ok(())
+    })?;
+    let raw_target = work_path.join("raw-mountpoint");
+    let raw_sel = measure(
+        "ro selector: raw mkdir + mount(2) x2 + umount(2) + rmdir",
+        per_sample,
+        || {
+            std::fs::create_dir(&raw_target)?;
+            mount(
+                Some(&src),
+                &raw_target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )?;
+            mount(
+                None::<&str>,
+                &raw_target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )?;
+            umount2(&raw_target, MntFlags::empty())?;
+            std::fs::remove_dir(&raw_target)?;
+            Ok(())
+        },
+    )?;
+    let ratio = host_sel.median() / raw_sel.median();
+    targets.push(Target {
+        what: "ro selector through the host / raw syscalls <= 1.1x".to_string(),
+        ratio_or_value: format!("{ratio:.2}x"),
+        pass: ratio <= 1.1,
+    });
+    figures.extend([host_sel, raw_sel]);
+
+    // 6. Steps per second, 1 and 2 threads (four_mounts, fresh instance per step).
+    let json = oracle_request("four_mounts", &work_path)?;
+    let mut throughput = Vec::new();
+    for threads in [1usize, 2] {
+        let window = Duration::from_secs(2);
+        let total: u64 = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let start = Instant::now();
+                        let mut n = 0u64;
+                        while start.elapsed() < window {
+                            if wasm_fresh(&runtime, &policy, &json, &facts, &state).is_ok() {
+                                n += 1;
+                            }
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        let per_second = total as f64 / window.as_secs_f64();
+        eprintln!(
+            "{:<58} {per_second:>10.0} steps/s",
+            format!("four_mounts, {threads} thread(s)")
+        );
+        throughput.push(per_second);
+    }
+    let scaling = throughput[1] / throughput[0];
+    targets.push(Target {
+        what: "2 threads / 1 thread >= 1.8x".to_string(),
+        ratio_or_value: format!("{scaling:.2}x ({:.0} vs {:.0} steps/s)", throughput[1], throughput[0]),
+        pass: scaling >= 1.8,
+    });
+
+    // The report.
+    let mut out = String::new();
+    out.push_str("# Benchmarks\n\n");
+    out.push_str(&format!(
+        "Measured by `just bench` on {}, {} UTC, commit `{}`. Each figure is the median of {SAMPLES} samples (each a batch of runs), with the 10th..90th percentile; one run, side by side. The machine is shared: compare ratios within a run, not figures across runs.\n\n",
+        machine(),
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        command_output("git", &["rev-parse", "--short", "HEAD"]),
+    ));
+    out.push_str("## Targets\n\n| target | measured | result |\n| --- | --- | --- |\n");
+    for t in &targets {
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            t.what,
+            t.ratio_or_value,
+            if t.pass { "PASS" } else { "FAIL" }
+        ));
+    }
+    out.push_str("\n## Figures\n\n| what | median | p10 .. p90 |\n| --- | --- | --- |\n");
+    for f in &figures {
+        out.push_str(&format!(
+            "| {} | {} | {} .. {} |\n",
+            f.name,
+            fmt_time(f.median()),
+            fmt_time(f.p10()),
+            fmt_time(f.p90())
+        ));
+    }
+    out.push_str(&format!(
+        "| four_mounts, 1 thread | {:.0} steps/s | |\n| four_mounts, 2 threads | {:.0} steps/s | |\n",
+        throughput[0], throughput[1]
+    ));
+    eprintln!();
+    for t in &targets {
+        eprintln!(
+            "{} {} ({})",
+            if t.pass { "PASS" } else { "FAIL" },
+            t.what,
+            t.ratio_or_value
+        );
+    }
+    match write_to {
+        Some(path) => {
+            let notes = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|old| old.find("\n## Notes").map(|i| old[i..].to_string()))
+                .unwrap_or_default();
+            std::fs::write(&path, format!("{out}{notes}")).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{out}"),
+    }
+    Ok(())
+}
+
+fn which(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .with_context(|| format!("{name} not on PATH"))
+}
