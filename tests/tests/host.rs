@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, oracle_facts_file, run_in_private_mount_namespace};
+use specwright_tests::{make_oracle_source_tree, oracle_facts_file, run_in_private_mount_namespace};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
