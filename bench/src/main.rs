@@ -217,7 +217,7 @@ fn main() -> Result<()> {
     let work_path = std::fs::canonicalize(work.path())?;
     let state = StateDir::open(&work_path.join("state"))?;
     let facts = oracle_facts()?;
-    let runtime = PolicyRuntime::new(Limits::default())?;
+    let runtime = PolicyRuntime::pooled(Limits::default(), 16)?;
     let policy = runtime.load_default()?;
     let mut figures: Vec<Figure> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();

@@ -81,9 +81,6 @@ impl Default for Limits {
     }
 }
 
-/// Policy instances alive at once (one per step in flight).
-const POOLED_INSTANCES: u32 = 64;
-
 /// How often the engine's epoch advances; the time limit's granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -237,23 +234,35 @@ pub struct Inspection {
 }
 
 impl PolicyRuntime {
+    /// A runtime that allocates each instance on demand: cheapest to start,
+    /// for a process that runs one step (the command line).
     pub fn new(limits: Limits) -> Result<PolicyRuntime, PolicyError> {
+        Self::with_config(limits, None)
+    }
+
+    /// A runtime for a process that runs many steps: `slots` instances are
+    /// preallocated with copy-on-write memory images, so a fresh instance
+    /// per step costs a few page-table updates instead of mmap and munmap
+    /// (which also serialize threads on the kernel's mm lock).
+    pub fn pooled(limits: Limits, slots: u32) -> Result<PolicyRuntime, PolicyError> {
+        Self::with_config(limits, Some(slots))
+    }
+
+    fn with_config(limits: Limits, pooled: Option<u32>) -> Result<PolicyRuntime, PolicyError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        // A fresh instance per step must be cheap: preallocated slots with
-        // copy-on-write memory images make instantiation a few page-table
-        // updates instead of mmap and munmap (which also serialize threads
-        // on the kernel's mm lock). The slot size is the memory limit.
-        let mut pooling = PoolingAllocationConfig::default();
-        pooling
-            .total_component_instances(POOLED_INSTANCES)
-            .total_core_instances(POOLED_INSTANCES * 4)
-            .total_memories(POOLED_INSTANCES * 2)
-            .total_tables(POOLED_INSTANCES * 4)
-            .max_memory_size(limits.memory_bytes);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         config.memory_init_cow(true);
+        if let Some(slots) = pooled {
+            let mut pooling = PoolingAllocationConfig::default();
+            pooling
+                .total_component_instances(slots)
+                .total_core_instances(slots * 4)
+                .total_memories(slots * 2)
+                .total_tables(slots * 4)
+                .max_memory_size(limits.memory_bytes);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        }
         let engine = Engine::new(&config).map_err(|e| PolicyError::Load {
             policy: "(engine)".to_string(),
             message: e.to_string(),

@@ -12,6 +12,7 @@ pub mod mounts;
 pub mod opts;
 pub mod request;
 pub mod seccomp;
+pub mod seccomp_profile;
 pub mod spec;
 
 pub use facts::HostFacts;

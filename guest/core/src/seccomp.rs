@@ -1,42 +1,49 @@
-//! Docker's default seccomp profile, kept as data (`data/seccomp-default.profile`)
-//! and filtered for one process: by the capabilities in its bounding set,
-//! the host's architecture and the kernel release.
+//! Docker's default seccomp profile, kept as data (`data/seccomp-default.profile`,
+//! turned into static tables by `build.rs`) and filtered for one process:
+//! by the capabilities in its bounding set, the host's architecture and
+//! the kernel release.
 
-use std::sync::OnceLock;
+use std::borrow::Cow;
 
 use crate::facts::{HostFacts, KernelVersion};
 use crate::spec::{Seccomp, SeccompArg, Syscall};
 
-const PROFILE_TEXT: &str = include_str!("../data/seccomp-default.profile");
-
-#[derive(Debug, Default)]
-pub struct Profile {
-    pub default_action: String,
-    pub arches: Vec<ArchEntry>,
-    pub rules: Vec<Rule>,
+pub struct StaticArch {
+    pub native: &'static str,
+    pub goarch: &'static str,
+    pub sub_arches: &'static [&'static str],
 }
 
-#[derive(Debug)]
-pub struct ArchEntry {
-    pub native: String,
-    pub goarch: String,
-    pub sub_arches: Vec<String>,
+pub struct StaticArg {
+    pub index: u32,
+    pub op: &'static str,
+    pub value: u64,
+    pub value_two: u64,
 }
 
-#[derive(Debug, Default)]
-pub struct Rule {
-    pub syscall: Syscall,
+pub struct StaticRule {
+    pub action: &'static str,
+    pub names: &'static [&'static str],
+    pub args: &'static [StaticArg],
     pub min_kernel: Option<KernelVersion>,
-    pub include_arches: Vec<String>,
-    pub exclude_arches: Vec<String>,
-    pub include_caps: Vec<String>,
-    pub exclude_caps: Vec<String>,
+    pub include_arches: &'static [&'static str],
+    pub exclude_arches: &'static [&'static str],
+    pub include_caps: &'static [&'static str],
+    pub exclude_caps: &'static [&'static str],
 }
 
-impl Rule {
+/// `DEFAULT_ACTION`, `ARCHES` and `RULES`, generated from the profile.
+mod table {
+    use super::{KernelVersion, StaticArch, StaticArg, StaticRule};
+    include!(concat!(env!("OUT_DIR"), "/seccomp_table.rs"));
+}
+
+pub use table::{ARCHES, DEFAULT_ACTION, RULES};
+
+impl StaticRule {
     fn applies(&self, arch: &str, caps: &[String], kernel: Option<KernelVersion>) -> bool {
-        let has_cap = |c: &String| caps.iter().any(|b| b == c);
-        if self.exclude_arches.iter().any(|a| a == arch) {
+        let has_cap = |c: &&str| caps.iter().any(|b| b == c);
+        if self.exclude_arches.contains(&arch) {
             return false;
         }
         if self.exclude_caps.iter().any(has_cap) {
@@ -48,41 +55,46 @@ impl Rule {
                 return false;
             }
         }
-        if !self.include_arches.is_empty() && !self.include_arches.iter().any(|a| a == arch) {
+        if !self.include_arches.is_empty() && !self.include_arches.contains(&arch) {
             return false;
         }
         self.include_caps.iter().all(has_cap)
     }
-}
 
-/// The parsed default profile; parsed once per process (or wasm instance).
-pub fn default_profile() -> &'static Profile {
-    static PROFILE: OnceLock<Profile> = OnceLock::new();
-    PROFILE.get_or_init(|| {
-        // The table is compiled in and covered by tests: a parse error is a
-        // build defect, not input to recover from.
-        parse_profile(PROFILE_TEXT).unwrap_or_else(|e| panic!("seccomp-default.profile: {e}"))
-    })
+    fn to_syscall(&self) -> Syscall {
+        Syscall {
+            names: self.names.iter().map(|n| Cow::Borrowed(*n)).collect(),
+            action: Cow::Borrowed(self.action),
+            args: self
+                .args
+                .iter()
+                .map(|a| SeccompArg {
+                    index: a.index,
+                    value: a.value,
+                    value_two: a.value_two,
+                    op: Cow::Borrowed(a.op),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The default profile for a process with bounding set `caps` on this host.
 pub fn default_seccomp(caps: &[String], facts: &HostFacts) -> Seccomp {
-    let profile = default_profile();
     let arch = go_to_native_arch(&facts.arch);
     let kernel = KernelVersion::parse(&facts.kernel_release);
     let mut architectures = Vec::new();
-    for entry in profile.arches.iter().filter(|e| e.goarch == arch) {
-        architectures.push(entry.native.clone());
-        architectures.extend(entry.sub_arches.iter().cloned());
+    for entry in ARCHES.iter().filter(|e| e.goarch == arch) {
+        architectures.push(Cow::Borrowed(entry.native));
+        architectures.extend(entry.sub_arches.iter().map(|s| Cow::Borrowed(*s)));
     }
-    let syscalls = profile
-        .rules
+    let syscalls = RULES
         .iter()
         .filter(|r| r.applies(arch, caps, kernel))
-        .map(|r| r.syscall.clone())
+        .map(StaticRule::to_syscall)
         .collect();
     Seccomp {
-        default_action: profile.default_action.clone(),
+        default_action: Cow::Borrowed(DEFAULT_ACTION),
         architectures,
         syscalls,
     }
@@ -96,96 +108,11 @@ fn go_to_native_arch(goarch: &str) -> &str {
     }
 }
 
-pub fn parse_profile(text: &str) -> Result<Profile, String> {
-    let mut profile = Profile::default();
-    let mut logical = String::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim_end();
-        if let Some(body) = line.strip_suffix('\\') {
-            logical.push_str(body);
-            logical.push(' ');
-            continue;
-        }
-        logical.push_str(line);
-        let words: Vec<&str> = logical.split_whitespace().collect();
-        let result = apply_directive(&mut profile, &words);
-        logical.clear();
-        result.map_err(|e| format!("line {}: {e}", n + 1))?;
-    }
-    if profile.default_action.is_empty() {
-        return Err("no default-action".to_string());
-    }
-    Ok(profile)
-}
-
-fn apply_directive(profile: &mut Profile, words: &[&str]) -> Result<(), String> {
-    let owned = |ws: &[&str]| ws.iter().map(|w| w.to_string()).collect::<Vec<_>>();
-    let Some((&keyword, rest)) = words.split_first() else {
-        return Ok(());
-    };
-    if keyword == "default-action" {
-        profile.default_action = rest.first().ok_or("default-action needs an action")?.to_string();
-        return Ok(());
-    }
-    if keyword == "arch" {
-        if rest.len() < 2 {
-            return Err("arch needs NATIVE GOARCH".to_string());
-        }
-        profile.arches.push(ArchEntry {
-            native: rest[0].to_string(),
-            goarch: rest[1].to_string(),
-            sub_arches: owned(&rest[2..]),
-        });
-        return Ok(());
-    }
-    if keyword == "rule" {
-        if rest.len() < 2 {
-            return Err("rule needs an action and at least one name".to_string());
-        }
-        profile.rules.push(Rule {
-            syscall: Syscall {
-                names: owned(&rest[1..]),
-                action: rest[0].to_string(),
-                args: Vec::new(),
-            },
-            ..Rule::default()
-        });
-        return Ok(());
-    }
-    let rule = profile
-        .rules
-        .last_mut()
-        .ok_or_else(|| format!("{keyword} outside a rule"))?;
-    match keyword {
-        "arg" => {
-            let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad number {s:?}"));
-            if !(3..=4).contains(&rest.len()) {
-                return Err("arg needs INDEX OP VALUE [VALUE_TWO]".to_string());
-            }
-            rule.syscall.args.push(SeccompArg {
-                index: rest[0].parse().map_err(|_| format!("bad index {:?}", rest[0]))?,
-                op: rest[1].to_string(),
-                value: num(rest[2])?,
-                value_two: rest.get(3).map(|v| num(v)).transpose()?.unwrap_or(0),
-            });
-        }
-        "min-kernel" => {
-            let v = rest.first().ok_or("min-kernel needs a version")?;
-            rule.min_kernel = Some(KernelVersion::parse(v).ok_or_else(|| format!("bad kernel version {v:?}"))?);
-        }
-        "include-arches" => rule.include_arches = owned(rest),
-        "exclude-arches" => rule.exclude_arches = owned(rest),
-        "include-caps" => rule.include_caps = owned(rest),
-        "exclude-caps" => rule.exclude_caps = owned(rest),
-        other => return Err(format!("unknown directive {other:?}")),
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::opts::DEFAULT_CAPS;
+    use crate::seccomp_profile::parse_profile;
 
     fn facts(kernel: &str, arch: &str) -> HostFacts {
         HostFacts {
@@ -206,10 +133,16 @@ mod tests {
     }
 
     #[test]
-    fn profile_parses() {
-        let p = default_profile();
-        assert_eq!(p.default_action, "SCMP_ACT_ERRNO");
-        assert!(p.rules[0].syscall.names.len() > 300);
+    fn the_generated_table_matches_the_profile() {
+        let text = include_str!("../data/seccomp-default.profile");
+        let parsed = parse_profile(text).unwrap();
+        assert_eq!(DEFAULT_ACTION, parsed.default_action);
+        assert_eq!(RULES.len(), parsed.rules.len());
+        for (table, text) in RULES.iter().zip(&parsed.rules) {
+            assert_eq!(table.names, text.names.as_slice());
+            assert_eq!(table.args.len(), text.args.len());
+        }
+        assert!(RULES[0].names.len() > 300);
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! writes. Capability lists are vectors, not sets: BuildKit's insecure mode
 //! emits duplicates, in order.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+
+/// A name that is usually one of the static seccomp tables' strings.
+pub type Name = Cow<'static, str>;
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -172,17 +177,17 @@ pub struct Device {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Seccomp {
-    pub default_action: String,
+    pub default_action: Name,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub architectures: Vec<String>,
+    pub architectures: Vec<Name>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub syscalls: Vec<Syscall>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Syscall {
-    pub names: Vec<String>,
-    pub action: String,
+    pub names: Vec<Name>,
+    pub action: Name,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<SeccompArg>,
 }
@@ -194,7 +199,7 @@ pub struct SeccompArg {
     pub value: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub value_two: u64,
-    pub op: String,
+    pub op: Name,
 }
 
 impl Spec {

@@ -1,0 +1,164 @@
+//! The text format of `data/seccomp-default.profile`, parsed. Used by
+//! `build.rs`, which turns the profile into static tables at build time,
+//! and by the parser's own tests; nothing parses it at run time.
+
+/// A parsed profile.
+#[derive(Debug, Default, PartialEq)]
+pub struct ProfileText {
+    pub default_action: String,
+    /// (seccomp arch, Go arch, sub-architectures)
+    pub arches: Vec<(String, String, Vec<String>)>,
+    pub rules: Vec<RuleText>,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct RuleText {
+    pub action: String,
+    pub names: Vec<String>,
+    /// (index, op, value, value two)
+    pub args: Vec<(u32, String, u64, u64)>,
+    /// (major, minor)
+    pub min_kernel: Option<(u32, u32)>,
+    pub include_arches: Vec<String>,
+    pub exclude_arches: Vec<String>,
+    pub include_caps: Vec<String>,
+    pub exclude_caps: Vec<String>,
+}
+
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let (major, minor) = v.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Parses the profile; an error names the line.
+pub fn parse_profile(text: &str) -> Result<ProfileText, String> {
+    let mut profile = ProfileText::default();
+    let mut logical = String::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim_end();
+        if let Some(body) = line.strip_suffix('\\') {
+            logical.push_str(body);
+            logical.push(' ');
+            continue;
+        }
+        logical.push_str(line);
+        let words: Vec<&str> = logical.split_whitespace().collect();
+        let result = apply_directive(&mut profile, &words);
+        logical.clear();
+        result.map_err(|e| format!("line {}: {e}", n + 1))?;
+    }
+    if profile.default_action.is_empty() {
+        return Err("no default-action".to_string());
+    }
+    Ok(profile)
+}
+
+fn apply_directive(profile: &mut ProfileText, words: &[&str]) -> Result<(), String> {
+    let owned = |ws: &[&str]| ws.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+    let Some((&keyword, rest)) = words.split_first() else {
+        return Ok(());
+    };
+    match keyword {
+        "default-action" => {
+            profile.default_action = rest.first().ok_or("default-action needs an action")?.to_string();
+            return Ok(());
+        }
+        "arch" => {
+            if rest.len() < 2 {
+                return Err("arch needs NATIVE GOARCH".to_string());
+            }
+            profile
+                .arches
+                .push((rest[0].to_string(), rest[1].to_string(), owned(&rest[2..])));
+            return Ok(());
+        }
+        "rule" => {
+            if rest.len() < 2 {
+                return Err("rule needs an action and at least one name".to_string());
+            }
+            profile.rules.push(RuleText {
+                action: rest[0].to_string(),
+                names: owned(&rest[1..]),
+                ..RuleText::default()
+            });
+            return Ok(());
+        }
+        _ => {}
+    }
+    let rule = profile
+        .rules
+        .last_mut()
+        .ok_or_else(|| format!("{keyword} outside a rule"))?;
+    match keyword {
+        "arg" => {
+            let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad number {s:?}"));
+            if !(3..=4).contains(&rest.len()) {
+                return Err("arg needs INDEX OP VALUE [VALUE_TWO]".to_string());
+            }
+            rule.args.push((
+                rest[0].parse().map_err(|_| format!("bad index {:?}", rest[0]))?,
+                rest[1].to_string(),
+                num(rest[2])?,
+                rest.get(3).map(|v| num(v)).transpose()?.unwrap_or(0),
+            ));
+        }
+        "min-kernel" => {
+            let v = rest.first().ok_or("min-kernel needs a version")?;
+            rule.min_kernel = Some(parse_version(v).ok_or_else(|| format!("bad kernel version {v:?}"))?);
+        }
+        "include-arches" => rule.include_arches = owned(rest),
+        "exclude-arches" => rule.exclude_arches = owned(rest),
+        "include-caps" => rule.include_caps = owned(rest),
+        "exclude-caps" => rule.exclude_caps = owned(rest),
+        other => return Err(format!("unknown directive {other:?}")),
+    }
+    Ok(())
+}
+
+/// The profile as Rust source for static tables (see `seccomp.rs`).
+pub fn to_rust(profile: &ProfileText) -> String {
+    let strs = |v: &[String]| {
+        format!(
+            "&[{}]",
+            v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+        )
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "pub static DEFAULT_ACTION: &str = {:?};\n",
+        profile.default_action
+    ));
+    out.push_str("pub static ARCHES: &[StaticArch] = &[\n");
+    for (native, goarch, subs) in &profile.arches {
+        out.push_str(&format!(
+            "    StaticArch {{ native: {native:?}, goarch: {goarch:?}, sub_arches: {} }},\n",
+            strs(subs)
+        ));
+    }
+    out.push_str("];\npub static RULES: &[StaticRule] = &[\n");
+    for r in &profile.rules {
+        let args: Vec<String> = r
+            .args
+            .iter()
+            .map(|(index, op, value, two)| {
+                format!("StaticArg {{ index: {index}, op: {op:?}, value: {value}, value_two: {two} }}")
+            })
+            .collect();
+        let min = match r.min_kernel {
+            Some((major, minor)) => format!("Some(KernelVersion {{ major: {major}, minor: {minor} }})"),
+            None => "None".to_string(),
+        };
+        out.push_str(&format!(
+            "    StaticRule {{ action: {:?}, names: {}, args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
+            r.action,
+            strs(&r.names),
+            args.join(", "),
+            strs(&r.include_arches),
+            strs(&r.exclude_arches),
+            strs(&r.include_caps),
+            strs(&r.exclude_caps),
+        ));
+    }
+    out.push_str("];\n");
+    out
+}
