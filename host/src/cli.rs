@@ -68,6 +68,32 @@ enum Command {
         #[arg(long, value_name = "MIB", default_value_t = 64)]
         policy_memory_mib: usize,
     },
+    /// Run one step under an OCI runtime: prepare a bundle, run the policy
+    /// chain, run the container, release everything; exits with the
+    /// container's exit code.
+    Run {
+        #[arg(long = "policy", value_name = "FILE[:SETTINGS.json]")]
+        policies: Vec<String>,
+        /// The step request (format v1 JSON); `-` reads standard input.
+        #[arg(long, value_name = "FILE|-")]
+        request: String,
+        /// The root filesystem to run in (bound at the bundle's rootfs).
+        #[arg(long, value_name = "DIR")]
+        rootfs: PathBuf,
+        /// `crun`, `runc`, or a path to an OCI runtime.
+        #[arg(long, value_name = "crun|runc|PATH", default_value = "crun")]
+        runtime: String,
+        #[arg(long, value_name = "FILE")]
+        host_facts: Option<PathBuf>,
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        pin_selectors: bool,
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        policy_timeout_ms: u64,
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        policy_memory_mib: usize,
+    },
     /// Unmount and remove everything `spec` made for step ID.
     Release {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
@@ -126,7 +152,7 @@ where
         }
     };
     match run(cli) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("specwright: {e:#}");
             1
@@ -151,8 +177,52 @@ fn open_state(dir: &Path) -> Result<(StateDir, Arc<Audit>)> {
     Ok((state, Arc::new(audit)))
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Command::Run {
+            policies,
+            request,
+            rootfs,
+            runtime,
+            host_facts,
+            state_dir,
+            pin_selectors,
+            policy_timeout_ms,
+            policy_memory_mib,
+        } => {
+            let limits = Limits {
+                time: Duration::from_millis(policy_timeout_ms),
+                memory_bytes: policy_memory_mib << 20,
+            };
+            let oci_runtime = crate::run::Runtime::find(&runtime)?;
+            let request = read_request(&request)?;
+            let facts = match &host_facts {
+                Some(path) => crate::facts::read_facts_file(path)?,
+                None => crate::facts::detect()?,
+            };
+            let (state, audit) = open_state(&state_dir)?;
+            let policy_runtime = PolicyRuntime::new(limits)?.with_cache(&state.cache_dir())?;
+            let chain = load_chain(&policy_runtime, &policies)?;
+            let ctx = StepContext {
+                state,
+                sys: Arc::new(RealSyscalls),
+                audit,
+                options: StepOptions {
+                    dry_run: false,
+                    pin_selectors,
+                    owner: Owner::of_pid(std::process::id()),
+                },
+            };
+            Ok(crate::run::run(crate::run::RunArgs {
+                runtime: &policy_runtime,
+                chain: &chain,
+                request_json: &request,
+                facts: &facts,
+                rootfs: &rootfs,
+                oci_runtime,
+                ctx,
+            })?)
+        }
         Command::Spec {
             policies,
             request,
@@ -179,7 +249,8 @@ fn run(cli: Cli) -> Result<()> {
                 time: Duration::from_millis(policy_timeout_ms),
                 memory_bytes: policy_memory_mib << 20,
             },
-        }),
+        })
+        .map(|()| 0),
         Command::Release { state_dir, id } => {
             if !specwright_core::request::is_valid_id(&id) {
                 bail!("{id:?} is not a valid step id");
@@ -190,9 +261,9 @@ fn run(cli: Cli) -> Result<()> {
             for warning in report.warnings() {
                 eprintln!("specwright: warning: {warning}");
             }
-            Ok(())
+            Ok(0)
         }
-        Command::Policy { command } => policy_command(command),
+        Command::Policy { command } => policy_command(command).map(|()| 0),
         Command::Gc { state_dir } => {
             let (state, audit) = open_state(&state_dir)?;
             let mut failed = 0;
@@ -216,9 +287,19 @@ fn run(cli: Cli) -> Result<()> {
             if failed > 0 {
                 bail!("{failed} steps could not be released");
             }
-            Ok(())
+            Ok(0)
         }
     }
+}
+
+fn load_chain(runtime: &PolicyRuntime, policies: &[String]) -> Result<Vec<crate::policy::LoadedPolicy>> {
+    if policies.is_empty() {
+        return Ok(vec![runtime.load_default()?]);
+    }
+    Ok(policies
+        .iter()
+        .map(|p| runtime.load_spec(p))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 fn policy_command(command: PolicyCommand) -> Result<()> {
@@ -317,14 +398,7 @@ fn spec(args: SpecArgs) -> Result<()> {
         let (state, _) = open_state(&args.state_dir)?;
         PolicyRuntime::new(args.limits)?.with_cache(&state.cache_dir())?
     };
-    let chain = if args.policies.is_empty() {
-        vec![runtime.load_default()?]
-    } else {
-        args.policies
-            .iter()
-            .map(|p| runtime.load_spec(p))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let chain = load_chain(&runtime, &args.policies)?;
 
     if args.options.dry_run {
         let state = StateDir::at(&args.state_dir);

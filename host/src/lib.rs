@@ -13,6 +13,7 @@ pub mod facts;
 pub mod mount;
 pub mod policy;
 pub mod resolve;
+pub mod run;
 pub mod state;
 pub mod step;
 pub mod sys;

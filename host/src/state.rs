@@ -132,6 +132,11 @@ impl StateDir {
         self.root.join("mounts")
     }
 
+    /// Where `specwright run` puts a step's bundle.
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.root.join("bundles").join(id)
+    }
+
     /// Precompiled policies.
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")

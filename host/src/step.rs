@@ -591,12 +591,14 @@ pub fn release_step(
 ) -> Result<ReleaseReport, ReleaseError> {
     let start = Instant::now();
     let Some(mut record) = state.read_record(id)? else {
+        remove_bundle(state, id)?;
         return Ok(ReleaseReport::default());
     };
     let (remaining, report, failures) = release_mounts(state, sys, &record.mounts);
     let held = record.mounts.len();
     record.mounts = remaining;
     if record.mounts.is_empty() {
+        remove_bundle(state, id)?;
         state.remove_record(id)?;
     } else {
         state.write_record(&record)?;
@@ -622,6 +624,74 @@ pub fn release_step(
             id: id.to_string(),
             failures,
         })
+    }
+}
+
+/// Binds `source` (read-only when asked) on a mountpoint held by step
+/// `id`, recorded like the policies' mounts so that `release` and `gc`
+/// undo it: the runner's rootfs.
+pub fn hold_bind(
+    state: &StateDir,
+    sys: &dyn Syscalls,
+    owner: Owner,
+    id: &str,
+    source: &Path,
+    readonly: bool,
+) -> Result<PathBuf, HostError> {
+    let failed = |e: String| HostError::Failed(e);
+    let mut record = state
+        .read_record(id)
+        .map_err(|e| failed(e.to_string()))?
+        .unwrap_or(StepRecord {
+            id: id.to_string(),
+            owner,
+            mounts: Vec::new(),
+        });
+    let name = format!("{id}-rootfs");
+    let path = state.mounts_dir().join(&name);
+    record.mounts.push(HeldMount {
+        name: name.clone(),
+        kind: MountpointKind::Dir,
+        stacked: 1,
+    });
+    state.write_record(&record).map_err(|e| failed(e.to_string()))?;
+    let mut options = vec!["rbind".to_string()];
+    if readonly {
+        options.push("ro".to_string());
+    }
+    let entry = Mountable {
+        kind: "bind".to_string(),
+        source: source.display().to_string(),
+        options,
+    };
+    let made = sys
+        .create_dir(&path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))
+        .and_then(|_| {
+            mount_entry(sys, &entry, &path)
+                .map_err(|e| format!("binding {} on {}: {e}", source.display(), path.display()))
+        });
+    if let Err(e) = made {
+        let _ = sys.remove_dir(&path);
+        record.mounts.retain(|m| m.name != name);
+        let _ = if record.mounts.is_empty() {
+            state.remove_record(id)
+        } else {
+            state.write_record(&record)
+        };
+        return Err(failed(e));
+    }
+    Ok(path)
+}
+
+/// Removes what `run` wrote for the step (config.json, resolv.conf, hosts).
+fn remove_bundle(state: &StateDir, id: &str) -> Result<(), ReleaseError> {
+    match std::fs::remove_dir_all(state.bundle_dir(id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ReleaseError::State(StateError::Io {
+            path: state.bundle_dir(id),
+            source: e,
+        })),
+        _ => Ok(()),
     }
 }
 

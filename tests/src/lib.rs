@@ -113,3 +113,34 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<PathBuf> {
     std::fs::write(path, value.to_string())?;
     Ok(path.to_path_buf())
 }
+
+/// A minimal root filesystem: busybox (from Debian's busybox-static) with
+/// the applets the tests use, and users `root` and `builder` (uid 1000,
+/// also in group `wheel`, gid 10).
+pub fn make_busybox_rootfs(dir: &Path) -> Result<()> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .context("busybox is not installed (apt-get install busybox-static)")?;
+    for sub in ["bin", "etc", "proc", "sys", "dev", "tmp", "work"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    std::fs::copy(busybox, dir.join("bin/busybox"))?;
+    for applet in [
+        "sh", "cat", "id", "hostname", "ls", "echo", "grep", "pwd", "touch", "wc", "sleep",
+    ] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000::/work:/bin/sh\n",
+    )?;
+    std::fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nwheel:x:10:builder\nbuilder:x:1000:\n",
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    Ok(())
+}

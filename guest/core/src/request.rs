@@ -166,8 +166,16 @@ impl MountRequest {
 impl Request {
     /// Parses and validates a request; errors name the offending field.
     pub fn from_json(json: &str) -> Result<Request, PolicyError> {
+        let request = Request::parse_json(json)?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    /// Parses a request without validating its values (the runner resolves
+    /// user names before validating).
+    pub fn parse_json(json: &str) -> Result<Request, PolicyError> {
         let de = &mut serde_json::Deserializer::from_str(json);
-        let request: Request = serde_path_to_error::deserialize(de).map_err(|e| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path.is_empty() || path == "." {
@@ -175,9 +183,7 @@ impl Request {
             } else {
                 PolicyError::InvalidRequest(format!("request field `{path}`: {inner}"))
             }
-        })?;
-        request.validate()?;
-        Ok(request)
+        })
     }
 
     pub fn validate(&self) -> Result<(), PolicyError> {

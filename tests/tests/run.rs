@@ -1,0 +1,257 @@
+//! `specwright run`: real containers under crun and runc, checked from
+//! inside. Each case runs in a private mount namespace (where crun's
+//! refusal of hybrid cgroups is lifted by unmounting
+//! /sys/fs/cgroup/unified), and nothing may stay mounted afterwards.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use specwright_tests::{make_busybox_rootfs, make_oracle_source_tree, workdir, write_json};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
+
+struct Outcome {
+    code: i32,
+    output: String,
+    left: String,
+}
+
+/// Runs `script` (sh) as a step under `runtime`; `edit` adjusts the request.
+fn run_step(runtime: &str, work: &Path, rootfs: &Path, script: &str, edit: impl FnOnce(&mut Value)) -> Outcome {
+    run_step_with(runtime, work, rootfs, script, edit, "", "")
+}
+
+/// `run_step`, with shell text before the command (a pipe into it) and
+/// after it (to background it and signal it).
+fn run_step_with(
+    runtime: &str,
+    work: &Path,
+    rootfs: &Path,
+    script: &str,
+    edit: impl FnOnce(&mut Value),
+    before: &str,
+    after: &str,
+) -> Outcome {
+    let mut request = json!({
+        "id": format!("run-{runtime}"),
+        "args": ["/bin/sh", "-c", script],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+    });
+    edit(&mut request);
+    let request_file = write_json(&work.join(format!("request-{runtime}.json")), &request).unwrap();
+    let state = work.join(format!("state-{runtime}"));
+    let shell = format!(
+        r#"if [ {runtime} = crun ]; then umount /sys/fs/cgroup/unified 2>/dev/null; fi
+{before} {HELPER} cli run --runtime {runtime} --request {request} --rootfs {rootfs} --state-dir {state} 2>&1 {after}
+echo "rc=$?"
+echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles 2>/dev/null | wc -l)""#,
+        request = request_file.display(),
+        rootfs = rootfs.display(),
+        state = state.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &shell])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rc="))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(-1);
+    let left = text
+        .lines()
+        .find(|l| l.starts_with("left="))
+        .unwrap_or_default()
+        .to_string();
+    Outcome {
+        code,
+        output: text,
+        left,
+    }
+}
+
+/// Effective capabilities from /proc/self/status output.
+fn cap_eff(output: &str) -> u64 {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+
+fn runtime_suite(runtime: &str) {
+    let (_dir, work) = workdir().unwrap();
+    let rootfs = work.join("rootfs");
+    make_busybox_rootfs(&rootfs).unwrap();
+    let src = work.join("src");
+    make_oracle_source_tree(&src).unwrap();
+    let mut failures: Vec<String> = Vec::new();
+    let mut check = |what: &str, ok: bool, o: &Outcome| {
+        if !ok {
+            failures.push(format!("{runtime}: {what}\n{}", o.output));
+        }
+        if o.left != "left=0 dirs=0 records=0 bundles=0" {
+            failures.push(format!("{runtime}: {what}: left behind: {}", o.left));
+        }
+    };
+
+    let o = run_step(runtime, &work, &rootfs, "exit 7", |_| {});
+    check("the exit code propagates", o.code == 7, &o);
+
+    let o = run_step(
+        runtime,
+        &work,
+        &rootfs,
+        "hostname; echo \"env=$FOO\"; pwd; id; grep Seccomp: /proc/self/status; grep CapEff /proc/self/status",
+        |r| {
+            r["hostname"] = "step-host".into();
+            r["env"] = json!(["PATH=/bin", "FOO=bar"]);
+            r["cwd"] = "/work".into();
+            r["user"] = "builder".into();
+        },
+    );
+    check(
+        "hostname, env, cwd and user are as asked",
+        o.code == 0
+            && o.output.contains("step-host")
+            && o.output.contains("env=bar")
+            && o.output.contains("\n/work\n")
+            && o.output.contains("uid=1000")
+            && o.output.contains("gid=1000")
+            && o.output.contains("10(wheel)"),
+        &o,
+    );
+    check(
+        "seccomp is in force in sandbox mode",
+        o.output.contains("Seccomp:\t2"),
+        &o,
+    );
+    check(
+        "sandbox has no CAP_SYS_ADMIN",
+        cap_eff(&o.output) & CAP_SYS_ADMIN == 0,
+        &o,
+    );
+
+    let o = run_step(runtime, &work, &rootfs, "grep CapEff /proc/self/status", |r| {
+        r["security_mode"] = "insecure".into();
+    });
+    check(
+        "insecure has CAP_SYS_ADMIN",
+        o.code == 0 && cap_eff(&o.output) & CAP_SYS_ADMIN != 0,
+        &o,
+    );
+
+    let o = run_step(
+        runtime,
+        &work,
+        &rootfs,
+        "ls /sel; if touch /sel/new 2>/dev/null; then echo WROTE; else echo REFUSED; fi",
+        |r| r["mounts"] = json!([{"dest": "/sel", "source": src, "readonly": true, "selector": "sub/dir"}]),
+    );
+    check(
+        "a read-only selector shows only the subdirectory and refuses writes",
+        o.code == 0 && o.output.contains("file\n") && !o.output.contains("other") && o.output.contains("REFUSED"),
+        &o,
+    );
+
+    let o = run_step(runtime, &work, &rootfs, "echo through > /rw/written", |r| {
+        r["mounts"] = json!([{"dest": "/rw", "source": src, "readonly": false, "selector": "sub/other"}]);
+    });
+    let written = std::fs::read_to_string(src.join("sub/other/written")).unwrap_or_default();
+    check(
+        "a read-write selector writes through to the source",
+        o.code == 0 && written == "through\n",
+        &o,
+    );
+
+    let count = "echo pids=$(ls /proc | grep -c '^[0-9][0-9]*$')";
+    let pids = |o: &Outcome| -> usize {
+        o.output
+            .lines()
+            .find_map(|l| l.strip_prefix("pids="))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let sandbox = run_step(runtime, &work, &rootfs, count, |_| {});
+    let host = run_step(runtime, &work, &rootfs, count, |r| {
+        r["process_mode"] = "no-sandbox".into()
+    });
+    check(
+        "sandbox sees only its own processes",
+        sandbox.code == 0 && pids(&sandbox) <= 5,
+        &sandbox,
+    );
+    check(
+        "no-sandbox sees the host's processes",
+        host.code == 0 && pids(&host) > pids(&sandbox) + 5,
+        &host,
+    );
+
+    let o = run_step(
+        runtime,
+        &work,
+        &rootfs,
+        "cat /proc/self/uid_map /proc/self/gid_map",
+        |r| {
+            r["idmap"] = json!({
+                "uids": [{"container_id": 0, "host_id": 100000, "size": 65536}],
+                "gids": [{"container_id": 0, "host_id": 100000, "size": 65536}],
+            });
+        },
+    );
+    let maps: Vec<Vec<&str>> = o
+        .output
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|f: &Vec<&str>| f.len() == 3)
+        .collect();
+    check(
+        "an idmap shows in /proc/self/uid_map",
+        o.code == 0 && maps.len() == 2 && maps.iter().all(|f| f == &["0", "100000", "65536"]),
+        &o,
+    );
+
+    let o = run_step(runtime, &work, &rootfs, "true", |r| r["user"] = "nobody".into());
+    check(
+        "an unknown user is a clear error",
+        o.code == 1 && o.output.contains("\"nobody\" is not in the rootfs's /etc/passwd"),
+        &o,
+    );
+
+    // Standard input reaches the container.
+    let o = run_step_with(runtime, &work, &rootfs, "cat", |_| {}, "echo from-stdin |", "");
+    check(
+        "stdin is passed through",
+        o.code == 0 && o.output.contains("from-stdin"),
+        &o,
+    );
+
+    // SIGTERM to specwright reaches the container, whose exit code comes back.
+    let o = run_step_with(
+        runtime,
+        &work,
+        &rootfs,
+        "trap 'exit 42' TERM; while true; do sleep 1; done",
+        |_| {},
+        "",
+        "& pid=$!; sleep 1.5; kill -TERM $pid; wait $pid",
+    );
+    check("SIGTERM is forwarded to the container", o.code == 42, &o);
+
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn steps_run_under_crun() {
+    runtime_suite("crun");
+}
+
+#[test]
+fn steps_run_under_runc() {
+    runtime_suite("runc");
+}
