@@ -159,6 +159,19 @@ fn runtime_suite(runtime: &str) {
         &o,
     );
 
+    let o = run_step(
+        runtime,
+        &work,
+        &rootfs,
+        "if touch /rootfs-write 2>/dev/null; then echo WROTE; else echo REFUSED; fi",
+        |r| r["readonly_rootfs"] = true.into(),
+    );
+    check(
+        "a read-only rootfs refuses writes",
+        o.code == 0 && o.output.contains("REFUSED") && !rootfs.join("rootfs-write").exists(),
+        &o,
+    );
+
     let o = run_step(runtime, &work, &rootfs, "echo through > /rw/written", |r| {
         r["mounts"] = json!([{"dest": "/rw", "source": src, "readonly": false, "selector": "sub/other"}]);
     });

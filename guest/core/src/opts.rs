@@ -196,6 +196,7 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
             ..Linux::default()
         }),
         hostname: String::new(),
+        extra: Default::default(),
     }
 }
 

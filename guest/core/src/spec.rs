@@ -34,6 +34,10 @@ pub struct Spec {
     pub mounts: Vec<Mount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linux: Option<Linux>,
+    /// Fields this model does not name (annotations, hooks, ...), kept so
+    /// that a policy in a chain passes on what an earlier one set.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,6 +62,9 @@ pub struct Process {
     pub no_new_privileges: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub apparmor_profile: String,
+    /// Fields this model does not name, kept for the next policy.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -130,6 +137,10 @@ pub struct Linux {
     pub masked_paths: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readonly_paths: Vec<String>,
+    /// Fields this model does not name (sysctl, other resources, ...),
+    /// kept for the next policy.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,5 +227,20 @@ impl Spec {
     pub fn to_json(&self) -> String {
         // Serializing plain structs of strings and integers cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_the_model_does_not_name_survive_a_round_trip() {
+        let json = r#"{"ociVersion":"1.0.2","annotations":{"a":"b"},"process":{"cwd":"/","user":{"uid":0,"gid":0},"oomScoreAdj":5},"linux":{"sysctl":{"net.x":"1"}}}"#;
+        let spec: Spec = serde_json::from_str(json).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap();
+        assert_eq!(back["annotations"]["a"], "b");
+        assert_eq!(back["process"]["oomScoreAdj"], 5);
+        assert_eq!(back["linux"]["sysctl"]["net.x"], "1");
     }
 }

@@ -192,6 +192,132 @@ fn decode_input(
     })
 }
 
+/// For authors who prefer the `oci-spec` crate's model: implement this and
+/// export `Oci<MyPolicy>`:
+///
+/// ```ignore
+/// struct NoNewPrivs;
+/// impl specwright_sdk::OciPolicy for NoNewPrivs {
+///     const NAME: &'static str = "no-new-privs";
+///     const VERSION: &'static str = "1.0.0";
+///     const DESCRIPTION: &'static str = "Sets NoNewPrivileges.";
+///     fn generate(input: specwright_sdk::OciInput, _host: &mut specwright_sdk::Host)
+///         -> Result<oci_spec::runtime::Spec, specwright_sdk::PolicyError> {
+///         let mut spec = input.spec;
+///         if let Some(process) = spec.process_mut() {
+///             process.set_no_new_privileges(Some(true));
+///         }
+///         Ok(spec)
+///     }
+/// }
+/// specwright_sdk::export_policy!(specwright_sdk::Oci<NoNewPrivs>);
+/// ```
+///
+/// `oci_spec` keeps capabilities in sets, so their order (and the
+/// duplicates BuildKit's insecure mode emits) is not preserved; use
+/// [`Policy`] when that matters.
+pub trait OciPolicy {
+    const NAME: &'static str;
+    const VERSION: &'static str;
+    const DESCRIPTION: &'static str;
+
+    fn generate(input: OciInput, host: &mut Host) -> Result<oci_spec::runtime::Spec, PolicyError>;
+}
+
+/// What an [`OciPolicy`] gets: the spec so far (the previous policy's, or
+/// the default policy's when this one runs first) as `oci_spec`'s model.
+#[derive(Debug, Clone)]
+pub struct OciInput {
+    pub request: Request,
+    pub facts: HostFacts,
+    pub settings: serde_json::Value,
+    pub spec: oci_spec::runtime::Spec,
+}
+
+/// Adapts an [`OciPolicy`] to [`Policy`].
+pub struct Oci<P>(std::marker::PhantomData<P>);
+
+/// specwright's spec model to `oci_spec`'s.
+pub fn to_oci(spec: &Spec) -> Result<oci_spec::runtime::Spec, PolicyError> {
+    serde_json::from_str(&spec.to_json()).map_err(|e| PolicyError::Internal(format!("converting to oci-spec: {e}")))
+}
+
+/// `oci_spec`'s spec model to specwright's.
+pub fn from_oci(spec: &oci_spec::runtime::Spec) -> Result<Spec, PolicyError> {
+    let json =
+        serde_json::to_string(spec).map_err(|e| PolicyError::Internal(format!("encoding an oci-spec spec: {e}")))?;
+    serde_json::from_str(&json).map_err(|e| PolicyError::Internal(format!("converting from oci-spec: {e}")))
+}
+
+impl<P: OciPolicy> Policy for Oci<P> {
+    const NAME: &'static str = P::NAME;
+    const VERSION: &'static str = P::VERSION;
+    const DESCRIPTION: &'static str = P::DESCRIPTION;
+
+    fn generate(input: Input, host: &mut Host) -> Result<Spec, PolicyError> {
+        let base = match input.previous {
+            Some(spec) => spec,
+            None => buildkit::generate(&input.request, &input.facts, host)?,
+        };
+        let spec = P::generate(
+            OciInput {
+                request: input.request,
+                facts: input.facts,
+                settings: input.settings,
+                spec: to_oci(&base)?,
+            },
+            host,
+        )?;
+        from_oci(&spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Rename;
+
+    impl OciPolicy for Rename {
+        const NAME: &'static str = "rename";
+        const VERSION: &'static str = "0";
+        const DESCRIPTION: &'static str = "Sets the hostname from its settings.";
+
+        fn generate(input: OciInput, _host: &mut Host) -> Result<oci_spec::runtime::Spec, PolicyError> {
+            let mut spec = input.spec;
+            spec.set_hostname(input.settings["hostname"].as_str().map(str::to_string));
+            Ok(spec)
+        }
+    }
+
+    #[test]
+    fn an_oci_policy_sees_and_returns_the_spec() {
+        let request = Request::from_json(r#"{"id": "s", "args": ["/bin/true"]}"#).unwrap();
+        let facts = HostFacts {
+            kernel_release: "6.1".into(),
+            seccomp: true,
+            first_free_loop: 0,
+            in_user_namespace: false,
+            arch: "amd64".into(),
+        };
+        let base = buildkit::generate_without_mounts(&request, &facts).unwrap();
+        let input = Input {
+            request,
+            facts,
+            settings: serde_json::json!({"hostname": "renamed"}),
+            previous: Some(base.clone()),
+        };
+        let out = <Oci<Rename> as Policy>::generate(input, &mut Host::default()).unwrap();
+        assert_eq!(out.hostname, "renamed");
+        assert_eq!(out.mounts, base.mounts);
+        assert_eq!(
+            out.linux.as_ref().unwrap().seccomp,
+            base.linux.as_ref().unwrap().seccomp
+        );
+        assert_eq!(<Oci<Rename> as Policy>::NAME, "rename");
+    }
+}
+
 /// Exports a [`Policy`] as the component's `generate` function.
 #[macro_export]
 macro_rules! export_policy {
