@@ -272,6 +272,38 @@ impl<P: OciPolicy> Policy for Oci<P> {
     }
 }
 
+/// Exports a [`Policy`] as the component's `generate` function.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        struct __SpecwrightExport;
+
+        impl $crate::bindings::Guest for __SpecwrightExport {
+            fn generate(
+                request: ::std::string::String,
+                facts: $crate::bindings::specwright::policy::types::HostFacts,
+                settings: ::std::string::String,
+                previous: ::std::option::Option<::std::string::String>,
+            ) -> ::std::result::Result<
+                ::std::string::String,
+                $crate::bindings::specwright::policy::types::PolicyError,
+            > {
+                $crate::run::<$policy>(request, facts, settings, previous)
+            }
+
+            fn metadata() -> $crate::bindings::specwright::policy::types::PolicyMetadata {
+                $crate::bindings::specwright::policy::types::PolicyMetadata {
+                    name: <$policy as $crate::Policy>::NAME.into(),
+                    version: <$policy as $crate::Policy>::VERSION.into(),
+                    description: <$policy as $crate::Policy>::DESCRIPTION.into(),
+                }
+            }
+        }
+
+        $crate::bindings::__export_policy_world!(__SpecwrightExport with_types_in $crate::bindings);
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,36 +348,4 @@ mod tests {
         );
         assert_eq!(<Oci<Rename> as Policy>::NAME, "rename");
     }
-}
-
-/// Exports a [`Policy`] as the component's `generate` function.
-#[macro_export]
-macro_rules! export_policy {
-    ($policy:ty) => {
-        struct __SpecwrightExport;
-
-        impl $crate::bindings::Guest for __SpecwrightExport {
-            fn generate(
-                request: ::std::string::String,
-                facts: $crate::bindings::specwright::policy::types::HostFacts,
-                settings: ::std::string::String,
-                previous: ::std::option::Option<::std::string::String>,
-            ) -> ::std::result::Result<
-                ::std::string::String,
-                $crate::bindings::specwright::policy::types::PolicyError,
-            > {
-                $crate::run::<$policy>(request, facts, settings, previous)
-            }
-
-            fn metadata() -> $crate::bindings::specwright::policy::types::PolicyMetadata {
-                $crate::bindings::specwright::policy::types::PolicyMetadata {
-                    name: <$policy as $crate::Policy>::NAME.into(),
-                    version: <$policy as $crate::Policy>::VERSION.into(),
-                    description: <$policy as $crate::Policy>::DESCRIPTION.into(),
-                }
-            }
-        }
-
-        $crate::bindings::__export_policy_world!(__SpecwrightExport with_types_in $crate::bindings);
-    };
 }
