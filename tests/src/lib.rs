@@ -101,17 +101,19 @@ pub fn oracle_facts_file() -> PathBuf {
     oracle_cases_dir().join("minimal.host.json")
 }
 
-/// A temporary work directory and its canonical path.
-pub fn workdir() -> Result<(tempfile::TempDir, PathBuf)> {
-    let dir = tempfile::tempdir()?;
-    let path = std::fs::canonicalize(dir.path())?;
-    Ok((dir, path))
+/// A temporary work directory and its canonical path (tests only: panics
+/// when the temporary directory cannot be made).
+pub fn workdir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = std::fs::canonicalize(dir.path()).expect("its canonical path");
+    (dir, path)
 }
 
-/// Writes `value` as JSON to `path` and returns the path.
-pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<PathBuf> {
-    std::fs::write(path, value.to_string())?;
-    Ok(path.to_path_buf())
+/// Writes `value` as JSON to `path` and returns the path (tests only:
+/// panics when it cannot).
+pub fn write_json(path: &Path, value: &serde_json::Value) -> PathBuf {
+    std::fs::write(path, value.to_string()).expect("writing a test file");
+    path.to_path_buf()
 }
 
 /// A minimal root filesystem: busybox (from Debian's busybox-static) with

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use specwright_tests::{make_oracle_source_tree, oracle_facts_file, run_in_private_mount_namespace};
+use specwright_tests::{
+    make_oracle_source_tree, oracle_facts_file, run_in_private_mount_namespace, workdir, write_json,
+};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
@@ -27,18 +29,6 @@ fn in_namespace(script: &str) -> (String, String, bool) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
         out.status.success(),
     )
-}
-
-fn facts() -> PathBuf {
-    oracle_facts_file()
-}
-
-fn workdir() -> (tempfile::TempDir, PathBuf) {
-    specwright_tests::workdir().unwrap()
-}
-
-fn write_json(path: &Path, value: &Value) -> PathBuf {
-    specwright_tests::write_json(path, value).unwrap()
 }
 
 #[test]
@@ -109,7 +99,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
 "#,
         settings = settings.display(),
         request = request.display(),
-        facts = facts().display(),
+        facts = oracle_facts_file().display(),
         state = state.display(),
     );
     let (stdout, stderr, _) = in_namespace(&script);
@@ -143,7 +133,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
 "#,
         request = request.display(),
         live = live_request.display(),
-        facts = facts().display(),
+        facts = oracle_facts_file().display(),
         state = state.display(),
     );
     let (stdout, stderr, _) = in_namespace(&script);
@@ -184,7 +174,7 @@ $h cli release --state-dir {state} pinned
 echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo || true) dirs=$(ls {state}/mounts | wc -l)"
 "#,
         request = request.display(),
-        facts = facts().display(),
+        facts = oracle_facts_file().display(),
         state = state.display(),
         work = work.display(),
         src = src.display(),
@@ -214,7 +204,7 @@ fn a_dry_run_prints_the_plan_and_touches_nothing() {
         .args(["cli", "spec", "--dry-run", "--request"])
         .arg(&request)
         .arg("--host-facts")
-        .arg(facts())
+        .arg(oracle_facts_file())
         .arg("--state-dir")
         .arg(&state)
         .output()
@@ -240,7 +230,7 @@ fn the_audit_log_names_step_policy_and_operation() {
     let script = format!(
         "{HELPER} cli spec --request {} --host-facts {} --state-dir {} > /dev/null && {HELPER} cli release --state-dir {} audited",
         request.display(),
-        facts().display(),
+        oracle_facts_file().display(),
         state.display(),
         state.display()
     );

@@ -10,25 +10,13 @@ use specwright::policy::{Limits, PolicyRuntime};
 use specwright::state::StateDir;
 use specwright::sys::RecordingSyscalls;
 use specwright::StepContext;
-use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, oracle_facts_file};
+use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, oracle_facts_file, workdir, write_json};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
 const MOUNT_ALLOWLIST: &str = env!("SPECWRIGHT_MOUNT_ALLOWLIST_WASM");
 const TEMPLATE: &str = env!("SPECWRIGHT_TEMPLATE_WASM");
-
-fn facts() -> PathBuf {
-    oracle_facts_file()
-}
-
-fn workdir() -> (tempfile::TempDir, PathBuf) {
-    specwright_tests::workdir().unwrap()
-}
-
-fn write_json(path: &Path, value: &Value) -> PathBuf {
-    specwright_tests::write_json(path, value).unwrap()
-}
 
 /// A request whose mounts need a temporary mount, so leaks would show.
 fn mounting_request(work: &Path, extra: Value) -> PathBuf {
@@ -57,7 +45,7 @@ fn spec_in_namespace(work: &Path, args: &[String]) -> (i32, String, String, Stri
 echo "rc=$?"
 echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l)""#,
         state = state.display(),
-        facts = facts().display(),
+        facts = oracle_facts_file().display(),
         args = quoted.join(" "),
         work = work.display(),
     );
@@ -211,7 +199,7 @@ fn compile_fills_the_cache_and_a_broken_cache_entry_is_replaced() {
         std::fs::write(entry, b"not precompiled code").unwrap();
     }
     let request = oracle_cases_dir().join("minimal.request.json");
-    let facts = facts();
+    let facts = oracle_facts_file();
     let out = cli(&[
         "spec",
         "--state-dir",
@@ -256,7 +244,8 @@ fn each_step_gets_a_fresh_instance() {
             .unwrap(),
     ];
     let request = std::fs::read_to_string(oracle_cases_dir().join("minimal.request.json")).unwrap();
-    let facts: specwright_core::HostFacts = serde_json::from_str(&std::fs::read_to_string(facts()).unwrap()).unwrap();
+    let facts: specwright_core::HostFacts =
+        serde_json::from_str(&std::fs::read_to_string(oracle_facts_file()).unwrap()).unwrap();
     for _ in 0..3 {
         let ctx = StepContext::new(StateDir::open(&work).unwrap(), Arc::new(RecordingSyscalls::dry_run())).unwrap();
         let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, ctx).unwrap();
@@ -335,7 +324,7 @@ fn the_template_policy_builds_and_runs_after_the_default() {
         "--request",
         oracle_cases_dir().join("minimal.request.json").to_str().unwrap(),
         "--host-facts",
-        facts().to_str().unwrap(),
+        oracle_facts_file().to_str().unwrap(),
         "--policy",
         "default",
         "--policy",

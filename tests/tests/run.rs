@@ -40,7 +40,7 @@ fn run_step_with(
         "cwd": "/",
     });
     edit(&mut request);
-    let request_file = write_json(&work.join(format!("request-{runtime}.json")), &request).unwrap();
+    let request_file = write_json(&work.join(format!("request-{runtime}.json")), &request);
     let state = work.join(format!("state-{runtime}"));
     let shell = format!(
         r#"if [ {runtime} = crun ]; then umount /sys/fs/cgroup/unified 2>/dev/null; fi
@@ -85,7 +85,7 @@ fn cap_eff(output: &str) -> u64 {
 const CAP_SYS_ADMIN: u64 = 1 << 21;
 
 fn runtime_suite(runtime: &str) {
-    let (_dir, work) = workdir().unwrap();
+    let (_dir, work) = workdir();
     let rootfs = work.join("rootfs");
     make_busybox_rootfs(&rootfs).unwrap();
     let src = work.join("src");
