@@ -107,15 +107,14 @@ fn oracle_facts() -> Result<HostFacts> {
 }
 
 fn dry_step(state: &StateDir, request: &Request) -> Result<StepHost> {
-    thread_local! {
-        static OPTIONS: StepOptions = StepOptions { dry_run: true, ..StepOptions::default() };
-    }
-    let options = OPTIONS.with(|o| *o);
     StepHost::new(
         state.clone(),
         Arc::new(RecordingSyscalls::dry_run()),
         Arc::new(Audit::events_only()),
-        options,
+        StepOptions {
+            dry_run: true,
+            ..StepOptions::default()
+        },
         request,
     )
     .map_err(anyhow::Error::msg)
@@ -302,7 +301,7 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&spec_dir)?;
     let mut runtime_figures = Vec::new();
     for runtime_bin in ["crun", "runc"] {
-        let Ok(path) = which(runtime_bin) else {
+        let Ok(specwright::run::Runtime { path }) = specwright::run::Runtime::find(runtime_bin) else {
             eprintln!("{runtime_bin}: not installed, skipped");
             continue;
         };
@@ -331,13 +330,12 @@ fn main() -> Result<()> {
     )?;
     let sel_state = StateDir::open(&work_path.join("sel-state"))?;
     let audit = Arc::new(Audit::events_only());
-    let options = StepOptions::default();
     let host_sel = measure("ro selector: mount + resolve + release, host", per_sample, || {
         let mut step = StepHost::new(
             sel_state.clone(),
             Arc::new(RealSyscalls),
             audit.clone(),
-            options,
+            StepOptions::default(),
             &sel_request,
         )
         .map_err(anyhow::Error::msg)?;
@@ -469,12 +467,4 @@ fn main() -> Result<()> {
         None => print!("{out}"),
     }
     Ok(())
-}
-
-fn which(name: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
-        .with_context(|| format!("{name} not on PATH"))
 }

@@ -210,7 +210,7 @@ fn run(cli: Cli) -> Result<i32> {
                 options: StepOptions {
                     dry_run: false,
                     pin_selectors,
-                    owner: Owner::of_pid(std::process::id()),
+                    owner: Owner::this_process(),
                 },
             };
             Ok(crate::run::run(crate::run::RunArgs {

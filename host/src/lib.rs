@@ -74,8 +74,6 @@ pub struct SpecOutcome {
     pub request: Request,
     /// The validated spec.
     pub spec: Value,
-    /// Whether the step holds mounts that `release` must undo.
-    pub holds_mounts: bool,
 }
 
 /// Runs the chain for one step. On success the step's mounts stay until
@@ -135,13 +133,8 @@ pub fn generate_spec(
             }
         }
     }
-    let holds_mounts = step.holds_mounts();
     step.keep();
-    Ok(SpecOutcome {
-        request,
-        spec,
-        holds_mounts,
-    })
+    Ok(SpecOutcome { request, spec })
 }
 
 /// Top-level spec fields that differ between two policies' outputs.

@@ -26,6 +26,8 @@ pub enum RunError {
     Spec(#[from] crate::SpecError),
     #[error("running {runtime}: {message}")]
     Runtime { runtime: String, message: String },
+    #[error("the container exited with {code}, but releasing the step failed: {message}")]
+    Release { code: i32, message: String },
     #[error("{error}; releasing the step also failed: {release}")]
     ReleaseAfterError { error: Box<RunError>, release: String },
 }
@@ -302,9 +304,15 @@ pub fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
             }
             result
         }
-        Err(release) => Err(RunError::ReleaseAfterError {
-            error: Box::new(result.err().unwrap_or(RunError::Prepare("the step ran".to_string()))),
-            release: release.to_string(),
+        Err(release) => Err(match result {
+            Ok(code) => RunError::Release {
+                code,
+                message: release.to_string(),
+            },
+            Err(error) => RunError::ReleaseAfterError {
+                error: Box::new(error),
+                release: release.to_string(),
+            },
         }),
     }
 }

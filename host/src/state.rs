@@ -71,6 +71,12 @@ impl Owner {
         }
     }
 
+    /// This process, read from /proc once: its start time never changes.
+    pub fn this_process() -> Owner {
+        static THIS: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
+        *THIS.get_or_init(|| Owner::of_pid(std::process::id()))
+    }
+
     /// Whether the owner still runs (the same process, not a reused pid).
     pub fn is_alive(&self) -> bool {
         match process_start_time(self.pid) {

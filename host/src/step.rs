@@ -45,7 +45,7 @@ impl Default for StepOptions {
         StepOptions {
             dry_run: false,
             pin_selectors: false,
-            owner: Owner::of_pid(std::process::id()),
+            owner: Owner::this_process(),
         }
     }
 }
@@ -479,6 +479,7 @@ impl StepHost {
     }
 
     fn release_held(&mut self) -> Result<ReleaseReport, ReleaseError> {
+        let start = Instant::now();
         self.actor = "host".to_string();
         let record = std::mem::take(&mut self.record.mounts);
         let (remaining, report, failures) = release_mounts(&self.state, self.sys.as_ref(), &record);
@@ -492,7 +493,7 @@ impl StepHost {
             } else {
                 Err("some mountpoints could not be released")
             },
-            std::time::Duration::ZERO,
+            start.elapsed(),
         );
         self.record.mounts = remaining;
         self.write_record()?;
