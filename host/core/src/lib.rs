@@ -1,0 +1,14 @@
+//! The privileged half of the host, without the WebAssembly runtime: what a
+//! policy's requests turn into (in-root resolution, mounts through the
+//! [`sys::Syscalls`] trait, step records in the state directory, release and
+//! gc) and the checks on what a policy returns. It builds without wasmtime,
+//! so the fuzz targets and an auditor see only this.
+
+pub mod audit;
+pub mod facts;
+pub mod mount;
+pub mod resolve;
+pub mod state;
+pub mod step;
+pub mod sys;
+pub mod validate;
