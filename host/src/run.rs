@@ -334,7 +334,10 @@ fn run_inner(args: &RunArgs<'_>, request: &mut Request) -> Result<i32, RunError>
         .read_record(&request.id)
         .map_err(|e| prepare(e.to_string()))?
         .is_some()
-        || state.bundle_dir(&request.id).exists()
+        || state
+            .bundle_dir(&request.id)
+            .map_err(|e| prepare(e.to_string()))?
+            .exists()
     {
         return Err(prepare(format!(
             "step {} is already running or was not released (specwright release {})",
@@ -347,7 +350,7 @@ fn run_inner(args: &RunArgs<'_>, request: &mut Request) -> Result<i32, RunError>
         request.user = format!("{}:{}", user.uid, user.gid);
     }
     request.validate().map_err(|e| prepare(e.to_string()))?;
-    let bundle = state.bundle_dir(&request.id);
+    let bundle = state.bundle_dir(&request.id).map_err(|e| prepare(e.to_string()))?;
     std::fs::create_dir_all(&bundle).map_err(|e| prepare(format!("creating bundle {}: {e}", bundle.display())))?;
     if request.resolv_conf.is_empty() {
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

@@ -22,6 +22,19 @@ pub enum StateError {
     },
     #[error("{path}: corrupt step record: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("{id:?} is not a step id (ids name files in the state directory: letters, digits, '_', '.', '-', not starting with '.')")]
+    BadId { id: String },
+}
+
+/// Every path built from a step id goes through here: an id from a
+/// command line or a file name in `steps/` is never trusted to stay inside
+/// the state directory.
+fn checked_id(id: &str) -> Result<&str, StateError> {
+    if specwright_core::request::is_valid_id(id) {
+        Ok(id)
+    } else {
+        Err(StateError::BadId { id: id.to_string() })
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -139,8 +152,8 @@ impl StateDir {
     }
 
     /// Where `specwright run` puts a step's bundle.
-    pub fn bundle_dir(&self, id: &str) -> PathBuf {
-        self.root.join("bundles").join(id)
+    pub fn bundle_dir(&self, id: &str) -> Result<PathBuf, StateError> {
+        Ok(self.root.join("bundles").join(checked_id(id)?))
     }
 
     /// Precompiled policies.
@@ -160,13 +173,13 @@ impl StateDir {
         plain.then(|| self.mounts_dir().join(name))
     }
 
-    fn record_path(&self, id: &str) -> PathBuf {
-        self.root.join("steps").join(format!("{id}.json"))
+    fn record_path(&self, id: &str) -> Result<PathBuf, StateError> {
+        Ok(self.root.join("steps").join(format!("{}.json", checked_id(id)?)))
     }
 
     /// Reads the step's record; `None` when the step holds nothing.
     pub fn read_record(&self, id: &str) -> Result<Option<StepRecord>, StateError> {
-        let path = self.record_path(id);
+        let path = self.record_path(id)?;
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -196,7 +209,7 @@ impl StateDir {
     /// and the page cache outlives the process; after a power loss the
     /// mounts it describes are gone too.
     pub fn write_record(&self, record: &StepRecord) -> Result<(), StateError> {
-        let path = self.record_path(&record.id);
+        let path = self.record_path(&record.id)?;
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec(record).map_err(|e| StateError::Corrupt {
             path: path.clone(),
@@ -207,7 +220,7 @@ impl StateDir {
     }
 
     pub fn remove_record(&self, id: &str) -> Result<(), StateError> {
-        let path = self.record_path(id);
+        let path = self.record_path(id)?;
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
             _ => Ok(()),

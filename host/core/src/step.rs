@@ -687,9 +687,10 @@ pub fn hold_bind(
 
 /// Removes what `run` wrote for the step (config.json, resolv.conf, hosts).
 fn remove_bundle(state: &StateDir, id: &str) -> Result<(), ReleaseError> {
-    match std::fs::remove_dir_all(state.bundle_dir(id)) {
+    let bundle = state.bundle_dir(id)?;
+    match std::fs::remove_dir_all(&bundle) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ReleaseError::State(StateError::Io {
-            path: state.bundle_dir(id),
+            path: bundle,
             source: e,
         })),
         _ => Ok(()),
@@ -859,5 +860,37 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("already holds mounts"), "{err}");
+    }
+
+    /// Regression: ids named paths before they were checked, so a record
+    /// file named `...json` (id `..`) made `gc` remove the whole state
+    /// directory as the step's "bundle", mounts and all, and `release` of
+    /// an id with `../` removed a directory outside it.
+    #[test]
+    fn ids_that_are_not_plain_names_are_reported_and_nothing_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_root = dir.path().join("state");
+        let state = StateDir::open(&state_root).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("bundles")).unwrap();
+        std::fs::write(
+            state_root.join("steps/...json"),
+            r#"{"id":"..","owner":{"pid":0,"start_time":null},"mounts":[]}"#,
+        )
+        .unwrap();
+        let sys = RecordingSyscalls::dry_run();
+        let audit = Audit::events_only();
+        let outcomes = gc(&state, &sys, &audit).unwrap();
+        assert!(
+            matches!(&outcomes[..], [GcOutcome::Failed { id, error }] if id == ".." && error.contains("not a step id")),
+            "{outcomes:?}"
+        );
+        for id in ["..", "../outside", "../../outside", "a/b", ""] {
+            let err = release_step(&state, &sys, &audit, id).unwrap_err().to_string();
+            assert!(err.contains("not a step id"), "{id}: {err}");
+        }
+        assert!(state_root.join("mounts").is_dir() && state_root.join("steps/...json").is_file());
+        assert!(outside.join("bundles").is_dir());
+        assert!(sys.ops().is_empty(), "{:?}", sys.ops());
     }
 }

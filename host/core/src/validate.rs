@@ -99,7 +99,11 @@ mod tests {
     #[test]
     fn embedded_schema_matches_shared_copy() {
         let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/runtime-spec-v1.2.1");
-        assert!(shared.exists(), "{} is missing: CI puts ../shared beside the clone", shared.display());
+        assert!(
+            shared.exists(),
+            "{} is missing: CI puts ../shared beside the clone",
+            shared.display()
+        );
         for (name, text) in SCHEMA_FILES {
             let theirs = std::fs::read_to_string(shared.join(name)).unwrap();
             assert_eq!(*text, theirs, "{name} differs from ../shared");
@@ -110,7 +114,11 @@ mod tests {
     fn good_and_bad_configs_from_the_spec_repo() {
         let tests =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/runtime-spec-v1.2.1/test/config");
-        assert!(tests.exists(), "{} is missing: CI puts ../shared beside the clone", tests.display());
+        assert!(
+            tests.exists(),
+            "{} is missing: CI puts ../shared beside the clone",
+            tests.display()
+        );
         let mut checked = 0;
         for entry in walk(&tests) {
             let expect_good = entry.parent().unwrap().ends_with("good");
