@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 /// The default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/specwright";
 
+/// The most mountpoints one step may hold; a record claiming more is corrupt.
+pub const MAX_MOUNTPOINTS: usize = 1024;
+
+/// The most mounts stacked on one mountpoint; a record claiming more is
+/// corrupt (release would otherwise unmount that many times).
+pub const MAX_STACKED: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("{path}: {source}")]
@@ -199,6 +206,24 @@ impl StateDir {
             return Err(StateError::Corrupt {
                 path,
                 message: format!("mountpoint name {:?} is not a plain name", bad.name),
+            });
+        }
+        if record.mounts.len() > MAX_MOUNTPOINTS {
+            return Err(StateError::Corrupt {
+                path,
+                message: format!(
+                    "{} mountpoints, more than a step can hold ({MAX_MOUNTPOINTS})",
+                    record.mounts.len()
+                ),
+            });
+        }
+        if let Some(bad) = record.mounts.iter().find(|m| m.stacked > MAX_STACKED) {
+            return Err(StateError::Corrupt {
+                path,
+                message: format!(
+                    "{} stacked mounts on {}, more than the host makes ({MAX_STACKED})",
+                    bad.stacked, bad.name
+                ),
             });
         }
         Ok(Some(record))

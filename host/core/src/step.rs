@@ -17,7 +17,7 @@ use specwright_core::{HostError, Mounter};
 use crate::audit::Audit;
 use crate::mount::{mount_entry, unmount_all};
 use crate::resolve::{resolve_in_root, Resolved};
-use crate::state::{HeldMount, MountpointKind, Owner, StateDir, StateError, StepRecord};
+use crate::state::{HeldMount, MountpointKind, Owner, StateDir, StateError, StepRecord, MAX_MOUNTPOINTS, MAX_STACKED};
 use crate::sys::Syscalls;
 
 /// A materialized request mount, as the host tracks it.
@@ -270,6 +270,12 @@ impl StepHost {
                 if entries.is_empty() {
                     return Err(HostError::Refused("no entries given".to_string()));
                 }
+                if entries.len() > MAX_STACKED {
+                    return Err(HostError::Refused(format!(
+                        "{} entries on one mountpoint; at most {MAX_STACKED}",
+                        entries.len()
+                    )));
+                }
                 let mounts = entries
                     .iter()
                     .map(|&e| me.source_entry(source, e).cloned())
@@ -300,6 +306,12 @@ impl StepHost {
     /// Records a new mountpoint for the step (before anything is made) and
     /// creates it.
     fn hold_mountpoint(&mut self, kind: MountpointKind, stacked: usize) -> Result<(String, PathBuf), HostError> {
+        if self.record.mounts.len() >= MAX_MOUNTPOINTS {
+            return Err(HostError::Refused(format!(
+                "step {} already holds {MAX_MOUNTPOINTS} mountpoints, the most a step may",
+                self.id
+            )));
+        }
         let (name, path) = self.fresh_mountpoint()?;
         self.record.mounts.push(HeldMount {
             name: name.clone(),
@@ -549,18 +561,7 @@ fn release_mounts(
         Some(path) => release_mountpoint(sys, &path, m.kind, m.stacked).map(|r| (path.display().to_string(), r)),
         None => Err(format!("bad mountpoint name {:?}", m.name)),
     };
-    // A thread per mountpoint pays off only when there are several.
-    let results: Vec<Result<(String, crate::mount::UnmountReport), String>> = if held.len() <= 1 {
-        held.iter().map(release_one).collect()
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = held.iter().map(|m| scope.spawn(move || release_one(m))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("release thread panicked".to_string())))
-                .collect()
-        })
-    };
+    let results = for_each_concurrently(held, release_one);
     let mut remaining = Vec::new();
     let mut report = ReleaseReport::default();
     let mut failures = Vec::new();
@@ -579,6 +580,48 @@ fn release_mounts(
         }
     }
     (remaining, report, failures)
+}
+
+type Released = Result<(String, crate::mount::UnmountReport), String>;
+
+/// Mountpoints released at once: busy ones back off and retry, so they are
+/// not waited for one after another; a record never gets a thread each.
+const RELEASE_WORKERS: usize = 8;
+
+/// Runs `release_one` over `held` on up to [`RELEASE_WORKERS`] threads, this
+/// one included (so a thread that cannot be started only slows it down).
+fn for_each_concurrently(held: &[HeldMount], release_one: impl Fn(&HeldMount) -> Released + Sync) -> Vec<Released> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    if held.len() <= 1 {
+        return held.iter().map(release_one).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Released>>> = Mutex::new(vec![None; held.len()]);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(m) = held.get(i) else { break };
+        let result = release_one(m);
+        if let Ok(mut results) = results.lock() {
+            results[i] = Some(result);
+        }
+    };
+    std::thread::scope(|scope| {
+        // Fewer workers if one cannot start; this thread works anyway.
+        let workers: Vec<_> = (1..held.len().min(RELEASE_WORKERS))
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+            .collect();
+        work();
+        for worker in workers {
+            // A worker's panic is reported below as the mountpoint it left.
+            let _ = worker.join();
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("its release thread panicked".to_string())))
+        .collect()
 }
 
 /// Releases everything step `id` holds, from its record: the mountpoints
@@ -892,5 +935,90 @@ mod tests {
         assert!(state_root.join("mounts").is_dir() && state_root.join("steps/...json").is_file());
         assert!(outside.join("bundles").is_dir());
         assert!(sys.ops().is_empty(), "{:?}", sys.ops());
+    }
+
+    #[test]
+    fn a_record_claiming_more_than_the_host_makes_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let held = |n: usize, stacked: usize| -> Vec<HeldMount> {
+            (0..n)
+                .map(|i| HeldMount {
+                    name: format!("s1-{i}"),
+                    kind: MountpointKind::Dir,
+                    stacked,
+                })
+                .collect()
+        };
+        for (mounts, says) in [
+            (held(1, MAX_STACKED + 1), "stacked mounts"),
+            (held(MAX_MOUNTPOINTS + 1, 1), "mountpoints, more than"),
+        ] {
+            let record = StepRecord {
+                id: "s1".into(),
+                owner: Owner {
+                    pid: 0,
+                    start_time: None,
+                },
+                mounts,
+            };
+            state.write_record(&record).unwrap();
+            let sys = RecordingSyscalls::dry_run();
+            let err = release_step(&state, &sys, &Audit::events_only(), "s1")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("corrupt") && err.contains(says), "{err}");
+            assert!(
+                sys.ops().is_empty(),
+                "a corrupt record was trusted: {} ops",
+                sys.ops().len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_step_with_many_mountpoints_is_released_by_a_few_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mounts: Vec<HeldMount> = (0..MAX_MOUNTPOINTS)
+            .map(|i| HeldMount {
+                name: format!("s1-{i}"),
+                kind: MountpointKind::Dir,
+                stacked: 2,
+            })
+            .collect();
+        state
+            .write_record(&StepRecord {
+                id: "s1".into(),
+                owner: Owner {
+                    pid: 0,
+                    start_time: None,
+                },
+                mounts,
+            })
+            .unwrap();
+        let sys = RecordingSyscalls::dry_run();
+        let report = release_step(&state, &sys, &Audit::events_only(), "s1").unwrap();
+        assert_eq!(report.released, MAX_MOUNTPOINTS);
+        let unmounts = sys.ops().iter().filter(|op| matches!(op, Op::Unmount { .. })).count();
+        assert_eq!(unmounts, 2 * MAX_MOUNTPOINTS);
+        assert!(state.read_record("s1").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_policy_cannot_stack_more_than_the_limit_on_one_mountpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(json!([{"dest": "/a", "source": "/srv/x", "readonly": true}]));
+        let (mut host, sys) = dry_host(dir.path(), &req);
+        let (src, _) = host.materialize(0).unwrap();
+        let err = host
+            .mount_temporary(src, &[0; MAX_STACKED + 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("at most") && err.contains("may not mount-temporary"),
+            "{err}"
+        );
+        assert!(sys.ops().is_empty());
     }
 }
