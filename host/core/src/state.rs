@@ -33,6 +33,16 @@ pub enum StateError {
     BadId { id: String },
 }
 
+/// The host names a step's mountpoints `<id>-<n>`, and the runner's rootfs
+/// `<id>-rootfs`; a record naming another step's mountpoint is corrupt.
+pub fn is_mountpoint_of(id: &str, name: &str) -> bool {
+    match name.strip_prefix(id).and_then(|rest| rest.strip_prefix('-')) {
+        Some("rootfs") => true,
+        Some(n) => !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}
+
 /// Every path built from a step id goes through here: an id from a
 /// command line or a file name in `steps/` is never trusted to stay inside
 /// the state directory.
@@ -208,6 +218,12 @@ impl StateDir {
                 message: format!("mountpoint name {:?} is not a plain name", bad.name),
             });
         }
+        if let Some(bad) = record.mounts.iter().find(|m| !is_mountpoint_of(id, &m.name)) {
+            return Err(StateError::Corrupt {
+                path,
+                message: format!("mountpoint {:?} is not one of step {id}'s", bad.name),
+            });
+        }
         if record.mounts.len() > MAX_MOUNTPOINTS {
             return Err(StateError::Corrupt {
                 path,
@@ -305,6 +321,31 @@ mod tests {
         )
         .unwrap();
         assert!(state.read_record("v").is_err());
+        std::fs::write(
+            dir.path().join("steps/a.json"),
+            r#"{"id":"a","owner":{"pid":1,"start_time":null},"mounts":[{"name":"a-1-0","stacked":1}]}"#,
+        )
+        .unwrap();
+        let err = state.read_record("a").unwrap_err().to_string();
+        assert!(err.contains("not one of step a's"), "{err}");
+    }
+
+    #[test]
+    fn mountpoint_names_belong_to_their_step() {
+        for (id, name, ours) in [
+            ("a", "a-0", true),
+            ("a", "a-17", true),
+            ("a", "a-rootfs", true),
+            ("a", "a-1-0", false),
+            ("a-1", "a-1-0", true),
+            ("a", "a-", false),
+            ("a", "b-0", false),
+            ("a", "a0", false),
+            ("a", "ab-0", false),
+            ("a", "a-rootfs2", false),
+        ] {
+            assert_eq!(is_mountpoint_of(id, name), ours, "{id} {name}");
+        }
     }
 
     #[test]
