@@ -104,6 +104,13 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveE
             return Ok(found);
         }
         let mut stack = walk(&root_fd, &root_path, selector)?;
+        if stack.is_empty() {
+            // The root itself ("", "missing/..").
+            return Ok(Resolved {
+                path: into_string(root_path)?,
+                object: Some(root_fd),
+            });
+        }
         let resolved = joined(&root_path, &stack, stack.len());
         let existing = stack.iter().take_while(|s| s.fd.is_some()).count();
         let verified = match existing.checked_sub(1).and_then(|i| stack[i].fd.as_ref()) {
@@ -275,6 +282,20 @@ mod tests {
         symlink("link_rel/../other", t.path().join("c3")).unwrap();
         // c3 -> link_rel/../other: link_rel is sub/dir, so .. is sub.
         assert_eq!(resolve(&t, "c1").unwrap(), "/sub/other");
+    }
+
+    /// Found by the selector fuzz target: the walk returned no object for
+    /// the root itself, so `--pin-selectors` refused to pin it.
+    #[test]
+    fn the_root_itself_is_returned_with_its_object() {
+        let t = tree();
+        let root = std::fs::canonicalize(t.path()).unwrap();
+        for sel in ["", "/", ".", "missing/..", "sub/..", "../.."] {
+            let resolved = resolve_in_root(&root, sel).unwrap();
+            assert_eq!(resolved.path, root.to_str().unwrap(), "{sel:?}");
+            let object = resolved.object.unwrap_or_else(|| panic!("{sel:?}: no object"));
+            assert_eq!(fd_path(&object).unwrap(), root, "{sel:?}");
+        }
     }
 
     #[test]
