@@ -42,6 +42,8 @@ pub enum ResolveError {
     NotUtf8(PathBuf),
     #[error("{0}: kept changing while being resolved")]
     Raced(String),
+    #[error("selector {0:?} contains a NUL byte")]
+    Nul(String),
 }
 
 struct Step {
@@ -92,6 +94,10 @@ fn into_string(path: PathBuf) -> Result<String, ResolveError> {
 /// Resolves `selector` inside `root`, returning the host path of what it
 /// names (which need not exist) and, when it exists, the object.
 pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
+    // pathrs would cut the path at the NUL and resolve what precedes it.
+    if selector.contains('\0') {
+        return Err(ResolveError::Nul(selector.to_string()));
+    }
     let root_fd = open(
         root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -295,6 +301,15 @@ mod tests {
             assert_eq!(resolved.path, root.to_str().unwrap(), "{sel:?}");
             let object = resolved.object.unwrap_or_else(|| panic!("{sel:?}: no object"));
             assert_eq!(fd_path(&object).unwrap(), root, "{sel:?}");
+        }
+    }
+
+    /// Found by the selector fuzz target: "deep/\0/b" resolved to /deep.
+    #[test]
+    fn a_nul_byte_is_an_error() {
+        let t = tree();
+        for sel in ["sub/\0/dir", "\0", "missing/\0"] {
+            assert!(matches!(resolve(&t, sel), Err(ResolveError::Nul(_))), "{sel:?}");
         }
     }
 
