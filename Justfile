@@ -18,8 +18,14 @@ bench:
     cargo build --release -p specwright -p specwright-bench
     target/release/specwright-bench --write BENCHMARKS.md
 
+# Every cargo fuzz target for a bounded time (seconds each); installs
+# nightly and cargo-fuzz when missing. CI runs it for 30 s a target.
+fuzz seconds="60":
+    scripts/fuzz {{seconds}}
+
 # Formatting and lints, host and guest.
 lint:
     cargo fmt --all --check
+    cargo fmt --manifest-path fuzz/Cargo.toml --check
     cargo clippy --all-targets -- -D warnings
     cargo clippy -p specwright-sdk -p specwright-policy-buildkit -p specwright-policy-hardened -p specwright-policy-mount-allowlist -p specwright-testpolicy --target wasm32-wasip2 --target-dir target/guest --profile guest -- -D warnings

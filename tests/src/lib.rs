@@ -146,3 +146,107 @@ pub fn make_busybox_rootfs(dir: &Path) -> Result<()> {
     std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
     Ok(())
 }
+
+/// The kernel's mount table and directory entries as a model, for property
+/// tests of the host's bookkeeping: creating what exists is EEXIST,
+/// removing a mountpoint EBUSY, unmounting what is not mounted EINVAL, a
+/// remount or propagation change needs a mount. Clones share one model.
+#[derive(Clone, Default)]
+pub struct KernelModel {
+    state: std::sync::Arc<std::sync::Mutex<KernelState>>,
+}
+
+/// What the model holds: stacked mounts by target, and entries made.
+#[derive(Clone, Debug, Default)]
+pub struct KernelState {
+    pub mounted: std::collections::BTreeMap<PathBuf, usize>,
+    pub entries: std::collections::BTreeSet<PathBuf>,
+}
+
+impl KernelModel {
+    pub fn snapshot(&self) -> KernelState {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KernelState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn create(&self, path: &Path) -> Result<(), nix::errno::Errno> {
+        let mut state = self.lock();
+        if !state.entries.insert(path.to_path_buf()) {
+            return Err(nix::errno::Errno::EEXIST);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> Result<(), nix::errno::Errno> {
+        let mut state = self.lock();
+        if state.mounted.contains_key(path) {
+            return Err(nix::errno::Errno::EBUSY);
+        }
+        if !state.entries.remove(path) {
+            return Err(nix::errno::Errno::ENOENT);
+        }
+        Ok(())
+    }
+}
+
+impl specwright::sys::Syscalls for KernelModel {
+    fn create_dir(&self, path: &Path) -> Result<(), nix::errno::Errno> {
+        self.create(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> Result<(), nix::errno::Errno> {
+        self.remove(path)
+    }
+
+    fn create_file(&self, path: &Path) -> Result<(), nix::errno::Errno> {
+        self.create(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<(), nix::errno::Errno> {
+        self.remove(path)
+    }
+
+    fn mount(
+        &self,
+        _source: Option<&str>,
+        target: &Path,
+        _fstype: Option<&str>,
+        flags: nix::mount::MsFlags,
+        _data: Option<&str>,
+    ) -> Result<(), nix::errno::Errno> {
+        use nix::mount::MsFlags;
+        let mut state = self.lock();
+        let changes_a_mount =
+            MsFlags::MS_REMOUNT | MsFlags::MS_SHARED | MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE | MsFlags::MS_UNBINDABLE;
+        if flags.intersects(changes_a_mount) {
+            return if state.mounted.contains_key(target) {
+                Ok(())
+            } else {
+                Err(nix::errno::Errno::EINVAL)
+            };
+        }
+        if !state.entries.contains(target) {
+            return Err(nix::errno::Errno::ENOENT);
+        }
+        *state.mounted.entry(target.to_path_buf()).or_default() += 1;
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path, _flags: nix::mount::MntFlags) -> Result<(), nix::errno::Errno> {
+        let mut state = self.lock();
+        match state.mounted.get_mut(target) {
+            None => Err(nix::errno::Errno::EINVAL),
+            Some(1) => {
+                state.mounted.remove(target);
+                Ok(())
+            }
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+        }
+    }
+}

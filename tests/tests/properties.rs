@@ -1,6 +1,8 @@
-//! Property tests of the pure core and of in-root resolution, on random
-//! input (proptest): specs always match the runtime-spec schema, and a
-//! selector never resolves outside its root.
+//! Property tests of the pure core, in-root resolution and the host's
+//! bookkeeping, on random input (proptest): specs always match the
+//! runtime-spec schema, a selector never resolves outside its root, and a
+//! step released after any prefix of its operations (with a fault anywhere)
+//! leaves nothing.
 
 use std::sync::Arc;
 
@@ -8,11 +10,54 @@ use proptest::prelude::*;
 use serde_json::json;
 use specwright::audit::Audit;
 use specwright::resolve::{resolve_in_root, ResolveError};
+use specwright::state::Owner;
 use specwright::state::StateDir;
-use specwright::step::{StepHost, StepOptions};
+use specwright::step::{gc, release_step, StepHost, StepOptions};
 use specwright::sys::RecordingSyscalls;
 use specwright_core::{HostFacts, Request};
-use specwright_tests::{make_oracle_source_tree, workdir};
+use specwright_tests::{make_oracle_source_tree, workdir, KernelModel};
+
+/// What a policy can ask of the host, by index into what it got so far.
+#[derive(Debug, Clone)]
+enum StepOp {
+    Materialize(u32),
+    MountTemporary(usize, Vec<u32>),
+    ReleaseRoot(usize),
+}
+
+/// How the step ends.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// The chain failed: the host releases everything at once.
+    ReleaseAll,
+    /// The step host is dropped without being kept (a trap, a panic).
+    Dropped,
+    /// The step succeeded; `specwright release` later, from the record.
+    KeptThenReleased,
+    /// The step succeeded and its owner died; `specwright gc`.
+    KeptThenCollected,
+}
+
+fn step_ops() -> impl Strategy<Value = Vec<StepOp>> {
+    proptest::collection::vec(
+        prop_oneof![
+            (0u32..3).prop_map(StepOp::Materialize),
+            // Mostly entries that exist: the third request mount has two.
+            (0usize..3, proptest::collection::vec(0u32..2, 1..3)).prop_map(|(s, e)| StepOp::MountTemporary(s, e)),
+            (0usize..4).prop_map(StepOp::ReleaseRoot),
+        ],
+        0..16,
+    )
+}
+
+fn ending() -> impl Strategy<Value = Ending> {
+    prop_oneof![
+        Just(Ending::ReleaseAll),
+        Just(Ending::Dropped),
+        Just(Ending::KeptThenReleased),
+        Just(Ending::KeptThenCollected),
+    ]
+}
 
 fn text() -> impl Strategy<Value = String> {
     proptest::string::string_regex("[ -~]{0,12}").unwrap()
@@ -150,5 +195,76 @@ proptest! {
             Err(ResolveError::TooManyLinks) | Err(ResolveError::Io { .. }) => {}
             Err(e) => prop_assert!(false, "{selector}: {e}"),
         }
+    }
+
+    #[test]
+    fn release_after_any_prefix_of_operations_leaves_nothing(
+        ops in step_ops(),
+        ending in ending(),
+        fail_at in proptest::option::of(0usize..32),
+    ) {
+        let (_dir, work) = workdir();
+        let state = StateDir::open(&work.join("state")).unwrap();
+        let request = Request::from_json(&json!({
+            "id": "prop-step",
+            "mounts": [
+                {"dest": "/a", "source": "/srv/a", "readonly": false},
+                {"dest": "/b", "source": "/srv/b", "readonly": true},
+                {"dest": "/c", "mountable": [
+                    {"type": "bind", "source": "/srv/c", "options": ["rbind", "ro"]},
+                    {"type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+                ]},
+            ],
+        }).to_string()).unwrap();
+        let kernel = KernelModel::default();
+        let sys = Arc::new(RecordingSyscalls::failing_at(Box::new(kernel.clone()), fail_at));
+        let audit = Arc::new(Audit::events_only());
+        // No process has this pid, so gc takes the owner for dead.
+        let options = StepOptions { owner: Owner { pid: u32::MAX, start_time: None }, ..StepOptions::default() };
+        let mut host = StepHost::new(state.clone(), sys.clone(), audit.clone(), options, &request).unwrap();
+        let (mut sources, mut roots) = (Vec::new(), Vec::new());
+        for op in &ops {
+            match op {
+                StepOp::Materialize(i) => {
+                    if let Ok((source, _)) = host.materialize(*i) {
+                        sources.push(source);
+                    }
+                }
+                StepOp::MountTemporary(pick, entries) => {
+                    if let Some(source) = sources.get(*pick) {
+                        if let Ok(root) = host.mount_temporary(*source, entries) {
+                            roots.push(root);
+                        }
+                    }
+                }
+                StepOp::ReleaseRoot(pick) => {
+                    if let Some(root) = roots.get(*pick) {
+                        let _ = host.release_root(*root);
+                    }
+                }
+            }
+        }
+        match ending {
+            Ending::ReleaseAll => drop(host.release_all()),
+            Ending::Dropped => drop(host),
+            Ending::KeptThenReleased => {
+                host.keep();
+                drop(release_step(&state, sys.as_ref(), &audit, "prop-step"));
+            }
+            Ending::KeptThenCollected => {
+                host.keep();
+                drop(gc(&state, sys.as_ref(), &audit).unwrap());
+            }
+        }
+        // A release the fault hit keeps what it could not undo recorded;
+        // the next one (the fault has passed) finishes.
+        let again = release_step(&state, sys.as_ref(), &audit, "prop-step");
+        prop_assert!(again.is_ok(), "{:?}", again.err().map(|e| e.to_string()));
+        let left = kernel.snapshot();
+        prop_assert!(
+            left.mounted.is_empty() && left.entries.is_empty(),
+            "left behind: {left:?}\nops: {:?}", sys.ops()
+        );
+        prop_assert!(state.read_record("prop-step").unwrap().is_none(), "a record is left");
     }
 }
