@@ -57,6 +57,13 @@ pub fn build_wasm(root: &Path, dir: &Path, args: &[&str]) {
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }
+    // The outer build's profile overrides (CARGO_PROFILE_RELEASE_DEBUG, ...)
+    // would change the policies, whose profile `guest` inherits `release`.
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("CARGO_PROFILE_") {
+            cmd.env_remove(var);
+        }
+    }
     let status = cmd.status().expect("running the nested cargo for wasm32-wasip2");
     assert!(
         status.success(),
