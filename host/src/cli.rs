@@ -190,6 +190,7 @@ fn run(cli: Cli) -> Result<i32> {
             policy_timeout_ms,
             policy_memory_mib,
         } => {
+            crate::validate::prepare_in_background();
             let limits = Limits {
                 time: Duration::from_millis(policy_timeout_ms),
                 memory_bytes: policy_memory_mib << 20,
@@ -386,17 +387,21 @@ fn op_json(op: &Op) -> serde_json::Value {
 }
 
 fn spec(args: SpecArgs) -> Result<()> {
+    crate::validate::prepare_in_background();
     let request = read_request(&args.request)?;
     let facts = match &args.host_facts {
         Some(path) => crate::facts::read_facts_file(path)?,
         None => crate::facts::detect()?,
     };
     // A dry run writes nothing, not even the compile cache.
-    let runtime = if args.options.dry_run {
-        PolicyRuntime::new(args.limits)?
+    let opened = if args.options.dry_run {
+        None
     } else {
-        let (state, _) = open_state(&args.state_dir)?;
-        PolicyRuntime::new(args.limits)?.with_cache(&state.cache_dir())?
+        Some(open_state(&args.state_dir)?)
+    };
+    let runtime = match &opened {
+        None => PolicyRuntime::new(args.limits)?,
+        Some((state, _)) => PolicyRuntime::new(args.limits)?.with_cache(&state.cache_dir())?,
     };
     let chain = load_chain(&runtime, &args.policies)?;
 
@@ -419,7 +424,10 @@ fn spec(args: SpecArgs) -> Result<()> {
     if let Some(bundle) = &args.bundle {
         std::fs::create_dir_all(bundle).with_context(|| format!("creating bundle dir {}", bundle.display()))?;
     }
-    let (state, audit) = open_state(&args.state_dir)?;
+    let (state, audit) = match opened {
+        Some(opened) => opened,
+        None => open_state(&args.state_dir)?,
+    };
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
     let ctx = StepContext {
         state: state.clone(),

@@ -55,17 +55,27 @@ fn shared_schema_validator() -> jsonschema::Validator {
         |name: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap() };
     let mut root = read("config-schema.json");
     root["id"] = Value::String(format!("{base}config-schema.json"));
-    let mut options = jsonschema::options().with_draft(jsonschema::Draft::Draft4);
+    let mut resources = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".json") && name != "config-schema.json" {
-            options = options.with_resource(
+            resources.push((
                 format!("{base}{name}"),
                 jsonschema::Draft::Draft4.create_resource(read(&name)),
-            );
+            ));
         }
     }
-    options.build(&root).unwrap()
+    let registry = jsonschema::Registry::new()
+        .draft(jsonschema::Draft::Draft4)
+        .extend(resources)
+        .unwrap()
+        .prepare()
+        .unwrap();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .with_registry(&registry)
+        .build(&root)
+        .unwrap()
 }
 
 #[test]

@@ -45,12 +45,28 @@ fn build_validator() -> Result<Validator, String> {
     if let Value::Object(map) = &mut root {
         map.insert("id".to_string(), Value::String(format!("{BASE}config-schema.json")));
     }
-    let mut options = jsonschema::options().with_draft(Draft::Draft4);
-    for (name, text) in &SCHEMA_FILES[1..] {
-        let value = parse(name, text)?;
-        options = options.with_resource(format!("{BASE}{name}"), Draft::Draft4.create_resource(value));
-    }
-    options.build(&root).map_err(|e| e.to_string())
+    let resources = SCHEMA_FILES[1..]
+        .iter()
+        .map(|(name, text)| {
+            Ok((
+                format!("{BASE}{name}"),
+                Draft::Draft4.create_resource(parse(name, text)?),
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    // Everything is embedded: nothing is fetched, not even the draft-4
+    // meta-schema, which the validator knows.
+    let registry = jsonschema::Registry::new()
+        .draft(Draft::Draft4)
+        .retrieve_known_draft_meta_schemas(false)
+        .extend(resources)
+        .and_then(|builder| builder.prepare())
+        .map_err(|e| e.to_string())?;
+    jsonschema::options()
+        .with_draft(Draft::Draft4)
+        .with_registry(&registry)
+        .build(&root)
+        .map_err(|e| e.to_string())
 }
 
 fn validator() -> Result<&'static Validator, SpecValidationError> {
@@ -61,13 +77,23 @@ fn validator() -> Result<&'static Validator, SpecValidationError> {
         .map_err(|e| SpecValidationError::BadSchema(e.clone()))
 }
 
+/// Builds the schema validator on another thread, so that a short-lived
+/// process (the CLI) has it ready when its policy returns instead of
+/// building it then: it costs a few milliseconds, more than the policy.
+/// Without a thread, validation builds it when first needed.
+pub fn prepare_in_background() {
+    let _ = std::thread::Builder::new().name("schema".to_string()).spawn(|| {
+        let _ = validator();
+    });
+}
+
 /// Validates a parsed spec against the runtime-spec schema; every
 /// violation is listed with where it is.
 pub fn validate_value(spec: &Value) -> Result<(), SpecValidationError> {
     let errors: Vec<String> = validator()?
         .iter_errors(spec)
         .map(|e| {
-            let at = e.instance_path.to_string();
+            let at = e.instance_path().to_string();
             if at.is_empty() {
                 e.to_string()
             } else {
