@@ -106,7 +106,7 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveE
     .map_err(|e| io_error(root, e))?;
     let root_path = fd_path(&root_fd).map_err(|e| io_error(root, e))?;
     for _ in 0..RACE_RETRIES {
-        if let Some(found) = resolve_existing(&root_path, selector)? {
+        if let Some(found) = resolve_existing(&root_fd, &root_path, selector)? {
             return Ok(found);
         }
         let mut stack = walk(&root_fd, &root_path, selector)?;
@@ -140,10 +140,9 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveE
 
 /// The fast path through `pathrs`; `None` when the walk must decide (the
 /// path does not fully exist, or has more links than the kernel follows).
-fn resolve_existing(root_path: &Path, selector: &str) -> Result<Option<Resolved>, ResolveError> {
-    let Ok(root) = pathrs::Root::open(root_path) else {
-        return Ok(None);
-    };
+fn resolve_existing(root_fd: &OwnedFd, root_path: &Path, selector: &str) -> Result<Option<Resolved>, ResolveError> {
+    // The root we opened, not its path again: the same object the walk uses.
+    let root = pathrs::RootRef::from_fd(root_fd.as_fd());
     let handle = match root.resolve(selector) {
         Ok(handle) => handle,
         Err(e) if e.kind() == pathrs::error::ErrorKind::SafetyViolation => {
