@@ -494,7 +494,9 @@ impl StepHost {
         let start = Instant::now();
         self.actor = "host".to_string();
         let record = std::mem::take(&mut self.record.mounts);
-        let (remaining, report, failures) = release_mounts(&self.state, self.sys.as_ref(), &record);
+        // A dry run has nothing to wait for: no threads.
+        let workers = if self.options.dry_run { 1 } else { RELEASE_WORKERS };
+        let (remaining, report, failures) = release_mounts(&self.state, self.sys.as_ref(), &record, workers);
         self.audit.record(
             &self.id,
             "host",
@@ -556,12 +558,13 @@ fn release_mounts(
     state: &StateDir,
     sys: &dyn Syscalls,
     held: &[HeldMount],
+    workers: usize,
 ) -> (Vec<HeldMount>, ReleaseReport, Vec<String>) {
     let release_one = |m: &HeldMount| match state.mountpoint(&m.name) {
         Some(path) => release_mountpoint(sys, &path, m.kind, m.stacked).map(|r| (path.display().to_string(), r)),
         None => Err(format!("bad mountpoint name {:?}", m.name)),
     };
-    let results = for_each_concurrently(held, release_one);
+    let results = for_each_concurrently(held, workers, release_one);
     let mut remaining = Vec::new();
     let mut report = ReleaseReport::default();
     let mut failures = Vec::new();
@@ -588,12 +591,16 @@ type Released = Result<(String, crate::mount::UnmountReport), String>;
 /// not waited for one after another; a record never gets a thread each.
 const RELEASE_WORKERS: usize = 8;
 
-/// Runs `release_one` over `held` on up to [`RELEASE_WORKERS`] threads, this
-/// one included (so a thread that cannot be started only slows it down).
-fn for_each_concurrently(held: &[HeldMount], release_one: impl Fn(&HeldMount) -> Released + Sync) -> Vec<Released> {
+/// Runs `release_one` over `held` on up to `workers` threads, this one
+/// included (so a thread that cannot be started only slows it down).
+fn for_each_concurrently(
+    held: &[HeldMount],
+    workers: usize,
+    release_one: impl Fn(&HeldMount) -> Released + Sync,
+) -> Vec<Released> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
-    if held.len() <= 1 {
+    if held.len() <= 1 || workers <= 1 {
         return held.iter().map(release_one).collect();
     }
     let next = AtomicUsize::new(0);
@@ -608,7 +615,7 @@ fn for_each_concurrently(held: &[HeldMount], release_one: impl Fn(&HeldMount) ->
     };
     std::thread::scope(|scope| {
         // Fewer workers if one cannot start; this thread works anyway.
-        let workers: Vec<_> = (1..held.len().min(RELEASE_WORKERS))
+        let workers: Vec<_> = (1..held.len().min(workers))
             .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
             .collect();
         work();
@@ -638,7 +645,7 @@ pub fn release_step(
         remove_bundle(state, id)?;
         return Ok(ReleaseReport::default());
     };
-    let (remaining, report, failures) = release_mounts(state, sys, &record.mounts);
+    let (remaining, report, failures) = release_mounts(state, sys, &record.mounts, RELEASE_WORKERS);
     let held = record.mounts.len();
     record.mounts = remaining;
     if record.mounts.is_empty() {
