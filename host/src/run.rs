@@ -390,8 +390,11 @@ fn run_inner(args: &RunArgs<'_>, request: &mut Request) -> Result<i32, RunError>
         spec["process"]["user"]["additionalGids"] = serde_json::json!(user.additional_gids);
     }
     // The policies' output was validated; what the runner changed is too.
-    crate::validate::validate_value(&spec)
-        .map_err(|e| prepare(format!("the spec after the runner's changes (root, groups, capabilities) {e}")))?;
+    crate::validate::validate_value(&spec).map_err(|e| {
+        prepare(format!(
+            "the spec after the runner's changes (root, groups, capabilities) {e}"
+        ))
+    })?;
     let config = bundle.join("config.json");
     let text = serde_json::to_vec_pretty(&spec).map_err(|e| prepare(e.to_string()))?;
     std::fs::File::create(&config)
