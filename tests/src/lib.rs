@@ -75,6 +75,36 @@ pub fn run_in_private_mount_namespace(program: &Path, args: &[&str]) -> Result<O
         .context("running unshare (util-linux)")
 }
 
+/// What a shell script run in a private mount namespace reported: the exit
+/// code it printed as `rc=N` (-1 if none), its `left=...` line (what was
+/// still mounted or recorded), and everything it printed.
+pub struct ScriptReport {
+    pub rc: i32,
+    pub left: String,
+    pub stdout: String,
+}
+
+/// Runs `script` with `sh -c` in a new private mount namespace (tests
+/// only: panics when unshare cannot run).
+pub fn run_script_in_private_mount_namespace(script: &str) -> ScriptReport {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .output()
+        .expect("running unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rc = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("rc="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1);
+    let left = stdout
+        .lines()
+        .find(|l| l.starts_with("left="))
+        .unwrap_or_default()
+        .to_string();
+    ScriptReport { rc, left, stdout }
+}
+
 /// Builds the oracle's `<SRCn>` tree at `dir`.
 pub fn make_oracle_source_tree(dir: &Path) -> Result<()> {
     use std::os::unix::fs::symlink;

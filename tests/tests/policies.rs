@@ -10,7 +10,10 @@ use specwright::policy::{Limits, PolicyRuntime};
 use specwright::state::StateDir;
 use specwright::sys::RecordingSyscalls;
 use specwright::StepContext;
-use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, oracle_facts_file, workdir, write_json};
+use specwright_tests::{
+    make_oracle_source_tree, oracle_cases_dir, oracle_facts_file, run_script_in_private_mount_namespace, workdir,
+    write_json, ScriptReport,
+};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
@@ -49,21 +52,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
         args = quoted.join(" "),
         work = work.display(),
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let rc = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("rc="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1);
-    let left = stdout
-        .lines()
-        .find(|l| l.starts_with("left="))
-        .unwrap_or_default()
-        .to_string();
+    let ScriptReport { rc, left, .. } = run_script_in_private_mount_namespace(&script);
     let err = std::fs::read_to_string(work.join("err.txt")).unwrap_or_default();
     let out_json = std::fs::read_to_string(work.join("out.json")).unwrap_or_default();
     (rc, err, left, out_json)

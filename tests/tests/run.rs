@@ -4,10 +4,11 @@
 //! /sys/fs/cgroup/unified), and nothing may stay mounted afterwards.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{json, Value};
-use specwright_tests::{make_busybox_rootfs, make_oracle_source_tree, workdir, write_json};
+use specwright_tests::{
+    make_busybox_rootfs, make_oracle_source_tree, run_script_in_private_mount_namespace, workdir, write_json,
+};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 
@@ -51,25 +52,11 @@ echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts 
         rootfs = rootfs.display(),
         state = state.display(),
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &shell])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let code = text
-        .lines()
-        .find_map(|l| l.strip_prefix("rc="))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(-1);
-    let left = text
-        .lines()
-        .find(|l| l.starts_with("left="))
-        .unwrap_or_default()
-        .to_string();
+    let report = run_script_in_private_mount_namespace(&shell);
     Outcome {
-        code,
-        output: text,
-        left,
+        code: report.rc,
+        output: report.stdout,
+        left: report.left,
     }
 }
 

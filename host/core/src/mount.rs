@@ -18,6 +18,19 @@ pub struct ParsedOptions {
     pub data: String,
 }
 
+/// Propagation options and the flags each one sets (applied by a separate
+/// mount call after the mount itself).
+const PROPAGATION: &[(&str, MsFlags)] = &[
+    ("private", MsFlags::MS_PRIVATE),
+    ("rprivate", MsFlags::MS_PRIVATE.union(MsFlags::MS_REC)),
+    ("shared", MsFlags::MS_SHARED),
+    ("rshared", MsFlags::MS_SHARED.union(MsFlags::MS_REC)),
+    ("slave", MsFlags::MS_SLAVE),
+    ("rslave", MsFlags::MS_SLAVE.union(MsFlags::MS_REC)),
+    ("unbindable", MsFlags::MS_UNBINDABLE),
+    ("runbindable", MsFlags::MS_UNBINDABLE.union(MsFlags::MS_REC)),
+];
+
 /// containerd's `parseMountOptions`: known words become flags (set or
 /// cleared), propagation words are applied separately, the rest is data.
 pub fn parse_options(options: &[String]) -> ParsedOptions {
@@ -51,40 +64,11 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
             "strictatime" => (false, MsFlags::MS_STRICTATIME),
             "suid" => (true, MsFlags::MS_NOSUID),
             "sync" => (false, MsFlags::MS_SYNCHRONOUS),
-            "private" => {
-                propagation = MsFlags::MS_PRIVATE;
-                continue;
-            }
-            "rprivate" => {
-                propagation = MsFlags::MS_PRIVATE | MsFlags::MS_REC;
-                continue;
-            }
-            "shared" => {
-                propagation = MsFlags::MS_SHARED;
-                continue;
-            }
-            "rshared" => {
-                propagation = MsFlags::MS_SHARED | MsFlags::MS_REC;
-                continue;
-            }
-            "slave" => {
-                propagation = MsFlags::MS_SLAVE;
-                continue;
-            }
-            "rslave" => {
-                propagation = MsFlags::MS_SLAVE | MsFlags::MS_REC;
-                continue;
-            }
-            "unbindable" => {
-                propagation = MsFlags::MS_UNBINDABLE;
-                continue;
-            }
-            "runbindable" => {
-                propagation = MsFlags::MS_UNBINDABLE | MsFlags::MS_REC;
-                continue;
-            }
             other => {
-                data.push(other.to_string());
+                match PROPAGATION.iter().find(|(name, _)| *name == other) {
+                    Some((_, flags)) => propagation = *flags,
+                    None => data.push(other.to_string()),
+                }
                 continue;
             }
         };
