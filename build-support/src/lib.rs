@@ -25,6 +25,14 @@ const SCRUBBED_ENV: &[&str] = &[
     "CARGO_INCREMENTAL",
 ];
 
+/// The shadow stack of our policies. rustc's default for wasm is 1 MiB,
+/// placed first in linear memory, and the pooling allocator resets every
+/// byte below the high-water mark after each step: 1 MiB of memset per fresh
+/// instance for a policy that uses a few KiB. 64 KiB holds the deepest
+/// document serde_json accepts (tested: `the_guest_stack_holds_...`); an
+/// overflow runs below address 0 and traps, it cannot corrupt the heap.
+const GUEST_STACK_BYTES: usize = 64 << 10;
+
 /// The workspace root, from a build script's `CARGO_MANIFEST_DIR` (a
 /// direct child of the root).
 pub fn workspace_root() -> PathBuf {
@@ -64,6 +72,10 @@ pub fn build_wasm(root: &Path, dir: &Path, args: &[&str]) {
             cmd.env_remove(var);
         }
     }
+    cmd.env(
+        "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
+        format!("-C link-arg=-zstack-size={GUEST_STACK_BYTES}"),
+    );
     let status = cmd.status().expect("running the nested cargo for wasm32-wasip2");
     assert!(
         status.success(),

@@ -254,6 +254,10 @@ impl PolicyRuntime {
     fn with_config(limits: Limits, pooled: Option<u32>) -> Result<PolicyRuntime, PolicyError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // Names the policies' compiled functions for `perf report`.
+        if std::env::var_os("SPECWRIGHT_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         config.wasm_component_model(true);
         config.memory_init_cow(true);
         if let Some(slots) = pooled {

@@ -323,3 +323,68 @@ fn the_template_policy_builds_and_runs_after_the_default() {
     let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(spec["process"]["env"], json!(["PATH=/usr/bin:/bin", "FROM_TEMPLATE=1"]));
 }
+
+/// Our policies run on a small shadow stack (build-support's
+/// `GUEST_STACK_BYTES`, so that a fresh instance has less memory to reset);
+/// the deepest document a policy parses, a previous spec nested to
+/// serde_json's recursion limit, must still fit.
+#[test]
+fn the_guest_stack_holds_a_previous_spec_nested_to_the_parser_limit() {
+    let (_dir, work) = workdir();
+    let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+    let hardened = runtime
+        .load_bytes("hardened", &std::fs::read(HARDENED).unwrap(), String::new())
+        .unwrap();
+    let request_text = std::fs::read_to_string(oracle_cases_dir().join("minimal.request.json")).unwrap();
+    let request = specwright_core::Request::from_json(&request_text).unwrap();
+    let facts: specwright_core::HostFacts =
+        serde_json::from_str(&std::fs::read_to_string(oracle_facts_file()).unwrap()).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(oracle_cases_dir().join("minimal.expected.json")).unwrap())
+            .unwrap();
+    let expected = expected["spec"].to_string();
+    // The previous spec with an unknown field nested `depth` arrays deep.
+    let previous = |depth: usize| -> String {
+        let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let body = expected.trim_start().strip_prefix('{').unwrap();
+        format!("{{\"x-deep\":{deep},{body}")
+    };
+    // Across serde_json's recursion limit (128 levels, counted its own
+    // way through `flatten`), every depth is either passed on or refused by
+    // the parser; none exhausts the stack.
+    let (mut passed, mut refused) = (0, 0);
+    for depth in 110..=130 {
+        let step = specwright::step::StepHost::new(
+            StateDir::open(&work).unwrap(),
+            Arc::new(RecordingSyscalls::dry_run()),
+            Arc::new(specwright::audit::Audit::events_only()),
+            specwright::step::StepOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+            &request,
+        )
+        .unwrap();
+        let text = previous(depth);
+        match runtime.run(&hardened, step, &request_text, &facts, Some(&text)).1 {
+            Ok(spec) => {
+                let spec: Value = serde_json::from_str(&spec).unwrap();
+                let sent: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(spec["x-deep"], sent["x-deep"], "depth {depth}: passed on unchanged");
+                passed += 1;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains("recursion limit"),
+                    "depth {depth}: the parser's limit, not a trap: {message}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        passed > 0 && refused > 0,
+        "the depths cross the parser's limit ({passed} passed, {refused} refused)"
+    );
+}
