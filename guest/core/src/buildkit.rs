@@ -62,11 +62,10 @@ pub fn generate_without_mounts(request: &Request, facts: &HostFacts) -> Result<S
     with_env(&mut spec, request.env.as_deref());
     with_process_cwd(&mut spec, &request.cwd);
     with_new_privileges(&mut spec);
-    let hostname = match request.hostname.as_str() {
-        "" => DEFAULT_HOSTNAME,
-        name => name,
-    };
-    with_hostname(&mut spec, hostname);
+    match request.hostname.as_str() {
+        "" => with_hostname(&mut spec, DEFAULT_HOSTNAME),
+        name => with_hostname(&mut spec, name.to_string()),
+    }
     if let Some(path) = &request.cgroup_path {
         with_cgroups_path(&mut spec, path);
     }
@@ -84,7 +83,7 @@ mod tests {
     use super::*;
     use crate::mounts::HostError;
     use crate::request::{IdMap, IdRange, MountRequest, Mountable, Network};
-    use crate::spec::Mount;
+    use crate::spec::{Mount, Name};
 
     /// A host that records what it is asked and resolves by joining
     /// (the real, in-root resolution is tested in the host).
@@ -173,7 +172,7 @@ mod tests {
     fn defaults_follow_containerd_and_buildkit() {
         let (spec, log) = run(&request());
         assert!(log.is_empty(), "no mounts, no host operations");
-        let dests: Vec<_> = spec.mounts.iter().map(|m| m.destination.as_str()).collect();
+        let dests: Vec<_> = spec.mounts.iter().map(|m| &*m.destination).collect();
         assert_eq!(
             dests,
             [
@@ -312,9 +311,9 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("/a".into(), "/s0".into(), vec!["rbind".to_string()]),
-                ("/b".into(), "/s1".into(), vec!["rbind".to_string(), "ro".to_string()]),
-                ("/a".into(), "/s0".into(), vec!["rbind".to_string()]),
+                ("/a".into(), "/s0".into(), vec![Name::from("rbind")]),
+                ("/b".into(), "/s1".into(), vec![Name::from("rbind"), "ro".into()]),
+                ("/a".into(), "/s0".into(), vec![Name::from("rbind")]),
             ]
         );
         assert!(log.iter().all(|l| l.starts_with("materialize")), "{log:?}");

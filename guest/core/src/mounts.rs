@@ -1,7 +1,7 @@
 //! The step's own mounts: materialized by the host, narrowed by selectors.
 
 use crate::request::{Mountable, Request};
-use crate::spec::{Mount, Spec};
+use crate::spec::{Mount, Name, Spec};
 use crate::PolicyError;
 
 /// Why a privileged operation did not happen; mirrors the WIT `host-error`.
@@ -56,9 +56,15 @@ pub fn selects_root(selector: &str) -> bool {
 
 /// Options of a mount narrowed by a selector: a recursive bind, read-only
 /// once for every `ro` the original carried (as BuildKit builds them).
-fn selector_bind_options(original: &Mountable) -> Vec<String> {
-    let mut options = vec!["rbind".to_string()];
-    options.extend(original.options.iter().filter(|o| *o == "ro").cloned());
+fn selector_bind_options(original: &Mountable) -> Vec<Name> {
+    let mut options: Vec<Name> = vec!["rbind".into()];
+    options.extend(
+        original
+            .options
+            .iter()
+            .filter(|o| *o == "ro")
+            .map(|_| Name::Borrowed("ro")),
+    );
     options
 }
 
@@ -80,10 +86,10 @@ pub fn with_request_mounts<M: Mounter>(spec: &mut Spec, request: &Request, mount
         for (entry, mountable) in entries.iter().enumerate() {
             if selects_root(&m.selector) {
                 spec.mounts.push(Mount {
-                    destination: m.dest.clone(),
-                    kind: mountable.kind.clone(),
-                    source: mountable.source.clone(),
-                    options: mountable.options.clone(),
+                    destination: m.dest.clone().into(),
+                    kind: mountable.kind.clone().into(),
+                    source: mountable.source.clone().into(),
+                    options: mountable.options.iter().map(|o| o.clone().into()).collect(),
                 });
                 continue;
             }
@@ -103,9 +109,9 @@ pub fn with_request_mounts<M: Mounter>(spec: &mut Spec, request: &Request, mount
             }
             .map_err(host_failed)?;
             spec.mounts.push(Mount {
-                destination: m.dest.clone(),
-                kind: "bind".to_string(),
-                source: resolved,
+                destination: m.dest.clone().into(),
+                kind: "bind".into(),
+                source: resolved.into(),
                 options: selector_bind_options(mountable),
             });
         }

@@ -5,8 +5,8 @@ use crate::facts::HostFacts;
 use crate::request::{IdRange, Network};
 use crate::seccomp::default_seccomp;
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Namespace, Process, Resources, Rlimit, Root, Spec,
-    User,
+    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Namespace, Process, Resources, Rlimit, Root,
+    Spec, User,
 };
 
 /// runtime-spec version that containerd 1.4 writes.
@@ -101,16 +101,23 @@ const INSECURE_DEVICES: &[(&str, i64, i64)] = &[
 /// How many loop devices insecure mode exposes, from the first free one.
 const INSECURE_LOOP_DEVICES: u32 = 8;
 
-fn strings(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+/// Static strings borrowed into the spec: one allocation for the list, none
+/// for its items.
+fn names(list: &'static [&'static str]) -> Vec<Name> {
+    list.iter().map(|s| Name::Borrowed(s)).collect()
 }
 
-fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Mount {
+fn mount(
+    destination: impl Into<Name>,
+    kind: &'static str,
+    source: impl Into<Name>,
+    options: &'static [&'static str],
+) -> Mount {
     Mount {
-        destination: destination.to_string(),
-        kind: kind.to_string(),
-        source: source.to_string(),
-        options: strings(options),
+        destination: destination.into(),
+        kind: Name::Borrowed(kind),
+        source: source.into(),
+        options: names(options),
     }
 }
 
@@ -149,15 +156,15 @@ fn default_mounts() -> Vec<Mount> {
 
 /// containerd's `populateDefaultUnixSpec`: the spec every step starts from.
 pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
-    let caps = strings(DEFAULT_CAPS);
+    let caps = names(DEFAULT_CAPS);
     Spec {
-        oci_version: OCI_VERSION.to_string(),
+        oci_version: Name::Borrowed(OCI_VERSION),
         root: Some(Root {
-            path: "rootfs".to_string(),
+            path: Name::Borrowed("rootfs"),
             readonly: false,
         }),
         process: Some(Process {
-            cwd: "/".to_string(),
+            cwd: Name::Borrowed("/"),
             no_new_privileges: true,
             user: User::default(),
             capabilities: Some(Capabilities {
@@ -168,7 +175,7 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
                 ambient: Vec::new(),
             }),
             rlimits: vec![Rlimit {
-                kind: "RLIMIT_NOFILE".to_string(),
+                kind: Name::Borrowed("RLIMIT_NOFILE"),
                 hard: 1024,
                 soft: 1024,
             }],
@@ -176,26 +183,26 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
         }),
         mounts: default_mounts(),
         linux: Some(Linux {
-            masked_paths: strings(DEFAULT_MASKED_PATHS),
-            readonly_paths: strings(DEFAULT_READONLY_PATHS),
+            masked_paths: names(DEFAULT_MASKED_PATHS),
+            readonly_paths: names(DEFAULT_READONLY_PATHS),
             cgroups_path: format!("/{namespace}/{id}"),
             resources: Some(Resources {
                 devices: vec![DeviceCgroup {
                     allow: false,
-                    kind: String::new(),
-                    access: "rwm".to_string(),
+                    kind: Name::Borrowed(""),
+                    access: Name::Borrowed("rwm"),
                 }],
             }),
             namespaces: ["pid", "ipc", "uts", "mount", "network"]
                 .iter()
                 .map(|kind| Namespace {
-                    kind: kind.to_string(),
-                    path: String::new(),
+                    kind: Name::Borrowed(kind),
+                    path: Name::Borrowed(""),
                 })
                 .collect(),
             ..Linux::default()
         }),
-        hostname: String::new(),
+        hostname: Name::Borrowed(""),
         extra: Default::default(),
     }
 }
@@ -212,11 +219,11 @@ pub fn with_removed_mount(spec: &mut Spec, destination: &str) {
 }
 
 /// Appends a read-only bind of `source` (which may be empty) at `destination`.
-pub fn with_ro_bind(spec: &mut Spec, source: &str, destination: &str) {
+pub fn with_ro_bind(spec: &mut Spec, source: &str, destination: &'static str) {
     spec.mounts.push(mount(
         destination,
         "bind",
-        source,
+        source.to_string(),
         &["nosuid", "noexec", "nodev", "rbind", "ro"],
     ));
 }
@@ -237,16 +244,16 @@ pub fn with_default_seccomp(spec: &mut Spec, facts: &HostFacts) {
         .process
         .as_ref()
         .and_then(|p| p.capabilities.as_ref())
-        .map(|c| c.bounding.clone())
-        .unwrap_or_default();
-    spec.linux_mut().seccomp = Some(default_seccomp(&bounding, facts));
+        .map_or(&[][..], |c| &c.bounding[..]);
+    let seccomp = default_seccomp(bounding, facts);
+    spec.linux_mut().seccomp = Some(seccomp);
 }
 
 /// BuildKit's `entitlements.WithInsecureSpec`: every capability, no masked
 /// or read-only paths, all devices allowed, and the devices a privileged
 /// build expects (unless in a user namespace, where they cannot be made).
 pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespace: bool) {
-    let add = strings(INSECURE_CAPS);
+    let add = names(INSECURE_CAPS);
     let process = spec.process_mut();
     let caps = process.capabilities.get_or_insert_with(Capabilities::default);
     for set in [
@@ -266,15 +273,15 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
         .iter()
         .map(|kind| DeviceCgroup {
             allow: true,
-            kind: kind.to_string(),
-            access: "rwm".to_string(),
+            kind: Name::Borrowed(kind),
+            access: Name::Borrowed("rwm"),
         })
         .collect();
     if !in_user_namespace {
         for (path, major, minor) in INSECURE_DEVICES {
             linux.devices.push(Device {
-                path: path.to_string(),
-                kind: "c".to_string(),
+                path: Name::Borrowed(path),
+                kind: Name::Borrowed("c"),
                 major: *major,
                 minor: *minor,
             });
@@ -282,8 +289,8 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
         for n in 0..INSECURE_LOOP_DEVICES {
             let minor = i64::from(first_free_loop) + i64::from(n);
             linux.devices.push(Device {
-                path: format!("/dev/loop{minor}"),
-                kind: "b".to_string(),
+                path: format!("/dev/loop{minor}").into(),
+                kind: Name::Borrowed("b"),
                 major: 7,
                 minor,
             });
@@ -295,7 +302,7 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
 pub fn with_writeable_mounts_of_type(spec: &mut Spec, kind: &str) {
     for m in spec.mounts.iter_mut().filter(|m| m.kind == kind) {
         for o in m.options.iter_mut().filter(|o| *o == "ro") {
-            *o = "rw".to_string();
+            *o = Name::Borrowed("rw");
         }
     }
 }
@@ -306,11 +313,11 @@ pub fn with_host_namespace(spec: &mut Spec, kind: &str) {
 }
 
 /// Sets namespace `kind` in place, or appends it when absent.
-pub fn with_linux_namespace(spec: &mut Spec, kind: &str, path: &str) {
+pub fn with_linux_namespace(spec: &mut Spec, kind: &'static str, path: &str) {
     let namespaces = &mut spec.linux_mut().namespaces;
     let ns = Namespace {
-        kind: kind.to_string(),
-        path: path.to_string(),
+        kind: Name::Borrowed(kind),
+        path: path.to_string().into(),
     };
     match namespaces.iter_mut().find(|n| n.kind == kind) {
         Some(existing) => *existing = ns,
@@ -350,8 +357,8 @@ pub fn with_user_namespace(spec: &mut Spec, uids: &[IdRange], gids: &[IdRange]) 
     let linux = spec.linux_mut();
     if !linux.namespaces.iter().any(|n| n.kind == "user") {
         linux.namespaces.push(Namespace {
-            kind: "user".to_string(),
-            path: String::new(),
+            kind: Name::Borrowed("user"),
+            path: Name::Borrowed(""),
         });
     }
     linux.uid_mappings.extend(id_mappings(uids));
@@ -399,15 +406,15 @@ pub fn replace_or_append_env(defaults: &[String], overrides: &[String]) -> Vec<S
 }
 
 pub fn with_process_cwd(spec: &mut Spec, cwd: &str) {
-    spec.process_mut().cwd = cwd.to_string();
+    spec.process_mut().cwd = cwd.to_string().into();
 }
 
 pub fn with_new_privileges(spec: &mut Spec) {
     spec.process_mut().no_new_privileges = false;
 }
 
-pub fn with_hostname(spec: &mut Spec, hostname: &str) {
-    spec.hostname = hostname.to_string();
+pub fn with_hostname(spec: &mut Spec, hostname: impl Into<Name>) {
+    spec.hostname = hostname.into();
 }
 
 /// What BuildKit's network providers do to the namespace list.
@@ -436,7 +443,7 @@ mod tests {
     use super::*;
 
     fn env(list: &[&str]) -> Vec<String> {
-        strings(list)
+        list.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
@@ -467,7 +474,7 @@ mod tests {
         let mut spec = default_unix_spec("buildkit", "x");
         spec.mounts.push(mount("/run/secrets", "bind", "/s", &[]));
         with_removed_mount(&mut spec, "/run");
-        let dests: Vec<_> = spec.mounts.iter().map(|m| m.destination.as_str()).collect();
+        let dests: Vec<_> = spec.mounts.iter().map(|m| &*m.destination).collect();
         assert!(!dests.contains(&"/run"));
         assert!(dests.contains(&"/run/secrets"));
     }

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use crate::facts::{HostFacts, KernelVersion};
-use crate::spec::{Seccomp, SeccompArg, Syscall};
+use crate::spec::{Name, Seccomp, SeccompArg, Syscall};
 
 pub struct StaticArch {
     pub native: &'static str,
@@ -14,17 +14,10 @@ pub struct StaticArch {
     pub sub_arches: &'static [&'static str],
 }
 
-pub struct StaticArg {
-    pub index: u32,
-    pub op: &'static str,
-    pub value: u64,
-    pub value_two: u64,
-}
-
 pub struct StaticRule {
     pub action: &'static str,
-    pub names: &'static [&'static str],
-    pub args: &'static [StaticArg],
+    pub names: &'static [Name],
+    pub args: &'static [SeccompArg],
     pub min_kernel: Option<KernelVersion>,
     pub include_arches: &'static [&'static str],
     pub exclude_arches: &'static [&'static str],
@@ -34,14 +27,15 @@ pub struct StaticRule {
 
 /// `DEFAULT_ACTION`, `ARCHES` and `RULES`, generated from the profile.
 mod table {
-    use super::{KernelVersion, StaticArch, StaticArg, StaticRule};
+    use super::{KernelVersion, SeccompArg, StaticArch, StaticRule};
+    use std::borrow::Cow;
     include!(concat!(env!("OUT_DIR"), "/seccomp_table.rs"));
 }
 
 pub use table::{ARCHES, DEFAULT_ACTION, RULES};
 
 impl StaticRule {
-    fn applies(&self, arch: &str, caps: &[String], kernel: Option<KernelVersion>) -> bool {
+    fn applies(&self, arch: &str, caps: &[Name], kernel: Option<KernelVersion>) -> bool {
         let has_cap = |c: &&str| caps.iter().any(|b| b == c);
         if self.exclude_arches.contains(&arch) {
             return false;
@@ -63,24 +57,15 @@ impl StaticRule {
 
     fn to_syscall(&self) -> Syscall {
         Syscall {
-            names: self.names.iter().map(|n| Cow::Borrowed(*n)).collect(),
+            names: Cow::Borrowed(self.names),
             action: Cow::Borrowed(self.action),
-            args: self
-                .args
-                .iter()
-                .map(|a| SeccompArg {
-                    index: a.index,
-                    value: a.value,
-                    value_two: a.value_two,
-                    op: Cow::Borrowed(a.op),
-                })
-                .collect(),
+            args: Cow::Borrowed(self.args),
         }
     }
 }
 
 /// The default profile for a process with bounding set `caps` on this host.
-pub fn default_seccomp(caps: &[String], facts: &HostFacts) -> Seccomp {
+pub fn default_seccomp(caps: &[Name], facts: &HostFacts) -> Seccomp {
     let arch = go_to_native_arch(&facts.arch);
     let kernel = KernelVersion::parse(&facts.kernel_release);
     let mut architectures = Vec::new();
@@ -124,8 +109,8 @@ mod tests {
         }
     }
 
-    fn caps(list: &[&str]) -> Vec<String> {
-        list.iter().map(|c| c.to_string()).collect()
+    fn caps(list: &[&str]) -> Vec<Name> {
+        list.iter().map(|c| Name::from(c.to_string())).collect()
     }
 
     fn has_rule(s: &Seccomp, name: &str) -> bool {
@@ -168,7 +153,7 @@ mod tests {
         assert!(has_rule(&s, "chroot"), "CAP_SYS_CHROOT is a default cap");
         assert!(!has_rule(&s, "mount"));
         assert!(!has_rule(&s, "reboot"));
-        let clone = s.syscalls.iter().find(|r| r.names == ["clone"]).unwrap();
+        let clone = s.syscalls.iter().find(|r| r.names[..] == ["clone"]).unwrap();
         assert_eq!(clone.args[0].op, "SCMP_CMP_MASKED_EQ");
 
         let mut admin = default.clone();
@@ -176,11 +161,11 @@ mod tests {
         let s = default_seccomp(&admin, &facts("6.1", "amd64"));
         assert!(has_rule(&s, "mount"));
         assert!(
-            !s.syscalls.iter().any(|r| r.names == ["clone"]),
+            !s.syscalls.iter().any(|r| r.names[..] == ["clone"]),
             "the masked clone rule is only for processes without CAP_SYS_ADMIN"
         );
 
-        let no_chroot: Vec<String> = default.into_iter().filter(|c| c != "CAP_SYS_CHROOT").collect();
+        let no_chroot: Vec<Name> = default.into_iter().filter(|c| c != "CAP_SYS_CHROOT").collect();
         let s = default_seccomp(&no_chroot, &facts("6.1", "amd64"));
         assert!(!has_rule(&s, "chroot"));
     }
@@ -199,7 +184,7 @@ mod tests {
         assert!(!has_rule(&arm, "arch_prctl"));
         assert!(has_rule(&arm, "cacheflush"));
         let s390 = default_seccomp(&default, &facts("6.1", "s390x"));
-        let clone = s390.syscalls.iter().find(|r| r.names == ["clone"]).unwrap();
+        let clone = s390.syscalls.iter().find(|r| r.names[..] == ["clone"]).unwrap();
         assert_eq!(clone.args[0].index, 1);
     }
 

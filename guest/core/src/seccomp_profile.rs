@@ -141,17 +141,18 @@ pub fn to_rust(profile: &ProfileText) -> String {
             .args
             .iter()
             .map(|(index, op, value, two)| {
-                format!("StaticArg {{ index: {index}, op: {op:?}, value: {value}, value_two: {two} }}")
+                format!("SeccompArg {{ index: {index}, op: Cow::Borrowed({op:?}), value: {value}, value_two: {two} }}")
             })
             .collect();
         let min = match r.min_kernel {
             Some((major, minor)) => format!("Some(KernelVersion {{ major: {major}, minor: {minor} }})"),
             None => "None".to_string(),
         };
+        let names: Vec<String> = r.names.iter().map(|n| format!("Cow::Borrowed({n:?})")).collect();
         out.push_str(&format!(
-            "    StaticRule {{ action: {:?}, names: {}, args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
+            "    StaticRule {{ action: {:?}, names: &[{}], args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
             r.action,
-            strs(&r.names),
+            names.join(", "),
             args.join(", "),
             strs(&r.include_arches),
             strs(&r.exclude_arches),

@@ -9,7 +9,9 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-/// A name that is usually one of the static seccomp tables' strings.
+/// A string that is usually static data (the default spec, the seccomp
+/// tables): borrowed, so building a spec does not allocate it, and owned
+/// once a request or a policy supplies it (`"x".into()`, `s.into()`).
 pub type Name = Cow<'static, str>;
 
 fn is_false(b: &bool) -> bool {
@@ -23,13 +25,13 @@ fn is_zero(v: &u64) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
-    pub oci_version: String,
+    pub oci_version: Name,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<Root>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub hostname: String,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub hostname: Name,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,7 +55,7 @@ pub struct Process {
     pub env: Vec<String>,
     /// Not `omitempty` in Go: an empty cwd is written as "".
     #[serde(default)]
-    pub cwd: String,
+    pub cwd: Name,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -79,41 +81,41 @@ pub struct User {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Capabilities {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bounding: Vec<String>,
+    pub bounding: Vec<Name>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub effective: Vec<String>,
+    pub effective: Vec<Name>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inheritable: Vec<String>,
+    pub inheritable: Vec<Name>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub permitted: Vec<String>,
+    pub permitted: Vec<Name>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ambient: Vec<String>,
+    pub ambient: Vec<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rlimit {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Name,
     pub hard: u64,
     pub soft: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Root {
-    pub path: String,
+    pub path: Name,
     #[serde(default, skip_serializing_if = "is_false")]
     pub readonly: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Mount {
-    pub destination: String,
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source: String,
+    pub destination: Name,
+    #[serde(rename = "type", default, skip_serializing_if = "str::is_empty")]
+    pub kind: Name,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub source: Name,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub options: Vec<String>,
+    pub options: Vec<Name>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -134,9 +136,9 @@ pub struct Linux {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<Seccomp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub masked_paths: Vec<String>,
+    pub masked_paths: Vec<Name>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub readonly_paths: Vec<String>,
+    pub readonly_paths: Vec<Name>,
     /// Fields this model does not name (sysctl, other resources, ...),
     /// kept for the next policy.
     #[serde(flatten)]
@@ -162,25 +164,25 @@ pub struct Resources {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceCgroup {
     pub allow: bool,
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub access: String,
+    #[serde(rename = "type", default, skip_serializing_if = "str::is_empty")]
+    pub kind: Name,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub access: Name,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
     #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub path: String,
+    pub kind: Name,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub path: Name,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
-    pub path: String,
+    pub path: Name,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Name,
     pub major: i64,
     pub minor: i64,
 }
@@ -197,10 +199,11 @@ pub struct Seccomp {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Syscall {
-    pub names: Vec<Name>,
+    /// Borrowed from the static profile tables until a policy edits it.
+    pub names: Cow<'static, [Name]>,
     pub action: Name,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<SeccompArg>,
+    #[serde(default, skip_serializing_if = "<[SeccompArg]>::is_empty")]
+    pub args: Cow<'static, [SeccompArg]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

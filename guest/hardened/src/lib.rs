@@ -34,7 +34,7 @@ pub fn harden(mut spec: Spec) -> Spec {
             &mut caps.permitted,
             &mut caps.ambient,
         ] {
-            set.retain(|c| !DROPPED_CAPS.contains(&c.as_str()));
+            set.retain(|c| !DROPPED_CAPS.contains(&&**c));
         }
     }
     spec.root.get_or_insert_with(Default::default).readonly = true;
