@@ -1,6 +1,8 @@
 //! What a policy returns is untrusted: the host's parsing and validation
 //! (JSON, the runtime-spec schema, oci-spec's typed model) never panic and
-//! never accept what the typed model rejects.
+//! never accept what the typed model rejects. And whatever the policies'
+//! spec model parses (it is what the next policy in a chain receives), its
+//! hand-written `to_json` writes exactly as serde_json does.
 
 #![no_main]
 
@@ -11,6 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    if let Ok(spec) = serde_json::from_str::<specwright_core::Spec>(text) {
+        let by_serde = serde_json::to_string(&spec).expect("a parsed spec serializes");
+        assert_eq!(spec.to_json(), by_serde, "to_json differs from serde_json for {text}");
+    }
     match validate_json(text) {
         Ok(value) => {
             // What was accepted round-trips and passes again: validation

@@ -8,6 +8,7 @@
 
 pub mod buildkit;
 pub mod facts;
+mod json;
 pub mod mounts;
 pub mod opts;
 pub mod request;

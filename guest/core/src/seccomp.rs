@@ -27,12 +27,34 @@ pub struct StaticRule {
 
 /// `DEFAULT_ACTION`, `ARCHES` and `RULES`, generated from the profile.
 mod table {
-    use super::{KernelVersion, SeccompArg, StaticArch, StaticRule};
+    use super::{KernelVersion, Name, SeccompArg, StaticArch, StaticRule};
     use std::borrow::Cow;
     include!(concat!(env!("OUT_DIR"), "/seccomp_table.rs"));
 }
 
 pub use table::{ARCHES, DEFAULT_ACTION, RULES};
+use table::{NAMES, NAMES_JSON, NAME_JSON_STARTS};
+
+/// The JSON of a name list borrowed from the static tables (the items,
+/// without brackets), written at build time; `None` for any other list.
+///
+/// A slice that starts inside the one static array of all rule names is a
+/// run of its items (nothing else lives at those addresses, and a static
+/// never changes), so its JSON is the matching run of `NAMES_JSON`.
+pub fn names_json(names: &Cow<'static, [Name]>) -> Option<&'static str> {
+    let Cow::Borrowed(names) = names else {
+        return None;
+    };
+    let offset = (names.as_ptr() as usize).checked_sub(NAMES.as_ptr() as usize)?;
+    let size = std::mem::size_of::<Name>();
+    if names.is_empty() || offset % size != 0 {
+        return None;
+    }
+    let first = offset / size;
+    let end = first.checked_add(names.len()).filter(|end| *end <= NAMES.len())?;
+    // Each name's JSON ends with a comma; the last one's is left out.
+    NAMES_JSON.get(NAME_JSON_STARTS[first]..NAME_JSON_STARTS[end] - 1)
+}
 
 impl StaticRule {
     fn applies(&self, arch: &str, caps: &[Name], kernel: Option<KernelVersion>) -> bool {
@@ -128,6 +150,25 @@ mod tests {
             assert_eq!(table.args.len(), text.args.len());
         }
         assert!(RULES[0].names.len() > 300);
+    }
+
+    #[test]
+    fn a_borrowed_name_list_is_written_from_the_build_time_json() {
+        let expect = |names: &[Name]| {
+            let json = serde_json::to_string(names).unwrap();
+            json[1..json.len() - 1].to_string()
+        };
+        for rule in RULES {
+            let names = Cow::Borrowed(rule.names);
+            assert_eq!(names_json(&names).map(str::to_string), Some(expect(rule.names)));
+            let inner = Cow::Borrowed(&rule.names[rule.names.len() / 2..]);
+            assert_eq!(names_json(&inner).map(str::to_string), Some(expect(&inner)));
+        }
+        let owned: Cow<'static, [Name]> = Cow::Owned(RULES[0].names.to_vec());
+        assert_eq!(names_json(&owned), None);
+        static ELSEWHERE: [Name; 1] = [Cow::Borrowed("accept")];
+        assert_eq!(names_json(&Cow::Borrowed(&ELSEWHERE[..])), None);
+        assert_eq!(names_json(&Cow::Borrowed(&RULES[0].names[..0])), None);
     }
 
     #[test]

@@ -135,7 +135,36 @@ pub fn to_rust(profile: &ProfileText) -> String {
             strs(subs)
         ));
     }
-    out.push_str("];\npub static RULES: &[StaticRule] = &[\n");
+    // Every rule's names in one array, so that a rule's list is a slice of
+    // it and its JSON a slice of NAMES_JSON (see `seccomp::names_json`).
+    let all_names: Vec<&String> = profile.rules.iter().flat_map(|r| &r.names).collect();
+    let mut json = String::new();
+    let mut starts = Vec::new();
+    for name in &all_names {
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "syscall name {name:?} would need escaping in JSON"
+        );
+        starts.push(json.len());
+        json.push_str(&format!("\"{name}\","));
+    }
+    starts.push(json.len());
+    out.push_str(&format!(
+        "];\npub static NAMES: [Name; {}] = [{}];\n",
+        all_names.len(),
+        all_names
+            .iter()
+            .map(|n| format!("Cow::Borrowed({n:?})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    out.push_str(&format!("pub static NAMES_JSON: &str = {json:?};\n"));
+    out.push_str(&format!(
+        "pub static NAME_JSON_STARTS: [usize; {}] = {starts:?};\n",
+        starts.len()
+    ));
+    out.push_str("pub static RULES: &[StaticRule] = &[\n");
+    let mut first_name = 0;
     for r in &profile.rules {
         let args: Vec<String> = r
             .args
@@ -148,11 +177,11 @@ pub fn to_rust(profile: &ProfileText) -> String {
             Some((major, minor)) => format!("Some(KernelVersion {{ major: {major}, minor: {minor} }})"),
             None => "None".to_string(),
         };
-        let names: Vec<String> = r.names.iter().map(|n| format!("Cow::Borrowed({n:?})")).collect();
+        let names = format!("NAMES.split_at({first_name}).1.split_at({}).0", r.names.len());
+        first_name += r.names.len();
         out.push_str(&format!(
-            "    StaticRule {{ action: {:?}, names: &[{}], args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
+            "    StaticRule {{ action: {:?}, names: {names}, args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
             r.action,
-            names.join(", "),
             args.join(", "),
             strs(&r.include_arches),
             strs(&r.exclude_arches),

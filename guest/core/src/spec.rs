@@ -227,9 +227,10 @@ impl Spec {
         self.linux.get_or_insert_with(Linux::default)
     }
 
+    /// The spec as compact JSON: the same bytes as `serde_json::to_string`,
+    /// written without serde (see `json.rs`).
     pub fn to_json(&self) -> String {
-        // Serializing plain structs of strings and integers cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        crate::json::spec_to_json(self)
     }
 }
 

@@ -1,0 +1,399 @@
+//! The spec written as JSON by hand, byte for byte what `serde_json` writes
+//! from the derived `Serialize` (tests and the `policy_output` fuzz target
+//! hold the two equal).
+//!
+//! Why not serde: a spec is ~8 KB of short strings, mostly seccomp syscall
+//! names, and serde_json's per-string escaping loop and buffer growth were
+//! most of a native step and a fifth of a policy's time as wasm. Here the
+//! output is sized once, a string is checked for characters to escape a
+//! word at a time and then copied whole, and a seccomp name list borrowed
+//! from the static tables is copied as JSON written at build time.
+
+use std::borrow::Cow;
+
+use crate::spec::{
+    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Namespace, Process, Resources, Rlimit, Root, Seccomp,
+    SeccompArg, Spec, Syscall, User,
+};
+
+/// What a default spec takes, rounded up: one allocation in the usual case.
+const TYPICAL_SPEC_BYTES: usize = 12 << 10;
+
+pub fn spec_to_json(spec: &Spec) -> String {
+    let mut w = Writer {
+        out: String::with_capacity(TYPICAL_SPEC_BYTES),
+    };
+    w.spec(spec);
+    w.out
+}
+
+struct Writer {
+    out: String,
+}
+
+/// One JSON object being written: places the commas.
+struct Object<'w> {
+    w: &'w mut Writer,
+    empty: bool,
+}
+
+impl Object<'_> {
+    fn key(&mut self, key: &str) -> &mut Writer {
+        if !self.empty {
+            self.w.out.push(',');
+        }
+        self.empty = false;
+        self.w.string(key);
+        self.w.out.push(':');
+        self.w
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key).string(value);
+    }
+
+    fn str_unless_empty(&mut self, key: &str, value: &str) {
+        if !value.is_empty() {
+            self.str(key, value);
+        }
+    }
+
+    fn strs_unless_empty<S: AsRef<str>>(&mut self, key: &str, values: &[S]) {
+        if !values.is_empty() {
+            self.key(key).strings(values);
+        }
+    }
+
+    fn uint(&mut self, key: &str, value: u64) {
+        self.key(key).uint(value);
+    }
+
+    fn int(&mut self, key: &str, value: i64) {
+        self.key(key).int(value);
+    }
+
+    fn bool(&mut self, key: &str, value: bool) {
+        self.key(key).out.push_str(if value { "true" } else { "false" });
+    }
+
+    fn true_only(&mut self, key: &str, value: bool) {
+        if value {
+            self.bool(key, true);
+        }
+    }
+
+    /// Fields a struct does not name, after the ones it does (`flatten`).
+    fn extra(&mut self, extra: &serde_json::Map<String, serde_json::Value>) {
+        for (key, value) in extra {
+            // Writing a `Value` into a String cannot fail.
+            let text = serde_json::to_string(value).unwrap_or_default();
+            self.key(key).out.push_str(&text);
+        }
+    }
+
+    fn end(self) {
+        self.w.out.push('}');
+    }
+}
+
+impl Writer {
+    fn object(&mut self) -> Object<'_> {
+        self.out.push('{');
+        Object { w: self, empty: true }
+    }
+
+    fn list<T>(&mut self, items: &[T], mut each: impl FnMut(&mut Writer, &T)) {
+        self.out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            each(self, item);
+        }
+        self.out.push(']');
+    }
+
+    fn strings<S: AsRef<str>>(&mut self, items: &[S]) {
+        self.list(items, |w, s| w.string(s.as_ref()));
+    }
+
+    fn uint(&mut self, value: u64) {
+        self.out.push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn int(&mut self, value: i64) {
+        self.out.push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn string(&mut self, s: &str) {
+        self.out.push('"');
+        if needs_escape(s.as_bytes()) {
+            escape_into(&mut self.out, s);
+        } else {
+            self.out.push_str(s);
+        }
+        self.out.push('"');
+    }
+
+    fn spec(&mut self, spec: &Spec) {
+        let mut o = self.object();
+        o.str("ociVersion", &spec.oci_version);
+        if let Some(process) = &spec.process {
+            o.key("process").process(process);
+        }
+        if let Some(root) = &spec.root {
+            o.key("root").root(root);
+        }
+        o.str_unless_empty("hostname", &spec.hostname);
+        if !spec.mounts.is_empty() {
+            o.key("mounts").list(&spec.mounts, Writer::mount);
+        }
+        if let Some(linux) = &spec.linux {
+            o.key("linux").linux(linux);
+        }
+        o.extra(&spec.extra);
+        o.end();
+    }
+
+    fn process(&mut self, p: &Process) {
+        let mut o = self.object();
+        o.true_only("terminal", p.terminal);
+        o.key("user").user(&p.user);
+        o.strs_unless_empty("args", &p.args);
+        o.strs_unless_empty("env", &p.env);
+        o.str("cwd", &p.cwd);
+        if let Some(caps) = &p.capabilities {
+            o.key("capabilities").capabilities(caps);
+        }
+        if !p.rlimits.is_empty() {
+            o.key("rlimits").list(&p.rlimits, Writer::rlimit);
+        }
+        o.true_only("noNewPrivileges", p.no_new_privileges);
+        o.str_unless_empty("apparmorProfile", &p.apparmor_profile);
+        o.extra(&p.extra);
+        o.end();
+    }
+
+    fn user(&mut self, u: &User) {
+        let mut o = self.object();
+        o.uint("uid", u.uid.into());
+        o.uint("gid", u.gid.into());
+        if !u.additional_gids.is_empty() {
+            o.key("additionalGids")
+                .list(&u.additional_gids, |w, g| w.uint((*g).into()));
+        }
+        o.end();
+    }
+
+    fn capabilities(&mut self, c: &Capabilities) {
+        let mut o = self.object();
+        o.strs_unless_empty("bounding", &c.bounding);
+        o.strs_unless_empty("effective", &c.effective);
+        o.strs_unless_empty("inheritable", &c.inheritable);
+        o.strs_unless_empty("permitted", &c.permitted);
+        o.strs_unless_empty("ambient", &c.ambient);
+        o.end();
+    }
+
+    fn rlimit(&mut self, r: &Rlimit) {
+        let mut o = self.object();
+        o.str("type", &r.kind);
+        o.uint("hard", r.hard);
+        o.uint("soft", r.soft);
+        o.end();
+    }
+
+    fn root(&mut self, r: &Root) {
+        let mut o = self.object();
+        o.str("path", &r.path);
+        o.true_only("readonly", r.readonly);
+        o.end();
+    }
+
+    fn mount(&mut self, m: &Mount) {
+        let mut o = self.object();
+        o.str("destination", &m.destination);
+        o.str_unless_empty("type", &m.kind);
+        o.str_unless_empty("source", &m.source);
+        o.strs_unless_empty("options", &m.options);
+        o.end();
+    }
+
+    fn linux(&mut self, l: &Linux) {
+        let mut o = self.object();
+        if !l.uid_mappings.is_empty() {
+            o.key("uidMappings").list(&l.uid_mappings, Writer::id_mapping);
+        }
+        if !l.gid_mappings.is_empty() {
+            o.key("gidMappings").list(&l.gid_mappings, Writer::id_mapping);
+        }
+        if let Some(resources) = &l.resources {
+            o.key("resources").resources(resources);
+        }
+        o.str_unless_empty("cgroupsPath", &l.cgroups_path);
+        if !l.namespaces.is_empty() {
+            o.key("namespaces").list(&l.namespaces, Writer::namespace);
+        }
+        if !l.devices.is_empty() {
+            o.key("devices").list(&l.devices, Writer::device);
+        }
+        if let Some(seccomp) = &l.seccomp {
+            o.key("seccomp").seccomp(seccomp);
+        }
+        o.strs_unless_empty("maskedPaths", &l.masked_paths);
+        o.strs_unless_empty("readonlyPaths", &l.readonly_paths);
+        o.extra(&l.extra);
+        o.end();
+    }
+
+    fn id_mapping(&mut self, m: &IdMapping) {
+        let mut o = self.object();
+        o.uint("containerID", m.container_id.into());
+        o.uint("hostID", m.host_id.into());
+        o.uint("size", m.size.into());
+        o.end();
+    }
+
+    fn resources(&mut self, r: &Resources) {
+        let mut o = self.object();
+        if !r.devices.is_empty() {
+            o.key("devices").list(&r.devices, Writer::device_cgroup);
+        }
+        o.end();
+    }
+
+    fn device_cgroup(&mut self, d: &DeviceCgroup) {
+        let mut o = self.object();
+        o.bool("allow", d.allow);
+        o.str_unless_empty("type", &d.kind);
+        o.str_unless_empty("access", &d.access);
+        o.end();
+    }
+
+    fn namespace(&mut self, n: &Namespace) {
+        let mut o = self.object();
+        o.str("type", &n.kind);
+        o.str_unless_empty("path", &n.path);
+        o.end();
+    }
+
+    fn device(&mut self, d: &Device) {
+        let mut o = self.object();
+        o.str("path", &d.path);
+        o.str("type", &d.kind);
+        o.int("major", d.major);
+        o.int("minor", d.minor);
+        o.end();
+    }
+
+    fn seccomp(&mut self, s: &Seccomp) {
+        let mut o = self.object();
+        o.str("defaultAction", &s.default_action);
+        o.strs_unless_empty("architectures", &s.architectures);
+        if !s.syscalls.is_empty() {
+            o.key("syscalls").list(&s.syscalls, Writer::syscall);
+        }
+        o.end();
+    }
+
+    fn syscall(&mut self, s: &Syscall) {
+        let mut o = self.object();
+        let names = o.key("names");
+        match crate::seccomp::names_json(&s.names) {
+            Some(json) => {
+                names.out.push('[');
+                names.out.push_str(json);
+                names.out.push(']');
+            }
+            None => names.strings(&s.names),
+        }
+        o.str("action", &s.action);
+        if !s.args.is_empty() {
+            o.key("args").list(&s.args, Writer::seccomp_arg);
+        }
+        o.end();
+    }
+
+    fn seccomp_arg(&mut self, a: &SeccompArg) {
+        let mut o = self.object();
+        o.uint("index", a.index.into());
+        o.uint("value", a.value);
+        if a.value_two != 0 {
+            o.uint("valueTwo", a.value_two);
+        }
+        o.str("op", &a.op);
+        o.end();
+    }
+}
+
+/// Whether `bytes` holds a quote, a backslash or a control character (what
+/// JSON requires escaped; serde_json escapes nothing else). Eight bytes at a
+/// time: a byte below 0x20, or equal to `"` or `\`, sets its high bit in
+/// one of the three masks (the classic "has a zero byte" test).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        if below_space | has_zero(x ^ (ONES * u64::from(b'"'))) | has_zero(x ^ (ONES * u64::from(b'\\'))) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// serde_json's escapes: the short forms where JSON has them, `\u00XX`
+/// (lower-case hex) for the other control characters.
+fn escape_into(out: &mut String, s: &str) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped: Cow<'static, str> = match b {
+            b'"' => "\\\"".into(),
+            b'\\' => "\\\\".into(),
+            b'\n' => "\\n".into(),
+            b'\r' => "\\r".into(),
+            b'\t' => "\\t".into(),
+            0x08 => "\\b".into(),
+            0x0c => "\\f".into(),
+            0..=0x1f => format!("\\u{b:04x}").into(),
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        out.push_str(&escaped);
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_finds_every_character_json_escapes_at_every_offset() {
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for offset in 0..20 {
+                let mut bytes = vec![b'a'; 20];
+                bytes[offset] = special;
+                assert!(needs_escape(&bytes), "{special:#x} at {offset}");
+            }
+        }
+        for plain in (0x20u8..=0x7f).filter(|b| *b != b'"' && *b != b'\\') {
+            assert!(!needs_escape(&[plain; 19]), "{plain:#x}");
+        }
+        assert!(!needs_escape("é\u{7f}€ 𝄞 ÿ".as_bytes()));
+    }
+
+    #[test]
+    fn escapes_are_serde_json_s() {
+        let all: String = (0u8..0x80).map(char::from).chain("é€𝄞".chars()).collect();
+        let mut out = String::new();
+        escape_into(&mut out, &all);
+        assert_eq!(format!("\"{out}\""), serde_json::to_string(&all).unwrap());
+    }
+}
