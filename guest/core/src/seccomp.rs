@@ -36,15 +36,13 @@ pub use table::{ARCHES, DEFAULT_ACTION, RULES};
 use table::{NAMES, NAMES_JSON, NAME_JSON_STARTS};
 
 /// The JSON of a name list borrowed from the static tables (the items,
-/// without brackets), written at build time; `None` for any other list.
+/// without brackets), written at build time; `None` for any other list (a
+/// policy's own, or a copy).
 ///
 /// A slice that starts inside the one static array of all rule names is a
 /// run of its items (nothing else lives at those addresses, and a static
 /// never changes), so its JSON is the matching run of `NAMES_JSON`.
-pub fn names_json(names: &Cow<'static, [Name]>) -> Option<&'static str> {
-    let Cow::Borrowed(names) = names else {
-        return None;
-    };
+pub fn names_json(names: &[Name]) -> Option<&'static str> {
     let offset = (names.as_ptr() as usize).checked_sub(NAMES.as_ptr() as usize)?;
     let size = std::mem::size_of::<Name>();
     if names.is_empty() || offset % size != 0 {
@@ -159,16 +157,15 @@ mod tests {
             json[1..json.len() - 1].to_string()
         };
         for rule in RULES {
-            let names = Cow::Borrowed(rule.names);
-            assert_eq!(names_json(&names).map(str::to_string), Some(expect(rule.names)));
-            let inner = Cow::Borrowed(&rule.names[rule.names.len() / 2..]);
-            assert_eq!(names_json(&inner).map(str::to_string), Some(expect(&inner)));
+            assert_eq!(names_json(rule.names).map(str::to_string), Some(expect(rule.names)));
+            let inner = &rule.names[rule.names.len() / 2..];
+            assert_eq!(names_json(inner).map(str::to_string), Some(expect(inner)));
         }
-        let owned: Cow<'static, [Name]> = Cow::Owned(RULES[0].names.to_vec());
-        assert_eq!(names_json(&owned), None);
+        let copy: Vec<Name> = RULES[0].names.to_vec();
+        assert_eq!(names_json(&copy), None);
         static ELSEWHERE: [Name; 1] = [Cow::Borrowed("accept")];
-        assert_eq!(names_json(&Cow::Borrowed(&ELSEWHERE[..])), None);
-        assert_eq!(names_json(&Cow::Borrowed(&RULES[0].names[..0])), None);
+        assert_eq!(names_json(&ELSEWHERE), None);
+        assert_eq!(names_json(&RULES[0].names[..0]), None);
     }
 
     #[test]
