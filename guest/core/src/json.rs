@@ -37,46 +37,58 @@ struct Object<'w> {
     empty: bool,
 }
 
+/// A field name as the JSON that introduces it (`"name":`), made at
+/// compile time: our field names need no escaping.
+macro_rules! key {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+
 impl Object<'_> {
-    fn key(&mut self, key: &str) -> &mut Writer {
+    /// Starts a field; `key` comes from `key!`.
+    fn key(&mut self, key: &'static str) -> &mut Writer {
+        self.comma();
+        self.w.out.push_str(key);
+        self.w
+    }
+
+    fn comma(&mut self) {
         if !self.empty {
             self.w.out.push(',');
         }
         self.empty = false;
-        self.w.string(key);
-        self.w.out.push(':');
-        self.w
     }
 
-    fn str(&mut self, key: &str, value: &str) {
+    fn str(&mut self, key: &'static str, value: &str) {
         self.key(key).string(value);
     }
 
-    fn str_unless_empty(&mut self, key: &str, value: &str) {
+    fn str_unless_empty(&mut self, key: &'static str, value: &str) {
         if !value.is_empty() {
             self.str(key, value);
         }
     }
 
-    fn strs_unless_empty<S: AsRef<str>>(&mut self, key: &str, values: &[S]) {
+    fn strs_unless_empty<S: AsRef<str>>(&mut self, key: &'static str, values: &[S]) {
         if !values.is_empty() {
             self.key(key).strings(values);
         }
     }
 
-    fn uint(&mut self, key: &str, value: u64) {
+    fn uint(&mut self, key: &'static str, value: u64) {
         self.key(key).uint(value);
     }
 
-    fn int(&mut self, key: &str, value: i64) {
+    fn int(&mut self, key: &'static str, value: i64) {
         self.key(key).int(value);
     }
 
-    fn bool(&mut self, key: &str, value: bool) {
+    fn bool(&mut self, key: &'static str, value: bool) {
         self.key(key).out.push_str(if value { "true" } else { "false" });
     }
 
-    fn true_only(&mut self, key: &str, value: bool) {
+    fn true_only(&mut self, key: &'static str, value: bool) {
         if value {
             self.bool(key, true);
         }
@@ -87,7 +99,10 @@ impl Object<'_> {
         for (key, value) in extra {
             // Writing a `Value` into a String cannot fail.
             let text = serde_json::to_string(value).unwrap_or_default();
-            self.key(key).out.push_str(&text);
+            self.comma();
+            self.w.string(key);
+            self.w.out.push(':');
+            self.w.out.push_str(&text);
         }
     }
 
@@ -137,19 +152,19 @@ impl Writer {
 
     fn spec(&mut self, spec: &Spec) {
         let mut o = self.object();
-        o.str("ociVersion", &spec.oci_version);
+        o.str(key!("ociVersion"), &spec.oci_version);
         if let Some(process) = &spec.process {
-            o.key("process").process(process);
+            o.key(key!("process")).process(process);
         }
         if let Some(root) = &spec.root {
-            o.key("root").root(root);
+            o.key(key!("root")).root(root);
         }
-        o.str_unless_empty("hostname", &spec.hostname);
+        o.str_unless_empty(key!("hostname"), &spec.hostname);
         if !spec.mounts.is_empty() {
-            o.key("mounts").list(&spec.mounts, Writer::mount);
+            o.key(key!("mounts")).list(&spec.mounts, Writer::mount);
         }
         if let Some(linux) = &spec.linux {
-            o.key("linux").linux(linux);
+            o.key(key!("linux")).linux(linux);
         }
         o.extra(&spec.extra);
         o.end();
@@ -157,29 +172,29 @@ impl Writer {
 
     fn process(&mut self, p: &Process) {
         let mut o = self.object();
-        o.true_only("terminal", p.terminal);
-        o.key("user").user(&p.user);
-        o.strs_unless_empty("args", &p.args);
-        o.strs_unless_empty("env", &p.env);
-        o.str("cwd", &p.cwd);
+        o.true_only(key!("terminal"), p.terminal);
+        o.key(key!("user")).user(&p.user);
+        o.strs_unless_empty(key!("args"), &p.args);
+        o.strs_unless_empty(key!("env"), &p.env);
+        o.str(key!("cwd"), &p.cwd);
         if let Some(caps) = &p.capabilities {
-            o.key("capabilities").capabilities(caps);
+            o.key(key!("capabilities")).capabilities(caps);
         }
         if !p.rlimits.is_empty() {
-            o.key("rlimits").list(&p.rlimits, Writer::rlimit);
+            o.key(key!("rlimits")).list(&p.rlimits, Writer::rlimit);
         }
-        o.true_only("noNewPrivileges", p.no_new_privileges);
-        o.str_unless_empty("apparmorProfile", &p.apparmor_profile);
+        o.true_only(key!("noNewPrivileges"), p.no_new_privileges);
+        o.str_unless_empty(key!("apparmorProfile"), &p.apparmor_profile);
         o.extra(&p.extra);
         o.end();
     }
 
     fn user(&mut self, u: &User) {
         let mut o = self.object();
-        o.uint("uid", u.uid.into());
-        o.uint("gid", u.gid.into());
+        o.uint(key!("uid"), u.uid.into());
+        o.uint(key!("gid"), u.gid.into());
         if !u.additional_gids.is_empty() {
-            o.key("additionalGids")
+            o.key(key!("additionalGids"))
                 .list(&u.additional_gids, |w, g| w.uint((*g).into()));
         }
         o.end();
@@ -187,118 +202,118 @@ impl Writer {
 
     fn capabilities(&mut self, c: &Capabilities) {
         let mut o = self.object();
-        o.strs_unless_empty("bounding", &c.bounding);
-        o.strs_unless_empty("effective", &c.effective);
-        o.strs_unless_empty("inheritable", &c.inheritable);
-        o.strs_unless_empty("permitted", &c.permitted);
-        o.strs_unless_empty("ambient", &c.ambient);
+        o.strs_unless_empty(key!("bounding"), &c.bounding);
+        o.strs_unless_empty(key!("effective"), &c.effective);
+        o.strs_unless_empty(key!("inheritable"), &c.inheritable);
+        o.strs_unless_empty(key!("permitted"), &c.permitted);
+        o.strs_unless_empty(key!("ambient"), &c.ambient);
         o.end();
     }
 
     fn rlimit(&mut self, r: &Rlimit) {
         let mut o = self.object();
-        o.str("type", &r.kind);
-        o.uint("hard", r.hard);
-        o.uint("soft", r.soft);
+        o.str(key!("type"), &r.kind);
+        o.uint(key!("hard"), r.hard);
+        o.uint(key!("soft"), r.soft);
         o.end();
     }
 
     fn root(&mut self, r: &Root) {
         let mut o = self.object();
-        o.str("path", &r.path);
-        o.true_only("readonly", r.readonly);
+        o.str(key!("path"), &r.path);
+        o.true_only(key!("readonly"), r.readonly);
         o.end();
     }
 
     fn mount(&mut self, m: &Mount) {
         let mut o = self.object();
-        o.str("destination", &m.destination);
-        o.str_unless_empty("type", &m.kind);
-        o.str_unless_empty("source", &m.source);
-        o.strs_unless_empty("options", &m.options);
+        o.str(key!("destination"), &m.destination);
+        o.str_unless_empty(key!("type"), &m.kind);
+        o.str_unless_empty(key!("source"), &m.source);
+        o.strs_unless_empty(key!("options"), &m.options);
         o.end();
     }
 
     fn linux(&mut self, l: &Linux) {
         let mut o = self.object();
         if !l.uid_mappings.is_empty() {
-            o.key("uidMappings").list(&l.uid_mappings, Writer::id_mapping);
+            o.key(key!("uidMappings")).list(&l.uid_mappings, Writer::id_mapping);
         }
         if !l.gid_mappings.is_empty() {
-            o.key("gidMappings").list(&l.gid_mappings, Writer::id_mapping);
+            o.key(key!("gidMappings")).list(&l.gid_mappings, Writer::id_mapping);
         }
         if let Some(resources) = &l.resources {
-            o.key("resources").resources(resources);
+            o.key(key!("resources")).resources(resources);
         }
-        o.str_unless_empty("cgroupsPath", &l.cgroups_path);
+        o.str_unless_empty(key!("cgroupsPath"), &l.cgroups_path);
         if !l.namespaces.is_empty() {
-            o.key("namespaces").list(&l.namespaces, Writer::namespace);
+            o.key(key!("namespaces")).list(&l.namespaces, Writer::namespace);
         }
         if !l.devices.is_empty() {
-            o.key("devices").list(&l.devices, Writer::device);
+            o.key(key!("devices")).list(&l.devices, Writer::device);
         }
         if let Some(seccomp) = &l.seccomp {
-            o.key("seccomp").seccomp(seccomp);
+            o.key(key!("seccomp")).seccomp(seccomp);
         }
-        o.strs_unless_empty("maskedPaths", &l.masked_paths);
-        o.strs_unless_empty("readonlyPaths", &l.readonly_paths);
+        o.strs_unless_empty(key!("maskedPaths"), &l.masked_paths);
+        o.strs_unless_empty(key!("readonlyPaths"), &l.readonly_paths);
         o.extra(&l.extra);
         o.end();
     }
 
     fn id_mapping(&mut self, m: &IdMapping) {
         let mut o = self.object();
-        o.uint("containerID", m.container_id.into());
-        o.uint("hostID", m.host_id.into());
-        o.uint("size", m.size.into());
+        o.uint(key!("containerID"), m.container_id.into());
+        o.uint(key!("hostID"), m.host_id.into());
+        o.uint(key!("size"), m.size.into());
         o.end();
     }
 
     fn resources(&mut self, r: &Resources) {
         let mut o = self.object();
         if !r.devices.is_empty() {
-            o.key("devices").list(&r.devices, Writer::device_cgroup);
+            o.key(key!("devices")).list(&r.devices, Writer::device_cgroup);
         }
         o.end();
     }
 
     fn device_cgroup(&mut self, d: &DeviceCgroup) {
         let mut o = self.object();
-        o.bool("allow", d.allow);
-        o.str_unless_empty("type", &d.kind);
-        o.str_unless_empty("access", &d.access);
+        o.bool(key!("allow"), d.allow);
+        o.str_unless_empty(key!("type"), &d.kind);
+        o.str_unless_empty(key!("access"), &d.access);
         o.end();
     }
 
     fn namespace(&mut self, n: &Namespace) {
         let mut o = self.object();
-        o.str("type", &n.kind);
-        o.str_unless_empty("path", &n.path);
+        o.str(key!("type"), &n.kind);
+        o.str_unless_empty(key!("path"), &n.path);
         o.end();
     }
 
     fn device(&mut self, d: &Device) {
         let mut o = self.object();
-        o.str("path", &d.path);
-        o.str("type", &d.kind);
-        o.int("major", d.major);
-        o.int("minor", d.minor);
+        o.str(key!("path"), &d.path);
+        o.str(key!("type"), &d.kind);
+        o.int(key!("major"), d.major);
+        o.int(key!("minor"), d.minor);
         o.end();
     }
 
     fn seccomp(&mut self, s: &Seccomp) {
         let mut o = self.object();
-        o.str("defaultAction", &s.default_action);
-        o.strs_unless_empty("architectures", &s.architectures);
+        o.str(key!("defaultAction"), &s.default_action);
+        o.strs_unless_empty(key!("architectures"), &s.architectures);
         if !s.syscalls.is_empty() {
-            o.key("syscalls").list(&s.syscalls, Writer::syscall);
+            o.key(key!("syscalls")).list(&s.syscalls, Writer::syscall);
         }
         o.end();
     }
 
     fn syscall(&mut self, s: &Syscall) {
         let mut o = self.object();
-        let names = o.key("names");
+        let names = o.key(key!("names"));
         match crate::seccomp::names_json(&s.names) {
             Some(json) => {
                 names.out.push('[');
@@ -307,21 +322,21 @@ impl Writer {
             }
             None => names.strings(&s.names),
         }
-        o.str("action", &s.action);
+        o.str(key!("action"), &s.action);
         if !s.args.is_empty() {
-            o.key("args").list(&s.args, Writer::seccomp_arg);
+            o.key(key!("args")).list(&s.args, Writer::seccomp_arg);
         }
         o.end();
     }
 
     fn seccomp_arg(&mut self, a: &SeccompArg) {
         let mut o = self.object();
-        o.uint("index", a.index.into());
-        o.uint("value", a.value);
+        o.uint(key!("index"), a.index.into());
+        o.uint(key!("value"), a.value);
         if a.value_two != 0 {
-            o.uint("valueTwo", a.value_two);
+            o.uint(key!("valueTwo"), a.value_two);
         }
-        o.str("op", &a.op);
+        o.str(key!("op"), &a.op);
         o.end();
     }
 }
