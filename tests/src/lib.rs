@@ -280,3 +280,36 @@ impl specwright::sys::Syscalls for KernelModel {
         }
     }
 }
+
+/// The `jsonschema` crate's validator built from `../shared`'s schema files:
+/// the reference the host's own checker (and its embedded copy) is held to.
+pub fn shared_schema_validator() -> jsonschema::Validator {
+    let dir = shared_dir().join("runtime-spec-v1.2.1");
+    let base = "file:///shared-runtime-spec/";
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    let mut root = read("config-schema.json");
+    root["id"] = serde_json::Value::String(format!("{base}config-schema.json"));
+    let mut resources = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".json") && name != "config-schema.json" {
+            resources.push((
+                format!("{base}{name}"),
+                jsonschema::Draft::Draft4.create_resource(read(&name)),
+            ));
+        }
+    }
+    let registry = jsonschema::Registry::new()
+        .draft(jsonschema::Draft::Draft4)
+        .extend(resources)
+        .unwrap()
+        .prepare()
+        .unwrap();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .with_registry(&registry)
+        .build(&root)
+        .unwrap()
+}

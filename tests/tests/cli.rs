@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, shared_dir};
+use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, shared_schema_validator};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 
@@ -44,38 +44,6 @@ fn spec_minimal(extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     specwright(&args)
-}
-
-/// A validator built from `../shared`'s schema files, independent of the
-/// copy the host embeds.
-fn shared_schema_validator() -> jsonschema::Validator {
-    let dir = shared_dir().join("runtime-spec-v1.2.1");
-    let base = "file:///shared-runtime-spec/";
-    let read =
-        |name: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap() };
-    let mut root = read("config-schema.json");
-    root["id"] = Value::String(format!("{base}config-schema.json"));
-    let mut resources = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if name.ends_with(".json") && name != "config-schema.json" {
-            resources.push((
-                format!("{base}{name}"),
-                jsonschema::Draft::Draft4.create_resource(read(&name)),
-            ));
-        }
-    }
-    let registry = jsonschema::Registry::new()
-        .draft(jsonschema::Draft::Draft4)
-        .extend(resources)
-        .unwrap()
-        .prepare()
-        .unwrap();
-    jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft4)
-        .with_registry(&registry)
-        .build(&root)
-        .unwrap()
 }
 
 #[test]

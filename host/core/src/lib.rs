@@ -8,6 +8,7 @@ pub mod audit;
 pub mod facts;
 pub mod mount;
 pub mod resolve;
+pub mod schema;
 pub mod state;
 pub mod step;
 pub mod sys;

@@ -3,13 +3,12 @@
 
 use std::sync::OnceLock;
 
-use jsonschema::{Draft, Validator};
 use serde_json::Value;
 
-const BASE: &str = "file:///runtime-spec-v1.2.1/";
+use crate::schema::Schema;
 
 /// The schema files `config-schema.json` refers to, by file name.
-const SCHEMA_FILES: &[(&str, &str)] = &[
+pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("config-schema.json", include_str!("../schema/config-schema.json")),
     ("config-linux.json", include_str!("../schema/config-linux.json")),
     ("config-solaris.json", include_str!("../schema/config-solaris.json")),
@@ -35,52 +34,17 @@ pub enum SpecValidationError {
     BadSchema(String),
 }
 
-fn build_validator() -> Result<Validator, String> {
-    let parse = |name: &str, text: &str| -> Result<Value, String> {
-        serde_json::from_str(text).map_err(|e| format!("{name}: {e}"))
-    };
-    let mut root = parse("config-schema.json", SCHEMA_FILES[0].1)?;
-    // The files carry no ids; give the root one so relative refs resolve
-    // against the other embedded files.
-    if let Value::Object(map) = &mut root {
-        map.insert("id".to_string(), Value::String(format!("{BASE}config-schema.json")));
-    }
-    let resources = SCHEMA_FILES[1..]
-        .iter()
-        .map(|(name, text)| {
-            Ok((
-                format!("{BASE}{name}"),
-                Draft::Draft4.create_resource(parse(name, text)?),
-            ))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    // Everything is embedded: nothing is fetched, not even the draft-4
-    // meta-schema, which the validator knows.
-    let registry = jsonschema::Registry::new()
-        .draft(Draft::Draft4)
-        .retrieve_known_draft_meta_schemas(false)
-        .extend(resources)
-        .and_then(|builder| builder.prepare())
-        .map_err(|e| e.to_string())?;
-    jsonschema::options()
-        .with_draft(Draft::Draft4)
-        .with_registry(&registry)
-        .build(&root)
-        .map_err(|e| e.to_string())
-}
-
-fn validator() -> Result<&'static Validator, SpecValidationError> {
-    static VALIDATOR: OnceLock<Result<Validator, String>> = OnceLock::new();
+fn validator() -> Result<&'static Schema, SpecValidationError> {
+    static VALIDATOR: OnceLock<Result<Schema, String>> = OnceLock::new();
     VALIDATOR
-        .get_or_init(build_validator)
+        .get_or_init(|| Schema::load(SCHEMA_FILES, "config-schema.json"))
         .as_ref()
         .map_err(|e| SpecValidationError::BadSchema(e.clone()))
 }
 
-/// Builds the schema validator on another thread, so that a short-lived
-/// process (the CLI) has it ready when its policy returns instead of
-/// building it then: it costs a few milliseconds, more than the policy.
-/// Without a thread, validation builds it when first needed.
+/// Loads the schema on another thread, so that a short-lived process (the
+/// CLI) has it ready when its policy returns. Without a thread, validation
+/// loads it when first needed.
 pub fn prepare_in_background() {
     let _ = std::thread::Builder::new().name("schema".to_string()).spawn(|| {
         let _ = validator();
@@ -90,17 +54,7 @@ pub fn prepare_in_background() {
 /// Validates a parsed spec against the runtime-spec schema; every
 /// violation is listed with where it is.
 pub fn validate_value(spec: &Value) -> Result<(), SpecValidationError> {
-    let errors: Vec<String> = validator()?
-        .iter_errors(spec)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("at {at}: {e}")
-            }
-        })
-        .collect();
+    let errors = validator()?.errors(spec);
     if errors.is_empty() {
         Ok(())
     } else {
