@@ -527,6 +527,19 @@ impl PolicyRuntime {
         (store.into_data().step, result)
     }
 
+    /// A fresh instance of `policy` asked only for its name: what every step
+    /// costs before the policy does any work (the benchmarks' floor for a
+    /// fresh instance).
+    pub fn fresh_instance_name(&self, policy: &LoadedPolicy, step: StepHost) -> Result<String, PolicyError> {
+        let mut store = self.store(step);
+        policy
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_metadata(&mut store))
+            .map(|metadata| metadata.name)
+            .map_err(|e| self.trap_error(&policy.name, e, false))
+    }
+
     fn trap_error(&self, policy: &str, e: wasmtime::Error, memory_limit_hit: bool) -> PolicyError {
         let policy = policy.to_string();
         match e.downcast_ref::<Trap>() {

@@ -57,6 +57,29 @@ fn few<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value =
     proptest::collection::vec(s, 0..4)
 }
 
+/// A list of names: arbitrary, or one of the default spec's lists (whose
+/// JSON is made at compile time), whole or with one item changed.
+fn names() -> BoxedStrategy<Vec<Name>> {
+    let statics: Vec<&'static [&'static str]> = specwright_core::static_lists::lists().collect();
+    prop_oneof![
+        few(name()),
+        (
+            prop::sample::select(statics),
+            any::<prop::sample::Index>(),
+            proptest::option::of(name())
+        )
+            .prop_map(|(list, at, change)| {
+                let mut names: Vec<Name> = list.iter().map(|s| Name::Borrowed(s)).collect();
+                if let Some(change) = change {
+                    let i = at.index(names.len());
+                    names[i] = change;
+                }
+                names
+            }),
+    ]
+    .boxed()
+}
+
 fn extra() -> impl Strategy<Value = Map<String, Value>> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -74,7 +97,7 @@ fn extra() -> impl Strategy<Value = Map<String, Value>> {
 }
 
 fn process() -> impl Strategy<Value = Process> {
-    let caps = (few(name()), few(name()), few(name()), few(name()), few(name())).prop_map(
+    let caps = (names(), names(), names(), names(), names()).prop_map(
         |(bounding, effective, inheritable, permitted, ambient)| Capabilities {
             bounding,
             effective,
@@ -177,7 +200,7 @@ fn linux() -> impl Strategy<Value = Linux> {
             text(),
         ),
         (few(namespace), few(device), proptest::option::of(seccomp())),
-        (few(name()), few(name()), extra()),
+        (names(), names(), extra()),
     )
         .prop_map(
             |(
@@ -200,7 +223,7 @@ fn linux() -> impl Strategy<Value = Linux> {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    let mount = (name(), name(), name(), few(name())).prop_map(|(destination, kind, source, options)| Mount {
+    let mount = (name(), name(), name(), names()).prop_map(|(destination, kind, source, options)| Mount {
         destination,
         kind,
         source,

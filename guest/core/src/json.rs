@@ -12,8 +12,8 @@
 use std::borrow::Cow;
 
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Namespace, Process, Resources, Rlimit, Root, Seccomp,
-    SeccompArg, Spec, Syscall, User,
+    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Namespace, Process, Resources, Rlimit, Root,
+    Seccomp, SeccompArg, Spec, Syscall, User,
 };
 
 /// What a default spec takes, rounded up: one allocation in the usual case.
@@ -73,6 +73,18 @@ impl Object<'_> {
     fn strs_unless_empty<S: AsRef<str>>(&mut self, key: &'static str, values: &[S]) {
         if !values.is_empty() {
             self.key(key).strings(values);
+        }
+    }
+
+    /// A list that is usually one of the default spec's, whose JSON exists.
+    fn names_unless_empty(&mut self, key: &'static str, values: &[Name]) {
+        if values.is_empty() {
+            return;
+        }
+        let w = self.key(key);
+        match crate::static_lists::json_of(values) {
+            Some(json) => w.out.push_str(json),
+            None => w.strings(values),
         }
     }
 
@@ -202,11 +214,11 @@ impl Writer {
 
     fn capabilities(&mut self, c: &Capabilities) {
         let mut o = self.object();
-        o.strs_unless_empty(key!("bounding"), &c.bounding);
-        o.strs_unless_empty(key!("effective"), &c.effective);
-        o.strs_unless_empty(key!("inheritable"), &c.inheritable);
-        o.strs_unless_empty(key!("permitted"), &c.permitted);
-        o.strs_unless_empty(key!("ambient"), &c.ambient);
+        o.names_unless_empty(key!("bounding"), &c.bounding);
+        o.names_unless_empty(key!("effective"), &c.effective);
+        o.names_unless_empty(key!("inheritable"), &c.inheritable);
+        o.names_unless_empty(key!("permitted"), &c.permitted);
+        o.names_unless_empty(key!("ambient"), &c.ambient);
         o.end();
     }
 
@@ -230,7 +242,7 @@ impl Writer {
         o.str(key!("destination"), &m.destination);
         o.str_unless_empty(key!("type"), &m.kind);
         o.str_unless_empty(key!("source"), &m.source);
-        o.strs_unless_empty(key!("options"), &m.options);
+        o.names_unless_empty(key!("options"), &m.options);
         o.end();
     }
 
@@ -255,8 +267,8 @@ impl Writer {
         if let Some(seccomp) = &l.seccomp {
             o.key(key!("seccomp")).seccomp(seccomp);
         }
-        o.strs_unless_empty(key!("maskedPaths"), &l.masked_paths);
-        o.strs_unless_empty(key!("readonlyPaths"), &l.readonly_paths);
+        o.names_unless_empty(key!("maskedPaths"), &l.masked_paths);
+        o.names_unless_empty(key!("readonlyPaths"), &l.readonly_paths);
         o.extra(&l.extra);
         o.end();
     }

@@ -15,6 +15,7 @@ pub mod request;
 pub mod seccomp;
 pub mod seccomp_profile;
 pub mod spec;
+pub mod static_lists;
 
 pub use facts::HostFacts;
 pub use mounts::{HostError, Mounter};

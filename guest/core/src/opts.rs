@@ -8,27 +8,14 @@ use crate::spec::{
     Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Namespace, Process, Resources, Rlimit, Root,
     Spec, User,
 };
+pub use crate::static_lists::DEFAULT_CAPS;
+use crate::static_lists::{
+    CGROUP_OPTIONS, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, DEVPTS_OPTIONS, PROC_OPTIONS, RBIND_OPTIONS,
+    RO_BIND_OPTIONS, SHM_OPTIONS, SYSFS_OPTIONS, TMPFS_OPTIONS,
+};
 
 /// runtime-spec version that containerd 1.4 writes.
 pub const OCI_VERSION: &str = "1.0.2-dev";
-
-/// containerd's default capability set.
-pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 /// What BuildKit's insecure entitlement adds, in its order; some repeat the
 /// defaults and BuildKit keeps the duplicates.
@@ -73,21 +60,6 @@ pub const INSECURE_CAPS: &[&str] = &[
     "CAP_NET_BROADCAST",
 ];
 
-const DEFAULT_MASKED_PATHS: &[&str] = &[
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-];
-
-const DEFAULT_READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
-
 /// Devices BuildKit's insecure mode exposes, before the loop devices.
 const INSECURE_DEVICES: &[(&str, i64, i64)] = &[
     ("/dev/kmsg", 1, 11),
@@ -123,35 +95,19 @@ fn mount(
 
 /// containerd's default mounts, /run included (BuildKit removes it).
 fn default_mounts() -> Vec<Mount> {
-    vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
-        ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        ),
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
-        mount(
-            "/run",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-    ]
+    // Room for what BuildKit appends (resolv.conf, hosts, cgroup) and a few
+    // request mounts, so that the list is allocated once.
+    let mut mounts = Vec::with_capacity(16);
+    mounts.extend([
+        mount("/proc", "proc", "proc", PROC_OPTIONS),
+        mount("/dev", "tmpfs", "tmpfs", TMPFS_OPTIONS),
+        mount("/dev/pts", "devpts", "devpts", DEVPTS_OPTIONS),
+        mount("/dev/shm", "tmpfs", "shm", SHM_OPTIONS),
+        mount("/dev/mqueue", "mqueue", "mqueue", PROC_OPTIONS),
+        mount("/sys", "sysfs", "sysfs", SYSFS_OPTIONS),
+        mount("/run", "tmpfs", "tmpfs", TMPFS_OPTIONS),
+    ]);
+    mounts
 }
 
 /// containerd's `populateDefaultUnixSpec`: the spec every step starts from.
@@ -220,21 +176,13 @@ pub fn with_removed_mount(spec: &mut Spec, destination: &str) {
 
 /// Appends a read-only bind of `source` (which may be empty) at `destination`.
 pub fn with_ro_bind(spec: &mut Spec, source: &str, destination: &'static str) {
-    spec.mounts.push(mount(
-        destination,
-        "bind",
-        source.to_string(),
-        &["nosuid", "noexec", "nodev", "rbind", "ro"],
-    ));
+    spec.mounts
+        .push(mount(destination, "bind", source.to_string(), RO_BIND_OPTIONS));
 }
 
 pub fn with_cgroup_mount(spec: &mut Spec) {
-    spec.mounts.push(mount(
-        "/sys/fs/cgroup",
-        "cgroup",
-        "cgroup",
-        &["ro", "nosuid", "noexec", "nodev"],
-    ));
+    spec.mounts
+        .push(mount("/sys/fs/cgroup", "cgroup", "cgroup", CGROUP_OPTIONS));
 }
 
 /// Docker's default seccomp profile, filtered by the current bounding set;
@@ -338,7 +286,7 @@ fn has_path_prefix(path: &str, prefix: &str) -> bool {
 /// new procfs, and nothing under /proc masked or read-only.
 pub fn with_bound_proc(spec: &mut Spec) {
     spec.mounts.retain(|m| !has_path_prefix(&m.destination, "/proc"));
-    spec.mounts.insert(0, mount("/proc", "bind", "/proc", &["rbind"]));
+    spec.mounts.insert(0, mount("/proc", "bind", "/proc", RBIND_OPTIONS));
     let linux = spec.linux_mut();
     linux.masked_paths.retain(|p| !has_path_prefix(p, "/proc"));
     linux.readonly_paths.retain(|p| !has_path_prefix(p, "/proc"));
