@@ -1,5 +1,6 @@
 //! The default policy run with a fresh instance per step, in a loop, for
-//! profiling: `cargo run --release -p specwright-bench --example fresh [case] [runs]`.
+//! profiling: `cargo run --release -p specwright-bench --example fresh [case] [runs] [threads]`
+//! (each thread runs `runs` steps).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_else(|| "minimal".to_string());
     let runs: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
+    let threads: u32 = args.next().map_or(Ok(1), |n| n.parse())?;
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/oracle/cases");
     let json = std::fs::read_to_string(cases.join(format!("{case}.request.json")))
         .with_context(|| format!("oracle case {case}"))?
@@ -27,8 +29,7 @@ fn main() -> Result<()> {
     let runtime = PolicyRuntime::pooled(Limits::default(), 16)?;
     let policy = runtime.load_default()?;
 
-    let start = Instant::now();
-    for _ in 0..runs {
+    let step = || -> Result<()> {
         let request = Request::from_json(&json)?;
         let step = StepHost::new(
             state.clone(),
@@ -43,8 +44,22 @@ fn main() -> Result<()> {
         .map_err(anyhow::Error::msg)?;
         let (_, spec) = runtime.run(&policy, step, &json, &facts, None);
         spec?;
-    }
-    let per = start.elapsed().as_secs_f64() / f64::from(runs) * 1e6;
-    println!("{case}: fresh instance {per:.2} µs a step");
+        Ok(())
+    };
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(|| (0..runs).try_for_each(|_| step())))
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a worker panicked"))))
+    })?;
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "{case}: fresh instance {:.2} µs a step, {:.0} steps/s on {threads} thread(s)",
+        elapsed / f64::from(runs) * 1e6,
+        f64::from(runs * threads) / elapsed
+    );
     Ok(())
 }
