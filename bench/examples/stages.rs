@@ -1,5 +1,5 @@
 //! The native core's stages timed one by one, for profiling:
-//! `cargo run --release -p specwright-bench --example stages [case] [runs]`
+//! `cargo run --release -p specwright-bench --example stages [case] [runs] [only]`
 //! (run it under `perf record -g` to see where a stage goes).
 
 use std::path::Path;
@@ -17,6 +17,8 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_else(|| "minimal".to_string());
     let runs: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
+    // `only` leaves serde_json out, for a profile of our own path.
+    let serde_too = args.next().as_deref() != Some("only");
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/oracle/cases");
     let json = std::fs::read_to_string(cases.join(format!("{case}.request.json")))
         .with_context(|| format!("oracle case {case}"))?
@@ -47,7 +49,11 @@ fn main() -> Result<()> {
         let t3 = Instant::now();
         let out = spec.to_json();
         let t4 = Instant::now();
-        let by_serde = serde_json::to_string(&spec)?;
+        let by_serde = if serde_too {
+            serde_json::to_string(&spec)?
+        } else {
+            String::new()
+        };
         let t5 = Instant::now();
         bytes = out.len().max(by_serde.len());
         for (slot, (a, b)) in times.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]) {

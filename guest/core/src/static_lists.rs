@@ -83,8 +83,14 @@ pub fn lists() -> impl Iterator<Item = &'static [&'static str]> {
 pub fn json_of(values: &[Name]) -> Option<&'static str> {
     LISTS
         .iter()
-        .find(|(list, _)| list.len() == values.len() && list.iter().zip(values).all(|(a, b)| *a == b))
+        .find(|(list, _)| list.len() == values.len() && list.iter().zip(values).all(|(a, b)| same(a, b)))
         .map(|(_, json)| *json)
+}
+
+/// Equal strings; the usual case, a name borrowed from the list itself,
+/// without comparing bytes.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
 }
 
 #[cfg(test)]
