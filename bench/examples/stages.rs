@@ -1,31 +1,24 @@
 //! The native core's stages timed one by one, for profiling:
 //! `cargo run --release -p specwright-bench --example stages [case] [runs] [only]`
-//! (run it under `perf record -g` to see where a stage goes).
+//! (run it under `perf record -g` to see where a stage goes; `only` leaves
+//! the serde_json comparison out of the profile).
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use specwright::audit::Audit;
+use anyhow::Result;
 use specwright::state::StateDir;
-use specwright::step::{StepHost, StepOptions};
-use specwright::sys::RecordingSyscalls;
-use specwright_core::{HostFacts, Request};
+use specwright_bench::{dry_step, oracle_facts, oracle_request};
+use specwright_core::Request;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_else(|| "minimal".to_string());
     let runs: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
-    // `only` leaves serde_json out, for a profile of our own path.
     let serde_too = args.next().as_deref() != Some("only");
-    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/oracle/cases");
-    let json = std::fs::read_to_string(cases.join(format!("{case}.request.json")))
-        .with_context(|| format!("oracle case {case}"))?
-        .replace("<SRC", "/tmp/<SRC");
-    let facts: HostFacts = serde_json::from_str(&std::fs::read_to_string(cases.join("minimal.host.json"))?)?;
-    let state_dir = tempfile::tempdir()?;
-    let state = StateDir::open(state_dir.path())?;
+    let work = tempfile::tempdir()?;
+    let json = oracle_request(&case, work.path())?;
+    let facts = oracle_facts()?;
+    let state = StateDir::open(&work.path().join("state"))?;
 
     let mut times = [0f64; 5];
     let mut bytes = 0;
@@ -33,17 +26,7 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         let request = Request::from_json(&json)?;
         let t1 = Instant::now();
-        let mut step = StepHost::new(
-            state.clone(),
-            Arc::new(RecordingSyscalls::dry_run()),
-            Arc::new(Audit::events_only()),
-            StepOptions {
-                dry_run: true,
-                ..StepOptions::default()
-            },
-            &request,
-        )
-        .map_err(anyhow::Error::msg)?;
+        let mut step = dry_step(&state, &request)?;
         let t2 = Instant::now();
         let spec = specwright_core::buildkit::generate(&request, &facts, &mut step)?;
         let t3 = Instant::now();

@@ -2,15 +2,14 @@
 //! validator) and a warm one, for profiling the CLI's start-up:
 //! `cargo run --release -p specwright-bench --example validator`.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
+use specwright_bench::cases_dir;
 
 fn main() -> Result<()> {
-    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/oracle/cases");
     let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(cases.join("minimal.expected.json"))?)?;
+        serde_json::from_str(&std::fs::read_to_string(cases_dir().join("minimal.expected.json"))?)?;
     let spec = expected["spec"].to_string();
     let t0 = Instant::now();
     specwright::validate::validate_json(&spec)?;

@@ -15,7 +15,8 @@ use specwright::audit::Audit;
 use specwright::policy::{Limits, LoadedPolicy, PolicyRuntime};
 use specwright::state::StateDir;
 use specwright::step::{StepHost, StepOptions};
-use specwright::sys::{RealSyscalls, RecordingSyscalls};
+use specwright::sys::RealSyscalls;
+use specwright_bench::{cases_dir, dry_step, oracle_facts, oracle_request};
 use specwright_core::{HostFacts, Mounter, Request};
 
 /// Samples per figure; each sample times a batch and divides.
@@ -142,43 +143,6 @@ fn three(mut figures: Vec<Figure>) -> Result<(Figure, Figure, Figure)> {
     let c = figures.remove(2);
     let b = figures.remove(1);
     Ok((figures.remove(0), b, c))
-}
-
-fn cases_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/oracle/cases")
-}
-
-/// The oracle request `name`, with its `<SRCn>` placeholders pointing at
-/// real directories under `work`.
-fn oracle_request(name: &str, work: &Path) -> Result<String> {
-    let mut text = std::fs::read_to_string(cases_dir().join(format!("{name}.request.json")))
-        .with_context(|| format!("oracle case {name} (../shared beside the repository)"))?;
-    for n in 0..4 {
-        let dir = work.join(format!("src{n}"));
-        std::fs::create_dir_all(dir.join("sub/dir"))?;
-        std::fs::create_dir_all(dir.join("sub/other"))?;
-        text = text.replace(&format!("<SRC{n}>"), dir.to_str().unwrap_or_default());
-    }
-    Ok(text)
-}
-
-fn oracle_facts() -> Result<HostFacts> {
-    let text = std::fs::read_to_string(cases_dir().join("minimal.host.json"))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn dry_step(state: &StateDir, request: &Request) -> Result<StepHost> {
-    StepHost::new(
-        state.clone(),
-        Arc::new(RecordingSyscalls::dry_run()),
-        Arc::new(Audit::events_only()),
-        StepOptions {
-            dry_run: true,
-            ..StepOptions::default()
-        },
-        request,
-    )
-    .map_err(anyhow::Error::msg)
 }
 
 /// The pure core, natively: parse, generate, serialize (what the policy does).
