@@ -410,12 +410,7 @@ impl PolicyRuntime {
             policy: name.to_string(),
             message: e.to_string(),
         })?;
-        let mut store = self.store(step);
-        let metadata = policy
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_metadata(&mut store))
-            .map_err(|e| self.trap_error(name, e, false))?;
+        let metadata = self.fresh_metadata(&policy, step)?;
         Ok(Inspection {
             size_bytes: bytes.len(),
             targets,
@@ -531,12 +526,15 @@ impl PolicyRuntime {
     /// costs before the policy does any work (the benchmarks' floor for a
     /// fresh instance).
     pub fn fresh_instance_name(&self, policy: &LoadedPolicy, step: StepHost) -> Result<String, PolicyError> {
+        self.fresh_metadata(policy, step).map(|metadata| metadata.name)
+    }
+
+    fn fresh_metadata(&self, policy: &LoadedPolicy, step: StepHost) -> Result<wit_types::PolicyMetadata, PolicyError> {
         let mut store = self.store(step);
         policy
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.call_metadata(&mut store))
-            .map(|metadata| metadata.name)
             .map_err(|e| self.trap_error(&policy.name, e, false))
     }
 

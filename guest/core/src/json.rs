@@ -6,8 +6,9 @@
 //! names, and serde_json's per-string escaping loop and buffer growth were
 //! most of a native step and a fifth of a policy's time as wasm. Here the
 //! output is sized once, a string is checked for characters to escape a
-//! word at a time and then copied whole, and a seccomp name list borrowed
-//! from the static tables is copied as JSON written at build time.
+//! word at a time and then copied whole, and a list that is static data (a
+//! seccomp rule's names, the default capability, path and mount-option
+//! lists) is copied as JSON made at build time.
 
 use std::borrow::Cow;
 
@@ -76,15 +77,9 @@ impl Object<'_> {
         }
     }
 
-    /// A list that is usually one of the default spec's, whose JSON exists.
     fn names_unless_empty(&mut self, key: &'static str, values: &[Name]) {
-        if values.is_empty() {
-            return;
-        }
-        let w = self.key(key);
-        match crate::static_lists::json_of(values) {
-            Some(json) => w.out.push_str(json),
-            None => w.strings(values),
+        if !values.is_empty() {
+            self.key(key).names(values);
         }
     }
 
@@ -142,6 +137,21 @@ impl Writer {
 
     fn strings<S: AsRef<str>>(&mut self, items: &[S]) {
         self.list(items, |w, s| w.string(s.as_ref()));
+    }
+
+    /// A list that is usually static data whose JSON was made at build time:
+    /// a run of the seccomp tables' names, or one of the default spec's
+    /// lists; any other list is written string by string.
+    fn names(&mut self, values: &[Name]) {
+        if let Some(items) = crate::seccomp::names_json(values) {
+            self.out.push('[');
+            self.out.push_str(items);
+            self.out.push(']');
+        } else if let Some(json) = crate::static_lists::json_of(values) {
+            self.out.push_str(json);
+        } else {
+            self.strings(values);
+        }
     }
 
     fn uint(&mut self, value: u64) {
@@ -325,15 +335,7 @@ impl Writer {
 
     fn syscall(&mut self, s: &Syscall) {
         let mut o = self.object();
-        let names = o.key(key!("names"));
-        match crate::seccomp::names_json(&s.names) {
-            Some(json) => {
-                names.out.push('[');
-                names.out.push_str(json);
-                names.out.push(']');
-            }
-            None => names.strings(&s.names),
-        }
+        o.key(key!("names")).names(&s.names);
         o.str(key!("action"), &s.action);
         if !s.args.is_empty() {
             o.key(key!("args")).list(&s.args, Writer::seccomp_arg);

@@ -249,26 +249,19 @@ impl Schema {
         errors: &mut Vec<String>,
         depth: usize,
     ) {
-        let mut fail = |at: &str, message: String| {
-            errors.push(if at.is_empty() {
-                message
-            } else {
-                format!("at {at}: {message}")
-            });
-        };
         if depth > MAX_DEPTH {
-            fail(at, "the schema's references nest too deep".to_string());
+            report(errors, at, "the schema's references nest too deep".to_string());
             return;
         }
         let Value::Object(schema) = schema else {
-            fail(at, "the schema is not an object".to_string());
+            report(errors, at, "the schema is not an object".to_string());
             return;
         };
         // Draft 4: a reference replaces every keyword beside it.
         if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
             match self.resolve(file, target) {
                 Some((file, sub)) => self.check(file, sub, instance, at, errors, depth + 1),
-                None => fail(at, format!("reference {target:?} does not resolve")),
+                None => report(errors, at, format!("reference {target:?} does not resolve")),
             }
             return;
         }
@@ -279,12 +272,13 @@ impl Schema {
                 kind => matches(kind),
             };
             if !ok {
-                fail(at, format!("{instance} is not of type {kinds}"));
+                report(errors, at, format!("{instance} is not of type {kinds}"));
             }
         }
         if let Some(Value::Array(allowed)) = schema.get("enum") {
             if !allowed.iter().any(|a| json_equal(a, instance)) {
-                fail(
+                report(
+                    errors,
                     at,
                     format!("{instance} is not one of {}", Value::Array(allowed.clone())),
                 );
@@ -293,26 +287,26 @@ impl Schema {
         if let Value::Number(n) = instance {
             if let Some(min) = schema.get("minimum").and_then(Value::as_number) {
                 if compare(n, min).is_lt() {
-                    fail(at, format!("{n} is less than the minimum of {min}"));
+                    report(errors, at, format!("{n} is less than the minimum of {min}"));
                 }
             }
             if let Some(max) = schema.get("maximum").and_then(Value::as_number) {
                 if compare(n, max).is_gt() {
-                    fail(at, format!("{n} is greater than the maximum of {max}"));
+                    report(errors, at, format!("{n} is greater than the maximum of {max}"));
                 }
             }
         }
         if let (Value::String(s), Some(pattern)) = (instance, schema.get("pattern").and_then(Value::as_str)) {
             match self.regex(pattern) {
                 Ok(re) if re.is_match(s) => {}
-                Ok(_) => fail(at, format!("{instance} does not match {pattern:?}")),
-                Err(e) => fail(at, format!("pattern {pattern:?}: {e}")),
+                Ok(_) => report(errors, at, format!("{instance} does not match {pattern:?}")),
+                Err(e) => report(errors, at, format!("pattern {pattern:?}: {e}")),
             }
         }
         if let Value::Array(items) = instance {
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
                 if (items.len() as u64) < min {
-                    fail(at, format!("{instance} has fewer than {min} items"));
+                    report(errors, at, format!("{instance} has fewer than {min} items"));
                 }
             }
             match schema.get("items") {
@@ -348,11 +342,7 @@ impl Schema {
                 });
                 if !any {
                     let message = format!("{instance} is not valid under any of the schemas listed in anyOf");
-                    errors.push(if at.is_empty() {
-                        message
-                    } else {
-                        format!("at {at}: {message}")
-                    });
+                    report(errors, at, message);
                 }
             }
         }
@@ -371,11 +361,7 @@ impl Schema {
             for name in required.iter().filter_map(Value::as_str) {
                 if !fields.contains_key(name) {
                     let message = format!("{name:?} is a required property");
-                    errors.push(if at.is_empty() {
-                        message
-                    } else {
-                        format!("at {at}: {message}")
-                    });
+                    report(errors, at, message);
                 }
             }
         }
@@ -395,17 +381,13 @@ impl Schema {
                         self.check_at(file, sub, value, at, name, errors, depth);
                     }
                     Ok(_) => {}
-                    Err(e) => errors.push(format!("pattern {pattern:?}: {e}")),
+                    Err(e) => report(errors, at, format!("pattern {pattern:?}: {e}")),
                 }
             }
             match additional {
                 Some(Value::Bool(false)) if !named => {
                     let message = format!("additional property {name:?} is not allowed");
-                    errors.push(if at.is_empty() {
-                        message
-                    } else {
-                        format!("at {at}: {message}")
-                    });
+                    report(errors, at, message);
                 }
                 Some(sub @ Value::Object(_)) if !named => self.check_at(file, sub, value, at, name, errors, depth),
                 _ => {}
@@ -436,6 +418,15 @@ impl Schema {
         self.check(file, schema, instance, at, errors, depth + 1);
         at.truncate(len);
     }
+}
+
+/// One violation, with where it is (nothing for the document itself).
+fn report(errors: &mut Vec<String>, at: &str, message: String) {
+    errors.push(if at.is_empty() {
+        message
+    } else {
+        format!("at {at}: {message}")
+    });
 }
 
 fn is_of_type(instance: &Value, kind: &str) -> bool {
