@@ -109,7 +109,7 @@ pub fn generate_spec(
                     &policy.name,
                     "policy",
                     json!({}),
-                    Ok(&json!({"changed": changed})),
+                    Ok(json!({"changed": changed})),
                     start.elapsed(),
                 );
                 previous = Some(json);

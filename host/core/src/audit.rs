@@ -27,22 +27,34 @@ impl Audit {
         Audit { file: None }
     }
 
+    /// Whether a record of an operation that succeeded (`ok`) or failed
+    /// would go anywhere: a caller skips building its arguments and result
+    /// when not (a dry run without `SPECWRIGHT_LOG` reads none of them).
+    pub fn wants(&self, ok: bool) -> bool {
+        self.file.is_some()
+            || if ok {
+                tracing::enabled!(tracing::Level::INFO)
+            } else {
+                tracing::enabled!(tracing::Level::WARN)
+            }
+    }
+
     /// Records one operation; a failure to write the log is reported as a
     /// tracing event and does not fail the operation.
-    pub fn record(&self, step: &str, actor: &str, op: &str, args: Value, result: Result<&Value, &str>, took: Duration) {
+    pub fn record(&self, step: &str, actor: &str, op: &str, args: Value, result: Result<Value, &str>, took: Duration) {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
         let (outcome, detail) = match result {
-            Ok(v) => ("ok", v.clone()),
+            Ok(v) => ("ok", v),
             Err(e) => ("error", Value::String(e.to_string())),
         };
-        match result {
-            Ok(_) => {
+        match outcome {
+            "ok" => {
                 tracing::info!(step, policy = actor, op, args = %args, result = %detail, duration_us = took.as_micros() as u64, "privileged operation")
             }
-            Err(_) => {
+            _ => {
                 tracing::warn!(step, policy = actor, op, args = %args, error = %detail, duration_us = took.as_micros() as u64, "privileged operation failed")
             }
         }
@@ -89,7 +101,7 @@ mod tests {
                     let audit = Audit::open(path).unwrap();
                     for i in 0..200 {
                         let args = json!({"thread": t, "i": i, "padding": "x".repeat(300)});
-                        audit.record("s", "p", "op", args, Ok(&json!({})), Duration::ZERO);
+                        audit.record("s", "p", "op", args, Ok(json!({})), Duration::ZERO);
                     }
                 });
             }

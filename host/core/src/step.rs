@@ -167,11 +167,13 @@ impl StepHost {
         self.actor = actor.to_string();
     }
 
-    /// Runs `op`, then audits it; a refusal names the policy and the operation.
+    /// Runs `op`, then audits it; a refusal names the policy and the
+    /// operation. `args` and `show` build the record's arguments and result
+    /// only when the audit wants it.
     fn audited<T>(
         &mut self,
         op: &str,
-        args: Value,
+        args: impl FnOnce() -> Value,
         f: impl FnOnce(&mut Self) -> Result<T, HostError>,
         show: impl FnOnce(&Self, &T) -> Value,
     ) -> Result<T, HostError> {
@@ -180,20 +182,16 @@ impl StepHost {
             HostError::Refused(m) => HostError::Refused(format!("policy {} may not {op}: {m}", self.actor)),
             failed => failed,
         });
-        let shown = result.as_ref().map(|v| show(self, v));
-        let err = result.as_ref().err().map(ToString::to_string);
-        self.audit.record(
-            &self.id,
-            &self.actor,
-            op,
-            args,
-            match (&shown, &err) {
-                (Ok(v), _) => Ok(v),
+        if self.audit.wants(result.is_ok()) {
+            let err = result.as_ref().err().map(ToString::to_string);
+            let outcome = match (&result, &err) {
+                (Ok(v), _) => Ok(show(self, v)),
                 (Err(_), Some(e)) => Err(e.as_str()),
                 (Err(_), None) => Err("error"),
-            },
-            start.elapsed(),
-        );
+            };
+            self.audit
+                .record(&self.id, &self.actor, op, args(), outcome, start.elapsed());
+        }
         result
     }
 
@@ -201,7 +199,7 @@ impl StepHost {
     pub fn materialize(&mut self, index: u32) -> Result<(SourceId, Vec<Mountable>), HostError> {
         self.audited(
             "materialize",
-            json!({"index": index}),
+            || json!({"index": index}),
             |me| {
                 let i = index as usize;
                 let mounts = me.request_mounts.get(i).cloned().ok_or_else(|| {
@@ -243,7 +241,7 @@ impl StepHost {
     pub fn resolve_in_source(&mut self, source: SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
         self.audited(
             "resolve",
-            json!({"entry": entry, "selector": selector}),
+            || json!({"entry": entry, "selector": selector}),
             |me| {
                 let mount = me.source_entry(source, entry)?;
                 if !mount.is_bind() || mount.is_readonly() {
@@ -265,7 +263,7 @@ impl StepHost {
     pub fn mount_temporary(&mut self, source: SourceId, entries: &[u32]) -> Result<RootId, HostError> {
         self.audited(
             "mount-temporary",
-            json!({"entries": entries}),
+            || json!({"entries": entries}),
             |me| {
                 if entries.is_empty() {
                     return Err(HostError::Refused("no entries given".to_string()));
@@ -401,7 +399,7 @@ impl StepHost {
     pub fn resolve_in_root(&mut self, root: RootId, selector: &str) -> Result<String, HostError> {
         self.audited(
             "resolve",
-            json!({"root": root.0, "selector": selector}),
+            || json!({"root": root.0, "selector": selector}),
             |me| {
                 let path = me.root(root)?.path.clone();
                 if me.options.dry_run {
@@ -453,7 +451,7 @@ impl StepHost {
     pub fn release_root(&mut self, root: RootId) -> Result<(), HostError> {
         self.audited(
             "release",
-            json!({"root": root.0}),
+            || json!({"root": root.0}),
             |me| {
                 let (name, path) = {
                     let r = me.root(root)?;
@@ -503,7 +501,7 @@ impl StepHost {
             "release-step",
             json!({"mountpoints": record.len()}),
             if failures.is_empty() {
-                Ok(&Value::Null)
+                Ok(Value::Null)
             } else {
                 Err("some mountpoints could not be released")
             },
@@ -662,7 +660,7 @@ pub fn release_step(
         "release-step",
         json!({"mountpoints": held}),
         if failures.is_empty() {
-            Ok(&summary)
+            Ok(summary)
         } else {
             Err(joined.as_str())
         },
