@@ -35,8 +35,8 @@ impl KernelVersion {
         let mut parts = release.splitn(3, '.');
         let major = parts.next()?.parse().ok()?;
         let minor_part = parts.next()?;
-        let digits: String = minor_part.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let minor = digits.parse().ok()?;
+        let digits = minor_part.bytes().take_while(u8::is_ascii_digit).count();
+        let minor = minor_part[..digits].parse().ok()?;
         Some(KernelVersion { major, minor })
     }
 }

@@ -19,20 +19,22 @@ pub struct StaticRule {
     pub names: &'static [Name],
     pub args: &'static [SeccompArg],
     pub min_kernel: Option<KernelVersion>,
-    pub include_arches: &'static [&'static str],
-    pub exclude_arches: &'static [&'static str],
-    pub include_caps: &'static [&'static str],
-    pub exclude_caps: &'static [&'static str],
+    /// Architectures and capabilities as masks of `arch_bit` and `cap_bit`.
+    pub include_arches: u64,
+    pub exclude_arches: u64,
+    pub include_caps: u64,
+    pub exclude_caps: u64,
 }
 
-/// `DEFAULT_ACTION`, `ARCHES` and `RULES`, generated from the profile.
+/// `DEFAULT_ACTION`, `ARCHES` and `RULES`, and the bit of each
+/// architecture and capability a rule mentions, generated from the profile.
 mod table {
     use super::{KernelVersion, Name, SeccompArg, StaticArch, StaticRule};
     use std::borrow::Cow;
     include!(concat!(env!("OUT_DIR"), "/seccomp_table.rs"));
 }
 
-pub use table::{ARCHES, DEFAULT_ACTION, RULES};
+pub use table::{arch_bit, cap_bit, ARCHES, DEFAULT_ACTION, RULES};
 use table::{NAMES, NAMES_JSON, NAME_JSON_STARTS};
 
 /// The JSON of a name list borrowed from the static tables (the items,
@@ -55,12 +57,9 @@ pub fn names_json(names: &[Name]) -> Option<&'static str> {
 }
 
 impl StaticRule {
-    fn applies(&self, arch: &str, caps: &[Name], kernel: Option<KernelVersion>) -> bool {
-        let has_cap = |c: &&str| caps.iter().any(|b| b == c);
-        if self.exclude_arches.contains(&arch) {
-            return false;
-        }
-        if self.exclude_caps.iter().any(has_cap) {
+    /// `arch` and `caps` as masks (`arch_bit`, `cap_bit`).
+    fn applies(&self, arch: u64, caps: u64, kernel: Option<KernelVersion>) -> bool {
+        if self.exclude_arches & arch != 0 || self.exclude_caps & caps != 0 {
             return false;
         }
         if let Some(min) = self.min_kernel {
@@ -69,10 +68,10 @@ impl StaticRule {
                 return false;
             }
         }
-        if !self.include_arches.is_empty() && !self.include_arches.contains(&arch) {
+        if self.include_arches != 0 && self.include_arches & arch == 0 {
             return false;
         }
-        self.include_caps.iter().all(has_cap)
+        self.include_caps & !caps == 0
     }
 
     fn to_syscall(&self) -> Syscall {
@@ -87,6 +86,8 @@ impl StaticRule {
 /// The default profile for a process with bounding set `caps` on this host.
 pub fn default_seccomp(caps: &[Name], facts: &HostFacts) -> Seccomp {
     let arch = go_to_native_arch(&facts.arch);
+    let arch_mask = arch_bit(arch);
+    let cap_mask = caps.iter().fold(0, |mask, cap| mask | cap_bit(cap));
     let kernel = KernelVersion::parse(&facts.kernel_release);
     let mut architectures = Vec::new();
     for entry in ARCHES.iter().filter(|e| e.goarch == arch) {
@@ -98,7 +99,7 @@ pub fn default_seccomp(caps: &[Name], facts: &HostFacts) -> Seccomp {
     syscalls.extend(
         RULES
             .iter()
-            .filter(|r| r.applies(arch, caps, kernel))
+            .filter(|r| r.applies(arch_mask, cap_mask, kernel))
             .map(StaticRule::to_syscall),
     );
     Seccomp {
@@ -169,6 +170,66 @@ mod tests {
         static ELSEWHERE: [Name; 1] = [Cow::Borrowed("accept")];
         assert_eq!(names_json(&ELSEWHERE), None);
         assert_eq!(names_json(&RULES[0].names[..0]), None);
+    }
+
+    /// The rules the profile's text selects, by string comparison: what the
+    /// masks in the generated table must reproduce.
+    fn selected_by_text(caps: &[Name], facts: &HostFacts) -> Vec<Vec<String>> {
+        let profile = parse_profile(include_str!("../data/seccomp-default.profile")).unwrap();
+        let arch = go_to_native_arch(&facts.arch);
+        let kernel = KernelVersion::parse(&facts.kernel_release).map(|k| (k.major, k.minor));
+        let has = |c: &String| caps.iter().any(|b| b == c);
+        profile
+            .rules
+            .into_iter()
+            .filter(|r| {
+                !r.exclude_arches.iter().any(|a| a == arch)
+                    && !r.exclude_caps.iter().any(has)
+                    && r.min_kernel.is_none_or(|min| kernel.is_some_and(|k| k >= min))
+                    && (r.include_arches.is_empty() || r.include_arches.iter().any(|a| a == arch))
+                    && r.include_caps.iter().all(has)
+            })
+            .map(|r| r.names)
+            .collect()
+    }
+
+    #[test]
+    fn rule_masks_select_what_the_profile_text_selects() {
+        let profile = parse_profile(include_str!("../data/seccomp-default.profile")).unwrap();
+        let mut mentioned: Vec<String> = profile
+            .rules
+            .iter()
+            .flat_map(|r| r.include_caps.iter().chain(&r.exclude_caps))
+            .cloned()
+            .collect();
+        mentioned.sort();
+        mentioned.dedup();
+        assert!(mentioned.len() > 5, "the profile gates rules on capabilities");
+        let default = caps(DEFAULT_CAPS);
+        let mut cap_sets = vec![Vec::new(), default.clone(), caps(&["CAP_NOT_IN_ANY_RULE"])];
+        for cap in &mentioned {
+            let mut with = default.clone();
+            with.push(cap.clone().into());
+            cap_sets.push(with);
+            cap_sets.push(default.iter().filter(|c| *c != cap).cloned().collect());
+            cap_sets.push(vec![cap.clone().into()]);
+        }
+        cap_sets.push(mentioned.iter().cloned().map(Name::from).collect());
+        let mut arches: Vec<String> = profile.arches.iter().map(|(_, go, _)| go.clone()).collect();
+        arches.extend(["386".to_string(), "riscv64".to_string(), "wasm".to_string()]);
+        for arch in &arches {
+            for kernel in ["4.4.0", "4.8", "5.10.0-28-amd64", "6.18.44", "weird"] {
+                let host = facts(kernel, arch);
+                for set in &cap_sets {
+                    let by_masks: Vec<Vec<String>> = default_seccomp(set, &host)
+                        .syscalls
+                        .iter()
+                        .map(|r| r.names.iter().map(|n| n.to_string()).collect())
+                        .collect();
+                    assert_eq!(by_masks, selected_by_text(set, &host), "{arch} {kernel} {set:?}");
+                }
+            }
+        }
     }
 
     #[test]

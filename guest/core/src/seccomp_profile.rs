@@ -115,6 +115,40 @@ fn apply_directive(profile: &mut ProfileText, words: &[&str]) -> Result<(), Stri
     Ok(())
 }
 
+/// The distinct values of one kind of rule condition, in order of first use.
+fn distinct<'a>(lists: impl Iterator<Item = &'a Vec<String>>) -> Vec<&'a str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for item in lists.flatten() {
+        if !seen.contains(&item.as_str()) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
+/// A condition list as a bit mask over `universe` (Rust source).
+fn mask(list: &[String], universe: &[&str]) -> String {
+    let bits = list
+        .iter()
+        .map(|item| universe.iter().position(|u| u == item).map_or(0, |i| 1u64 << i))
+        .fold(0u64, |m, b| m | b);
+    format!("{bits:#x}")
+}
+
+/// A function from a name to its bit in `universe`, 0 for any other name.
+fn bit_fn(name: &str, universe: &[&str]) -> String {
+    assert!(universe.len() <= 64, "more than 64 distinct values for {name}");
+    let arms: Vec<String> = universe
+        .iter()
+        .enumerate()
+        .map(|(i, u)| format!("        {u:?} => 1 << {i},\n"))
+        .collect();
+    format!(
+        "pub fn {name}(name: &str) -> u64 {{\n    match name {{\n{}        _ => 0,\n    }}\n}}\n",
+        arms.concat()
+    )
+}
+
 /// The profile as Rust source for static tables (see `seccomp.rs`).
 pub fn to_rust(profile: &ProfileText) -> String {
     let strs = |v: &[String]| {
@@ -123,7 +157,19 @@ pub fn to_rust(profile: &ProfileText) -> String {
             v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
         )
     };
+    // A rule's capability and architecture conditions are bit masks over
+    // the values the rules mention: filtering the profile for a process is
+    // then a few mask tests a rule, not string searches.
+    let caps = distinct(profile.rules.iter().flat_map(|r| [&r.include_caps, &r.exclude_caps]));
+    let arches = distinct(
+        profile
+            .rules
+            .iter()
+            .flat_map(|r| [&r.include_arches, &r.exclude_arches]),
+    );
     let mut out = String::new();
+    out.push_str(&bit_fn("cap_bit", &caps));
+    out.push_str(&bit_fn("arch_bit", &arches));
     out.push_str(&format!(
         "pub static DEFAULT_ACTION: &str = {:?};\n",
         profile.default_action
@@ -183,10 +229,10 @@ pub fn to_rust(profile: &ProfileText) -> String {
             "    StaticRule {{ action: {:?}, names: {names}, args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
             r.action,
             args.join(", "),
-            strs(&r.include_arches),
-            strs(&r.exclude_arches),
-            strs(&r.include_caps),
-            strs(&r.exclude_caps),
+            mask(&r.include_arches, &arches),
+            mask(&r.exclude_arches, &arches),
+            mask(&r.include_caps, &caps),
+            mask(&r.exclude_caps, &caps),
         ));
     }
     out.push_str("];\n");
