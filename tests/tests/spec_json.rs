@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 use specwright_core::seccomp::RULES;
 use specwright_core::spec::{
-    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Namespace, Process, Resources, Rlimit, Root,
-    Seccomp, SeccompArg, Spec, Syscall, User,
+    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Names, Namespace, Process, Resources, Rlimit,
+    Root, Seccomp, SeccompArg, Spec, Syscall, User,
 };
 use specwright_tests::{oracle_case_names, oracle_cases_dir, shared_dir};
 
@@ -58,23 +58,27 @@ fn few<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value =
 }
 
 /// A list of names: arbitrary, or one of the default spec's lists (whose
-/// JSON is made at compile time), whole or with one item changed.
-fn names() -> BoxedStrategy<Vec<Name>> {
-    let statics: Vec<&'static [&'static str]> = specwright_core::static_lists::lists().collect();
+/// JSON is made at compile time) borrowed whole, borrowed in part (at the
+/// list's own address), or copied with one item changed or not.
+fn names() -> BoxedStrategy<Names> {
+    let statics: Vec<&'static [Name]> = specwright_core::static_lists::lists().collect();
     prop_oneof![
-        few(name()),
+        few(name()).prop_map(Names::Owned),
+        prop::sample::select(statics.clone()).prop_map(Names::Borrowed),
+        (prop::sample::select(statics.clone()), any::<prop::sample::Index>())
+            .prop_map(|(list, end)| Names::Borrowed(&list[..end.index(list.len())])),
         (
             prop::sample::select(statics),
             any::<prop::sample::Index>(),
             proptest::option::of(name())
         )
             .prop_map(|(list, at, change)| {
-                let mut names: Vec<Name> = list.iter().map(|s| Name::Borrowed(s)).collect();
+                let mut names: Vec<Name> = list.to_vec();
                 if let Some(change) = change {
                     let i = at.index(names.len());
                     names[i] = change;
                 }
-                names
+                Names::Owned(names)
             }),
     ]
     .boxed()

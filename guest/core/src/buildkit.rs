@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(spec.mounts[0].source, "/proc");
         let linux = spec.linux.unwrap();
         assert!(!linux.namespaces.iter().any(|n| n.kind == "pid"));
-        assert_eq!(linux.masked_paths, ["/sys/firmware"]);
+        assert_eq!(linux.masked_paths[..], ["/sys/firmware"]);
     }
 
     #[test]
@@ -306,7 +306,7 @@ mod tests {
         let (spec, log) = run(&req);
         let got: Vec<_> = user_mounts(&spec)
             .into_iter()
-            .map(|m| (m.destination, m.source, m.options))
+            .map(|m| (m.destination, m.source, m.options.into_owned()))
             .collect();
         assert_eq!(
             got,
@@ -331,7 +331,7 @@ mod tests {
         let m = user_mounts(&spec);
         assert_eq!(m[0].source, "/s0/sub/dir");
         assert_eq!(m[1].source, "/s0/sub/other");
-        assert_eq!(m[1].options, ["rbind"]);
+        assert_eq!(m[1].options[..], ["rbind"]);
     }
 
     #[test]
@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(m[0].source, "/state/mounts/t0/sub/dir");
         assert_eq!(m[1].source, "/state/mounts/t0/sub/other");
         assert_eq!(m[2].source, "/state/mounts/t1/x");
-        assert_eq!(m[0].options, ["rbind", "ro"]);
+        assert_eq!(m[0].options[..], ["rbind", "ro"]);
     }
 
     #[test]
@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].source, "/s0/sub");
         assert_eq!(m[1].source, "/state/mounts/t0/sub");
-        assert_eq!(m[1].options, ["rbind"]);
+        assert_eq!(m[1].options[..], ["rbind"]);
         assert!(log.contains(&"mount 0/[1] at /state/mounts/t0".to_string()), "{log:?}");
     }
 

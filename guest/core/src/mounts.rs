@@ -1,7 +1,8 @@
 //! The step's own mounts: materialized by the host, narrowed by selectors.
 
 use crate::request::{Mountable, Request};
-use crate::spec::{Mount, Name, Spec};
+use crate::spec::{Mount, Name, Names, Spec};
+use crate::static_lists::{self, RBIND_OPTIONS, RBIND_RO_OPTIONS};
 use crate::PolicyError;
 
 /// Why a privileged operation did not happen; mirrors the WIT `host-error`.
@@ -56,16 +57,16 @@ pub fn selects_root(selector: &str) -> bool {
 
 /// Options of a mount narrowed by a selector: a recursive bind, read-only
 /// once for every `ro` the original carried (as BuildKit builds them).
-fn selector_bind_options(original: &Mountable) -> Vec<Name> {
-    let mut options: Vec<Name> = vec!["rbind".into()];
-    options.extend(
-        original
-            .options
-            .iter()
-            .filter(|o| *o == "ro")
-            .map(|_| Name::Borrowed("ro")),
-    );
-    options
+fn selector_bind_options(original: &Mountable) -> Names {
+    match original.options.iter().filter(|o| *o == "ro").count() {
+        0 => Names::Borrowed(RBIND_OPTIONS),
+        1 => Names::Borrowed(RBIND_RO_OPTIONS),
+        ro => {
+            let mut options = vec![Name::Borrowed("rbind")];
+            options.resize(ro + 1, Name::Borrowed("ro"));
+            Names::Owned(options)
+        }
+    }
 }
 
 /// Appends every request mount to the spec, in request order, after the
@@ -89,7 +90,7 @@ pub fn with_request_mounts<M: Mounter>(spec: &mut Spec, request: &Request, mount
                     destination: m.dest.clone().into(),
                     kind: mountable.kind.clone().into(),
                     source: mountable.source.clone().into(),
-                    options: mountable.options.iter().map(|o| o.clone().into()).collect(),
+                    options: static_lists::borrow_or_copy(&mountable.options),
                 });
                 continue;
             }
@@ -143,6 +144,6 @@ mod tests {
             source: "/s".into(),
             options: vec!["ro".into(), "rbind".into(), "ro".into()],
         };
-        assert_eq!(selector_bind_options(&m), ["rbind", "ro", "ro"]);
+        assert_eq!(selector_bind_options(&m)[..], ["rbind", "ro", "ro"]);
     }
 }

@@ -5,8 +5,8 @@ use crate::facts::HostFacts;
 use crate::request::{IdRange, Network};
 use crate::seccomp::default_seccomp;
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Namespace, Process, Resources, Rlimit, Root,
-    Spec, User,
+    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Names, Namespace, Process, Resources, Rlimit,
+    Root, Spec, User,
 };
 pub use crate::static_lists::DEFAULT_CAPS;
 use crate::static_lists::{
@@ -73,23 +73,12 @@ const INSECURE_DEVICES: &[(&str, i64, i64)] = &[
 /// How many loop devices insecure mode exposes, from the first free one.
 const INSECURE_LOOP_DEVICES: u32 = 8;
 
-/// Static strings borrowed into the spec: one allocation for the list, none
-/// for its items.
-fn names(list: &'static [&'static str]) -> Vec<Name> {
-    list.iter().map(|s| Name::Borrowed(s)).collect()
-}
-
-fn mount(
-    destination: impl Into<Name>,
-    kind: &'static str,
-    source: impl Into<Name>,
-    options: &'static [&'static str],
-) -> Mount {
+fn mount(destination: impl Into<Name>, kind: &'static str, source: impl Into<Name>, options: &'static [Name]) -> Mount {
     Mount {
         destination: destination.into(),
         kind: Name::Borrowed(kind),
         source: source.into(),
-        options: names(options),
+        options: Names::Borrowed(options),
     }
 }
 
@@ -112,7 +101,7 @@ fn default_mounts() -> Vec<Mount> {
 
 /// containerd's `populateDefaultUnixSpec`: the spec every step starts from.
 pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
-    let caps = names(DEFAULT_CAPS);
+    let caps = Names::Borrowed(DEFAULT_CAPS);
     Spec {
         oci_version: Name::Borrowed(OCI_VERSION),
         root: Some(Root {
@@ -128,7 +117,7 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
                 permitted: caps.clone(),
                 inheritable: caps.clone(),
                 effective: caps,
-                ambient: Vec::new(),
+                ambient: Names::Borrowed(&[]),
             }),
             rlimits: vec![Rlimit {
                 kind: Name::Borrowed("RLIMIT_NOFILE"),
@@ -139,8 +128,8 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
         }),
         mounts: default_mounts(),
         linux: Some(Linux {
-            masked_paths: names(DEFAULT_MASKED_PATHS),
-            readonly_paths: names(DEFAULT_READONLY_PATHS),
+            masked_paths: Names::Borrowed(DEFAULT_MASKED_PATHS),
+            readonly_paths: Names::Borrowed(DEFAULT_READONLY_PATHS),
             cgroups_path: format!("/{namespace}/{id}"),
             resources: Some(Resources {
                 devices: vec![DeviceCgroup {
@@ -201,7 +190,6 @@ pub fn with_default_seccomp(spec: &mut Spec, facts: &HostFacts) {
 /// or read-only paths, all devices allowed, and the devices a privileged
 /// build expects (unless in a user namespace, where they cannot be made).
 pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespace: bool) {
-    let add = names(INSECURE_CAPS);
     let process = spec.process_mut();
     let caps = process.capabilities.get_or_insert_with(Capabilities::default);
     for set in [
@@ -211,12 +199,12 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
         &mut caps.inheritable,
         &mut caps.permitted,
     ] {
-        set.extend(add.iter().cloned());
+        set.to_mut().extend(INSECURE_CAPS.iter().map(|c| Name::Borrowed(*c)));
     }
     process.apparmor_profile.clear();
     let linux = spec.linux_mut();
-    linux.readonly_paths.clear();
-    linux.masked_paths.clear();
+    linux.readonly_paths = Names::Borrowed(&[]);
+    linux.masked_paths = Names::Borrowed(&[]);
     linux.resources.get_or_insert_with(Resources::default).devices = ["c", "b"]
         .iter()
         .map(|kind| DeviceCgroup {
@@ -249,8 +237,10 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
 /// Rewrites `ro` to `rw` in the options of every mount of type `kind`, in place.
 pub fn with_writeable_mounts_of_type(spec: &mut Spec, kind: &str) {
     for m in spec.mounts.iter_mut().filter(|m| m.kind == kind) {
-        for o in m.options.iter_mut().filter(|o| *o == "ro") {
-            *o = Name::Borrowed("rw");
+        if m.options.iter().any(|o| o == "ro") {
+            for o in m.options.to_mut().iter_mut().filter(|o| *o == "ro") {
+                *o = Name::Borrowed("rw");
+            }
         }
     }
 }
@@ -288,8 +278,8 @@ pub fn with_bound_proc(spec: &mut Spec) {
     spec.mounts.retain(|m| !has_path_prefix(&m.destination, "/proc"));
     spec.mounts.insert(0, mount("/proc", "bind", "/proc", RBIND_OPTIONS));
     let linux = spec.linux_mut();
-    linux.masked_paths.retain(|p| !has_path_prefix(p, "/proc"));
-    linux.readonly_paths.retain(|p| !has_path_prefix(p, "/proc"));
+    linux.masked_paths.to_mut().retain(|p| !has_path_prefix(p, "/proc"));
+    linux.readonly_paths.to_mut().retain(|p| !has_path_prefix(p, "/proc"));
 }
 
 fn id_mappings(ranges: &[IdRange]) -> impl Iterator<Item = IdMapping> + '_ {
@@ -433,7 +423,10 @@ mod tests {
         spec.mounts.push(mount("/proceeds", "bind", "/p", &[]));
         spec.mounts.push(mount("/proc/sys/x", "bind", "/p", &[]));
         with_bound_proc(&mut spec);
-        assert_eq!(spec.mounts[0], mount("/proc", "bind", "/proc", &["rbind"]));
+        assert_eq!(
+            spec.mounts[0],
+            mount("/proc", "bind", "/proc", &[Name::Borrowed("rbind")])
+        );
         assert_eq!(
             spec.mounts
                 .iter()
@@ -443,7 +436,7 @@ mod tests {
         );
         assert!(spec.mounts.iter().any(|m| m.destination == "/proceeds"));
         let linux = spec.linux.unwrap();
-        assert_eq!(linux.masked_paths, ["/sys/firmware"]);
+        assert_eq!(linux.masked_paths[..], ["/sys/firmware"]);
         assert!(linux.readonly_paths.is_empty());
     }
 
@@ -473,7 +466,7 @@ mod tests {
         with_cgroup_mount(&mut spec);
         with_writeable_mounts_of_type(&mut spec, "cgroup");
         let cg = spec.mounts.iter().find(|m| m.kind == "cgroup").unwrap();
-        assert_eq!(cg.options, ["rw", "nosuid", "noexec", "nodev"]);
+        assert_eq!(cg.options[..], ["rw", "nosuid", "noexec", "nodev"]);
         let sys = spec.mounts.iter().find(|m| m.kind == "sysfs").unwrap();
         assert_eq!(sys.options.last().unwrap(), "ro");
     }

@@ -133,8 +133,8 @@ mod tests {
         }
     }
 
-    fn caps(list: &[&str]) -> Vec<Name> {
-        list.iter().map(|c| Name::from(c.to_string())).collect()
+    fn caps<S: AsRef<str>>(list: &[S]) -> Vec<Name> {
+        list.iter().map(|c| Name::from(c.as_ref().to_string())).collect()
     }
 
     fn has_rule(s: &Seccomp, name: &str) -> bool {

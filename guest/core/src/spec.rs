@@ -14,6 +14,12 @@ use serde::{Deserialize, Serialize};
 /// once a request or a policy supplies it (`"x".into()`, `s.into()`).
 pub type Name = Cow<'static, str>;
 
+/// A list of names that is usually one of the default spec's static lists
+/// (capabilities, masked paths, mount options): borrowed whole, so building
+/// a spec does not allocate it, and written as JSON made at build time
+/// (`static_lists`). Edit with `.to_mut()`.
+pub type Names = Cow<'static, [Name]>;
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -80,16 +86,16 @@ pub struct User {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Capabilities {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bounding: Vec<Name>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub effective: Vec<Name>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inheritable: Vec<Name>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub permitted: Vec<Name>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ambient: Vec<Name>,
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub bounding: Names,
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub effective: Names,
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub inheritable: Names,
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub permitted: Names,
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub ambient: Names,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,8 +120,8 @@ pub struct Mount {
     pub kind: Name,
     #[serde(default, skip_serializing_if = "str::is_empty")]
     pub source: Name,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub options: Vec<Name>,
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub options: Names,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -135,10 +141,10 @@ pub struct Linux {
     pub devices: Vec<Device>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<Seccomp>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub masked_paths: Vec<Name>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub readonly_paths: Vec<Name>,
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub masked_paths: Names,
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub readonly_paths: Names,
     /// Fields this model does not name (sysctl, other resources, ...),
     /// kept for the next policy.
     #[serde(flatten)]

@@ -5,19 +5,22 @@
 //! once the seccomp names are spliced in; a list that still holds exactly
 //! one of these (what almost every spec has) is copied as one string.
 
-use crate::spec::Name;
+use std::borrow::Cow;
 
-/// Defines each list as `NAME: &[&str]` and registers it with its JSON
+use crate::spec::{Name, Names};
+
+/// Defines each list as `NAME: &[Name]` (a static: one address, which a
+/// spec's list borrowed whole shares) and registers it with its JSON
 /// (`["a","b"]`, for literals that need no escaping: a test checks every
 /// one against serde_json).
 macro_rules! static_lists {
     ($($(#[$doc:meta])* $vis:vis $name:ident = [$first:literal $(, $rest:literal)* $(,)?];)+) => {
         $(
             $(#[$doc])*
-            $vis const $name: &[&str] = &[$first $(, $rest)*];
+            $vis static $name: &[Name] = &[Cow::Borrowed($first) $(, Cow::Borrowed($rest))*];
         )+
         /// Every list, with its JSON.
-        const LISTS: &[(&[&str], &str)] = &[
+        static LISTS: &[(&[Name], &str)] = &[
             $(($name, concat!("[\"", $first, "\"", $(",\"", $rest, "\"",)* "]")),)+
         ];
     };
@@ -70,21 +73,41 @@ static_lists! {
     /// /etc/resolv.conf and /etc/hosts.
     pub(crate) RO_BIND_OPTIONS = ["nosuid", "noexec", "nodev", "rbind", "ro"];
     pub(crate) CGROUP_OPTIONS = ["ro", "nosuid", "noexec", "nodev"];
-    /// The host's /proc in no-sandbox process mode.
+    /// The host's /proc in no-sandbox process mode; a bind from a request.
     pub(crate) RBIND_OPTIONS = ["rbind"];
+    /// A read-only bind from a request.
+    pub(crate) RBIND_RO_OPTIONS = ["rbind", "ro"];
 }
 
 /// Every list above.
-pub fn lists() -> impl Iterator<Item = &'static [&'static str]> {
+pub fn lists() -> impl Iterator<Item = &'static [Name]> {
     LISTS.iter().map(|(list, _)| *list)
 }
 
-/// The JSON of `values` when they are exactly one of the lists above.
+/// The JSON of `values` when they are exactly one of the lists above: the
+/// list itself (the usual case: a spec's list borrowed whole), or a copy
+/// with the same items.
 pub fn json_of(values: &[Name]) -> Option<&'static str> {
+    let borrowed = LISTS.iter().find(|(list, _)| std::ptr::eq(*list, values));
+    borrowed
+        .or_else(|| {
+            LISTS
+                .iter()
+                .find(|(list, _)| list.len() == values.len() && list.iter().zip(values).all(|(a, b)| same(a, b)))
+        })
+        .map(|(_, json)| *json)
+}
+
+/// `values` as a spec's list: the static list with the same items when
+/// there is one (a request's bind options, usually), else a copy.
+pub fn borrow_or_copy(values: &[String]) -> Names {
     LISTS
         .iter()
-        .find(|(list, _)| list.len() == values.len() && list.iter().zip(values).all(|(a, b)| same(a, b)))
-        .map(|(_, json)| *json)
+        .find(|(list, _)| list.len() == values.len() && list.iter().zip(values).all(|(a, b)| a == b))
+        .map_or_else(
+            || Names::Owned(values.iter().map(|v| Name::Owned(v.clone())).collect()),
+            |(list, _)| Names::Borrowed(list),
+        )
 }
 
 /// Equal strings; the usual case, a name borrowed from the list itself,
@@ -101,15 +124,31 @@ mod tests {
     fn each_list_s_json_is_serde_json_s() {
         for (list, json) in LISTS {
             assert_eq!(*json, serde_json::to_string(list).unwrap());
-            let names: Vec<Name> = list.iter().map(|s| Name::Borrowed(s)).collect();
-            assert_eq!(json_of(&names), Some(*json));
+            assert_eq!(json_of(list), Some(*json));
+            let names: Vec<Name> = list.to_vec();
+            assert_eq!(json_of(&names), Some(*json), "a copy borrowing the same strings");
             let owned: Vec<Name> = list.iter().map(|s| Name::from(s.to_string())).collect();
             assert_eq!(json_of(&owned), Some(*json), "matched by content, not by address");
         }
-        let mut edited: Vec<Name> = DEFAULT_CAPS.iter().map(|s| Name::Borrowed(s)).collect();
+        let mut edited: Vec<Name> = DEFAULT_CAPS.to_vec();
         edited.pop();
         assert_eq!(json_of(&edited), None);
         edited.push("CAP_SYS_ADMIN".into());
         assert_eq!(json_of(&edited), None);
+        assert_eq!(
+            json_of(&DEFAULT_CAPS[..3]),
+            None,
+            "a prefix of a list at the list's address"
+        );
+    }
+
+    #[test]
+    fn a_list_equal_to_a_static_one_is_borrowed_and_any_other_copied() {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ro = borrow_or_copy(&strings(&["rbind", "ro"]));
+        assert!(matches!(ro, Names::Borrowed(list) if std::ptr::eq(list, RBIND_RO_OPTIONS)));
+        let other = borrow_or_copy(&strings(&["rbind", "ro", "nosuid"]));
+        assert!(matches!(&other, Names::Owned(list) if list[..] == ["rbind", "ro", "nosuid"]));
+        assert!(matches!(borrow_or_copy(&[]), Names::Owned(list) if list.is_empty()));
     }
 }

@@ -34,7 +34,10 @@ pub fn harden(mut spec: Spec) -> Spec {
             &mut caps.permitted,
             &mut caps.ambient,
         ] {
-            set.retain(|c| !DROPPED_CAPS.contains(&&**c));
+            // A list borrowed from the default spec is copied only if it changes.
+            if set.iter().any(|c| DROPPED_CAPS.contains(&&**c)) {
+                set.to_mut().retain(|c| !DROPPED_CAPS.contains(&&**c));
+            }
         }
     }
     spec.root.get_or_insert_with(Default::default).readonly = true;
