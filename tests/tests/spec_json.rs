@@ -169,11 +169,24 @@ fn seccomp() -> impl Strategy<Value = Seccomp> {
                 Cow::Borrowed(&names[a.min(b)..a.max(b)])
             }),
     ];
-    let syscall = (names, name(), few(arg)).prop_map(|(names, action, args)| Syscall {
+    let built = (names, name(), few(arg)).prop_map(|(names, action, args)| Syscall {
         names,
         action,
         args: Cow::Owned(args),
     });
+    // A rule of the profile as the default policy makes it (JSON made at
+    // build time), unchanged or with one field replaced.
+    let from_table = (0..RULES.len(), 0..4usize, name()).prop_map(|(rule, edit, action)| {
+        let mut syscall = RULES[rule].to_syscall();
+        match edit {
+            0 => syscall.action = action,
+            1 => syscall.args = Cow::Owned(Vec::new()),
+            2 => syscall.names = Cow::Owned(syscall.names.to_vec()),
+            _ => {}
+        }
+        syscall
+    });
+    let syscall = prop_oneof![built, from_table];
     (name(), few(name()), few(syscall)).prop_map(|(default_action, architectures, syscalls)| Seccomp {
         default_action,
         architectures,

@@ -334,6 +334,10 @@ impl Writer {
     }
 
     fn syscall(&mut self, s: &Syscall) {
+        if let Some(json) = crate::seccomp::rule_json(s) {
+            self.out.push_str(json);
+            return;
+        }
         let mut o = self.object();
         o.key(key!("names")).names(&s.names);
         o.str(key!("action"), &s.action);

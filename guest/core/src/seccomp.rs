@@ -24,6 +24,8 @@ pub struct StaticRule {
     pub exclude_arches: u64,
     pub include_caps: u64,
     pub exclude_caps: u64,
+    /// The rule as JSON, made at build time.
+    pub json: &'static str,
 }
 
 /// `DEFAULT_ACTION`, `ARCHES` and `RULES`, and the bit of each
@@ -35,16 +37,15 @@ mod table {
 }
 
 pub use table::{arch_bit, cap_bit, ARCHES, DEFAULT_ACTION, RULES};
-use table::{NAMES, NAMES_JSON, NAME_JSON_STARTS};
+use table::{NAMES, NAMES_JSON, NAME_JSON_STARTS, RULE_FIRST_NAME};
 
-/// The JSON of a name list borrowed from the static tables (the items,
-/// without brackets), written at build time; `None` for any other list (a
-/// policy's own, or a copy).
+/// Where a name list borrowed from the static tables lies in `NAMES`:
+/// `(first, end)`; `None` for any other list (a policy's own, or a copy).
 ///
 /// A slice that starts inside the one static array of all rule names is a
 /// run of its items (nothing else lives at those addresses, and a static
-/// never changes), so its JSON is the matching run of `NAMES_JSON`.
-pub fn names_json(names: &[Name]) -> Option<&'static str> {
+/// never changes).
+fn names_run(names: &[Name]) -> Option<(usize, usize)> {
     let offset = (names.as_ptr() as usize).checked_sub(NAMES.as_ptr() as usize)?;
     let size = std::mem::size_of::<Name>();
     if names.is_empty() || offset % size != 0 {
@@ -52,8 +53,28 @@ pub fn names_json(names: &[Name]) -> Option<&'static str> {
     }
     let first = offset / size;
     let end = first.checked_add(names.len()).filter(|end| *end <= NAMES.len())?;
+    Some((first, end))
+}
+
+/// The JSON of a name list borrowed from the static tables (the items,
+/// without brackets), written at build time: the matching run of
+/// `NAMES_JSON`. `None` for any other list.
+pub fn names_json(names: &[Name]) -> Option<&'static str> {
+    let (first, end) = names_run(names)?;
     // Each name's JSON ends with a comma; the last one's is left out.
     NAMES_JSON.get(NAME_JSON_STARTS[first]..NAME_JSON_STARTS[end] - 1)
+}
+
+/// The JSON of a rule that is one of the profile's, unchanged (its names,
+/// action and arguments all borrowed from that rule), made at build time;
+/// `None` for any other rule.
+pub fn rule_json(rule: &Syscall) -> Option<&'static str> {
+    let (first, end) = names_run(&rule.names)?;
+    let table = &RULES[RULE_FIRST_NAME.binary_search(&first).ok()?];
+    let same_action =
+        rule.action.len() == table.action.len() && std::ptr::eq(rule.action.as_ptr(), table.action.as_ptr());
+    let whole = end - first == table.names.len();
+    (whole && same_action && std::ptr::eq(&*rule.args, table.args)).then_some(table.json)
 }
 
 impl StaticRule {
@@ -74,7 +95,8 @@ impl StaticRule {
         self.include_caps & !caps == 0
     }
 
-    fn to_syscall(&self) -> Syscall {
+    /// The rule as a spec's syscall rule, borrowing everything from the table.
+    pub fn to_syscall(&self) -> Syscall {
         Syscall {
             names: Cow::Borrowed(self.names),
             action: Cow::Borrowed(self.action),
@@ -230,6 +252,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_unchanged_rule_is_written_from_its_build_time_json() {
+        for rule in RULES {
+            let syscall = rule.to_syscall();
+            assert_eq!(rule_json(&syscall), Some(rule.json));
+            assert_eq!(rule.json, serde_json::to_string(&syscall).unwrap());
+            let mut copied = syscall.clone();
+            copied.names = Cow::Owned(rule.names.to_vec());
+            assert_eq!(rule_json(&copied), None, "names copied");
+            let mut part = syscall.clone();
+            part.names = Cow::Borrowed(&rule.names[..rule.names.len() - 1]);
+            assert_eq!(rule_json(&part), None, "names in part");
+            let mut action = syscall.clone();
+            action.action = rule.action.to_string().into();
+            assert_eq!(rule_json(&action), None, "action copied");
+        }
+        let with_args = RULES.iter().find(|r| !r.args.is_empty()).unwrap().to_syscall();
+        let mut args = with_args.clone();
+        args.args.to_mut()[0].value += 1;
+        assert_eq!(rule_json(&args), None, "argument edited");
     }
 
     #[test]

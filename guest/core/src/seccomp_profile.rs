@@ -211,7 +211,10 @@ pub fn to_rust(profile: &ProfileText) -> String {
     ));
     out.push_str("pub static RULES: &[StaticRule] = &[\n");
     let mut first_name = 0;
+    let mut rule_starts = Vec::new();
     for r in &profile.rules {
+        rule_starts.push(first_name);
+        let rule_json = rule_json(r, &json[starts[first_name]..starts[first_name + r.names.len()] - 1]);
         let args: Vec<String> = r
             .args
             .iter()
@@ -226,7 +229,7 @@ pub fn to_rust(profile: &ProfileText) -> String {
         let names = format!("NAMES.split_at({first_name}).1.split_at({}).0", r.names.len());
         first_name += r.names.len();
         out.push_str(&format!(
-            "    StaticRule {{ action: {:?}, names: {names}, args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
+            "    StaticRule {{ action: {:?}, names: {names}, args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {}, json: {rule_json:?} }},\n",
             r.action,
             args.join(", "),
             mask(&r.include_arches, &arches),
@@ -236,5 +239,39 @@ pub fn to_rust(profile: &ProfileText) -> String {
         ));
     }
     out.push_str("];\n");
+    out.push_str(&format!(
+        "pub static RULE_FIRST_NAME: [usize; {}] = {rule_starts:?};\n",
+        rule_starts.len()
+    ));
     out
+}
+
+/// A rule as the JSON `Spec::to_json` writes for it (the field order and
+/// omissions of runtime-spec's Go types); `names` is its names' JSON.
+fn rule_json(rule: &RuleText, names: &str) -> String {
+    let plain = |s: &str| {
+        assert!(
+            s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{s:?} would need escaping in JSON"
+        );
+        s.to_string()
+    };
+    let mut json = format!("{{\"names\":[{names}],\"action\":\"{}\"", plain(&rule.action));
+    if !rule.args.is_empty() {
+        let args: Vec<String> = rule
+            .args
+            .iter()
+            .map(|(index, op, value, two)| {
+                let two = if *two == 0 {
+                    String::new()
+                } else {
+                    format!(",\"valueTwo\":{two}")
+                };
+                format!("{{\"index\":{index},\"value\":{value}{two},\"op\":\"{}\"}}", plain(op))
+            })
+            .collect();
+        json.push_str(&format!(",\"args\":[{}]", args.join(",")));
+    }
+    json.push('}');
+    json
 }
