@@ -202,7 +202,21 @@ fn linux() -> impl Strategy<Value = Linux> {
     });
     let device_cgroup =
         (any::<bool>(), name(), name()).prop_map(|(allow, kind, access)| DeviceCgroup { allow, kind, access });
-    let namespace = (name(), name()).prop_map(|(kind, path)| Namespace { kind, path });
+    let namespace = prop_oneof![
+        (name(), name()).prop_map(|(kind, path)| Namespace { kind, path }),
+        // The default spec's, borrowed: JSON made at compile time.
+        (0..5usize, proptest::option::of(name())).prop_map(|(at, path)| {
+            let mut namespace = specwright_core::opts::default_unix_spec("n", "i")
+                .linux
+                .unwrap()
+                .namespaces[at]
+                .clone();
+            if let Some(path) = path {
+                namespace.path = path;
+            }
+            namespace
+        }),
+    ];
     let device = (name(), name(), any::<i64>(), any::<i64>()).prop_map(|(path, kind, major, minor)| Device {
         path,
         kind,
@@ -240,12 +254,28 @@ fn linux() -> impl Strategy<Value = Linux> {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    let mount = (name(), name(), name(), names()).prop_map(|(destination, kind, source, options)| Mount {
+    let built = (name(), name(), name(), names()).prop_map(|(destination, kind, source, options)| Mount {
         destination,
         kind,
         source,
         options,
     });
+    // A mount of the default spec (JSON made at compile time), unchanged or
+    // with one field replaced.
+    let statics: Vec<&'static Mount> = specwright_core::static_lists::mounts().collect();
+    let from_table =
+        (prop::sample::select(statics), 0..5usize, name(), names()).prop_map(|(mount, edit, name, names)| {
+            let mut mount = mount.clone();
+            match edit {
+                0 => mount.destination = name,
+                1 => mount.kind = name,
+                2 => mount.source = name,
+                3 => mount.options = names,
+                _ => {}
+            }
+            mount
+        });
+    let mount = prop_oneof![built, from_table];
     let root = (name(), any::<bool>()).prop_map(|(path, readonly)| Root { path, readonly });
     (
         name(),

@@ -248,6 +248,10 @@ impl Writer {
     }
 
     fn mount(&mut self, m: &Mount) {
+        if let Some(json) = crate::static_lists::mount_json(m) {
+            self.out.push_str(json);
+            return;
+        }
         let mut o = self.object();
         o.str(key!("destination"), &m.destination);
         o.str_unless_empty(key!("type"), &m.kind);
@@ -308,6 +312,10 @@ impl Writer {
     }
 
     fn namespace(&mut self, n: &Namespace) {
+        if let Some(json) = crate::static_lists::namespace_json(n) {
+            self.out.push_str(json);
+            return;
+        }
         let mut o = self.object();
         o.str(key!("type"), &n.kind);
         o.str_unless_empty(key!("path"), &n.path);

@@ -10,8 +10,8 @@ use crate::spec::{
 };
 pub use crate::static_lists::DEFAULT_CAPS;
 use crate::static_lists::{
-    CGROUP_OPTIONS, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, DEVPTS_OPTIONS, PROC_OPTIONS, RBIND_OPTIONS,
-    RO_BIND_OPTIONS, SHM_OPTIONS, SYSFS_OPTIONS, TMPFS_OPTIONS,
+    BOUND_PROC_MOUNT, CGROUP_MOUNT, DEFAULT_MASKED_PATHS, DEFAULT_NAMESPACES, DEFAULT_READONLY_PATHS, DEVPTS_MOUNT,
+    DEV_MOUNT, MQUEUE_MOUNT, PROC_MOUNT, RO_BIND_OPTIONS, RUN_MOUNT, SHM_MOUNT, SYSFS_MOUNT,
 };
 
 /// runtime-spec version that containerd 1.4 writes.
@@ -87,15 +87,18 @@ fn default_mounts() -> Vec<Mount> {
     // Room for what BuildKit appends (resolv.conf, hosts, cgroup) and a few
     // request mounts, so that the list is allocated once.
     let mut mounts = Vec::with_capacity(16);
-    mounts.extend([
-        mount("/proc", "proc", "proc", PROC_OPTIONS),
-        mount("/dev", "tmpfs", "tmpfs", TMPFS_OPTIONS),
-        mount("/dev/pts", "devpts", "devpts", DEVPTS_OPTIONS),
-        mount("/dev/shm", "tmpfs", "shm", SHM_OPTIONS),
-        mount("/dev/mqueue", "mqueue", "mqueue", PROC_OPTIONS),
-        mount("/sys", "sysfs", "sysfs", SYSFS_OPTIONS),
-        mount("/run", "tmpfs", "tmpfs", TMPFS_OPTIONS),
-    ]);
+    mounts.extend(
+        [
+            &PROC_MOUNT,
+            &DEV_MOUNT,
+            &DEVPTS_MOUNT,
+            &SHM_MOUNT,
+            &MQUEUE_MOUNT,
+            &SYSFS_MOUNT,
+            &RUN_MOUNT,
+        ]
+        .map(|m| m.mount.clone()),
+    );
     mounts
 }
 
@@ -138,13 +141,7 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
                     access: Name::Borrowed("rwm"),
                 }],
             }),
-            namespaces: ["pid", "ipc", "uts", "mount", "network"]
-                .iter()
-                .map(|kind| Namespace {
-                    kind: Name::Borrowed(kind),
-                    path: Name::Borrowed(""),
-                })
-                .collect(),
+            namespaces: DEFAULT_NAMESPACES.iter().map(|(n, _)| n.clone()).collect(),
             ..Linux::default()
         }),
         hostname: Name::Borrowed(""),
@@ -170,8 +167,7 @@ pub fn with_ro_bind(spec: &mut Spec, source: &str, destination: &'static str) {
 }
 
 pub fn with_cgroup_mount(spec: &mut Spec) {
-    spec.mounts
-        .push(mount("/sys/fs/cgroup", "cgroup", "cgroup", CGROUP_OPTIONS));
+    spec.mounts.push(CGROUP_MOUNT.mount.clone());
 }
 
 /// Docker's default seccomp profile, filtered by the current bounding set;
@@ -276,7 +272,7 @@ fn has_path_prefix(path: &str, prefix: &str) -> bool {
 /// new procfs, and nothing under /proc masked or read-only.
 pub fn with_bound_proc(spec: &mut Spec) {
     spec.mounts.retain(|m| !has_path_prefix(&m.destination, "/proc"));
-    spec.mounts.insert(0, mount("/proc", "bind", "/proc", RBIND_OPTIONS));
+    spec.mounts.insert(0, BOUND_PROC_MOUNT.mount.clone());
     let linux = spec.linux_mut();
     linux.masked_paths.to_mut().retain(|p| !has_path_prefix(p, "/proc"));
     linux.readonly_paths.to_mut().retain(|p| !has_path_prefix(p, "/proc"));

@@ -1,13 +1,14 @@
-//! The string lists of the default spec (capabilities, masked paths,
-//! mount options), each with its JSON made at compile time.
+//! The static data of the default spec (capability sets, masked paths,
+//! its mounts and namespaces), each with its JSON made at compile time.
 //!
-//! Writing a list of short strings is most of what writing a spec costs
-//! once the seccomp names are spliced in; a list that still holds exactly
-//! one of these (what almost every spec has) is copied as one string.
+//! Writing short strings one by one is most of what writing a spec costs
+//! once the seccomp rules are spliced in; a list, mount or namespace that
+//! is still one of these (what almost every spec has) is copied as one
+//! string.
 
 use std::borrow::Cow;
 
-use crate::spec::{Name, Names};
+use crate::spec::{Mount, Name, Names, Namespace};
 
 /// Defines each list as `NAME: &[Name]` (a static: one address, which a
 /// spec's list borrowed whole shares) and registers it with its JSON
@@ -63,39 +64,147 @@ static_lists! {
         "/proc/sys",
         "/proc/sysrq-trigger",
     ];
-    /// Also /dev/mqueue's.
-    pub(crate) PROC_OPTIONS = ["nosuid", "noexec", "nodev"];
-    /// /dev and /run.
-    pub(crate) TMPFS_OPTIONS = ["nosuid", "strictatime", "mode=755", "size=65536k"];
-    pub(crate) DEVPTS_OPTIONS = ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"];
-    pub(crate) SHM_OPTIONS = ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"];
-    pub(crate) SYSFS_OPTIONS = ["nosuid", "noexec", "nodev", "ro"];
     /// /etc/resolv.conf and /etc/hosts.
     pub(crate) RO_BIND_OPTIONS = ["nosuid", "noexec", "nodev", "rbind", "ro"];
-    pub(crate) CGROUP_OPTIONS = ["ro", "nosuid", "noexec", "nodev"];
-    /// The host's /proc in no-sandbox process mode; a bind from a request.
+    /// A bind from a request.
     pub(crate) RBIND_OPTIONS = ["rbind"];
     /// A read-only bind from a request.
     pub(crate) RBIND_RO_OPTIONS = ["rbind", "ro"];
 }
 
-/// Every list above.
+/// A mount of the default spec, with its JSON and its options' JSON.
+pub struct StaticMount {
+    pub mount: Mount,
+    json: &'static str,
+    options_json: &'static str,
+}
+
+/// Defines each mount as a `StaticMount` and registers it in `MOUNTS`.
+macro_rules! static_mounts {
+    ($($(#[$doc:meta])* $vis:vis $name:ident = ($dest:literal, $kind:literal, $source:literal, [$first:literal $(, $rest:literal)* $(,)?]);)+) => {
+        $(
+            $(#[$doc])*
+            $vis static $name: StaticMount = StaticMount {
+                mount: Mount {
+                    destination: Cow::Borrowed($dest),
+                    kind: Cow::Borrowed($kind),
+                    source: Cow::Borrowed($source),
+                    options: Cow::Borrowed(&[Cow::Borrowed($first) $(, Cow::Borrowed($rest))*]),
+                },
+                json: concat!(
+                    "{\"destination\":\"", $dest, "\",\"type\":\"", $kind, "\",\"source\":\"", $source,
+                    "\",\"options\":[\"", $first, "\"", $(",\"", $rest, "\"",)* "]}"
+                ),
+                options_json: concat!("[\"", $first, "\"", $(",\"", $rest, "\"",)* "]"),
+            };
+        )+
+        /// Every mount.
+        static MOUNTS: &[&StaticMount] = &[$(&$name),+];
+    };
+}
+
+static_mounts! {
+    /// containerd's default mounts, in its order (/run included: BuildKit removes it).
+    pub(crate) PROC_MOUNT = ("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]);
+    pub(crate) DEV_MOUNT = ("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]);
+    pub(crate) DEVPTS_MOUNT = (
+        "/dev/pts",
+        "devpts",
+        "devpts",
+        ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
+    );
+    pub(crate) SHM_MOUNT = ("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]);
+    pub(crate) MQUEUE_MOUNT = ("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]);
+    pub(crate) SYSFS_MOUNT = ("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]);
+    pub(crate) RUN_MOUNT = ("/run", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]);
+    /// BuildKit's cgroup mount.
+    pub(crate) CGROUP_MOUNT = ("/sys/fs/cgroup", "cgroup", "cgroup", ["ro", "nosuid", "noexec", "nodev"]);
+    /// The host's /proc in no-sandbox process mode.
+    pub(crate) BOUND_PROC_MOUNT = ("/proc", "bind", "/proc", ["rbind"]);
+}
+
+/// containerd's default namespaces, in its order, each with its JSON.
+pub(crate) static DEFAULT_NAMESPACES: [(Namespace, &str); 5] = {
+    macro_rules! namespace {
+        ($kind:literal) => {
+            (
+                Namespace {
+                    kind: Cow::Borrowed($kind),
+                    path: Cow::Borrowed(""),
+                },
+                concat!("{\"type\":\"", $kind, "\"}"),
+            )
+        };
+    }
+    [
+        namespace!("pid"),
+        namespace!("ipc"),
+        namespace!("uts"),
+        namespace!("mount"),
+        namespace!("network"),
+    ]
+};
+
+/// The JSON of a mount that is one of the static mounts, unchanged (every
+/// field still borrowed from it).
+pub fn mount_json(mount: &Mount) -> Option<&'static str> {
+    MOUNTS
+        .iter()
+        .find(|s| {
+            same_address(&mount.destination, &s.mount.destination)
+                && same_address(&mount.kind, &s.mount.kind)
+                && same_address(&mount.source, &s.mount.source)
+                && std::ptr::eq(&*mount.options, &*s.mount.options)
+        })
+        .map(|s| s.json)
+}
+
+/// The JSON of a namespace that is one of the default ones, unchanged.
+pub fn namespace_json(namespace: &Namespace) -> Option<&'static str> {
+    if !namespace.path.is_empty() {
+        return None;
+    }
+    DEFAULT_NAMESPACES
+        .iter()
+        .find(|(n, _)| same_address(&namespace.kind, &n.kind))
+        .map(|(_, json)| *json)
+}
+
+/// The same string by address: for strings borrowed from these statics,
+/// which never change, the same content.
+fn same_address(a: &str, b: &str) -> bool {
+    a.len() == b.len() && std::ptr::eq(a.as_ptr(), b.as_ptr())
+}
+
+/// Every list above and every static mount's options, with its JSON.
+fn all_lists() -> impl Iterator<Item = (&'static [Name], &'static str)> + Clone {
+    LISTS
+        .iter()
+        .copied()
+        .chain(MOUNTS.iter().map(|m| (&*m.mount.options, m.options_json)))
+}
+
+/// Every list above and every static mount's options.
 pub fn lists() -> impl Iterator<Item = &'static [Name]> {
-    LISTS.iter().map(|(list, _)| *list)
+    all_lists().map(|(list, _)| list)
+}
+
+/// Every static mount.
+pub fn mounts() -> impl Iterator<Item = &'static Mount> {
+    MOUNTS.iter().map(|m| &m.mount)
 }
 
 /// The JSON of `values` when they are exactly one of the lists above: the
 /// list itself (the usual case: a spec's list borrowed whole), or a copy
 /// with the same items.
 pub fn json_of(values: &[Name]) -> Option<&'static str> {
-    let borrowed = LISTS.iter().find(|(list, _)| std::ptr::eq(*list, values));
+    let mut lists = all_lists();
+    let borrowed = lists.clone().find(|(list, _)| std::ptr::eq(*list, values));
     borrowed
         .or_else(|| {
-            LISTS
-                .iter()
-                .find(|(list, _)| list.len() == values.len() && list.iter().zip(values).all(|(a, b)| same(a, b)))
+            lists.find(|(list, _)| list.len() == values.len() && list.iter().zip(values).all(|(a, b)| same(a, b)))
         })
-        .map(|(_, json)| *json)
+        .map(|(_, json)| json)
 }
 
 /// `values` as a spec's list: the static list with the same items when
@@ -130,6 +239,10 @@ mod tests {
             let owned: Vec<Name> = list.iter().map(|s| Name::from(s.to_string())).collect();
             assert_eq!(json_of(&owned), Some(*json), "matched by content, not by address");
         }
+        for mount in MOUNTS {
+            assert_eq!(json_of(&mount.mount.options), Some(mount.options_json));
+            assert_eq!(mount.options_json, serde_json::to_string(&mount.mount.options).unwrap());
+        }
         let mut edited: Vec<Name> = DEFAULT_CAPS.to_vec();
         edited.pop();
         assert_eq!(json_of(&edited), None);
@@ -140,6 +253,36 @@ mod tests {
             None,
             "a prefix of a list at the list's address"
         );
+    }
+
+    #[test]
+    fn an_unchanged_static_mount_or_namespace_is_written_from_its_json() {
+        for mount in MOUNTS {
+            let copy = mount.mount.clone();
+            assert_eq!(mount_json(&copy), Some(mount.json));
+            assert_eq!(mount.json, serde_json::to_string(&copy).unwrap());
+            let edits: [fn(&mut Mount); 4] = [
+                |m| m.destination = m.destination.to_string().into(),
+                |m| m.kind = m.kind.to_string().into(),
+                |m| m.source = m.source.to_string().into(),
+                |m| m.options.to_mut()[0] = "rw".into(),
+            ];
+            for edit in edits {
+                let mut edited = mount.mount.clone();
+                edit(&mut edited);
+                assert_eq!(mount_json(&edited), None, "{edited:?}");
+            }
+        }
+        for (namespace, json) in &DEFAULT_NAMESPACES {
+            assert_eq!(namespace_json(namespace), Some(*json));
+            assert_eq!(*json, serde_json::to_string(namespace).unwrap());
+            let mut with_path = namespace.clone();
+            with_path.path = "/proc/1/ns/net".into();
+            assert_eq!(namespace_json(&with_path), None);
+            let mut copied = namespace.clone();
+            copied.kind = copied.kind.to_string().into();
+            assert_eq!(namespace_json(&copied), None);
+        }
     }
 
     #[test]
