@@ -187,7 +187,17 @@ fn seccomp() -> impl Strategy<Value = Seccomp> {
         syscall
     });
     let syscall = prop_oneof![built, from_table];
-    (name(), few(name()), few(syscall)).prop_map(|(default_action, architectures, syscalls)| Seccomp {
+    let architectures = prop_oneof![
+        few(name()).prop_map(Names::Owned),
+        prop::sample::select(
+            specwright_core::seccomp::ARCHES
+                .iter()
+                .map(|a| a.architectures)
+                .collect::<Vec<_>>()
+        )
+        .prop_map(Names::Borrowed),
+    ];
+    (name(), architectures, few(syscall)).prop_map(|(default_action, architectures, syscalls)| Seccomp {
         default_action,
         architectures,
         syscalls,

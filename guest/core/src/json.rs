@@ -334,7 +334,11 @@ impl Writer {
     fn seccomp(&mut self, s: &Seccomp) {
         let mut o = self.object();
         o.str(key!("defaultAction"), &s.default_action);
-        o.strs_unless_empty(key!("architectures"), &s.architectures);
+        if let Some(json) = crate::seccomp::architectures_json(&s.architectures) {
+            o.key(key!("architectures")).out.push_str(json);
+        } else {
+            o.strs_unless_empty(key!("architectures"), &s.architectures);
+        }
         if !s.syscalls.is_empty() {
             o.key(key!("syscalls")).list(&s.syscalls, Writer::syscall);
         }

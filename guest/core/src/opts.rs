@@ -133,7 +133,7 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
         linux: Some(Linux {
             masked_paths: Names::Borrowed(DEFAULT_MASKED_PATHS),
             readonly_paths: Names::Borrowed(DEFAULT_READONLY_PATHS),
-            cgroups_path: format!("/{namespace}/{id}"),
+            cgroups_path: ["/", namespace, "/", id].concat(),
             resources: Some(Resources {
                 devices: vec![DeviceCgroup {
                     allow: false,
@@ -317,26 +317,31 @@ pub fn with_env(spec: &mut Spec, env: Option<&[String]>) {
 /// containerd's `replaceOrAppendEnvValues`, including its quirk that only
 /// keys from `defaults` are looked up, never keys appended from `overrides`.
 pub fn replace_or_append_env(defaults: &[String], overrides: &[String]) -> Vec<String> {
-    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
-    let mut results: Vec<Option<String>> = defaults.iter().cloned().map(Some).collect();
-    let mut index = std::collections::HashMap::new();
-    for (i, e) in defaults.iter().enumerate() {
-        index.insert(key(e), i);
+    fn key(e: &str) -> &str {
+        e.split_once('=').map_or(e, |(k, _)| k)
     }
+    // containerd indexes defaults by key in a map, the last one winning;
+    // the lists are short, so a search from the end does the same.
+    let default_at = |k: &str| defaults.iter().rposition(|d| key(d) == k);
+    let mut results: Vec<String> = Vec::with_capacity(defaults.len() + overrides.len());
+    results.extend(defaults.iter().cloned());
     for value in overrides {
         match value.split_once('=') {
+            // An unset default is emptied here and dropped below, with
+            // every other empty entry (as containerd drops them).
             None => {
-                if let Some(&i) = index.get(value.as_str()) {
-                    results[i] = None;
+                if let Some(i) = default_at(value) {
+                    results[i].clear();
                 }
             }
-            Some((k, _)) => match index.get(k) {
-                Some(&i) => results[i] = Some(value.clone()),
-                None => results.push(Some(value.clone())),
+            Some((k, _)) => match default_at(k) {
+                Some(i) => results[i].clone_from(value),
+                None => results.push(value.clone()),
             },
         }
     }
-    results.into_iter().flatten().filter(|e| !e.is_empty()).collect()
+    results.retain(|e| !e.is_empty());
+    results
 }
 
 pub fn with_process_cwd(spec: &mut Spec, cwd: &str) {

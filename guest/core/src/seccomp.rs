@@ -6,12 +6,13 @@
 use std::borrow::Cow;
 
 use crate::facts::{HostFacts, KernelVersion};
-use crate::spec::{Name, Seccomp, SeccompArg, Syscall};
+use crate::spec::{Name, Names, Seccomp, SeccompArg, Syscall};
 
+/// The seccomp architectures of one Go architecture, with their JSON.
 pub struct StaticArch {
-    pub native: &'static str,
     pub goarch: &'static str,
-    pub sub_arches: &'static [&'static str],
+    pub architectures: &'static [Name],
+    pub json: &'static str,
 }
 
 pub struct StaticRule {
@@ -65,6 +66,14 @@ pub fn names_json(names: &[Name]) -> Option<&'static str> {
     NAMES_JSON.get(NAME_JSON_STARTS[first]..NAME_JSON_STARTS[end] - 1)
 }
 
+/// The JSON of an architecture list borrowed whole from `ARCHES`.
+pub fn architectures_json(list: &[Name]) -> Option<&'static str> {
+    ARCHES
+        .iter()
+        .find(|e| std::ptr::eq(e.architectures, list))
+        .map(|e| e.json)
+}
+
 /// The JSON of a rule that is one of the profile's, unchanged (its names,
 /// action and arguments all borrowed from that rule), made at build time;
 /// `None` for any other rule.
@@ -111,11 +120,10 @@ pub fn default_seccomp(caps: &[Name], facts: &HostFacts) -> Seccomp {
     let arch_mask = arch_bit(arch);
     let cap_mask = caps.iter().fold(0, |mask, cap| mask | cap_bit(cap));
     let kernel = KernelVersion::parse(&facts.kernel_release);
-    let mut architectures = Vec::new();
-    for entry in ARCHES.iter().filter(|e| e.goarch == arch) {
-        architectures.push(Cow::Borrowed(entry.native));
-        architectures.extend(entry.sub_arches.iter().map(|s| Cow::Borrowed(*s)));
-    }
+    let architectures = ARCHES
+        .iter()
+        .find(|e| e.goarch == arch)
+        .map_or(Names::Borrowed(&[]), |e| Names::Borrowed(e.architectures));
     // Sized for every rule: one allocation instead of a growing vector.
     let mut syscalls = Vec::with_capacity(RULES.len());
     syscalls.extend(
@@ -277,6 +285,21 @@ mod tests {
     }
 
     #[test]
+    fn architecture_lists_follow_the_profile_and_carry_their_json() {
+        let profile = parse_profile(include_str!("../data/seccomp-default.profile")).unwrap();
+        for (native, goarch, subs) in &profile.arches {
+            let entry = ARCHES.iter().find(|e| e.goarch == goarch).unwrap();
+            let at = entry.architectures.iter().position(|a| a == native).unwrap();
+            assert_eq!(entry.architectures[at + 1..at + 1 + subs.len()], subs[..]);
+        }
+        for entry in ARCHES {
+            assert_eq!(entry.json, serde_json::to_string(entry.architectures).unwrap());
+            assert_eq!(architectures_json(entry.architectures), Some(entry.json));
+            assert_eq!(architectures_json(&entry.architectures.to_vec()), None);
+        }
+    }
+
+    #[test]
     fn ptrace_is_gated_on_kernel_4_8() {
         let default = caps(DEFAULT_CAPS);
         let old = default_seccomp(&default, &facts("4.4.0-210-generic", "amd64"));
@@ -321,12 +344,12 @@ mod tests {
         let default = caps(DEFAULT_CAPS);
         let amd = default_seccomp(&default, &facts("6.1", "amd64"));
         assert_eq!(
-            amd.architectures,
+            amd.architectures[..],
             ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
         );
         assert!(has_rule(&amd, "arch_prctl"));
         let arm = default_seccomp(&default, &facts("6.1", "arm64"));
-        assert_eq!(arm.architectures, ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]);
+        assert_eq!(arm.architectures[..], ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]);
         assert!(!has_rule(&arm, "arch_prctl"));
         assert!(has_rule(&arm, "cacheflush"));
         let s390 = default_seccomp(&default, &facts("6.1", "s390x"));

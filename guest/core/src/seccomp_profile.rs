@@ -115,6 +115,17 @@ fn apply_directive(profile: &mut ProfileText, words: &[&str]) -> Result<(), Stri
     Ok(())
 }
 
+/// The distinct items, in order of first appearance.
+fn distinct_in_order<'a>(items: Vec<&'a String>) -> Vec<&'a String> {
+    let mut seen: Vec<&String> = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
 /// The distinct values of one kind of rule condition, in order of first use.
 fn distinct<'a>(lists: impl Iterator<Item = &'a Vec<String>>) -> Vec<&'a str> {
     let mut seen: Vec<&str> = Vec::new();
@@ -151,12 +162,6 @@ fn bit_fn(name: &str, universe: &[&str]) -> String {
 
 /// The profile as Rust source for static tables (see `seccomp.rs`).
 pub fn to_rust(profile: &ProfileText) -> String {
-    let strs = |v: &[String]| {
-        format!(
-            "&[{}]",
-            v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
-        )
-    };
     // A rule's capability and architecture conditions are bit masks over
     // the values the rules mention: filtering the profile for a process is
     // then a few mask tests a rule, not string searches.
@@ -174,11 +179,32 @@ pub fn to_rust(profile: &ProfileText) -> String {
         "pub static DEFAULT_ACTION: &str = {:?};\n",
         profile.default_action
     ));
+    // One entry a Go architecture: the seccomp architectures of every
+    // `arch` line naming it, in order, as a list a spec borrows whole.
     out.push_str("pub static ARCHES: &[StaticArch] = &[\n");
-    for (native, goarch, subs) in &profile.arches {
+    let goarches: Vec<&String> = profile.arches.iter().map(|(_, goarch, _)| goarch).collect();
+    for goarch in distinct_in_order(goarches) {
+        let list: Vec<&String> = profile
+            .arches
+            .iter()
+            .filter(|(_, go, _)| go == goarch)
+            .flat_map(|(native, _, subs)| std::iter::once(native).chain(subs))
+            .collect();
+        let names: Vec<String> = list.iter().map(|a| format!("Cow::Borrowed({a:?})")).collect();
+        let json: Vec<String> = list
+            .iter()
+            .map(|a| {
+                assert!(
+                    a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                    "architecture {a:?} would need escaping in JSON"
+                );
+                format!("\"{a}\"")
+            })
+            .collect();
         out.push_str(&format!(
-            "    StaticArch {{ native: {native:?}, goarch: {goarch:?}, sub_arches: {} }},\n",
-            strs(subs)
+            "    StaticArch {{ goarch: {goarch:?}, architectures: &[{}], json: {:?} }},\n",
+            names.join(", "),
+            format!("[{}]", json.join(","))
         ));
     }
     // Every rule's names in one array, so that a rule's list is a slice of

@@ -197,8 +197,8 @@ pub struct Device {
 #[serde(rename_all = "camelCase")]
 pub struct Seccomp {
     pub default_action: Name,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub architectures: Vec<Name>,
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub architectures: Names,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub syscalls: Vec<Syscall>,
 }
