@@ -116,7 +116,7 @@ fn apply_directive(profile: &mut ProfileText, words: &[&str]) -> Result<(), Stri
 }
 
 /// The distinct items, in order of first appearance.
-fn distinct_in_order<'a>(items: Vec<&'a String>) -> Vec<&'a String> {
+fn distinct_in_order(items: Vec<&String>) -> Vec<&String> {
     let mut seen: Vec<&String> = Vec::new();
     for item in items {
         if !seen.contains(&item) {
