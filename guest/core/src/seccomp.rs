@@ -295,7 +295,8 @@ mod tests {
         for entry in ARCHES {
             assert_eq!(entry.json, serde_json::to_string(entry.architectures).unwrap());
             assert_eq!(architectures_json(entry.architectures), Some(entry.json));
-            assert_eq!(architectures_json(&entry.architectures.to_vec()), None);
+            let copy: Vec<Name> = entry.architectures.to_vec();
+            assert_eq!(architectures_json(&copy), None, "a copy lies elsewhere");
         }
     }
 
