@@ -1,8 +1,10 @@
 //! The default policy run with a fresh instance per step, in a loop, for
-//! profiling: `cargo run --release -p specwright-bench --example fresh [case] [runs] [threads]`
-//! (each thread runs `runs` steps; `SPECWRIGHT_PERF_MAP=1` names the
+//! profiling: `cargo run --release -p specwright-bench --example fresh [case] [runs] [threads] [shared]`
+//! (each thread runs `runs` steps on a runtime of its own, or on one
+//! runtime they share with `shared`; `SPECWRIGHT_PERF_MAP=1` names the
 //! policy's functions for `perf report`).
 
+use std::sync::Barrier;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -16,33 +18,52 @@ fn main() -> Result<()> {
     let case = args.next().unwrap_or_else(|| "minimal".to_string());
     let runs: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
     let threads: u32 = args.next().map_or(Ok(1), |n| n.parse())?;
+    let shared = args.next().as_deref() == Some("shared");
     let work = tempfile::tempdir()?;
     let json = oracle_request(&case, work.path())?;
     let facts = oracle_facts()?;
     let state = StateDir::open(&work.path().join("state"))?;
     let runtime = PolicyRuntime::pooled(Limits::default(), 16)?;
     let policy = runtime.load_default()?;
+    // Workers start timing together, once their runtimes are ready.
+    let ready = Barrier::new(threads as usize + 1);
 
-    let step = || -> Result<()> {
-        let request = Request::from_json(&json)?;
-        let (_, spec) = runtime.run(&policy, dry_step(&state, &request)?, &json, &facts, None);
-        spec?;
+    let worker = || -> Result<()> {
+        let own = if shared {
+            None
+        } else {
+            let mine = runtime.for_worker()?;
+            let adopted = mine.adopt(&policy)?;
+            Some((mine, adopted))
+        };
+        let (runtime, policy) = own.as_ref().map_or((&runtime, &policy), |(r, p)| (r, p));
+        ready.wait();
+        for _ in 0..runs {
+            let request = Request::from_json(&json)?;
+            let (_, spec) = runtime.run(policy, dry_step(&state, &request)?, &json, &facts, None);
+            spec?;
+        }
         Ok(())
     };
-    let start = Instant::now();
+    let mut start = Instant::now();
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| scope.spawn(|| (0..runs).try_for_each(|_| step())))
-            .collect();
+        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+        ready.wait();
+        start = Instant::now();
         workers
             .into_iter()
             .try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a worker panicked"))))
     })?;
     let elapsed = start.elapsed().as_secs_f64();
     println!(
-        "{case}: fresh instance {:.2} µs a step, {:.0} steps/s on {threads} thread(s)",
+        "{case}: fresh instance {:.2} µs a step, {:.0} steps/s on {threads} thread(s){}",
         elapsed / f64::from(runs) * 1e6,
-        f64::from(runs * threads) / elapsed
+        f64::from(runs * threads) / elapsed,
+        if shared {
+            ", one shared runtime"
+        } else {
+            ", a runtime each"
+        }
     );
     Ok(())
 }

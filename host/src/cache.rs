@@ -25,6 +25,7 @@ pub enum CacheError {
     Compile(String),
 }
 
+#[derive(Clone)]
 pub struct CompileCache {
     dir: PathBuf,
 }
@@ -119,6 +120,16 @@ fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Component>
     // the same configuration (its hash is in the file name). wasmtime also
     // checks the header and rejects an incompatible file.
     unsafe { Component::deserialize_file(engine, path) }
+}
+
+/// `component`, compiled by another engine of this process with the same
+/// configuration, made usable in `engine` without compiling it again.
+pub fn copy_component(component: &Component, engine: &Engine) -> wasmtime::Result<Component> {
+    let bytes = component.serialize()?;
+    // SAFETY: `bytes` was produced a moment ago by `serialize` of a
+    // component this process compiled (wasmtime checks the header and
+    // rejects an engine whose configuration differs).
+    unsafe { Component::deserialize(engine, &bytes) }
 }
 
 fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {

@@ -220,6 +220,8 @@ pub struct LoadedPolicy {
 pub struct PolicyRuntime {
     engine: Engine,
     limits: Limits,
+    /// The instance pool's size, for a pooled runtime.
+    pool_slots: Option<u32>,
     cache: Option<CompileCache>,
 }
 
@@ -284,8 +286,34 @@ impl PolicyRuntime {
         Ok(PolicyRuntime {
             engine,
             limits,
+            pool_slots: pooled,
             cache: None,
         })
+    }
+
+    /// A runtime configured like this one (limits, pool size, cache), with
+    /// an engine and instance pool of its own: one for each worker thread
+    /// of a process that runs steps in parallel. Threads that share a pool
+    /// take each other's freshly released slots, whose memory then moves
+    /// between the cores' caches at every step (a fifth of a step's time
+    /// with two threads; BENCHMARKS.md). Load policies into it with
+    /// [`PolicyRuntime::adopt`].
+    pub fn for_worker(&self) -> Result<PolicyRuntime, PolicyError> {
+        let mut worker = Self::with_config(self.limits, self.pool_slots)?;
+        worker.cache = self.cache.clone();
+        Ok(worker)
+    }
+
+    /// `policy`, as another runtime of this process loaded it, made ready
+    /// to run here: its compiled code is copied, not compiled again.
+    pub fn adopt(&self, policy: &LoadedPolicy) -> Result<LoadedPolicy, PolicyError> {
+        let load_error = |message: String| PolicyError::Load {
+            policy: policy.name.clone(),
+            message,
+        };
+        let component = crate::cache::copy_component(policy.pre.instance_pre().component(), &self.engine)
+            .map_err(|e| load_error(format!("copying its compiled code to another runtime: {e:#}")))?;
+        self.link(&policy.name, &component, policy.settings.clone())
     }
 
     /// Keeps precompiled policies in `dir` (e.g. `<state>/cache`).
@@ -353,14 +381,19 @@ impl PolicyRuntime {
 
     /// Compiles and links a component; every problem is listed in the error.
     pub fn load_bytes(&self, name: &str, bytes: &[u8], settings: String) -> Result<LoadedPolicy, PolicyError> {
+        let (component, _) = self.compile(name, bytes)?;
+        self.link(name, &component, settings)
+    }
+
+    /// A compiled component linked against the host, ready to instantiate.
+    fn link(&self, name: &str, component: &Component, settings: String) -> Result<LoadedPolicy, PolicyError> {
         let load_error = |message: String| PolicyError::Load {
             policy: name.to_string(),
             message,
         };
-        let (component, _) = self.compile(name, bytes)?;
-        let linker = self.linker_for(&component).map_err(load_error)?;
+        let linker = self.linker_for(component).map_err(load_error)?;
         let instance_pre = linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| load_error(format!("does not link against the host: {e:#}")))?;
         let pre = bindings::PolicyPre::new(instance_pre).map_err(|e| {
             load_error(format!(

@@ -242,6 +242,48 @@ fn each_step_gets_a_fresh_instance() {
     }
 }
 
+/// A worker thread's runtime (its own engine and instance pool) runs
+/// policies adopted from the runtime that compiled them, settings and all,
+/// and gives the same spec.
+#[test]
+fn a_worker_runtime_runs_adopted_policies_as_their_first_runtime_does() {
+    let (_dir, work) = workdir();
+    let runtime = PolicyRuntime::pooled(Limits::default(), 4).unwrap();
+    let chain = vec![
+        runtime.load_default().unwrap(),
+        runtime
+            .load_bytes(
+                "count",
+                &std::fs::read(TEST_POLICY).unwrap(),
+                r#"{"mode": "count"}"#.into(),
+            )
+            .unwrap(),
+    ];
+    let request = std::fs::read_to_string(oracle_cases_dir().join("minimal.request.json")).unwrap();
+    let facts: specwright_core::HostFacts =
+        serde_json::from_str(&std::fs::read_to_string(oracle_facts_file()).unwrap()).unwrap();
+    let spec_by = |runtime: &PolicyRuntime, chain: &[specwright::policy::LoadedPolicy]| {
+        let ctx = StepContext::new(StateDir::open(&work).unwrap(), Arc::new(RecordingSyscalls::dry_run())).unwrap();
+        specwright::generate_spec(runtime, chain, &request, &facts, ctx)
+            .unwrap()
+            .spec
+    };
+    let first = spec_by(&runtime, &chain);
+    assert_eq!(first["hostname"], "call-1", "the counting policy ran with its settings");
+    let by_worker = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let worker = runtime.for_worker().unwrap();
+                let adopted: Vec<_> = chain.iter().map(|p| worker.adopt(p).unwrap()).collect();
+                assert_eq!(adopted[1].name, "count");
+                [spec_by(&worker, &adopted), spec_by(&worker, &adopted)]
+            })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(by_worker, [first.clone(), first]);
+}
+
 #[test]
 fn hardened_denies_insecure_and_tightens_the_default_spec() {
     let (_dir, work) = workdir();
