@@ -346,8 +346,10 @@ impl Writer {
     }
 
     fn syscall(&mut self, s: &Syscall) {
-        if let Some(json) = crate::seccomp::rule_json(s) {
-            self.out.push_str(json);
+        if let Some((names, after_names)) = crate::seccomp::rule_json(s) {
+            self.out.push_str("{\"names\":[");
+            self.out.push_str(names);
+            self.out.push_str(after_names);
             return;
         }
         let mut o = self.object();

@@ -25,8 +25,9 @@ pub struct StaticRule {
     pub exclude_arches: u64,
     pub include_caps: u64,
     pub exclude_caps: u64,
-    /// The rule as JSON, made at build time.
-    pub json: &'static str,
+    /// The rule's JSON after its names (`],"action":...}`), made at build
+    /// time; its names' JSON is a run of the names table's.
+    pub json_after_names: &'static str,
 }
 
 /// `DEFAULT_ACTION`, `ARCHES` and `RULES`, and the bit of each
@@ -75,15 +76,19 @@ pub fn architectures_json(list: &[Name]) -> Option<&'static str> {
 }
 
 /// The JSON of a rule that is one of the profile's, unchanged (its names,
-/// action and arguments all borrowed from that rule), made at build time;
+/// action and arguments all borrowed from that rule), made at build time:
+/// its names' JSON and what follows them; `{"names":[` goes before both.
 /// `None` for any other rule.
-pub fn rule_json(rule: &Syscall) -> Option<&'static str> {
+pub fn rule_json(rule: &Syscall) -> Option<(&'static str, &'static str)> {
     let (first, end) = names_run(&rule.names)?;
     let table = &RULES[RULE_FIRST_NAME.binary_search(&first).ok()?];
     let same_action =
         rule.action.len() == table.action.len() && std::ptr::eq(rule.action.as_ptr(), table.action.as_ptr());
     let whole = end - first == table.names.len();
-    (whole && same_action && std::ptr::eq(&*rule.args, table.args)).then_some(table.json)
+    if !(whole && same_action && std::ptr::eq(&*rule.args, table.args)) {
+        return None;
+    }
+    Some((names_json(&rule.names)?, table.json_after_names))
 }
 
 impl StaticRule {
@@ -266,8 +271,11 @@ mod tests {
     fn an_unchanged_rule_is_written_from_its_build_time_json() {
         for rule in RULES {
             let syscall = rule.to_syscall();
-            assert_eq!(rule_json(&syscall), Some(rule.json));
-            assert_eq!(rule.json, serde_json::to_string(&syscall).unwrap());
+            let (names, after) = rule_json(&syscall).unwrap();
+            assert_eq!(
+                format!("{{\"names\":[{names}{after}"),
+                serde_json::to_string(&syscall).unwrap()
+            );
             let mut copied = syscall.clone();
             copied.names = Cow::Owned(rule.names.to_vec());
             assert_eq!(rule_json(&copied), None, "names copied");

@@ -240,7 +240,7 @@ pub fn to_rust(profile: &ProfileText) -> String {
     let mut rule_starts = Vec::new();
     for r in &profile.rules {
         rule_starts.push(first_name);
-        let rule_json = rule_json(r, &json[starts[first_name]..starts[first_name + r.names.len()] - 1]);
+        let after_names = rule_json_after_names(r);
         let args: Vec<String> = r
             .args
             .iter()
@@ -255,7 +255,7 @@ pub fn to_rust(profile: &ProfileText) -> String {
         let names = format!("NAMES.split_at({first_name}).1.split_at({}).0", r.names.len());
         first_name += r.names.len();
         out.push_str(&format!(
-            "    StaticRule {{ action: {:?}, names: {names}, args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {}, json: {rule_json:?} }},\n",
+            "    StaticRule {{ action: {:?}, names: {names}, args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {}, json_after_names: {after_names:?} }},\n",
             r.action,
             args.join(", "),
             mask(&r.include_arches, &arches),
@@ -272,9 +272,10 @@ pub fn to_rust(profile: &ProfileText) -> String {
     out
 }
 
-/// A rule as the JSON `Spec::to_json` writes for it (the field order and
-/// omissions of runtime-spec's Go types); `names` is its names' JSON.
-fn rule_json(rule: &RuleText, names: &str) -> String {
+/// What follows a rule's names in the JSON `Spec::to_json` writes for it
+/// (the field order and omissions of runtime-spec's Go types); the names
+/// themselves are a run of `NAMES_JSON`, not repeated here.
+fn rule_json_after_names(rule: &RuleText) -> String {
     let plain = |s: &str| {
         assert!(
             s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
@@ -282,7 +283,7 @@ fn rule_json(rule: &RuleText, names: &str) -> String {
         );
         s.to_string()
     };
-    let mut json = format!("{{\"names\":[{names}],\"action\":\"{}\"", plain(&rule.action));
+    let mut json = format!("],\"action\":\"{}\"", plain(&rule.action));
     if !rule.args.is_empty() {
         let args: Vec<String> = rule
             .args
