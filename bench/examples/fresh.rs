@@ -8,7 +8,7 @@ use std::sync::Barrier;
 use std::time::Instant;
 
 use anyhow::Result;
-use specwright::policy::{Limits, PolicyRuntime};
+use specwright::policy::{Limits, LoadedPolicy, PolicyRuntime};
 use specwright::state::StateDir;
 use specwright_bench::{dry_step, oracle_facts, oracle_request};
 use specwright_core::Request;
@@ -25,17 +25,22 @@ fn main() -> Result<()> {
     let state = StateDir::open(&work.path().join("state"))?;
     let runtime = PolicyRuntime::pooled(Limits::default(), 16)?;
     let policy = runtime.load_default()?;
-    // Workers start timing together, once their runtimes are ready.
-    let ready = Barrier::new(threads as usize + 1);
-
-    let worker = || -> Result<()> {
-        let own = if shared {
-            None
-        } else {
+    // Each worker's runtime is made before any thread starts, so that a
+    // failure stops the example instead of leaving the others waiting.
+    let own = (0..threads)
+        .map(|_| {
+            if shared {
+                return Ok(None);
+            }
             let mine = runtime.for_worker()?;
             let adopted = mine.adopt(&policy)?;
-            Some((mine, adopted))
-        };
+            Ok(Some((mine, adopted)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Workers start timing together.
+    let ready = Barrier::new(threads as usize + 1);
+
+    let worker = |own: &Option<(PolicyRuntime, LoadedPolicy)>| -> Result<()> {
         let (runtime, policy) = own.as_ref().map_or((&runtime, &policy), |(r, p)| (r, p));
         ready.wait();
         for _ in 0..runs {
@@ -47,7 +52,7 @@ fn main() -> Result<()> {
     };
     let mut start = Instant::now();
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+        let workers: Vec<_> = own.iter().map(|own| scope.spawn(move || worker(own))).collect();
         ready.wait();
         start = Instant::now();
         workers

@@ -127,8 +127,9 @@ fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Component>
 pub fn copy_component(component: &Component, engine: &Engine) -> wasmtime::Result<Component> {
     let bytes = component.serialize()?;
     // SAFETY: `bytes` was produced a moment ago by `serialize` of a
-    // component this process compiled (wasmtime checks the header and
-    // rejects an engine whose configuration differs).
+    // component this process already holds (compiled here, or taken from
+    // the trusted cache), and wasmtime checks the header and rejects an
+    // engine whose configuration differs.
     unsafe { Component::deserialize(engine, &bytes) }
 }
 

@@ -295,9 +295,9 @@ impl PolicyRuntime {
     /// an engine and instance pool of its own: one for each worker thread
     /// of a process that runs steps in parallel. Threads that share a pool
     /// take each other's freshly released slots, whose memory then moves
-    /// between the cores' caches at every step (a fifth of a step's time
-    /// with two threads; BENCHMARKS.md). Load policies into it with
-    /// [`PolicyRuntime::adopt`].
+    /// between the cores' caches at every step (two threads: ~1.5x one
+    /// thread's steps sharing a runtime, ~1.85x with a runtime each;
+    /// BENCHMARKS.md). Load policies into it with [`PolicyRuntime::adopt`].
     pub fn for_worker(&self) -> Result<PolicyRuntime, PolicyError> {
         let mut worker = Self::with_config(self.limits, self.pool_slots)?;
         worker.cache = self.cache.clone();

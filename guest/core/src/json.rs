@@ -6,9 +6,11 @@
 //! names, and serde_json's per-string escaping loop and buffer growth were
 //! most of a native step and a fifth of a policy's time as wasm. Here the
 //! output is sized once, a string is checked for characters to escape a
-//! word at a time and then copied whole, and a list that is static data (a
-//! seccomp rule's names, the default capability, path and mount-option
-//! lists) is copied as JSON made at build time.
+//! word at a time and then copied whole, and what is still static data is
+//! copied as JSON made at build time: a seccomp rule of the default profile
+//! or a run of its names, the seccomp architecture lists, the default
+//! spec's mounts and namespaces, and its capability, path and mount-option
+//! lists (each found by address: a static never changes).
 
 use std::borrow::Cow;
 

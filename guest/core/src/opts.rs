@@ -400,6 +400,29 @@ mod tests {
         assert_eq!(got, env(&["PATH=/x", "T=1", "N=1"]));
     }
 
+    /// containerd indexes defaults by key, the last default with a key
+    /// winning; an unset empties the entry, a later override fills it again,
+    /// and empty entries are dropped at the end.
+    #[test]
+    fn env_merge_follows_containerd_on_repeated_keys_and_empty_entries() {
+        let defaults = env(&["A=1", "A=2"]);
+        assert_eq!(replace_or_append_env(&defaults, &env(&["A=3"])), env(&["A=1", "A=3"]));
+        assert_eq!(replace_or_append_env(&defaults, &env(&["A"])), env(&["A=1"]));
+        assert_eq!(
+            replace_or_append_env(&env(&["A=1", "B=2"]), &env(&["A", "A=9"])),
+            env(&["A=9", "B=2"])
+        );
+        assert_eq!(
+            replace_or_append_env(&env(&["", "X=1"]), &env(&["", "Y=2"])),
+            env(&["X=1", "Y=2"])
+        );
+        assert_eq!(
+            replace_or_append_env(&env(&["=v", "K=1"]), &env(&[""])),
+            env(&["K=1"]),
+            "the empty key"
+        );
+    }
+
     #[test]
     fn empty_env_leaves_spec_alone() {
         let mut spec = default_unix_spec("buildkit", "x");

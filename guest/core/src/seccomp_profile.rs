@@ -116,20 +116,9 @@ fn apply_directive(profile: &mut ProfileText, words: &[&str]) -> Result<(), Stri
 }
 
 /// The distinct items, in order of first appearance.
-fn distinct_in_order(items: Vec<&String>) -> Vec<&String> {
-    let mut seen: Vec<&String> = Vec::new();
-    for item in items {
-        if !seen.contains(&item) {
-            seen.push(item);
-        }
-    }
-    seen
-}
-
-/// The distinct values of one kind of rule condition, in order of first use.
-fn distinct<'a>(lists: impl Iterator<Item = &'a Vec<String>>) -> Vec<&'a str> {
+fn distinct<'a>(items: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
     let mut seen: Vec<&str> = Vec::new();
-    for item in lists.flatten() {
+    for item in items {
         if !seen.contains(&item.as_str()) {
             seen.push(item);
         }
@@ -165,12 +154,17 @@ pub fn to_rust(profile: &ProfileText) -> String {
     // A rule's capability and architecture conditions are bit masks over
     // the values the rules mention: filtering the profile for a process is
     // then a few mask tests a rule, not string searches.
-    let caps = distinct(profile.rules.iter().flat_map(|r| [&r.include_caps, &r.exclude_caps]));
+    let caps = distinct(
+        profile
+            .rules
+            .iter()
+            .flat_map(|r| r.include_caps.iter().chain(&r.exclude_caps)),
+    );
     let arches = distinct(
         profile
             .rules
             .iter()
-            .flat_map(|r| [&r.include_arches, &r.exclude_arches]),
+            .flat_map(|r| r.include_arches.iter().chain(&r.exclude_arches)),
     );
     let mut out = String::new();
     out.push_str(&bit_fn("cap_bit", &caps));
@@ -182,8 +176,7 @@ pub fn to_rust(profile: &ProfileText) -> String {
     // One entry a Go architecture: the seccomp architectures of every
     // `arch` line naming it, in order, as a list a spec borrows whole.
     out.push_str("pub static ARCHES: &[StaticArch] = &[\n");
-    let goarches: Vec<&String> = profile.arches.iter().map(|(_, goarch, _)| goarch).collect();
-    for goarch in distinct_in_order(goarches) {
+    for goarch in distinct(profile.arches.iter().map(|(_, goarch, _)| goarch)) {
         let list: Vec<&String> = profile
             .arches
             .iter()

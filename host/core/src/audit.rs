@@ -30,6 +30,8 @@ impl Audit {
     /// Whether a record of an operation that succeeded (`ok`) or failed
     /// would go anywhere: a caller skips building its arguments and result
     /// when not (a dry run without `SPECWRIGHT_LOG` reads none of them).
+    /// Events reach a tracing subscriber only: the `log` crate bridge of
+    /// tracing (its `log` feature) is not used.
     pub fn wants(&self, ok: bool) -> bool {
         self.file.is_some()
             || if ok {
@@ -46,17 +48,15 @@ impl Audit {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
+        let ok = result.is_ok();
         let (outcome, detail) = match result {
             Ok(v) => ("ok", v),
             Err(e) => ("error", Value::String(e.to_string())),
         };
-        match outcome {
-            "ok" => {
-                tracing::info!(step, policy = actor, op, args = %args, result = %detail, duration_us = took.as_micros() as u64, "privileged operation")
-            }
-            _ => {
-                tracing::warn!(step, policy = actor, op, args = %args, error = %detail, duration_us = took.as_micros() as u64, "privileged operation failed")
-            }
+        if ok {
+            tracing::info!(step, policy = actor, op, args = %args, result = %detail, duration_us = took.as_micros() as u64, "privileged operation")
+        } else {
+            tracing::warn!(step, policy = actor, op, args = %args, error = %detail, duration_us = took.as_micros() as u64, "privileged operation failed")
         }
         let Some(file) = &self.file else { return };
         let line = json!({

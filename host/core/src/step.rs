@@ -184,10 +184,9 @@ impl StepHost {
         });
         if self.audit.wants(result.is_ok()) {
             let err = result.as_ref().err().map(ToString::to_string);
-            let outcome = match (&result, &err) {
-                (Ok(v), _) => Ok(show(self, v)),
-                (Err(_), Some(e)) => Err(e.as_str()),
-                (Err(_), None) => Err("error"),
+            let outcome = match &result {
+                Ok(v) => Ok(show(self, v)),
+                Err(_) => Err(err.as_deref().unwrap_or_default()),
             };
             self.audit
                 .record(&self.id, &self.actor, op, args(), outcome, start.elapsed());
