@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use specwright::policy::{Limits, PolicyRuntime};
+use specwright::policy::{Limits, LoadedPolicy, PolicyRuntime};
 use specwright::state::StateDir;
 use specwright::sys::RecordingSyscalls;
 use specwright::StepContext;
@@ -218,10 +218,9 @@ fn inspect_shows_world_exports_and_metadata() {
     assert!(info["description"].as_str().unwrap().contains("CAP_NET_RAW"));
 }
 
-#[test]
-fn each_step_gets_a_fresh_instance() {
-    let (_dir, work) = workdir();
-    let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+/// The default policy followed by the test policy counting its calls
+/// (it names the host `call-N`), and the oracle's minimal request and facts.
+fn counting_chain(runtime: &PolicyRuntime) -> (Vec<LoadedPolicy>, String, specwright_core::HostFacts) {
     let chain = vec![
         runtime.load_default().unwrap(),
         runtime
@@ -233,12 +232,32 @@ fn each_step_gets_a_fresh_instance() {
             .unwrap(),
     ];
     let request = std::fs::read_to_string(oracle_cases_dir().join("minimal.request.json")).unwrap();
-    let facts: specwright_core::HostFacts =
-        serde_json::from_str(&std::fs::read_to_string(oracle_facts_file()).unwrap()).unwrap();
+    let facts = serde_json::from_str(&std::fs::read_to_string(oracle_facts_file()).unwrap()).unwrap();
+    (chain, request, facts)
+}
+
+/// The spec `chain` makes for `request` in a dry run.
+fn dry_spec(
+    runtime: &PolicyRuntime,
+    chain: &[LoadedPolicy],
+    request: &str,
+    facts: &specwright_core::HostFacts,
+    work: &Path,
+) -> Value {
+    let ctx = StepContext::new(StateDir::open(work).unwrap(), Arc::new(RecordingSyscalls::dry_run())).unwrap();
+    specwright::generate_spec(runtime, chain, request, facts, ctx)
+        .unwrap()
+        .spec
+}
+
+#[test]
+fn each_step_gets_a_fresh_instance() {
+    let (_dir, work) = workdir();
+    let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+    let (chain, request, facts) = counting_chain(&runtime);
     for _ in 0..3 {
-        let ctx = StepContext::new(StateDir::open(&work).unwrap(), Arc::new(RecordingSyscalls::dry_run())).unwrap();
-        let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, ctx).unwrap();
-        assert_eq!(outcome.spec["hostname"], "call-1");
+        let spec = dry_spec(&runtime, &chain, &request, &facts, &work);
+        assert_eq!(spec["hostname"], "call-1");
     }
 }
 
@@ -249,26 +268,8 @@ fn each_step_gets_a_fresh_instance() {
 fn a_worker_runtime_runs_adopted_policies_as_their_first_runtime_does() {
     let (_dir, work) = workdir();
     let runtime = PolicyRuntime::pooled(Limits::default(), 4).unwrap();
-    let chain = vec![
-        runtime.load_default().unwrap(),
-        runtime
-            .load_bytes(
-                "count",
-                &std::fs::read(TEST_POLICY).unwrap(),
-                r#"{"mode": "count"}"#.into(),
-            )
-            .unwrap(),
-    ];
-    let request = std::fs::read_to_string(oracle_cases_dir().join("minimal.request.json")).unwrap();
-    let facts: specwright_core::HostFacts =
-        serde_json::from_str(&std::fs::read_to_string(oracle_facts_file()).unwrap()).unwrap();
-    let spec_by = |runtime: &PolicyRuntime, chain: &[specwright::policy::LoadedPolicy]| {
-        let ctx = StepContext::new(StateDir::open(&work).unwrap(), Arc::new(RecordingSyscalls::dry_run())).unwrap();
-        specwright::generate_spec(runtime, chain, &request, &facts, ctx)
-            .unwrap()
-            .spec
-    };
-    let first = spec_by(&runtime, &chain);
+    let (chain, request, facts) = counting_chain(&runtime);
+    let first = dry_spec(&runtime, &chain, &request, &facts, &work);
     assert_eq!(first["hostname"], "call-1", "the counting policy ran with its settings");
     let by_worker = std::thread::scope(|scope| {
         scope
@@ -276,7 +277,10 @@ fn a_worker_runtime_runs_adopted_policies_as_their_first_runtime_does() {
                 let worker = runtime.for_worker().unwrap();
                 let adopted: Vec<_> = chain.iter().map(|p| worker.adopt(p).unwrap()).collect();
                 assert_eq!(adopted[1].name, "count");
-                [spec_by(&worker, &adopted), spec_by(&worker, &adopted)]
+                [
+                    dry_spec(&worker, &adopted, &request, &facts, &work),
+                    dry_spec(&worker, &adopted, &request, &facts, &work),
+                ]
             })
             .join()
             .unwrap()
