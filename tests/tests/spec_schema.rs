@@ -227,6 +227,10 @@ fn apply(spec: &mut Value, edit: &Edit) {
                 .iter()
                 .filter(|p| spec.pointer(p).is_some_and(Value::is_object))
                 .collect();
+            // An earlier edit may have replaced every object (the root too).
+            if objects.is_empty() {
+                return;
+            }
             let place = objects[at.index(objects.len())].clone();
             if let Some(Value::Object(map)) = spec.pointer_mut(&place) {
                 map.insert(key.clone(), v.clone());
