@@ -142,14 +142,17 @@ impl Writer {
     }
 
     /// A list that is usually static data whose JSON was made at build time:
-    /// a run of the seccomp tables' names, or one of the default spec's
-    /// lists; any other list is written string by string.
+    /// a run of the seccomp tables' names, a seccomp architecture list, or
+    /// one of the default spec's lists; any other list is written string by
+    /// string.
     fn names(&mut self, values: &[Name]) {
         if let Some(items) = crate::seccomp::names_json(values) {
             self.out.push('[');
             self.out.push_str(items);
             self.out.push(']');
-        } else if let Some(json) = crate::static_lists::json_of(values) {
+        } else if let Some(json) =
+            crate::static_lists::json_of(values).or_else(|| crate::seccomp::architectures_json(values))
+        {
             self.out.push_str(json);
         } else {
             self.strings(values);
@@ -336,11 +339,7 @@ impl Writer {
     fn seccomp(&mut self, s: &Seccomp) {
         let mut o = self.object();
         o.str(key!("defaultAction"), &s.default_action);
-        if let Some(json) = crate::seccomp::architectures_json(&s.architectures) {
-            o.key(key!("architectures")).out.push_str(json);
-        } else {
-            o.strs_unless_empty(key!("architectures"), &s.architectures);
-        }
+        o.names_unless_empty(key!("architectures"), &s.architectures);
         if !s.syscalls.is_empty() {
             o.key(key!("syscalls")).list(&s.syscalls, Writer::syscall);
         }

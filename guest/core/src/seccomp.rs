@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use crate::facts::{HostFacts, KernelVersion};
 use crate::spec::{Name, Names, Seccomp, SeccompArg, Syscall};
+use crate::static_lists::same_address;
 
 /// The seccomp architectures of one Go architecture, with their JSON.
 pub struct StaticArch {
@@ -63,7 +64,12 @@ fn names_run(names: &[Name]) -> Option<(usize, usize)> {
 /// `NAMES_JSON`. `None` for any other list.
 pub fn names_json(names: &[Name]) -> Option<&'static str> {
     let (first, end) = names_run(names)?;
-    // Each name's JSON ends with a comma; the last one's is left out.
+    run_json(first, end)
+}
+
+/// The JSON of `NAMES[first..end]`: each name's JSON ends with a comma,
+/// the last one's is left out.
+fn run_json(first: usize, end: usize) -> Option<&'static str> {
     NAMES_JSON.get(NAME_JSON_STARTS[first]..NAME_JSON_STARTS[end] - 1)
 }
 
@@ -82,13 +88,11 @@ pub fn architectures_json(list: &[Name]) -> Option<&'static str> {
 pub fn rule_json(rule: &Syscall) -> Option<(&'static str, &'static str)> {
     let (first, end) = names_run(&rule.names)?;
     let table = &RULES[RULE_FIRST_NAME.binary_search(&first).ok()?];
-    let same_action =
-        rule.action.len() == table.action.len() && std::ptr::eq(rule.action.as_ptr(), table.action.as_ptr());
     let whole = end - first == table.names.len();
-    if !(whole && same_action && std::ptr::eq(&*rule.args, table.args)) {
+    if !(whole && same_address(&rule.action, table.action) && std::ptr::eq(&*rule.args, table.args)) {
         return None;
     }
-    Some((names_json(&rule.names)?, table.json_after_names))
+    Some((run_json(first, end)?, table.json_after_names))
 }
 
 impl StaticRule {

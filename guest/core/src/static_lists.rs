@@ -170,9 +170,9 @@ pub fn namespace_json(namespace: &Namespace) -> Option<&'static str> {
         .map(|(_, json)| *json)
 }
 
-/// The same string by address: for strings borrowed from these statics,
-/// which never change, the same content.
-fn same_address(a: &str, b: &str) -> bool {
+/// The same string by address: for strings borrowed from statics, which
+/// never change, the same content.
+pub(crate) fn same_address(a: &str, b: &str) -> bool {
     a.len() == b.len() && std::ptr::eq(a.as_ptr(), b.as_ptr())
 }
 
@@ -222,7 +222,7 @@ pub fn borrow_or_copy(values: &[String]) -> Names {
 /// Equal strings; the usual case, a name borrowed from the list itself,
 /// without comparing bytes.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+    same_address(a, b) || a == b
 }
 
 #[cfg(test)]
