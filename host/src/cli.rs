@@ -193,7 +193,7 @@ fn run(cli: Cli) -> Result<i32> {
             crate::validate::prepare_in_background();
             let limits = Limits {
                 time: Duration::from_millis(policy_timeout_ms),
-                memory_bytes: policy_memory_mib << 20,
+                memory_bytes: memory_limit(policy_memory_mib)?,
             };
             let oci_runtime = crate::run::Runtime::find(&runtime)?;
             let request = read_request(&request)?;
@@ -235,23 +235,26 @@ fn run(cli: Cli) -> Result<i32> {
             owner_pid,
             policy_timeout_ms,
             policy_memory_mib,
-        } => spec(SpecArgs {
-            policies,
-            request,
-            host_facts,
-            state_dir,
-            bundle,
-            options: StepOptions {
-                dry_run,
-                pin_selectors,
-                owner: Owner::of_pid(owner_pid.unwrap_or_else(std::os::unix::process::parent_id)),
-            },
-            limits: Limits {
-                time: Duration::from_millis(policy_timeout_ms),
-                memory_bytes: policy_memory_mib << 20,
-            },
-        })
-        .map(|()| 0),
+        } => {
+            let memory_bytes = memory_limit(policy_memory_mib)?;
+            spec(SpecArgs {
+                policies,
+                request,
+                host_facts,
+                state_dir,
+                bundle,
+                options: StepOptions {
+                    dry_run,
+                    pin_selectors,
+                    owner: Owner::of_pid(owner_pid.unwrap_or_else(std::os::unix::process::parent_id)),
+                },
+                limits: Limits {
+                    time: Duration::from_millis(policy_timeout_ms),
+                    memory_bytes,
+                },
+            })
+            .map(|()| 0)
+        }
         Command::Release { state_dir, id } => {
             if !specwright_core::request::is_valid_id(&id) {
                 bail!("{id:?} is not a valid step id");
@@ -357,14 +360,33 @@ struct SpecArgs {
 }
 
 fn read_request(arg: &str) -> Result<String> {
+    let max = specwright_core::request::MAX_REQUEST_BYTES;
+    let bounded = |reader: &mut dyn Read, what: &str| -> Result<String> {
+        let mut bytes = Vec::new();
+        reader
+            .take(max as u64 + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {what}"))?;
+        if bytes.len() > max {
+            bail!("{what}: more than the {max} bytes a request may have");
+        }
+        String::from_utf8(bytes).with_context(|| format!("{what}: not UTF-8"))
+    };
     if arg == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the request from standard input")?;
-        return Ok(text);
+        return bounded(&mut std::io::stdin(), "the request from standard input");
     }
-    std::fs::read_to_string(arg).with_context(|| format!("reading request file {arg}"))
+    let mut file = std::fs::File::open(arg).with_context(|| format!("reading request file {arg}"))?;
+    bounded(&mut file, &format!("request file {arg}"))
+}
+
+/// The memory limit in bytes: at least 1 MiB and at most the 4 GiB a
+/// 32-bit WebAssembly memory can address.
+fn memory_limit(mib: usize) -> Result<usize> {
+    const MAX_MIB: usize = 4096;
+    if mib == 0 || mib > MAX_MIB {
+        bail!("--policy-memory-mib {mib}: must be between 1 and {MAX_MIB} (a policy's memory is 32-bit)");
+    }
+    Ok(mib << 20)
 }
 
 fn op_json(op: &Op) -> serde_json::Value {

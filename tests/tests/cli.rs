@@ -296,3 +296,45 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo || true) dirs=$(ls 
     let err = stderr(&out);
     assert!(err.contains("too many links") && err.contains("/loop"), "{err}");
 }
+
+/// Regression: `--request /dev/zero` read without a bound until memory ran
+/// out, and a 100 MB request was reported as the policy's memory limit.
+#[test]
+fn an_unbounded_or_oversized_request_is_refused_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    let text = format!(r#"{{"id": "big", "cwd": "{}"}}"#, "x".repeat(5 << 20));
+    std::fs::write(&big, text).unwrap();
+    for request in [big.to_str().unwrap(), "/dev/zero"] {
+        let out = specwright(&[
+            "spec",
+            "--request",
+            request,
+            "--host-facts",
+            case("minimal", "host").to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{request}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(request) && err.contains("bytes a request may have"),
+            "{err}"
+        );
+    }
+}
+
+/// Regression: 2^44 MiB overflowed into a "0 MiB" limit.
+#[test]
+fn a_memory_limit_that_does_not_fit_is_an_error() {
+    for mib in ["17592186044416", "0", "5000"] {
+        let out = spec_minimal(&["--policy-memory-mib", mib]);
+        assert_eq!(out.status.code(), Some(1), "{mib}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("--policy-memory-mib") && err.contains("between 1 and 4096"),
+            "{err}"
+        );
+    }
+    assert!(spec_minimal(&["--policy-memory-mib", "4096"]).status.success());
+}

@@ -67,15 +67,20 @@ fn path() -> impl Strategy<Value = String> {
     proptest::collection::vec("[a-z0-9._-]{1,6}", 0..4).prop_map(|parts| format!("/{}", parts.join("/")))
 }
 
+/// A mount destination: a path that is not the root and has no `..`.
+fn dest() -> impl Strategy<Value = String> {
+    proptest::collection::vec("[a-z0-9_-][a-z0-9._-]{0,5}", 1..4).prop_map(|parts| format!("/{}", parts.join("/")))
+}
+
 fn id_range() -> impl Strategy<Value = serde_json::Value> {
     (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(c, h, s)| json!({"container_id": c, "host_id": h, "size": s}))
 }
 
 fn mount() -> impl Strategy<Value = serde_json::Value> {
     prop_oneof![
-        (path(), path(), any::<bool>())
+        (dest(), path(), any::<bool>())
             .prop_map(|(dest, source, ro)| json!({"dest": dest, "source": source, "readonly": ro})),
-        (path(), proptest::collection::vec("[a-z=0-9]{1,8}", 0..4)).prop_map(|(dest, options)| {
+        (dest(), proptest::collection::vec("[a-z=0-9]{1,8}", 0..4)).prop_map(|(dest, options)| {
             json!({"dest": dest, "mountable": [{"type": "tmpfs", "source": "tmpfs", "options": options}]})
         }),
     ]

@@ -42,8 +42,22 @@ fn schema_and_parser_both_reject_what_is_wrong() {
         serde_json::json!({"id": "s", "mounts": [{"dest": "/a", "source": "/x", "mountable": []}]}),
         serde_json::json!({"id": "../x"}),
         serde_json::json!({"args": []}),
+        serde_json::json!({"id": "s", "mounts": [{"dest": "/", "source": "/x"}]}),
+        serde_json::json!({"id": "s", "mounts": [{"dest": "/./", "source": "/x"}]}),
+        serde_json::json!({"id": "s", "mounts": [{"dest": "/a/../b", "source": "/x"}]}),
+        serde_json::json!({"id": "s", "mounts": [{"dest": "/a\nb", "source": "/x"}]}),
+        serde_json::json!({"id": "s", "mounts": [{"dest": "/a\u{0}b", "source": "/x"}]}),
+        serde_json::json!({"id": "s", "mounts": [{"dest": "/a", "mountable": []}]}),
+        serde_json::json!({"id": "s", "env": ["A=\u{0}"]}),
+        serde_json::json!({"id": "s", "cwd": "/\u{0}"}),
+        serde_json::json!({"id": "s", "mounts": [{"dest": "/a", "source": "/x", "selector": "a\u{0}"}]}),
+        serde_json::json!(["s"]),
     ] {
         assert!(!validator.is_valid(&bad), "schema accepts {bad}");
         assert!(Request::from_json(&bad.to_string()).is_err(), "parser accepts {bad}");
     }
+    // What both accept: a newline in an env value, a dotted name that is not `..`.
+    let good = serde_json::json!({"id": "s", "env": ["A=x\ny"], "mounts": [{"dest": "/a/..b", "source": "/x"}]});
+    assert!(validator.is_valid(&good));
+    assert!(Request::from_json(&good.to_string()).is_ok());
 }

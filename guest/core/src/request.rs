@@ -7,7 +7,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
 
+/// The most bytes a request may have: generous for a thousand mounts, small
+/// enough that a runaway input is refused as such before it is parsed.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// Makes `$ty` (derived with `#[serde(remote = "Self")]`) deserialize only
+/// from a JSON object: serde's derive also accepts an array of the fields
+/// in order, which the request schema does not allow.
+macro_rules! object_only {
+    ($ty:ty, $what:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct ObjectVisitor;
+                impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<$ty, A::Error> {
+                        <$ty>::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                deserializer.deserialize_map(ObjectVisitor)
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                <$ty>::serialize(self, serializer)
+            }
+        }
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     /// The step id: names the container, its cgroup and what the host holds for it.
@@ -47,6 +81,8 @@ pub struct Request {
     pub mounts: Vec<MountRequest>,
 }
 
+object_only!(Request, "a request object");
+
 fn default_namespace() -> String {
     "buildkit".to_string()
 }
@@ -68,6 +104,7 @@ pub enum ProcessMode {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Network {
     /// A fresh, empty network namespace.
@@ -79,7 +116,10 @@ pub enum Network {
     Path { path: String },
 }
 
+object_only!(Network, "a network object");
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct IdMap {
     #[serde(default)]
@@ -88,7 +128,10 @@ pub struct IdMap {
     pub gids: Vec<IdRange>,
 }
 
+object_only!(IdMap, "an idmap object");
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct IdRange {
     pub container_id: u32,
@@ -96,7 +139,10 @@ pub struct IdRange {
     pub size: u32,
 }
 
+object_only!(IdRange, "an id range object");
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct MountRequest {
     pub dest: String,
@@ -113,8 +159,11 @@ pub struct MountRequest {
     pub selector: String,
 }
 
+object_only!(MountRequest, "a mount object");
+
 /// One mount a source stands for (containerd's `mount.Mount`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(deny_unknown_fields)]
 pub struct Mountable {
     #[serde(rename = "type")]
@@ -123,6 +172,8 @@ pub struct Mountable {
     #[serde(default)]
     pub options: Vec<String>,
 }
+
+object_only!(Mountable, "a mountable object");
 
 impl Mountable {
     pub fn is_bind(&self) -> bool {
@@ -172,15 +223,21 @@ impl Request {
     }
 
     /// Parses a request without validating its values (the runner resolves
-    /// user names before validating).
+    /// user names before validating). One JSON object and nothing after it.
     pub fn parse_json(json: &str) -> Result<Request, PolicyError> {
+        if json.len() > MAX_REQUEST_BYTES {
+            return Err(PolicyError::InvalidRequest(format!(
+                "request: {} bytes, more than the {MAX_REQUEST_BYTES} a request may have",
+                json.len()
+            )));
+        }
         // Tracking the path costs an allocation per field name; only a
         // request that fails is parsed again to name the field.
         if let Ok(request) = serde_json::from_str(json) {
             return Ok(request);
         }
         let de = &mut serde_json::Deserializer::from_str(json);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let named = |e: serde_path_to_error::Error<serde_json::Error>| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path.is_empty() || path == "." {
@@ -188,7 +245,11 @@ impl Request {
             } else {
                 PolicyError::InvalidRequest(format!("request field `{path}`: {inner}"))
             }
-        })
+        };
+        let request: Request = serde_path_to_error::deserialize(&mut *de).map_err(named)?;
+        de.end()
+            .map_err(|e| PolicyError::InvalidRequest(format!("request: {e} (one JSON object, nothing after it)")))?;
+        Ok(request)
     }
 
     pub fn validate(&self) -> Result<(), PolicyError> {
@@ -199,6 +260,7 @@ impl Request {
                 self.id
             ));
         }
+        self.check_no_nul()?;
         if self.namespace.is_empty() {
             return invalid("request field `namespace`: must not be empty".to_string());
         }
@@ -213,10 +275,10 @@ impl Request {
             }
         }
         for (i, m) in self.mounts.iter().enumerate() {
-            if !m.dest.starts_with('/') {
+            check_destination(&format!("mounts[{i}].dest"), &m.dest)?;
+            if m.mountable.as_ref().is_some_and(Vec::is_empty) {
                 return invalid(format!(
-                    "request field `mounts[{i}].dest`: {:?} is not an absolute path",
-                    m.dest
+                    "request field `mounts[{i}].mountable`: must not be empty (a mount with no entries would be dropped)"
                 ));
             }
             m.materialize()?;
@@ -230,6 +292,97 @@ impl Request {
         }
         Ok(())
     }
+
+    /// The kernel takes no string with a NUL byte: every string of the
+    /// request is refused with one, naming its field.
+    fn check_no_nul(&self) -> Result<(), PolicyError> {
+        let mut fields: Vec<(String, &str)> = vec![
+            ("namespace".into(), &self.namespace),
+            ("cwd".into(), &self.cwd),
+            ("user".into(), &self.user),
+            ("hostname".into(), &self.hostname),
+            ("resolv_conf".into(), &self.resolv_conf),
+            ("hosts_file".into(), &self.hosts_file),
+        ];
+        let has_nul = |s: &str| s.as_bytes().contains(&0);
+        // The common case allocates nothing: names are built only on a hit.
+        if !fields.iter().any(|(_, v)| has_nul(v))
+            && !self
+                .args
+                .iter()
+                .flatten()
+                .chain(self.env.iter().flatten())
+                .any(|v| has_nul(v))
+            && !self.cgroup_path.as_deref().is_some_and(has_nul)
+            && !matches!(&self.network, Network::Path { path } if has_nul(path))
+            && !self.mounts.iter().any(|m| {
+                has_nul(&m.dest)
+                    || has_nul(&m.selector)
+                    || m.source.as_deref().is_some_and(has_nul)
+                    || m.mountable
+                        .iter()
+                        .flatten()
+                        .any(|mm| has_nul(&mm.kind) || has_nul(&mm.source) || mm.options.iter().any(|o| has_nul(o)))
+            })
+        {
+            return Ok(());
+        }
+        for (name, list) in [("args", &self.args), ("env", &self.env)] {
+            for (i, v) in list.iter().flatten().enumerate() {
+                fields.push((format!("{name}[{i}]"), v));
+            }
+        }
+        if let Some(path) = &self.cgroup_path {
+            fields.push(("cgroup_path".into(), path));
+        }
+        if let Network::Path { path } = &self.network {
+            fields.push(("network.path".into(), path));
+        }
+        for (i, m) in self.mounts.iter().enumerate() {
+            fields.push((format!("mounts[{i}].dest"), &m.dest));
+            fields.push((format!("mounts[{i}].selector"), &m.selector));
+            if let Some(source) = &m.source {
+                fields.push((format!("mounts[{i}].source"), source));
+            }
+            for (j, mm) in m.mountable.iter().flatten().enumerate() {
+                fields.push((format!("mounts[{i}].mountable[{j}].type"), &mm.kind));
+                fields.push((format!("mounts[{i}].mountable[{j}].source"), &mm.source));
+                for (k, o) in mm.options.iter().enumerate() {
+                    fields.push((format!("mounts[{i}].mountable[{j}].options[{k}]"), o));
+                }
+            }
+        }
+        match fields.into_iter().find(|(_, v)| has_nul(v)) {
+            Some((name, _)) => Err(PolicyError::InvalidRequest(format!(
+                "request field `{name}`: contains a NUL byte"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A mount destination: an absolute path inside the container other than
+/// its root, without `..` components or a newline (runtimes and
+/// /proc/self/mountinfo cannot carry one).
+fn check_destination(field: &str, dest: &str) -> Result<(), PolicyError> {
+    let invalid = |why: &str| {
+        Err(PolicyError::InvalidRequest(format!(
+            "request field `{field}`: {dest:?} {why}"
+        )))
+    };
+    if !dest.starts_with('/') {
+        return invalid("is not an absolute path");
+    }
+    if dest.contains('\n') {
+        return invalid("contains a newline");
+    }
+    if dest.split('/').any(|c| c == "..") {
+        return invalid("has a `..` component");
+    }
+    if dest.split('/').all(|c| c.is_empty() || c == ".") {
+        return invalid("is the container's root");
+    }
+    Ok(())
 }
 
 /// A step id doubles as a file name in the host's state directory.
@@ -353,5 +506,95 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].kind, "bind");
         assert_eq!(got[0].options, vec!["rbind", "ro"]);
+    }
+    /// Regression: the parser accepted what the schema rejects: trailing
+    /// data after the object (the path-tracking second parse never checked
+    /// for it) and arrays read as structs, at any depth.
+    #[test]
+    fn only_one_object_and_objects_only() {
+        for (text, needle) in [
+            (r#"{"id":"b1"} garbage"#, "trailing"),
+            (r#"{"id":"b1"}{"id":"b2"}"#, "trailing"),
+            (r#"["b1"]"#, "request object"),
+            (r#"{"id":"b1","network":["path","/x"]}"#, "network"),
+            (r#"{"id":"b1","idmap":[[],[]]}"#, "idmap"),
+            (r#"{"id":"b1","mounts":[["/a","/src"]]}"#, "mounts[0]"),
+            (
+                r#"{"id":"b1","mounts":[{"dest":"/a","mountable":[["bind","/x",[]]]}]}"#,
+                "mountable[0]",
+            ),
+            (r#"{"id":"b1","idmap":{"uids":[[0,0,1]]}}"#, "uids[0]"),
+        ] {
+            let err = Request::from_json(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        assert!(
+            Request::from_json("  {\"id\":\"b1\"}\n  ").is_ok(),
+            "whitespace around the object is fine"
+        );
+    }
+
+    #[test]
+    fn what_the_kernel_cannot_take_is_refused_by_field() {
+        let bad = |edit: serde_json::Value, needle: &str| {
+            let mut v = minimal();
+            for (k, val) in edit.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            let err = Request::from_json(&v.to_string()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{edit}: {err}");
+        };
+        bad(
+            serde_json::json!({"mounts": [{"dest": "/a\0b", "source": "/x"}]}),
+            "`mounts[0].dest`: contains a NUL",
+        );
+        bad(serde_json::json!({"env": ["A=1", "B=\0"]}), "`env[1]`: contains a NUL");
+        bad(serde_json::json!({"args": ["/bin/sh", "a\0"]}), "`args[1]`");
+        bad(serde_json::json!({"cwd": "/\0"}), "`cwd`");
+        bad(serde_json::json!({"resolv_conf": "/etc/r\0"}), "`resolv_conf`");
+        bad(
+            serde_json::json!({"network": {"mode": "path", "path": "/run/\0"}}),
+            "`network.path`",
+        );
+        bad(
+            serde_json::json!({"mounts": [{"dest": "/a", "mountable": [{"type": "tmpfs", "source": "t", "options": ["size=1\0"]}]}]}),
+            "`mounts[0].mountable[0].options[0]`",
+        );
+        bad(
+            serde_json::json!({"mounts": [{"dest": "/a", "source": "/x", "selector": "s\0"}]}),
+            "`mounts[0].selector`",
+        );
+        bad(
+            serde_json::json!({"mounts": [{"dest": "/a\nb", "source": "/x"}]}),
+            "newline",
+        );
+        for root in ["/", "//", "/.", "/./"] {
+            bad(
+                serde_json::json!({"mounts": [{"dest": root, "source": "/x"}]}),
+                "the container's root",
+            );
+        }
+        for up in ["/..", "/a/../b", "/a/.."] {
+            bad(
+                serde_json::json!({"mounts": [{"dest": up, "source": "/x"}]}),
+                "`..` component",
+            );
+        }
+        bad(
+            serde_json::json!({"mounts": [{"dest": "/a", "mountable": []}]}),
+            "`mounts[0].mountable`: must not be empty",
+        );
+        // A newline inside an env value stays legal, as in Docker.
+        let mut v = minimal();
+        v["env"] = serde_json::json!(["MULTI=line one\nline two"]);
+        v["mounts"] = serde_json::json!([{"dest": "/a/..b/.c", "source": "/x"}]);
+        assert!(Request::from_json(&v.to_string()).is_ok());
+    }
+
+    #[test]
+    fn an_oversized_request_is_refused_as_such() {
+        let big = format!(r#"{{"id":"b1","cwd":"{}"}}"#, "x".repeat(MAX_REQUEST_BYTES));
+        let err = Request::from_json(&big).unwrap_err().to_string();
+        assert!(err.contains("more than the") && err.contains("bytes"), "{err}");
     }
 }
