@@ -47,6 +47,7 @@ pub fn dry_step(state: &StateDir, request: &Request) -> Result<StepHost> {
             ..StepOptions::default()
         },
         request,
+        specwright::state::StepLock::planned(&request.id),
     )
     .map_err(anyhow::Error::msg)
 }

@@ -389,12 +389,14 @@ fn main() -> Result<()> {
     let mut selector_figures = measure_together(
         vec![
             timed("ro selector: mount + resolve + release, host", || {
+                let lock = sel_state.lock(&sel_request.id)?;
                 let mut step = StepHost::new(
                     sel_state.clone(),
                     Arc::new(RealSyscalls),
                     audit.clone(),
                     StepOptions::default(),
                     &sel_request,
+                    lock,
                 )
                 .map_err(anyhow::Error::msg)?;
                 let (source, _) = Mounter::materialize(&mut step, 0)?;

@@ -51,7 +51,13 @@ impl CompileCache {
             .mode(0o700)
             .create(dir)
             .map_err(io)?;
-        let meta = std::fs::metadata(dir).map_err(io)?;
+        let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+        if !meta.is_dir() {
+            return Err(CacheError::Untrusted {
+                path: dir.to_path_buf(),
+                why: "not a directory (a symlink?)".to_string(),
+            });
+        }
         check_trusted(dir, &meta)?;
         Ok(CompileCache { dir: dir.to_path_buf() })
     }

@@ -143,6 +143,8 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    // Read first: a caller that exits at once leaves us to pid 1 soon.
+    let parent = std::os::unix::process::parent_id();
     init_tracing();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -151,7 +153,7 @@ where
             return e.exit_code();
         }
     };
-    match run(cli) {
+    match run(cli, parent) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("specwright: {e:#}");
@@ -172,12 +174,24 @@ fn init_tracing() {
 
 fn open_state(dir: &Path) -> Result<(StateDir, Arc<Audit>)> {
     let state = StateDir::open(dir).with_context(|| format!("state dir {}", dir.display()))?;
-    let audit =
-        Audit::open(&state.audit_log()).with_context(|| format!("audit log {}", state.audit_log().display()))?;
+    let audit = Audit::to_file(state.open_audit_log().context("audit log")?);
     Ok((state, Arc::new(audit)))
 }
 
-fn run(cli: Cli) -> Result<i32> {
+/// Who owns a step `spec` makes: `--owner-pid`, or the caller. A caller
+/// that has already exited (we were handed to pid 1) would leave a step
+/// nobody collects, so it must be named.
+fn step_owner(owner_pid: Option<u32>, parent: u32) -> Result<Owner> {
+    match owner_pid {
+        Some(pid) => Ok(Owner::of_pid(pid)),
+        None if parent == 1 => bail!(
+            "the calling process has exited (specwright's parent is pid 1): nothing would own the step; pass --owner-pid"
+        ),
+        None => Ok(Owner::of_pid(parent)),
+    }
+}
+
+fn run(cli: Cli, parent: u32) -> Result<i32> {
     match cli.command {
         Command::Run {
             policies,
@@ -202,7 +216,7 @@ fn run(cli: Cli) -> Result<i32> {
                 None => crate::facts::detect()?,
             };
             let (state, audit) = open_state(&state_dir)?;
-            let policy_runtime = PolicyRuntime::new(limits)?.with_cache(&state.cache_dir())?;
+            let policy_runtime = PolicyRuntime::new(limits)?.with_cache(&state.open_cache_dir()?)?;
             let chain = load_chain(&policy_runtime, &policies)?;
             let ctx = StepContext {
                 state,
@@ -237,6 +251,7 @@ fn run(cli: Cli) -> Result<i32> {
             policy_memory_mib,
         } => {
             let memory_bytes = memory_limit(policy_memory_mib)?;
+            let owner = step_owner(owner_pid, parent)?;
             spec(SpecArgs {
                 policies,
                 request,
@@ -246,7 +261,7 @@ fn run(cli: Cli) -> Result<i32> {
                 options: StepOptions {
                     dry_run,
                     pin_selectors,
-                    owner: Owner::of_pid(owner_pid.unwrap_or_else(std::os::unix::process::parent_id)),
+                    owner,
                 },
                 limits: Limits {
                     time: Duration::from_millis(policy_timeout_ms),
@@ -275,6 +290,9 @@ fn run(cli: Cli) -> Result<i32> {
                 match outcome {
                     GcOutcome::Kept { id, owner } => {
                         println!("kept {id}: owner {owner} still runs")
+                    }
+                    GcOutcome::Held { id, pid } => {
+                        println!("skipped {id}: held by pid {pid}, which is working on it")
                     }
                     GcOutcome::Released { id, report } => {
                         println!("released {id}: {} mountpoints", report.released);
@@ -310,7 +328,7 @@ fn policy_command(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Compile { state_dir, files } => {
             let (state, _) = open_state(&state_dir)?;
-            let runtime = PolicyRuntime::new(Limits::default())?.with_cache(&state.cache_dir())?;
+            let runtime = PolicyRuntime::new(Limits::default())?.with_cache(&state.open_cache_dir()?)?;
             for file in files {
                 let (name, bytes) = PolicyRuntime::read_policy_file(&file)?;
                 let (_, used) = runtime.compile(&name, &bytes)?;
@@ -405,6 +423,7 @@ fn op_json(op: &Op) -> serde_json::Value {
             json!({"op": "mount", "source": source, "target": target, "fstype": fstype, "flags": format!("{:?}", nix::mount::MsFlags::from_bits_truncate(*flags)), "data": data})
         }
         Op::Unmount { target, flags } => json!({"op": "umount", "target": target, "flags": flags}),
+        Op::DeleteContainer { runtime, id } => json!({"op": "delete-container", "runtime": runtime, "id": id}),
     }
 }
 
@@ -423,7 +442,7 @@ fn spec(args: SpecArgs) -> Result<()> {
     };
     let runtime = match &opened {
         None => PolicyRuntime::new(args.limits)?,
-        Some((state, _)) => PolicyRuntime::new(args.limits)?.with_cache(&state.cache_dir())?,
+        Some((state, _)) => PolicyRuntime::new(args.limits)?.with_cache(&state.open_cache_dir()?)?,
     };
     let chain = load_chain(&runtime, &args.policies)?;
 
@@ -443,9 +462,33 @@ fn spec(args: SpecArgs) -> Result<()> {
         return Ok(());
     }
 
-    if let Some(bundle) = &args.bundle {
-        std::fs::create_dir_all(bundle).with_context(|| format!("creating bundle dir {}", bundle.display()))?;
+    // A bundle directory this step creates is removed again if it fails.
+    let created_bundle = match &args.bundle {
+        Some(bundle) if !bundle.exists() => {
+            std::fs::create_dir_all(bundle).with_context(|| format!("creating bundle dir {}", bundle.display()))?;
+            Some(bundle.clone())
+        }
+        _ => None,
+    };
+    let result = spec_into(&args, &runtime, &chain, &request, &facts, opened);
+    if result.is_err() {
+        if let Some(dir) = created_bundle {
+            // Only what this step made: an empty directory (the config is
+            // written last, and only on success).
+            let _ = std::fs::remove_dir(dir);
+        }
     }
+    result
+}
+
+fn spec_into(
+    args: &SpecArgs,
+    runtime: &PolicyRuntime,
+    chain: &[crate::policy::LoadedPolicy],
+    request: &str,
+    facts: &specwright_core::HostFacts,
+    opened: Option<(StateDir, Arc<Audit>)>,
+) -> Result<()> {
     let (state, audit) = match opened {
         Some(opened) => opened,
         None => open_state(&args.state_dir)?,
@@ -457,32 +500,29 @@ fn spec(args: SpecArgs) -> Result<()> {
         audit: audit.clone(),
         options: args.options,
     };
-    let outcome = crate::generate_spec(&runtime, &chain, &request, &facts, ctx)?;
-    let mut text = serde_json::to_string_pretty(&outcome.spec).context("encoding the spec")?;
-    text.push('\n');
-    let written = match &args.bundle {
-        Some(bundle) => write_atomically(&bundle.join("config.json"), text.as_bytes()),
-        None => std::io::stdout()
-            .write_all(text.as_bytes())
-            .context("writing the spec to standard output"),
-    };
+    let outcome = crate::generate_spec(runtime, chain, request, facts, ctx)?;
+    let written = (|| -> Result<()> {
+        if !args.options.owner.is_alive() {
+            bail!(
+                "the step's owner, pid {}, exited while the step was made; released it",
+                args.options.owner.pid
+            );
+        }
+        let mut text = serde_json::to_string_pretty(&outcome.spec).context("encoding the spec")?;
+        text.push('\n');
+        match &args.bundle {
+            Some(bundle) => crate::state::write_file_in(bundle, "config.json", text.as_bytes())
+                .with_context(|| format!("writing {}", bundle.join("config.json").display())),
+            None => std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing the spec to standard output"),
+        }
+    })();
     if let Err(e) = written {
-        if let Err(release) = release_step(&state, sys.as_ref(), &audit, &outcome.request.id) {
+        if let Err(release) = crate::step::release_locked(&state, sys.as_ref(), &audit, outcome.lock) {
             return Err(e.context(format!("releasing the step's mounts also failed: {release}")));
         }
         return Err(e);
     }
     Ok(())
-}
-
-/// Writes `path` through a temporary file and a rename: never half a file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
 }

@@ -23,7 +23,7 @@ use specwright_core::{HostFacts, Request};
 
 use crate::audit::Audit;
 use crate::policy::{LoadedPolicy, PolicyError, PolicyRuntime};
-use crate::state::StateDir;
+use crate::state::{StateDir, StepLock};
 use crate::step::{ReleaseError, StepHost, StepOptions};
 use crate::sys::Syscalls;
 
@@ -38,14 +38,35 @@ pub struct StepContext {
 
 impl StepContext {
     /// Real syscalls, the audit log in the state dir, default options.
-    pub fn new(state: StateDir, sys: Arc<dyn Syscalls>) -> std::io::Result<StepContext> {
-        let audit = Arc::new(Audit::open(&state.audit_log())?);
+    pub fn new(state: StateDir, sys: Arc<dyn Syscalls>) -> Result<StepContext, state::StateError> {
+        let audit = Arc::new(Audit::to_file(state.open_audit_log()?));
         Ok(StepContext {
             state,
             sys,
             audit,
             options: StepOptions::default(),
         })
+    }
+
+    /// Takes step `id` for this process (a planned lock for a dry run).
+    pub fn lock(&self, id: &str) -> Result<StepLock, SpecError> {
+        if self.options.dry_run {
+            return Ok(StepLock::planned(id));
+        }
+        self.state.lock(id).map_err(|e| SpecError::Host(e.to_string()))
+    }
+
+    /// The step's host side, for a step this process holds.
+    pub fn step_host(&self, request: &Request, lock: StepLock) -> Result<StepHost, SpecError> {
+        StepHost::new(
+            self.state.clone(),
+            self.sys.clone(),
+            self.audit.clone(),
+            self.options,
+            request,
+            lock,
+        )
+        .map_err(|e| SpecError::Host(e.to_string()))
     }
 }
 
@@ -65,11 +86,14 @@ pub enum SpecError {
 }
 
 /// What a successful step produced.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SpecOutcome {
     pub request: Request,
     /// The validated spec.
     pub spec: Value,
+    /// The step stays this process's until this is dropped; release it
+    /// with [`step::release_locked`] should what follows fail.
+    pub lock: StepLock,
 }
 
 /// Runs the chain for one step. On success the step's mounts stay until
@@ -82,10 +106,24 @@ pub fn generate_spec(
     ctx: StepContext,
 ) -> Result<SpecOutcome, SpecError> {
     let request = Request::from_json(request_json).map_err(|e| SpecError::Request(e.to_string()))?;
-    let canonical = serde_json::to_string(&request).map_err(|e| SpecError::Request(e.to_string()))?;
-    let audit = ctx.audit.clone();
-    let mut step = StepHost::new(ctx.state, ctx.sys, ctx.audit, ctx.options, &request)
-        .map_err(|e| SpecError::Host(e.to_string()))?;
+    let lock = ctx.lock(&request.id)?;
+    let step = ctx.step_host(&request, lock)?;
+    let (step, spec) = run_chain(runtime, chain, step, &request, facts, &ctx.audit)?;
+    let lock = step.keep();
+    Ok(SpecOutcome { request, spec, lock })
+}
+
+/// Runs `chain` for `request` on `step`, validating each policy's output;
+/// on failure everything the step holds is released.
+pub fn run_chain(
+    runtime: &PolicyRuntime,
+    chain: &[LoadedPolicy],
+    mut step: StepHost,
+    request: &Request,
+    facts: &HostFacts,
+    audit: &Audit,
+) -> Result<(StepHost, Value), SpecError> {
+    let canonical = serde_json::to_string(request).map_err(|e| SpecError::Request(e.to_string()))?;
     let mut previous: Option<String> = None;
     let mut spec = Value::Null;
     for policy in chain {
@@ -129,8 +167,7 @@ pub fn generate_spec(
             }
         }
     }
-    step.keep();
-    Ok(SpecOutcome { request, spec })
+    Ok((step, spec))
 }
 
 /// Top-level spec fields that differ between two policies' outputs.

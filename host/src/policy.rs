@@ -438,6 +438,7 @@ impl PolicyRuntime {
                 ..Default::default()
             },
             &request,
+            crate::state::StepLock::planned(&request.id),
         )
         .map_err(|e| PolicyError::Load {
             policy: name.to_string(),

@@ -5,7 +5,6 @@
 //! config.json → `crun|runc run --bundle` with stdio passed through and
 //! SIGINT/SIGTERM forwarded → release everything, whatever happened.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,7 +14,8 @@ use specwright_core::{HostFacts, Request};
 
 use crate::policy::{LoadedPolicy, PolicyRuntime};
 use crate::resolve::resolve_in_root;
-use crate::step::{hold_bind, release_step};
+use crate::state::{Bundle, StepLock};
+use crate::step::StepHost;
 use crate::StepContext;
 
 #[derive(Debug, thiserror::Error)]
@@ -289,15 +289,80 @@ pub struct RunArgs<'a> {
 }
 
 /// Runs the step; returns the container's exit code. Everything the step
-/// made is released before this returns, on success and on error.
+/// made is released before this returns, on success and on error; a step
+/// another process holds, or that an earlier run left, is refused and
+/// left as it is.
 pub fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
-    let mut request = Request::parse_json(args.request_json).map_err(|e| RunError::Prepare(e.to_string()))?;
-    let id = request.id.clone();
-    let state = args.ctx.state.clone();
-    let sys = args.ctx.sys.clone();
-    let audit = args.ctx.audit.clone();
-    let result = run_inner(&args, &mut request);
-    match release_step(&state, sys.as_ref(), &audit, &id) {
+    let prepare = |m: String| RunError::Prepare(m);
+    let mut request = Request::parse_json(args.request_json).map_err(|e| prepare(e.to_string()))?;
+    let state = &args.ctx.state;
+    let lock = state.lock(&request.id).map_err(|e| prepare(e.to_string()))?;
+    if state
+        .read_record(&request.id)
+        .map_err(|e| prepare(e.to_string()))?
+        .is_some()
+        || state.has_bundle(&request.id).map_err(|e| prepare(e.to_string()))?
+    {
+        return Err(prepare(format!(
+            "step {} was not released (specwright release {})",
+            request.id, request.id
+        )));
+    }
+    // From here on, everything in the state dir under this id is ours.
+    let bundle = state.create_bundle(&request.id).map_err(|e| prepare(e.to_string()))?;
+    let result = run_in_bundle(&args, &mut request, &bundle, lock);
+    match state.remove_bundle(&request.id) {
+        Ok(()) => result,
+        Err(e) => Err(match result {
+            Ok(code) => RunError::Release {
+                code,
+                message: e.to_string(),
+            },
+            Err(error) => RunError::ReleaseAfterError {
+                error: Box::new(error),
+                release: e.to_string(),
+            },
+        }),
+    }
+}
+
+fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, lock: StepLock) -> Result<i32, RunError> {
+    let prepare = |m: String| RunError::Prepare(m);
+    if args.oci_runtime.name() == "crun" && hybrid_cgroups() {
+        return Err(prepare(
+            "crun refuses this host's hybrid cgroups (cgroup v1 with cgroup2 at /sys/fs/cgroup/unified); use --runtime runc, or run in a private mount namespace with /sys/fs/cgroup/unified unmounted".to_string(),
+        ));
+    }
+    let rootfs =
+        std::fs::canonicalize(args.rootfs).map_err(|e| prepare(format!("rootfs {}: {e}", args.rootfs.display())))?;
+    if !rootfs.is_dir() {
+        return Err(prepare(format!("rootfs {} is not a directory", rootfs.display())));
+    }
+    let user = resolve_user(&rootfs, &request.user)?;
+    if parse_user(&request.user).is_err() {
+        request.user = format!("{}:{}", user.uid, user.gid);
+    }
+    request.validate().map_err(|e| prepare(e.to_string()))?;
+    let written = |e: crate::state::StateError| prepare(e.to_string());
+    if request.resolv_conf.is_empty() {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let path = bundle
+            .write("resolv.conf", resolv_conf_for(&host, &request.network).as_bytes())
+            .map_err(written)?;
+        request.resolv_conf = path.display().to_string();
+    }
+    if request.hosts_file.is_empty() {
+        let path = bundle
+            .write("hosts", hosts_for(&request.hostname).as_bytes())
+            .map_err(written)?;
+        request.hosts_file = path.display().to_string();
+    }
+
+    let step = args.ctx.step_host(request, lock)?;
+    let (mut step, spec) = crate::run_chain(args.runtime, args.chain, step, request, args.facts, &args.ctx.audit)?;
+    let result = start_container(args, &mut step, spec, &rootfs, &user, request, bundle);
+    let released = step.release_all();
+    match released {
         Ok(report) => {
             for warning in report.warnings() {
                 eprintln!("specwright: warning: {warning}");
@@ -317,67 +382,21 @@ pub fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
     }
 }
 
-fn run_inner(args: &RunArgs<'_>, request: &mut Request) -> Result<i32, RunError> {
+/// The runner's edits of the spec (its rootfs, the user's groups, what the
+/// host cannot grant), then config.json and the container itself.
+fn start_container(
+    args: &RunArgs<'_>,
+    step: &mut StepHost,
+    mut spec: Value,
+    rootfs: &Path,
+    user: &ResolvedUser,
+    request: &Request,
+    bundle: &Bundle,
+) -> Result<i32, RunError> {
     let prepare = |m: String| RunError::Prepare(m);
-    if args.oci_runtime.name() == "crun" && hybrid_cgroups() {
-        return Err(prepare(
-            "crun refuses this host's hybrid cgroups (cgroup v1 with cgroup2 at /sys/fs/cgroup/unified); use --runtime runc, or run in a private mount namespace with /sys/fs/cgroup/unified unmounted".to_string(),
-        ));
-    }
-    let rootfs =
-        std::fs::canonicalize(args.rootfs).map_err(|e| prepare(format!("rootfs {}: {e}", args.rootfs.display())))?;
-    if !rootfs.is_dir() {
-        return Err(prepare(format!("rootfs {} is not a directory", rootfs.display())));
-    }
-    let state = &args.ctx.state;
-    if state
-        .read_record(&request.id)
-        .map_err(|e| prepare(e.to_string()))?
-        .is_some()
-        || state
-            .bundle_dir(&request.id)
-            .map_err(|e| prepare(e.to_string()))?
-            .exists()
-    {
-        return Err(prepare(format!(
-            "step {} is already running or was not released (specwright release {})",
-            request.id, request.id
-        )));
-    }
-
-    let user = resolve_user(&rootfs, &request.user)?;
-    if parse_user(&request.user).is_err() {
-        request.user = format!("{}:{}", user.uid, user.gid);
-    }
-    request.validate().map_err(|e| prepare(e.to_string()))?;
-    let bundle = state.bundle_dir(&request.id).map_err(|e| prepare(e.to_string()))?;
-    std::fs::create_dir_all(&bundle).map_err(|e| prepare(format!("creating bundle {}: {e}", bundle.display())))?;
-    if request.resolv_conf.is_empty() {
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let path = bundle.join("resolv.conf");
-        std::fs::write(&path, resolv_conf_for(&host, &request.network))
-            .map_err(|e| prepare(format!("{}: {e}", path.display())))?;
-        request.resolv_conf = path.display().to_string();
-    }
-    if request.hosts_file.is_empty() {
-        let path = bundle.join("hosts");
-        std::fs::write(&path, hosts_for(&request.hostname)).map_err(|e| prepare(format!("{}: {e}", path.display())))?;
-        request.hosts_file = path.display().to_string();
-    }
-
-    let request_json = serde_json::to_string(&*request).map_err(|e| prepare(e.to_string()))?;
-    let outcome = crate::generate_spec(args.runtime, args.chain, &request_json, args.facts, args.ctx.clone())?;
-    let root = hold_bind(
-        state,
-        args.ctx.sys.as_ref(),
-        args.ctx.options.owner,
-        &request.id,
-        &rootfs,
-        request.readonly_rootfs,
-    )
-    .map_err(|e| prepare(format!("rootfs: {e}")))?;
-
-    let mut spec = outcome.spec;
+    let root = step
+        .bind_rootfs(rootfs, request.readonly_rootfs)
+        .map_err(|e| prepare(format!("rootfs: {e}")))?;
     spec["root"]["path"] = Value::String(root.display().to_string());
     let dropped = limit_to_host_capabilities(&mut spec, host_bounding_set());
     if !dropped.is_empty() {
@@ -395,13 +414,15 @@ fn run_inner(args: &RunArgs<'_>, request: &mut Request) -> Result<i32, RunError>
             "the spec after the runner's changes (root, groups, capabilities) {e}"
         ))
     })?;
-    let config = bundle.join("config.json");
     let text = serde_json::to_vec_pretty(&spec).map_err(|e| prepare(e.to_string()))?;
-    std::fs::File::create(&config)
-        .and_then(|mut f| f.write_all(&text))
-        .map_err(|e| prepare(format!("{}: {e}", config.display())))?;
-
-    run_container(&args.oci_runtime, &bundle, &request.id)
+    bundle.write("config.json", &text).map_err(|e| prepare(e.to_string()))?;
+    step.record_container(&args.oci_runtime.path)
+        .map_err(|e| prepare(format!("recording the container: {e}")))?;
+    let code = run_container(&args.oci_runtime, bundle.path(), &request.id)?;
+    // `run` deletes the container when it exits.
+    step.forget_container()
+        .map_err(|e| prepare(format!("recording the container's end: {e}")))?;
+    Ok(code)
 }
 
 /// Runs the container in the foreground, forwarding SIGINT and SIGTERM to

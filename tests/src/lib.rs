@@ -265,6 +265,11 @@ impl specwright::sys::Syscalls for KernelModel {
         Ok(())
     }
 
+    /// The model runs no containers: there is none to delete.
+    fn delete_container(&self, _runtime: &Path, _id: &str) -> Result<(), String> {
+        Ok(())
+    }
+
     fn unmount(&self, target: &Path, _flags: nix::mount::MntFlags) -> Result<(), nix::errno::Errno> {
         let mut state = self.lock();
         match state.mounted.get_mut(target) {

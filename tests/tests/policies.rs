@@ -409,6 +409,7 @@ fn the_guest_stack_holds_a_previous_spec_nested_to_the_parser_limit() {
                 ..Default::default()
             },
             &request,
+            specwright::state::StepLock::planned(&request.id),
         )
         .unwrap();
         let text = previous(depth);

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use serde_json::json;
 use specwright::audit::Audit;
 use specwright::resolve::{resolve_in_root, ResolveError};
-use specwright::state::Owner;
 use specwright::state::StateDir;
+use specwright::state::{Owner, StepLock};
 use specwright::step::{gc, release_step, StepHost, StepOptions};
 use specwright::sys::RecordingSyscalls;
 use specwright_core::{HostFacts, Request};
@@ -166,6 +166,7 @@ proptest! {
             Arc::new(Audit::events_only()),
             StepOptions { dry_run: true, ..StepOptions::default() },
             &request,
+            StepLock::planned(&request.id),
         ).unwrap();
         let spec = specwright_core::buildkit::generate(&request, &facts, &mut step).unwrap();
         let checked = specwright::validate::validate_json(&spec.to_json());
@@ -226,7 +227,8 @@ proptest! {
         let audit = Arc::new(Audit::events_only());
         // No process has this pid, so gc takes the owner for dead.
         let options = StepOptions { owner: Owner { pid: u32::MAX, start_time: None }, ..StepOptions::default() };
-        let mut host = StepHost::new(state.clone(), sys.clone(), audit.clone(), options, &request).unwrap();
+        let lock = state.lock(&request.id).unwrap();
+        let mut host = StepHost::new(state.clone(), sys.clone(), audit.clone(), options, &request, lock).unwrap();
         let (mut sources, mut roots) = (Vec::new(), Vec::new());
         for op in &ops {
             match op {
@@ -253,11 +255,11 @@ proptest! {
             Ending::ReleaseAll => drop(host.release_all()),
             Ending::Dropped => drop(host),
             Ending::KeptThenReleased => {
-                host.keep();
+                drop(host.keep());
                 drop(release_step(&state, sys.as_ref(), &audit, "prop-step"));
             }
             Ending::KeptThenCollected => {
-                host.keep();
+                drop(host.keep());
                 drop(gc(&state, sys.as_ref(), &audit).unwrap());
             }
         }

@@ -17,9 +17,15 @@ impl Audit {
     /// Appends to `path`, creating it.
     pub fn open(path: &Path) -> std::io::Result<Audit> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Audit {
+        Ok(Audit::to_file(file))
+    }
+
+    /// Appends to `file`, opened for appending (the state dir's log:
+    /// [`crate::state::StateDir::open_audit_log`]).
+    pub fn to_file(file: std::fs::File) -> Audit {
+        Audit {
             file: Some(Mutex::new(file)),
-        })
+        }
     }
 
     /// Tracing events only (dry runs write nothing to the state dir).

@@ -25,6 +25,10 @@ pub enum Op {
         target: PathBuf,
         flags: i32,
     },
+    DeleteContainer {
+        runtime: PathBuf,
+        id: String,
+    },
 }
 
 pub trait Syscalls: Send + Sync {
@@ -42,6 +46,9 @@ pub trait Syscalls: Send + Sync {
         data: Option<&str>,
     ) -> Result<(), Errno>;
     fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno>;
+    /// Kills and deletes container `id` of OCI runtime `runtime`
+    /// (`runtime delete --force id`); one that does not exist is deleted.
+    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String>;
 }
 
 /// The kernel.
@@ -90,6 +97,22 @@ impl Syscalls for RealSyscalls {
 
     fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
         nix::mount::umount2(target, flags)
+    }
+
+    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String> {
+        let out = std::process::Command::new(runtime)
+            .args(["delete", "--force", id])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", runtime.display()))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Gone already (the runtime cleaned up, or never created it).
+        let missing = ["does not exist", "not found", "No such file"];
+        if out.status.success() || missing.iter().any(|m| stderr.contains(m)) {
+            Ok(())
+        } else {
+            Err(format!("{} delete --force {id}: {}", runtime.display(), stderr.trim()))
+        }
     }
 }
 
@@ -182,5 +205,17 @@ impl Syscalls for RecordingSyscalls {
             flags: flags.bits(),
         };
         self.record(op, |s| s.unmount(target, flags))
+    }
+
+    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String> {
+        let op = Op::DeleteContainer {
+            runtime: runtime.to_path_buf(),
+            id: id.to_string(),
+        };
+        self.record(op, |_| Ok(())).map_err(|e| e.to_string())?;
+        match &self.inner {
+            Some(inner) => inner.delete_container(runtime, id),
+            None => Ok(()),
+        }
     }
 }

@@ -112,15 +112,17 @@ fn faults(work: &Path) -> Result<Value> {
     for pin in [false, true] {
         let state_root = work.join(if pin { "state-pin" } else { "state" });
         let state = StateDir::open(&state_root)?;
-        let run =
-            |fail_at: Option<usize>| -> Result<(Result<specwright::SpecOutcome, String>, Vec<specwright::sys::Op>)> {
-                let recorder = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), fail_at));
-                let mut ctx = StepContext::new(state.clone(), recorder.clone())?;
-                ctx.options.pin_selectors = pin;
-                let outcome =
-                    specwright::generate_spec(&runtime, &chain, &request, &facts, ctx).map_err(|e| e.to_string());
-                Ok((outcome, recorder.ops()))
-            };
+        let run = |fail_at: Option<usize>| -> Result<(Result<(), String>, Vec<specwright::sys::Op>)> {
+            let recorder = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), fail_at));
+            let mut ctx = StepContext::new(state.clone(), recorder.clone())?;
+            ctx.options.pin_selectors = pin;
+            // The outcome's lock is dropped at once: the step is then
+            // anyone's to release.
+            let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, ctx)
+                .map(drop)
+                .map_err(|e| e.to_string());
+            Ok((outcome, recorder.ops()))
+        };
         let (clean, ops) = run(None)?;
         if let Err(e) = clean {
             bail!("the step fails without faults: {e}");
@@ -176,17 +178,19 @@ fn busy(work: &Path) -> Result<Value> {
     let state_root = work.join("state");
     let state = StateDir::open(&state_root)?;
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
+    let lock = state.lock(&request.id)?;
     let mut step = StepHost::new(
         state.clone(),
         sys.clone(),
         Arc::new(Audit::events_only()),
         StepOptions::default(),
         &request,
+        lock,
     )?;
     let (source, _) = step.materialize(0)?;
     let root = step.mount_temporary(source, &[0])?;
     let mountpoint = PathBuf::from(step.root_path(root)?);
-    step.keep();
+    drop(step.keep());
     let held = std::fs::File::open(mountpoint.join("sub/dir/file"))?;
     let report = release_step(&state, sys.as_ref(), &Audit::events_only(), "busy")?;
     let left = leftovers(&state_root)?;

@@ -15,10 +15,18 @@ use specwright_core::request::{Mountable, Request};
 use specwright_core::{HostError, Mounter};
 
 use crate::audit::Audit;
-use crate::mount::{mount_entry, unmount_all};
+use crate::mount::mount_entry;
 use crate::resolve::{resolve_in_root, Resolved};
-use crate::state::{HeldMount, MountpointKind, Owner, StateDir, StateError, StepRecord, MAX_MOUNTPOINTS, MAX_STACKED};
+use crate::state::{
+    ContainerRecord, HeldMount, MountpointKind, Owner, StateDir, StateError, StepLock, StepRecord, MAX_MOUNTPOINTS,
+    MAX_STACKED,
+};
 use crate::sys::Syscalls;
+
+mod release;
+
+pub use release::{gc, release_locked, release_step, GcOutcome, ReleaseError, ReleaseReport};
+use release::{release_mountpoint, release_mounts, RELEASE_WORKERS};
 
 /// A materialized request mount, as the host tracks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,40 +65,6 @@ struct Root {
     released: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReleaseError {
-    #[error("step {id}: {}", failures.join("; "))]
-    Unmount { id: String, failures: Vec<String> },
-    #[error(transparent)]
-    State(#[from] StateError),
-}
-
-/// What a release did, beyond succeeding.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReleaseReport {
-    /// Mountpoints released.
-    pub released: usize,
-    /// Mountpoints that were busy, with the retries spent, and whether a
-    /// lazy detach was needed in the end.
-    pub busy: Vec<(String, u32, bool)>,
-}
-
-impl ReleaseReport {
-    /// One line a busy mountpoint, for the user.
-    pub fn warnings(&self) -> Vec<String> {
-        self.busy
-            .iter()
-            .map(|(path, retries, detached)| {
-                if *detached {
-                    format!("{path} stayed busy after {retries} retries; detached lazily (it goes away when the last user closes it)")
-                } else {
-                    format!("{path} was busy; unmounted after {retries} retries")
-                }
-            })
-            .collect()
-    }
-}
-
 /// The privileged side of one step.
 pub struct StepHost {
     id: String,
@@ -106,6 +80,8 @@ pub struct StepHost {
     sources: Vec<usize>,
     roots: Vec<Root>,
     record: StepRecord,
+    /// The step is this process's while this is held.
+    lock: Option<StepLock>,
     /// Whether mounts stay when this is dropped (the step succeeded).
     keep: bool,
 }
@@ -115,14 +91,24 @@ fn mountable_json(m: &Mountable) -> Value {
 }
 
 impl StepHost {
-    /// Starts a step; fails if the step already holds mounts.
+    /// Starts step `request.id`, which `lock` holds for this process
+    /// (a planned lock for a dry run); fails if the step already holds
+    /// mounts from an earlier run.
     pub fn new(
         state: StateDir,
         sys: Arc<dyn Syscalls>,
         audit: Arc<Audit>,
         options: StepOptions,
         request: &Request,
+        lock: StepLock,
     ) -> Result<StepHost, HostError> {
+        if lock.id() != request.id {
+            return Err(HostError::Failed(format!(
+                "the lock held is step {}'s, not step {}'s",
+                lock.id(),
+                request.id
+            )));
+        }
         if !options.dry_run
             && state
                 .read_record(&request.id)
@@ -141,11 +127,7 @@ impl StepHost {
             .collect::<Result<_, _>>()?;
         Ok(StepHost {
             id: request.id.clone(),
-            record: StepRecord {
-                id: request.id.clone(),
-                owner: options.owner,
-                mounts: Vec::new(),
-            },
+            record: StepRecord::new(&request.id, options.owner),
             state,
             sys,
             audit,
@@ -154,6 +136,7 @@ impl StepHost {
             request_mounts,
             sources: Vec::new(),
             roots: Vec::new(),
+            lock: Some(lock),
             keep: false,
         })
     }
@@ -350,10 +333,10 @@ impl StepHost {
         if self.options.dry_run {
             return Ok(());
         }
-        if self.record.mounts.is_empty() {
-            self.state.remove_record(&self.id)
-        } else {
+        if self.record.holds_anything() {
             self.state.write_record(&self.record)
+        } else {
+            self.state.remove_record(&self.id)
         }
     }
 
@@ -372,7 +355,7 @@ impl StepHost {
             let name = format!("{}-{n}", self.id);
             let path = self.state.mounts_dir().join(&name);
             let taken = self.record.mounts.iter().any(|m| m.name == name);
-            if !taken && std::fs::symlink_metadata(&path).is_err() {
+            if !taken && !self.state.mountpoint_exists(&name) {
                 return Ok((name, path));
             }
         }
@@ -476,15 +459,71 @@ impl StepHost {
         !self.record.mounts.is_empty()
     }
 
-    /// Keeps every mount for the step's lifetime; `specwright release` undoes them.
-    pub fn keep(mut self) {
+    /// Keeps every mount for the step's lifetime; `specwright release`
+    /// undoes them. Returns the step's lock: the step stays this process's
+    /// until the caller drops it (after writing the bundle, say).
+    pub fn keep(mut self) -> StepLock {
         self.keep = true;
+        self.lock.take().unwrap_or_else(|| StepLock::planned(&self.id))
     }
 
-    /// Unmounts and removes everything the step holds, reporting every failure.
+    /// Unmounts and removes everything the step holds, reporting every
+    /// failure; a step left holding nothing lets its lock go.
     pub fn release_all(mut self) -> Result<ReleaseReport, ReleaseError> {
         self.keep = true;
-        self.release_held()
+        let result = self.release_held();
+        self.let_go();
+        result
+    }
+
+    /// Drops the lock, removing its file when the step holds nothing.
+    fn let_go(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            if !self.record.holds_anything() {
+                lock.remove();
+            }
+        }
+    }
+
+    /// Binds `source` (read-only when asked) on a mountpoint of the step,
+    /// recorded like every other mount: the runner's rootfs.
+    pub fn bind_rootfs(&mut self, source: &Path, readonly: bool) -> Result<PathBuf, HostError> {
+        self.actor = "host".to_string();
+        let mut options = vec!["rbind".to_string()];
+        if readonly {
+            options.push("ro".to_string());
+        }
+        let entry = Mountable {
+            kind: "bind".to_string(),
+            source: source.display().to_string(),
+            options,
+        };
+        let (name, path) = self.hold_mountpoint(MountpointKind::Dir, 1)?;
+        if let Err(e) = mount_entry(self.sys.as_ref(), &entry, &path) {
+            let undo = self.undo_mountpoint(&name, &path, MountpointKind::Dir, 0);
+            return Err(HostError::Failed(format!(
+                "binding {} on {}: {e}{undo}",
+                source.display(),
+                path.display()
+            )));
+        }
+        Ok(path)
+    }
+
+    /// Records the container the runner is about to start (before it
+    /// starts), so that `gc` kills and deletes it should the runner die.
+    pub fn record_container(&mut self, runtime: &Path) -> Result<(), HostError> {
+        self.record.container = Some(ContainerRecord {
+            runtime: runtime.to_path_buf(),
+            id: self.id.clone(),
+        });
+        self.write_record().map_err(|e| HostError::Failed(e.to_string()))
+    }
+
+    /// The container has gone (the runtime deleted it after running it).
+    pub fn forget_container(&mut self) -> Result<(), HostError> {
+        self.record.container = None;
+        self.write_record().map_err(|e| HostError::Failed(e.to_string()))
     }
 
     fn release_held(&mut self) -> Result<ReleaseReport, ReleaseError> {
@@ -528,272 +567,8 @@ impl Drop for StepHost {
                 tracing::error!(step = %self.id, error = %e, "releasing the step after a failure");
             }
         }
+        self.let_go();
     }
-}
-
-/// Unmounts what is stacked on `path` and removes it.
-fn release_mountpoint(
-    sys: &dyn Syscalls,
-    path: &Path,
-    kind: MountpointKind,
-    stacked: usize,
-) -> Result<crate::mount::UnmountReport, String> {
-    let report = unmount_all(sys, path, stacked).map_err(|e| format!("umount {}: {e}", path.display()))?;
-    let removed = match kind {
-        MountpointKind::Dir => sys.remove_dir(path),
-        MountpointKind::File => sys.remove_file(path),
-    };
-    match removed {
-        Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(report),
-        Err(e) => Err(format!("removing {}: {e}", path.display())),
-    }
-}
-
-/// Releases `held` concurrently; returns what remains held, what happened,
-/// and every failure.
-fn release_mounts(
-    state: &StateDir,
-    sys: &dyn Syscalls,
-    held: &[HeldMount],
-    workers: usize,
-) -> (Vec<HeldMount>, ReleaseReport, Vec<String>) {
-    let release_one = |m: &HeldMount| match state.mountpoint(&m.name) {
-        Some(path) => release_mountpoint(sys, &path, m.kind, m.stacked).map(|r| (path.display().to_string(), r)),
-        None => Err(format!("bad mountpoint name {:?}", m.name)),
-    };
-    let results = for_each_concurrently(held, workers, release_one);
-    let mut remaining = Vec::new();
-    let mut report = ReleaseReport::default();
-    let mut failures = Vec::new();
-    for (m, result) in held.iter().zip(results) {
-        match result {
-            Ok((path, r)) => {
-                report.released += 1;
-                if r.busy_retries > 0 {
-                    report.busy.push((path, r.busy_retries, r.detached));
-                }
-            }
-            Err(e) => {
-                failures.push(e);
-                remaining.push(m.clone());
-            }
-        }
-    }
-    (remaining, report, failures)
-}
-
-type Released = Result<(String, crate::mount::UnmountReport), String>;
-
-/// Mountpoints released at once: busy ones back off and retry, so they are
-/// not waited for one after another; a record never gets a thread each.
-const RELEASE_WORKERS: usize = 8;
-
-/// Runs `release_one` over `held` on up to `workers` threads, this one
-/// included (so a thread that cannot be started only slows it down).
-fn for_each_concurrently(
-    held: &[HeldMount],
-    workers: usize,
-    release_one: impl Fn(&HeldMount) -> Released + Sync,
-) -> Vec<Released> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    if held.len() <= 1 || workers <= 1 {
-        return held.iter().map(release_one).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Released>>> = Mutex::new(vec![None; held.len()]);
-    let work = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(m) = held.get(i) else { break };
-        let result = release_one(m);
-        if let Ok(mut results) = results.lock() {
-            results[i] = Some(result);
-        }
-    };
-    std::thread::scope(|scope| {
-        // Fewer workers if one cannot start; this thread works anyway.
-        let workers: Vec<_> = (1..held.len().min(workers))
-            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
-            .collect();
-        work();
-        for worker in workers {
-            // A worker's panic is reported below as the mountpoint it left.
-            let _ = worker.join();
-        }
-    });
-    let results = results.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("its release thread panicked".to_string())))
-        .collect()
-}
-
-/// Releases everything step `id` holds, from its record: the mountpoints
-/// are unmounted concurrently and every failure is reported. Idempotent;
-/// what could not be released stays recorded for the next attempt.
-pub fn release_step(
-    state: &StateDir,
-    sys: &dyn Syscalls,
-    audit: &Audit,
-    id: &str,
-) -> Result<ReleaseReport, ReleaseError> {
-    let start = Instant::now();
-    let Some(mut record) = state.read_record(id)? else {
-        remove_bundle(state, id)?;
-        return Ok(ReleaseReport::default());
-    };
-    let (remaining, report, failures) = release_mounts(state, sys, &record.mounts, RELEASE_WORKERS);
-    let held = record.mounts.len();
-    record.mounts = remaining;
-    if record.mounts.is_empty() {
-        remove_bundle(state, id)?;
-        state.remove_record(id)?;
-    } else {
-        state.write_record(&record)?;
-    }
-    let summary = json!({"released": report.released, "busy": report.busy.len()});
-    let joined = failures.join("; ");
-    audit.record(
-        id,
-        "host",
-        "release-step",
-        json!({"mountpoints": held}),
-        if failures.is_empty() {
-            Ok(summary)
-        } else {
-            Err(joined.as_str())
-        },
-        start.elapsed(),
-    );
-    if failures.is_empty() {
-        Ok(report)
-    } else {
-        Err(ReleaseError::Unmount {
-            id: id.to_string(),
-            failures,
-        })
-    }
-}
-
-/// Binds `source` (read-only when asked) on a mountpoint held by step
-/// `id`, recorded like the policies' mounts so that `release` and `gc`
-/// undo it: the runner's rootfs.
-pub fn hold_bind(
-    state: &StateDir,
-    sys: &dyn Syscalls,
-    owner: Owner,
-    id: &str,
-    source: &Path,
-    readonly: bool,
-) -> Result<PathBuf, HostError> {
-    let failed = |e: String| HostError::Failed(e);
-    let mut record = state
-        .read_record(id)
-        .map_err(|e| failed(e.to_string()))?
-        .unwrap_or(StepRecord {
-            id: id.to_string(),
-            owner,
-            mounts: Vec::new(),
-        });
-    let name = format!("{id}-rootfs");
-    let path = state.mounts_dir().join(&name);
-    record.mounts.push(HeldMount {
-        name: name.clone(),
-        kind: MountpointKind::Dir,
-        stacked: 1,
-    });
-    state.write_record(&record).map_err(|e| failed(e.to_string()))?;
-    let mut options = vec!["rbind".to_string()];
-    if readonly {
-        options.push("ro".to_string());
-    }
-    let entry = Mountable {
-        kind: "bind".to_string(),
-        source: source.display().to_string(),
-        options,
-    };
-    let made = sys
-        .create_dir(&path)
-        .map_err(|e| format!("creating {}: {e}", path.display()))
-        .and_then(|_| {
-            mount_entry(sys, &entry, &path)
-                .map_err(|e| format!("binding {} on {}: {e}", source.display(), path.display()))
-        });
-    if let Err(e) = made {
-        let _ = sys.remove_dir(&path);
-        record.mounts.retain(|m| m.name != name);
-        let _ = if record.mounts.is_empty() {
-            state.remove_record(id)
-        } else {
-            state.write_record(&record)
-        };
-        return Err(failed(e));
-    }
-    Ok(path)
-}
-
-/// Removes what `run` wrote for the step (config.json, resolv.conf, hosts).
-fn remove_bundle(state: &StateDir, id: &str) -> Result<(), ReleaseError> {
-    let bundle = state.bundle_dir(id)?;
-    match std::fs::remove_dir_all(&bundle) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ReleaseError::State(StateError::Io {
-            path: bundle,
-            source: e,
-        })),
-        _ => Ok(()),
-    }
-}
-
-/// What `gc` did for one step.
-#[derive(Debug)]
-pub enum GcOutcome {
-    /// The owner still runs.
-    Kept {
-        id: String,
-        owner: u32,
-    },
-    Released {
-        id: String,
-        report: ReleaseReport,
-    },
-    Failed {
-        id: String,
-        error: String,
-    },
-}
-
-/// Releases every step whose owner process is gone. A corrupt record is
-/// reported, not trusted: nothing it names is touched.
-pub fn gc(state: &StateDir, sys: &dyn Syscalls, audit: &Audit) -> Result<Vec<GcOutcome>, StateError> {
-    let mut outcomes = Vec::new();
-    for id in state.step_ids()? {
-        let record = match state.read_record(&id) {
-            Ok(Some(record)) => record,
-            Ok(None) => continue,
-            Err(e) => {
-                outcomes.push(GcOutcome::Failed {
-                    id,
-                    error: e.to_string(),
-                });
-                continue;
-            }
-        };
-        if record.owner.is_alive() {
-            outcomes.push(GcOutcome::Kept {
-                id,
-                owner: record.owner.pid,
-            });
-            continue;
-        }
-        outcomes.push(match release_step(state, sys, audit, &id) {
-            Ok(report) => GcOutcome::Released { id, report },
-            Err(e) => GcOutcome::Failed {
-                id,
-                error: e.to_string(),
-            },
-        });
-    }
-    Ok(outcomes)
 }
 
 /// The native path: the pure pipelines in `specwright_core` drive the host directly.
@@ -834,7 +609,15 @@ mod tests {
             dry_run: true,
             ..StepOptions::default()
         };
-        let host = StepHost::new(state, sys.clone(), Arc::new(Audit::events_only()), options, req).unwrap();
+        let host = StepHost::new(
+            state,
+            sys.clone(),
+            Arc::new(Audit::events_only()),
+            options,
+            req,
+            StepLock::planned(&req.id),
+        )
+        .unwrap();
         (host, sys)
     }
 
@@ -898,14 +681,23 @@ mod tests {
                     kind: MountpointKind::Dir,
                     stacked: 1,
                 }],
+                container: None,
             })
             .unwrap();
         let req = request(json!([]));
         let sys = Arc::new(RecordingSyscalls::dry_run());
-        let err = StepHost::new(state, sys, Arc::new(Audit::events_only()), StepOptions::default(), &req)
-            .err()
-            .unwrap()
-            .to_string();
+        let lock = state.lock("s1").unwrap();
+        let err = StepHost::new(
+            state,
+            sys,
+            Arc::new(Audit::events_only()),
+            StepOptions::default(),
+            &req,
+            lock,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("already holds mounts"), "{err}");
     }
 
@@ -965,6 +757,7 @@ mod tests {
                     start_time: None,
                 },
                 mounts,
+                container: None,
             };
             state.write_record(&record).unwrap();
             let sys = RecordingSyscalls::dry_run();
@@ -999,6 +792,7 @@ mod tests {
                     start_time: None,
                 },
                 mounts,
+                container: None,
             })
             .unwrap();
         let sys = RecordingSyscalls::dry_run();

@@ -1,0 +1,171 @@
+//! One process at a time works on a step: it holds an exclusive `flock`
+//! on `locks/<id>.lock` for as long as it does (the kernel drops the lock
+//! when the process dies, however it dies). The holder writes its pid into
+//! the file, so that a refusal can name it.
+
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, Flock, FlockArg, OFlag};
+use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+use super::StateError;
+
+/// How often acquiring starts again when the lock file was replaced
+/// between opening and locking it (a holder removed it as it finished).
+const REPLACED_RETRIES: u32 = 16;
+
+/// A step this process holds. Dropping it lets the step go; [`remove`]
+/// also deletes the lock file, for a step that holds nothing any more.
+///
+/// [`remove`]: StepLock::remove
+#[derive(Debug)]
+pub struct StepLock {
+    id: String,
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    lock: Flock<std::fs::File>,
+    steps: Arc<OwnedFd>,
+    name: String,
+}
+
+impl StepLock {
+    /// A lock that holds nothing: for a dry run, which touches no state.
+    pub fn planned(id: &str) -> StepLock {
+        StepLock {
+            id: id.to_string(),
+            held: None,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether this process really holds the step (not a dry run's).
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    pub(super) fn acquire(steps: Arc<OwnedFd>, steps_path: &Path, id: &str) -> Result<StepLock, StateError> {
+        let name = format!("{id}.lock");
+        let path = steps_path.join(&name);
+        let io = |path: &PathBuf| {
+            let path = path.clone();
+            move |errno: Errno| StateError::Io {
+                path,
+                source: std::io::Error::from(errno),
+            }
+        };
+        for _ in 0..REPLACED_RETRIES {
+            let fd = openat(
+                steps.as_fd(),
+                name.as_str(),
+                OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(io(&path))?;
+            let stat = fstat(&fd).map_err(io(&path))?;
+            if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+                return Err(StateError::Corrupt {
+                    path,
+                    message: "a lock that is not a regular file".to_string(),
+                });
+            }
+            let lock = match Flock::lock(std::fs::File::from(fd), FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                Err((mut file, Errno::EWOULDBLOCK)) => {
+                    return Err(StateError::Held {
+                        id: id.to_string(),
+                        pid: holder(&mut file),
+                    })
+                }
+                Err((_, e)) => return Err(io(&path)(e)),
+            };
+            // A holder that finished removed the file after we opened it:
+            // our lock is on a file nobody else will open again.
+            match fstatat(steps.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(now) if now.st_ino == stat.st_ino && now.st_dev == stat.st_dev => {}
+                Ok(_) | Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(io(&path)(e)),
+            }
+            let mut lock = lock;
+            let pid = std::process::id().to_string();
+            lock.set_len(0)
+                .and_then(|()| lock.rewind())
+                .and_then(|()| lock.write_all(pid.as_bytes()))
+                .map_err(|e| StateError::Io {
+                    path: path.clone(),
+                    source: e,
+                })?;
+            return Ok(StepLock {
+                id: id.to_string(),
+                held: Some(Held { lock, steps, name }),
+            });
+        }
+        Err(StateError::Io {
+            path,
+            source: std::io::Error::other("the lock file kept being replaced"),
+        })
+    }
+
+    /// Lets the step go and deletes its lock file (while still holding
+    /// it, so no other process can be waiting on the deleted file).
+    pub fn remove(mut self) {
+        if let Some(held) = self.held.take() {
+            if let Err(e) = unlinkat(held.steps.as_fd(), held.name.as_str(), UnlinkatFlags::NoRemoveDir) {
+                if e != Errno::ENOENT {
+                    tracing::warn!(step = %self.id, error = %e, "removing the step's lock file");
+                }
+            }
+            drop(held.lock);
+        }
+    }
+}
+
+/// The pid a lock file names, as well as it can be read.
+fn holder(file: &mut std::fs::File) -> String {
+    let mut text = String::new();
+    let read = file.rewind().and_then(|()| file.take(32).read_to_string(&mut text));
+    match read {
+        Ok(_) if !text.trim().is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()) => text.trim().to_string(),
+        _ => "(unknown: it has not written its pid yet)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::StateDir;
+
+    #[test]
+    fn a_step_is_held_by_one_lock_at_a_time_and_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let first = state.lock("s").unwrap();
+        assert!(first.is_held());
+        let err = state.lock("s").unwrap_err().to_string();
+        assert_eq!(err, format!("step s is held by pid {}", std::process::id()));
+        let other = state.lock("t").unwrap();
+        drop(first);
+        let again = state.lock("s").unwrap();
+        again.remove();
+        assert!(!dir.path().join("locks/s.lock").exists());
+        assert!(state.lock("s").is_ok());
+        drop(other);
+    }
+
+    #[test]
+    fn a_lock_that_is_not_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("locks/s.lock")).unwrap();
+        assert!(state.lock("s").is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! The host's state directory: temporary mountpoints, what each step
+//! holds, and who is working on it.
+//!
+//! ```text
+//! <state>/mounts/<step>-<n>/     temporary mountpoints, nowhere else
+//! <state>/steps/<step>.json      what the step holds, written before each mount
+//! <state>/locks/<step>.lock      held (flock) by the one process working on the step
+//! <state>/bundles/<step>/        what `specwright run` writes for the step
+//! <state>/cache/                 precompiled policies
+//! <state>/audit.jsonl            the audit trail
+//! ```
+//!
+//! Nothing in it is trusted by path. The directory and its parts must
+//! belong to this user and be writable by no one else, and so must every
+//! directory above it (or be sticky, as /tmp is); everything inside is
+//! opened relative to a directory descriptor without following symlinks,
+//! only regular files are read, and every read is bounded.
+
+mod dir;
+mod lock;
+mod record;
+
+pub use dir::{write_file_in, Bundle, StateDir, DEFAULT_STATE_DIR};
+pub use lock::StepLock;
+pub use record::{
+    is_mountpoint_of, ContainerRecord, HeldMount, MountpointKind, Owner, StepRecord, MAX_MOUNTPOINTS, MAX_STACKED,
+};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt step record: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{id:?} is not a step id (ids name files in the state directory: letters, digits, '_', '.', '-', not starting with '.')")]
+    BadId { id: String },
+    #[error("{path}: not trusted as a state directory ({why})")]
+    Untrusted { path: PathBuf, why: String },
+    #[error("step {id} is held by pid {pid}")]
+    Held { id: String, pid: String },
+}
