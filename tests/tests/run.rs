@@ -255,3 +255,44 @@ fn steps_run_under_crun() {
 fn steps_run_under_runc() {
     runtime_suite("runc");
 }
+
+/// Regression: a `specwright run` killed with SIGKILL left its container
+/// running with nothing to find it by; its record now names the
+/// container, and `gc` kills and deletes it before releasing the mounts.
+#[test]
+fn gc_deletes_the_container_of_a_killed_run() {
+    let (_dir, work) = workdir();
+    let rootfs = work.join("rootfs");
+    make_busybox_rootfs(&rootfs).unwrap();
+    let request = write_json(
+        &work.join("request.json"),
+        &json!({"id": "killed-run", "args": ["/bin/sh", "-c", "sleep 60"], "env": ["PATH=/bin"], "cwd": "/"}),
+    );
+    let state = work.join("state");
+    let shell = format!(
+        r#"{HELPER} cli run --runtime runc --request {request} --rootfs {rootfs} --state-dir {state} > /dev/null 2>&1 &
+pid=$!
+i=0
+while ! runc state killed-run 2>/dev/null | grep -q '"running"' && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+echo "running=$(runc state killed-run 2>/dev/null | grep -c '"running"')"
+kill -9 $pid; wait $pid
+echo "orphan=$(runc state killed-run 2>/dev/null | grep -c '"running"') records=$(ls {state}/steps | wc -l)"
+{HELPER} cli gc --state-dir {state}; echo "gc=$?"
+runc state killed-run > /dev/null 2>&1; echo "state=$?"
+echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles | wc -l)"
+"#,
+        request = request.display(),
+        rootfs = rootfs.display(),
+        state = state.display(),
+    );
+    let report = run_script_in_private_mount_namespace(&shell);
+    let out = &report.stdout;
+    assert!(out.contains("running=1"), "{out}");
+    assert!(
+        out.contains("orphan=1 records=1"),
+        "the container outlives its runner: {out}"
+    );
+    assert!(out.contains("released killed-run") && out.contains("gc=0"), "{out}");
+    assert!(out.contains("state=1"), "the container is gone: {out}");
+    assert_eq!(report.left, "left=0 dirs=0 records=0 bundles=0", "{out}");
+}
