@@ -4,7 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -72,16 +72,17 @@ impl CompileCache {
     }
 
     /// The component for `bytes`: from the cache, or compiled and stored.
+    /// An entry is used only if it names the component it was compiled
+    /// from (its SHA-256, in the entry's header): a renamed entry of
+    /// another policy is compiled over, not run.
     pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
         let path = self.path_for(engine, bytes);
-        if let Ok(meta) = std::fs::symlink_metadata(&path) {
-            if meta.file_type().is_file() && check_trusted(&path, &meta).is_ok() {
-                if let Ok(component) = deserialize_file(engine, &path) {
-                    return Ok((component, CacheUse::Hit));
-                }
-            }
-            // Stale, foreign or broken: compile again and replace it.
+        if let Some(component) = read_entry(engine, &path, &digest) {
+            return Ok((component, CacheUse::Hit));
         }
+        // Missing, stale, foreign or broken: compile again and replace it.
+        sweep_abandoned(&self.dir);
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
@@ -90,8 +91,18 @@ impl CompileCache {
             path: path.clone(),
             source,
         };
-        let written = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(&compiled).and_then(|_| f.sync_all()))
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(ENTRY_MAGIC)?;
+                f.write_all(&digest)?;
+                f.write_all(&compiled)?;
+                f.sync_all()
+            })
             .and_then(|_| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -119,13 +130,63 @@ fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), CacheError
     Ok(())
 }
 
-fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: the file is in a cache directory owned by this user and
-    // writable by no one else (checked above, for the directory and the
-    // file), and was written by `precompile_component` of an engine with
-    // the same configuration (its hash is in the file name). wasmtime also
-    // checks the header and rejects an incompatible file.
-    unsafe { Component::deserialize_file(engine, path) }
+/// What a cache entry starts with, before the component's SHA-256 and
+/// the precompiled code.
+const ENTRY_MAGIC: &[u8; 8] = b"SWCWASM1";
+
+/// The largest cache entry read (compiled policies are a few MiB).
+const MAX_ENTRY_BYTES: u64 = 256 << 20;
+
+/// The entry at `path`, if it is a regular file of ours for the component
+/// whose SHA-256 is `digest`.
+fn read_entry(engine: &Engine, path: &Path, digest: &[u8; 32]) -> Option<Component> {
+    use std::io::Read;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.file_type().is_file() || check_trusted(path, &meta).is_err() || meta.len() > MAX_ENTRY_BYTES {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
+    let header = ENTRY_MAGIC.len() + digest.len();
+    if bytes.len() < header || &bytes[..ENTRY_MAGIC.len()] != ENTRY_MAGIC || &bytes[ENTRY_MAGIC.len()..header] != digest
+    {
+        return None;
+    }
+    deserialize_entry(engine, &bytes[header..]).ok()
+}
+
+fn deserialize_entry(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: the bytes come from a regular file in a cache directory owned
+    // by this user and writable by no one else (checked for the directory
+    // and the file), written by `precompile_component` of an engine with
+    // the same configuration (its hash is in the file name) for this very
+    // component (its SHA-256 is in the header). wasmtime also checks its
+    // own header and rejects an incompatible engine.
+    unsafe { Component::deserialize(engine, compiled) }
+}
+
+/// Removes temporary files of compiles whose process is gone (killed
+/// while writing its entry).
+fn sweep_abandoned(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let pid = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(|e| e.strip_prefix("tmp"))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 /// `component`, compiled by another engine of this process with the same

@@ -145,6 +145,7 @@ where
 {
     // Read first: a caller that exits at once leaves us to pid 1 soon.
     let parent = std::os::unix::process::parent_id();
+    stop_on_signals();
     init_tracing();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -157,9 +158,26 @@ where
         Ok(code) => code,
         Err(e) => {
             eprintln!("specwright: {e:#}");
-            1
+            match crate::interrupt::requested() {
+                Some(signal) => 128 + signal,
+                None => 1,
+            }
         }
     }
+}
+
+/// SIGINT and SIGTERM ask the process to stop: at once while it holds
+/// nothing, after releasing what it holds otherwise (see `interrupt`).
+fn stop_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    let _ = std::thread::Builder::new().name("signals".to_string()).spawn(move || {
+        for signal in signals.forever() {
+            crate::interrupt::request(signal);
+        }
+    });
 }
 
 /// Tracing events go to stderr when `SPECWRIGHT_LOG` is set (e.g. `info`).
@@ -228,6 +246,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                     owner: Owner::this_process(),
                 },
             };
+            let _holding = crate::interrupt::Holding::start();
             Ok(crate::run::run(crate::run::RunArgs {
                 runtime: &policy_runtime,
                 chain: &chain,
@@ -500,8 +519,12 @@ fn spec_into(
         audit: audit.clone(),
         options: args.options,
     };
+    let _holding = crate::interrupt::Holding::start();
     let outcome = crate::generate_spec(runtime, chain, request, facts, ctx)?;
     let written = (|| -> Result<()> {
+        if let Some(signal) = crate::interrupt::requested() {
+            bail!("interrupted by {}; released the step", crate::interrupt::name(signal));
+        }
         if !args.options.owner.is_alive() {
             bail!(
                 "the step's owner, pid {}, exited while the step was made; released it",

@@ -13,7 +13,7 @@ pub mod run;
 
 // The privileged operations live in their own crate, which builds without
 // wasmtime (for the fuzz targets, and for whoever audits them).
-pub use specwright_host_core::{audit, facts, mount, resolve, state, step, sys, validate};
+pub use specwright_host_core::{audit, facts, interrupt, mount, resolve, state, step, sys, validate};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -127,6 +127,10 @@ pub fn run_chain(
     let mut previous: Option<String> = None;
     let mut spec = Value::Null;
     for policy in chain {
+        if let Some(signal) = interrupt::requested() {
+            let error = SpecError::Host(format!("interrupted by {}", interrupt::name(signal)));
+            return Err(release_after(step, error));
+        }
         step.set_actor(&policy.name);
         let start = Instant::now();
         let (returned, result) = runtime.run(policy, step, &canonical, facts, previous.as_deref());

@@ -57,11 +57,25 @@ pub enum PolicyError {
     Failed { policy: String, message: String },
     #[error("policy {policy} exceeded its {limit} limit")]
     Limit { policy: String, limit: String },
+    #[error("policy {policy} was interrupted by {signal}")]
+    Interrupted { policy: String, signal: &'static str },
     #[error("policy {policy} trapped: {message}")]
     Trapped { policy: String, message: String },
     #[error("policy {policy} returned an invalid spec: {message}")]
     InvalidSpec { policy: String, message: String },
 }
+
+/// A policy call stopped because the process was asked to stop.
+#[derive(Debug)]
+struct Interrupted(i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by {}", specwright_host_core::interrupt::name(self.0))
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// Sandbox limits applied to every policy call.
 #[derive(Debug, Clone, Copy)]
@@ -528,7 +542,21 @@ impl PolicyRuntime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
+        // Every tick asks whether the process was asked to stop; the time
+        // limit is counted in ticks.
+        let limit = self.deadline_ticks();
+        let mut ticks = 0;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if let Some(signal) = specwright_host_core::interrupt::requested() {
+                return Err(wasmtime::Error::new(Interrupted(signal)));
+            }
+            ticks += 1;
+            if ticks >= limit {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
         store
     }
 
@@ -574,6 +602,12 @@ impl PolicyRuntime {
 
     fn trap_error(&self, policy: &str, e: wasmtime::Error, memory_limit_hit: bool) -> PolicyError {
         let policy = policy.to_string();
+        if let Some(Interrupted(signal)) = e.downcast_ref::<Interrupted>() {
+            return PolicyError::Interrupted {
+                policy,
+                signal: specwright_host_core::interrupt::name(*signal),
+            };
+        }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PolicyError::Limit {
                 policy,

@@ -416,9 +416,15 @@ fn start_container(
     })?;
     let text = serde_json::to_vec_pretty(&spec).map_err(|e| prepare(e.to_string()))?;
     bundle.write("config.json", &text).map_err(|e| prepare(e.to_string()))?;
+    if let Some(signal) = crate::interrupt::requested() {
+        return Err(prepare(format!("interrupted by {}", crate::interrupt::name(signal))));
+    }
     step.record_container(&args.oci_runtime.path)
         .map_err(|e| prepare(format!("recording the container: {e}")))?;
-    let code = run_container(&args.oci_runtime, bundle.path(), &request.id)?;
+    let code = {
+        let _forwarding = crate::interrupt::Forwarding::start();
+        run_container(&args.oci_runtime, bundle.path(), &request.id)?
+    };
     // `run` deletes the container when it exits.
     step.forget_container()
         .map_err(|e| prepare(format!("recording the container's end: {e}")))?;

@@ -435,3 +435,93 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
     );
     assert!(stdout.contains("left=0 dirs=0 records=0"), "{stdout}");
 }
+
+/// Regression: SIGTERM or SIGINT during `spec`, or during `run`'s set-up,
+/// killed the process with its mounts left until `gc`.
+#[test]
+fn sigterm_and_sigint_release_everything_before_exiting() {
+    let (_dir, work) = workdir();
+    let request = selector_request(&work, "signalled");
+    let settings = write_json(
+        &work.join("settings.json"),
+        &serde_json::json!({"mode": "spin-after-mount"}),
+    );
+    let rootfs = work.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let mut failures = Vec::new();
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        for command in ["spec", "run"] {
+            let state = work.join(format!("state-{command}-{signal}"));
+            let extra = if command == "run" {
+                format!("--runtime runc --rootfs {}", rootfs.display())
+            } else {
+                String::new()
+            };
+            let script = format!(
+                r#"h={HELPER}
+$h cli {command} {extra} --policy {TEST_POLICY}:{settings} --policy-timeout-ms 600000 --request {request} --host-facts {facts} --state-dir {state} > /dev/null 2> {state}.err &
+pid=$!
+i=0
+while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+kill -{signal} $pid; wait $pid; echo "rc=$?"
+echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) locks=$(ls {state}/locks | wc -l) bundles=$(ls {state}/bundles 2>/dev/null | wc -l)"
+"#,
+                settings = settings.display(),
+                request = request.display(),
+                facts = oracle_facts_file().display(),
+                state = state.display(),
+            );
+            let (stdout, _, _) = in_namespace(&script);
+            let err = std::fs::read_to_string(format!("{}.err", state.display())).unwrap_or_default();
+            let what = format!("{command} SIG{signal}");
+            if !stdout.contains("held=1") || !stdout.contains(&format!("rc={code}")) {
+                failures.push(format!("{what}: {stdout}\n{err}"));
+            }
+            if !stdout.contains("left=0 dirs=0 records=0 locks=0 bundles=0") {
+                failures.push(format!("{what}: left behind: {stdout}"));
+            }
+            if !err.contains(&format!("interrupted by SIG{signal}")) {
+                failures.push(format!("{what}: the error does not say why: {err}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A `spec` stopped during its first compile (SIGTERM, or SIGKILL, which
+/// nothing can catch) leaves the compile cache usable for the next.
+#[test]
+fn a_spec_stopped_while_compiling_leaves_the_cache_usable() {
+    let (_dir, work) = workdir();
+    let request = oracle_facts_file().with_file_name("minimal.request.json");
+    for signal in ["TERM", "KILL"] {
+        let state = work.join(format!("state-{signal}"));
+        let script = format!(
+            r#"h={HELPER}
+$h cli spec --request {request} --host-facts {facts} --state-dir {state} > /dev/null 2>&1 &
+pid=$!
+sleep 0.3
+kill -{signal} $pid; wait $pid; echo "stopped=$?"
+$h cli spec --request {request} --host-facts {facts} --state-dir {state} > {state}.json; echo "next=$?"
+$h cli spec --request {request} --host-facts {facts} --state-dir {state} > /dev/null; echo "again=$?"
+echo "cache=$(ls {state}/cache | wc -l)"
+"#,
+            request = request.display(),
+            facts = oracle_facts_file().display(),
+            state = state.display(),
+        );
+        let (stdout, stderr, _) = in_namespace(&script);
+        assert!(
+            stdout.contains("next=0") && stdout.contains("again=0"),
+            "{signal}: {stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("cache=1"),
+            "{signal}: one entry, no stale temporary file: {stdout}"
+        );
+        let spec: Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{}.json", state.display())).unwrap()).unwrap();
+        assert_eq!(spec["hostname"], "buildkitsandbox");
+    }
+}

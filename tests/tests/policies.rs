@@ -435,3 +435,45 @@ fn the_guest_stack_holds_a_previous_spec_nested_to_the_parser_limit() {
         "the depths cross the parser's limit ({passed} passed, {refused} refused)"
     );
 }
+
+/// Regression: a cache entry was trusted by its name, so another policy's
+/// entry renamed to the default's ran as the default policy.
+#[test]
+fn a_cache_entry_is_used_only_for_the_component_it_was_compiled_from() {
+    let (_dir, work) = workdir();
+    let entry_of = |state: &Path, policy: &str| -> PathBuf {
+        let out = cli(&["policy", "compile", "--state-dir", state.to_str().unwrap(), policy]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(state.join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        entries.remove(0)
+    };
+    let state = work.join("state");
+    let default_entry = entry_of(&state, "default");
+    let hardened_entry = entry_of(&work.join("other"), HARDENED);
+    std::fs::copy(&hardened_entry, &default_entry).unwrap();
+    let request = oracle_cases_dir().join("minimal.request.json");
+    let out = cli(&[
+        "spec",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--request",
+        request.to_str().unwrap(),
+        "--host-facts",
+        oracle_facts_file().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(oracle_cases_dir().join("minimal.expected.json")).unwrap())
+            .unwrap();
+    assert_eq!(spec, expected["spec"], "the hardened policy's code ran as the default");
+    let out = cli(&["policy", "compile", "--state-dir", state.to_str().unwrap(), "default"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("default: already cached"),
+        "the entry was compiled over"
+    );
+}

@@ -161,7 +161,14 @@ impl StepHost {
         show: impl FnOnce(&Self, &T) -> Value,
     ) -> Result<T, HostError> {
         let start = Instant::now();
-        let result = f(self).map_err(|e| match e {
+        let result = match crate::interrupt::requested() {
+            Some(signal) => Err(HostError::Failed(format!(
+                "interrupted by {}",
+                crate::interrupt::name(signal)
+            ))),
+            None => f(self),
+        };
+        let result = result.map_err(|e| match e {
             HostError::Refused(m) => HostError::Refused(format!("policy {} may not {op}: {m}", self.actor)),
             failed => failed,
         });
