@@ -265,6 +265,11 @@ impl specwright::sys::Syscalls for KernelModel {
         Ok(())
     }
 
+    /// The model stacks mounts on mountpoints, never below them.
+    fn has_submounts(&self, _target: &Path) -> Result<bool, nix::errno::Errno> {
+        Ok(false)
+    }
+
     /// The model runs no containers: there is none to delete.
     fn delete_container(&self, _runtime: &Path, _id: &str) -> Result<(), String> {
         Ok(())

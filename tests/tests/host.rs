@@ -525,3 +525,38 @@ echo "cache=$(ls {state}/cache | wc -l)"
         assert_eq!(spec["hostname"], "buildkitsandbox");
     }
 }
+
+/// Regression: releasing a recursive bind whose source has mounts below
+/// it took ~1.1 s a mountpoint and reported "stayed busy, detached
+/// lazily" though nothing used it. It is unmounted as the tree it is, and
+/// the source's own mounts stay.
+#[test]
+fn a_recursive_bind_with_submounts_is_released_as_a_tree() {
+    let (_dir, work) = workdir();
+    let request = selector_request(&work, "tree");
+    let state = work.join("state");
+    let src = work.join("src");
+    let script = format!(
+        r#"h={HELPER}
+mount -t tmpfs tmpfs {src}/sub/other && touch {src}/sub/other/inner
+$h cli spec --request {request} --host-facts {facts} --state-dir {state} > /dev/null || echo spec-failed
+echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+$h cli release --state-dir {state} tree 2> {work}/release.err; echo "release=$?"
+echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l)"
+echo "source-mount=$(grep -c ' {src}/sub/other ' /proc/self/mountinfo) inner=$(ls {src}/sub/other)"
+"#,
+        request = request.display(),
+        facts = oracle_facts_file().display(),
+        state = state.display(),
+        src = src.display(),
+        work = work.display(),
+    );
+    let (stdout, stderr, _) = in_namespace(&script);
+    let err = std::fs::read_to_string(work.join("release.err")).unwrap_or_default();
+    assert!(!stdout.contains("spec-failed"), "{stdout}\n{stderr}");
+    // The read-only selector's temporary mount: the bind and its submount.
+    assert!(stdout.contains("held=2"), "{stdout}");
+    assert!(stdout.contains("release=0") && !err.contains("busy"), "{stdout}\n{err}");
+    assert!(stdout.contains("left=0 dirs=0"), "{stdout}");
+    assert!(stdout.contains("source-mount=1 inner=inner"), "the source's own mount was touched: {stdout}");
+}

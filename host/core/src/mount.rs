@@ -153,6 +153,15 @@ pub fn unmount_all(sys: &dyn Syscalls, target: &Path, stacked: usize) -> Result<
             Ok(()) => report.unmounted += 1,
             // Not a mountpoint (any more), or gone: done.
             Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(report),
+            // A recursive bind of a tree with mounts of its own is busy
+            // only with its submounts: unmount it as the tree it is, made
+            // private first so no unmount below propagates back to the
+            // tree it was bound from.
+            Err(Errno::EBUSY) if report.busy_retries == 0 && sys.has_submounts(target)? => {
+                sys.mount(None, target, None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+                sys.unmount(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)?;
+                report.unmounted += 1;
+            }
             Err(Errno::EBUSY) if report.busy_retries < BUSY_RETRIES => {
                 report.busy_retries += 1;
                 sleep(BUSY_BACKOFF * report.busy_retries);

@@ -29,6 +29,7 @@ pub enum Op {
         runtime: PathBuf,
         id: String,
     },
+    HasSubmounts(PathBuf),
 }
 
 pub trait Syscalls: Send + Sync {
@@ -49,6 +50,9 @@ pub trait Syscalls: Send + Sync {
     /// Kills and deletes container `id` of OCI runtime `runtime`
     /// (`runtime delete --force id`); one that does not exist is deleted.
     fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String>;
+    /// Whether anything is mounted below `target` (a recursive bind of a
+    /// tree with mounts of its own).
+    fn has_submounts(&self, target: &Path) -> Result<bool, Errno>;
 }
 
 /// The kernel.
@@ -97,6 +101,21 @@ impl Syscalls for RealSyscalls {
 
     fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
         nix::mount::umount2(target, flags)
+    }
+
+    fn has_submounts(&self, target: &Path) -> Result<bool, Errno> {
+        use std::io::BufRead;
+        let file = std::fs::File::open("/proc/thread-self/mountinfo").map_err(io_errno)?;
+        let below = format!("{}/", target.display());
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(io_errno)?;
+            // Field 5 is the mountpoint, with space, tab, newline and
+            // backslash escaped as octal; our mountpoints have none.
+            if line.split(' ').nth(4).is_some_and(|m| m.starts_with(&below)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String> {
@@ -205,6 +224,15 @@ impl Syscalls for RecordingSyscalls {
             flags: flags.bits(),
         };
         self.record(op, |s| s.unmount(target, flags))
+    }
+
+    fn has_submounts(&self, target: &Path) -> Result<bool, Errno> {
+        let mut found = false;
+        self.record(Op::HasSubmounts(target.to_path_buf()), |s| {
+            found = s.has_submounts(target)?;
+            Ok(())
+        })?;
+        Ok(found)
     }
 
     fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String> {
