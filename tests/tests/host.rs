@@ -558,5 +558,8 @@ echo "source-mount=$(grep -c ' {src}/sub/other ' /proc/self/mountinfo) inner=$(l
     assert!(stdout.contains("held=2"), "{stdout}");
     assert!(stdout.contains("release=0") && !err.contains("busy"), "{stdout}\n{err}");
     assert!(stdout.contains("left=0 dirs=0"), "{stdout}");
-    assert!(stdout.contains("source-mount=1 inner=inner"), "the source's own mount was touched: {stdout}");
+    assert!(
+        stdout.contains("source-mount=1 inner=inner"),
+        "the source's own mount was touched: {stdout}"
+    );
 }

@@ -48,8 +48,17 @@ impl Audit {
     }
 
     /// Records one operation; a failure to write the log is reported as a
-    /// tracing event and does not fail the operation.
-    pub fn record(&self, step: &str, actor: &str, op: &str, args: Value, result: Result<Value, &str>, took: Duration) {
+    /// tracing event and does not fail the operation. Returns the bytes
+    /// the log line took (0 when there is no log file).
+    pub fn record(
+        &self,
+        step: &str,
+        actor: &str,
+        op: &str,
+        args: Value,
+        result: Result<Value, &str>,
+        took: Duration,
+    ) -> usize {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -64,7 +73,7 @@ impl Audit {
         } else {
             tracing::warn!(step, policy = actor, op, args = %args, error = %detail, duration_us = took.as_micros() as u64, "privileged operation failed")
         }
-        let Some(file) = &self.file else { return };
+        let Some(file) = &self.file else { return 0 };
         let line = json!({
             "ts_unix_ms": ts as u64,
             "step": step,
@@ -87,6 +96,7 @@ impl Audit {
         if let Err(e) = written {
             tracing::error!(error = %e, "writing the audit log");
         }
+        bytes.len()
     }
 }
 

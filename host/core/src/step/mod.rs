@@ -28,6 +28,39 @@ mod release;
 pub use release::{gc, release_locked, release_step, GcOutcome, ReleaseError, ReleaseReport};
 use release::{release_mountpoint, release_mounts, RELEASE_WORKERS};
 
+/// What a policy may ask of the host in one step, beyond which every
+/// further request is refused (and the step then fails and is released).
+pub mod limits {
+    /// materialize, mount-temporary, resolve and release calls.
+    pub const MAX_HOST_CALLS: usize = 4096;
+    /// Materialized handles a step may hold.
+    pub const MAX_SOURCES: usize = 1024;
+    /// The longest selector resolved (the kernel's PATH_MAX).
+    pub const MAX_SELECTOR_BYTES: usize = 4096;
+    /// Audit log bytes one step may write for a policy's requests.
+    pub const MAX_AUDIT_BYTES: usize = 4 << 20;
+}
+
+fn check_selector(selector: &str) -> Result<(), HostError> {
+    if selector.len() > limits::MAX_SELECTOR_BYTES {
+        return Err(HostError::Refused(format!(
+            "a selector of {} bytes; at most {}",
+            selector.len(),
+            limits::MAX_SELECTOR_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// A selector as the audit log shows it: cut at the longest one resolved.
+fn shown(selector: &str) -> &str {
+    let mut end = selector.len().min(limits::MAX_SELECTOR_BYTES);
+    while !selector.is_char_boundary(end) {
+        end -= 1;
+    }
+    &selector[..end]
+}
+
 /// A materialized request mount, as the host tracks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceId(usize);
@@ -84,6 +117,9 @@ pub struct StepHost {
     lock: Option<StepLock>,
     /// Whether mounts stay when this is dropped (the step succeeded).
     keep: bool,
+    /// Host calls made and audit bytes written for this step (see [`limits`]).
+    calls: usize,
+    audit_bytes: usize,
 }
 
 fn mountable_json(m: &Mountable) -> Value {
@@ -138,6 +174,8 @@ impl StepHost {
             roots: Vec::new(),
             lock: Some(lock),
             keep: false,
+            calls: 0,
+            audit_bytes: 0,
         })
     }
 
@@ -161,12 +199,24 @@ impl StepHost {
         show: impl FnOnce(&Self, &T) -> Value,
     ) -> Result<T, HostError> {
         let start = Instant::now();
-        let result = match crate::interrupt::requested() {
-            Some(signal) => Err(HostError::Failed(format!(
+        self.calls += 1;
+        let result = if let Some(signal) = crate::interrupt::requested() {
+            Err(HostError::Failed(format!(
                 "interrupted by {}",
                 crate::interrupt::name(signal)
-            ))),
-            None => f(self),
+            )))
+        } else if self.calls > limits::MAX_HOST_CALLS {
+            Err(HostError::Refused(format!(
+                "the step reached its limit of {} host calls",
+                limits::MAX_HOST_CALLS
+            )))
+        } else if self.audit_bytes > limits::MAX_AUDIT_BYTES {
+            Err(HostError::Refused(format!(
+                "the step reached its limit of {} audit bytes",
+                limits::MAX_AUDIT_BYTES
+            )))
+        } else {
+            f(self)
         };
         let result = result.map_err(|e| match e {
             HostError::Refused(m) => HostError::Refused(format!("policy {} may not {op}: {m}", self.actor)),
@@ -178,7 +228,8 @@ impl StepHost {
                 Ok(v) => Ok(show(self, v)),
                 Err(_) => Err(err.as_deref().unwrap_or_default()),
             };
-            self.audit
+            self.audit_bytes += self
+                .audit
                 .record(&self.id, &self.actor, op, args(), outcome, start.elapsed());
         }
         result
@@ -197,6 +248,12 @@ impl StepHost {
                         me.request_mounts.len()
                     ))
                 })?;
+                if me.sources.len() >= limits::MAX_SOURCES {
+                    return Err(HostError::Refused(format!(
+                        "the step already holds {} materialized handles, its limit",
+                        limits::MAX_SOURCES
+                    )));
+                }
                 me.sources.push(i);
                 Ok((SourceId(me.sources.len() - 1), mounts))
             },
@@ -230,8 +287,9 @@ impl StepHost {
     pub fn resolve_in_source(&mut self, source: SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
         self.audited(
             "resolve",
-            || json!({"entry": entry, "selector": selector}),
+            || json!({"entry": entry, "selector": shown(selector)}),
             |me| {
+                check_selector(selector)?;
                 let mount = me.source_entry(source, entry)?;
                 if !mount.is_bind() || mount.is_readonly() {
                     return Err(HostError::Refused(format!(
@@ -388,8 +446,9 @@ impl StepHost {
     pub fn resolve_in_root(&mut self, root: RootId, selector: &str) -> Result<String, HostError> {
         self.audited(
             "resolve",
-            || json!({"root": root.0, "selector": selector}),
+            || json!({"root": root.0, "selector": shown(selector)}),
             |me| {
+                check_selector(selector)?;
                 let path = me.root(root)?.path.clone();
                 if me.options.dry_run {
                     // Nothing is mounted in a dry run: plan the lexical path.
@@ -825,5 +884,65 @@ mod tests {
             "{err}"
         );
         assert!(sys.ops().is_empty());
+    }
+
+    #[test]
+    fn a_policy_s_host_work_is_bounded_per_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(json!([{"dest": "/a", "source": "/srv/x", "readonly": false}]));
+        let (mut host, _) = dry_host(dir.path(), &req);
+        let (src, _) = host.materialize(0).unwrap();
+        let err = host
+            .resolve_in_source(src, 0, &"a/".repeat(limits::MAX_SELECTOR_BYTES))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 4096"), "{err}");
+        let mut refused = None;
+        for _ in 0..limits::MAX_HOST_CALLS + 10 {
+            if let Err(e) = host.materialize(0) {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+        let err = refused.expect("the host kept answering");
+        assert!(
+            err.contains("materialized handles") || err.contains("host calls"),
+            "{err}"
+        );
+        let (mut host, _) = dry_host(dir.path(), &req);
+        for _ in 0..limits::MAX_HOST_CALLS {
+            let _ = host.resolve_in_source(SourceId(0), 0, "x");
+        }
+        let err = host.resolve_in_source(SourceId(0), 0, "x").unwrap_err().to_string();
+        assert!(err.contains("limit of 4096 host calls"), "{err}");
+    }
+
+    #[test]
+    fn audit_bytes_are_bounded_per_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(json!([{"dest": "/a", "source": "/srv/x", "readonly": false}]));
+        let sys = Arc::new(RecordingSyscalls::dry_run());
+        let audit = Arc::new(Audit::open(&dir.path().join("audit.jsonl")).unwrap());
+        let options = StepOptions {
+            dry_run: true,
+            ..StepOptions::default()
+        };
+        let state = StateDir::at(dir.path());
+        let mut host = StepHost::new(state, sys, audit, options, &req, StepLock::planned("s1")).unwrap();
+        let (src, _) = host.materialize(0).unwrap();
+        let long = "x".repeat(limits::MAX_SELECTOR_BYTES);
+        let mut last = String::new();
+        for _ in 0..limits::MAX_HOST_CALLS {
+            // Each fails (nothing is there) and is audited, arguments and all.
+            if let Err(e) = host.resolve_in_source(src, 0, &long) {
+                last = e.to_string();
+                if last.contains("limit") {
+                    break;
+                }
+            }
+        }
+        assert!(last.contains("audit bytes"), "{last}");
+        let written = std::fs::metadata(dir.path().join("audit.jsonl")).unwrap().len() as usize;
+        assert!(written < limits::MAX_AUDIT_BYTES + 64 * 1024, "{written}");
     }
 }
