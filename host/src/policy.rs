@@ -172,6 +172,10 @@ impl wit_host::Host for PolicyState {
         }
     }
 
+    fn canonical_path(&mut self, path: String) -> wasmtime::Result<Result<String, wit_types::HostError>> {
+        Ok(self.step.canonical_path(&path).map_err(to_wit_error))
+    }
+
     fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {
         let id = self.table.delete(root)?.0;
         Ok(self.step.release_root(id).map_err(to_wit_error))

@@ -477,3 +477,86 @@ fn a_cache_entry_is_used_only_for_the_component_it_was_compiled_from() {
         "the entry was compiled over"
     );
 }
+
+/// Regression: each of these got past the example policies as users copy
+/// them; now each is denied, with real paths resolved by the host.
+#[test]
+fn the_example_policies_close_the_known_bypasses() {
+    let (_dir, work) = workdir();
+    let allowed = work.join("allowed");
+    std::fs::create_dir_all(allowed.join("l")).unwrap();
+    std::os::unix::fs::symlink("/etc", allowed.join("escape")).unwrap();
+    let settings = write_json(&work.join("allow.json"), &json!({"allowed_sources": [allowed]}));
+    let a = allowed.display();
+    let allowlist_cases = [
+        (
+            json!({"mounts": [{"dest": "/a", "mountable": [{"type": "none", "source": "/etc", "options": ["rbind"]}]}]}),
+            "mount /a uses /etc",
+        ),
+        (
+            json!({"mounts": [{"dest": "/o", "mountable": [{"type": "overlay", "source": "overlay",
+                "options": [format!("lowerdir={a}/l"), "lowerdir+=/etc"]}]}]}),
+            "mount /o uses /etc",
+        ),
+        (
+            json!({"mounts": [{"dest": "/s", "source": format!("{a}/escape"), "readonly": true}]}),
+            "(really /etc)",
+        ),
+        (json!({"resolv_conf": "/etc/shadow"}), "resolv_conf uses /etc/shadow"),
+        (
+            json!({"hosts_file": format!("{a}/escape/hosts")}),
+            "(really /etc/hosts)",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (extra, needle) in allowlist_cases {
+        let mut request = json!({"id": "bypass", "args": ["/bin/true"]});
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let request = write_json(&work.join("bypass.json"), &request);
+        let (rc, err, left, _) = spec_in_namespace(
+            &work,
+            &[
+                "--request".into(),
+                request.display().to_string(),
+                "--policy".into(),
+                format!("{MOUNT_ALLOWLIST}:{}", settings.display()),
+            ],
+        );
+        if rc != 1 || !err.contains("denied the step") || !err.contains(needle) {
+            failures.push(format!("mount-allowlist {extra}: rc {rc}: {err}"));
+        }
+        if left != "left=0 dirs=0 records=0" {
+            failures.push(format!("mount-allowlist {extra}: {left}"));
+        }
+    }
+    for (extra, needle) in [
+        (
+            json!({"network": {"mode": "path", "path": "/proc/self/ns/net"}}),
+            "really net:[",
+        ),
+        (json!({"process_mode": "no-sandbox"}), "no-sandbox"),
+    ] {
+        let mut request = json!({"id": "bypass", "args": ["/bin/true"]});
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let request = write_json(&work.join("bypass.json"), &request);
+        let (rc, err, _, _) = spec_in_namespace(
+            &work,
+            &[
+                "--request".into(),
+                request.display().to_string(),
+                "--policy".into(),
+                "default".into(),
+                "--policy".into(),
+                HARDENED.into(),
+            ],
+        );
+        if rc != 1 || !err.contains("denied the step") || !err.contains(needle) {
+            failures.push(format!("hardened {extra}: rc {rc}: {err}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

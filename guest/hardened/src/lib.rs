@@ -1,25 +1,88 @@
 //! `hardened`: tightens whatever spec comes before it in the chain (or the
-//! default policy's spec when it runs alone). Denies insecure mode and the
-//! host network; drops CAP_NET_RAW and CAP_MKNOD from every capability set;
-//! sets NoNewPrivileges; makes the rootfs read-only.
+//! default policy's spec when it runs alone). Denies insecure mode, the
+//! host's PID namespace (`no-sandbox`), the host network, and any network
+//! namespace joined by path unless what the path really is (asked of the
+//! host, symlinks resolved) lies under an allowed prefix (settings
+//! `{"allowed_netns": [...]}`, default `["/run/netns"]`, where `ip netns`
+//! and CNI put them: `/proc/<pid>/ns/net` of a host process is denied);
+//! drops CAP_NET_RAW and CAP_MKNOD from every capability set; sets
+//! NoNewPrivileges; makes the rootfs read-only.
 
-use specwright_sdk::request::{Network, SecurityMode};
-use specwright_sdk::{buildkit, Host, Input, Policy, PolicyError, Request, Spec};
+use serde::Deserialize;
+use specwright_sdk::mounts::clean_absolute;
+use specwright_sdk::request::{Network, ProcessMode, SecurityMode};
+use specwright_sdk::{buildkit, Host, HostError, Input, Policy, PolicyError, Request, Spec};
 
 pub struct Hardened;
 
 /// Capabilities a build step does not get.
 pub const DROPPED_CAPS: &[&str] = &["CAP_NET_RAW", "CAP_MKNOD"];
 
-/// Why `request` is denied, if it is.
-pub fn denial(request: &Request) -> Option<String> {
+/// Where network namespaces may be joined from, by default.
+pub const DEFAULT_ALLOWED_NETNS: &[&str] = &["/run/netns"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_allowed_netns")]
+    pub allowed_netns: Vec<String>,
+}
+
+fn default_allowed_netns() -> Vec<String> {
+    DEFAULT_ALLOWED_NETNS.iter().map(|s| s.to_string()).collect()
+}
+
+impl Settings {
+    pub fn from_value(settings: &serde_json::Value) -> Result<Settings, PolicyError> {
+        if settings.is_null() {
+            return Ok(Settings {
+                allowed_netns: default_allowed_netns(),
+            });
+        }
+        serde_json::from_value(settings.clone()).map_err(|e| PolicyError::InvalidRequest(format!("settings: {e}")))
+    }
+
+    fn allows_netns(&self, real: &str) -> bool {
+        real.starts_with('/')
+            && self.allowed_netns.iter().any(|prefix| {
+                let prefix = clean_absolute(prefix);
+                clean_absolute(real)
+                    .strip_prefix(&prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+    }
+}
+
+/// Why `request` is denied, if it is; `canonical` asks the host what a
+/// path really is.
+pub fn denial(
+    request: &Request,
+    settings: &Settings,
+    canonical: impl FnOnce(&str) -> Result<String, HostError>,
+) -> Option<String> {
     if request.security_mode == SecurityMode::Insecure {
         return Some("insecure mode is not allowed".to_string());
     }
-    if request.network == Network::Host {
-        return Some("the host network is not allowed".to_string());
+    if request.process_mode == ProcessMode::NoSandbox {
+        return Some("the host's PID namespace (process mode no-sandbox) is not allowed".to_string());
     }
-    None
+    match &request.network {
+        Network::Host => Some("the host network is not allowed".to_string()),
+        Network::Path { path } => match canonical(path) {
+            Err(e) => Some(format!("network namespace {path}: the host cannot resolve it: {e}")),
+            Ok(real) if !settings.allows_netns(&real) => Some(format!(
+                "network namespace {path}{} is not under the allowed {:?}",
+                if real == *path {
+                    String::new()
+                } else {
+                    format!(" (really {real})")
+                },
+                settings.allowed_netns
+            )),
+            Ok(_) => None,
+        },
+        Network::None => None,
+    }
 }
 
 /// The hardening itself, on any spec.
@@ -48,10 +111,11 @@ impl Policy for Hardened {
     const NAME: &'static str = "hardened";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
-        "Denies insecure mode and the host network; drops CAP_NET_RAW and CAP_MKNOD; sets NoNewPrivileges; read-only rootfs.";
+        "Denies insecure mode, the host PID namespace and network, and network namespaces outside /run/netns; drops CAP_NET_RAW and CAP_MKNOD; sets NoNewPrivileges; read-only rootfs.";
 
     fn generate(input: Input, host: &mut Host) -> Result<Spec, PolicyError> {
-        if let Some(reason) = denial(&input.request) {
+        let settings = Settings::from_value(&input.settings)?;
+        if let Some(reason) = denial(&input.request, &settings, |p| host.canonical_path(p)) {
             return Err(PolicyError::Denied(reason));
         }
         let spec = match input.previous {
@@ -84,19 +148,56 @@ mod tests {
         }
     }
 
+    /// A host where `/run/netns/evil` is a symlink to the host's namespace.
+    fn canonical(path: &str) -> Result<String, HostError> {
+        Ok(match path {
+            "/proc/1/ns/net" | "/run/netns/evil" => "net:[4026531840]".to_string(),
+            other => other.to_string(),
+        })
+    }
+
+    fn denied(extra: &str) -> Option<String> {
+        denial(
+            &request(extra),
+            &Settings::from_value(&serde_json::Value::Null).unwrap(),
+            canonical,
+        )
+    }
+
     #[test]
     fn insecure_and_host_network_are_denied() {
-        assert!(denial(&request(r#", "security_mode": "insecure""#))
-            .unwrap()
-            .contains("insecure"));
-        assert!(denial(&request(r#", "network": {"mode": "host"}"#))
+        assert!(denied(r#", "security_mode": "insecure""#).unwrap().contains("insecure"));
+        assert!(denied(r#", "network": {"mode": "host"}"#)
             .unwrap()
             .contains("host network"));
-        assert_eq!(denial(&request("")), None);
+        assert_eq!(denied(""), None);
+        assert_eq!(denied(r#", "network": {"mode": "path", "path": "/run/netns/x"}"#), None);
+    }
+
+    /// Regression: the host's network namespace by path, and the host's
+    /// PID namespace, got through.
+    #[test]
+    fn host_namespaces_by_path_or_process_mode_are_denied() {
+        assert!(denied(r#", "network": {"mode": "path", "path": "/proc/1/ns/net"}"#)
+            .unwrap()
+            .contains("not under the allowed"));
+        assert!(denied(r#", "network": {"mode": "path", "path": "/run/netns/evil"}"#)
+            .unwrap()
+            .contains("really net:[4026531840]"));
+        assert!(denied(r#", "network": {"mode": "path", "path": "/run/netnsx/a"}"#).is_some());
+        assert!(denied(r#", "process_mode": "no-sandbox""#)
+            .unwrap()
+            .contains("no-sandbox"));
+        let custom = Settings::from_value(&serde_json::json!({"allowed_netns": ["/var/run/cni"]})).unwrap();
         assert_eq!(
-            denial(&request(r#", "network": {"mode": "path", "path": "/run/netns/x"}"#)),
+            denial(
+                &request(r#", "network": {"mode": "path", "path": "/var/run/cni/n1"}"#),
+                &custom,
+                canonical
+            ),
             None
         );
+        assert!(Settings::from_value(&serde_json::json!({"other": 1})).is_err());
     }
 
     #[test]

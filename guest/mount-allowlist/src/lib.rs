@@ -5,15 +5,22 @@
 //! {"allowed_sources": ["/var/lib/buildkit", "/srv/cache"]}
 //! ```
 //!
-//! Host paths are a bind's source and an overlay's `lowerdir`, `upperdir`
-//! and `workdir`; they are cleaned (`..` resolved lexically) before they are
-//! compared, component by component (`/srv/cache` allows `/srv/cache/x`,
-//! not `/srv/cachex`). Mounts with no host path (tmpfs, proc) pass.
+//! Host paths are a bind's source (any mount that binds: type `bind` or
+//! `rbind`, or options `bind`/`rbind` whatever the type says), an
+//! overlay's `lowerdir`, `lowerdir+`, `upperdir`, `workdir` and
+//! `datadir+`, the device of any other filesystem but the pseudo ones
+//! (tmpfs, proc, sysfs, devpts, mqueue, cgroup), and the step's
+//! `resolv_conf` and `hosts_file`. Each is asked of the host
+//! (`canonical-path`), which resolves every symlink, and what it really is
+//! is compared with the prefixes component by component (`/srv/cache`
+//! allows `/srv/cache/x`, not `/srv/cachex`). An overlay option or a
+//! filesystem the policy does not know is denied, not let through. The
+//! prefixes themselves are taken as written: give real paths.
 
 use serde::Deserialize;
 use specwright_sdk::mounts::clean_absolute;
 use specwright_sdk::request::Mountable;
-use specwright_sdk::{buildkit, Host, Input, Policy, PolicyError, Request, Spec};
+use specwright_sdk::{buildkit, Host, HostError, Input, Policy, PolicyError, Request, Spec};
 
 pub struct MountAllowlist;
 
@@ -45,32 +52,105 @@ impl Settings {
     }
 }
 
-/// The host paths a mount uses.
-pub fn host_paths(mount: &Mountable) -> Vec<String> {
-    if mount.is_bind() {
-        return vec![mount.source.clone()];
-    }
-    if mount.kind == "overlay" {
-        return mount
-            .options
-            .iter()
-            .filter_map(|o| o.split_once('='))
-            .filter(|(k, _)| matches!(*k, "lowerdir" | "upperdir" | "workdir"))
-            .flat_map(|(_, v)| v.split(':').map(str::to_string).collect::<Vec<_>>())
-            .collect();
-    }
-    Vec::new()
+/// Filesystems that name no host path.
+const PSEUDO_FILESYSTEMS: &[&str] = &["tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+
+/// Overlay options that name host directories.
+const OVERLAY_PATH_OPTIONS: &[&str] = &["lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+"];
+
+/// Overlay options with a value that is not a path.
+const OVERLAY_VALUE_OPTIONS: &[&str] = &[
+    "index",
+    "redirect_dir",
+    "metacopy",
+    "xino",
+    "nfs_export",
+    "uuid",
+    "verity",
+];
+
+/// Whether a mount binds its source, whatever its type says (the host,
+/// like containerd, binds for a `bind` or `rbind` option).
+fn binds(mount: &Mountable) -> bool {
+    mount.is_bind() || mount.options.iter().any(|o| o == "bind" || o == "rbind")
 }
 
-/// Why `request` is denied under `settings`, if it is.
-pub fn denial(request: &Request, settings: &Settings) -> Result<Option<String>, PolicyError> {
+/// The host paths a mount uses, or why they cannot be known.
+pub fn host_paths(mount: &Mountable) -> Result<Vec<String>, String> {
+    if binds(mount) {
+        return Ok(vec![mount.source.clone()]);
+    }
+    if mount.kind == "overlay" {
+        let mut paths = Vec::new();
+        for option in &mount.options {
+            let Some((key, value)) = option.split_once('=') else {
+                continue;
+            };
+            if OVERLAY_PATH_OPTIONS.contains(&key) {
+                paths.extend(value.split(':').map(str::to_string));
+            } else if !OVERLAY_VALUE_OPTIONS.contains(&key) {
+                return Err(format!("overlay option {key:?} is not one mount-allowlist knows"));
+            }
+        }
+        return Ok(paths);
+    }
+    if PSEUDO_FILESYSTEMS.contains(&mount.kind.as_str()) {
+        return Ok(Vec::new());
+    }
+    if mount.source.starts_with('/') {
+        // A filesystem on a device (or file) of the host.
+        return Ok(vec![mount.source.clone()]);
+    }
+    Err(format!(
+        "a {} mount of {:?}, which names no host path mount-allowlist can check",
+        mount.kind, mount.source
+    ))
+}
+
+/// Why `request` is denied under `settings`, if it is; `canonical` asks the
+/// host what a path really is.
+pub fn denial(
+    request: &Request,
+    settings: &Settings,
+    mut canonical: impl FnMut(&str) -> Result<String, HostError>,
+) -> Result<Option<String>, PolicyError> {
+    let mut check = |what: &str, path: &str| -> Option<String> {
+        if !path.starts_with('/') {
+            return Some(format!("{what} uses {path:?}, not an absolute host path"));
+        }
+        match canonical(path) {
+            Err(e) => Some(format!("{what} uses {path}, which the host cannot resolve: {e}")),
+            Ok(real) if !settings.allows(&real) => Some(format!(
+                "{what} uses {path}{}, outside the allowed sources {:?}",
+                if real == path {
+                    String::new()
+                } else {
+                    format!(" (really {real})")
+                },
+                settings.allowed_sources
+            )),
+            Ok(_) => None,
+        }
+    };
     for m in &request.mounts {
         for mount in m.materialize()? {
-            if let Some(bad) = host_paths(&mount).into_iter().find(|p| !settings.allows(p)) {
-                return Ok(Some(format!(
-                    "mount {} uses {bad}, outside the allowed sources {:?}",
-                    m.dest, settings.allowed_sources
-                )));
+            let what = format!("mount {}", m.dest);
+            let paths = match host_paths(&mount) {
+                Ok(paths) => paths,
+                Err(why) => return Ok(Some(format!("{what}: {why}"))),
+            };
+            if let Some(reason) = paths.iter().find_map(|p| check(&what, p)) {
+                return Ok(Some(reason));
+            }
+        }
+    }
+    for (what, path) in [
+        ("resolv_conf", &request.resolv_conf),
+        ("hosts_file", &request.hosts_file),
+    ] {
+        if !path.is_empty() {
+            if let Some(reason) = check(what, path) {
+                return Ok(Some(reason));
             }
         }
     }
@@ -81,11 +161,11 @@ impl Policy for MountAllowlist {
     const NAME: &'static str = "mount-allowlist";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
-        "Denies any request mount whose host paths lie outside the allowed source prefixes.";
+        "Denies any request mount, resolv.conf or hosts file whose real host paths lie outside the allowed prefixes.";
 
     fn generate(input: Input, host: &mut Host) -> Result<Spec, PolicyError> {
         let settings = Settings::from_value(&input.settings)?;
-        if let Some(reason) = denial(&input.request, &settings)? {
+        if let Some(reason) = denial(&input.request, &settings, |p| host.canonical_path(p))? {
             return Err(PolicyError::Denied(reason));
         }
         match input.previous {
@@ -111,6 +191,18 @@ mod tests {
         Request::from_json(&serde_json::json!({"id": "s", "mounts": mounts}).to_string()).unwrap()
     }
 
+    /// A host where `/srv/link` is a symlink to `/etc`.
+    fn canonical(path: &str) -> Result<String, HostError> {
+        Ok(match path.strip_prefix("/srv/link") {
+            Some(rest) => format!("/etc{rest}"),
+            None => path.to_string(),
+        })
+    }
+
+    fn denied(request: &Request, s: &Settings) -> Option<String> {
+        denial(request, s, canonical).unwrap()
+    }
+
     #[test]
     fn prefixes_match_whole_components_after_cleaning() {
         let s = settings(&["/srv/cache", "/var/lib/buildkit/"]);
@@ -130,17 +222,71 @@ mod tests {
             {"dest": "/a", "source": "/srv/a"},
             {"dest": "/t", "mountable": [{"type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}]},
             {"dest": "/o", "mountable": [{"type": "overlay", "source": "overlay",
-                "options": ["lowerdir=/srv/l1:/srv/l2", "upperdir=/srv/u", "workdir=/srv/w"]}]},
+                "options": ["lowerdir=/srv/l1:/srv/l2", "upperdir=/srv/u", "workdir=/srv/w", "index=off"]}]},
         ]));
-        assert_eq!(denial(&ok, &s).unwrap(), None);
+        assert_eq!(denied(&ok, &s), None);
         let bad_bind = request(serde_json::json!([{"dest": "/a", "source": "/etc"}]));
-        let reason = denial(&bad_bind, &s).unwrap().unwrap();
+        let reason = denied(&bad_bind, &s).unwrap();
         assert!(reason.contains("mount /a uses /etc"), "{reason}");
         let bad_overlay = request(
             serde_json::json!([{"dest": "/o", "mountable": [{"type": "overlay", "source": "overlay",
             "options": ["lowerdir=/srv/l1:/home/x", "upperdir=/srv/u", "workdir=/srv/w"]}]}]),
         );
-        assert!(denial(&bad_overlay, &s).unwrap().unwrap().contains("/home/x"));
+        assert!(denied(&bad_overlay, &s).unwrap().contains("/home/x"));
+    }
+
+    /// Regression: each of these got through.
+    #[test]
+    fn the_known_bypasses_are_denied() {
+        let s = settings(&["/srv"]);
+        for (mounts, needle) in [
+            // A bind whose type says otherwise: the host binds on `rbind`.
+            (
+                serde_json::json!([{"dest": "/a", "mountable": [{"type": "none", "source": "/etc", "options": ["rbind"]}]}]),
+                "uses /etc",
+            ),
+            // Overlay keys it did not read.
+            (
+                serde_json::json!([{"dest": "/o", "mountable": [{"type": "overlay", "source": "overlay",
+                    "options": ["lowerdir=/srv/l", "lowerdir+=/etc", "upperdir=/srv/u", "workdir=/srv/w"]}]}]),
+                "uses /etc",
+            ),
+            (
+                serde_json::json!([{"dest": "/o", "mountable": [{"type": "overlay", "source": "overlay",
+                    "options": ["lowerdir=/srv/l", "redirect_path=/etc"]}]}]),
+                "not one mount-allowlist knows",
+            ),
+            // A symlink inside an allowed prefix, pointing out of it.
+            (
+                serde_json::json!([{"dest": "/a", "source": "/srv/link/shadow"}]),
+                "really /etc/shadow",
+            ),
+            // A block device.
+            (
+                serde_json::json!([{"dest": "/d", "mountable": [{"type": "ext4", "source": "/dev/sda1"}]}]),
+                "uses /dev/sda1",
+            ),
+            (
+                serde_json::json!([{"dest": "/n", "mountable": [{"type": "nfs", "source": "server:/export"}]}]),
+                "names no host path",
+            ),
+        ] {
+            let reason = denied(&request(mounts.clone()), &s);
+            assert!(
+                reason.as_deref().is_some_and(|r| r.contains(needle)),
+                "{mounts}: {reason:?}"
+            );
+        }
+        let mut with_files = request(serde_json::json!([]));
+        with_files.resolv_conf = "/etc/shadow".into();
+        assert!(denied(&with_files, &s)
+            .unwrap()
+            .contains("resolv_conf uses /etc/shadow"));
+        with_files.resolv_conf = "/srv/resolv.conf".into();
+        with_files.hosts_file = "/srv/link/hosts".into();
+        assert!(denied(&with_files, &s)
+            .unwrap()
+            .contains("hosts_file uses /srv/link/hosts (really /etc/hosts)"));
     }
 
     #[test]

@@ -114,6 +114,12 @@ impl Host {
     pub fn release(&mut self, root: MountedRoot) -> Result<(), HostError> {
         wit_host::release(root.handle).map_err(from_wit_error)
     }
+
+    /// What host path `path` really names, symlinks resolved; `path` must
+    /// be one the request names (see `canonical-path` in the WIT).
+    pub fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
+        wit_host::canonical_path(path).map_err(from_wit_error)
+    }
 }
 
 impl Mounter for Host {

@@ -76,6 +76,18 @@ fn joined(root: &Path, stack: &[Step], upto: usize) -> PathBuf {
     p
 }
 
+/// The real path of host path `path`, every symlink followed, as the
+/// kernel names the object it reaches (`net:[4026531840]` for a namespace).
+pub fn canonical_host_path(path: &str) -> Result<String, ResolveError> {
+    if path.contains('\0') {
+        return Err(ResolveError::Nul(path.to_string()));
+    }
+    let fd = open(Path::new(path), OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| io_error(Path::new(path), e))?;
+    let real = fd_path(&fd).map_err(|e| io_error(Path::new(path), e))?;
+    into_string(real)
+}
+
 /// What a selector names.
 #[derive(Debug)]
 pub struct Resolved {

@@ -41,6 +41,37 @@ pub mod limits {
     pub const MAX_AUDIT_BYTES: usize = 4 << 20;
 }
 
+/// Every absolute path a request names on the host: mount sources, the
+/// path-like values of mount options (`lowerdir=/a:/b`), resolv.conf,
+/// hosts and the network namespace.
+fn request_host_paths(request: &Request) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut add = |p: &str| {
+        if p.starts_with('/') && !paths.iter().any(|q| q == p) {
+            paths.push(p.to_string());
+        }
+    };
+    for m in &request.mounts {
+        if let Some(source) = &m.source {
+            add(source);
+        }
+        for mm in m.mountable.iter().flatten() {
+            add(&mm.source);
+            for option in &mm.options {
+                if let Some((_, value)) = option.split_once('=') {
+                    value.split(':').for_each(&mut add);
+                }
+            }
+        }
+    }
+    add(&request.resolv_conf);
+    add(&request.hosts_file);
+    if let specwright_core::request::Network::Path { path } = &request.network {
+        add(path);
+    }
+    paths
+}
+
 fn check_selector(selector: &str) -> Result<(), HostError> {
     if selector.len() > limits::MAX_SELECTOR_BYTES {
         return Err(HostError::Refused(format!(
@@ -117,6 +148,8 @@ pub struct StepHost {
     lock: Option<StepLock>,
     /// Whether mounts stay when this is dropped (the step succeeded).
     keep: bool,
+    /// Host paths the request names: what `canonical_path` may look at.
+    request_paths: Vec<String>,
     /// Host calls made and audit bytes written for this step (see [`limits`]).
     calls: usize,
     audit_bytes: usize,
@@ -174,6 +207,7 @@ impl StepHost {
             roots: Vec::new(),
             lock: Some(lock),
             keep: false,
+            request_paths: request_host_paths(request),
             calls: 0,
             audit_bytes: 0,
         })
@@ -272,6 +306,28 @@ impl StepHost {
                 self.request_mounts[index].len()
             ))
         })
+    }
+
+    /// What host path `path` (one the request names) really is.
+    pub fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
+        self.audited(
+            "canonical-path",
+            || json!({"path": shown(path)}),
+            |me| {
+                if !me.request_paths.iter().any(|p| p == path) {
+                    return Err(HostError::Refused(format!(
+                        "{:?} is not a host path the request names",
+                        shown(path)
+                    )));
+                }
+                if me.options.dry_run {
+                    // A dry run looks at nothing: the lexical path.
+                    return Ok(clean_absolute(path));
+                }
+                crate::resolve::canonical_host_path(path).map_err(|e| HostError::Failed(e.to_string()))
+            },
+            |_, real| Value::String(real.clone()),
+        )
     }
 
     /// Mounts that a source handle stands for.
@@ -944,5 +1000,24 @@ mod tests {
         assert!(last.contains("audit bytes"), "{last}");
         let written = std::fs::metadata(dir.path().join("audit.jsonl")).unwrap().len() as usize;
         assert!(written < limits::MAX_AUDIT_BYTES + 64 * 1024, "{written}");
+    }
+
+    #[test]
+    fn canonical_path_answers_only_for_paths_the_request_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = Request::from_json(
+            &json!({"id": "s1", "resolv_conf": "/etc/resolv.conf", "mounts": [
+                {"dest": "/a", "source": "/srv/x"},
+                {"dest": "/o", "mountable": [{"type": "overlay", "source": "overlay", "options": ["lowerdir=/l1:/l2"]}]}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        let (mut host, _) = dry_host(dir.path(), &req);
+        for named in ["/srv/x", "/l1", "/l2", "/etc/resolv.conf"] {
+            assert_eq!(host.canonical_path(named).unwrap(), named);
+        }
+        let err = host.canonical_path("/etc/shadow").unwrap_err().to_string();
+        assert!(err.contains("not a host path the request names"), "{err}");
     }
 }
