@@ -53,7 +53,14 @@ fuzz_target!(|data: &[u8]| {
         ..StepOptions::default()
     };
     let lock = specwright_host_core::state::StepLock::planned(&request.id);
-    let mut step = match StepHost::new(state().clone(), sys, Arc::new(Audit::events_only()), options, &request, lock) {
+    let mut step = match StepHost::new(
+        state().clone(),
+        sys,
+        Arc::new(Audit::events_only()),
+        options,
+        &request,
+        lock,
+    ) {
         Ok(step) => step,
         Err(e) => {
             assert!(!e.to_string().is_empty());

@@ -22,10 +22,13 @@ fn file_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 200 && !name.contains('/') && !name.contains('\0')
 }
 
-fn op_path(op: &Op) -> &Path {
+/// The path an operation acts on; `None` for deleting a container, which
+/// names no path (its id is checked instead).
+fn op_path(op: &Op) -> Option<&Path> {
     match op {
-        Op::CreateDir(p) | Op::RemoveDir(p) | Op::CreateFile(p) | Op::RemoveFile(p) => p,
-        Op::Mount { target, .. } | Op::Unmount { target, .. } => target,
+        Op::CreateDir(p) | Op::RemoveDir(p) | Op::CreateFile(p) | Op::RemoveFile(p) | Op::HasSubmounts(p) => Some(p),
+        Op::Mount { target, .. } | Op::Unmount { target, .. } => Some(target),
+        Op::DeleteContainer { .. } => None,
     }
 }
 
@@ -60,7 +63,11 @@ fuzz_target!(|data: &[u8]| {
 
     let mounts = root.join("mounts");
     for op in sys.ops() {
-        let path = op_path(&op);
+        if let Op::DeleteContainer { id: container, .. } = &op {
+            assert_eq!(container, id, "another step's container was deleted");
+            continue;
+        }
+        let Some(path) = op_path(&op) else { continue };
         assert!(
             path.parent() == Some(mounts.as_path()) && path.file_name().is_some_and(|n| n != ".." && n != "."),
             "{op:?} is not on a mountpoint under {}\nrecord {id:?}: {content}",

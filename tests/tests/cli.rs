@@ -338,3 +338,51 @@ fn a_memory_limit_that_does_not_fit_is_an_error() {
     }
     assert!(spec_minimal(&["--policy-memory-mib", "4096"]).status.success());
 }
+
+/// Regression: a failed `spec --bundle DIR` left the directory it made;
+/// and a failed step must not touch the config another step wrote there.
+#[test]
+fn a_failed_spec_leaves_no_bundle_of_its_own_and_keeps_anothers_config() {
+    let work = tempfile::tempdir().unwrap();
+    let work_path = std::fs::canonicalize(work.path()).unwrap();
+    let src = work_path.join("src");
+    make_oracle_source_tree(&src).unwrap();
+    let failing = write_request(&work_path, |r| {
+        r["mounts"] = serde_json::json!([{"dest": "/loop", "source": src, "readonly": true, "selector": "loop1"}]);
+    });
+    let state = work_path.join("state");
+    let facts = case("minimal", "host");
+    let run = |request: &Path, bundle: &Path| {
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private"])
+            .arg(HELPER)
+            .args(["cli", "spec", "--request"])
+            .arg(request)
+            .arg("--host-facts")
+            .arg(&facts)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--bundle")
+            .arg(bundle)
+            .output()
+            .unwrap()
+    };
+    let fresh = work_path.join("fresh-bundle");
+    let out = run(&failing, &fresh);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!fresh.exists(), "the failed step left the bundle directory it made");
+
+    let shared = work_path.join("shared-bundle");
+    let good = case("minimal", "request");
+    let out = run(&good, &shared);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = std::fs::read_to_string(shared.join("config.json")).unwrap();
+    let out = run(&failing, &shared);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(shared.join("config.json")).unwrap(), before);
+    let names: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["config.json"], "{names:?}");
+}
