@@ -326,7 +326,13 @@ pub fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
     }
 }
 
-fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, lock: StepLock) -> Result<i32, RunError> {
+/// What the runner settles before the policies run: the rootfs, the user
+/// (names resolved in the rootfs) and the bundle's resolv.conf and hosts.
+fn prepare_request(
+    args: &RunArgs<'_>,
+    request: &mut Request,
+    bundle: &Bundle,
+) -> Result<(PathBuf, ResolvedUser), RunError> {
     let prepare = |m: String| RunError::Prepare(m);
     if args.oci_runtime.name() == "crun" && hybrid_cgroups() {
         return Err(prepare(
@@ -357,7 +363,18 @@ fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, loc
             .map_err(written)?;
         request.hosts_file = path.display().to_string();
     }
+    Ok((rootfs, user))
+}
 
+fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, lock: StepLock) -> Result<i32, RunError> {
+    let (rootfs, user) = match prepare_request(args, request, bundle) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            // Nothing was recorded: the step's lock file goes too.
+            lock.remove();
+            return Err(e);
+        }
+    };
     let step = args.ctx.step_host(request, lock)?;
     let (mut step, spec) = crate::run_chain(args.runtime, args.chain, step, request, args.facts, &args.ctx.audit)?;
     let result = start_container(args, &mut step, spec, &rootfs, &user, request, bundle);

@@ -47,7 +47,7 @@ fn run_step_with(
         r#"if [ {runtime} = crun ]; then umount /sys/fs/cgroup/unified 2>/dev/null; fi
 {before} {HELPER} cli run --runtime {runtime} --request {request} --rootfs {rootfs} --state-dir {state} 2>&1 {after}
 echo "rc=$?"
-echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles 2>/dev/null | wc -l)""#,
+echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles 2>/dev/null | wc -l) locks=$(ls {state}/locks | wc -l)""#,
         request = request_file.display(),
         rootfs = rootfs.display(),
         state = state.display(),
@@ -82,7 +82,7 @@ fn runtime_suite(runtime: &str) {
         if !ok {
             failures.push(format!("{runtime}: {what}\n{}", o.output));
         }
-        if o.left != "left=0 dirs=0 records=0 bundles=0" {
+        if o.left != "left=0 dirs=0 records=0 bundles=0 locks=0" {
             failures.push(format!("{runtime}: {what}: left behind: {}", o.left));
         }
     };
@@ -279,7 +279,7 @@ kill -9 $pid; wait $pid
 echo "orphan=$(runc state killed-run 2>/dev/null | grep -c '"running"') records=$(ls {state}/steps | wc -l)"
 {HELPER} cli gc --state-dir {state}; echo "gc=$?"
 runc state killed-run > /dev/null 2>&1; echo "state=$?"
-echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles | wc -l)"
+echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles | wc -l) locks=$(ls {state}/locks | wc -l)"
 "#,
         request = request.display(),
         rootfs = rootfs.display(),
@@ -294,5 +294,5 @@ echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts 
     );
     assert!(out.contains("released killed-run") && out.contains("gc=0"), "{out}");
     assert!(out.contains("state=1"), "the container is gone: {out}");
-    assert_eq!(report.left, "left=0 dirs=0 records=0 bundles=0", "{out}");
+    assert_eq!(report.left, "left=0 dirs=0 records=0 bundles=0 locks=0", "{out}");
 }
