@@ -563,3 +563,42 @@ echo "source-mount=$(grep -c ' {src}/sub/other ' /proc/self/mountinfo) inner=$(l
         "the source's own mount was touched: {stdout}"
     );
 }
+
+/// An owner that exits while its step is being made gets no step: the
+/// mounts are released and `spec` fails, saying so.
+#[test]
+fn a_step_whose_owner_exits_meanwhile_is_released() {
+    let (_dir, work) = workdir();
+    let request = selector_request(&work, "abandoned");
+    let settings = write_json(
+        &work.join("slow.json"),
+        &serde_json::json!({"mode": "slow-passthrough", "iterations": 3_000_000_000u64}),
+    );
+    let state = work.join("state");
+    let script = format!(
+        r#"h={HELPER}
+sleep 60 & owner=$!
+$h cli spec --owner-pid $owner --policy-timeout-ms 600000 --policy default --policy {TEST_POLICY}:{settings} --request {request} --host-facts {facts} --state-dir {state} > /dev/null 2> {work}/err &
+pid=$!
+i=0
+while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+kill $owner
+wait $pid; echo "rc=$?"
+echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) locks=$(ls {state}/locks | wc -l)"
+"#,
+        settings = settings.display(),
+        request = request.display(),
+        facts = oracle_facts_file().display(),
+        state = state.display(),
+        work = work.display(),
+    );
+    let (stdout, stderr, _) = in_namespace(&script);
+    let err = std::fs::read_to_string(work.join("err")).unwrap_or_default();
+    assert!(
+        stdout.contains("held=1") && stdout.contains("rc=1"),
+        "{stdout}\n{stderr}\n{err}"
+    );
+    assert!(err.contains("exited while the step was made"), "{err}");
+    assert!(stdout.contains("left=0 dirs=0 records=0 locks=0"), "{stdout}");
+}

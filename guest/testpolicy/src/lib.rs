@@ -89,6 +89,19 @@ impl Guest for Hostile {
                 Ok(spec.to_string())
             }
             "passthrough" => previous.ok_or_else(|| PolicyError::Internal("no previous spec".into())),
+            "slow-passthrough" => {
+                // Busy for a while (the settings' `iterations`), then fine.
+                let iterations = serde_json::from_str::<serde_json::Value>(&settings)
+                    .ok()
+                    .and_then(|v| v["iterations"].as_u64())
+                    .unwrap_or(0);
+                let mut x = 0u64;
+                for i in 0..iterations {
+                    x = std::hint::black_box(x.wrapping_add(i));
+                }
+                std::hint::black_box(x);
+                previous.ok_or_else(|| PolicyError::Internal("no previous spec".into()))
+            }
             other => Err(PolicyError::InvalidRequest(format!("unknown test mode {other:?}"))),
         }
     }
