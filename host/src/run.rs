@@ -311,16 +311,25 @@ pub fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
     // From here on, everything in the state dir under this id is ours.
     let bundle = state.create_bundle(&request.id).map_err(|e| prepare(e.to_string()))?;
     let result = run_in_bundle(&args, &mut request, &bundle, lock);
-    match state.remove_bundle(&request.id) {
+    then_released(result, state.remove_bundle(&request.id))
+}
+
+/// The run's outcome with what releasing after it said: a release that
+/// failed is reported with the exit code or the error it followed.
+fn then_released<E: std::fmt::Display>(
+    result: Result<i32, RunError>,
+    released: Result<(), E>,
+) -> Result<i32, RunError> {
+    match released {
         Ok(()) => result,
-        Err(e) => Err(match result {
+        Err(release) => Err(match result {
             Ok(code) => RunError::Release {
                 code,
-                message: e.to_string(),
+                message: release.to_string(),
             },
             Err(error) => RunError::ReleaseAfterError {
                 error: Box::new(error),
-                release: e.to_string(),
+                release: release.to_string(),
             },
         }),
     }
@@ -378,25 +387,12 @@ fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, loc
     let step = args.ctx.step_host(request, lock)?;
     let (mut step, spec) = crate::run_chain(args.runtime, args.chain, step, request, args.facts, &args.ctx.audit)?;
     let result = start_container(args, &mut step, spec, &rootfs, &user, request, bundle);
-    let released = step.release_all();
-    match released {
-        Ok(report) => {
-            for warning in report.warnings() {
-                eprintln!("specwright: warning: {warning}");
-            }
-            result
+    let released = step.release_all().map(|report| {
+        for warning in report.warnings() {
+            eprintln!("specwright: warning: {warning}");
         }
-        Err(release) => Err(match result {
-            Ok(code) => RunError::Release {
-                code,
-                message: release.to_string(),
-            },
-            Err(error) => RunError::ReleaseAfterError {
-                error: Box::new(error),
-                release: release.to_string(),
-            },
-        }),
-    }
+    });
+    then_released(result, released)
 }
 
 /// The runner's edits of the spec (its rootfs, the user's groups, what the

@@ -12,6 +12,17 @@ use specwright_tests::{
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
 
+/// Shell lines that wait (up to 30 s) until something is mounted under
+/// `<state>/mounts/`, then print `held=N`.
+fn wait_for_a_mount(state: &Path) -> String {
+    format!(
+        r#"i=0
+while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)""#,
+        state = state.display()
+    )
+}
+
 fn helper_report(args: &[&str]) -> Value {
     let out = run_in_private_mount_namespace(HELPER.as_ref(), args).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -90,9 +101,7 @@ fn sigkill_midway_then_release_leaves_nothing() {
         r#"h={HELPER}
 $h cli spec --policy {TEST_POLICY}:{settings} --policy-timeout-ms 600000 --request {request} --host-facts {facts} --state-dir {state} &
 pid=$!
-i=0
-while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+{wait_for_a_mount}
 kill -9 $pid; wait $pid; echo "killed=$?"
 $h cli release --state-dir {state} killed; echo "release=$?"
 echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l)"
@@ -101,6 +110,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
         request = request.display(),
         facts = oracle_facts_file().display(),
         state = state.display(),
+        wait_for_a_mount = wait_for_a_mount(&state),
     );
     let (stdout, stderr, _) = in_namespace(&script);
     assert!(stdout.contains("held=1"), "{stdout}\n{stderr}");
@@ -306,9 +316,7 @@ fn a_step_id_belongs_to_one_process_for_its_whole_life() {
         r#"h={HELPER}
 $h cli spec --policy {TEST_POLICY}:{settings} --policy-timeout-ms 600000 --request {request} --host-facts {facts} --state-dir {state} > /dev/null 2>&1 &
 holder=$!
-i=0
-while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+{wait_for_a_mount}
 $h cli spec --request {request} --host-facts {facts} --state-dir {state} > /dev/null 2> {work}/spec.err; echo "spec=$?"
 $h cli run --runtime runc --request {request} --rootfs {rootfs} --state-dir {state} > /dev/null 2> {work}/run.err; echo "run=$?"
 echo "still=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) records=$(ls {state}/steps | wc -l)"
@@ -324,6 +332,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
         request = request.display(),
         facts = oracle_facts_file().display(),
         state = state.display(),
+        wait_for_a_mount = wait_for_a_mount(&state),
         rootfs = rootfs.display(),
         work = work.display(),
     );
@@ -461,9 +470,7 @@ fn sigterm_and_sigint_release_everything_before_exiting() {
                 r#"h={HELPER}
 $h cli {command} {extra} --policy {TEST_POLICY}:{settings} --policy-timeout-ms 600000 --request {request} --host-facts {facts} --state-dir {state} > /dev/null 2> {state}.err &
 pid=$!
-i=0
-while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+{wait_for_a_mount}
 kill -{signal} $pid; wait $pid; echo "rc=$?"
 echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) locks=$(ls {state}/locks | wc -l) bundles=$(ls {state}/bundles 2>/dev/null | wc -l)"
 "#,
@@ -471,6 +478,7 @@ echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts 
                 request = request.display(),
                 facts = oracle_facts_file().display(),
                 state = state.display(),
+                wait_for_a_mount = wait_for_a_mount(&state),
             );
             let (stdout, _, _) = in_namespace(&script);
             let err = std::fs::read_to_string(format!("{}.err", state.display())).unwrap_or_default();
@@ -580,9 +588,7 @@ fn a_step_whose_owner_exits_meanwhile_is_released() {
 sleep 60 & owner=$!
 $h cli spec --owner-pid $owner --policy-timeout-ms 600000 --policy default --policy {TEST_POLICY}:{settings} --request {request} --host-facts {facts} --state-dir {state} > /dev/null 2> {work}/err &
 pid=$!
-i=0
-while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)"
+{wait_for_a_mount}
 kill $owner
 wait $pid; echo "rc=$?"
 echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) locks=$(ls {state}/locks | wc -l)"
@@ -591,6 +597,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
         request = request.display(),
         facts = oracle_facts_file().display(),
         state = state.display(),
+        wait_for_a_mount = wait_for_a_mount(&state),
         work = work.display(),
     );
     let (stdout, stderr, _) = in_namespace(&script);

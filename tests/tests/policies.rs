@@ -508,54 +508,41 @@ fn the_example_policies_close_the_known_bypasses() {
             "(really /etc/hosts)",
         ),
     ];
-    let mut failures = Vec::new();
-    for (extra, needle) in allowlist_cases {
-        let mut request = json!({"id": "bypass", "args": ["/bin/true"]});
-        for (k, v) in extra.as_object().unwrap() {
-            request[k] = v.clone();
-        }
-        let request = write_json(&work.join("bypass.json"), &request);
-        let (rc, err, left, _) = spec_in_namespace(
-            &work,
-            &[
-                "--request".into(),
-                request.display().to_string(),
-                "--policy".into(),
-                format!("{MOUNT_ALLOWLIST}:{}", settings.display()),
-            ],
-        );
-        if rc != 1 || !err.contains("denied the step") || !err.contains(needle) {
-            failures.push(format!("mount-allowlist {extra}: rc {rc}: {err}"));
-        }
-        if left != "left=0 dirs=0 records=0" {
-            failures.push(format!("mount-allowlist {extra}: {left}"));
-        }
-    }
-    for (extra, needle) in [
+    let hardened_cases = [
         (
             json!({"network": {"mode": "path", "path": "/proc/self/ns/net"}}),
             "really net:[",
         ),
         (json!({"process_mode": "no-sandbox"}), "no-sandbox"),
-    ] {
+    ];
+    let allowlist = vec![
+        "--policy".to_string(),
+        format!("{MOUNT_ALLOWLIST}:{}", settings.display()),
+    ];
+    let hardened: Vec<String> = ["--policy", "default", "--policy", HARDENED].map(String::from).into();
+    let mut failures = Vec::new();
+    let cases = allowlist_cases
+        .into_iter()
+        .map(|(extra, needle)| ("mount-allowlist", &allowlist, extra, needle))
+        .chain(
+            hardened_cases
+                .into_iter()
+                .map(|(extra, needle)| ("hardened", &hardened, extra, needle)),
+        );
+    for (policy, chain, extra, needle) in cases {
         let mut request = json!({"id": "bypass", "args": ["/bin/true"]});
         for (k, v) in extra.as_object().unwrap() {
             request[k] = v.clone();
         }
         let request = write_json(&work.join("bypass.json"), &request);
-        let (rc, err, _, _) = spec_in_namespace(
-            &work,
-            &[
-                "--request".into(),
-                request.display().to_string(),
-                "--policy".into(),
-                "default".into(),
-                "--policy".into(),
-                HARDENED.into(),
-            ],
-        );
+        let mut args = vec!["--request".to_string(), request.display().to_string()];
+        args.extend(chain.iter().cloned());
+        let (rc, err, left, _) = spec_in_namespace(&work, &args);
         if rc != 1 || !err.contains("denied the step") || !err.contains(needle) {
-            failures.push(format!("hardened {extra}: rc {rc}: {err}"));
+            failures.push(format!("{policy} {extra}: rc {rc}: {err}"));
+        }
+        if left != "left=0 dirs=0 records=0" {
+            failures.push(format!("{policy} {extra}: {left}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
