@@ -118,10 +118,6 @@ fn check_ancestors(root: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
-fn fd_path(fd: BorrowedFd<'_>) -> std::io::Result<PathBuf> {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
-
 /// How the state dir's directories are made: ours to write, anyone's to
 /// pass through (a container in a user namespace reaches its rootfs and
 /// bundle files under them), no one else's to list.
@@ -254,26 +250,7 @@ impl StateDir {
             path: root.to_path_buf(),
             source: e,
         })?;
-        if let Some(parent) = given.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| StateError::Io {
-                path: parent.to_path_buf(),
-                source: e,
-            })?;
-        }
-        match nix::unistd::mkdir(&given, Mode::from_bits_truncate(DIR_MODE)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(io_at(&given)(e)),
-        }
-        let fd = nix::fcntl::open(
-            &given,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io_at(&given))?;
-        let real = fd_path(fd.as_fd()).map_err(|e| StateError::Io {
-            path: given.clone(),
-            source: e,
-        })?;
+        let (fd, real) = super::walk::open_trusted_dir(&given, DIR_MODE)?;
         check_trusted(&real, &fstat(&fd).map_err(io_at(&real))?)?;
         check_ancestors(&real)?;
         let root_dir = Dir {
@@ -676,6 +653,40 @@ mod tests {
         std::fs::create_dir(&below_open).unwrap();
         let err = StateDir::open(&below_open).unwrap_err().to_string();
         assert!(err.contains("lets another user replace it"), "{err}");
+        // Refused before anything is made below a directory others can change.
+        let err = StateDir::open(&open_root.join("new/state")).unwrap_err().to_string();
+        assert!(err.contains("lets another user replace it"), "{err}");
+        assert!(!open_root.join("new").exists());
+
+        // Another user's symlink in a sticky directory is not followed;
+        // ours is.
+        let sticky = dir.path().join("sticky");
+        std::fs::create_dir(&sticky).unwrap();
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let planted = sticky.join("st2");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &planted,
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        let err = StateDir::open(&planted.join("state")).unwrap_err().to_string();
+        assert!(err.contains("symlink owned by uid 65534"), "{err}");
+        let err = StateDir::open(&planted).unwrap_err().to_string();
+        assert!(err.contains("symlink owned by uid 65534"), "{err}");
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+        let ours = sticky.join("ours");
+        std::os::unix::fs::symlink(&victim, &ours).unwrap();
+        let state = StateDir::open(&ours).unwrap();
+        assert_eq!(state.root(), std::fs::canonicalize(&victim).unwrap());
+        let state = StateDir::open(&ours.join("./../victim/deeper")).unwrap();
+        assert_eq!(state.root(), std::fs::canonicalize(&victim).unwrap().join("deeper"));
 
         let outside = dir.path().join("elsewhere");
         std::fs::create_dir(&outside).unwrap();

@@ -19,6 +19,7 @@
 mod dir;
 mod lock;
 mod record;
+mod walk;
 
 pub use dir::{write_file_in, Bundle, StateDir, DEFAULT_STATE_DIR};
 pub use lock::StepLock;

@@ -1,0 +1,151 @@
+//! Reaching the state directory from the path the operator gave, one
+//! component at a time, so that no other user's directory or symlink on
+//! the way can send the host elsewhere.
+//!
+//! The contract: every directory passed through belongs to root or this
+//! user and is writable by no one else unless sticky (as /tmp is); every
+//! symlink followed belongs to root or this user (another user's symlink
+//! in a sticky directory is refused, as the kernel's `protected_symlinks`
+//! refuses it for open); missing components are made (mode 0711) only
+//! below directories that passed. The directory reached is returned open,
+//! with its real path, and is itself checked by the caller.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, readlinkat, OFlag};
+use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+
+use super::StateError;
+
+/// How many symlinks one walk follows before giving up (as the kernel's
+/// ELOOP limit).
+const MAX_SYMLINKS: usize = 40;
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+fn file_type(stat: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT
+}
+
+/// A directory on the way to the state dir: root's or ours, and writable
+/// by no one else unless sticky.
+fn check_passable(given: &Path, at: &Path, stat: &FileStat) -> Result<(), StateError> {
+    let sticky = stat.st_mode & 0o1000 != 0;
+    let owner_ok = stat.st_uid == 0 || stat.st_uid == euid();
+    if !owner_ok || (stat.st_mode & 0o022 != 0 && !sticky) {
+        return Err(StateError::Untrusted {
+            path: given.to_path_buf(),
+            why: format!(
+                "{} (uid {}, mode {:o}) lets another user replace it",
+                at.display(),
+                stat.st_uid,
+                stat.st_mode & 0o7777
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Opens the directory at `given` (absolute), creating missing components
+/// (mode `mode`), under the contract above. Returns the open directory
+/// and its real path.
+pub(super) fn open_trusted_dir(given: &Path, mode: u32) -> Result<(OwnedFd, PathBuf), StateError> {
+    let io = |at: &Path, errno: Errno| StateError::Io {
+        path: at.to_path_buf(),
+        source: std::io::Error::from(errno),
+    };
+    let root = open("/", dir_flags(), Mode::empty()).map_err(|e| io(Path::new("/"), e))?;
+    // The directories entered so far, outermost first: `..` pops one.
+    let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(root, PathBuf::from("/"))];
+    // The components still to walk, next one last.
+    let mut pending: Vec<OsString> = components_reversed(given);
+    let mut symlinks = 0;
+    while let Some(name) = pending.pop() {
+        let (dir, dir_path) = stack.last().expect("the root is never popped");
+        if name == ".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            continue;
+        }
+        let at = dir_path.join(&name);
+        let stat = match fstatat(dir.as_fd(), name.as_os_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => Some(stat),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(io(&at, e)),
+        };
+        match stat {
+            None => match mkdirat(dir.as_fd(), name.as_os_str(), Mode::from_bits_truncate(mode)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(io(&at, e)),
+            },
+            Some(link) if file_type(&link) == SFlag::S_IFLNK => {
+                if link.st_uid != 0 && link.st_uid != euid() {
+                    return Err(StateError::Untrusted {
+                        path: given.to_path_buf(),
+                        why: format!("{} is a symlink owned by uid {}", at.display(), link.st_uid),
+                    });
+                }
+                symlinks += 1;
+                if symlinks > MAX_SYMLINKS {
+                    return Err(io(&at, Errno::ELOOP));
+                }
+                let target = readlinkat(dir.as_fd(), name.as_os_str()).map_err(|e| io(&at, e))?;
+                let target = PathBuf::from(target);
+                if target.is_absolute() {
+                    stack.truncate(1);
+                }
+                pending.extend(components_reversed(&target));
+                continue;
+            }
+            Some(_) => {}
+        }
+        // Opened without following: a symlink put here since is refused,
+        // and what is checked is what was opened.
+        let fd = openat(dir.as_fd(), name.as_os_str(), dir_flags(), Mode::empty()).map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => StateError::Untrusted {
+                path: given.to_path_buf(),
+                why: format!("{} is not a directory", at.display()),
+            },
+            e => io(&at, e),
+        })?;
+        let stat = fstat(&fd).map_err(|e| io(&at, e))?;
+        if !pending.is_empty() {
+            check_passable(given, &at, &stat)?;
+        }
+        stack.push((fd, at));
+    }
+    let (fd, path) = stack.pop().expect("the root is never popped");
+    if path == Path::new("/") {
+        return Err(StateError::Untrusted {
+            path: given.to_path_buf(),
+            why: "the root directory cannot be a state dir".to_string(),
+        });
+    }
+    Ok((fd, path))
+}
+
+/// The names to walk for `path`, last first (`.` and the root dropped).
+fn components_reversed(path: &Path) -> Vec<OsString> {
+    let mut names: Vec<OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect();
+    names.reverse();
+    debug_assert!(names.iter().all(|n| !n.as_bytes().contains(&b'/')));
+    names
+}
