@@ -436,12 +436,11 @@ fn start_container(
         .map_err(|e| prepare(format!("recording the container: {e}")))?;
     let code = {
         let _forwarding = crate::interrupt::Forwarding::start();
-        run_container(&args.oci_runtime, bundle.path(), &request.id)?
+        run_container(&args.oci_runtime, bundle.path(), &request.id)
     };
-    // `run` deletes the container when it exits.
-    step.forget_container()
-        .map_err(|e| prepare(format!("recording the container's end: {e}")))?;
-    Ok(code)
+    step.end_container()
+        .map_err(|e| prepare(format!("deleting the container: {e}")))?;
+    code
 }
 
 /// Runs the container in the foreground, forwarding SIGINT and SIGTERM to

@@ -296,3 +296,39 @@ echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts 
     assert!(out.contains("state=1"), "the container is gone: {out}");
     assert_eq!(report.left, "left=0 dirs=0 records=0 bundles=0 locks=0", "{out}");
 }
+
+/// Regression: when the OCI runtime itself died (SIGKILLed while it ran
+/// the container), `run` forgot the container and released its mounts
+/// while the container ran on; `run` now deletes the container after
+/// every run, however the runtime ended.
+#[test]
+fn a_killed_runtime_leaves_no_container_running() {
+    let (_dir, work) = workdir();
+    let rootfs = work.join("rootfs");
+    make_busybox_rootfs(&rootfs).unwrap();
+    let request = write_json(
+        &work.join("request.json"),
+        &json!({"id": "killed-runtime", "args": ["/bin/sh", "-c", "sleep 60"], "env": ["PATH=/bin"], "cwd": "/"}),
+    );
+    let state = work.join("state");
+    let shell = format!(
+        r#"{HELPER} cli run --runtime runc --request {request} --rootfs {rootfs} --state-dir {state} > /dev/null 2>&1 &
+pid=$!
+i=0
+while ! runc state killed-runtime 2>/dev/null | grep -q '"running"' && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+echo "running=$(runc state killed-runtime 2>/dev/null | grep -c '"running"')"
+pkill -9 -P $pid -x runc; wait $pid; echo "run=$?"
+runc state killed-runtime > /dev/null 2>&1; echo "state=$?"
+echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles | wc -l) locks=$(ls {state}/locks | wc -l)"
+"#,
+        request = request.display(),
+        rootfs = rootfs.display(),
+        state = state.display(),
+    );
+    let report = run_script_in_private_mount_namespace(&shell);
+    let out = &report.stdout;
+    assert!(out.contains("running=1"), "{out}");
+    assert!(out.contains("run=137"), "run reports the runtime's death: {out}");
+    assert!(out.contains("state=1"), "the container is gone: {out}");
+    assert_eq!(report.left, "left=0 dirs=0 records=0 bundles=0 locks=0", "{out}");
+}

@@ -578,7 +578,7 @@ impl StepHost {
 
     /// Whether the step holds any mount.
     pub fn holds_mounts(&self) -> bool {
-        !self.record.mounts.is_empty()
+        self.record.holds_anything()
     }
 
     /// Keeps every mount for the step's lifetime; `specwright release`
@@ -642,15 +642,38 @@ impl StepHost {
         self.write_record().map_err(|e| HostError::Failed(e.to_string()))
     }
 
-    /// The container has gone (the runtime deleted it after running it).
-    pub fn forget_container(&mut self) -> Result<(), HostError> {
+    /// The container's run is over, however it ended: the runtime is told
+    /// to delete it (a runtime killed while starting it leaves its state
+    /// behind; one that finished has deleted it already, which is fine),
+    /// then the record forgets it.
+    pub fn end_container(&mut self) -> Result<(), ReleaseError> {
+        let Some(container) = self.record.container.clone() else {
+            return Ok(());
+        };
+        let start = Instant::now();
+        let deleted = self.sys.delete_container(&container.runtime, &container.id);
+        self.audit.record(
+            &self.id,
+            &self.actor,
+            "delete-container",
+            json!({"runtime": container.runtime, "id": container.id}),
+            deleted.as_ref().map(|()| Value::Null).map_err(String::as_str),
+            start.elapsed(),
+        );
+        deleted.map_err(|message| ReleaseError::Container {
+            id: self.id.clone(),
+            message,
+        })?;
         self.record.container = None;
-        self.write_record().map_err(|e| HostError::Failed(e.to_string()))
+        self.write_record()?;
+        Ok(())
     }
 
     fn release_held(&mut self) -> Result<ReleaseReport, ReleaseError> {
-        let start = Instant::now();
         self.actor = "host".to_string();
+        // Nothing runs on after its mounts are gone.
+        self.end_container()?;
+        let start = Instant::now();
         let record = std::mem::take(&mut self.record.mounts);
         // A dry run has nothing to wait for: no threads.
         let workers = if self.options.dry_run { 1 } else { RELEASE_WORKERS };
