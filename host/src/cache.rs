@@ -73,8 +73,10 @@ impl CompileCache {
 
     /// The component for `bytes`: from the cache, or compiled and stored.
     /// An entry is used only if it names the component it was compiled
-    /// from (its SHA-256, in the entry's header): a renamed entry of
-    /// another policy is compiled over, not run.
+    /// from (its SHA-256, in the entry's header) and its code is whole
+    /// (the length and CRC-32 in its header match): a renamed entry of
+    /// another policy, or one truncated or corrupted on disk, is compiled
+    /// over, not run.
     pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let path = self.path_for(engine, bytes);
@@ -98,8 +100,7 @@ impl CompileCache {
             .mode(0o600)
             .open(&tmp)
             .and_then(|mut f| {
-                f.write_all(ENTRY_MAGIC)?;
-                f.write_all(&digest)?;
+                f.write_all(&EntryHeader::of(&digest, &compiled).to_bytes())?;
                 f.write_all(&compiled)?;
                 f.sync_all()
             })
@@ -130,15 +131,62 @@ fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), CacheError
     Ok(())
 }
 
-/// What a cache entry starts with, before the component's SHA-256 and
-/// the precompiled code.
-const ENTRY_MAGIC: &[u8; 8] = b"SWCWASM1";
+/// What a cache entry starts with: this magic, then the SHA-256 of the
+/// component it was compiled from, then the length (little-endian u64)
+/// and CRC-32 (little-endian u32) of the precompiled code that follows.
+const ENTRY_MAGIC: &[u8; 8] = b"SWCWASM2";
 
 /// The largest cache entry read (compiled policies are a few MiB).
 const MAX_ENTRY_BYTES: u64 = 256 << 20;
 
-/// The entry at `path`, if it is a regular file of ours for the component
-/// whose SHA-256 is `digest`.
+/// A cache entry's header: which component the code is for, and how to
+/// tell that the code is whole. The CRC catches an entry damaged on disk
+/// or torn by a crash; the directory's ownership, not the checksum, keeps
+/// other users out.
+#[derive(Debug, PartialEq, Eq)]
+struct EntryHeader {
+    component: [u8; 32],
+    code_len: u64,
+    code_crc: u32,
+}
+
+impl EntryHeader {
+    const LEN: usize = ENTRY_MAGIC.len() + 32 + 8 + 4;
+
+    fn of(component: &[u8; 32], code: &[u8]) -> EntryHeader {
+        EntryHeader {
+            component: *component,
+            code_len: code.len() as u64,
+            code_crc: crc32fast::hash(code),
+        }
+    }
+
+    fn to_bytes(&self) -> [u8; EntryHeader::LEN] {
+        let mut out = [0u8; EntryHeader::LEN];
+        out[..8].copy_from_slice(ENTRY_MAGIC);
+        out[8..40].copy_from_slice(&self.component);
+        out[40..48].copy_from_slice(&self.code_len.to_le_bytes());
+        out[48..].copy_from_slice(&self.code_crc.to_le_bytes());
+        out
+    }
+
+    /// The header at the start of `entry` and the code after it.
+    fn split(entry: &[u8]) -> Option<(EntryHeader, &[u8])> {
+        let (head, code) = entry.split_at_checked(EntryHeader::LEN)?;
+        if &head[..8] != ENTRY_MAGIC {
+            return None;
+        }
+        let header = EntryHeader {
+            component: head[8..40].try_into().ok()?,
+            code_len: u64::from_le_bytes(head[40..48].try_into().ok()?),
+            code_crc: u32::from_le_bytes(head[48..].try_into().ok()?),
+        };
+        Some((header, code))
+    }
+}
+
+/// The entry at `path`, if it is a regular file of ours, for the
+/// component whose SHA-256 is `digest`, with its code whole.
 fn read_entry(engine: &Engine, path: &Path, digest: &[u8; 32]) -> Option<Component> {
     use std::io::Read;
     let file = std::fs::OpenOptions::new()
@@ -152,12 +200,11 @@ fn read_entry(engine: &Engine, path: &Path, digest: &[u8; 32]) -> Option<Compone
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
-    let header = ENTRY_MAGIC.len() + digest.len();
-    if bytes.len() < header || &bytes[..ENTRY_MAGIC.len()] != ENTRY_MAGIC || &bytes[ENTRY_MAGIC.len()..header] != digest
-    {
+    let (header, code) = EntryHeader::split(&bytes)?;
+    if header != EntryHeader::of(digest, code) {
         return None;
     }
-    deserialize_entry(engine, &bytes[header..]).ok()
+    deserialize_entry(engine, code).ok()
 }
 
 fn deserialize_entry(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Component> {
@@ -165,7 +212,8 @@ fn deserialize_entry(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Compo
     // by this user and writable by no one else (checked for the directory
     // and the file), written by `precompile_component` of an engine with
     // the same configuration (its hash is in the file name) for this very
-    // component (its SHA-256 is in the header). wasmtime also checks its
+    // component (its SHA-256 is in the header), and whole (its length and
+    // CRC-32 match the header's). wasmtime also checks its
     // own header and rejects an incompatible engine.
     unsafe { Component::deserialize(engine, compiled) }
 }

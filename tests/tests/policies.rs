@@ -478,6 +478,64 @@ fn a_cache_entry_is_used_only_for_the_component_it_was_compiled_from() {
     );
 }
 
+/// Regression: an entry damaged on disk (a flipped byte in its code, a
+/// torn end) passed wasmtime's own header checks and ran; each is now
+/// compiled over, and the step's spec is the default's.
+#[test]
+fn a_damaged_cache_entry_is_compiled_over_not_run() {
+    let (_dir, work) = workdir();
+    let state = work.join("state");
+    let state_str = state.to_str().unwrap();
+    let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let entry = std::fs::read_dir(state.join("cache"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let whole = std::fs::read(&entry).unwrap();
+    let mut flipped = whole.clone();
+    flipped[whole.len() / 2] ^= 0x01;
+    let torn = whole[..whole.len() - 1].to_vec();
+    let mut longer = whole.clone();
+    longer.push(0);
+    let request = oracle_cases_dir().join("minimal.request.json");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(oracle_cases_dir().join("minimal.expected.json")).unwrap())
+            .unwrap();
+    for (name, damaged) in [("flipped", flipped), ("torn", torn), ("longer", longer)] {
+        std::fs::write(&entry, &damaged).unwrap();
+        let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("default: compiled"),
+            "{name}: the damaged entry was used: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            std::fs::read(&entry).unwrap(),
+            whole,
+            "{name}: the entry is whole again"
+        );
+        std::fs::write(&entry, &damaged).unwrap();
+        let out = cli(&[
+            "spec",
+            "--state-dir",
+            state_str,
+            "--request",
+            request.to_str().unwrap(),
+            "--host-facts",
+            oracle_facts_file().to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(spec, expected["spec"], "{name}");
+        assert_eq!(std::fs::read(&entry).unwrap(), whole, "{name}: spec rewrote the entry");
+        let out = cli(&["release", "--state-dir", state_str, "test-id"]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 /// Regression: each of these got past the example policies as users copy
 /// them; now each is denied, with real paths resolved by the host.
 #[test]
