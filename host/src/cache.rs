@@ -88,23 +88,18 @@ impl CompileCache {
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let io = |source| CacheError::Io {
             path: path.clone(),
             source,
         };
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&EntryHeader::of(&digest, &compiled).to_bytes())?;
-                f.write_all(&compiled)?;
-                f.sync_all()
-            })
-            .and_then(|_| std::fs::rename(&tmp, &path));
+        let (tmp, file) = create_temporary(&path).map_err(io)?;
+        let written = (|| {
+            let mut file = file;
+            file.write_all(&EntryHeader::of(&digest, &compiled).to_bytes())?;
+            file.write_all(&compiled)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             return Err(io(e));
@@ -218,18 +213,50 @@ fn deserialize_entry(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Compo
     unsafe { Component::deserialize(engine, compiled) }
 }
 
+/// Unique temporary names within this process (threads may compile the
+/// same policy at once).
+static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many taken temporary names are passed over before giving up.
+const TMP_ATTEMPTS: u32 = 64;
+
+/// A new file beside `entry`, created exclusively (never through a
+/// planted symlink), named `<entry>.tmp<pid>-<n>` so that
+/// [`sweep_abandoned`] can tell whose it is. A name left by a killed
+/// process whose pid this one reuses is passed over.
+fn create_temporary(entry: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let mut attempt = 0;
+    loop {
+        let n = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = entry.with_extension(format!("tmp{}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < TMP_ATTEMPTS => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The pid in a temporary file's name (`<entry>.tmp<pid>-<n>`).
+fn temporary_owner(path: &Path) -> Option<u32> {
+    let (pid, n) = path.extension()?.to_str()?.strip_prefix("tmp")?.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 /// Removes temporary files of compiles whose process is gone (killed
 /// while writing its entry).
 fn sweep_abandoned(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
-        let pid = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .and_then(|e| e.strip_prefix("tmp"))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
+        if let Some(pid) = temporary_owner(&path) {
             if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = std::fs::remove_file(&path);
             }
@@ -252,4 +279,45 @@ fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Componen
     // SAFETY: `bytes` was produced a moment ago by `precompile_component`
     // of this very engine.
     unsafe { Component::deserialize(engine, bytes) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_reads_back_and_notices_damage() {
+        let code = b"precompiled code".to_vec();
+        let digest = [7u8; 32];
+        let mut entry = EntryHeader::of(&digest, &code).to_bytes().to_vec();
+        entry.extend_from_slice(&code);
+        let (header, read) = EntryHeader::split(&entry).unwrap();
+        assert_eq!(header, EntryHeader::of(&digest, read));
+        assert_eq!(read, code);
+        entry[EntryHeader::LEN + 3] ^= 0x10;
+        let (header, read) = EntryHeader::split(&entry).unwrap();
+        assert_ne!(header, EntryHeader::of(&digest, read));
+        assert!(EntryHeader::split(&entry[..EntryHeader::LEN - 1]).is_none());
+        entry[0] = b'X';
+        assert!(EntryHeader::split(&entry).is_none());
+    }
+
+    /// Regression: the temporary name was `<entry>.tmp<pid>`, so a file
+    /// left by a killed process of the same pid, or a second thread
+    /// compiling the same policy, failed the compile.
+    #[test]
+    fn a_taken_temporary_name_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("abc-0.cwasm");
+        let next = TMP_SEQ.load(std::sync::atomic::Ordering::Relaxed);
+        for n in next..next + 4 {
+            let taken = entry.with_extension(format!("tmp{}-{n}", std::process::id()));
+            std::os::unix::fs::symlink("/nonexistent", taken).unwrap();
+        }
+        let (tmp, _file) = create_temporary(&entry).unwrap();
+        assert_eq!(temporary_owner(&tmp), Some(std::process::id()));
+        assert!(std::fs::symlink_metadata(&tmp).unwrap().is_file());
+        assert_eq!(temporary_owner(&dir.path().join("abc-0.cwasm")), None);
+        assert_eq!(temporary_owner(&dir.path().join("abc-0.tmp12")), None);
+    }
 }

@@ -153,6 +153,9 @@ fn open_subdir(parent: &Dir, name: &str, create: bool) -> Result<Dir, StateError
 /// Unique names for temporary files within this process.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// How many taken temporary names are passed over before giving up.
+const TMP_ATTEMPTS: u32 = 64;
+
 /// Writes `name` in `dir` through a fresh temporary file created
 /// exclusively (never through a planted symlink) and a rename.
 fn write_atomically(
@@ -163,19 +166,27 @@ fn write_atomically(
     mode: u32,
     sync: bool,
 ) -> Result<(), StateError> {
-    let tmp = format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let tmp_path = dir_path.join(&tmp);
-    let fd = openat(
-        dir,
-        tmp.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(mode),
-    )
-    .map_err(io_at(&tmp_path))?;
+    // A name left by a killed process whose pid this one reuses is passed
+    // over, not an error.
+    let mut attempt = 0;
+    let (tmp, tmp_path, fd) = loop {
+        let tmp = format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let tmp_path = dir_path.join(&tmp);
+        match openat(
+            dir,
+            tmp.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        ) {
+            Ok(fd) => break (tmp, tmp_path, fd),
+            Err(Errno::EEXIST) if attempt < TMP_ATTEMPTS => attempt += 1,
+            Err(e) => return Err(io_at(&tmp_path)(e)),
+        }
+    };
     let mut file = File::from(fd);
     let written = file
         .write_all(bytes)
@@ -617,9 +628,17 @@ mod tests {
         let state = StateDir::open(dir.path()).unwrap();
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "precious").unwrap();
-        for name in ["s.json.tmp", ".s.json.tmp", "s.json"] {
-            let _ = std::fs::remove_file(dir.path().join("steps").join(name));
-            std::os::unix::fs::symlink(&victim, dir.path().join("steps").join(name)).unwrap();
+        // The next temporary names this process would take, as a killed
+        // process of the same pid would have left them.
+        let next = TMP_SEQ.load(Ordering::Relaxed);
+        let taken = (next..next + 8).map(|n| format!(".s.json.{}.{n}.tmp", std::process::id()));
+        for name in ["s.json.tmp", ".s.json.tmp", "s.json"]
+            .map(String::from)
+            .into_iter()
+            .chain(taken)
+        {
+            let _ = std::fs::remove_file(dir.path().join("steps").join(&name));
+            std::os::unix::fs::symlink(&victim, dir.path().join("steps").join(&name)).unwrap();
         }
         state
             .write_record(&StepRecord::new("s", Owner::this_process()))
