@@ -224,7 +224,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
         } => {
             crate::validate::prepare_in_background();
             let limits = Limits {
-                time: Duration::from_millis(policy_timeout_ms),
+                time: time_limit(policy_timeout_ms)?,
                 memory_bytes: memory_limit(policy_memory_mib)?,
             };
             let oci_runtime = crate::run::Runtime::find(&runtime)?;
@@ -283,7 +283,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                     owner,
                 },
                 limits: Limits {
-                    time: Duration::from_millis(policy_timeout_ms),
+                    time: time_limit(policy_timeout_ms)?,
                     memory_bytes,
                 },
             })
@@ -426,6 +426,16 @@ fn memory_limit(mib: usize) -> Result<usize> {
     Ok(mib << 20)
 }
 
+/// The time limit of one policy call: at least 1 ms (counted in 10 ms
+/// ticks) and at most an hour, so a typo cannot lift it.
+fn time_limit(ms: u64) -> Result<Duration> {
+    const MAX_MS: u64 = 3_600_000;
+    if ms == 0 || ms > MAX_MS {
+        bail!("--policy-timeout-ms {ms}: must be between 1 and {MAX_MS} (one hour)");
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 fn op_json(op: &Op) -> serde_json::Value {
     match op {
         Op::CreateDir(p) => json!({"op": "mkdir", "path": p}),
@@ -482,23 +492,44 @@ fn spec(args: SpecArgs) -> Result<()> {
         return Ok(());
     }
 
-    // A bundle directory this step creates is removed again if it fails.
-    let created_bundle = match &args.bundle {
-        Some(bundle) if !bundle.exists() => {
-            std::fs::create_dir_all(bundle).with_context(|| format!("creating bundle dir {}", bundle.display()))?;
-            Some(bundle.clone())
-        }
-        _ => None,
+    // The bundle directory, and any parent of it, this step creates is
+    // removed again if it fails.
+    let created = match &args.bundle {
+        Some(bundle) => create_dirs(bundle).with_context(|| format!("creating bundle dir {}", bundle.display()))?,
+        None => Vec::new(),
     };
     let result = spec_into(&args, &runtime, &chain, &request, &facts, opened);
     if result.is_err() {
-        if let Some(dir) = created_bundle {
-            // Only what this step made: an empty directory (the config is
-            // written last, and only on success).
+        // Only what this step made, deepest first: empty directories (the
+        // config is written last, and only on success).
+        for dir in created.iter().rev() {
             let _ = std::fs::remove_dir(dir);
         }
     }
     result
+}
+
+/// Creates `path` and its missing parents, returning those this call
+/// made, outermost first (one another process makes meanwhile is not ours).
+fn create_dirs(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
+    let mut created = Vec::new();
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => created.push(dir.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => {
+                for made in created.iter().rev() {
+                    let _ = std::fs::remove_dir(made);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(created)
 }
 
 fn spec_into(

@@ -339,6 +339,22 @@ fn a_memory_limit_that_does_not_fit_is_an_error() {
     assert!(spec_minimal(&["--policy-memory-mib", "4096"]).status.success());
 }
 
+/// Regression: any time limit was taken: 0 became one 10 ms tick, and
+/// u64::MAX ms lifted the limit for good.
+#[test]
+fn a_time_limit_out_of_range_is_an_error() {
+    for ms in ["0", "3600001", "18446744073709551615"] {
+        let out = spec_minimal(&["--policy-timeout-ms", ms]);
+        assert_eq!(out.status.code(), Some(1), "{ms}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("--policy-timeout-ms") && err.contains("between 1 and 3600000"),
+            "{err}"
+        );
+    }
+    assert!(spec_minimal(&["--policy-timeout-ms", "3600000"]).status.success());
+}
+
 /// Regression: a failed `spec --bundle DIR` left the directory it made;
 /// and a failed step must not touch the config another step wrote there.
 #[test]
@@ -371,6 +387,13 @@ fn a_failed_spec_leaves_no_bundle_of_its_own_and_keeps_anothers_config() {
     let out = run(&failing, &fresh);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!fresh.exists(), "the failed step left the bundle directory it made");
+    let nested = work_path.join("made/for/this");
+    let out = run(&failing, &nested);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        !work_path.join("made").exists(),
+        "the failed step left the parents of the bundle directory it made"
+    );
 
     let shared = work_path.join("shared-bundle");
     let good = case("minimal", "request");
