@@ -1,0 +1,280 @@
+//! The host's side of what a policy asks for in a step: handles to the
+//! request's mounts and to temporary mountpoints, selectors resolved
+//! inside them, and the host paths the request names. Each call is
+//! checked against what the request handed out and audited.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use specwright_core::mounts::clean_absolute;
+use specwright_core::request::{Mountable, Request};
+use specwright_core::HostError;
+
+use super::release::release_mountpoint;
+use super::{limits, StepHost};
+use crate::mount::mount_entry;
+use crate::resolve::resolve_in_root;
+use crate::state::{MountpointKind, MAX_STACKED};
+
+/// A materialized request mount, as the host tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceId(pub(super) usize);
+
+/// A temporary mountpoint, as the host tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootId(pub(super) usize);
+
+/// A temporary mountpoint handed to a policy.
+#[derive(Debug)]
+pub(super) struct Root {
+    pub(super) name: String,
+    pub(super) path: PathBuf,
+    pub(super) released: bool,
+}
+
+/// Every absolute path a request names on the host: mount sources, the
+/// path-like values of mount options (`lowerdir=/a:/b`), resolv.conf,
+/// hosts and the network namespace.
+pub(super) fn request_host_paths(request: &Request) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut add = |p: &str| {
+        if p.starts_with('/') && !paths.iter().any(|q| q == p) {
+            paths.push(p.to_string());
+        }
+    };
+    for m in &request.mounts {
+        if let Some(source) = &m.source {
+            add(source);
+        }
+        for mm in m.mountable.iter().flatten() {
+            add(&mm.source);
+            for option in &mm.options {
+                if let Some((_, value)) = option.split_once('=') {
+                    value.split(':').for_each(&mut add);
+                }
+            }
+        }
+    }
+    add(&request.resolv_conf);
+    add(&request.hosts_file);
+    if let specwright_core::request::Network::Path { path } = &request.network {
+        add(path);
+    }
+    paths
+}
+
+fn check_selector(selector: &str) -> Result<(), HostError> {
+    if selector.len() > limits::MAX_SELECTOR_BYTES {
+        return Err(HostError::Refused(format!(
+            "a selector of {} bytes; at most {}",
+            selector.len(),
+            limits::MAX_SELECTOR_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// A selector as the audit log shows it: cut at the longest one resolved.
+fn shown(selector: &str) -> &str {
+    let mut end = selector.len().min(limits::MAX_SELECTOR_BYTES);
+    while !selector.is_char_boundary(end) {
+        end -= 1;
+    }
+    &selector[..end]
+}
+
+fn mountable_json(m: &Mountable) -> Value {
+    json!({"type": m.kind, "source": m.source, "options": m.options})
+}
+
+impl StepHost {
+    /// Expands request mount `index`.
+    pub fn materialize(&mut self, index: u32) -> Result<(SourceId, Vec<Mountable>), HostError> {
+        self.audited(
+            "materialize",
+            || json!({"index": index}),
+            |me| {
+                let i = index as usize;
+                let mounts = me.request_mounts.get(i).cloned().ok_or_else(|| {
+                    HostError::Refused(format!(
+                        "mount index {index} is out of range (the request has {} mounts)",
+                        me.request_mounts.len()
+                    ))
+                })?;
+                if me.sources.len() >= limits::MAX_SOURCES {
+                    return Err(HostError::Refused(format!(
+                        "the step already holds {} materialized handles, its limit",
+                        limits::MAX_SOURCES
+                    )));
+                }
+                me.sources.push(i);
+                Ok((SourceId(me.sources.len() - 1), mounts))
+            },
+            |_, (_, mounts)| Value::Array(mounts.iter().map(mountable_json).collect()),
+        )
+    }
+
+    fn source_entry(&self, source: SourceId, entry: u32) -> Result<&Mountable, HostError> {
+        let index = *self
+            .sources
+            .get(source.0)
+            .ok_or_else(|| HostError::Refused("unknown source handle".to_string()))?;
+        self.request_mounts[index].get(entry as usize).ok_or_else(|| {
+            HostError::Refused(format!(
+                "entry {entry} is out of range (request mount {index} has {} entries)",
+                self.request_mounts[index].len()
+            ))
+        })
+    }
+
+    /// What host path `path` (one the request names) really is.
+    pub fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
+        self.audited(
+            "canonical-path",
+            || json!({"path": shown(path)}),
+            |me| {
+                if !me.request_paths.iter().any(|p| p == path) {
+                    return Err(HostError::Refused(format!(
+                        "{:?} is not a host path the request names",
+                        shown(path)
+                    )));
+                }
+                if me.options.dry_run {
+                    // A dry run looks at nothing: the lexical path.
+                    return Ok(clean_absolute(path));
+                }
+                crate::resolve::canonical_host_path(path).map_err(|e| HostError::Failed(e.to_string()))
+            },
+            |_, real| Value::String(real.clone()),
+        )
+    }
+
+    /// Mounts that a source handle stands for.
+    pub fn source_mounts(&self, source: SourceId) -> Result<Vec<Mountable>, HostError> {
+        let index = *self
+            .sources
+            .get(source.0)
+            .ok_or_else(|| HostError::Refused("mounts: unknown source handle".to_string()))?;
+        Ok(self.request_mounts[index].clone())
+    }
+
+    /// Resolves a selector directly on the source of a read-write bind entry.
+    pub fn resolve_in_source(&mut self, source: SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
+        self.audited(
+            "resolve",
+            || json!({"entry": entry, "selector": shown(selector)}),
+            |me| {
+                check_selector(selector)?;
+                let mount = me.source_entry(source, entry)?;
+                if !mount.is_bind() || mount.is_readonly() {
+                    return Err(HostError::Refused(format!(
+                        "entry {entry} is a {}{} mount; only a read-write bind can be resolved without mounting it",
+                        if mount.is_readonly() { "read-only " } else { "" },
+                        mount.kind,
+                    )));
+                }
+                let root = PathBuf::from(&mount.source);
+                let resolved = resolve_in_root(&root, selector).map_err(|e| HostError::Failed(e.to_string()))?;
+                me.maybe_pin(resolved)
+            },
+            |_, path| Value::String(path.clone()),
+        )
+    }
+
+    /// Mounts the given entries of a source on a fresh temporary mountpoint.
+    pub fn mount_temporary(&mut self, source: SourceId, entries: &[u32]) -> Result<RootId, HostError> {
+        self.audited(
+            "mount-temporary",
+            || json!({"entries": entries}),
+            |me| {
+                if entries.is_empty() {
+                    return Err(HostError::Refused("no entries given".to_string()));
+                }
+                if entries.len() > MAX_STACKED {
+                    return Err(HostError::Refused(format!(
+                        "{} entries on one mountpoint; at most {MAX_STACKED}",
+                        entries.len()
+                    )));
+                }
+                let mounts = entries
+                    .iter()
+                    .map(|&e| me.source_entry(source, e).cloned())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (name, path) = me.hold_mountpoint(MountpointKind::Dir, mounts.len())?;
+                for (done, mount) in mounts.iter().enumerate() {
+                    if let Err(e) = mount_entry(me.sys.as_ref(), mount, &path) {
+                        let undo = me.undo_mountpoint(&name, &path, MountpointKind::Dir, done);
+                        return Err(HostError::Failed(format!(
+                            "mount {} ({}) on {}: {e}{undo}",
+                            mount.source,
+                            mount.kind,
+                            path.display()
+                        )));
+                    }
+                }
+                me.roots.push(Root {
+                    name,
+                    path,
+                    released: false,
+                });
+                Ok(RootId(me.roots.len() - 1))
+            },
+            |me, id| json!({"root": id.0, "path": me.roots[id.0].path}),
+        )
+    }
+
+    fn root(&self, root: RootId) -> Result<&Root, HostError> {
+        match self.roots.get(root.0) {
+            Some(r) if !r.released => Ok(r),
+            Some(_) => Err(HostError::Refused("the mountpoint was already released".to_string())),
+            None => Err(HostError::Refused("unknown mountpoint handle".to_string())),
+        }
+    }
+
+    pub fn root_path(&self, root: RootId) -> Result<String, HostError> {
+        Ok(self.root(root)?.path.display().to_string())
+    }
+
+    pub fn resolve_in_root(&mut self, root: RootId, selector: &str) -> Result<String, HostError> {
+        self.audited(
+            "resolve",
+            || json!({"root": root.0, "selector": shown(selector)}),
+            |me| {
+                check_selector(selector)?;
+                let path = me.root(root)?.path.clone();
+                if me.options.dry_run {
+                    // Nothing is mounted in a dry run: plan the lexical path.
+                    return Ok(format!("{}{}", path.display(), clean_absolute(selector)));
+                }
+                let resolved = resolve_in_root(&path, selector).map_err(|e| HostError::Failed(e.to_string()))?;
+                me.maybe_pin(resolved)
+            },
+            |_, path| Value::String(path.clone()),
+        )
+    }
+
+    /// Unmounts one temporary mountpoint now.
+    pub fn release_root(&mut self, root: RootId) -> Result<(), HostError> {
+        self.audited(
+            "release",
+            || json!({"root": root.0}),
+            |me| {
+                let (name, path) = {
+                    let r = me.root(root)?;
+                    (r.name.clone(), r.path.clone())
+                };
+                let stacked = me
+                    .record
+                    .mounts
+                    .iter()
+                    .find(|m| m.name == name)
+                    .map_or(0, |m| m.stacked);
+                release_mountpoint(me.sys.as_ref(), &path, MountpointKind::Dir, stacked).map_err(HostError::Failed)?;
+                me.roots[root.0].released = true;
+                me.forget_mount(&name);
+                Ok(())
+            },
+            |_, _| Value::Null,
+        )
+    }
+}
