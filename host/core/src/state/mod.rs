@@ -16,12 +16,18 @@
 //! opened relative to a directory descriptor without following symlinks,
 //! only regular files are read, and every read is bounded.
 
+mod at;
+mod bundle;
 mod dir;
 mod lock;
 mod record;
+#[cfg(test)]
+mod tests;
 mod walk;
 
-pub use dir::{write_file_in, Bundle, StateDir, DEFAULT_STATE_DIR};
+pub use at::write_file_in;
+pub use bundle::Bundle;
+pub use dir::{StateDir, DEFAULT_STATE_DIR};
 pub use lock::StepLock;
 pub use record::{
     is_mountpoint_of, ContainerRecord, HeldMount, MountpointKind, Owner, StepRecord, MAX_MOUNTPOINTS, MAX_STACKED,

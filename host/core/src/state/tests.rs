@@ -1,0 +1,181 @@
+//! The state dir on real directories: records, planted files, ownership.
+
+use std::sync::atomic::Ordering;
+
+use nix::sys::stat::Mode;
+
+use super::at::TMP_SEQ;
+use super::dir::MAX_RECORD_BYTES;
+use super::record::{HeldMount, MountpointKind, Owner};
+use super::*;
+
+#[test]
+fn records_round_trip_and_corruption_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    assert!(state.read_record("s").unwrap().is_none());
+    let mut record = StepRecord::new("s", Owner::of_pid(std::process::id()));
+    record.mounts.push(HeldMount {
+        name: "s-0".into(),
+        kind: MountpointKind::File,
+        stacked: 1,
+    });
+    state.write_record(&record).unwrap();
+    assert_eq!(state.read_record("s").unwrap(), Some(record));
+    assert_eq!(state.step_ids().unwrap(), ["s"]);
+
+    std::fs::write(dir.path().join("steps/t.json"), "{not json").unwrap();
+    assert!(matches!(state.read_record("t"), Err(StateError::Corrupt { .. })));
+    std::fs::write(
+        dir.path().join("steps/u.json"),
+        r#"{"id":"u","owner":{"pid":1,"start_time":null},"mounts":[{"name":"../../etc","stacked":1}]}"#,
+    )
+    .unwrap();
+    let err = state.read_record("u").unwrap_err().to_string();
+    assert!(err.contains("not a plain name"), "{err}");
+    std::fs::write(
+        dir.path().join("steps/v.json"),
+        r#"{"id":"w","owner":{"pid":1,"start_time":null},"mounts":[]}"#,
+    )
+    .unwrap();
+    assert!(state.read_record("v").is_err());
+    std::fs::write(
+        dir.path().join("steps/a.json"),
+        r#"{"id":"a","owner":{"pid":1,"start_time":null},"mounts":[{"name":"a-1-0","stacked":1}]}"#,
+    )
+    .unwrap();
+    let err = state.read_record("a").unwrap_err().to_string();
+    assert!(err.contains("not one of step a's"), "{err}");
+}
+
+/// Regression: records were read by path with no bound: a FIFO hung
+/// `gc`, a link to /dev/zero exhausted memory, a symlink was followed.
+#[test]
+fn records_that_are_not_plain_bounded_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let steps = dir.path().join("steps");
+    nix::unistd::mkfifo(&steps.join("fifo.json"), Mode::from_bits_truncate(0o600)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", steps.join("zero.json")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", steps.join("passwd.json")).unwrap();
+    std::fs::write(steps.join("big.json"), vec![b' '; (MAX_RECORD_BYTES + 1) as usize]).unwrap();
+    for (id, says) in [
+        ("fifo", "not a regular file"),
+        ("zero", "a symlink"),
+        ("passwd", "a symlink"),
+        ("big", "more than"),
+    ] {
+        let err = state.read_record(id).unwrap_err().to_string();
+        assert!(err.contains(says), "{id}: {err}");
+    }
+}
+
+/// Regression: a symlink at the record's temporary name made a write
+/// overwrite the file it pointed to.
+#[test]
+fn a_planted_symlink_is_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    // The next temporary names this process would take, as a killed
+    // process of the same pid would have left them.
+    let next = TMP_SEQ.load(Ordering::Relaxed);
+    let taken = (next..next + 8).map(|n| format!(".s.json.{}.{n}.tmp", std::process::id()));
+    for name in ["s.json.tmp", ".s.json.tmp", "s.json"]
+        .map(String::from)
+        .into_iter()
+        .chain(taken)
+    {
+        let _ = std::fs::remove_file(dir.path().join("steps").join(&name));
+        std::os::unix::fs::symlink(&victim, dir.path().join("steps").join(&name)).unwrap();
+    }
+    state
+        .write_record(&StepRecord::new("s", Owner::this_process()))
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    std::os::unix::fs::symlink(&victim, bundle.join("config.json.tmp")).unwrap();
+    write_file_in(&bundle, "config.json", b"{}").unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(std::fs::read_to_string(bundle.join("config.json")).unwrap(), "{}");
+}
+
+/// Regression: the state dir was used whoever could write it: another
+/// user's `bundles`, `mounts` or `audit.jsonl` symlink was followed.
+#[test]
+fn a_state_dir_others_can_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open_root = dir.path().join("open");
+    std::fs::create_dir(&open_root).unwrap();
+    std::fs::set_permissions(&open_root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = StateDir::open(&open_root).unwrap_err().to_string();
+    assert!(err.contains("lets others write"), "{err}");
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let err = StateDir::open(&foreign).unwrap_err().to_string();
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    let below_open = open_root.join("state");
+    std::fs::create_dir(&below_open).unwrap();
+    let err = StateDir::open(&below_open).unwrap_err().to_string();
+    assert!(err.contains("lets another user replace it"), "{err}");
+    // Refused before anything is made below a directory others can change.
+    let err = StateDir::open(&open_root.join("new/state")).unwrap_err().to_string();
+    assert!(err.contains("lets another user replace it"), "{err}");
+    assert!(!open_root.join("new").exists());
+
+    // Another user's symlink in a sticky directory is not followed;
+    // ours is.
+    let sticky = dir.path().join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let planted = sticky.join("st2");
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        &planted,
+        Some(nix::unistd::Uid::from_raw(65534)),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    let err = StateDir::open(&planted.join("state")).unwrap_err().to_string();
+    assert!(err.contains("symlink owned by uid 65534"), "{err}");
+    let err = StateDir::open(&planted).unwrap_err().to_string();
+    assert!(err.contains("symlink owned by uid 65534"), "{err}");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    let ours = sticky.join("ours");
+    std::os::unix::fs::symlink(&victim, &ours).unwrap();
+    let state = StateDir::open(&ours).unwrap();
+    assert_eq!(state.root(), std::fs::canonicalize(&victim).unwrap());
+    let state = StateDir::open(&ours.join("./../victim/deeper")).unwrap();
+    assert_eq!(state.root(), std::fs::canonicalize(&victim).unwrap().join("deeper"));
+
+    let outside = dir.path().join("elsewhere");
+    std::fs::create_dir(&outside).unwrap();
+    let root = dir.path().join("state");
+    std::fs::create_dir(&root).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("mounts")).unwrap();
+    let err = StateDir::open(&root).unwrap_err().to_string();
+    assert!(err.contains("mounts") && err.contains("not a directory"), "{err}");
+    std::fs::remove_file(root.join("mounts")).unwrap();
+    let state = StateDir::open(&root).unwrap();
+    std::os::unix::fs::symlink(outside.join("log"), root.join("audit.jsonl")).unwrap();
+    assert!(state.open_audit_log().unwrap_err().to_string().contains("symlink"));
+    assert!(!outside.join("log").exists());
+    std::fs::create_dir_all(outside.join("s1")).unwrap();
+    std::fs::write(outside.join("s1/keep"), "x").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("bundles")).unwrap();
+    assert!(state
+        .remove_bundle("s1")
+        .unwrap_err()
+        .to_string()
+        .contains("not a directory"));
+    assert!(outside.join("s1/keep").exists());
+}
