@@ -1,19 +1,25 @@
-//! Policies as WebAssembly components: loading, sandboxing and running a chain.
+//! Policies as WebAssembly components: loading and linking them here,
+//! the WIT host in [`host`], one sandboxed call in [`call`].
 //!
 //! The generated bindings are the only wasm-facing layer; every import is
 //! a thin call into [`StepHost`], which checks and performs it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use specwright_core::HostFacts;
-use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::{CacheUse, CompileCache};
 use crate::state::StateDir;
-use crate::step::{RootId, SourceId, StepHost};
+use crate::step::StepHost;
 use specwright_core::Request;
+
+mod call;
+mod host;
+
+use call::{start_epoch_ticker, KEEP_RESIDENT_BYTES};
+pub use call::{Limits, ReusedInstance};
+use host::PolicyState;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -21,13 +27,11 @@ mod bindings {
         world: "policy",
         imports: { default: trappable },
         with: {
-            "specwright:policy/host.materialized": super::MaterializedRep,
-            "specwright:policy/host.mounted-root": super::MountedRootRep,
+            "specwright:policy/host.materialized": super::host::MaterializedRep,
+            "specwright:policy/host.mounted-root": super::host::MountedRootRep,
         },
     });
 }
-
-use bindings::specwright::policy::{host as wit_host, types as wit_types};
 
 /// The default policy, built by `build.rs` and embedded.
 pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!(env!("SPECWRIGHT_DEFAULT_POLICY_WASM"));
@@ -38,12 +42,6 @@ pub const DEFAULT_POLICY_NAME: &str = "default";
 /// The WIT package every policy targets.
 const WIT_PACKAGE: &str = "specwright:policy";
 const WIT_VERSION: &str = "0.1.0";
-
-/// Host-side state of a `materialized` handle.
-pub struct MaterializedRep(SourceId);
-
-/// Host-side state of a `mounted-root` handle.
-pub struct MountedRootRep(RootId);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -63,168 +61,6 @@ pub enum PolicyError {
     Trapped { policy: String, message: String },
     #[error("policy {policy} returned an invalid spec: {message}")]
     InvalidSpec { policy: String, message: String },
-}
-
-/// A policy call stopped because the process was asked to stop.
-#[derive(Debug)]
-struct Interrupted(i32);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "interrupted by {}", specwright_host_core::interrupt::name(self.0))
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-/// Sandbox limits applied to every policy call.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Wall-clock time one `generate` call may take.
-    pub time: Duration,
-    /// Linear memory one instance may grow to.
-    pub memory_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            time: Duration::from_secs(1),
-            memory_bytes: 64 << 20,
-        }
-    }
-}
-
-/// Memory a pooled slot keeps mapped between instances.
-const KEEP_RESIDENT_BYTES: usize = 4 << 20;
-
-/// How often the engine's epoch advances; the time limit's granularity.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// The store's data: the step's host side and the handles the policy holds.
-pub struct PolicyState {
-    step: StepHost,
-    table: ResourceTable,
-    limits: MemoryLimiter,
-}
-
-/// Caps a policy's linear memory and remembers whether the cap was hit,
-/// so the error can say which limit stopped the policy.
-struct MemoryLimiter {
-    max_bytes: usize,
-    hit: bool,
-}
-
-/// Tables hold a policy's function references; generous, but not unbounded.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Err(wasmtime::Error::msg(format!(
-                "memory limit of {} MiB reached",
-                self.max_bytes >> 20
-            )));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-}
-
-fn to_wit_error(e: specwright_core::HostError) -> wit_types::HostError {
-    match e {
-        specwright_core::HostError::Refused(m) => wit_types::HostError::Refused(m),
-        specwright_core::HostError::Failed(m) => wit_types::HostError::Failed(m),
-    }
-}
-
-fn to_wit_mount(m: specwright_core::request::Mountable) -> wit_types::Mount {
-    wit_types::Mount {
-        kind: m.kind,
-        source: m.source,
-        options: m.options,
-    }
-}
-
-impl wit_types::Host for PolicyState {}
-
-impl wit_host::Host for PolicyState {
-    fn materialize(&mut self, index: u32) -> wasmtime::Result<Result<Resource<MaterializedRep>, wit_types::HostError>> {
-        match self.step.materialize(index) {
-            Ok((id, _)) => Ok(Ok(self.table.push(MaterializedRep(id))?)),
-            Err(e) => Ok(Err(to_wit_error(e))),
-        }
-    }
-
-    fn mount_temporary(
-        &mut self,
-        source: Resource<MaterializedRep>,
-        entries: Vec<u32>,
-    ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
-        let id = self.table.get(&source)?.0;
-        match self.step.mount_temporary(id, &entries) {
-            Ok(root) => Ok(Ok(self.table.push(MountedRootRep(root))?)),
-            Err(e) => Ok(Err(to_wit_error(e))),
-        }
-    }
-
-    fn canonical_path(&mut self, path: String) -> wasmtime::Result<Result<String, wit_types::HostError>> {
-        Ok(self.step.canonical_path(&path).map_err(to_wit_error))
-    }
-
-    fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {
-        let id = self.table.delete(root)?.0;
-        Ok(self.step.release_root(id).map_err(to_wit_error))
-    }
-}
-
-impl wit_host::HostMaterialized for PolicyState {
-    fn mounts(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<Vec<wit_types::Mount>> {
-        let id = self.table.get(&source)?.0;
-        let mounts = self.step.source_mounts(id).map_err(wasmtime::Error::msg)?;
-        Ok(mounts.into_iter().map(to_wit_mount).collect())
-    }
-
-    fn resolve(
-        &mut self,
-        source: Resource<MaterializedRep>,
-        entry: u32,
-        selector: String,
-    ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
-        let id = self.table.get(&source)?.0;
-        Ok(self.step.resolve_in_source(id, entry, &selector).map_err(to_wit_error))
-    }
-
-    fn drop(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<()> {
-        self.table.delete(source)?;
-        Ok(())
-    }
-}
-
-impl wit_host::HostMountedRoot for PolicyState {
-    fn path(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<String> {
-        let id = self.table.get(&root)?.0;
-        self.step.root_path(id).map_err(wasmtime::Error::msg)
-    }
-
-    fn resolve(
-        &mut self,
-        root: Resource<MountedRootRep>,
-        selector: String,
-    ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
-        let id = self.table.get(&root)?.0;
-        Ok(self.step.resolve_in_root(id, &selector).map_err(to_wit_error))
-    }
-
-    /// Dropping a handle does not unmount: the step owns the mount.
-    fn drop(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<()> {
-        self.table.delete(root)?;
-        Ok(())
-    }
 }
 
 /// A policy ready to run.
@@ -513,165 +349,6 @@ impl PolicyRuntime {
             .map_err(|e| e.to_string())?;
         Ok(linker)
     }
-
-    /// One instance kept across calls: only for measuring what a fresh
-    /// instance per step costs (production never reuses instances).
-    pub fn reused_instance(&self, policy: &LoadedPolicy, step: StepHost) -> Result<ReusedInstance, PolicyError> {
-        let mut store = self.store(step);
-        let instance = policy
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.trap_error(&policy.name, e, false))?;
-        Ok(ReusedInstance {
-            store,
-            instance,
-            name: policy.name.clone(),
-            ticks: self.deadline_ticks(),
-        })
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
-    }
-
-    /// A fresh store for one call, with the sandbox limits in force.
-    fn store(&self, step: StepHost) -> Store<PolicyState> {
-        let state = PolicyState {
-            step,
-            table: ResourceTable::new(),
-            limits: MemoryLimiter {
-                max_bytes: self.limits.memory_bytes,
-                hit: false,
-            },
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        // Every tick asks whether the process was asked to stop; the time
-        // limit is counted in ticks.
-        let limit = self.deadline_ticks();
-        let mut ticks = 0;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if let Some(signal) = specwright_host_core::interrupt::requested() {
-                return Err(wasmtime::Error::new(Interrupted(signal)));
-            }
-            ticks += 1;
-            if ticks >= limit {
-                return Err(Trap::Interrupt.into());
-            }
-            Ok(wasmtime::UpdateDeadline::Continue(1))
-        });
-        store
-    }
-
-    /// Runs one policy for a step; returns the step back whatever happens,
-    /// so the caller decides what to keep or release.
-    pub fn run(
-        &self,
-        policy: &LoadedPolicy,
-        step: StepHost,
-        request_json: &str,
-        facts: &HostFacts,
-        previous: Option<&str>,
-    ) -> (StepHost, Result<String, PolicyError>) {
-        let mut store = self.store(step);
-        let facts = to_wit_facts(facts);
-        let result = policy
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_generate(&mut store, request_json, &facts, &policy.settings, previous));
-        let result = match result {
-            Ok(Ok(spec)) => Ok(spec),
-            Ok(Err(e)) => Err(policy_error(&policy.name, e)),
-            Err(e) => Err(self.trap_error(&policy.name, e, store.data().limits.hit)),
-        };
-        (store.into_data().step, result)
-    }
-
-    /// A fresh instance of `policy` asked only for its name: what every step
-    /// costs before the policy does any work (the benchmarks' floor for a
-    /// fresh instance).
-    pub fn fresh_instance_name(&self, policy: &LoadedPolicy, step: StepHost) -> Result<String, PolicyError> {
-        self.fresh_metadata(policy, step).map(|metadata| metadata.name)
-    }
-
-    fn fresh_metadata(&self, policy: &LoadedPolicy, step: StepHost) -> Result<wit_types::PolicyMetadata, PolicyError> {
-        let mut store = self.store(step);
-        policy
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_metadata(&mut store))
-            .map_err(|e| self.trap_error(&policy.name, e, false))
-    }
-
-    fn trap_error(&self, policy: &str, e: wasmtime::Error, memory_limit_hit: bool) -> PolicyError {
-        let policy = policy.to_string();
-        if let Some(Interrupted(signal)) = e.downcast_ref::<Interrupted>() {
-            return PolicyError::Interrupted {
-                policy,
-                signal: specwright_host_core::interrupt::name(*signal),
-            };
-        }
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => PolicyError::Limit {
-                policy,
-                limit: format!("time ({:?})", self.limits.time),
-            },
-            _ if memory_limit_hit => PolicyError::Limit {
-                policy,
-                limit: format!("memory ({} MiB)", self.limits.memory_bytes >> 20),
-            },
-            _ => PolicyError::Trapped {
-                policy,
-                message: format!("{e:#}"),
-            },
-        }
-    }
-}
-
-/// See [`PolicyRuntime::reused_instance`].
-pub struct ReusedInstance {
-    store: Store<PolicyState>,
-    instance: bindings::Policy,
-    name: String,
-    ticks: u64,
-}
-
-impl ReusedInstance {
-    pub fn generate(&mut self, request_json: &str, facts: &HostFacts, settings: &str) -> Result<String, PolicyError> {
-        self.store.set_epoch_deadline(self.ticks);
-        let facts = to_wit_facts(facts);
-        match self
-            .instance
-            .call_generate(&mut self.store, request_json, &facts, settings, None)
-        {
-            Ok(Ok(spec)) => Ok(spec),
-            Ok(Err(e)) => Err(policy_error(&self.name, e)),
-            Err(e) => Err(PolicyError::Trapped {
-                policy: self.name.clone(),
-                message: format!("{e:#}"),
-            }),
-        }
-    }
-}
-
-fn to_wit_facts(facts: &HostFacts) -> wit_types::HostFacts {
-    wit_types::HostFacts {
-        kernel_release: facts.kernel_release.clone(),
-        seccomp: facts.seccomp,
-        first_free_loop: facts.first_free_loop,
-        in_user_namespace: facts.in_user_namespace,
-        arch: facts.arch.clone(),
-    }
-}
-
-fn policy_error(policy: &str, e: wit_types::PolicyError) -> PolicyError {
-    let policy = policy.to_string();
-    match e {
-        wit_types::PolicyError::InvalidRequest(message) => PolicyError::InvalidRequest { policy, message },
-        wit_types::PolicyError::Denied(reason) => PolicyError::Denied { policy, reason },
-        wit_types::PolicyError::Internal(message) => PolicyError::Failed { policy, message },
-    }
 }
 
 /// Splits `FILE[:SETTINGS.json]` at the last colon that is followed by a
@@ -689,18 +366,6 @@ pub fn split_policy_arg(arg: &str) -> (PathBuf, Option<PathBuf>) {
 /// with the same magic and its own layer/version word.
 fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[0..4] == b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
-}
-
-/// Advances the engine's epoch until the engine is gone.
-fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::spawn(move || loop {
-        std::thread::sleep(EPOCH_TICK);
-        match weak.upgrade() {
-            Some(engine) => engine.increment_epoch(),
-            None => return,
-        }
-    });
 }
 
 #[cfg(test)]

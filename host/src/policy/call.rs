@@ -1,0 +1,235 @@
+//! One sandboxed call into a policy: a fresh store with the time and
+//! memory limits in force, and every way it can end turned into a
+//! [`PolicyError`] that names the policy and the limit.
+
+use std::time::Duration;
+
+use specwright_core::HostFacts;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+
+use super::bindings::{self, specwright::policy::types as wit_types};
+use super::host::{policy_error, PolicyState};
+use super::{LoadedPolicy, PolicyError, PolicyRuntime};
+use crate::step::StepHost;
+
+/// A policy call stopped because the process was asked to stop.
+#[derive(Debug)]
+struct Interrupted(i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by {}", specwright_host_core::interrupt::name(self.0))
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Sandbox limits applied to every policy call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock time one `generate` call may take.
+    pub time: Duration,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            time: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Memory a pooled slot keeps mapped between instances.
+pub(super) const KEEP_RESIDENT_BYTES: usize = 4 << 20;
+
+/// How often the engine's epoch advances; the time limit's granularity.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Caps a policy's linear memory and remembers whether the cap was hit,
+/// so the error can say which limit stopped the policy.
+pub(super) struct MemoryLimiter {
+    max_bytes: usize,
+    pub(super) hit: bool,
+}
+
+/// Tables hold a policy's function references; generous, but not unbounded.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} MiB reached",
+                self.max_bytes >> 20
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl PolicyRuntime {
+    /// One instance kept across calls: only for measuring what a fresh
+    /// instance per step costs (production never reuses instances).
+    pub fn reused_instance(&self, policy: &LoadedPolicy, step: StepHost) -> Result<ReusedInstance, PolicyError> {
+        let mut store = self.store(step);
+        let instance = policy
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.trap_error(&policy.name, e, false))?;
+        Ok(ReusedInstance {
+            store,
+            instance,
+            name: policy.name.clone(),
+            ticks: self.deadline_ticks(),
+        })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
+    /// A fresh store for one call, with the sandbox limits in force.
+    fn store(&self, step: StepHost) -> Store<PolicyState> {
+        let state = PolicyState {
+            step,
+            table: ResourceTable::new(),
+            limits: MemoryLimiter {
+                max_bytes: self.limits.memory_bytes,
+                hit: false,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // Every tick asks whether the process was asked to stop; the time
+        // limit is counted in ticks.
+        let limit = self.deadline_ticks();
+        let mut ticks = 0;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if let Some(signal) = specwright_host_core::interrupt::requested() {
+                return Err(wasmtime::Error::new(Interrupted(signal)));
+            }
+            ticks += 1;
+            if ticks >= limit {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
+        store
+    }
+
+    /// Runs one policy for a step; returns the step back whatever happens,
+    /// so the caller decides what to keep or release.
+    pub fn run(
+        &self,
+        policy: &LoadedPolicy,
+        step: StepHost,
+        request_json: &str,
+        facts: &HostFacts,
+        previous: Option<&str>,
+    ) -> (StepHost, Result<String, PolicyError>) {
+        let mut store = self.store(step);
+        let facts = wit_types::HostFacts::from(facts);
+        let result = policy
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_generate(&mut store, request_json, &facts, &policy.settings, previous));
+        let result = match result {
+            Ok(Ok(spec)) => Ok(spec),
+            Ok(Err(e)) => Err(policy_error(&policy.name, e)),
+            Err(e) => Err(self.trap_error(&policy.name, e, store.data().limits.hit)),
+        };
+        (store.into_data().step, result)
+    }
+
+    /// A fresh instance of `policy` asked only for its name: what every step
+    /// costs before the policy does any work (the benchmarks' floor for a
+    /// fresh instance).
+    pub fn fresh_instance_name(&self, policy: &LoadedPolicy, step: StepHost) -> Result<String, PolicyError> {
+        self.fresh_metadata(policy, step).map(|metadata| metadata.name)
+    }
+
+    pub(super) fn fresh_metadata(
+        &self,
+        policy: &LoadedPolicy,
+        step: StepHost,
+    ) -> Result<wit_types::PolicyMetadata, PolicyError> {
+        let mut store = self.store(step);
+        policy
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_metadata(&mut store))
+            .map_err(|e| self.trap_error(&policy.name, e, false))
+    }
+
+    fn trap_error(&self, policy: &str, e: wasmtime::Error, memory_limit_hit: bool) -> PolicyError {
+        let policy = policy.to_string();
+        if let Some(Interrupted(signal)) = e.downcast_ref::<Interrupted>() {
+            return PolicyError::Interrupted {
+                policy,
+                signal: specwright_host_core::interrupt::name(*signal),
+            };
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PolicyError::Limit {
+                policy,
+                limit: format!("time ({:?})", self.limits.time),
+            },
+            _ if memory_limit_hit => PolicyError::Limit {
+                policy,
+                limit: format!("memory ({} MiB)", self.limits.memory_bytes >> 20),
+            },
+            _ => PolicyError::Trapped {
+                policy,
+                message: format!("{e:#}"),
+            },
+        }
+    }
+}
+
+/// See [`PolicyRuntime::reused_instance`].
+pub struct ReusedInstance {
+    store: Store<PolicyState>,
+    instance: bindings::Policy,
+    name: String,
+    ticks: u64,
+}
+
+impl ReusedInstance {
+    pub fn generate(&mut self, request_json: &str, facts: &HostFacts, settings: &str) -> Result<String, PolicyError> {
+        self.store.set_epoch_deadline(self.ticks);
+        let facts = wit_types::HostFacts::from(facts);
+        match self
+            .instance
+            .call_generate(&mut self.store, request_json, &facts, settings, None)
+        {
+            Ok(Ok(spec)) => Ok(spec),
+            Ok(Err(e)) => Err(policy_error(&self.name, e)),
+            Err(e) => Err(PolicyError::Trapped {
+                policy: self.name.clone(),
+                message: format!("{e:#}"),
+            }),
+        }
+    }
+}
+
+/// Advances the engine's epoch until the engine is gone.
+pub(super) fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(EPOCH_TICK);
+        match weak.upgrade() {
+            Some(engine) => engine.increment_epoch(),
+            None => return,
+        }
+    });
+}
