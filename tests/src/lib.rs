@@ -323,3 +323,102 @@ pub fn shared_schema_validator() -> jsonschema::Validator {
         .build(&root)
         .unwrap()
 }
+
+/// JSON as written, objects keeping their keys in the order of the text
+/// whatever features serde_json was built with: for tests of key order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderedJson {
+    Object(Vec<(String, OrderedJson)>),
+    Array(Vec<OrderedJson>),
+    Other,
+}
+
+impl OrderedJson {
+    pub fn parse(text: &str) -> serde_json::Result<OrderedJson> {
+        serde_json::from_str(text)
+    }
+
+    /// The value at `key` of an object.
+    pub fn get(&self, key: &str) -> Option<&OrderedJson> {
+        match self {
+            OrderedJson::Object(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Every object of `got` whose keys come in another order than in the
+    /// same object of `self` (paths as `/process/user`).
+    pub fn key_order_differences(&self, got: &OrderedJson) -> Vec<String> {
+        let mut out = Vec::new();
+        self.key_order_into(got, String::new(), &mut out);
+        out
+    }
+
+    fn key_order_into(&self, got: &OrderedJson, at: String, out: &mut Vec<String>) {
+        match (self, got) {
+            (OrderedJson::Object(w), OrderedJson::Object(g)) => {
+                let wk: Vec<&str> = w.iter().map(|(k, _)| k.as_str()).collect();
+                let gk: Vec<&str> = g.iter().map(|(k, _)| k.as_str()).collect();
+                if wk != gk {
+                    out.push(format!("  {at}: want {wk:?}, got {gk:?}"));
+                }
+                for (key, value) in w {
+                    if let Some(other) = got.get(key) {
+                        value.key_order_into(other, format!("{at}/{key}"), out);
+                    }
+                }
+            }
+            (OrderedJson::Array(w), OrderedJson::Array(g)) => {
+                for (i, (a, b)) in w.iter().zip(g).enumerate() {
+                    a.key_order_into(b, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OrderedJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = OrderedJson;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<OrderedJson, E> {
+                Ok(OrderedJson::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<OrderedJson, E> {
+                Ok(OrderedJson::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<OrderedJson, E> {
+                Ok(OrderedJson::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<OrderedJson, E> {
+                Ok(OrderedJson::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<OrderedJson, E> {
+                Ok(OrderedJson::Other)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<OrderedJson, E> {
+                Ok(OrderedJson::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<OrderedJson, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OrderedJson::Array(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<OrderedJson, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, OrderedJson>()? {
+                    fields.push((key, value));
+                }
+                Ok(OrderedJson::Object(fields))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}

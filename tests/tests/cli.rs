@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, shared_schema_validator};
+use specwright_tests::{make_oracle_source_tree, oracle_cases_dir, shared_schema_validator, OrderedJson};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 
@@ -91,8 +91,16 @@ fn bundle_gets_config_json() {
     let out = spec_minimal(&["--bundle", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
-    let spec: Value = serde_json::from_str(&std::fs::read_to_string(target.join("config.json")).unwrap()).unwrap();
+    let written = std::fs::read_to_string(target.join("config.json")).unwrap();
+    let spec: Value = serde_json::from_str(&written).unwrap();
     assert_eq!(spec, expected_spec("minimal"));
+    // In runtime-spec's field order, as BuildKit (and `runc spec`) write it.
+    let buildkit = OrderedJson::parse(&std::fs::read_to_string(case("minimal", "expected")).unwrap()).unwrap();
+    let order = buildkit
+        .get("spec")
+        .unwrap()
+        .key_order_differences(&OrderedJson::parse(&written).unwrap());
+    assert!(order.is_empty(), "config.json's keys:\n{}", order.join("\n"));
     let names: Vec<_> = std::fs::read_dir(&target)
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -1,9 +1,10 @@
 //! Every case in `../shared/oracle/cases/` through the real library path,
 //! with real directories and real mounts in a private mount namespace,
-//! compared with what BuildKit v0.8.1 itself produced.
+//! compared with what BuildKit v0.8.1 itself produced: as parsed JSON,
+//! and in the order of its keys.
 
 use serde_json::Value;
-use specwright_tests::{oracle_case_names, oracle_cases_dir, run_in_private_mount_namespace};
+use specwright_tests::{oracle_case_names, oracle_cases_dir, run_in_private_mount_namespace, OrderedJson};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 
@@ -15,10 +16,9 @@ fn buildkit_leaks(name: &str) -> bool {
 
 fn check_case(name: &str) -> Result<(), String> {
     let cases = oracle_cases_dir();
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let expected_text =
+        std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).map_err(|e| e.to_string())?;
+    let expected: Value = serde_json::from_str(&expected_text).map_err(|e| e.to_string())?;
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let out = run_in_private_mount_namespace(
         HELPER.as_ref(),
@@ -28,7 +28,8 @@ fn check_case(name: &str) -> Result<(), String> {
     if !out.status.success() {
         return Err(format!("helper failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("report: {e}"))?;
+    let report_text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&report_text).map_err(|e| format!("report: {e}"))?;
 
     let mut problems = Vec::new();
     match (expected.get("spec"), expected.get("error").and_then(Value::as_str)) {
@@ -37,6 +38,11 @@ fn check_case(name: &str) -> Result<(), String> {
                 problems.push(format!("expected a spec, got error {}", report["error"]));
             } else if &report["spec"] != want {
                 problems.push(format!("spec differs:\n{}", diff(want, &report["spec"])));
+            } else {
+                let order = ordered_spec(&expected_text)?.key_order_differences(&ordered_spec(&report_text)?);
+                if !order.is_empty() {
+                    problems.push(format!("keys in another order than BuildKit's:\n{}", order.join("\n")));
+                }
             }
             let want_mounts = expected["local_mounts"].as_u64().unwrap_or(0);
             if report["mounts_during"].as_u64() != Some(want_mounts) {
@@ -71,6 +77,12 @@ fn check_case(name: &str) -> Result<(), String> {
     } else {
         Err(problems.join("\n"))
     }
+}
+
+/// The `spec` of an expected file or a report, keys in the text's order.
+fn ordered_spec(text: &str) -> Result<OrderedJson, String> {
+    let whole = OrderedJson::parse(text).map_err(|e| e.to_string())?;
+    whole.get("spec").cloned().ok_or_else(|| "no spec".to_string())
 }
 
 /// The first differing paths between two JSON values.
