@@ -1,0 +1,215 @@
+//! The runner's changes to the policies' spec, as named steps applied in
+//! one visible order by [`apply`], before the one validation that
+//! follows: the bundle's rootfs, the user's supplementary groups, and
+//! no capability the host cannot grant.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::user::ResolvedUser;
+
+/// Capability names by number, as the kernel numbers them.
+const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// This process's capability bounding set (`CapBnd` in /proc/self/status).
+pub fn host_bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Removes from every capability set what the host cannot grant (a
+/// runtime refuses a spec asking for more than it has, as BuildKit's
+/// insecure mode does on hosts without, say, CAP_SYS_RESOURCE); returns
+/// what was dropped.
+pub fn limit_to_host_capabilities(spec: &mut Value, bounding: Option<u64>) -> Vec<String> {
+    let Some(bounding) = bounding else {
+        return Vec::new();
+    };
+    let allowed = |name: &str| match CAPABILITIES.iter().position(|c| *c == name) {
+        Some(bit) => bounding & (1u64 << bit) != 0,
+        // A capability newer than this table: let the runtime decide.
+        None => true,
+    };
+    let mut dropped: Vec<String> = Vec::new();
+    if let Some(sets) = spec["process"]["capabilities"].as_object_mut() {
+        for set in sets.values_mut() {
+            if let Some(list) = set.as_array_mut() {
+                list.retain(|c| {
+                    let name = c.as_str().unwrap_or_default();
+                    let keep = allowed(name);
+                    if !keep && !dropped.iter().any(|d| d == name) {
+                        dropped.push(name.to_string());
+                    }
+                    keep
+                });
+            }
+        }
+    }
+    dropped
+}
+
+/// The object at `path` of the spec, which the policies must have made:
+/// an edit changes what is there and never invents a parent.
+fn object_at<'s>(spec: &'s mut Value, path: &[&str]) -> Result<&'s mut Map<String, Value>, String> {
+    let mut at = spec;
+    for key in path {
+        at = at
+            .get_mut(*key)
+            .ok_or_else(|| format!("the policies' spec has no `{}`", path.join(".")))?;
+    }
+    at.as_object_mut()
+        .ok_or_else(|| format!("the policies' spec's `{}` is not an object", path.join(".")))
+}
+
+/// `root.path`: the bundle's rootfs mountpoint.
+pub fn with_root_path(spec: &mut Value, root: &Path) -> Result<(), String> {
+    object_at(spec, &["root"])?.insert("path".to_string(), Value::String(root.display().to_string()));
+    Ok(())
+}
+
+/// `process.user.additionalGids`: the groups the rootfs's /etc/group gives
+/// the user (none: left as the policies wrote it).
+pub fn with_additional_gids(spec: &mut Value, gids: &[u32]) -> Result<(), String> {
+    if gids.is_empty() {
+        return Ok(());
+    }
+    let gids = gids.iter().map(|g| Value::from(*g)).collect();
+    object_at(spec, &["process", "user"])?.insert("additionalGids".to_string(), Value::Array(gids));
+    Ok(())
+}
+
+/// What the runner changed, for the user: the capabilities dropped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub dropped_capabilities: Vec<String>,
+}
+
+/// Every runner edit, in order: rootfs path, supplementary groups, then
+/// the host's capability bounding set (`None`: unknown, nothing dropped).
+pub fn apply(spec: &mut Value, root: &Path, user: &ResolvedUser, bounding: Option<u64>) -> Result<Applied, String> {
+    with_root_path(spec, root)?;
+    with_additional_gids(spec, &user.additional_gids)?;
+    let dropped_capabilities = limit_to_host_capabilities(spec, bounding);
+    Ok(Applied { dropped_capabilities })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_the_host_lacks_are_dropped_everywhere() {
+        let mut spec = serde_json::json!({"process": {"capabilities": {
+            "bounding": ["CAP_CHOWN", "CAP_SYS_RESOURCE", "CAP_SYS_RESOURCE"],
+            "ambient": ["CAP_SYS_RESOURCE", "CAP_SYS_ADMIN"]
+        }}});
+        let all_but_resource = !(1u64 << 24);
+        let dropped = limit_to_host_capabilities(&mut spec, Some(all_but_resource));
+        assert_eq!(dropped, ["CAP_SYS_RESOURCE"]);
+        assert_eq!(
+            spec["process"]["capabilities"]["bounding"],
+            serde_json::json!(["CAP_CHOWN"])
+        );
+        assert_eq!(
+            spec["process"]["capabilities"]["ambient"],
+            serde_json::json!(["CAP_SYS_ADMIN"])
+        );
+        assert!(limit_to_host_capabilities(&mut spec, None).is_empty());
+    }
+
+    fn user(additional_gids: Vec<u32>) -> ResolvedUser {
+        ResolvedUser {
+            uid: 1000,
+            gid: 1000,
+            additional_gids,
+        }
+    }
+
+    #[test]
+    fn the_edits_change_what_the_policies_made_in_order() {
+        let mut spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"user": {"uid": 1000, "gid": 1000}, "capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_RESOURCE"]}},
+            "root": {"path": "rootfs", "readonly": true},
+        });
+        let applied = apply(
+            &mut spec,
+            Path::new("/state/mounts/s-0"),
+            &user(vec![10, 29]),
+            Some(!(1u64 << 24)),
+        )
+        .unwrap();
+        assert_eq!(applied.dropped_capabilities, ["CAP_SYS_RESOURCE"]);
+        assert_eq!(
+            spec["root"],
+            serde_json::json!({"path": "/state/mounts/s-0", "readonly": true})
+        );
+        assert_eq!(spec["process"]["user"]["additionalGids"], serde_json::json!([10, 29]));
+        let keys: Vec<&String> = spec.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["ociVersion", "process", "root"], "no field is added or moved");
+    }
+
+    /// Regression: the edits indexed into the spec, which invents the
+    /// parents it does not find (a `process` of only `user.additionalGids`).
+    #[test]
+    fn an_edit_never_invents_a_parent() {
+        let mut spec = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
+        let err = apply(&mut spec, Path::new("/r"), &user(vec![10]), None).unwrap_err();
+        assert!(err.contains("`process.user`"), "{err}");
+        assert!(spec.get("process").is_none());
+        let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
+        let err = with_root_path(&mut spec, Path::new("/r")).unwrap_err();
+        assert!(err.contains("`root`"), "{err}");
+        apply(
+            &mut serde_json::json!({"root": {}}),
+            Path::new("/r"),
+            &user(vec![]),
+            None,
+        )
+        .unwrap();
+    }
+}

@@ -1,0 +1,279 @@
+//! `specwright run`: one build step under a real OCI runtime, the way
+//! BuildKit's runc executor uses GenerateSpec.
+//!
+//! Prepare (rootfs bind, user, resolv.conf, hosts) → the policy chain →
+//! config.json → `crun|runc run --bundle` with stdio passed through and
+//! SIGINT/SIGTERM forwarded → release everything, whatever happened.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use specwright_core::request::parse_user;
+use specwright_core::{HostFacts, Request};
+
+use crate::policy::{LoadedPolicy, PolicyRuntime};
+use crate::state::{Bundle, StepLock};
+use crate::step::StepHost;
+use crate::StepContext;
+
+pub mod edits;
+pub mod etc;
+pub mod user;
+
+pub use etc::{hosts_for, resolv_conf_for};
+pub use user::{resolve_user, ResolvedUser};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Prepare(String),
+    #[error(transparent)]
+    Spec(#[from] crate::SpecError),
+    #[error("running {runtime}: {message}")]
+    Runtime { runtime: String, message: String },
+    #[error("the container exited with {code}, but releasing the step failed: {message}")]
+    Release { code: i32, message: String },
+    #[error("{error}; releasing the step also failed: {release}")]
+    ReleaseAfterError { error: Box<RunError>, release: String },
+}
+
+/// Which OCI runtime, and how to call it.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub path: PathBuf,
+}
+
+impl Runtime {
+    /// `crun`, `runc` (looked up on PATH), or a path to a runtime binary.
+    pub fn find(name: &str) -> Result<Runtime, RunError> {
+        if name.contains('/') {
+            let path = PathBuf::from(name);
+            return if path.exists() {
+                Ok(Runtime { path })
+            } else {
+                Err(RunError::Prepare(format!("runtime {name} does not exist")))
+            };
+        }
+        let dirs = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&dirs)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+            .map(|path| Runtime { path })
+            .ok_or_else(|| RunError::Prepare(format!("runtime {name} is not on PATH (apt-get install {name})")))
+    }
+
+    fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// A cgroup v2 hierarchy mounted at /sys/fs/cgroup/unified beside v1
+/// controllers: crun refuses to run there.
+pub fn hybrid_cgroups() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup/unified") && l.contains(" - cgroup2 "))
+        })
+        .unwrap_or(false)
+}
+
+pub struct RunArgs<'a> {
+    pub runtime: &'a PolicyRuntime,
+    pub chain: &'a [LoadedPolicy],
+    pub request_json: &'a str,
+    pub facts: &'a HostFacts,
+    pub rootfs: &'a Path,
+    pub oci_runtime: Runtime,
+    pub ctx: StepContext,
+}
+
+/// Runs the step; returns the container's exit code. Everything the step
+/// made is released before this returns, on success and on error; a step
+/// another process holds, or that an earlier run left, is refused and
+/// left as it is.
+pub fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
+    let prepare = |m: String| RunError::Prepare(m);
+    let mut request = Request::parse_json(args.request_json).map_err(|e| prepare(e.to_string()))?;
+    let state = &args.ctx.state;
+    let lock = state.lock(&request.id).map_err(|e| prepare(e.to_string()))?;
+    if state
+        .read_record(&request.id)
+        .map_err(|e| prepare(e.to_string()))?
+        .is_some()
+        || state.has_bundle(&request.id).map_err(|e| prepare(e.to_string()))?
+    {
+        return Err(prepare(format!(
+            "step {} was not released (specwright release {})",
+            request.id, request.id
+        )));
+    }
+    // From here on, everything in the state dir under this id is ours.
+    let bundle = state.create_bundle(&request.id).map_err(|e| prepare(e.to_string()))?;
+    let result = run_in_bundle(&args, &mut request, &bundle, lock);
+    then_released(result, state.remove_bundle(&request.id))
+}
+
+/// The run's outcome with what releasing after it said: a release that
+/// failed is reported with the exit code or the error it followed.
+fn then_released<E: std::fmt::Display>(
+    result: Result<i32, RunError>,
+    released: Result<(), E>,
+) -> Result<i32, RunError> {
+    match released {
+        Ok(()) => result,
+        Err(release) => Err(match result {
+            Ok(code) => RunError::Release {
+                code,
+                message: release.to_string(),
+            },
+            Err(error) => RunError::ReleaseAfterError {
+                error: Box::new(error),
+                release: release.to_string(),
+            },
+        }),
+    }
+}
+
+/// What the runner settles before the policies run: the rootfs, the user
+/// (names resolved in the rootfs) and the bundle's resolv.conf and hosts.
+fn prepare_request(
+    args: &RunArgs<'_>,
+    request: &mut Request,
+    bundle: &Bundle,
+) -> Result<(PathBuf, ResolvedUser), RunError> {
+    let prepare = |m: String| RunError::Prepare(m);
+    if args.oci_runtime.name() == "crun" && hybrid_cgroups() {
+        return Err(prepare(
+            "crun refuses this host's hybrid cgroups (cgroup v1 with cgroup2 at /sys/fs/cgroup/unified); use --runtime runc, or run in a private mount namespace with /sys/fs/cgroup/unified unmounted".to_string(),
+        ));
+    }
+    let rootfs =
+        std::fs::canonicalize(args.rootfs).map_err(|e| prepare(format!("rootfs {}: {e}", args.rootfs.display())))?;
+    if !rootfs.is_dir() {
+        return Err(prepare(format!("rootfs {} is not a directory", rootfs.display())));
+    }
+    let user = resolve_user(&rootfs, &request.user)?;
+    if parse_user(&request.user).is_err() {
+        request.user = format!("{}:{}", user.uid, user.gid);
+    }
+    request.validate().map_err(|e| prepare(e.to_string()))?;
+    let written = |e: crate::state::StateError| prepare(e.to_string());
+    if request.resolv_conf.is_empty() {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let path = bundle
+            .write("resolv.conf", resolv_conf_for(&host, &request.network).as_bytes())
+            .map_err(written)?;
+        request.resolv_conf = path.display().to_string();
+    }
+    if request.hosts_file.is_empty() {
+        let path = bundle
+            .write("hosts", hosts_for(&request.hostname).as_bytes())
+            .map_err(written)?;
+        request.hosts_file = path.display().to_string();
+    }
+    Ok((rootfs, user))
+}
+
+fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, lock: StepLock) -> Result<i32, RunError> {
+    let (rootfs, user) = match prepare_request(args, request, bundle) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            // Nothing was recorded: the step's lock file goes too.
+            lock.remove();
+            return Err(e);
+        }
+    };
+    let step = args.ctx.step_host(request, lock)?;
+    let (mut step, spec) = crate::run_chain(args.runtime, args.chain, step, request, args.facts, &args.ctx.audit)?;
+    let result = start_container(args, &mut step, spec, &rootfs, &user, request, bundle);
+    let released = step.release_all().map(|report| {
+        for warning in report.warnings() {
+            eprintln!("specwright: warning: {warning}");
+        }
+    });
+    then_released(result, released)
+}
+
+/// The runner's edits of the spec (its rootfs, the user's groups, what the
+/// host cannot grant), then config.json and the container itself.
+fn start_container(
+    args: &RunArgs<'_>,
+    step: &mut StepHost,
+    mut spec: Value,
+    rootfs: &Path,
+    user: &ResolvedUser,
+    request: &Request,
+    bundle: &Bundle,
+) -> Result<i32, RunError> {
+    let prepare = |m: String| RunError::Prepare(m);
+    let root = step
+        .bind_rootfs(rootfs, request.readonly_rootfs)
+        .map_err(|e| prepare(format!("rootfs: {e}")))?;
+    let applied = edits::apply(&mut spec, &root, user, edits::host_bounding_set())
+        .map_err(|e| prepare(format!("the runner's changes to the spec: {e}")))?;
+    if !applied.dropped_capabilities.is_empty() {
+        eprintln!(
+            "specwright: warning: this host's bounding set lacks {}; the container runs without them",
+            applied.dropped_capabilities.join(", ")
+        );
+    }
+    // The policies' output was validated; what the runner changed is too.
+    crate::validate::validate_value(&spec).map_err(|e| {
+        prepare(format!(
+            "the spec after the runner's changes (root, groups, capabilities) {e}"
+        ))
+    })?;
+    let text = serde_json::to_vec_pretty(&spec).map_err(|e| prepare(e.to_string()))?;
+    bundle.write("config.json", &text).map_err(|e| prepare(e.to_string()))?;
+    if let Some(signal) = crate::interrupt::requested() {
+        return Err(prepare(format!("interrupted by {}", crate::interrupt::name(signal))));
+    }
+    step.record_container(&args.oci_runtime.path)
+        .map_err(|e| prepare(format!("recording the container: {e}")))?;
+    let code = {
+        let _forwarding = crate::interrupt::Forwarding::start();
+        run_container(&args.oci_runtime, bundle.path(), &request.id)
+    };
+    step.end_container()
+        .map_err(|e| prepare(format!("deleting the container: {e}")))?;
+    code
+}
+
+/// Runs the container in the foreground, forwarding SIGINT and SIGTERM to
+/// the runtime (which passes them to the container); returns its exit code
+/// (128 + the signal when it was killed).
+fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<i32, RunError> {
+    use std::os::unix::process::ExitStatusExt;
+    let failed = |message: String| RunError::Runtime {
+        runtime: runtime.path.display().to_string(),
+        message,
+    };
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| failed(format!("installing signal handlers: {e}")))?;
+    let handle = signals.handle();
+    let mut child = Command::new(&runtime.path)
+        .arg("run")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg(id)
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let forwarder = std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if let Ok(signal) = nix::sys::signal::Signal::try_from(signal) {
+                let _ = nix::sys::signal::kill(pid, signal);
+            }
+        }
+    });
+    let status = child.wait().map_err(|e| failed(e.to_string()));
+    handle.close();
+    let _ = forwarder.join();
+    let status = status?;
+    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
