@@ -1,0 +1,50 @@
+//! `specwright policy compile|inspect`.
+
+use anyhow::Result;
+
+use super::{open_state, PolicyCommand};
+use crate::cache::CacheUse;
+use crate::policy::{Limits, PolicyRuntime};
+
+pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
+    match command {
+        PolicyCommand::Compile { state_dir, files } => {
+            let (state, _) = open_state(&state_dir)?;
+            let runtime = PolicyRuntime::new(Limits::default())?.with_cache(&state.open_cache_dir()?)?;
+            for file in files {
+                let (name, bytes) = PolicyRuntime::read_policy_file(&file)?;
+                let (_, used) = runtime.compile(&name, &bytes)?;
+                let verb = match used {
+                    Some(CacheUse::Hit) => "already cached",
+                    _ => "compiled",
+                };
+                println!("{name}: {verb}");
+            }
+            Ok(())
+        }
+        PolicyCommand::Inspect { file, json } => {
+            let runtime = PolicyRuntime::new(Limits::default())?;
+            let (name, bytes) = PolicyRuntime::read_policy_file(&file)?;
+            let info = runtime.inspect(&name, &bytes)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+                return Ok(());
+            }
+            println!("policy:      {} {}", info.name, info.version);
+            println!("description: {}", info.description);
+            println!(
+                "targets:     {}",
+                info.targets
+                    .as_deref()
+                    .unwrap_or("(does not import the specwright host)")
+            );
+            println!("size:        {} bytes", info.size_bytes);
+            println!("exports:     {}", info.exports.join(", "));
+            println!("imports:");
+            for import in &info.imports {
+                println!("  {import}");
+            }
+            Ok(())
+        }
+    }
+}

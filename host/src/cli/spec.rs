@@ -1,0 +1,193 @@
+//! `specwright spec`: one step's config.json, to standard output or into
+//! a bundle directory, with the step's mounts kept until `release`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use super::{load_chain, open_state};
+use crate::audit::Audit;
+use crate::policy::{Limits, PolicyRuntime};
+use crate::state::StateDir;
+use crate::step::StepOptions;
+use crate::sys::{Op, RealSyscalls, RecordingSyscalls, Syscalls};
+use crate::StepContext;
+
+pub(super) struct SpecArgs {
+    pub(super) policies: Vec<String>,
+    pub(super) request: String,
+    pub(super) host_facts: Option<PathBuf>,
+    pub(super) state_dir: PathBuf,
+    pub(super) bundle: Option<PathBuf>,
+    pub(super) options: StepOptions,
+    pub(super) limits: Limits,
+}
+
+pub(super) fn read_request(arg: &str) -> Result<String> {
+    let max = specwright_core::request::MAX_REQUEST_BYTES;
+    let bounded = |reader: &mut dyn Read, what: &str| -> Result<String> {
+        let mut bytes = Vec::new();
+        reader
+            .take(max as u64 + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {what}"))?;
+        if bytes.len() > max {
+            bail!("{what}: more than the {max} bytes a request may have");
+        }
+        String::from_utf8(bytes).with_context(|| format!("{what}: not UTF-8"))
+    };
+    if arg == "-" {
+        return bounded(&mut std::io::stdin(), "the request from standard input");
+    }
+    let mut file = std::fs::File::open(arg).with_context(|| format!("reading request file {arg}"))?;
+    bounded(&mut file, &format!("request file {arg}"))
+}
+
+fn op_json(op: &Op) -> serde_json::Value {
+    match op {
+        Op::CreateDir(p) => json!({"op": "mkdir", "path": p}),
+        Op::RemoveDir(p) => json!({"op": "rmdir", "path": p}),
+        Op::CreateFile(p) => json!({"op": "create-file", "path": p}),
+        Op::RemoveFile(p) => json!({"op": "remove-file", "path": p}),
+        Op::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => {
+            json!({"op": "mount", "source": source, "target": target, "fstype": fstype, "flags": format!("{:?}", nix::mount::MsFlags::from_bits_truncate(*flags)), "data": data})
+        }
+        Op::Unmount { target, flags } => json!({"op": "umount", "target": target, "flags": flags}),
+        Op::DeleteContainer { runtime, id } => json!({"op": "delete-container", "runtime": runtime, "id": id}),
+        Op::HasSubmounts(p) => json!({"op": "list-submounts", "path": p}),
+    }
+}
+
+pub(super) fn spec(args: SpecArgs) -> Result<()> {
+    crate::validate::prepare_in_background();
+    let request = read_request(&args.request)?;
+    let facts = match &args.host_facts {
+        Some(path) => crate::facts::read_facts_file(path)?,
+        None => crate::facts::detect()?,
+    };
+    // A dry run writes nothing, not even the compile cache.
+    let opened = if args.options.dry_run {
+        None
+    } else {
+        Some(open_state(&args.state_dir)?)
+    };
+    let runtime = match &opened {
+        None => PolicyRuntime::new(args.limits)?,
+        Some((state, _)) => PolicyRuntime::new(args.limits)?.with_cache(&state.open_cache_dir()?)?,
+    };
+    let chain = load_chain(&runtime, &args.policies)?;
+
+    if args.options.dry_run {
+        let state = StateDir::at(&args.state_dir);
+        let recorder = Arc::new(RecordingSyscalls::dry_run());
+        let ctx = StepContext {
+            state,
+            sys: recorder.clone(),
+            audit: Arc::new(Audit::events_only()),
+            options: args.options,
+        };
+        let outcome = crate::generate_spec(&runtime, &chain, &request, &facts, ctx)?;
+        let operations: Vec<_> = recorder.ops().iter().map(op_json).collect();
+        let plan = json!({"spec": outcome.spec, "operations": operations});
+        println!("{}", serde_json::to_string_pretty(&plan).context("encoding the plan")?);
+        return Ok(());
+    }
+
+    // The bundle directory, and any parent of it, this step creates is
+    // removed again if it fails.
+    let created = match &args.bundle {
+        Some(bundle) => create_dirs(bundle).with_context(|| format!("creating bundle dir {}", bundle.display()))?,
+        None => Vec::new(),
+    };
+    let result = spec_into(&args, &runtime, &chain, &request, &facts, opened);
+    if result.is_err() {
+        // Only what this step made, deepest first: empty directories (the
+        // config is written last, and only on success).
+        for dir in created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+/// Creates `path` and its missing parents, returning those this call
+/// made, outermost first (one another process makes meanwhile is not ours).
+fn create_dirs(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
+    let mut created = Vec::new();
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => created.push(dir.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => {
+                for made in created.iter().rev() {
+                    let _ = std::fs::remove_dir(made);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(created)
+}
+
+fn spec_into(
+    args: &SpecArgs,
+    runtime: &PolicyRuntime,
+    chain: &[crate::policy::LoadedPolicy],
+    request: &str,
+    facts: &specwright_core::HostFacts,
+    opened: Option<(StateDir, Arc<Audit>)>,
+) -> Result<()> {
+    let (state, audit) = match opened {
+        Some(opened) => opened,
+        None => open_state(&args.state_dir)?,
+    };
+    let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
+    let ctx = StepContext {
+        state: state.clone(),
+        sys: sys.clone(),
+        audit: audit.clone(),
+        options: args.options,
+    };
+    let _holding = crate::interrupt::Holding::start();
+    let outcome = crate::generate_spec(runtime, chain, request, facts, ctx)?;
+    let written = (|| -> Result<()> {
+        if let Some(signal) = crate::interrupt::requested() {
+            bail!("interrupted by {}; released the step", crate::interrupt::name(signal));
+        }
+        if !args.options.owner.is_alive() {
+            bail!(
+                "the step's owner, pid {}, exited while the step was made; released it",
+                args.options.owner.pid
+            );
+        }
+        let mut text = serde_json::to_string_pretty(&outcome.spec).context("encoding the spec")?;
+        text.push('\n');
+        match &args.bundle {
+            Some(bundle) => crate::state::write_file_in(bundle, "config.json", text.as_bytes())
+                .with_context(|| format!("writing {}", bundle.join("config.json").display())),
+            None => std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing the spec to standard output"),
+        }
+    })();
+    if let Err(e) = written {
+        if let Err(release) = crate::step::release_locked(&state, sys.as_ref(), &audit, outcome.lock) {
+            return Err(e.context(format!("releasing the step's mounts also failed: {release}")));
+        }
+        return Err(e);
+    }
+    Ok(())
+}
