@@ -422,3 +422,45 @@ impl<'de> serde::Deserialize<'de> for OrderedJson {
         deserializer.deserialize_any(Visit)
     }
 }
+
+/// Shell lines that wait (up to 30 s) until something is mounted under
+/// `<state>/mounts/`, then print `held=N`.
+pub fn wait_for_a_mount(state: &Path) -> String {
+    format!(
+        r#"i=0
+while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)""#,
+        state = state.display()
+    )
+}
+
+/// Runs `script` with `sh` in a new private mount namespace.
+pub fn in_namespace(script: &str) -> (String, String, bool) {
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+/// A request with a read-only and a read-write mount of a fresh oracle
+/// source tree under `work/src`, each with a selector.
+pub fn selector_request(work: &Path, id: &str) -> PathBuf {
+    let src = work.join("src");
+    make_oracle_source_tree(&src).unwrap();
+    write_json(
+        &work.join("request.json"),
+        &serde_json::json!({
+            "id": id,
+            "args": ["/bin/true"],
+            "mounts": [
+                {"dest": "/ro", "source": src, "readonly": true, "selector": "sub/dir"},
+                {"dest": "/rw", "source": src, "readonly": false, "selector": "link_rel"},
+            ]
+        }),
+    )
+}

@@ -1,0 +1,152 @@
+//! The compile cache under `<state>/cache/`: filled ahead of time, and an
+//! entry used only for the component it was compiled from, whole.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use specwright_tests::{oracle_cases_dir, oracle_facts_file, workdir};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
+const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(HELPER).arg("cli").args(args).output().unwrap()
+}
+
+#[test]
+fn compile_fills_the_cache_and_a_broken_cache_entry_is_replaced() {
+    let (_dir, work) = workdir();
+    let state = work.join("state");
+    let state_str = state.to_str().unwrap();
+    let out = cli(&["policy", "compile", "--state-dir", state_str, "default", HARDENED]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches(": compiled").count(), 2);
+    let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("default: already cached"));
+    let entries: Vec<PathBuf> = std::fs::read_dir(state.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for entry in &entries {
+        std::fs::write(entry, b"not precompiled code").unwrap();
+    }
+    let request = oracle_cases_dir().join("minimal.request.json");
+    let facts = oracle_facts_file();
+    let out = cli(&[
+        "spec",
+        "--state-dir",
+        state_str,
+        "--request",
+        request.to_str().unwrap(),
+        "--host-facts",
+        facts.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("default: already cached"),
+        "the entry was rewritten"
+    );
+}
+
+/// Regression: a cache entry was trusted by its name, so another policy's
+/// entry renamed to the default's ran as the default policy.
+#[test]
+fn a_cache_entry_is_used_only_for_the_component_it_was_compiled_from() {
+    let (_dir, work) = workdir();
+    let entry_of = |state: &Path, policy: &str| -> PathBuf {
+        let out = cli(&["policy", "compile", "--state-dir", state.to_str().unwrap(), policy]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(state.join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        entries.remove(0)
+    };
+    let state = work.join("state");
+    let default_entry = entry_of(&state, "default");
+    let hardened_entry = entry_of(&work.join("other"), HARDENED);
+    std::fs::copy(&hardened_entry, &default_entry).unwrap();
+    let request = oracle_cases_dir().join("minimal.request.json");
+    let out = cli(&[
+        "spec",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--request",
+        request.to_str().unwrap(),
+        "--host-facts",
+        oracle_facts_file().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(oracle_cases_dir().join("minimal.expected.json")).unwrap())
+            .unwrap();
+    assert_eq!(spec, expected["spec"], "the hardened policy's code ran as the default");
+    let out = cli(&["policy", "compile", "--state-dir", state.to_str().unwrap(), "default"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("default: already cached"),
+        "the entry was compiled over"
+    );
+}
+
+/// Regression: an entry damaged on disk (a flipped byte in its code, a
+/// torn end) passed wasmtime's own header checks and ran; each is now
+/// compiled over, and the step's spec is the default's.
+#[test]
+fn a_damaged_cache_entry_is_compiled_over_not_run() {
+    let (_dir, work) = workdir();
+    let state = work.join("state");
+    let state_str = state.to_str().unwrap();
+    let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let entry = std::fs::read_dir(state.join("cache"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let whole = std::fs::read(&entry).unwrap();
+    let mut flipped = whole.clone();
+    flipped[whole.len() / 2] ^= 0x01;
+    let torn = whole[..whole.len() - 1].to_vec();
+    let mut longer = whole.clone();
+    longer.push(0);
+    let request = oracle_cases_dir().join("minimal.request.json");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(oracle_cases_dir().join("minimal.expected.json")).unwrap())
+            .unwrap();
+    for (name, damaged) in [("flipped", flipped), ("torn", torn), ("longer", longer)] {
+        std::fs::write(&entry, &damaged).unwrap();
+        let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("default: compiled"),
+            "{name}: the damaged entry was used: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            std::fs::read(&entry).unwrap(),
+            whole,
+            "{name}: the entry is whole again"
+        );
+        std::fs::write(&entry, &damaged).unwrap();
+        let out = cli(&[
+            "spec",
+            "--state-dir",
+            state_str,
+            "--request",
+            request.to_str().unwrap(),
+            "--host-facts",
+            oracle_facts_file().to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(spec, expected["spec"], "{name}");
+        assert_eq!(std::fs::read(&entry).unwrap(), whole, "{name}: spec rewrote the entry");
+        let out = cli(&["release", "--state-dir", state_str, "test-id"]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
