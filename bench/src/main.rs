@@ -4,12 +4,11 @@
 //! Runs in a private mount namespace of its own (it mounts, for the
 //! selector benchmark) and needs root.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use specwright::audit::Audit;
 use specwright::policy::{Limits, LoadedPolicy, PolicyRuntime};
@@ -19,136 +18,11 @@ use specwright::sys::RealSyscalls;
 use specwright_bench::{cases_dir, dry_step, oracle_facts, oracle_request};
 use specwright_core::{HostFacts, Mounter, Request};
 
-/// Samples per figure; each sample times a batch and divides.
-const SAMPLES: usize = 15;
+mod machine;
+mod measure;
 
-struct Figure {
-    name: String,
-    /// Seconds per operation, one per sample, sorted.
-    samples: Vec<f64>,
-}
-
-impl Figure {
-    fn median(&self) -> f64 {
-        self.samples[self.samples.len() / 2]
-    }
-    fn p10(&self) -> f64 {
-        self.samples[self.samples.len() / 10]
-    }
-    fn p90(&self) -> f64 {
-        self.samples[self.samples.len() * 9 / 10]
-    }
-}
-
-fn fmt_time(s: f64) -> String {
-    if s < 1e-6 {
-        format!("{:.0} ns", s * 1e9)
-    } else if s < 1e-3 {
-        format!("{:.2} µs", s * 1e6)
-    } else {
-        format!("{:.2} ms", s * 1e3)
-    }
-}
-
-/// Times `op` in batches sized to take about `per_sample`.
-/// Operations a second with one thread and with two, from windows that
-/// alternate (1, 2, 2, 1, 1, 2) so that the shared machine's quiet and busy
-/// moments fall on both alike. Each thread of a window gets its operation
-/// from `worker` before the clock starts; the operation says whether it
-/// succeeded.
-fn steps_per_second<Op: FnMut() -> bool>(worker: impl Fn() -> Op + Sync) -> [f64; 2] {
-    let window = Duration::from_millis(700);
-    let mut steps = [0u64; 2];
-    for threads in [1usize, 2, 2, 1, 1, 2] {
-        let ready = std::sync::Barrier::new(threads);
-        let total: u64 = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut op = worker();
-                        ready.wait();
-                        let start = Instant::now();
-                        let mut n = 0u64;
-                        while start.elapsed() < window {
-                            if op() {
-                                n += 1;
-                            }
-                        }
-                        n
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-        });
-        steps[threads - 1] += total;
-    }
-    steps.map(|n| n as f64 / (3.0 * window.as_secs_f64()))
-}
-
-/// One operation to time, by name.
-type Timed<'a> = (String, Box<dyn FnMut() -> Result<()> + 'a>);
-
-/// Times `ops` side by side: every sample round runs a batch of each, in
-/// alternating order, so the shared machine's slow and fast moments fall on
-/// all of them alike and their ratio means something.
-fn measure_together(mut ops: Vec<Timed<'_>>, per_sample: Duration) -> Result<Vec<Figure>> {
-    let mut batches = Vec::with_capacity(ops.len());
-    for (_, op) in ops.iter_mut() {
-        // Warm up and size the batch.
-        let start = Instant::now();
-        let mut calibration = 0u64;
-        while start.elapsed() < per_sample / 4 || calibration < 3 {
-            op()?;
-            calibration += 1;
-        }
-        let per_op = start.elapsed().as_secs_f64() / calibration as f64;
-        batches.push(((per_sample.as_secs_f64() / per_op) as u64).max(1));
-    }
-    let mut samples = vec![Vec::with_capacity(SAMPLES); ops.len()];
-    for round in 0..SAMPLES {
-        let mut order: Vec<usize> = (0..ops.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
-            let t = Instant::now();
-            for _ in 0..batches[i] {
-                (ops[i].1)()?;
-            }
-            samples[i].push(t.elapsed().as_secs_f64() / batches[i] as f64);
-        }
-    }
-    let figures: Vec<Figure> = ops
-        .into_iter()
-        .zip(samples)
-        .map(|((name, _), mut samples)| {
-            samples.sort_by(f64::total_cmp);
-            Figure { name, samples }
-        })
-        .collect();
-    for figure in &figures {
-        eprintln!(
-            "{:<58} {:>10}  [{} .. {}]",
-            figure.name,
-            fmt_time(figure.median()),
-            fmt_time(figure.p10()),
-            fmt_time(figure.p90())
-        );
-    }
-    Ok(figures)
-}
-
-fn timed<'a>(name: impl Into<String>, op: impl FnMut() -> Result<()> + 'a) -> Timed<'a> {
-    (name.into(), Box::new(op))
-}
-
-/// Three figures measured together, in order.
-fn three(mut figures: Vec<Figure>) -> Result<(Figure, Figure, Figure)> {
-    anyhow::ensure!(figures.len() == 3, "expected three figures");
-    let c = figures.remove(2);
-    let b = figures.remove(1);
-    Ok((figures.remove(0), b, c))
-}
+use machine::{command_output, machine, run_process};
+use measure::{fmt_time, measure_together, steps_per_second, three, timed, Figure, SAMPLES};
 
 /// The pure core, natively: parse, generate, serialize (what the policy does).
 fn native_generate(json: &str, facts: &HostFacts, state: &StateDir) -> Result<String> {
@@ -175,54 +49,6 @@ struct Target {
     what: String,
     ratio_or_value: String,
     pass: bool,
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
-        })
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| format!("{} GiB", kb / 1024 / 1024))
-        .unwrap_or_default();
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!("{cpu}, {cores} cores, {mem}, Linux {kernel}")
-}
-
-fn command_output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn run_process(program: &Path, args: &[&str], cwd: &Path) -> Result<()> {
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .with_context(|| format!("running {}", program.display()))?;
-    if !status.success() {
-        bail!("{} {:?} failed: {status}", program.display(), args);
-    }
-    Ok(())
 }
 
 fn main() -> Result<()> {
