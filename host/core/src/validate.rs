@@ -51,15 +51,23 @@ pub fn prepare_in_background() {
     });
 }
 
-/// Validates a parsed spec: the runtime-spec schema, every violation
-/// listed with where it is, then the `oci-spec` crate's typed model (which
-/// catches what the schema leaves open, such as unknown capability names),
-/// read from the parsed value rather than parsing the text again.
+/// Checks a parsed spec against the runtime-spec schema; every violation
+/// is listed with where it is.
 pub fn validate_value(spec: &Value) -> Result<(), SpecValidationError> {
     let errors = validator()?.errors(spec);
-    if !errors.is_empty() {
-        return Err(SpecValidationError::Schema(errors));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecValidationError::Schema(errors))
     }
+}
+
+/// Validates a parsed spec: the schema ([`validate_value`]), then the
+/// `oci-spec` crate's typed model (which catches what the schema leaves
+/// open, such as unknown capability names), read from the parsed value
+/// rather than by parsing the text again.
+pub fn validate_spec(spec: &Value) -> Result<(), SpecValidationError> {
+    validate_value(spec)?;
     <oci_spec::runtime::Spec as serde::Deserialize>::deserialize(spec)
         .map_err(|e| SpecValidationError::OciSpec(e.to_string()))?;
     Ok(())
@@ -68,7 +76,7 @@ pub fn validate_value(spec: &Value) -> Result<(), SpecValidationError> {
 /// Parses (once) and validates a policy's output.
 pub fn validate_json(spec: &str) -> Result<Value, SpecValidationError> {
     let value: Value = serde_json::from_str(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
-    validate_value(&value)?;
+    validate_spec(&value)?;
     Ok(value)
 }
 
@@ -139,8 +147,9 @@ mod tests {
                 "process": {"cwd": "/", "user": {"uid": 0, "gid": 0}, "capabilities": {"bounding": [cap]}},
             })
         };
-        validate_value(&spec("CAP_CHOWN")).unwrap();
-        let err = validate_value(&spec("CAP_BOGUS")).unwrap_err();
+        validate_spec(&spec("CAP_CHOWN")).unwrap();
+        validate_value(&spec("CAP_BOGUS")).unwrap();
+        let err = validate_spec(&spec("CAP_BOGUS")).unwrap_err();
         assert!(matches!(err, SpecValidationError::OciSpec(_)), "{err}");
     }
 }

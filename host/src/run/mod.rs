@@ -223,7 +223,7 @@ fn start_container(
         );
     }
     // The policies' output was validated; what the runner changed is too.
-    crate::validate::validate_value(&spec).map_err(|e| {
+    crate::validate::validate_spec(&spec).map_err(|e| {
         prepare(format!(
             "the spec after the runner's changes (root, groups, capabilities) {e}"
         ))
