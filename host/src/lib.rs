@@ -13,7 +13,7 @@ pub mod run;
 
 // The privileged operations live in their own crate, which builds without
 // wasmtime (for the fuzz targets, and for whoever audits them).
-pub use specwright_host_core::{audit, facts, interrupt, mount, resolve, state, step, sys, validate};
+pub use specwright_host_core::{audit, facts, input, interrupt, mount, resolve, state, step, sys, validate};
 
 use std::sync::Arc;
 use std::time::Instant;

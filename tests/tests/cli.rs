@@ -417,3 +417,66 @@ fn a_failed_spec_leaves_no_bundle_of_its_own_and_keeps_anothers_config() {
         .collect();
     assert_eq!(names, ["config.json"], "{names:?}");
 }
+
+/// Regression: host facts, policy files and settings were read without a
+/// bound: `--host-facts /dev/zero` took 5 GB before it failed.
+#[test]
+fn files_an_operator_names_are_read_within_a_bound() {
+    let work = tempfile::tempdir().unwrap();
+    let zero_settings = work.path().join("zero.json");
+    std::os::unix::fs::symlink("/dev/zero", &zero_settings).unwrap();
+    let request = case("minimal", "request");
+    let facts = case("minimal", "host");
+    let state = work.path().join("state");
+    let with = |args: &[&str]| {
+        let mut all = vec![
+            "spec",
+            "--request",
+            request.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        specwright(&all)
+    };
+    let settings = format!("default:{}", zero_settings.display());
+    let cases: [(Output, &str); 4] = [
+        (
+            with(&["--host-facts", "/dev/zero"]),
+            "/dev/zero: more than 1048576 bytes",
+        ),
+        (
+            with(&["--host-facts", facts.to_str().unwrap(), "--policy", "/dev/zero"]),
+            "more than 268435456 bytes",
+        ),
+        (
+            with(&["--host-facts", facts.to_str().unwrap(), "--policy", &settings]),
+            "more than 4194304 bytes",
+        ),
+        (
+            specwright(&["policy", "inspect", "/dev/zero"]),
+            "more than 268435456 bytes",
+        ),
+    ];
+    for (out, says) in cases {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+}
+
+/// Regression: `--bundle` took a directory anyone could write (and went
+/// through other users' symlinks), so config.json could be swapped before
+/// the runtime read it.
+#[test]
+fn a_bundle_dir_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    let open = work.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = spec_minimal(&["--bundle", open.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("bundle dir") && err.contains("lets others write"), "{err}");
+    assert!(!open.join("config.json").exists());
+}

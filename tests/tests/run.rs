@@ -312,12 +312,13 @@ fn a_killed_runtime_leaves_no_container_running() {
     );
     let state = work.join("state");
     let shell = format!(
-        r#"{HELPER} cli run --runtime runc --request {request} --rootfs {rootfs} --state-dir {state} > /dev/null 2>&1 &
+        r#"{HELPER} cli run --runtime runc --request {request} --rootfs {rootfs} --state-dir {state} > /dev/null 2> {state}.err &
 pid=$!
 i=0
 while ! runc state killed-runtime 2>/dev/null | grep -q '"running"' && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
 echo "running=$(runc state killed-runtime 2>/dev/null | grep -c '"running"')"
 pkill -9 -P $pid -x runc; wait $pid; echo "run=$?"
+echo "said=$(grep -c 'runc was killed by signal 9; the container is deleted' {state}.err)"
 runc state killed-runtime > /dev/null 2>&1; echo "state=$?"
 echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles | wc -l) locks=$(ls {state}/locks | wc -l)"
 "#,
@@ -329,6 +330,7 @@ echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts 
     let out = &report.stdout;
     assert!(out.contains("running=1"), "{out}");
     assert!(out.contains("run=137"), "run reports the runtime's death: {out}");
+    assert!(out.contains("said=1"), "and says so: {out}");
     assert!(out.contains("state=1"), "the container is gone: {out}");
     assert_eq!(report.left, "left=0 dirs=0 records=0 bundles=0 locks=0", "{out}");
 }

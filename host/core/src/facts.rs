@@ -18,7 +18,8 @@ pub fn read_facts_file(path: &Path) -> Result<HostFacts, FactsError> {
         path: path.display().to_string(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let text =
+        crate::input::read_bounded_text(path, crate::input::MAX_FACTS_BYTES).map_err(|e| file_error(e.to_string()))?;
     serde_json::from_str(&text).map_err(|e| file_error(format!("invalid host facts: {e}")))
 }
 

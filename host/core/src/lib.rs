@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod facts;
+pub mod input;
 pub mod interrupt;
 pub mod mount;
 pub mod resolve;

@@ -2,7 +2,7 @@
 //! a bundle directory, with the step's mounts kept until `release`.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{load_chain, open_state};
 use crate::audit::Audit;
 use crate::policy::{Limits, PolicyRuntime};
-use crate::state::StateDir;
+use crate::state::{GivenBundle, StateDir};
 use crate::step::StepOptions;
 use crate::sys::{Op, RealSyscalls, RecordingSyscalls, Syscalls};
 use crate::StepContext;
@@ -104,42 +104,19 @@ pub(super) fn spec(args: SpecArgs) -> Result<()> {
 
     // The bundle directory, and any parent of it, this step creates is
     // removed again if it fails.
-    let created = match &args.bundle {
-        Some(bundle) => create_dirs(bundle).with_context(|| format!("creating bundle dir {}", bundle.display()))?,
-        None => Vec::new(),
+    let bundle = match &args.bundle {
+        Some(dir) => Some(GivenBundle::open(dir).with_context(|| format!("bundle dir {}", dir.display()))?),
+        None => None,
     };
-    let result = spec_into(&args, &runtime, &chain, &request, &facts, opened);
+    let result = spec_into(&args, &runtime, &chain, &request, &facts, opened, bundle.as_ref());
     if result.is_err() {
-        // Only what this step made, deepest first: empty directories (the
-        // config is written last, and only on success).
-        for dir in created.iter().rev() {
-            let _ = std::fs::remove_dir(dir);
+        // Only what this step made: empty directories (the config is
+        // written last, and only on success).
+        if let Some(bundle) = bundle {
+            bundle.remove_created();
         }
     }
     result
-}
-
-/// Creates `path` and its missing parents, returning those this call
-/// made, outermost first (one another process makes meanwhile is not ours).
-fn create_dirs(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let missing: Vec<&Path> = path
-        .ancestors()
-        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
-        .collect();
-    let mut created = Vec::new();
-    for dir in missing.into_iter().rev() {
-        match std::fs::create_dir(dir) {
-            Ok(()) => created.push(dir.to_path_buf()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(e) => {
-                for made in created.iter().rev() {
-                    let _ = std::fs::remove_dir(made);
-                }
-                return Err(e);
-            }
-        }
-    }
-    Ok(created)
 }
 
 fn spec_into(
@@ -149,6 +126,7 @@ fn spec_into(
     request: &str,
     facts: &specwright_core::HostFacts,
     opened: Option<(StateDir, Arc<Audit>)>,
+    bundle: Option<&GivenBundle>,
 ) -> Result<()> {
     let (state, audit) = match opened {
         Some(opened) => opened,
@@ -175,9 +153,11 @@ fn spec_into(
         }
         let mut text = serde_json::to_string_pretty(&outcome.spec).context("encoding the spec")?;
         text.push('\n');
-        match &args.bundle {
-            Some(bundle) => crate::state::write_file_in(bundle, "config.json", text.as_bytes())
-                .with_context(|| format!("writing {}", bundle.join("config.json").display())),
+        match bundle {
+            Some(bundle) => bundle
+                .write_config(text.as_bytes())
+                .map(|_| ())
+                .with_context(|| format!("writing {}", bundle.path().join("config.json").display())),
             None => std::io::stdout()
                 .write_all(text.as_bytes())
                 .context("writing the spec to standard output"),

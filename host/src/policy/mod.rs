@@ -190,10 +190,11 @@ impl PolicyRuntime {
         if file == Path::new(DEFAULT_POLICY_NAME) {
             return Ok((DEFAULT_POLICY_NAME.to_string(), DEFAULT_POLICY_WASM.into()));
         }
-        let bytes = std::fs::read(file).map_err(|e| PolicyError::Load {
-            policy: file.display().to_string(),
-            message: format!("reading {}: {e}", file.display()),
-        })?;
+        let bytes =
+            crate::input::read_bounded(file, crate::input::MAX_POLICY_BYTES).map_err(|e| PolicyError::Load {
+                policy: file.display().to_string(),
+                message: format!("reading {}: {e}", file.display()),
+            })?;
         Ok((file.display().to_string(), bytes.into()))
     }
 
@@ -201,9 +202,11 @@ impl PolicyRuntime {
     pub fn load_spec(&self, spec: &str) -> Result<LoadedPolicy, PolicyError> {
         let (file, settings_file) = split_policy_arg(spec);
         let settings = match settings_file {
-            Some(path) => std::fs::read_to_string(&path).map_err(|e| PolicyError::Load {
-                policy: file.display().to_string(),
-                message: format!("reading settings {}: {e}", path.display()),
+            Some(path) => crate::input::read_bounded_text(&path, crate::input::MAX_SETTINGS_BYTES).map_err(|e| {
+                PolicyError::Load {
+                    policy: file.display().to_string(),
+                    message: format!("reading settings {}: {e}", path.display()),
+                }
             })?,
             None => String::new(),
         };

@@ -164,7 +164,12 @@ fn prepare_request(
     request.validate().map_err(|e| prepare(e.to_string()))?;
     let written = |e: crate::state::StateError| prepare(e.to_string());
     if request.resolv_conf.is_empty() {
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host =
+            match crate::input::read_bounded_text(Path::new("/etc/resolv.conf"), crate::input::MAX_RESOLV_CONF_BYTES) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(prepare(format!("the host's /etc/resolv.conf: {e}"))),
+            };
         let path = bundle
             .write("resolv.conf", resolv_conf_for(&host, &request.network).as_bytes())
             .map_err(written)?;
@@ -275,5 +280,12 @@ fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<i32, RunE
     handle.close();
     let _ = forwarder.join();
     let status = status?;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    if let Some(signal) = status.signal() {
+        eprintln!(
+            "specwright: {} was killed by signal {signal}; the container is deleted",
+            runtime.path.display()
+        );
+        return Ok(128 + signal);
+    }
+    Ok(status.code().unwrap_or(1))
 }

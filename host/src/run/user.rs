@@ -14,13 +14,47 @@ pub struct ResolvedUser {
     pub additional_gids: Vec<u32>,
 }
 
-/// Reads a file inside the rootfs without following symlinks out of it.
-fn read_in_rootfs(rootfs: &Path, path: &str) -> Option<String> {
-    let resolved = resolve_in_root(rootfs, path).ok()?;
-    let object = resolved.object?;
+/// The largest /etc/passwd or /etc/group of a rootfs read.
+const MAX_ACCOUNT_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads a file inside the rootfs without following symlinks out of it;
+/// `None` when it does not exist. The rootfs is image content, so anything
+/// but a regular file of bounded size is an error, never read (a device
+/// would not end, a FIFO would block the open).
+fn read_in_rootfs(rootfs: &Path, path: &str) -> Result<Option<String>, RunError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |why: String| RunError::Prepare(format!("the rootfs's {path}: {why}"));
+    let Ok(resolved) = resolve_in_root(rootfs, path) else {
+        return Ok(None);
+    };
+    let Some(object) = resolved.object else {
+        return Ok(None);
+    };
+    let stat = nix::sys::stat::fstat(&object).map_err(|e| failed(e.to_string()))?;
+    if nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
+        != nix::sys::stat::SFlag::S_IFREG
+    {
+        return Err(failed("not a regular file".to_string()));
+    }
+    if stat.st_size as u64 > MAX_ACCOUNT_FILE_BYTES {
+        return Err(failed(format!("more than {MAX_ACCOUNT_FILE_BYTES} bytes")));
+    }
     // Reopening the resolved object through its descriptor reads exactly
     // what was resolved, whatever happens to the path meanwhile.
-    std::fs::read_to_string(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&object))).ok()
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&object)))
+        .map_err(|e| failed(e.to_string()))?;
+    let mut text = String::new();
+    file.take(MAX_ACCOUNT_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| failed(e.to_string()))?;
+    if text.len() as u64 > MAX_ACCOUNT_FILE_BYTES {
+        return Err(failed(format!("more than {MAX_ACCOUNT_FILE_BYTES} bytes")));
+    }
+    Ok(Some(text))
 }
 
 /// Resolves `user` ("name|uid[:group|gid]") as runc does: names through the
@@ -34,8 +68,8 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, RunError>
             additional_gids: Vec::new(),
         });
     }
-    let passwd = read_in_rootfs(rootfs, "/etc/passwd").unwrap_or_default();
-    let group = read_in_rootfs(rootfs, "/etc/group").unwrap_or_default();
+    let passwd = read_in_rootfs(rootfs, "/etc/passwd")?.unwrap_or_default();
+    let group = read_in_rootfs(rootfs, "/etc/group")?.unwrap_or_default();
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -159,5 +193,43 @@ mod tests {
         // The link points at the host's file; inside the rootfs it names
         // itself, a loop, so nothing is read.
         assert!(resolve_user(r.path(), "root").is_err());
+    }
+
+    /// Regression: a device at the rootfs's /etc/passwd was read without
+    /// end (1 GB/s), and a FIFO blocked the open past SIGTERM.
+    #[test]
+    fn account_files_that_are_not_plain_bounded_files_are_refused() {
+        let r = rootfs();
+        let passwd = r.path().join("etc/passwd");
+        std::fs::remove_file(&passwd).unwrap();
+        nix::unistd::mkfifo(&passwd, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let err = resolve_user(r.path(), "root").unwrap_err().to_string();
+        assert!(err.contains("/etc/passwd: not a regular file"), "{err}");
+        std::fs::remove_file(&passwd).unwrap();
+        let zero = nix::sys::stat::makedev(1, 5);
+        nix::sys::stat::mknod(
+            &passwd,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            zero,
+        )
+        .unwrap();
+        let err = resolve_user(r.path(), "root").unwrap_err().to_string();
+        assert!(err.contains("/etc/passwd: not a regular file"), "{err}");
+        std::fs::remove_file(&passwd).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &passwd).unwrap();
+        // Inside the rootfs the link names its own /dev/zero, absent here.
+        assert!(resolve_user(r.path(), "root").is_err());
+        std::fs::remove_file(&passwd).unwrap();
+        let big = std::fs::File::create(&passwd).unwrap();
+        big.set_len(MAX_ACCOUNT_FILE_BYTES + 1).unwrap();
+        let err = resolve_user(r.path(), "root").unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
+        std::fs::remove_file(&passwd).unwrap();
+        assert_eq!(
+            resolve_user(r.path(), "0").unwrap().uid,
+            0,
+            "a missing passwd is no error"
+        );
     }
 }

@@ -198,16 +198,3 @@ pub(super) fn remove_file_at(dir: BorrowedFd<'_>, path: &Path, name: &str) -> Re
         Err(e) => Err(io_at(&path.join(name))(e)),
     }
 }
-
-/// Writes `bytes` as `name` in the directory `dir` names (a bundle a user
-/// gave): through a fresh, exclusively created temporary file and a
-/// rename, fsynced, so a reader sees the old file or the new one.
-pub fn write_file_in(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
-    let fd = nix::fcntl::open(
-        dir,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_at(dir))?;
-    write_atomically(fd.as_fd(), dir, name, bytes, 0o644, true)
-}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::at::{io_at, write_atomically, Dir};
+use super::at::{check_trusted, io_at, write_atomically, Dir};
 use super::StateError;
 
 /// The most entries of a bundle `release` removes.
@@ -58,5 +58,69 @@ impl Bundle {
             }
         }
         Ok(())
+    }
+}
+
+/// A bundle directory an operator names (`spec --bundle DIR`), reached
+/// and checked as the state dir is: no other user's directory or symlink
+/// on the way, and the directory itself ours and writable by no one else,
+/// so that no one can send config.json elsewhere or change it before the
+/// runtime reads it.
+#[derive(Debug)]
+pub struct GivenBundle {
+    dir: Dir,
+    /// The directories opening it made, outermost first.
+    created: Vec<PathBuf>,
+}
+
+/// How the directories of a given bundle are made (as `mkdir -p` would).
+const GIVEN_BUNDLE_MODE: u32 = 0o755;
+
+impl GivenBundle {
+    /// Opens (creating what is missing) the bundle directory at `given`.
+    pub fn open(given: &Path) -> Result<GivenBundle, StateError> {
+        let given = std::path::absolute(given).map_err(|e| StateError::Io {
+            path: given.to_path_buf(),
+            source: e,
+        })?;
+        let mut created = Vec::new();
+        let opened = super::walk::open_trusted_dir(&given, GIVEN_BUNDLE_MODE, &mut created).and_then(|(fd, real)| {
+            let stat = nix::sys::stat::fstat(&fd).map_err(io_at(&real))?;
+            check_trusted(&real, &stat)?;
+            Ok(Dir {
+                fd: std::sync::Arc::new(fd),
+                path: real,
+            })
+        });
+        match opened {
+            Ok(dir) => Ok(GivenBundle { dir, created }),
+            Err(e) => {
+                remove_created(&created);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// Writes config.json through a fresh, exclusively created temporary
+    /// file and a rename, fsynced: a reader sees the old file or the new.
+    pub fn write_config(&self, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        write_atomically(self.dir.fd(), &self.dir.path, "config.json", bytes, 0o644, true)?;
+        Ok(self.dir.path.join("config.json"))
+    }
+
+    /// Removes the directories opening it made (a step that failed): only
+    /// empty ones, deepest first.
+    pub fn remove_created(self) {
+        remove_created(&self.created);
+    }
+}
+
+fn remove_created(created: &[PathBuf]) {
+    for dir in created.iter().rev() {
+        let _ = std::fs::remove_dir(dir);
     }
 }

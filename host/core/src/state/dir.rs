@@ -58,7 +58,7 @@ impl StateDir {
             path: root.to_path_buf(),
             source: e,
         })?;
-        let (fd, real) = super::walk::open_trusted_dir(&given, DIR_MODE)?;
+        let (fd, real) = super::walk::open_trusted_dir(&given, DIR_MODE, &mut Vec::new())?;
         check_trusted(&real, &fstat(&fd).map_err(io_at(&real))?)?;
         super::walk::check_ancestors(&real)?;
         let root_dir = Dir {
@@ -152,6 +152,13 @@ impl StateDir {
             return Err(StateError::Untrusted {
                 path,
                 why: "not a regular file".to_string(),
+            });
+        }
+        // Appending through a planted hard link would write elsewhere.
+        if stat.st_nlink != 1 {
+            return Err(StateError::Untrusted {
+                path,
+                why: format!("a file with {} links", stat.st_nlink),
             });
         }
         Ok(File::from(fd))

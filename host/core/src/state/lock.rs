@@ -79,6 +79,14 @@ impl StepLock {
                     message: "a lock that is not a regular file".to_string(),
                 });
             }
+            // The holder writes its pid in place: a hard link planted here
+            // would have that written into the file it links to.
+            if stat.st_nlink != 1 {
+                return Err(StateError::Corrupt {
+                    path,
+                    message: format!("a lock file with {} links, not one the host made", stat.st_nlink),
+                });
+            }
             let lock = match Flock::lock(std::fs::File::from(fd), FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,
                 Err((mut file, Errno::EWOULDBLOCK)) => {
@@ -167,5 +175,19 @@ mod tests {
         let state = StateDir::open(dir.path()).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("locks/s.lock")).unwrap();
         assert!(state.lock("s").is_err());
+    }
+
+    /// Regression: a hard link planted at the lock's name had the
+    /// holder's pid written into the file it links to.
+    #[test]
+    fn a_hard_linked_lock_is_refused_and_its_target_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::hard_link(&victim, dir.path().join("locks/s.lock")).unwrap();
+        let err = state.lock("s").unwrap_err().to_string();
+        assert!(err.contains("2 links"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     }
 }

@@ -25,8 +25,7 @@ mod record;
 mod tests;
 mod walk;
 
-pub use at::write_file_in;
-pub use bundle::Bundle;
+pub use bundle::{Bundle, GivenBundle};
 pub use dir::{StateDir, DEFAULT_STATE_DIR};
 pub use lock::StepLock;
 pub use record::{
@@ -47,7 +46,7 @@ pub enum StateError {
     Corrupt { path: PathBuf, message: String },
     #[error("{id:?} is not a step id (ids name files in the state directory: letters, digits, '_', '.', '-', not starting with '.')")]
     BadId { id: String },
-    #[error("{path}: not trusted as a state directory ({why})")]
+    #[error("{path}: not trusted ({why})")]
     Untrusted { path: PathBuf, why: String },
     #[error("step {id} is held by pid {pid}")]
     Held { id: String, pid: String },

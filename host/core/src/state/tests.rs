@@ -97,7 +97,7 @@ fn a_planted_symlink_is_never_written_through() {
     let bundle = dir.path().join("bundle");
     std::fs::create_dir(&bundle).unwrap();
     std::os::unix::fs::symlink(&victim, bundle.join("config.json.tmp")).unwrap();
-    write_file_in(&bundle, "config.json", b"{}").unwrap();
+    GivenBundle::open(&bundle).unwrap().write_config(b"{}").unwrap();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert_eq!(std::fs::read_to_string(bundle.join("config.json")).unwrap(), "{}");
 }
@@ -178,4 +178,69 @@ fn a_state_dir_others_can_change_is_refused() {
         .to_string()
         .contains("not a directory"));
     assert!(outside.join("s1/keep").exists());
+}
+
+/// Regression: `spec --bundle DIR` went through another user's symlink
+/// and wrote into directories anyone could change, so root replaced a
+/// config.json of the other user's choosing.
+#[test]
+fn a_bundle_dir_others_can_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("config.json"), "precious").unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::symlink(&victim, shared.join("bundle")).unwrap();
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        &shared.join("bundle"),
+        Some(nobody),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    let err = GivenBundle::open(&shared.join("bundle")).unwrap_err().to_string();
+    assert!(err.contains("a symlink owned by uid 65534"), "{err}");
+    assert_eq!(std::fs::read_to_string(victim.join("config.json")).unwrap(), "precious");
+
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let err = GivenBundle::open(&open).unwrap_err().to_string();
+    assert!(err.contains("lets others write"), "{err}");
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(nobody), None).unwrap();
+    let err = GivenBundle::open(&theirs).unwrap_err().to_string();
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    let err = GivenBundle::open(&theirs.join("below")).unwrap_err().to_string();
+    assert!(err.contains("lets another user replace it"), "{err}");
+    assert!(
+        !theirs.join("below").exists(),
+        "nothing is made below another user's directory"
+    );
+
+    let nested = dir.path().join("made/for/this");
+    let bundle = GivenBundle::open(&nested).unwrap();
+    bundle.write_config(b"{}").unwrap();
+    std::fs::remove_file(nested.join("config.json")).unwrap();
+    bundle.remove_created();
+    assert!(!dir.path().join("made").exists(), "what it made goes again");
+}
+
+/// Regression: the audit log was appended to through a planted hard link.
+#[test]
+fn a_hard_linked_audit_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::fs::hard_link(&victim, dir.path().join("audit.jsonl")).unwrap();
+    let err = state.open_audit_log().unwrap_err().to_string();
+    assert!(err.contains("2 links"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }

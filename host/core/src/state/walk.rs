@@ -59,8 +59,13 @@ fn dir_flags() -> OFlag {
 
 /// Opens the directory at `given` (absolute), creating missing components
 /// (mode `mode`), under the contract above. Returns the open directory
-/// and its real path.
-pub(super) fn open_trusted_dir(given: &Path, mode: u32) -> Result<(OwnedFd, PathBuf), StateError> {
+/// and its real path; adds to `created` each directory this walk made,
+/// outermost first.
+pub(super) fn open_trusted_dir(
+    given: &Path,
+    mode: u32,
+    created: &mut Vec<PathBuf>,
+) -> Result<(OwnedFd, PathBuf), StateError> {
     let io = |at: &Path, errno: Errno| StateError::Io {
         path: at.to_path_buf(),
         source: std::io::Error::from(errno),
@@ -87,7 +92,8 @@ pub(super) fn open_trusted_dir(given: &Path, mode: u32) -> Result<(OwnedFd, Path
         };
         match stat {
             None => match mkdirat(dir.as_fd(), name.as_os_str(), Mode::from_bits_truncate(mode)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => created.push(at.clone()),
+                Err(Errno::EEXIST) => {}
                 Err(e) => return Err(io(&at, e)),
             },
             Some(link) if file_type(&link) == SFlag::S_IFLNK => {
@@ -130,7 +136,7 @@ pub(super) fn open_trusted_dir(given: &Path, mode: u32) -> Result<(OwnedFd, Path
     if path == Path::new("/") {
         return Err(StateError::Untrusted {
             path: given.to_path_buf(),
-            why: "the root directory cannot be a state dir".to_string(),
+            why: "the root directory itself".to_string(),
         });
     }
     Ok((fd, path))

@@ -1,0 +1,58 @@
+//! Files an operator names on the command line (host facts, policies,
+//! their settings): read whole, but never more than a bound, so that a
+//! device such as /dev/zero is an error, not the end of the host's memory.
+//! A pipe stays readable (`--host-facts <(...)`).
+
+use std::io::Read;
+use std::path::Path;
+
+/// The most bytes of a host facts file.
+pub const MAX_FACTS_BYTES: u64 = 1 << 20;
+/// The most bytes of a policy's settings file.
+pub const MAX_SETTINGS_BYTES: u64 = 4 << 20;
+/// The most bytes of a policy component (runtimes for other languages
+/// make components of tens of MiB).
+pub const MAX_POLICY_BYTES: u64 = 256 << 20;
+/// The most bytes of the host's /etc/resolv.conf.
+pub const MAX_RESOLV_CONF_BYTES: u64 = 1 << 20;
+
+/// `path`'s bytes; an error (naming the bound) past `max`.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("more than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`], as UTF-8 text.
+pub fn read_bounded_text(path: &Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, max)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_past_its_bound_is_an_error_and_a_device_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"0123456789").unwrap();
+        assert_eq!(read_bounded(&file, 10).unwrap(), b"0123456789");
+        assert!(read_bounded(&file, 9)
+            .unwrap_err()
+            .to_string()
+            .contains("more than 9 bytes"));
+        let err = read_bounded(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("more than 1048576 bytes"), "{err}");
+        std::fs::write(&file, [0xff, 0xfe]).unwrap();
+        assert!(read_bounded_text(&file, 10).unwrap_err().to_string().contains("UTF-8"));
+    }
+}
