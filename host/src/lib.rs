@@ -1,11 +1,36 @@
 //! specwright: build-step requests in, OCI runtime specs out, through
 //! sandboxed WebAssembly policies and a small privileged host.
 //!
-//! The pipeline ([`generate_spec`]): parse the request, run the policy
-//! chain (each policy's mount requests are performed by [`step::StepHost`]),
-//! validate each policy's output against the runtime-spec schema, and keep
-//! the mounts for the step, or release every one of them on any failure.
+//! The pipeline: parse the request, run the policy chain (each policy's
+//! mount requests are performed by [`step::StepHost`]), validate each
+//! policy's output against the runtime-spec schema, and keep the mounts
+//! for the step, or release every one of them on any failure.
+//!
+//! Embedded in a build system, through [`api`]:
+//!
+//! ```
+//! use specwright::{Chain, Engine, Host, Limits, Request};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::new(Limits::default())?;
+//! let chain = Chain::new(vec![engine.default_policy()?]);
+//! let state = tempfile::tempdir()?;
+//! let host = Host::open(state.path())?;
+//! let request = Request::from_json(r#"{"id": "doc-step", "args": ["/bin/true"], "env": ["PATH=/bin"]}"#)?;
+//! let facts = specwright::facts::detect()?;
+//!
+//! let step = engine.prepare(&chain, &host, &request, &facts)?;
+//! assert_eq!(step.spec()["process"]["args"][0], "/bin/true");
+//! let bundle = tempfile::tempdir()?;
+//! let config = step.write_bundle(bundle.path())?;
+//! assert!(config.ends_with("config.json"));
+//! let report = step.release()?;
+//! assert!(report.busy.is_empty());
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod policy;
@@ -15,11 +40,14 @@ pub mod run;
 // wasmtime (for the fuzz targets, and for whoever audits them).
 pub use specwright_host_core::{audit, facts, input, interrupt, mount, resolve, state, step, sys, validate};
 
+pub use api::{Chain, Engine, Error, Host, Step};
+pub use policy::Limits;
+pub use specwright_core::{HostFacts, Request};
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use specwright_core::{HostFacts, Request};
 
 use crate::audit::Audit;
 use crate::policy::{LoadedPolicy, PolicyError, PolicyRuntime};
@@ -106,11 +134,24 @@ pub fn generate_spec(
     ctx: StepContext,
 ) -> Result<SpecOutcome, SpecError> {
     let request = Request::from_json(request_json).map_err(|e| SpecError::Request(e.to_string()))?;
-    let lock = ctx.lock(&request.id)?;
-    let step = ctx.step_host(&request, lock)?;
-    let (step, spec) = run_chain(runtime, chain, step, &request, facts, &ctx.audit)?;
-    let lock = step.keep();
+    let (spec, lock) = prepare_step(runtime, chain, &request, facts, ctx)?;
     Ok(SpecOutcome { request, spec, lock })
+}
+
+/// [`generate_spec`] for a parsed request: takes the step for this
+/// process, runs the chain, and keeps the mounts; returns the validated
+/// spec and the step's lock.
+pub fn prepare_step(
+    runtime: &PolicyRuntime,
+    chain: &[LoadedPolicy],
+    request: &Request,
+    facts: &HostFacts,
+    ctx: StepContext,
+) -> Result<(Value, StepLock), SpecError> {
+    let lock = ctx.lock(&request.id)?;
+    let step = ctx.step_host(request, lock)?;
+    let (step, spec) = run_chain(runtime, chain, step, request, facts, &ctx.audit)?;
+    Ok((spec, step.keep()))
 }
 
 /// Runs `chain` for `request` on `step`, validating each policy's output;

@@ -35,9 +35,10 @@ fn main() {
         },
         Some("faults") if args.len() == 3 => report(faults(Path::new(&args[2]))),
         Some("busy") if args.len() == 3 => report(busy(Path::new(&args[2]))),
+        Some("api") if args.len() == 3 => report(api(Path::new(&args[2]))),
         _ => {
             eprintln!(
-                "usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR | faults WORKDIR | busy WORKDIR"
+                "usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR | faults WORKDIR | busy WORKDIR | api WORKDIR"
             );
             std::process::exit(2);
         }
@@ -201,6 +202,81 @@ fn busy(work: &Path) -> Result<Value> {
         "warnings": report.warnings(),
         "left": left,
     }))
+}
+
+/// The library API on a four-mount step: a step released explicitly, one
+/// dropped, one kept (then released by id), one whose chain fails, and a
+/// bundle written; the mounts held and left after each.
+fn api(work: &Path) -> Result<Value> {
+    let work = std::fs::canonicalize(work)?;
+    let request = specwright_core::Request::from_json(&multi_mount_request(&work)?)?;
+    let facts = oracle_facts()?;
+    let state_root = work.join("state");
+    let engine = specwright::Engine::new(Limits::default())?;
+    let chain = specwright::Chain::new(vec![engine.default_policy()?]);
+    let host = specwright::Host::open(&state_root)?;
+    let held = || mounts_below(&state_root.join("mounts")).map(|m| m.len());
+
+    let step = engine.prepare(&chain, &host, &request, &facts)?;
+    let held_released = held()?;
+    let config = step.write_bundle(&work.join("bundle/of/step"))?;
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&config)?)?;
+    let report = step.release()?;
+    let after_release = held()?;
+
+    let step = engine.prepare(&chain, &host, &request, &facts)?;
+    let held_dropped = held()?;
+    drop(step);
+    let after_drop = held()?;
+
+    engine.prepare(&chain, &host, &request, &facts)?.keep();
+    let after_keep = held()?;
+    let again = engine
+        .prepare(&chain, &host, &request, &facts)
+        .err()
+        .map(|e| e.to_string());
+    release_step(
+        &StateDir::open(&state_root)?,
+        &RealSyscalls,
+        &Audit::events_only(),
+        "faulty",
+    )?;
+
+    let denying = specwright::Chain::new(vec![
+        engine.default_policy()?,
+        engine.load(&format!(
+            "{}:{}",
+            env!("SPECWRIGHT_TEST_POLICY_WASM"),
+            write_settings(&work, "deny")?
+        ))?,
+    ]);
+    let denied = engine
+        .prepare(&denying, &host, &request, &facts)
+        .err()
+        .map(|e| e.to_string());
+    Ok(json!({
+        "held_released": held_released,
+        "released": report.released,
+        "after_release": after_release,
+        "held_dropped": held_dropped,
+        "after_drop": after_drop,
+        "after_keep": after_keep,
+        "again": again,
+        "denied": denied,
+        "written_args": written["process"]["args"],
+        "left": leftovers(&state_root)?,
+    }))
+}
+
+fn oracle_facts() -> Result<HostFacts> {
+    let path = specwright_tests::oracle_facts_file();
+    Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?)
+}
+
+fn write_settings(work: &Path, mode: &str) -> Result<String> {
+    let path = work.join(format!("{mode}.json"));
+    std::fs::write(&path, json!({"mode": mode}).to_string())?;
+    Ok(path.display().to_string())
 }
 
 /// Highest n of `<PREFIXn>` in `text`, plus one.

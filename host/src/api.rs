@@ -1,0 +1,213 @@
+//! specwright in-process: an [`Engine`] runs a [`Chain`] of policies for a
+//! request on a [`Host`], and hands back the prepared [`Step`]: its spec,
+//! the mounts it holds, and the means to write its bundle and release it.
+//!
+//! The sequence is the command line's: `Engine::prepare` takes the step
+//! for this process (its lock), runs each policy with the host performing
+//! the mounts it asks for, and validates each output; the `Step` holds the
+//! mounts until [`Step::release`], or until it is dropped, or for good with
+//! [`Step::keep`] (then `specwright release ID` undoes them).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use specwright_core::{HostFacts, Request};
+
+use crate::audit::Audit;
+use crate::policy::{Limits, LoadedPolicy, PolicyError, PolicyRuntime};
+use crate::state::{GivenBundle, StateDir, StateError, StepLock};
+use crate::step::{release_locked, ReleaseError, ReleaseReport, StepOptions};
+use crate::sys::{RealSyscalls, Syscalls};
+use crate::{SpecError, StepContext};
+
+/// What can go wrong in the library: each variant keeps its typed cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Loading, running or validating a policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The state directory or a bundle directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Preparing the step (the request, the host's side, the chain).
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Releasing what the step held.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// Encoding the spec.
+    #[error("encoding the spec: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The policy runtime: a wasmtime engine, the sandbox limits of every
+/// policy call, and (optionally) the compile cache.
+pub struct Engine {
+    runtime: PolicyRuntime,
+}
+
+impl Engine {
+    /// An engine whose policies run within `limits`.
+    pub fn new(limits: Limits) -> Result<Engine, Error> {
+        Ok(Engine {
+            runtime: PolicyRuntime::new(limits)?,
+        })
+    }
+
+    /// Keeps compiled policies in `dir` (ours, writable by no one else).
+    pub fn with_cache(self, dir: &Path) -> Result<Engine, Error> {
+        Ok(Engine {
+            runtime: self.runtime.with_cache(dir)?,
+        })
+    }
+
+    /// The embedded default policy (BuildKit's `GenerateSpec`).
+    pub fn default_policy(&self) -> Result<LoadedPolicy, Error> {
+        Ok(self.runtime.load_default()?)
+    }
+
+    /// A policy from `FILE[:SETTINGS.json]`, as `--policy` takes it.
+    pub fn load(&self, arg: &str) -> Result<LoadedPolicy, Error> {
+        Ok(self.runtime.load_spec(arg)?)
+    }
+
+    /// Runs `chain` for `request` on `host`: the step is this process's
+    /// until the returned [`Step`] lets it go. On any failure nothing the
+    /// step made is left.
+    pub fn prepare(&self, chain: &Chain, host: &Host, request: &Request, facts: &HostFacts) -> Result<Step, Error> {
+        let (spec, lock) = crate::prepare_step(&self.runtime, &chain.policies, request, facts, host.context())?;
+        Ok(Step {
+            spec,
+            lock: Some(lock),
+            host: host.clone(),
+        })
+    }
+}
+
+/// The policies a step runs through, in order; each gets the previous
+/// one's spec.
+pub struct Chain {
+    policies: Vec<LoadedPolicy>,
+}
+
+impl Chain {
+    /// `policies`, run in the order given.
+    pub fn new(policies: Vec<LoadedPolicy>) -> Chain {
+        Chain { policies }
+    }
+}
+
+/// Where a step's privileged work happens: the state directory, the
+/// syscalls (real ones, or a recording implementation for a dry run or
+/// fault injection) and the audit log.
+#[derive(Clone)]
+pub struct Host {
+    state: StateDir,
+    sys: Arc<dyn Syscalls>,
+    audit: Arc<Audit>,
+    options: StepOptions,
+}
+
+impl Host {
+    /// Opens (creating if needed) the state directory at `state_dir`, with
+    /// real syscalls and the audit log in it.
+    pub fn open(state_dir: &Path) -> Result<Host, Error> {
+        let state = StateDir::open(state_dir)?;
+        let audit = Arc::new(Audit::to_file(state.open_audit_log()?));
+        Ok(Host {
+            state,
+            sys: Arc::new(RealSyscalls),
+            audit,
+            options: StepOptions::default(),
+        })
+    }
+
+    /// The same host performing its operations through `sys`.
+    pub fn with_syscalls(mut self, sys: Arc<dyn Syscalls>) -> Host {
+        self.sys = sys;
+        self
+    }
+
+    /// The same host treating steps as `options` say (pinned selectors,
+    /// the owner process `gc` watches).
+    pub fn with_options(mut self, options: StepOptions) -> Host {
+        self.options = options;
+        self
+    }
+
+    fn context(&self) -> StepContext {
+        StepContext {
+            state: self.state.clone(),
+            sys: self.sys.clone(),
+            audit: self.audit.clone(),
+            options: self.options,
+        }
+    }
+}
+
+/// A prepared step: its validated spec and the mounts it holds. Dropping
+/// it releases them (errors are logged); [`Step::release`] reports them.
+pub struct Step {
+    spec: Value,
+    /// `None` once released or kept.
+    lock: Option<StepLock>,
+    host: Host,
+}
+
+impl Step {
+    /// The spec, as the last policy wrote it (runtime-spec field order).
+    pub fn spec(&self) -> &Value {
+        &self.spec
+    }
+
+    /// config.json's text.
+    pub fn config_json(&self) -> Result<String, Error> {
+        let mut text = serde_json::to_string_pretty(&self.spec)?;
+        text.push('\n');
+        Ok(text)
+    }
+
+    /// Writes config.json into `dir` (made if missing; refused when
+    /// another user could change it) atomically; returns its path.
+    pub fn write_bundle(&self, dir: &Path) -> Result<PathBuf, Error> {
+        let text = self.config_json()?;
+        let bundle = GivenBundle::open(dir)?;
+        match bundle.write_config(text.as_bytes()) {
+            Ok(path) => Ok(path),
+            Err(e) => {
+                bundle.remove_created();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Unmounts and removes everything the step holds.
+    pub fn release(mut self) -> Result<ReleaseReport, Error> {
+        self.release_held().map_err(Error::from)
+    }
+
+    /// Leaves the mounts in place beyond this process: `specwright release
+    /// ID` (or `gc`, once the owner is gone) undoes them.
+    pub fn keep(mut self) {
+        self.lock = None;
+    }
+
+    fn release_held(&mut self) -> Result<ReleaseReport, ReleaseError> {
+        match self.lock.take() {
+            Some(lock) if lock.is_held() => {
+                release_locked(&self.host.state, self.host.sys.as_ref(), &self.host.audit, lock)
+            }
+            _ => Ok(ReleaseReport::default()),
+        }
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_held() {
+            tracing::error!(error = %e, "releasing a dropped step");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The library API as a build system embeds it, with real mounts in a
+//! private mount namespace: what a step holds while prepared, and nothing
+//! after it is released, dropped, kept and released by id, or denied.
+
+use serde_json::{json, Value};
+use specwright_tests::run_in_private_mount_namespace;
+
+const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
+
+#[test]
+fn a_step_holds_its_mounts_until_released_dropped_or_kept() {
+    let work = tempfile::tempdir().unwrap();
+    let out = run_in_private_mount_namespace(HELPER.as_ref(), &["api", work.path().to_str().unwrap()]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Four request mounts with selectors: the two read-only binds and the
+    // overlay are mounted, the read-write bind resolved in place (as
+    // BuildKit does; the oracle cases count BuildKit's mounts).
+    assert_eq!(r["held_released"], 3, "{r}");
+    assert_eq!(r["released"], 3, "{r}");
+    assert_eq!(r["after_release"], 0, "{r}");
+    assert_eq!(r["held_dropped"], 3, "{r}");
+    assert_eq!(r["after_drop"], 0, "dropping a step releases it: {r}");
+    assert_eq!(r["after_keep"], 3, "a kept step keeps its mounts: {r}");
+    assert!(
+        r["again"].as_str().is_some_and(|e| e.contains("already holds mounts")),
+        "a kept step is not prepared twice: {r}"
+    );
+    assert!(
+        r["denied"].as_str().is_some_and(|e| e.contains("denied on purpose")),
+        "{r}"
+    );
+    assert_eq!(r["written_args"], json!(["/bin/true"]), "{r}");
+    assert_eq!(r["left"]["mounts"], 0, "{r}");
+    assert_eq!(r["left"]["records"], json!([]), "{r}");
+}
