@@ -93,7 +93,7 @@ fn main() -> Result<()> {
             }),
             timed(format!("{case}: wasm, one reused instance"), || {
                 reused
-                    .generate(&json, &facts, "")
+                    .generate(dry_step(&state, &request)?, &json, &facts, "")
                     .map(drop)
                     .map_err(anyhow::Error::from)
             }),

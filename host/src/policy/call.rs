@@ -205,7 +205,16 @@ pub struct ReusedInstance {
 }
 
 impl ReusedInstance {
-    pub fn generate(&mut self, request_json: &str, facts: &HostFacts, settings: &str) -> Result<String, PolicyError> {
+    /// One `generate` call of the kept instance for a step of its own: a
+    /// step's limits on host work count per step, not per instance.
+    pub fn generate(
+        &mut self,
+        step: StepHost,
+        request_json: &str,
+        facts: &HostFacts,
+        settings: &str,
+    ) -> Result<String, PolicyError> {
+        self.store.data_mut().step = step;
         self.store.set_epoch_deadline(self.ticks);
         let facts = wit_types::HostFacts::from(facts);
         match self
