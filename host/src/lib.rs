@@ -81,7 +81,7 @@ impl StepContext {
         if self.options.dry_run {
             return Ok(StepLock::planned(id));
         }
-        self.state.lock(id).map_err(|e| SpecError::Host(e.to_string()))
+        Ok(self.state.lock(id)?)
     }
 
     /// The step's host side, for a step this process holds.
@@ -94,16 +94,29 @@ impl StepContext {
             request,
             lock,
         )
-        .map_err(|e| SpecError::Host(e.to_string()))
+        .map_err(SpecError::from)
     }
 }
 
+/// Why a step could not be prepared; each variant keeps its cause's type.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpecError {
-    #[error("{0}")]
-    Request(String),
-    #[error("{0}")]
-    Host(String),
+    /// The request does not parse or validate (the message names the field).
+    #[error(transparent)]
+    Request(specwright_core::PolicyError),
+    /// The request could not be encoded for the policies.
+    #[error("encoding the request: {0}")]
+    EncodeRequest(serde_json::Error),
+    /// The state dir: the step's lock or record.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// The host refused or failed to start the step.
+    #[error(transparent)]
+    Host(#[from] specwright_core::HostError),
+    /// SIGINT or SIGTERM arrived between two policies.
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("{error}; releasing the step's mounts also failed: {release}")]
@@ -133,7 +146,7 @@ pub fn generate_spec(
     facts: &HostFacts,
     ctx: StepContext,
 ) -> Result<SpecOutcome, SpecError> {
-    let request = Request::from_json(request_json).map_err(|e| SpecError::Request(e.to_string()))?;
+    let request = Request::from_json(request_json).map_err(SpecError::Request)?;
     let (spec, lock) = prepare_step(runtime, chain, &request, facts, ctx)?;
     Ok(SpecOutcome { request, spec, lock })
 }
@@ -164,12 +177,12 @@ pub fn run_chain(
     facts: &HostFacts,
     audit: &Audit,
 ) -> Result<(StepHost, Value), SpecError> {
-    let canonical = serde_json::to_string(request).map_err(|e| SpecError::Request(e.to_string()))?;
+    let canonical = serde_json::to_string(request).map_err(SpecError::EncodeRequest)?;
     let mut previous: Option<String> = None;
     let mut spec = Value::Null;
     for policy in chain {
         if let Some(signal) = interrupt::requested() {
-            let error = SpecError::Host(format!("interrupted by {}", interrupt::name(signal)));
+            let error = SpecError::Interrupted(interrupt::name(signal));
             return Err(release_after(step, error));
         }
         step.set_actor(&policy.name);
