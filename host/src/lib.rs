@@ -32,6 +32,7 @@
 
 pub mod api;
 pub mod cache;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod policy;
 pub mod run;
