@@ -94,31 +94,60 @@ impl MountedRoot {
     }
 }
 
-fn from_wit_error(e: wit_types::HostError) -> HostError {
-    match e {
-        wit_types::HostError::Refused(m) => HostError::Refused(m),
-        wit_types::HostError::Failed(m) => HostError::Failed(m),
+// Values cross the WIT boundary through `From`, one conversion per type
+// (the host has the mirror images).
+
+impl From<wit_types::HostError> for HostError {
+    fn from(e: wit_types::HostError) -> Self {
+        match e {
+            wit_types::HostError::Refused(m) => HostError::Refused(m),
+            wit_types::HostError::Failed(m) => HostError::Failed(m),
+        }
     }
 }
 
-fn from_wit_mount(m: wit_types::Mount) -> request::Mountable {
-    request::Mountable {
-        kind: m.kind,
-        source: m.source,
-        options: m.options,
+impl From<wit_types::Mount> for request::Mountable {
+    fn from(m: wit_types::Mount) -> Self {
+        request::Mountable {
+            kind: m.kind,
+            source: m.source,
+            options: m.options,
+        }
+    }
+}
+
+impl From<wit_types::HostFacts> for HostFacts {
+    fn from(facts: wit_types::HostFacts) -> Self {
+        HostFacts {
+            kernel_release: facts.kernel_release,
+            seccomp: facts.seccomp,
+            first_free_loop: facts.first_free_loop,
+            in_user_namespace: facts.in_user_namespace,
+            arch: facts.arch,
+        }
+    }
+}
+
+impl From<PolicyError> for wit_types::PolicyError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::InvalidRequest(m) => wit_types::PolicyError::InvalidRequest(m),
+            PolicyError::Denied(m) => wit_types::PolicyError::Denied(m),
+            PolicyError::Internal(m) => wit_types::PolicyError::Internal(m),
+        }
     }
 }
 
 impl Host {
     /// Unmounts a temporary mountpoint before the step is released.
     pub fn release(&mut self, root: MountedRoot) -> Result<(), HostError> {
-        wit_host::release(root.handle).map_err(from_wit_error)
+        wit_host::release(root.handle).map_err(HostError::from)
     }
 
     /// What host path `path` really names, symlinks resolved; `path` must
     /// be one the request names (see `canonical-path` in the WIT).
     pub fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
-        wit_host::canonical_path(path).map_err(from_wit_error)
+        wit_host::canonical_path(path).map_err(HostError::from)
     }
 }
 
@@ -127,31 +156,23 @@ impl Mounter for Host {
     type Root = MountedRoot;
 
     fn materialize(&mut self, index: u32) -> Result<(Source, Vec<request::Mountable>), HostError> {
-        let handle = wit_host::materialize(index).map_err(from_wit_error)?;
-        let mounts = handle.mounts().into_iter().map(from_wit_mount).collect();
+        let handle = wit_host::materialize(index).map_err(HostError::from)?;
+        let mounts = handle.mounts().into_iter().map(request::Mountable::from).collect();
         Ok((Source { handle }, mounts))
     }
 
     fn resolve_in_source(&mut self, source: &Source, entry: u32, selector: &str) -> Result<String, HostError> {
-        source.handle.resolve(entry, selector).map_err(from_wit_error)
+        source.handle.resolve(entry, selector).map_err(HostError::from)
     }
 
     fn mount_temporary(&mut self, source: &Source, entries: &[u32]) -> Result<MountedRoot, HostError> {
         wit_host::mount_temporary(&source.handle, entries)
             .map(|handle| MountedRoot { handle })
-            .map_err(from_wit_error)
+            .map_err(HostError::from)
     }
 
     fn resolve_in_root(&mut self, root: &MountedRoot, selector: &str) -> Result<String, HostError> {
-        root.handle.resolve(selector).map_err(from_wit_error)
-    }
-}
-
-fn to_wit_error(e: PolicyError) -> wit_types::PolicyError {
-    match e {
-        PolicyError::InvalidRequest(m) => wit_types::PolicyError::InvalidRequest(m),
-        PolicyError::Denied(m) => wit_types::PolicyError::Denied(m),
-        PolicyError::Internal(m) => wit_types::PolicyError::Internal(m),
+        root.handle.resolve(selector).map_err(HostError::from)
     }
 }
 
@@ -163,8 +184,8 @@ pub fn run<P: Policy>(
     settings: String,
     previous: Option<String>,
 ) -> Result<String, wit_types::PolicyError> {
-    let input = decode_input(&request, facts, &settings, previous.as_deref()).map_err(to_wit_error)?;
-    let spec = P::generate(input, &mut Host::default()).map_err(to_wit_error)?;
+    let input = decode_input(&request, facts, &settings, previous.as_deref()).map_err(wit_types::PolicyError::from)?;
+    let spec = P::generate(input, &mut Host::default()).map_err(wit_types::PolicyError::from)?;
     Ok(spec.to_json())
 }
 
@@ -186,13 +207,7 @@ fn decode_input(
         .map_err(|e| PolicyError::Internal(format!("previous spec: {e}")))?;
     Ok(Input {
         request,
-        facts: HostFacts {
-            kernel_release: facts.kernel_release,
-            seccomp: facts.seccomp,
-            first_free_loop: facts.first_free_loop,
-            in_user_namespace: facts.in_user_namespace,
-            arch: facts.arch,
-        },
+        facts: facts.into(),
         settings,
         previous,
     })
