@@ -256,33 +256,46 @@ fn steps_run_under_runc() {
     runtime_suite("runc");
 }
 
+/// Shell lines that start `specwright run` of a 60 s step `id` under runc
+/// in the background (its stderr in `<state>.err`, its pid in `$pid`) and
+/// wait until the container runs, printing `running=1` then; and the state
+/// dir the run uses.
+fn a_running_step(work: &std::path::Path, id: &str) -> (String, std::path::PathBuf) {
+    let rootfs = work.join("rootfs");
+    make_busybox_rootfs(&rootfs).unwrap();
+    let request = write_json(
+        &work.join("request.json"),
+        &json!({"id": id, "args": ["/bin/sh", "-c", "sleep 60"], "env": ["PATH=/bin"], "cwd": "/"}),
+    );
+    let state = work.join("state");
+    let shell = format!(
+        r#"{HELPER} cli run --runtime runc --request {request} --rootfs {rootfs} --state-dir {state} > /dev/null 2> {state}.err &
+pid=$!
+i=0
+while ! runc state {id} 2>/dev/null | grep -q '"running"' && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+echo "running=$(runc state {id} 2>/dev/null | grep -c '"running"')"
+"#,
+        request = request.display(),
+        rootfs = rootfs.display(),
+        state = state.display(),
+    );
+    (shell, state)
+}
+
 /// Regression: a `specwright run` killed with SIGKILL left its container
 /// running with nothing to find it by; its record now names the
 /// container, and `gc` kills and deletes it before releasing the mounts.
 #[test]
 fn gc_deletes_the_container_of_a_killed_run() {
     let (_dir, work) = workdir();
-    let rootfs = work.join("rootfs");
-    make_busybox_rootfs(&rootfs).unwrap();
-    let request = write_json(
-        &work.join("request.json"),
-        &json!({"id": "killed-run", "args": ["/bin/sh", "-c", "sleep 60"], "env": ["PATH=/bin"], "cwd": "/"}),
-    );
-    let state = work.join("state");
+    let (start, state) = a_running_step(&work, "killed-run");
     let shell = format!(
-        r#"{HELPER} cli run --runtime runc --request {request} --rootfs {rootfs} --state-dir {state} > /dev/null 2>&1 &
-pid=$!
-i=0
-while ! runc state killed-run 2>/dev/null | grep -q '"running"' && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
-echo "running=$(runc state killed-run 2>/dev/null | grep -c '"running"')"
-kill -9 $pid; wait $pid
+        r#"{start}kill -9 $pid; wait $pid
 echo "orphan=$(runc state killed-run 2>/dev/null | grep -c '"running"') records=$(ls {state}/steps | wc -l)"
 {HELPER} cli gc --state-dir {state}; echo "gc=$?"
 runc state killed-run > /dev/null 2>&1; echo "state=$?"
 echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles | wc -l) locks=$(ls {state}/locks | wc -l)"
 "#,
-        request = request.display(),
-        rootfs = rootfs.display(),
         state = state.display(),
     );
     let report = run_script_in_private_mount_namespace(&shell);
@@ -304,26 +317,13 @@ echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts 
 #[test]
 fn a_killed_runtime_leaves_no_container_running() {
     let (_dir, work) = workdir();
-    let rootfs = work.join("rootfs");
-    make_busybox_rootfs(&rootfs).unwrap();
-    let request = write_json(
-        &work.join("request.json"),
-        &json!({"id": "killed-runtime", "args": ["/bin/sh", "-c", "sleep 60"], "env": ["PATH=/bin"], "cwd": "/"}),
-    );
-    let state = work.join("state");
+    let (start, state) = a_running_step(&work, "killed-runtime");
     let shell = format!(
-        r#"{HELPER} cli run --runtime runc --request {request} --rootfs {rootfs} --state-dir {state} > /dev/null 2> {state}.err &
-pid=$!
-i=0
-while ! runc state killed-runtime 2>/dev/null | grep -q '"running"' && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
-echo "running=$(runc state killed-runtime 2>/dev/null | grep -c '"running"')"
-pkill -9 -P $pid -x runc; wait $pid; echo "run=$?"
+        r#"{start}pkill -9 -P $pid -x runc; wait $pid; echo "run=$?"
 echo "said=$(grep -c 'runc was killed by signal 9; the container is deleted' {state}.err)"
 runc state killed-runtime > /dev/null 2>&1; echo "state=$?"
 echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles | wc -l) locks=$(ls {state}/locks | wc -l)"
 "#,
-        request = request.display(),
-        rootfs = rootfs.display(),
         state = state.display(),
     );
     let report = run_script_in_private_mount_namespace(&shell);

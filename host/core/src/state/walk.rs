@@ -161,22 +161,9 @@ fn components_reversed(path: &Path) -> Vec<OsString> {
 /// and be writable by no one else unless sticky (as /tmp is): otherwise
 /// another user could move the state dir away and put a symlink there.
 pub(super) fn check_ancestors(root: &Path) -> Result<(), StateError> {
-    let euid = nix::unistd::geteuid().as_raw();
     for dir in root.ancestors().skip(1) {
         let stat = nix::sys::stat::lstat(dir).map_err(io_at(dir))?;
-        let sticky = stat.st_mode & 0o1000 != 0;
-        let owner_ok = stat.st_uid == 0 || stat.st_uid == euid;
-        if !owner_ok || (stat.st_mode & 0o022 != 0 && !sticky) {
-            return Err(StateError::Untrusted {
-                path: root.to_path_buf(),
-                why: format!(
-                    "{} (uid {}, mode {:o}) lets another user replace it",
-                    dir.display(),
-                    stat.st_uid,
-                    stat.st_mode & 0o7777
-                ),
-            });
-        }
+        check_passable(root, dir, &stat)?;
     }
     Ok(())
 }
