@@ -22,13 +22,13 @@ fn file_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 200 && !name.contains('/') && !name.contains('\0')
 }
 
-/// The path an operation acts on; `None` for deleting a container, which
-/// names no path (its id is checked instead).
+/// The path an operation acts on; `None` for deleting a container or
+/// writing a record, which name no path (their step id is checked instead).
 fn op_path(op: &Op) -> Option<&Path> {
     match op {
         Op::CreateDir(p) | Op::RemoveDir(p) | Op::CreateFile(p) | Op::RemoveFile(p) | Op::HasSubmounts(p) => Some(p),
         Op::Mount { target, .. } | Op::Unmount { target, .. } => Some(target),
-        Op::DeleteContainer { .. } => None,
+        Op::DeleteContainer { .. } | Op::WriteRecord(_) | Op::RemoveRecord(_) => None,
     }
 }
 
@@ -65,6 +65,10 @@ fuzz_target!(|data: &[u8]| {
     for op in sys.ops() {
         if let Op::DeleteContainer { id: container, .. } = &op {
             assert_eq!(container, id, "another step's container was deleted");
+            continue;
+        }
+        if let Op::WriteRecord(step) | Op::RemoveRecord(step) = &op {
+            assert_eq!(step, id, "another step's record was written");
             continue;
         }
         let Some(path) = op_path(&op) else { continue };

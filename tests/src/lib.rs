@@ -275,6 +275,23 @@ impl specwright::sys::Syscalls for KernelModel {
         Ok(())
     }
 
+    /// Records are the state dir's own files, in the test's directory.
+    fn write_record(
+        &self,
+        state: &specwright::state::StateDir,
+        record: &specwright::state::StepRecord,
+    ) -> Result<(), specwright::state::StateError> {
+        state.write_record(record)
+    }
+
+    fn remove_record(
+        &self,
+        state: &specwright::state::StateDir,
+        id: &str,
+    ) -> Result<(), specwright::state::StateError> {
+        state.remove_record(id)
+    }
+
     fn unmount(&self, target: &Path, _flags: nix::mount::MntFlags) -> Result<(), nix::errno::Errno> {
         let mut state = self.lock();
         match state.mounted.get_mut(target) {

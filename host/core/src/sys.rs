@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::state::{StateDir, StateError, StepRecord};
+
 /// One privileged operation, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -30,6 +32,10 @@ pub enum Op {
         id: String,
     },
     HasSubmounts(PathBuf),
+    /// A step's record written (`steps/<id>.json`).
+    WriteRecord(String),
+    /// A step's record removed.
+    RemoveRecord(String),
 }
 
 pub trait Syscalls: Send + Sync {
@@ -53,6 +59,12 @@ pub trait Syscalls: Send + Sync {
     /// Whether anything is mounted below `target` (a recursive bind of a
     /// tree with mounts of its own).
     fn has_submounts(&self, target: &Path) -> Result<bool, Errno>;
+    /// Writes a step's record into the state dir (before each mount, after
+    /// each release), so that a dry run writes none and a fault can be
+    /// injected here too.
+    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError>;
+    /// Removes a step's record (the step holds nothing any more).
+    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError>;
 }
 
 /// The kernel.
@@ -133,6 +145,14 @@ impl Syscalls for RealSyscalls {
             Err(format!("{} delete --force {id}: {}", runtime.display(), stderr.trim()))
         }
     }
+
+    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
+        state.write_record(record)
+    }
+
+    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
+        state.remove_record(id)
+    }
 }
 
 /// Records every operation; performs each through `inner` (none for a dry
@@ -180,6 +200,25 @@ impl RecordingSyscalls {
             Some(inner) => perform(inner.as_ref()),
             None => Ok(()),
         }
+    }
+
+    /// [`Self::record`] for an operation on the state dir.
+    fn record_state(
+        &self,
+        op: Op,
+        state: &StateDir,
+        perform: impl FnOnce(&dyn Syscalls) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let mut performed = Ok(());
+        let recorded = self.record(op, |inner| {
+            performed = perform(inner);
+            Ok(())
+        });
+        recorded.map_err(|errno| StateError::Io {
+            path: state.root().join("steps"),
+            source: std::io::Error::other(errno),
+        })?;
+        performed
     }
 }
 
@@ -245,5 +284,15 @@ impl Syscalls for RecordingSyscalls {
             Some(inner) => inner.delete_container(runtime, id),
             None => Ok(()),
         }
+    }
+
+    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
+        self.record_state(Op::WriteRecord(record.id.clone()), state, |s| {
+            s.write_record(state, record)
+        })
+    }
+
+    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
+        self.record_state(Op::RemoveRecord(id.to_string()), state, |s| s.remove_record(state, id))
     }
 }

@@ -64,6 +64,8 @@ fn op_json(op: &Op) -> serde_json::Value {
         Op::Unmount { target, flags } => json!({"op": "umount", "target": target, "flags": flags}),
         Op::DeleteContainer { runtime, id } => json!({"op": "delete-container", "runtime": runtime, "id": id}),
         Op::HasSubmounts(p) => json!({"op": "list-submounts", "path": p}),
+        Op::WriteRecord(id) => json!({"op": "write-record", "step": id}),
+        Op::RemoveRecord(id) => json!({"op": "remove-record", "step": id}),
     }
 }
 

@@ -129,6 +129,15 @@ fn faults(work: &Path) -> Result<Value> {
             bail!("the step fails without faults: {e}");
         }
         let total = ops.len();
+        let record_ops = ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    specwright::sys::Op::WriteRecord(_) | specwright::sys::Op::RemoveRecord(_)
+                )
+            })
+            .count();
         // Release with each of its operations failing in turn, then for real.
         let release_ops = {
             let recorder = RecordingSyscalls::failing_at(Box::new(RealSyscalls), None);
@@ -163,7 +172,7 @@ fn faults(work: &Path) -> Result<Value> {
                 problems.push(format!("pin={pin} release op {j}: second release left {left}"));
             }
         }
-        runs.push(json!({"pin": pin, "spec_ops": total, "release_ops": release_ops}));
+        runs.push(json!({"pin": pin, "spec_ops": total, "record_ops": record_ops, "release_ops": release_ops}));
     }
     Ok(json!({"runs": runs, "problems": problems}))
 }

@@ -74,9 +74,9 @@ impl StepHost {
             return Ok(());
         }
         if self.record.holds_anything() {
-            self.state.write_record(&self.record)
+            self.sys.write_record(&self.state, &self.record)
         } else {
-            self.state.remove_record(&self.id)
+            self.sys.remove_record(&self.state, &self.id)
         }
     }
 

@@ -183,7 +183,7 @@ pub fn release_locked(
                 message,
             })?;
         record.container = None;
-        state.write_record(&record)?;
+        sys.write_record(state, &record)?;
     }
     let (remaining, report, failures) = release_mounts(state, sys, &record.mounts, RELEASE_WORKERS);
     let held = record.mounts.len();
@@ -203,10 +203,10 @@ pub fn release_locked(
         start.elapsed(),
     );
     if record.holds_anything() {
-        state.write_record(&record)?;
+        sys.write_record(state, &record)?;
     } else {
         state.remove_bundle(&id)?;
-        state.remove_record(&id)?;
+        sys.remove_record(state, &id)?;
         lock.remove();
     }
     if failures.is_empty() {
