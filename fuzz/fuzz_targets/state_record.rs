@@ -28,7 +28,11 @@ fn op_path(op: &Op) -> Option<&Path> {
     match op {
         Op::CreateDir(p) | Op::RemoveDir(p) | Op::CreateFile(p) | Op::RemoveFile(p) | Op::HasSubmounts(p) => Some(p),
         Op::Mount { target, .. } | Op::Unmount { target, .. } => Some(target),
-        Op::DeleteContainer { .. } | Op::WriteRecord(_) | Op::RemoveRecord(_) => None,
+        Op::DeleteContainer { .. }
+        | Op::WriteRecord(_)
+        | Op::RemoveRecord(_)
+        | Op::Resolve { .. }
+        | Op::CanonicalPath(_) => None,
     }
 }
 

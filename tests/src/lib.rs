@@ -292,6 +292,19 @@ impl specwright::sys::Syscalls for KernelModel {
         state.remove_record(id)
     }
 
+    /// Resolution looks at the test's real directories.
+    fn resolve(
+        &self,
+        root: &Path,
+        selector: &str,
+    ) -> Result<specwright::resolve::Resolved, specwright::resolve::ResolveError> {
+        specwright::resolve::resolve_in_root(root, selector)
+    }
+
+    fn canonical_path(&self, path: &str) -> Result<String, specwright::resolve::ResolveError> {
+        specwright::resolve::canonical_host_path(path)
+    }
+
     fn unmount(&self, target: &Path, _flags: nix::mount::MntFlags) -> Result<(), nix::errno::Errno> {
         let mut state = self.lock();
         match state.mounted.get_mut(target) {

@@ -189,8 +189,13 @@ fn a_dry_run_prints_the_plan_and_touches_nothing() {
         .iter()
         .map(|o| o["op"].as_str().unwrap())
         .collect();
-    assert_eq!(ops, ["mkdir", "mount", "mount"], "{plan}");
+    assert_eq!(ops, ["mkdir", "mount", "mount", "resolve"], "{plan}");
     assert!(plan["spec"]["mounts"].as_array().unwrap().len() == 11, "{plan}");
+    // The read-write bind's selector is planned, not resolved on the real
+    // source: the symlink `link_rel` is not followed.
+    let rw = &plan["spec"]["mounts"][10];
+    assert_eq!(rw["destination"], "/rw", "{plan}");
+    assert_eq!(rw["source"], work.join("src/link_rel").display().to_string(), "{plan}");
     assert!(!state.exists(), "a dry run creates no state");
 }
 

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::resolve::{ResolveError, Resolved};
 use crate::state::{StateDir, StateError, StepRecord};
 
 /// One privileged operation, as recorded.
@@ -36,6 +37,13 @@ pub enum Op {
     WriteRecord(String),
     /// A step's record removed.
     RemoveRecord(String),
+    /// A selector resolved inside a root, by descriptor.
+    Resolve {
+        root: PathBuf,
+        selector: String,
+    },
+    /// A host path the request names resolved to what it really is.
+    CanonicalPath(String),
 }
 
 pub trait Syscalls: Send + Sync {
@@ -65,6 +73,12 @@ pub trait Syscalls: Send + Sync {
     fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError>;
     /// Removes a step's record (the step holds nothing any more).
     fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError>;
+    /// Resolves `selector` inside `root` as if `root` were `/`, by
+    /// descriptor ([`crate::resolve::resolve_in_root`]).
+    fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError>;
+    /// What host path `path` really is, symlinks resolved
+    /// ([`crate::resolve::canonical_host_path`]).
+    fn canonical_path(&self, path: &str) -> Result<String, ResolveError>;
 }
 
 /// The kernel.
@@ -152,6 +166,14 @@ impl Syscalls for RealSyscalls {
 
     fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
         state.remove_record(id)
+    }
+
+    fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
+        crate::resolve::resolve_in_root(root, selector)
+    }
+
+    fn canonical_path(&self, path: &str) -> Result<String, ResolveError> {
+        crate::resolve::canonical_host_path(path)
     }
 }
 
@@ -294,5 +316,47 @@ impl Syscalls for RecordingSyscalls {
 
     fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
         self.record_state(Op::RemoveRecord(id.to_string()), state, |s| s.remove_record(state, id))
+    }
+
+    /// A dry run resolves lexically: nothing is looked at.
+    fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
+        let op = Op::Resolve {
+            root: root.to_path_buf(),
+            selector: selector.to_string(),
+        };
+        let fault = |errno| ResolveError::Io {
+            path: root.display().to_string(),
+            errno,
+        };
+        let mut resolved = None;
+        self.record(op, |inner| {
+            resolved = Some(inner.resolve(root, selector));
+            Ok(())
+        })
+        .map_err(fault)?;
+        resolved.unwrap_or_else(|| {
+            Ok(Resolved {
+                path: format!(
+                    "{}{}",
+                    root.display(),
+                    specwright_core::mounts::clean_absolute(selector)
+                ),
+                object: None,
+            })
+        })
+    }
+
+    fn canonical_path(&self, path: &str) -> Result<String, ResolveError> {
+        let fault = |errno| ResolveError::Io {
+            path: path.to_string(),
+            errno,
+        };
+        let mut real = None;
+        self.record(Op::CanonicalPath(path.to_string()), |inner| {
+            real = Some(inner.canonical_path(path));
+            Ok(())
+        })
+        .map_err(fault)?;
+        real.unwrap_or_else(|| Ok(specwright_core::mounts::clean_absolute(path)))
     }
 }

@@ -66,6 +66,8 @@ fn op_json(op: &Op) -> serde_json::Value {
         Op::HasSubmounts(p) => json!({"op": "list-submounts", "path": p}),
         Op::WriteRecord(id) => json!({"op": "write-record", "step": id}),
         Op::RemoveRecord(id) => json!({"op": "remove-record", "step": id}),
+        Op::Resolve { root, selector } => json!({"op": "resolve", "root": root, "selector": selector}),
+        Op::CanonicalPath(path) => json!({"op": "canonical-path", "path": path}),
     }
 }
 

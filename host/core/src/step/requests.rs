@@ -13,7 +13,6 @@ use specwright_core::HostError;
 use super::release::release_mountpoint;
 use super::{limits, StepHost};
 use crate::mount::mount_entry;
-use crate::resolve::resolve_in_root;
 use crate::state::{MountpointKind, MAX_STACKED};
 
 /// A materialized request mount, as the host tracks it.
@@ -143,7 +142,9 @@ impl StepHost {
                     // A dry run looks at nothing: the lexical path.
                     return Ok(clean_absolute(path));
                 }
-                crate::resolve::canonical_host_path(path).map_err(|e| HostError::Failed(e.to_string()))
+                me.sys
+                    .canonical_path(path)
+                    .map_err(|e| HostError::Failed(e.to_string()))
             },
             |_, real| Value::String(real.clone()),
         )
@@ -174,7 +175,10 @@ impl StepHost {
                     )));
                 }
                 let root = PathBuf::from(&mount.source);
-                let resolved = resolve_in_root(&root, selector).map_err(|e| HostError::Failed(e.to_string()))?;
+                let resolved = me
+                    .sys
+                    .resolve(&root, selector)
+                    .map_err(|e| HostError::Failed(e.to_string()))?;
                 me.maybe_pin(resolved)
             },
             |_, path| Value::String(path.clone()),
@@ -246,7 +250,10 @@ impl StepHost {
                     // Nothing is mounted in a dry run: plan the lexical path.
                     return Ok(format!("{}{}", path.display(), clean_absolute(selector)));
                 }
-                let resolved = resolve_in_root(&path, selector).map_err(|e| HostError::Failed(e.to_string()))?;
+                let resolved = me
+                    .sys
+                    .resolve(&path, selector)
+                    .map_err(|e| HostError::Failed(e.to_string()))?;
                 me.maybe_pin(resolved)
             },
             |_, path| Value::String(path.clone()),
