@@ -14,6 +14,29 @@ fn cli(args: &[&str]) -> Output {
     Command::new(HELPER).arg("cli").args(args).output().unwrap()
 }
 
+/// `spec` of the oracle's minimal request on `state`, which must succeed;
+/// its spec.
+fn minimal_spec(state: &Path) -> Value {
+    let request = oracle_cases_dir().join("minimal.request.json");
+    let out = cli(&[
+        "spec",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--request",
+        request.to_str().unwrap(),
+        "--host-facts",
+        oracle_facts_file().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The spec BuildKit wrote for the minimal request.
+fn minimal_expected() -> Value {
+    let text = std::fs::read_to_string(oracle_cases_dir().join("minimal.expected.json")).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["spec"].clone()
+}
+
 #[test]
 fn compile_fills_the_cache_and_a_broken_cache_entry_is_replaced() {
     let (_dir, work) = workdir();
@@ -32,18 +55,7 @@ fn compile_fills_the_cache_and_a_broken_cache_entry_is_replaced() {
     for entry in &entries {
         std::fs::write(entry, b"not precompiled code").unwrap();
     }
-    let request = oracle_cases_dir().join("minimal.request.json");
-    let facts = oracle_facts_file();
-    let out = cli(&[
-        "spec",
-        "--state-dir",
-        state_str,
-        "--request",
-        request.to_str().unwrap(),
-        "--host-facts",
-        facts.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(minimal_spec(&state), minimal_expected());
     let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("default: already cached"),
@@ -70,22 +82,11 @@ fn a_cache_entry_is_used_only_for_the_component_it_was_compiled_from() {
     let default_entry = entry_of(&state, "default");
     let hardened_entry = entry_of(&work.join("other"), HARDENED);
     std::fs::copy(&hardened_entry, &default_entry).unwrap();
-    let request = oracle_cases_dir().join("minimal.request.json");
-    let out = cli(&[
-        "spec",
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--request",
-        request.to_str().unwrap(),
-        "--host-facts",
-        oracle_facts_file().to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(oracle_cases_dir().join("minimal.expected.json")).unwrap())
-            .unwrap();
-    assert_eq!(spec, expected["spec"], "the hardened policy's code ran as the default");
+    assert_eq!(
+        minimal_spec(&state),
+        minimal_expected(),
+        "the hardened policy's code ran as the default"
+    );
     let out = cli(&["policy", "compile", "--state-dir", state.to_str().unwrap(), "default"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("default: already cached"),
@@ -115,10 +116,7 @@ fn a_damaged_cache_entry_is_compiled_over_not_run() {
     let torn = whole[..whole.len() - 1].to_vec();
     let mut longer = whole.clone();
     longer.push(0);
-    let request = oracle_cases_dir().join("minimal.request.json");
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(oracle_cases_dir().join("minimal.expected.json")).unwrap())
-            .unwrap();
+    let expected = minimal_expected();
     for (name, damaged) in [("flipped", flipped), ("torn", torn), ("longer", longer)] {
         std::fs::write(&entry, &damaged).unwrap();
         let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
@@ -133,18 +131,7 @@ fn a_damaged_cache_entry_is_compiled_over_not_run() {
             "{name}: the entry is whole again"
         );
         std::fs::write(&entry, &damaged).unwrap();
-        let out = cli(&[
-            "spec",
-            "--state-dir",
-            state_str,
-            "--request",
-            request.to_str().unwrap(),
-            "--host-facts",
-            oracle_facts_file().to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
-        let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(spec, expected["spec"], "{name}");
+        assert_eq!(minimal_spec(&state), expected, "{name}");
         assert_eq!(std::fs::read(&entry).unwrap(), whole, "{name}: spec rewrote the entry");
         let out = cli(&["release", "--state-dir", state_str, "test-id"]);
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
