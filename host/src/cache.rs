@@ -12,6 +12,7 @@ use wasmtime::component::Component;
 use wasmtime::Engine;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CacheError {
     #[error("{path}: {source}")]
     Io {

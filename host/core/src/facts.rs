@@ -5,6 +5,7 @@ use std::path::Path;
 use specwright_core::HostFacts;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FactsError {
     #[error("{path}: {message}")]
     File { path: String, message: String },

@@ -33,6 +33,7 @@ pub const MAX_LINKS: u32 = 255;
 const RACE_RETRIES: u32 = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ResolveError {
     #[error("too many links")]
     TooManyLinks,

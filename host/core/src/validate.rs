@@ -23,6 +23,7 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpecValidationError {
     #[error("not JSON: {0}")]
     NotJson(String),

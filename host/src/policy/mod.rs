@@ -44,6 +44,7 @@ const WIT_PACKAGE: &str = "specwright:policy";
 const WIT_VERSION: &str = "0.1.0";
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError {
     #[error("policy {policy}: {message}")]
     Load { policy: String, message: String },

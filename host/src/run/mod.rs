@@ -25,6 +25,7 @@ pub use etc::{hosts_for, resolv_conf_for};
 pub use user::{resolve_user, ResolvedUser};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     #[error("{0}")]
     Prepare(String),

@@ -35,6 +35,7 @@ pub use record::{
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     #[error("{path}: {source}")]
     Io {
