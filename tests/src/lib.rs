@@ -494,3 +494,9 @@ pub fn selector_request(work: &Path, id: &str) -> PathBuf {
         }),
     )
 }
+
+/// A file a test's script wrote (by redirecting a command's output); a
+/// missing one fails the test, naming it, rather than reading as empty.
+pub fn script_output(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("the script wrote no {}: {e}", path.display()))
+}

@@ -5,8 +5,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use specwright_tests::{
-    in_namespace, oracle_facts_file, run_in_private_mount_namespace, selector_request, wait_for_a_mount, workdir,
-    write_json,
+    in_namespace, oracle_facts_file, run_in_private_mount_namespace, script_output, selector_request, wait_for_a_mount,
+    workdir, write_json,
 };
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
@@ -290,7 +290,7 @@ echo "source-mount=$(grep -c ' {src}/sub/other ' /proc/self/mountinfo) inner=$(l
         work = work.display(),
     );
     let (stdout, stderr, _) = in_namespace(&script);
-    let err = std::fs::read_to_string(work.join("release.err")).unwrap_or_default();
+    let err = script_output(&work.join("release.err"));
     assert!(!stdout.contains("spec-failed"), "{stdout}\n{stderr}");
     // The read-only selector's temporary mount: the bind and its submount.
     assert!(stdout.contains("held=2"), "{stdout}");

@@ -2,7 +2,9 @@
 //! one id, owners that exit, signals during `spec` and `run`'s set-up.
 
 use serde_json::Value;
-use specwright_tests::{in_namespace, oracle_facts_file, selector_request, wait_for_a_mount, workdir, write_json};
+use specwright_tests::{
+    in_namespace, oracle_facts_file, script_output, selector_request, wait_for_a_mount, workdir, write_json,
+};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
@@ -47,11 +49,12 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
         work = work.display(),
     );
     let (stdout, stderr, _) = in_namespace(&script);
-    let read = |name: &str| std::fs::read_to_string(work.join(name)).unwrap_or_default();
+    let read = |name: &str| script_output(&work.join(name));
     let holder = stdout
         .lines()
         .find_map(|l| l.strip_prefix("holder="))
-        .unwrap_or_default()
+        .filter(|pid| !pid.is_empty())
+        .unwrap_or_else(|| panic!("the script printed no holder pid: {stdout}\n{stderr}"))
         .to_string();
     let held_by = format!("step owned is held by pid {holder}");
     assert!(stdout.contains("held=1"), "{stdout}\n{stderr}");
@@ -147,7 +150,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
         work = work.display(),
     );
     let (stdout, stderr, _) = in_namespace(&script);
-    let err = std::fs::read_to_string(work.join("err")).unwrap_or_default();
+    let err = script_output(&work.join("err"));
     assert!(
         err.contains("parent is pid 1") && err.contains("--owner-pid"),
         "{err}\n{stdout}\n{stderr}"
@@ -191,7 +194,7 @@ echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts 
                 wait_for_a_mount = wait_for_a_mount(&state),
             );
             let (stdout, _, _) = in_namespace(&script);
-            let err = std::fs::read_to_string(format!("{}.err", state.display())).unwrap_or_default();
+            let err = script_output(&state.with_extension("err"));
             let what = format!("{command} SIG{signal}");
             if !stdout.contains("held=1") || !stdout.contains(&format!("rc={code}")) {
                 failures.push(format!("{what}: {stdout}\n{err}"));
@@ -273,7 +276,7 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
         work = work.display(),
     );
     let (stdout, stderr, _) = in_namespace(&script);
-    let err = std::fs::read_to_string(work.join("err")).unwrap_or_default();
+    let err = script_output(&work.join("err"));
     assert!(
         stdout.contains("held=1") && stdout.contains("rc=1"),
         "{stdout}\n{stderr}\n{err}"
