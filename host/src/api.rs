@@ -14,7 +14,6 @@ use std::sync::Arc;
 use serde_json::Value;
 use specwright_core::{HostFacts, Request};
 
-use crate::audit::Audit;
 use crate::policy::{Limits, LoadedPolicy, PolicyError, PolicyRuntime};
 use crate::state::{GivenBundle, StateDir, StateError, StepLock};
 use crate::step::{release_locked, ReleaseError, ReleaseReport, StepOptions};
@@ -77,7 +76,7 @@ impl Engine {
     /// until the returned [`Step`] lets it go. On any failure nothing the
     /// step made is left.
     pub fn prepare(&self, chain: &Chain, host: &Host, request: &Request, facts: &HostFacts) -> Result<Step, Error> {
-        let (spec, lock) = crate::prepare_step(&self.runtime, &chain.policies, request, facts, host.context())?;
+        let (spec, lock) = crate::prepare_step(&self.runtime, &chain.policies, request, facts, host.ctx.clone())?;
         Ok(Step {
             spec,
             lock: Some(lock),
@@ -104,46 +103,28 @@ impl Chain {
 /// fault injection) and the audit log.
 #[derive(Clone)]
 pub struct Host {
-    state: StateDir,
-    sys: Arc<dyn Syscalls>,
-    audit: Arc<Audit>,
-    options: StepOptions,
+    ctx: StepContext,
 }
 
 impl Host {
     /// Opens (creating if needed) the state directory at `state_dir`, with
     /// real syscalls and the audit log in it.
     pub fn open(state_dir: &Path) -> Result<Host, Error> {
-        let state = StateDir::open(state_dir)?;
-        let audit = Arc::new(Audit::to_file(state.open_audit_log()?));
-        Ok(Host {
-            state,
-            sys: Arc::new(RealSyscalls),
-            audit,
-            options: StepOptions::default(),
-        })
+        let ctx = StepContext::new(StateDir::open(state_dir)?, Arc::new(RealSyscalls))?;
+        Ok(Host { ctx })
     }
 
     /// The same host performing its operations through `sys`.
     pub fn with_syscalls(mut self, sys: Arc<dyn Syscalls>) -> Host {
-        self.sys = sys;
+        self.ctx.sys = sys;
         self
     }
 
     /// The same host treating steps as `options` say (pinned selectors,
     /// the owner process `gc` watches).
     pub fn with_options(mut self, options: StepOptions) -> Host {
-        self.options = options;
+        self.ctx.options = options;
         self
-    }
-
-    fn context(&self) -> StepContext {
-        StepContext {
-            state: self.state.clone(),
-            sys: self.sys.clone(),
-            audit: self.audit.clone(),
-            options: self.options,
-        }
     }
 }
 
@@ -197,7 +178,8 @@ impl Step {
     fn release_held(&mut self) -> Result<ReleaseReport, ReleaseError> {
         match self.lock.take() {
             Some(lock) if lock.is_held() => {
-                release_locked(&self.host.state, self.host.sys.as_ref(), &self.host.audit, lock)
+                let ctx = &self.host.ctx;
+                release_locked(&ctx.state, ctx.sys.as_ref(), &ctx.audit, lock)
             }
             _ => Ok(ReleaseReport::default()),
         }

@@ -3,7 +3,6 @@
 //! once, not on every step.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -63,13 +62,18 @@ impl CompileCache {
         Ok(CompileCache { dir: dir.to_path_buf() })
     }
 
-    /// Where the precompiled form of `bytes` lives for `engine`.
-    pub fn path_for(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+    /// The file name of the precompiled form of `bytes` for `engine`.
+    fn entry_name(engine: &Engine, bytes: &[u8]) -> String {
         let mut config = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut config);
         let digest = Sha256::digest(bytes);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{hex}-{:016x}.cwasm", config.finish()))
+        format!("{hex}-{:016x}.cwasm", config.finish())
+    }
+
+    /// Where the precompiled form of `bytes` lives for `engine`.
+    pub fn path_for(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+        self.dir.join(Self::entry_name(engine, bytes))
     }
 
     /// The component for `bytes`: from the cache, or compiled and stored.
@@ -80,7 +84,8 @@ impl CompileCache {
     /// over, not run.
     pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let path = self.path_for(engine, bytes);
+        let name = Self::entry_name(engine, bytes);
+        let path = self.dir.join(&name);
         if let Some(component) = read_entry(engine, &path, &digest) {
             return Ok((component, CacheUse::Hit));
         }
@@ -89,22 +94,16 @@ impl CompileCache {
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
-        let io = |source| CacheError::Io {
+        crate::state::write_file_in(
+            &self.dir,
+            &name,
+            &[&EntryHeader::of(&digest, &compiled).to_bytes(), &compiled],
+            0o600,
+        )
+        .map_err(|e| CacheError::Io {
             path: path.clone(),
-            source,
-        };
-        let (tmp, file) = create_temporary(&path).map_err(io)?;
-        let written = (|| {
-            let mut file = file;
-            file.write_all(&EntryHeader::of(&digest, &compiled).to_bytes())?;
-            file.write_all(&compiled)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
+            source: std::io::Error::other(e),
+        })?;
         let component = deserialize_bytes(engine, &compiled).map_err(|e| CacheError::Compile(format!("{e:#}")))?;
         Ok((component, CacheUse::Compiled))
     }
@@ -214,50 +213,17 @@ fn deserialize_entry(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Compo
     unsafe { Component::deserialize(engine, compiled) }
 }
 
-/// Unique temporary names within this process (threads may compile the
-/// same policy at once).
-static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// How many taken temporary names are passed over before giving up.
-const TMP_ATTEMPTS: u32 = 64;
-
-/// A new file beside `entry`, created exclusively (never through a
-/// planted symlink), named `<entry>.tmp<pid>-<n>` so that
-/// [`sweep_abandoned`] can tell whose it is. A name left by a killed
-/// process whose pid this one reuses is passed over.
-fn create_temporary(entry: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let mut attempt = 0;
-    loop {
-        let n = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = entry.with_extension(format!("tmp{}-{n}", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)
-        {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < TMP_ATTEMPTS => attempt += 1,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The pid in a temporary file's name (`<entry>.tmp<pid>-<n>`).
-fn temporary_owner(path: &Path) -> Option<u32> {
-    let (pid, n) = path.extension()?.to_str()?.strip_prefix("tmp")?.split_once('-')?;
-    n.parse::<u64>().ok()?;
-    pid.parse().ok()
-}
-
 /// Removes temporary files of compiles whose process is gone (killed
 /// while writing its entry).
 fn sweep_abandoned(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
-        if let Some(pid) = temporary_owner(&path) {
+        let owner = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(crate::state::temporary_owner);
+        if let Some(pid) = owner {
             if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = std::fs::remove_file(&path);
             }
@@ -301,24 +267,5 @@ mod tests {
         assert!(EntryHeader::split(&entry[..EntryHeader::LEN - 1]).is_none());
         entry[0] = b'X';
         assert!(EntryHeader::split(&entry).is_none());
-    }
-
-    /// Regression: the temporary name was `<entry>.tmp<pid>`, so a file
-    /// left by a killed process of the same pid, or a second thread
-    /// compiling the same policy, failed the compile.
-    #[test]
-    fn a_taken_temporary_name_is_passed_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let entry = dir.path().join("abc-0.cwasm");
-        let next = TMP_SEQ.load(std::sync::atomic::Ordering::Relaxed);
-        for n in next..next + 4 {
-            let taken = entry.with_extension(format!("tmp{}-{n}", std::process::id()));
-            std::os::unix::fs::symlink("/nonexistent", taken).unwrap();
-        }
-        let (tmp, _file) = create_temporary(&entry).unwrap();
-        assert_eq!(temporary_owner(&tmp), Some(std::process::id()));
-        assert!(std::fs::symlink_metadata(&tmp).unwrap().is_file());
-        assert_eq!(temporary_owner(&dir.path().join("abc-0.cwasm")), None);
-        assert_eq!(temporary_owner(&dir.path().join("abc-0.tmp12")), None);
     }
 }

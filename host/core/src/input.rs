@@ -16,11 +16,11 @@ pub const MAX_POLICY_BYTES: u64 = 256 << 20;
 /// The most bytes of the host's /etc/resolv.conf.
 pub const MAX_RESOLV_CONF_BYTES: u64 = 1 << 20;
 
-/// `path`'s bytes; an error (naming the bound) past `max`.
-pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
+/// All of `reader`, but an error (`InvalidData`, naming the bound) past
+/// `max` bytes, having read no more than one byte beyond it.
+pub fn read_to_bound(reader: impl Read, max: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    file.take(max + 1).read_to_end(&mut bytes)?;
+    reader.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -28,6 +28,11 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// `path`'s bytes, within `max` ([`read_to_bound`]).
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    read_to_bound(std::fs::File::open(path)?, max)
 }
 
 /// [`read_bounded`], as UTF-8 text.

@@ -104,6 +104,16 @@ fn into_string(path: PathBuf) -> Result<String, ResolveError> {
         .map_err(|p| ResolveError::NotUtf8(p.into()))
 }
 
+/// Where `selector` would be inside `root`, lexically: what a dry run
+/// plans instead of resolving (nothing is looked at).
+pub fn planned_in_root(root: &Path, selector: &str) -> String {
+    format!(
+        "{}{}",
+        root.display(),
+        specwright_core::mounts::clean_absolute(selector)
+    )
+}
+
 /// Resolves `selector` inside `root`, returning the host path of what it
 /// names (which need not exist) and, when it exists, the object.
 pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveError> {

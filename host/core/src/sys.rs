@@ -336,11 +336,7 @@ impl Syscalls for RecordingSyscalls {
         .map_err(fault)?;
         resolved.unwrap_or_else(|| {
             Ok(Resolved {
-                path: format!(
-                    "{}{}",
-                    root.display(),
-                    specwright_core::mounts::clean_absolute(selector)
-                ),
+                path: crate::resolve::planned_in_root(root, selector),
                 object: None,
             })
         })

@@ -29,14 +29,13 @@ pub(super) struct SpecArgs {
 pub(super) fn read_request(arg: &str) -> Result<String> {
     let max = specwright_core::request::MAX_REQUEST_BYTES;
     let bounded = |reader: &mut dyn Read, what: &str| -> Result<String> {
-        let mut bytes = Vec::new();
-        reader
-            .take(max as u64 + 1)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("reading {what}"))?;
-        if bytes.len() > max {
-            bail!("{what}: more than the {max} bytes a request may have");
-        }
+        let bytes = match crate::input::read_to_bound(reader, max as u64) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                bail!("{what}: more than the {max} bytes a request may have")
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {what}")),
+        };
         String::from_utf8(bytes).with_context(|| format!("{what}: not UTF-8"))
     };
     if arg == "-" {

@@ -22,8 +22,6 @@ const MAX_ACCOUNT_FILE_BYTES: u64 = 4 << 20;
 /// but a regular file of bounded size is an error, never read (a device
 /// would not end, a FIFO would block the open).
 fn read_in_rootfs(rootfs: &Path, path: &str) -> Result<Option<String>, RunError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     let failed = |why: String| RunError::Prepare(format!("the rootfs's {path}: {why}"));
     let Ok(resolved) = resolve_in_root(rootfs, path) else {
         return Ok(None);
@@ -41,20 +39,12 @@ fn read_in_rootfs(rootfs: &Path, path: &str) -> Result<Option<String>, RunError>
         return Err(failed(format!("more than {MAX_ACCOUNT_FILE_BYTES} bytes")));
     }
     // Reopening the resolved object through its descriptor reads exactly
-    // what was resolved, whatever happens to the path meanwhile.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&object)))
-        .map_err(|e| failed(e.to_string()))?;
-    let mut text = String::new();
-    file.take(MAX_ACCOUNT_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| failed(e.to_string()))?;
-    if text.len() as u64 > MAX_ACCOUNT_FILE_BYTES {
-        return Err(failed(format!("more than {MAX_ACCOUNT_FILE_BYTES} bytes")));
-    }
-    Ok(Some(text))
+    // what was resolved, whatever happens to the path meanwhile; it is a
+    // regular file, so the open cannot block.
+    let by_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&object));
+    crate::input::read_bounded_text(Path::new(&by_fd), MAX_ACCOUNT_FILE_BYTES)
+        .map(Some)
+        .map_err(|e| failed(e.to_string()))
 }
 
 /// Resolves `user` ("name|uid[:group|gid]") as runc does: names through the

@@ -103,7 +103,7 @@ pub(super) fn write_atomically(
     dir: BorrowedFd<'_>,
     dir_path: &Path,
     name: &str,
-    bytes: &[u8],
+    parts: &[&[u8]],
     mode: u32,
     sync: bool,
 ) -> Result<(), StateError> {
@@ -129,8 +129,9 @@ pub(super) fn write_atomically(
         }
     };
     let mut file = File::from(fd);
-    let written = file
-        .write_all(bytes)
+    let written = parts
+        .iter()
+        .try_for_each(|part| file.write_all(part))
         .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
         .map_err(|e| StateError::Io {
             path: tmp_path.clone(),
@@ -197,4 +198,28 @@ pub(super) fn remove_file_at(dir: BorrowedFd<'_>, path: &Path, name: &str) -> Re
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(io_at(&path.join(name))(e)),
     }
+}
+
+/// Writes `parts`, one after another, as file `name` of the directory at
+/// `dir` (one this process trusts, such as the compile cache) the way every
+/// state file is written: an exclusively created temporary file, fsynced,
+/// then a rename.
+pub fn write_file_in(dir: &Path, name: &str, parts: &[&[u8]], mode: u32) -> Result<(), StateError> {
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_at(dir))?;
+    write_atomically(fd.as_fd(), dir, name, parts, mode, true)
+}
+
+/// The pid in the name of a temporary file [`write_atomically`] made
+/// (`.<name>.<pid>.<n>.tmp`): a sweep removes those whose process is gone.
+pub fn temporary_owner(file_name: &str) -> Option<u32> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (rest, n) = inner.rsplit_once('.')?;
+    n.parse::<u64>().ok()?;
+    let (_, pid) = rest.rsplit_once('.')?;
+    pid.parse().ok()
 }

@@ -27,7 +27,7 @@ impl Bundle {
     /// Writes file `name` of the bundle atomically, readable by the
     /// container (resolv.conf and hosts are bound into it).
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, StateError> {
-        write_atomically(self.dir.fd(), &self.dir.path, name, bytes, 0o644, false)?;
+        write_atomically(self.dir.fd(), &self.dir.path, name, &[bytes], 0o644, false)?;
         Ok(self.dir.path.join(name))
     }
 
@@ -108,7 +108,7 @@ impl GivenBundle {
     /// Writes config.json through a fresh, exclusively created temporary
     /// file and a rename, fsynced: a reader sees the old file or the new.
     pub fn write_config(&self, bytes: &[u8]) -> Result<PathBuf, StateError> {
-        write_atomically(self.dir.fd(), &self.dir.path, "config.json", bytes, 0o644, true)?;
+        write_atomically(self.dir.fd(), &self.dir.path, "config.json", &[bytes], 0o644, true)?;
         Ok(self.dir.path.join("config.json"))
     }
 

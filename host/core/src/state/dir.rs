@@ -206,7 +206,7 @@ impl StateDir {
             path: open.steps.path.join(&name),
             message: e.to_string(),
         })?;
-        write_atomically(open.steps.fd(), &open.steps.path, &name, &text, 0o600, false)
+        write_atomically(open.steps.fd(), &open.steps.path, &name, &[&text], 0o600, false)
     }
 
     pub fn remove_record(&self, id: &str) -> Result<(), StateError> {

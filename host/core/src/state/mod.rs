@@ -25,6 +25,7 @@ mod record;
 mod tests;
 mod walk;
 
+pub use at::{temporary_owner, write_file_in};
 pub use bundle::{Bundle, GivenBundle};
 pub use dir::{StateDir, DEFAULT_STATE_DIR};
 pub use lock::StepLock;

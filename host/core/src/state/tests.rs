@@ -244,3 +244,23 @@ fn a_hard_linked_audit_log_is_refused() {
     assert!(err.contains("2 links"), "{err}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }
+
+/// Regression: a compile's temporary name was `<entry>.tmp<pid>`, so a file
+/// left by a killed process of the same pid, or a second thread writing
+/// the same entry, failed the write; every state file, cache entries
+/// included, now takes a fresh `.<name>.<pid>.<n>.tmp` and passes over a
+/// taken one, and a sweep reads the pid back.
+#[test]
+fn a_temporary_name_says_whose_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let next = TMP_SEQ.load(Ordering::Relaxed);
+    let pid = std::process::id();
+    for n in next..next + 4 {
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join(format!(".abc-0.cwasm.{pid}.{n}.tmp"))).unwrap();
+    }
+    write_file_in(dir.path(), "abc-0.cwasm", &[b"head", b"code"], 0o600).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("abc-0.cwasm")).unwrap(), b"headcode");
+    assert_eq!(temporary_owner(&format!(".abc-0.cwasm.{pid}.{next}.tmp")), Some(pid));
+    assert_eq!(temporary_owner("abc-0.cwasm"), None);
+    assert_eq!(temporary_owner("abc-0.tmp12"), None);
+}

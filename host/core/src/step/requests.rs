@@ -248,7 +248,7 @@ impl StepHost {
                 let path = me.root(root)?.path.clone();
                 if me.options.dry_run {
                     // Nothing is mounted in a dry run: plan the lexical path.
-                    return Ok(format!("{}{}", path.display(), clean_absolute(selector)));
+                    return Ok(crate::resolve::planned_in_root(&path, selector));
                 }
                 let resolved = me
                     .sys
