@@ -42,10 +42,7 @@ pub fn dry_step(state: &StateDir, request: &Request) -> Result<StepHost> {
         state.clone(),
         Arc::new(RecordingSyscalls::dry_run()),
         Arc::new(Audit::events_only()),
-        StepOptions {
-            dry_run: true,
-            ..StepOptions::default()
-        },
+        StepOptions::default(),
         request,
         specwright::state::StepLock::planned(&request.id),
     )

@@ -48,10 +48,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let sys = Arc::new(RecordingSyscalls::dry_run());
-    let options = StepOptions {
-        dry_run: true,
-        ..StepOptions::default()
-    };
+    let options = StepOptions::default();
     let lock = specwright_host_core::state::StepLock::planned(&request.id);
     let mut step = match StepHost::new(
         state().clone(),

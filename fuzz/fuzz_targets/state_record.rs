@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use specwright_host_core::audit::Audit;
 use specwright_host_core::state::StateDir;
 use specwright_host_core::step::{gc, release_step};
-use specwright_host_core::sys::{Op, RecordingSyscalls};
+use specwright_host_core::sys::{Op, RealSyscalls, RecordingSyscalls};
 
 /// A directory entry's name that the file system accepts.
 fn file_name(name: &str) -> bool {
@@ -28,10 +28,19 @@ fn op_path(op: &Op) -> Option<&Path> {
     match op {
         Op::CreateDir(p) | Op::RemoveDir(p) | Op::CreateFile(p) | Op::RemoveFile(p) | Op::HasSubmounts(p) => Some(p),
         Op::Mount { target, .. } | Op::Unmount { target, .. } => Some(target),
+        Op::WriteBundleFile(p) | Op::OpenGivenBundle(p) | Op::RemoveGivenBundle(p) => Some(p),
         Op::DeleteContainer { .. }
         | Op::WriteRecord(_)
         | Op::RemoveRecord(_)
+        | Op::LockStep(_)
+        | Op::RemoveLock(_)
+        | Op::ReadRecord(_)
+        | Op::HasBundle(_)
+        | Op::CreateBundle(_)
+        | Op::RemoveBundle(_)
+        | Op::ListSteps
         | Op::Resolve { .. }
+        | Op::ReadInRoot { .. }
         | Op::CanonicalPath(_) => None,
     }
 }
@@ -60,7 +69,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(record)) = state.read_record(id) {
         assert_eq!(record.id, id, "a record for another step was accepted");
     }
-    let sys = RecordingSyscalls::dry_run();
+    // The state dir's own files are real (the bystander's must survive
+    // the step's removal); mounts are only planned.
+    let sys = RecordingSyscalls::dry_run_over_state(Box::new(RealSyscalls));
     let audit = Audit::events_only();
     let _ = release_step(&state, &sys, &audit, id);
     let _ = gc(&state, &sys, &audit);
@@ -71,8 +82,16 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(container, id, "another step's container was deleted");
             continue;
         }
-        if let Op::WriteRecord(step) | Op::RemoveRecord(step) = &op {
-            assert_eq!(step, id, "another step's record was written");
+        if let Op::WriteRecord(step)
+        | Op::RemoveRecord(step)
+        | Op::ReadRecord(step)
+        | Op::LockStep(step)
+        | Op::RemoveLock(step)
+        | Op::HasBundle(step)
+        | Op::CreateBundle(step)
+        | Op::RemoveBundle(step) = &op
+        {
+            assert_eq!(step, id, "another step's files were touched");
             continue;
         }
         let Some(path) = op_path(&op) else { continue };

@@ -15,7 +15,7 @@ use serde_json::Value;
 use specwright_core::{HostFacts, Request};
 
 use crate::policy::{Limits, LoadedPolicy, PolicyError, PolicyRuntime};
-use crate::state::{GivenBundle, StateDir, StateError, StepLock};
+use crate::state::{StateDir, StateError, StepLock};
 use crate::step::{release_locked, ReleaseError, ReleaseReport, StepOptions};
 use crate::sys::{RealSyscalls, Syscalls};
 use crate::{SpecError, StepContext};
@@ -154,11 +154,12 @@ impl Step {
     /// another user could change it) atomically; returns its path.
     pub fn write_bundle(&self, dir: &Path) -> Result<PathBuf, Error> {
         let text = self.config_json()?;
-        let bundle = GivenBundle::open(dir)?;
-        match bundle.write_config(text.as_bytes()) {
+        let sys = self.host.ctx.sys.as_ref();
+        let bundle = sys.open_given_bundle(dir)?;
+        match sys.write_config(&bundle, text.as_bytes()) {
             Ok(path) => Ok(path),
             Err(e) => {
-                bundle.remove_created();
+                sys.remove_given_bundle(bundle);
                 Err(e.into())
             }
         }

@@ -79,10 +79,7 @@ impl StepContext {
 
     /// Takes step `id` for this process (a planned lock for a dry run).
     pub fn lock(&self, id: &str) -> Result<StepLock, SpecError> {
-        if self.options.dry_run {
-            return Ok(StepLock::planned(id));
-        }
-        Ok(self.state.lock(id)?)
+        Ok(self.sys.lock_step(&self.state, id)?)
     }
 
     /// The step's host side, for a step this process holds.

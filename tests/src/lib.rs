@@ -222,6 +222,8 @@ impl KernelModel {
     }
 }
 
+use specwright::state::{StateDir, StateError};
+
 impl specwright::sys::Syscalls for KernelModel {
     fn create_dir(&self, path: &Path) -> Result<(), nix::errno::Errno> {
         self.create(path)
@@ -303,6 +305,66 @@ impl specwright::sys::Syscalls for KernelModel {
 
     fn canonical_path(&self, path: &str) -> Result<String, specwright::resolve::ResolveError> {
         specwright::resolve::canonical_host_path(path)
+    }
+
+    fn read_in_root(
+        &self,
+        root: &Path,
+        path: &str,
+        bound: u64,
+    ) -> Result<Option<Vec<u8>>, specwright::resolve::ResolveError> {
+        specwright::sys::RealSyscalls.read_in_root(root, path, bound)
+    }
+
+    /// Locks, records and bundles are the state dir's own files, in the
+    /// test's directory.
+    fn lock_step(&self, state: &StateDir, id: &str) -> Result<specwright::state::StepLock, StateError> {
+        specwright::sys::RealSyscalls.lock_step(state, id)
+    }
+
+    fn remove_lock(&self, lock: specwright::state::StepLock) -> Result<(), StateError> {
+        specwright::sys::RealSyscalls.remove_lock(lock)
+    }
+
+    fn read_record(&self, state: &StateDir, id: &str) -> Result<Option<specwright::state::StepRecord>, StateError> {
+        specwright::sys::RealSyscalls.read_record(state, id)
+    }
+
+    fn step_ids(&self, state: &StateDir) -> Result<Vec<String>, StateError> {
+        specwright::sys::RealSyscalls.step_ids(state)
+    }
+
+    fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError> {
+        specwright::sys::RealSyscalls.has_bundle(state, id)
+    }
+
+    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<specwright::state::Bundle, StateError> {
+        specwright::sys::RealSyscalls.create_bundle(state, id)
+    }
+
+    fn write_bundle_file(
+        &self,
+        bundle: &specwright::state::Bundle,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, StateError> {
+        specwright::sys::RealSyscalls.write_bundle_file(bundle, name, bytes)
+    }
+
+    fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
+        specwright::sys::RealSyscalls.remove_bundle(state, id)
+    }
+
+    fn open_given_bundle(&self, dir: &Path) -> Result<specwright::state::GivenBundle, StateError> {
+        specwright::sys::RealSyscalls.open_given_bundle(dir)
+    }
+
+    fn write_config(&self, bundle: &specwright::state::GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        specwright::sys::RealSyscalls.write_config(bundle, bytes)
+    }
+
+    fn remove_given_bundle(&self, bundle: specwright::state::GivenBundle) {
+        specwright::sys::RealSyscalls.remove_given_bundle(bundle)
     }
 
     fn unmount(&self, target: &Path, _flags: nix::mount::MntFlags) -> Result<(), nix::errno::Errno> {

@@ -30,6 +30,26 @@ fn every_injected_fault_leaves_nothing_behind() {
         // The step's record writes are among the operations that fail in turn.
         assert!(run["record_ops"].as_u64().unwrap() >= 3, "{run}");
         assert!(run["release_ops"].as_u64().unwrap() >= 6, "{run}");
+        // Each kind of operation a step and its release make fails in
+        // turn: the state dir's and the resolutions' as well as the mounts'.
+        for kind in [
+            "LockStep",
+            "ReadRecord",
+            "WriteRecord",
+            "CreateDir",
+            "Mount",
+            "Resolve",
+            "Unmount",
+            "RemoveDir",
+            "RemoveRecord",
+            "RemoveBundle",
+            "RemoveLock",
+        ] {
+            assert!(
+                run["kinds"].as_array().unwrap().iter().any(|k| k == kind),
+                "{kind} is never faulted: {run}"
+            );
+        }
     }
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");
 }
@@ -189,7 +209,22 @@ fn a_dry_run_prints_the_plan_and_touches_nothing() {
         .iter()
         .map(|o| o["op"].as_str().unwrap())
         .collect();
-    assert_eq!(ops, ["mkdir", "mount", "mount", "resolve"], "{plan}");
+    // Every operation, the lock's, the record's and both selectors'
+    // resolutions too, is planned and recorded; none is performed.
+    assert_eq!(
+        ops,
+        [
+            "lock-step",
+            "read-record",
+            "write-record",
+            "mkdir",
+            "mount",
+            "mount",
+            "resolve",
+            "resolve"
+        ],
+        "{plan}"
+    );
     assert!(plan["spec"]["mounts"].as_array().unwrap().len() == 11, "{plan}");
     // The read-write bind's selector is planned, not resolved on the real
     // source: the symlink `link_rel` is not followed.

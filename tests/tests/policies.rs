@@ -367,10 +367,7 @@ fn the_guest_stack_holds_a_previous_spec_nested_to_the_parser_limit() {
             StateDir::open(&work).unwrap(),
             Arc::new(RecordingSyscalls::dry_run()),
             Arc::new(specwright::audit::Audit::events_only()),
-            specwright::step::StepOptions {
-                dry_run: true,
-                ..Default::default()
-            },
+            specwright::step::StepOptions::default(),
             &request,
             specwright::state::StepLock::planned(&request.id),
         )

@@ -45,6 +45,9 @@ pub enum ResolveError {
     Raced(String),
     #[error("selector {0:?} contains a NUL byte")]
     Nul(String),
+    /// What [`read_in_root`] found is not a file it reads.
+    #[error("{path}: {why}")]
+    NotReadable { path: String, why: String },
 }
 
 struct Step {
@@ -96,6 +99,60 @@ pub struct Resolved {
     pub path: String,
     /// The object itself (`O_PATH`), when it exists.
     pub object: Option<OwnedFd>,
+    /// A dry run's lexical plan: nothing was looked at, so whether the
+    /// object exists is unknown.
+    pub planned: bool,
+}
+
+impl Resolved {
+    fn found(path: String, object: Option<OwnedFd>) -> Resolved {
+        Resolved {
+            path,
+            object,
+            planned: false,
+        }
+    }
+
+    /// A dry run's plan for `path`.
+    pub fn planned(path: String) -> Resolved {
+        Resolved {
+            path,
+            object: None,
+            planned: true,
+        }
+    }
+}
+
+/// Reads what `path` names inside `root` (resolved as a selector is),
+/// at most `bound` bytes; `None` when nothing is there, or when it cannot
+/// be resolved (a link loop). Anything but a regular file of at most
+/// `bound` bytes is an error, never read: a device would not end, a FIFO
+/// would block the open.
+pub fn read_in_root(root: &Path, path: &str, bound: u64) -> Result<Option<Vec<u8>>, ResolveError> {
+    let Ok(resolved) = resolve_in_root(root, path) else {
+        return Ok(None);
+    };
+    let Some(object) = resolved.object else {
+        return Ok(None);
+    };
+    let refused = |why: String| ResolveError::NotReadable {
+        path: resolved.path.clone(),
+        why,
+    };
+    let stat = fstat(&object).map_err(|e| io_error(Path::new(&resolved.path), e))?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(refused("not a regular file".to_string()));
+    }
+    if stat.st_size as u64 > bound {
+        return Err(refused(format!("more than {bound} bytes")));
+    }
+    // Reopening the resolved object through its descriptor reads exactly
+    // what was resolved, whatever happens to the path meanwhile; it is a
+    // regular file, so the open cannot block.
+    let by_fd = format!("/proc/self/fd/{}", object.as_raw_fd());
+    crate::input::read_bounded(Path::new(&by_fd), bound)
+        .map(Some)
+        .map_err(|e| refused(e.to_string()))
 }
 
 fn into_string(path: PathBuf) -> Result<String, ResolveError> {
@@ -135,10 +192,7 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveE
         let mut stack = walk(&root_fd, &root_path, selector)?;
         if stack.is_empty() {
             // The root itself ("", "missing/..").
-            return Ok(Resolved {
-                path: into_string(root_path)?,
-                object: Some(root_fd),
-            });
+            return Ok(Resolved::found(into_string(root_path)?, Some(root_fd)));
         }
         let resolved = joined(&root_path, &stack, stack.len());
         let existing = stack.iter().take_while(|s| s.fd.is_some()).count();
@@ -152,10 +206,7 @@ pub fn resolve_in_root(root: &Path, selector: &str) -> Result<Resolved, ResolveE
             } else {
                 None
             };
-            return Ok(Resolved {
-                path: into_string(resolved)?,
-                object,
-            });
+            return Ok(Resolved::found(into_string(resolved)?, object));
         }
     }
     Err(ResolveError::Raced(root_path.join(selector).display().to_string()))
@@ -185,10 +236,7 @@ fn resolve_existing(root_fd: &OwnedFd, root_path: &Path, selector: &str) -> Resu
     if !path.starts_with(root_path) {
         return Ok(None);
     }
-    Ok(Some(Resolved {
-        path: into_string(path)?,
-        object: Some(object),
-    }))
+    Ok(Some(Resolved::found(into_string(path)?, Some(object))))
 }
 
 fn walk(root_fd: &OwnedFd, root_path: &Path, selector: &str) -> Result<Vec<Step>, ResolveError> {

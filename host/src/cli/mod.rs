@@ -244,7 +244,6 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 sys: Arc::new(RealSyscalls),
                 audit,
                 options: StepOptions {
-                    dry_run: false,
                     pin_selectors,
                     owner: Owner::this_process(),
                 },
@@ -280,11 +279,8 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 host_facts,
                 state_dir,
                 bundle,
-                options: StepOptions {
-                    dry_run,
-                    pin_selectors,
-                    owner,
-                },
+                dry_run,
+                options: StepOptions { pin_selectors, owner },
                 limits: Limits {
                     time: time_limit(policy_timeout_ms)?,
                     memory_bytes,

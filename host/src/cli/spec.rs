@@ -13,8 +13,8 @@ use crate::audit::Audit;
 use crate::policy::{Limits, PolicyRuntime};
 use crate::state::{GivenBundle, StateDir};
 use crate::step::StepOptions;
-use crate::sys::{Op, RealSyscalls, RecordingSyscalls, Syscalls};
-use crate::StepContext;
+use crate::sys::{Op, RealSyscalls, RecordingSyscalls};
+use crate::{Request, SpecError, StepContext};
 
 pub(super) struct SpecArgs {
     pub(super) policies: Vec<String>,
@@ -22,6 +22,8 @@ pub(super) struct SpecArgs {
     pub(super) host_facts: Option<PathBuf>,
     pub(super) state_dir: PathBuf,
     pub(super) bundle: Option<PathBuf>,
+    /// Plan the step through a recording implementation that performs nothing.
+    pub(super) dry_run: bool,
     pub(super) options: StepOptions,
     pub(super) limits: Limits,
 }
@@ -67,83 +69,92 @@ fn op_json(op: &Op) -> serde_json::Value {
         Op::RemoveRecord(id) => json!({"op": "remove-record", "step": id}),
         Op::Resolve { root, selector } => json!({"op": "resolve", "root": root, "selector": selector}),
         Op::CanonicalPath(path) => json!({"op": "canonical-path", "path": path}),
+        Op::LockStep(id) => json!({"op": "lock-step", "step": id}),
+        Op::RemoveLock(id) => json!({"op": "remove-lock", "step": id}),
+        Op::ReadRecord(id) => json!({"op": "read-record", "step": id}),
+        Op::ListSteps => json!({"op": "list-steps"}),
+        Op::HasBundle(id) => json!({"op": "has-bundle", "step": id}),
+        Op::CreateBundle(id) => json!({"op": "create-bundle", "step": id}),
+        Op::WriteBundleFile(p) => json!({"op": "write-bundle-file", "path": p}),
+        Op::RemoveBundle(id) => json!({"op": "remove-bundle", "step": id}),
+        Op::OpenGivenBundle(p) => json!({"op": "open-bundle", "path": p}),
+        Op::RemoveGivenBundle(p) => json!({"op": "remove-bundle-dirs", "path": p}),
+        Op::ReadInRoot { root, path } => json!({"op": "read-in-root", "root": root, "path": path}),
     }
 }
 
 pub(super) fn spec(args: SpecArgs) -> Result<()> {
     crate::validate::prepare_in_background();
-    let request = read_request(&args.request)?;
+    let request = Request::from_json(&read_request(&args.request)?).map_err(SpecError::Request)?;
     let facts = match &args.host_facts {
         Some(path) => crate::facts::read_facts_file(path)?,
         None => crate::facts::detect()?,
     };
-    // A dry run writes nothing, not even the compile cache.
-    let opened = if args.options.dry_run {
-        None
-    } else {
-        Some(open_state(&args.state_dir)?)
-    };
-    let runtime = match &opened {
-        None => PolicyRuntime::new(args.limits)?,
-        Some((state, _)) => PolicyRuntime::new(args.limits)?.with_cache(&state.open_cache_dir()?)?,
-    };
-    let chain = load_chain(&runtime, &args.policies)?;
-
-    if args.options.dry_run {
-        let state = StateDir::at(&args.state_dir);
-        let recorder = Arc::new(RecordingSyscalls::dry_run());
-        let ctx = StepContext {
-            state,
-            sys: recorder.clone(),
-            audit: Arc::new(Audit::events_only()),
-            options: args.options,
-        };
-        let outcome = crate::generate_spec(&runtime, &chain, &request, &facts, ctx)?;
-        let operations: Vec<_> = recorder.ops().iter().map(op_json).collect();
-        let plan = json!({"spec": outcome.spec, "operations": operations});
-        println!("{}", serde_json::to_string_pretty(&plan).context("encoding the plan")?);
-        return Ok(());
+    if args.dry_run {
+        return plan(&args, &request, &facts);
     }
-
+    let (state, audit) = open_state(&args.state_dir)?;
+    let runtime = PolicyRuntime::new(args.limits)?.with_cache(&state.open_cache_dir()?)?;
+    let chain = load_chain(&runtime, &args.policies)?;
+    let ctx = StepContext {
+        state,
+        sys: Arc::new(RealSyscalls),
+        audit,
+        options: args.options,
+    };
     // The bundle directory, and any parent of it, this step creates is
     // removed again if it fails.
     let bundle = match &args.bundle {
-        Some(dir) => Some(GivenBundle::open(dir).with_context(|| format!("bundle dir {}", dir.display()))?),
+        Some(dir) => Some(
+            ctx.sys
+                .open_given_bundle(dir)
+                .with_context(|| format!("bundle dir {}", dir.display()))?,
+        ),
         None => None,
     };
-    let result = spec_into(&args, &runtime, &chain, &request, &facts, opened, bundle.as_ref());
+    let result = spec_into(&args, &runtime, &chain, &request, &facts, &ctx, bundle.as_ref());
     if result.is_err() {
         // Only what this step made: empty directories (the config is
         // written last, and only on success).
         if let Some(bundle) = bundle {
-            bundle.remove_created();
+            ctx.sys.remove_given_bundle(bundle);
         }
     }
     result
+}
+
+/// `--dry-run`: the step planned through a recording implementation that
+/// performs nothing (no state dir, no compile cache, no mount), printed
+/// with the operations it would make.
+fn plan(args: &SpecArgs, request: &Request, facts: &specwright_core::HostFacts) -> Result<()> {
+    let runtime = PolicyRuntime::new(args.limits)?;
+    let chain = load_chain(&runtime, &args.policies)?;
+    let recorder = Arc::new(RecordingSyscalls::dry_run());
+    let ctx = StepContext {
+        state: StateDir::at(&args.state_dir),
+        sys: recorder.clone(),
+        audit: Arc::new(Audit::events_only()),
+        options: args.options,
+    };
+    let (spec, _planned) = crate::prepare_step(&runtime, &chain, request, facts, ctx)?;
+    let operations: Vec<_> = recorder.ops().iter().map(op_json).collect();
+    let plan = json!({"spec": spec, "operations": operations});
+    println!("{}", serde_json::to_string_pretty(&plan).context("encoding the plan")?);
+    Ok(())
 }
 
 fn spec_into(
     args: &SpecArgs,
     runtime: &PolicyRuntime,
     chain: &[crate::policy::LoadedPolicy],
-    request: &str,
+    request: &Request,
     facts: &specwright_core::HostFacts,
-    opened: Option<(StateDir, Arc<Audit>)>,
+    ctx: &StepContext,
     bundle: Option<&GivenBundle>,
 ) -> Result<()> {
-    let (state, audit) = match opened {
-        Some(opened) => opened,
-        None => open_state(&args.state_dir)?,
-    };
-    let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
-    let ctx = StepContext {
-        state: state.clone(),
-        sys: sys.clone(),
-        audit: audit.clone(),
-        options: args.options,
-    };
+    let (state, sys, audit) = (&ctx.state, &ctx.sys, &ctx.audit);
     let _holding = crate::interrupt::Holding::start();
-    let outcome = crate::generate_spec(runtime, chain, request, facts, ctx)?;
+    let (spec, lock) = crate::prepare_step(runtime, chain, request, facts, ctx.clone())?;
     let written = (|| -> Result<()> {
         if let Some(signal) = crate::interrupt::requested() {
             bail!("interrupted by {}; released the step", crate::interrupt::name(signal));
@@ -154,11 +165,11 @@ fn spec_into(
                 args.options.owner.pid
             );
         }
-        let mut text = serde_json::to_string_pretty(&outcome.spec).context("encoding the spec")?;
+        let mut text = serde_json::to_string_pretty(&spec).context("encoding the spec")?;
         text.push('\n');
         match bundle {
-            Some(bundle) => bundle
-                .write_config(text.as_bytes())
+            Some(bundle) => sys
+                .write_config(bundle, text.as_bytes())
                 .map(|_| ())
                 .with_context(|| format!("writing {}", bundle.path().join("config.json").display())),
             None => std::io::stdout()
@@ -167,7 +178,7 @@ fn spec_into(
         }
     })();
     if let Err(e) = written {
-        if let Err(release) = crate::step::release_locked(&state, sys.as_ref(), &audit, outcome.lock) {
+        if let Err(release) = crate::step::release_locked(state, sys.as_ref(), audit, lock) {
             return Err(e.context(format!("releasing the step's mounts also failed: {release}")));
         }
         return Err(e);

@@ -291,10 +291,7 @@ impl PolicyRuntime {
             StateDir::at(Path::new("/nonexistent")),
             std::sync::Arc::new(crate::sys::RecordingSyscalls::dry_run()),
             std::sync::Arc::new(crate::audit::Audit::events_only()),
-            crate::step::StepOptions {
-                dry_run: true,
-                ..Default::default()
-            },
+            crate::step::StepOptions::default(),
             &request,
             crate::state::StepLock::planned(&request.id),
         )

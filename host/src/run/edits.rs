@@ -92,28 +92,35 @@ pub fn limit_to_host_capabilities(spec: &mut Value, bounding: Option<u64>) -> Ve
     dropped
 }
 
+/// Why an edit could not be made: the policies' spec lacks what it edits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EditError {
+    #[error("the policies' spec has no `{0}`")]
+    Missing(String),
+    #[error("the policies' spec's `{0}` is not an object")]
+    NotAnObject(String),
+}
+
 /// The object at `path` of the spec, which the policies must have made:
 /// an edit changes what is there and never invents a parent.
-fn object_at<'s>(spec: &'s mut Value, path: &[&str]) -> Result<&'s mut Map<String, Value>, String> {
+fn object_at<'s>(spec: &'s mut Value, path: &[&str]) -> Result<&'s mut Map<String, Value>, EditError> {
     let mut at = spec;
     for key in path {
-        at = at
-            .get_mut(*key)
-            .ok_or_else(|| format!("the policies' spec has no `{}`", path.join(".")))?;
+        at = at.get_mut(*key).ok_or_else(|| EditError::Missing(path.join(".")))?;
     }
-    at.as_object_mut()
-        .ok_or_else(|| format!("the policies' spec's `{}` is not an object", path.join(".")))
+    at.as_object_mut().ok_or_else(|| EditError::NotAnObject(path.join(".")))
 }
 
 /// `root.path`: the bundle's rootfs mountpoint.
-pub fn with_root_path(spec: &mut Value, root: &Path) -> Result<(), String> {
+pub fn with_root_path(spec: &mut Value, root: &Path) -> Result<(), EditError> {
     object_at(spec, &["root"])?.insert("path".to_string(), Value::String(root.display().to_string()));
     Ok(())
 }
 
 /// `process.user.additionalGids`: the groups the rootfs's /etc/group gives
 /// the user (none: left as the policies wrote it).
-pub fn with_additional_gids(spec: &mut Value, gids: &[u32]) -> Result<(), String> {
+pub fn with_additional_gids(spec: &mut Value, gids: &[u32]) -> Result<(), EditError> {
     if gids.is_empty() {
         return Ok(());
     }
@@ -130,7 +137,7 @@ pub struct Applied {
 
 /// Every runner edit, in order: rootfs path, supplementary groups, then
 /// the host's capability bounding set (`None`: unknown, nothing dropped).
-pub fn apply(spec: &mut Value, root: &Path, user: &ResolvedUser, bounding: Option<u64>) -> Result<Applied, String> {
+pub fn apply(spec: &mut Value, root: &Path, user: &ResolvedUser, bounding: Option<u64>) -> Result<Applied, EditError> {
     with_root_path(spec, root)?;
     with_additional_gids(spec, &user.additional_gids)?;
     let dropped_capabilities = limit_to_host_capabilities(spec, bounding);
@@ -198,11 +205,13 @@ mod tests {
     #[test]
     fn an_edit_never_invents_a_parent() {
         let mut spec = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
-        let err = apply(&mut spec, Path::new("/r"), &user(vec![10]), None).unwrap_err();
+        let err = apply(&mut spec, Path::new("/r"), &user(vec![10]), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`process.user`"), "{err}");
         assert!(spec.get("process").is_none());
         let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
-        let err = with_root_path(&mut spec, Path::new("/r")).unwrap_err();
+        let err = with_root_path(&mut spec, Path::new("/r")).unwrap_err().to_string();
         assert!(err.contains("`root`"), "{err}");
         apply(
             &mut serde_json::json!({"root": {}}),

@@ -24,11 +24,56 @@ pub mod user;
 pub use etc::{hosts_for, resolv_conf_for};
 pub use user::{resolve_user, ResolvedUser};
 
+/// Why a step did not run; each variant keeps its cause's type.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
-    #[error("{0}")]
-    Prepare(String),
+    /// The request does not parse or validate (the message names the field).
+    #[error(transparent)]
+    Request(specwright_core::PolicyError),
+    #[error("runtime {0} does not exist")]
+    RuntimeMissing(String),
+    #[error("runtime {0} is not on PATH (apt-get install {0})")]
+    RuntimeNotOnPath(String),
+    #[error("crun refuses this host's hybrid cgroups (cgroup v1 with cgroup2 at /sys/fs/cgroup/unified); use --runtime runc, or run in a private mount namespace with /sys/fs/cgroup/unified unmounted")]
+    HybridCgroups,
+    #[error("rootfs: {source}")]
+    Rootfs {
+        path: String,
+        source: crate::resolve::ResolveError,
+    },
+    #[error("rootfs {0} is not a directory")]
+    RootfsNotDirectory(String),
+    /// The rootfs's /etc/passwd or /etc/group could not be read.
+    #[error("the rootfs's {path}: {source}")]
+    AccountFile {
+        path: &'static str,
+        source: crate::resolve::ResolveError,
+    },
+    /// The step's user or group is not what the rootfs's files say.
+    #[error(transparent)]
+    User(#[from] user::UserError),
+    #[error("the host's /etc/resolv.conf: {0}")]
+    HostResolvConf(std::io::Error),
+    #[error("step {0} was not released (specwright release {0})")]
+    NotReleased(String),
+    /// The state dir: the step's lock, record or bundle.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("rootfs: {0}")]
+    BindRootfs(specwright_core::HostError),
+    #[error("the runner's changes to the spec: {0}")]
+    Edit(#[from] edits::EditError),
+    #[error("the spec after the runner's changes (root, groups, capabilities) {0}")]
+    Invalid(crate::validate::SpecValidationError),
+    #[error("encoding the spec: {0}")]
+    Encode(serde_json::Error),
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
+    #[error("recording the container: {0}")]
+    RecordContainer(specwright_core::HostError),
+    #[error("deleting the container: {0}")]
+    DeleteContainer(crate::step::ReleaseError),
     #[error(transparent)]
     Spec(#[from] crate::SpecError),
     #[error("running {runtime}: {message}")]
@@ -53,7 +98,7 @@ impl Runtime {
             return if path.exists() {
                 Ok(Runtime { path })
             } else {
-                Err(RunError::Prepare(format!("runtime {name} does not exist")))
+                Err(RunError::RuntimeMissing(name.to_string()))
             };
         }
         let dirs = std::env::var_os("PATH").unwrap_or_default();
@@ -61,7 +106,7 @@ impl Runtime {
             .map(|d| d.join(name))
             .find(|p| p.is_file())
             .map(|path| Runtime { path })
-            .ok_or_else(|| RunError::Prepare(format!("runtime {name} is not on PATH (apt-get install {name})")))
+            .ok_or_else(|| RunError::RuntimeNotOnPath(name.to_string()))
     }
 
     fn name(&self) -> String {
@@ -98,25 +143,16 @@ pub struct RunArgs<'a> {
 /// another process holds, or that an earlier run left, is refused and
 /// left as it is.
 pub fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
-    let prepare = |m: String| RunError::Prepare(m);
-    let mut request = Request::parse_json(args.request_json).map_err(|e| prepare(e.to_string()))?;
-    let state = &args.ctx.state;
-    let lock = state.lock(&request.id).map_err(|e| prepare(e.to_string()))?;
-    if state
-        .read_record(&request.id)
-        .map_err(|e| prepare(e.to_string()))?
-        .is_some()
-        || state.has_bundle(&request.id).map_err(|e| prepare(e.to_string()))?
-    {
-        return Err(prepare(format!(
-            "step {} was not released (specwright release {})",
-            request.id, request.id
-        )));
+    let mut request = Request::parse_json(args.request_json).map_err(RunError::Request)?;
+    let (state, sys) = (&args.ctx.state, args.ctx.sys.as_ref());
+    let lock = sys.lock_step(state, &request.id)?;
+    if sys.read_record(state, &request.id)?.is_some() || sys.has_bundle(state, &request.id)? {
+        return Err(RunError::NotReleased(request.id.clone()));
     }
     // From here on, everything in the state dir under this id is ours.
-    let bundle = state.create_bundle(&request.id).map_err(|e| prepare(e.to_string()))?;
+    let bundle = sys.create_bundle(state, &request.id)?;
     let result = run_in_bundle(&args, &mut request, &bundle, lock);
-    then_released(result, state.remove_bundle(&request.id))
+    then_released(result, sys.remove_bundle(state, &request.id))
 }
 
 /// The run's outcome with what releasing after it said: a release that
@@ -147,39 +183,37 @@ fn prepare_request(
     request: &mut Request,
     bundle: &Bundle,
 ) -> Result<(PathBuf, ResolvedUser), RunError> {
-    let prepare = |m: String| RunError::Prepare(m);
+    let sys = args.ctx.sys.as_ref();
     if args.oci_runtime.name() == "crun" && hybrid_cgroups() {
-        return Err(prepare(
-            "crun refuses this host's hybrid cgroups (cgroup v1 with cgroup2 at /sys/fs/cgroup/unified); use --runtime runc, or run in a private mount namespace with /sys/fs/cgroup/unified unmounted".to_string(),
-        ));
+        return Err(RunError::HybridCgroups);
     }
-    let rootfs =
-        std::fs::canonicalize(args.rootfs).map_err(|e| prepare(format!("rootfs {}: {e}", args.rootfs.display())))?;
+    let given = args.rootfs.display().to_string();
+    let rootfs = sys
+        .canonical_path(&given)
+        .map_err(|source| RunError::Rootfs { path: given, source })?;
+    let rootfs = PathBuf::from(rootfs);
     if !rootfs.is_dir() {
-        return Err(prepare(format!("rootfs {} is not a directory", rootfs.display())));
+        return Err(RunError::RootfsNotDirectory(rootfs.display().to_string()));
     }
-    let user = resolve_user(&rootfs, &request.user)?;
+    let user = resolve_user(sys, &rootfs, &request.user)?;
     if parse_user(&request.user).is_err() {
         request.user = format!("{}:{}", user.uid, user.gid);
     }
-    request.validate().map_err(|e| prepare(e.to_string()))?;
-    let written = |e: crate::state::StateError| prepare(e.to_string());
+    request.validate().map_err(RunError::Request)?;
     if request.resolv_conf.is_empty() {
         let host =
             match crate::input::read_bounded_text(Path::new("/etc/resolv.conf"), crate::input::MAX_RESOLV_CONF_BYTES) {
                 Ok(text) => text,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(e) => return Err(prepare(format!("the host's /etc/resolv.conf: {e}"))),
+                Err(e) => return Err(RunError::HostResolvConf(e)),
             };
-        let path = bundle
-            .write("resolv.conf", resolv_conf_for(&host, &request.network).as_bytes())
-            .map_err(written)?;
+        let text = resolv_conf_for(&host, &request.network);
+        let path = sys.write_bundle_file(bundle, "resolv.conf", text.as_bytes())?;
         request.resolv_conf = path.display().to_string();
     }
     if request.hosts_file.is_empty() {
-        let path = bundle
-            .write("hosts", hosts_for(&request.hostname).as_bytes())
-            .map_err(written)?;
+        let text = hosts_for(&request.hostname);
+        let path = sys.write_bundle_file(bundle, "hosts", text.as_bytes())?;
         request.hosts_file = path.display().to_string();
     }
     Ok((rootfs, user))
@@ -190,7 +224,9 @@ fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, loc
         Ok(prepared) => prepared,
         Err(e) => {
             // Nothing was recorded: the step's lock file goes too.
-            lock.remove();
+            if let Err(lock_error) = args.ctx.sys.remove_lock(lock) {
+                tracing::warn!(step = %request.id, error = %lock_error, "removing the step's lock file");
+            }
             return Err(e);
         }
     };
@@ -216,12 +252,10 @@ fn start_container(
     request: &Request,
     bundle: &Bundle,
 ) -> Result<i32, RunError> {
-    let prepare = |m: String| RunError::Prepare(m);
     let root = step
         .bind_rootfs(rootfs, request.readonly_rootfs)
-        .map_err(|e| prepare(format!("rootfs: {e}")))?;
-    let applied = edits::apply(&mut spec, &root, user, edits::host_bounding_set())
-        .map_err(|e| prepare(format!("the runner's changes to the spec: {e}")))?;
+        .map_err(RunError::BindRootfs)?;
+    let applied = edits::apply(&mut spec, &root, user, edits::host_bounding_set())?;
     if !applied.dropped_capabilities.is_empty() {
         eprintln!(
             "specwright: warning: this host's bounding set lacks {}; the container runs without them",
@@ -229,24 +263,19 @@ fn start_container(
         );
     }
     // The policies' output was validated; what the runner changed is too.
-    crate::validate::validate_spec(&spec).map_err(|e| {
-        prepare(format!(
-            "the spec after the runner's changes (root, groups, capabilities) {e}"
-        ))
-    })?;
-    let text = serde_json::to_vec_pretty(&spec).map_err(|e| prepare(e.to_string()))?;
-    bundle.write("config.json", &text).map_err(|e| prepare(e.to_string()))?;
+    crate::validate::validate_spec(&spec).map_err(RunError::Invalid)?;
+    let text = serde_json::to_vec_pretty(&spec).map_err(RunError::Encode)?;
+    args.ctx.sys.write_bundle_file(bundle, "config.json", &text)?;
     if let Some(signal) = crate::interrupt::requested() {
-        return Err(prepare(format!("interrupted by {}", crate::interrupt::name(signal))));
+        return Err(RunError::Interrupted(crate::interrupt::name(signal)));
     }
     step.record_container(&args.oci_runtime.path)
-        .map_err(|e| prepare(format!("recording the container: {e}")))?;
+        .map_err(RunError::RecordContainer)?;
     let code = {
         let _forwarding = crate::interrupt::Forwarding::start();
         run_container(&args.oci_runtime, bundle.path(), &request.id)
     };
-    step.end_container()
-        .map_err(|e| prepare(format!("deleting the container: {e}")))?;
+    step.end_container().map_err(RunError::DeleteContainer)?;
     code
 }
 

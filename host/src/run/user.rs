@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::RunError;
-use crate::resolve::resolve_in_root;
+use crate::sys::Syscalls;
 
 /// A user resolved against the rootfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,43 +14,34 @@ pub struct ResolvedUser {
     pub additional_gids: Vec<u32>,
 }
 
+/// Why the step's user does not resolve in the rootfs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UserError {
+    #[error("bad uid for {0} in /etc/passwd")]
+    BadUid(String),
+    #[error("user {user:?} is not in the rootfs's /etc/passwd ({passwd})")]
+    UnknownUser { user: String, passwd: String },
+    #[error("group {0:?} is not in the rootfs's /etc/group")]
+    UnknownGroup(String),
+}
+
 /// The largest /etc/passwd or /etc/group of a rootfs read.
 const MAX_ACCOUNT_FILE_BYTES: u64 = 4 << 20;
 
-/// Reads a file inside the rootfs without following symlinks out of it;
-/// `None` when it does not exist. The rootfs is image content, so anything
-/// but a regular file of bounded size is an error, never read (a device
-/// would not end, a FIFO would block the open).
-fn read_in_rootfs(rootfs: &Path, path: &str) -> Result<Option<String>, RunError> {
-    let failed = |why: String| RunError::Prepare(format!("the rootfs's {path}: {why}"));
-    let Ok(resolved) = resolve_in_root(rootfs, path) else {
-        return Ok(None);
-    };
-    let Some(object) = resolved.object else {
-        return Ok(None);
-    };
-    let stat = nix::sys::stat::fstat(&object).map_err(|e| failed(e.to_string()))?;
-    if nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
-        != nix::sys::stat::SFlag::S_IFREG
-    {
-        return Err(failed("not a regular file".to_string()));
-    }
-    if stat.st_size as u64 > MAX_ACCOUNT_FILE_BYTES {
-        return Err(failed(format!("more than {MAX_ACCOUNT_FILE_BYTES} bytes")));
-    }
-    // Reopening the resolved object through its descriptor reads exactly
-    // what was resolved, whatever happens to the path meanwhile; it is a
-    // regular file, so the open cannot block.
-    let by_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&object));
-    crate::input::read_bounded_text(Path::new(&by_fd), MAX_ACCOUNT_FILE_BYTES)
-        .map(Some)
-        .map_err(|e| failed(e.to_string()))
+/// Reads an account file inside the rootfs without following symlinks out
+/// of it; empty when it does not exist. The rootfs is image content, so
+/// anything but a regular file of bounded size is an error, never read.
+fn read_account_file(sys: &dyn Syscalls, rootfs: &Path, path: &'static str) -> Result<String, RunError> {
+    let failed = |source| RunError::AccountFile { path, source };
+    let bytes = sys.read_in_root(rootfs, path, MAX_ACCOUNT_FILE_BYTES).map_err(failed)?;
+    Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
 }
 
 /// Resolves `user` ("name|uid[:group|gid]") as runc does: names through the
 /// rootfs's /etc/passwd and /etc/group, the primary group from passwd when
 /// none is given, supplementary groups from /etc/group membership.
-pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, RunError> {
+pub fn resolve_user(sys: &dyn Syscalls, rootfs: &Path, user: &str) -> Result<ResolvedUser, RunError> {
     if user.is_empty() {
         return Ok(ResolvedUser {
             uid: 0,
@@ -58,8 +49,8 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, RunError>
             additional_gids: Vec::new(),
         });
     }
-    let passwd = read_in_rootfs(rootfs, "/etc/passwd")?.unwrap_or_default();
-    let group = read_in_rootfs(rootfs, "/etc/group")?.unwrap_or_default();
+    let passwd = read_account_file(sys, rootfs, "/etc/passwd")?;
+    let group = read_account_file(sys, rootfs, "/etc/group")?;
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -72,16 +63,16 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, RunError>
     let (name, uid, passwd_gid) = match (&entry, user_part.parse::<u32>()) {
         (Some(f), _) => (
             Some(f[0].to_string()),
-            f[2].parse::<u32>()
-                .map_err(|_| RunError::Prepare(format!("bad uid for {} in /etc/passwd", f[0])))?,
+            f[2].parse::<u32>().map_err(|_| UserError::BadUid(f[0].to_string()))?,
             f[3].parse::<u32>().ok(),
         ),
         (None, Ok(uid)) => (None, uid, None),
         (None, Err(_)) => {
-            return Err(RunError::Prepare(format!(
-                "user {user_part:?} is not in the rootfs's /etc/passwd ({})",
-                rootfs.join("etc/passwd").display()
-            )))
+            return Err(UserError::UnknownUser {
+                user: user_part.to_string(),
+                passwd: rootfs.join("etc/passwd").display().to_string(),
+            }
+            .into())
         }
     };
     let groups: Vec<Vec<&str>> = group
@@ -97,7 +88,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, RunError>
                 .iter()
                 .find(|f| f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| RunError::Prepare(format!("group {g:?} is not in the rootfs's /etc/group")))?,
+                .ok_or_else(|| UserError::UnknownGroup(g.to_string()))?,
         },
     };
     let mut additional_gids = Vec::new();
@@ -123,6 +114,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, RunError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::RealSyscalls;
 
     fn rootfs() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -143,7 +135,7 @@ mod tests {
     #[test]
     fn users_resolve_like_runc() {
         let r = rootfs();
-        let u = |s: &str| resolve_user(r.path(), s);
+        let u = |s: &str| resolve_user(&RealSyscalls, r.path(), s);
         assert_eq!(
             u("builder").unwrap(),
             ResolvedUser {
@@ -182,7 +174,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", r.path().join("etc/passwd")).unwrap();
         // The link points at the host's file; inside the rootfs it names
         // itself, a loop, so nothing is read.
-        assert!(resolve_user(r.path(), "root").is_err());
+        assert!(resolve_user(&RealSyscalls, r.path(), "root").is_err());
     }
 
     /// Regression: a device at the rootfs's /etc/passwd was read without
@@ -193,7 +185,7 @@ mod tests {
         let passwd = r.path().join("etc/passwd");
         std::fs::remove_file(&passwd).unwrap();
         nix::unistd::mkfifo(&passwd, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
-        let err = resolve_user(r.path(), "root").unwrap_err().to_string();
+        let err = resolve_user(&RealSyscalls, r.path(), "root").unwrap_err().to_string();
         assert!(err.contains("/etc/passwd: not a regular file"), "{err}");
         std::fs::remove_file(&passwd).unwrap();
         let zero = nix::sys::stat::makedev(1, 5);
@@ -204,20 +196,20 @@ mod tests {
             zero,
         )
         .unwrap();
-        let err = resolve_user(r.path(), "root").unwrap_err().to_string();
+        let err = resolve_user(&RealSyscalls, r.path(), "root").unwrap_err().to_string();
         assert!(err.contains("/etc/passwd: not a regular file"), "{err}");
         std::fs::remove_file(&passwd).unwrap();
         std::os::unix::fs::symlink("/dev/zero", &passwd).unwrap();
         // Inside the rootfs the link names its own /dev/zero, absent here.
-        assert!(resolve_user(r.path(), "root").is_err());
+        assert!(resolve_user(&RealSyscalls, r.path(), "root").is_err());
         std::fs::remove_file(&passwd).unwrap();
         let big = std::fs::File::create(&passwd).unwrap();
         big.set_len(MAX_ACCOUNT_FILE_BYTES + 1).unwrap();
-        let err = resolve_user(r.path(), "root").unwrap_err().to_string();
+        let err = resolve_user(&RealSyscalls, r.path(), "root").unwrap_err().to_string();
         assert!(err.contains("more than"), "{err}");
         std::fs::remove_file(&passwd).unwrap();
         assert_eq!(
-            resolve_user(r.path(), "0").unwrap().uid,
+            resolve_user(&RealSyscalls, r.path(), "0").unwrap().uid,
             0,
             "a missing passwd is no error"
         );

@@ -98,6 +98,16 @@ fn multi_mount_request(work: &Path) -> Result<String> {
     .to_string())
 }
 
+/// An operation's variant name (`Mount`, `LockStep`, ...).
+fn op_kind(op: &specwright::sys::Op) -> String {
+    let debug = format!("{op:?}");
+    debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Makes the k-th privileged operation fail, for every k of a multi-mount
 /// step (plain and with pinned selectors), and checks nothing is left.
 fn faults(work: &Path) -> Result<Value> {
@@ -129,6 +139,7 @@ fn faults(work: &Path) -> Result<Value> {
             bail!("the step fails without faults: {e}");
         }
         let total = ops.len();
+        let mut kinds: std::collections::BTreeSet<String> = ops.iter().map(op_kind).collect();
         let record_ops = ops
             .iter()
             .filter(|op| {
@@ -142,6 +153,7 @@ fn faults(work: &Path) -> Result<Value> {
         let release_ops = {
             let recorder = RecordingSyscalls::failing_at(Box::new(RealSyscalls), None);
             release_step(&state, &recorder, &Audit::events_only(), "faulty")?;
+            kinds.extend(recorder.ops().iter().map(op_kind));
             recorder.ops().len()
         };
         for k in 0..total {
@@ -172,7 +184,7 @@ fn faults(work: &Path) -> Result<Value> {
                 problems.push(format!("pin={pin} release op {j}: second release left {left}"));
             }
         }
-        runs.push(json!({"pin": pin, "spec_ops": total, "record_ops": record_ops, "release_ops": release_ops}));
+        runs.push(json!({"pin": pin, "spec_ops": total, "record_ops": record_ops, "release_ops": release_ops, "kinds": kinds}));
     }
     Ok(json!({"runs": runs, "problems": problems}))
 }

@@ -125,15 +125,20 @@ impl StepLock {
     }
 
     /// Lets the step go and deletes its lock file (while still holding
-    /// it, so no other process can be waiting on the deleted file).
-    pub fn remove(mut self) {
-        if let Some(held) = self.held.take() {
-            if let Err(e) = unlinkat(held.steps.as_fd(), held.name.as_str(), UnlinkatFlags::NoRemoveDir) {
-                if e != Errno::ENOENT {
-                    tracing::warn!(step = %self.id, error = %e, "removing the step's lock file");
-                }
-            }
-            drop(held.lock);
+    /// it, so no other process can be waiting on the deleted file). The
+    /// step is let go whether or not the file could be deleted.
+    pub fn remove(mut self) -> Result<(), StateError> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        let removed = unlinkat(held.steps.as_fd(), held.name.as_str(), UnlinkatFlags::NoRemoveDir);
+        drop(held.lock);
+        match removed {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(StateError::Io {
+                path: std::path::Path::new("locks").join(&held.name),
+                source: std::io::Error::from(e),
+            }),
         }
     }
 }
@@ -163,7 +168,7 @@ mod tests {
         let other = state.lock("t").unwrap();
         drop(first);
         let again = state.lock("s").unwrap();
-        again.remove();
+        again.remove().unwrap();
         assert!(!dir.path().join("locks/s.lock").exists());
         assert!(state.lock("s").is_ok());
         drop(other);

@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sys::stat::{fstat, SFlag};
 use serde_json::{json, Value};
@@ -17,6 +18,10 @@ use super::StepHost;
 use crate::mount::mount_entry;
 use crate::resolve::Resolved;
 use crate::state::{ContainerRecord, HeldMount, MountpointKind, StateError, MAX_MOUNTPOINTS};
+
+/// How many names past the step's own count a new mountpoint tries
+/// before giving up (each taken one was left by another process).
+const FRESH_NAME_TRIES: usize = 1024;
 
 impl StepHost {
     /// Records a new mountpoint for the step (before anything is made) and
@@ -32,29 +37,45 @@ impl StepHost {
                 self.id
             )));
         }
-        let (name, path) = self.fresh_mountpoint()?;
-        self.record.mounts.push(HeldMount {
-            name: name.clone(),
-            kind,
-            stacked,
-        });
-        // Recorded before anything is made, so a crash from here on is recoverable.
-        if let Err(e) = self.write_record() {
-            self.record.mounts.pop();
-            return Err(HostError::Failed(e.to_string()));
+        // A name another process left (a crash, a reused id) is passed over.
+        let first = self.record.mounts.len();
+        for n in first..first + FRESH_NAME_TRIES {
+            let name = format!("{}-{n}", self.id);
+            if self.record.mounts.iter().any(|m| m.name == name) {
+                continue;
+            }
+            let path = self.state.mounts_dir().join(&name);
+            self.record.mounts.push(HeldMount {
+                name: name.clone(),
+                kind,
+                stacked,
+            });
+            // Recorded before anything is made, so a crash from here on is recoverable.
+            if let Err(e) = self.write_record() {
+                self.record.mounts.pop();
+                return Err(HostError::Failed(e.to_string()));
+            }
+            let created = match kind {
+                MountpointKind::Dir => self.sys.create_dir(&path),
+                MountpointKind::File => self.sys.create_file(&path),
+            };
+            match created {
+                Ok(()) => return Ok((name, path)),
+                Err(Errno::EEXIST) => self.forget_mount(&name),
+                Err(e) => {
+                    self.forget_mount(&name);
+                    return Err(HostError::Failed(format!(
+                        "creating mountpoint {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
         }
-        let created = match kind {
-            MountpointKind::Dir => self.sys.create_dir(&path),
-            MountpointKind::File => self.sys.create_file(&path),
-        };
-        if let Err(e) = created {
-            self.forget_mount(&name);
-            return Err(HostError::Failed(format!(
-                "creating mountpoint {}: {e}",
-                path.display()
-            )));
-        }
-        Ok((name, path))
+        Err(HostError::Failed(format!(
+            "no free mountpoint name for step {} under {}",
+            self.id,
+            self.state.mounts_dir().display()
+        )))
     }
 
     /// Undoes a partly made mountpoint; returns what to add to the error
@@ -70,9 +91,6 @@ impl StepHost {
     }
 
     fn write_record(&self) -> Result<(), StateError> {
-        if self.options.dry_run {
-            return Ok(());
-        }
         if self.record.holds_anything() {
             self.sys.write_record(&self.state, &self.record)
         } else {
@@ -89,46 +107,35 @@ impl StepHost {
         }
     }
 
-    fn fresh_mountpoint(&self) -> Result<(String, PathBuf), HostError> {
-        let first = self.record.mounts.len();
-        for n in first..first + 1024 {
-            let name = format!("{}-{n}", self.id);
-            let path = self.state.mounts_dir().join(&name);
-            let taken = self.record.mounts.iter().any(|m| m.name == name);
-            if !taken && !self.state.mountpoint_exists(&name) {
-                return Ok((name, path));
-            }
-        }
-        Err(HostError::Failed(format!(
-            "no free mountpoint name for step {} under {}",
-            self.id,
-            self.state.mounts_dir().display()
-        )))
-    }
-
     /// With `pin_selectors`, binds the resolved object itself (through its
     /// descriptor, not its path) onto a mountpoint of its own.
     pub(super) fn maybe_pin(&mut self, resolved: Resolved) -> Result<String, HostError> {
         if !self.options.pin_selectors {
             return Ok(resolved.path);
         }
-        let Some(object) = resolved.object else {
-            return Err(HostError::Failed(format!(
-                "{} does not exist, so it cannot be pinned (--pin-selectors)",
-                resolved.path
-            )));
-        };
-        let stat = fstat(object.as_fd()).map_err(|e| HostError::Failed(format!("{}: {e}", resolved.path)))?;
-        let kind = if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-            MountpointKind::Dir
-        } else {
-            MountpointKind::File
+        let (kind, source) = match &resolved.object {
+            Some(object) => {
+                let stat = fstat(object.as_fd()).map_err(|e| HostError::Failed(format!("{}: {e}", resolved.path)))?;
+                let kind = if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                    MountpointKind::Dir
+                } else {
+                    MountpointKind::File
+                };
+                (kind, format!("/proc/self/fd/{}", object.as_raw_fd()))
+            }
+            // A dry run's plan: the pin of a directory at the planned path.
+            None if resolved.planned => (MountpointKind::Dir, resolved.path.clone()),
+            None => {
+                return Err(HostError::Failed(format!(
+                    "{} does not exist, so it cannot be pinned (--pin-selectors)",
+                    resolved.path
+                )))
+            }
         };
         let (name, path) = self.hold_mountpoint(kind, 1)?;
-        let by_fd = format!("/proc/self/fd/{}", object.as_raw_fd());
         if let Err(e) = self
             .sys
-            .mount(Some(&by_fd), &path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+            .mount(Some(&source), &path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
         {
             let undo = self.undo_mountpoint(&name, &path, kind, 0);
             return Err(HostError::Failed(format!(
@@ -208,8 +215,11 @@ impl StepHost {
         self.end_container()?;
         let start = Instant::now();
         let record = std::mem::take(&mut self.record.mounts);
-        // A dry run has nothing to wait for: no threads.
-        let workers = if self.options.dry_run { 1 } else { RELEASE_WORKERS };
+        let workers = if self.sys.releases_concurrently() {
+            RELEASE_WORKERS
+        } else {
+            1
+        };
         let (remaining, report, failures) = release_mounts(&self.state, self.sys.as_ref(), &record, workers);
         self.audit.record(
             &self.id,

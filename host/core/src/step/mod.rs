@@ -40,8 +40,6 @@ pub mod limits {
 /// How the host treats one step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepOptions {
-    /// Plan only: record operations, perform none, write no state.
-    pub dry_run: bool,
     /// Bind-mount every resolved selector onto its own mountpoint, by file
     /// descriptor, and hand the runtime that mountpoint.
     pub pin_selectors: bool,
@@ -52,7 +50,6 @@ pub struct StepOptions {
 impl Default for StepOptions {
     fn default() -> Self {
         StepOptions {
-            dry_run: false,
             pin_selectors: false,
             owner: Owner::this_process(),
         }
@@ -105,11 +102,10 @@ impl StepHost {
                 request.id
             )));
         }
-        if !options.dry_run
-            && state
-                .read_record(&request.id)
-                .map_err(|e| HostError::Failed(e.to_string()))?
-                .is_some()
+        if sys
+            .read_record(&state, &request.id)
+            .map_err(|e| HostError::Failed(e.to_string()))?
+            .is_some()
         {
             return Err(HostError::Refused(format!(
                 "step {} already holds mounts; release it first (specwright release {})",
@@ -222,7 +218,9 @@ impl StepHost {
     fn let_go(&mut self) {
         if let Some(lock) = self.lock.take() {
             if !self.record.holds_anything() {
-                lock.remove();
+                if let Err(e) = self.sys.remove_lock(lock) {
+                    tracing::warn!(step = %self.id, error = %e, "removing the step's lock file");
+                }
             }
         }
     }

@@ -156,7 +156,7 @@ pub fn release_step(
     audit: &Audit,
     id: &str,
 ) -> Result<ReleaseReport, ReleaseError> {
-    let lock = state.lock(id)?;
+    let lock = sys.lock_step(state, id)?;
     release_locked(state, sys, audit, lock)
 }
 
@@ -169,9 +169,9 @@ pub fn release_locked(
 ) -> Result<ReleaseReport, ReleaseError> {
     let id = lock.id().to_string();
     let start = Instant::now();
-    let Some(mut record) = state.read_record(&id)? else {
-        state.remove_bundle(&id)?;
-        lock.remove();
+    let Some(mut record) = sys.read_record(state, &id)? else {
+        sys.remove_bundle(state, &id)?;
+        sys.remove_lock(lock)?;
         return Ok(ReleaseReport::default());
     };
     if let Some(container) = &record.container {
@@ -185,7 +185,12 @@ pub fn release_locked(
         record.container = None;
         sys.write_record(state, &record)?;
     }
-    let (remaining, report, failures) = release_mounts(state, sys, &record.mounts, RELEASE_WORKERS);
+    let workers = if sys.releases_concurrently() {
+        RELEASE_WORKERS
+    } else {
+        1
+    };
+    let (remaining, report, failures) = release_mounts(state, sys, &record.mounts, workers);
     let held = record.mounts.len();
     record.mounts = remaining;
     let summary = json!({"released": report.released, "busy": report.busy.len()});
@@ -205,9 +210,9 @@ pub fn release_locked(
     if record.holds_anything() {
         sys.write_record(state, &record)?;
     } else {
-        state.remove_bundle(&id)?;
+        sys.remove_bundle(state, &id)?;
         sys.remove_record(state, &id)?;
-        lock.remove();
+        sys.remove_lock(lock)?;
     }
     if failures.is_empty() {
         Ok(report)
@@ -244,12 +249,12 @@ pub enum GcOutcome {
 /// touched.
 pub fn gc(state: &StateDir, sys: &dyn Syscalls, audit: &Audit) -> Result<Vec<GcOutcome>, StateError> {
     let mut outcomes = Vec::new();
-    for id in state.step_ids()? {
+    for id in sys.step_ids(state)? {
         let failed = |id: String, e: &dyn std::fmt::Display| GcOutcome::Failed {
             id,
             error: e.to_string(),
         };
-        let lock = match state.lock(&id) {
+        let lock = match sys.lock_step(state, &id) {
             Ok(lock) => lock,
             Err(StateError::Held { pid, .. }) => {
                 outcomes.push(GcOutcome::Held { id, pid });
@@ -260,10 +265,12 @@ pub fn gc(state: &StateDir, sys: &dyn Syscalls, audit: &Audit) -> Result<Vec<GcO
                 continue;
             }
         };
-        let record = match state.read_record(&id) {
+        let record = match sys.read_record(state, &id) {
             Ok(Some(record)) => record,
             Ok(None) => {
-                lock.remove();
+                if let Err(e) = sys.remove_lock(lock) {
+                    outcomes.push(failed(id, &e));
+                }
                 continue;
             }
             Err(e) => {

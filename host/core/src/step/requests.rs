@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use specwright_core::mounts::clean_absolute;
 use specwright_core::request::{Mountable, Request};
 use specwright_core::HostError;
 
@@ -138,10 +137,6 @@ impl StepHost {
                         shown(path)
                     )));
                 }
-                if me.options.dry_run {
-                    // A dry run looks at nothing: the lexical path.
-                    return Ok(clean_absolute(path));
-                }
                 me.sys
                     .canonical_path(path)
                     .map_err(|e| HostError::Failed(e.to_string()))
@@ -246,10 +241,6 @@ impl StepHost {
             |me| {
                 check_selector(selector)?;
                 let path = me.root(root)?.path.clone();
-                if me.options.dry_run {
-                    // Nothing is mounted in a dry run: plan the lexical path.
-                    return Ok(crate::resolve::planned_in_root(&path, selector));
-                }
                 let resolved = me
                     .sys
                     .resolve(&path, selector)

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::state::{HeldMount, MountpointKind, MAX_MOUNTPOINTS, MAX_STACKED};
-use crate::sys::{Op, RecordingSyscalls};
+use crate::sys::{Op, RealSyscalls, RecordingSyscalls};
 
 fn request(mounts: serde_json::Value) -> Request {
     Request::from_json(&json!({"id": "s1", "mounts": mounts}).to_string()).unwrap()
@@ -15,10 +15,7 @@ fn request(mounts: serde_json::Value) -> Request {
 fn dry_host(dir: &Path, req: &Request) -> (StepHost, Arc<RecordingSyscalls>) {
     let sys = Arc::new(RecordingSyscalls::dry_run());
     let state = StateDir::open(dir).unwrap();
-    let options = StepOptions {
-        dry_run: true,
-        ..StepOptions::default()
-    };
+    let options = StepOptions::default();
     let host = StepHost::new(
         state,
         sys.clone(),
@@ -54,28 +51,56 @@ fn out_of_range_and_released_handles_are_refused_and_name_the_policy() {
     assert!(sys.ops().iter().all(|op| match op {
         Op::CreateDir(p) | Op::RemoveDir(p) => p.starts_with(dir.path().join("mounts")),
         Op::Mount { target, .. } | Op::Unmount { target, .. } => target.starts_with(dir.path().join("mounts")),
+        Op::ReadRecord(id) | Op::WriteRecord(id) | Op::RemoveRecord(id) => id == "s1",
+        Op::HasSubmounts(p) => p.starts_with(dir.path().join("mounts")),
         other => panic!("unexpected {other:?}"),
     }));
 }
 
+/// A dry run plans on a state dir that does not exist and makes none:
+/// every operation, the record's and the resolution's too, is only
+/// recorded.
 #[test]
 fn a_dry_run_plans_without_touching_the_state_dir() {
     let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
     let req = request(json!([{"dest": "/a", "source": "/srv/x", "readonly": true}]));
-    let (mut host, sys) = dry_host(dir.path(), &req);
+    let sys = Arc::new(RecordingSyscalls::dry_run());
+    let mut host = StepHost::new(
+        StateDir::at(&root),
+        sys.clone(),
+        Arc::new(Audit::events_only()),
+        StepOptions::default(),
+        &req,
+        StepLock::planned(&req.id),
+    )
+    .unwrap();
     let (src, _) = host.materialize(0).unwrap();
-    let root = host.mount_temporary(src, &[0]).unwrap();
-    let path = host.resolve_in_root(root, "a/../b").unwrap();
+    let mounted = host.mount_temporary(src, &[0]).unwrap();
+    let path = host.resolve_in_root(mounted, "a/../b").unwrap();
     assert!(path.ends_with("/mounts/s1-0/b"), "{path}");
-    assert!(std::fs::read_dir(dir.path().join("steps")).unwrap().next().is_none());
-    assert!(std::fs::read_dir(dir.path().join("mounts")).unwrap().next().is_none());
-    let kinds: Vec<_> = sys.ops().iter().map(std::mem::discriminant).collect();
-    assert_eq!(kinds.len(), 3, "mkdir, bind, ro remount: {:?}", sys.ops());
-    drop(host);
+    let point = root.join("mounts/s1-0");
+    let ops = sys.ops();
+    assert_eq!(ops.first(), Some(&Op::ReadRecord("s1".into())), "{ops:?}");
+    assert!(ops.contains(&Op::WriteRecord("s1".into())), "{ops:?}");
+    assert!(ops.contains(&Op::CreateDir(point.clone())), "{ops:?}");
+    let mounts = ops
+        .iter()
+        .filter(|op| matches!(op, Op::Mount { target, .. } if *target == point));
+    assert_eq!(mounts.count(), 2, "bind, ro remount: {ops:?}");
     assert!(
-        matches!(sys.ops().last(), Some(Op::RemoveDir(_))),
-        "dropped without keep: released"
+        ops.iter()
+            .any(|op| matches!(op, Op::Resolve { root, selector } if *root == point && selector == "a/../b")),
+        "{ops:?}"
     );
+    drop(host);
+    let ops = sys.ops();
+    assert!(
+        ops.contains(&Op::RemoveDir(point)),
+        "dropped without keep: released: {ops:?}"
+    );
+    assert!(ops.contains(&Op::RemoveRecord("s1".into())), "{ops:?}");
+    assert!(!root.exists(), "a dry run made the state dir");
 }
 
 #[test]
@@ -95,7 +120,7 @@ fn a_step_that_holds_mounts_cannot_start_again() {
         })
         .unwrap();
     let req = request(json!([]));
-    let sys = Arc::new(RecordingSyscalls::dry_run());
+    let sys = Arc::new(RecordingSyscalls::dry_run_over_state(Box::new(RealSyscalls)));
     let lock = state.lock("s1").unwrap();
     let err = StepHost::new(
         state,
@@ -127,7 +152,7 @@ fn ids_that_are_not_plain_names_are_reported_and_nothing_is_removed() {
         r#"{"id":"..","owner":{"pid":0,"start_time":null},"mounts":[]}"#,
     )
     .unwrap();
-    let sys = RecordingSyscalls::dry_run();
+    let sys = RecordingSyscalls::dry_run_over_state(Box::new(RealSyscalls));
     let audit = Audit::events_only();
     let outcomes = gc(&state, &sys, &audit).unwrap();
     assert!(
@@ -140,7 +165,8 @@ fn ids_that_are_not_plain_names_are_reported_and_nothing_is_removed() {
     }
     assert!(state_root.join("mounts").is_dir() && state_root.join("steps/...json").is_file());
     assert!(outside.join("bundles").is_dir());
-    assert!(sys.ops().is_empty(), "{:?}", sys.ops());
+    let only_looked = |op: &Op| matches!(op, Op::ListSteps | Op::LockStep(_));
+    assert!(sys.ops().iter().all(only_looked), "{:?}", sys.ops());
 }
 
 #[test]
@@ -170,15 +196,15 @@ fn a_record_claiming_more_than_the_host_makes_is_corrupt() {
             container: None,
         };
         state.write_record(&record).unwrap();
-        let sys = RecordingSyscalls::dry_run();
+        let sys = RecordingSyscalls::dry_run_over_state(Box::new(RealSyscalls));
         let err = release_step(&state, &sys, &Audit::events_only(), "s1")
             .unwrap_err()
             .to_string();
         assert!(err.contains("corrupt") && err.contains(says), "{err}");
-        assert!(
-            sys.ops().is_empty(),
-            "a corrupt record was trusted: {} ops",
-            sys.ops().len()
+        assert_eq!(
+            sys.ops(),
+            [Op::LockStep("s1".into()), Op::ReadRecord("s1".into())],
+            "a corrupt record was trusted"
         );
     }
 }
@@ -205,20 +231,16 @@ fn a_step_with_many_mountpoints_is_released_by_a_few_threads() {
             container: None,
         })
         .unwrap();
-    let sys = RecordingSyscalls::dry_run();
+    let sys = RecordingSyscalls::dry_run_over_state(Box::new(RealSyscalls));
     let report = release_step(&state, &sys, &Audit::events_only(), "s1").unwrap();
     assert_eq!(report.released, MAX_MOUNTPOINTS);
     let unmounts = sys.ops().iter().filter(|op| matches!(op, Op::Unmount { .. })).count();
     assert_eq!(unmounts, 2 * MAX_MOUNTPOINTS);
-    // The record goes through the syscalls too: a dry run only plans it.
     assert!(sys
         .ops()
         .iter()
         .any(|op| matches!(op, Op::RemoveRecord(id) if id == "s1")));
-    assert!(
-        state.read_record("s1").unwrap().is_some(),
-        "a dry run removed the record"
-    );
+    assert!(state.read_record("s1").unwrap().is_none(), "the record was not removed");
 }
 
 #[test]
@@ -235,7 +257,7 @@ fn a_policy_cannot_stack_more_than_the_limit_on_one_mountpoint() {
         err.contains("at most") && err.contains("may not mount-temporary"),
         "{err}"
     );
-    assert!(sys.ops().is_empty());
+    assert_eq!(sys.ops(), [Op::ReadRecord("s1".into())], "nothing was mounted");
 }
 
 #[test]
@@ -275,10 +297,7 @@ fn audit_bytes_are_bounded_per_step() {
     let req = request(json!([{"dest": "/a", "source": "/srv/x", "readonly": false}]));
     let sys = Arc::new(RecordingSyscalls::dry_run());
     let audit = Arc::new(Audit::open(&dir.path().join("audit.jsonl")).unwrap());
-    let options = StepOptions {
-        dry_run: true,
-        ..StepOptions::default()
-    };
+    let options = StepOptions::default();
     let state = StateDir::at(dir.path());
     let mut host = StepHost::new(state, sys, audit, options, &req, StepLock::planned("s1")).unwrap();
     let (src, _) = host.materialize(0).unwrap();

@@ -2,13 +2,15 @@
 //! performs them; the recording one serves dry runs and fault injection.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::resolve::{ResolveError, Resolved};
-use crate::state::{StateDir, StateError, StepRecord};
+use crate::state::{Bundle, GivenBundle, StateDir, StateError, StepLock, StepRecord};
+
+mod recording;
+pub use recording::RecordingSyscalls;
 
 /// One privileged operation, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,31 @@ pub enum Op {
     },
     /// A host path the request names resolved to what it really is.
     CanonicalPath(String),
+    /// A step taken for this process (`locks/<id>.lock`).
+    LockStep(String),
+    /// A step's lock file removed (the step holds nothing any more).
+    RemoveLock(String),
+    /// A step's record read.
+    ReadRecord(String),
+    /// The steps with a record listed (`gc`).
+    ListSteps,
+    /// Whether a step has a bundle directory in the state dir.
+    HasBundle(String),
+    /// A step's bundle directory made in the state dir (`run`).
+    CreateBundle(String),
+    /// A file of a bundle written.
+    WriteBundleFile(PathBuf),
+    /// A step's bundle directory and its files removed.
+    RemoveBundle(String),
+    /// A bundle directory an operator names opened (made if missing).
+    OpenGivenBundle(PathBuf),
+    /// The directories opening a given bundle made removed again.
+    RemoveGivenBundle(PathBuf),
+    /// A file read inside a root, by descriptor (the rootfs's /etc/passwd).
+    ReadInRoot {
+        root: PathBuf,
+        path: String,
+    },
 }
 
 pub trait Syscalls: Send + Sync {
@@ -79,6 +106,38 @@ pub trait Syscalls: Send + Sync {
     /// What host path `path` really is, symlinks resolved
     /// ([`crate::resolve::canonical_host_path`]).
     fn canonical_path(&self, path: &str) -> Result<String, ResolveError>;
+    /// Reads the regular file `path` names inside `root` (resolved as
+    /// [`Self::resolve`] does), at most `bound` bytes; `None` when nothing
+    /// is there ([`crate::resolve::read_in_root`]).
+    fn read_in_root(&self, root: &Path, path: &str, bound: u64) -> Result<Option<Vec<u8>>, ResolveError>;
+    /// Takes step `id` for this process ([`StateDir::lock`]).
+    fn lock_step(&self, state: &StateDir, id: &str) -> Result<StepLock, StateError>;
+    /// Lets a step that holds nothing go and deletes its lock file (the
+    /// step is let go even when deleting the file fails).
+    fn remove_lock(&self, lock: StepLock) -> Result<(), StateError>;
+    /// A step's record; `None` when the step holds nothing.
+    fn read_record(&self, state: &StateDir, id: &str) -> Result<Option<StepRecord>, StateError>;
+    /// The ids of every step with a record.
+    fn step_ids(&self, state: &StateDir) -> Result<Vec<String>, StateError>;
+    /// Whether step `id` has a bundle directory in the state dir.
+    fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError>;
+    /// Makes step `id`'s bundle directory in the state dir.
+    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<Bundle, StateError>;
+    /// Writes file `name` of a bundle atomically; returns its path.
+    fn write_bundle_file(&self, bundle: &Bundle, name: &str, bytes: &[u8]) -> Result<PathBuf, StateError>;
+    /// Removes step `id`'s bundle directory and its files.
+    fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError>;
+    /// Opens (making what is missing) a bundle directory an operator names.
+    fn open_given_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError>;
+    /// Writes a given bundle's config.json atomically; returns its path.
+    fn write_config(&self, bundle: &GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError>;
+    /// Removes the directories opening `bundle` made (a step that failed).
+    fn remove_given_bundle(&self, bundle: GivenBundle);
+    /// Whether releasing may unmount on several threads at once (a
+    /// recording implementation keeps one order).
+    fn releases_concurrently(&self) -> bool {
+        true
+    }
 }
 
 /// The kernel.
@@ -175,184 +234,52 @@ impl Syscalls for RealSyscalls {
     fn canonical_path(&self, path: &str) -> Result<String, ResolveError> {
         crate::resolve::canonical_host_path(path)
     }
-}
 
-/// Records every operation; performs each through `inner` (none for a dry
-/// run) unless it is the one chosen to fail.
-pub struct RecordingSyscalls {
-    inner: Option<Box<dyn Syscalls>>,
-    fail_at: Option<usize>,
-    ops: Mutex<Vec<Op>>,
-}
-
-impl RecordingSyscalls {
-    /// Performs nothing: every operation succeeds without touching the host.
-    pub fn dry_run() -> RecordingSyscalls {
-        RecordingSyscalls {
-            inner: None,
-            fail_at: None,
-            ops: Mutex::new(Vec::new()),
-        }
+    fn read_in_root(&self, root: &Path, path: &str, bound: u64) -> Result<Option<Vec<u8>>, ResolveError> {
+        crate::resolve::read_in_root(root, path, bound)
     }
 
-    /// Performs operations through `inner`, except that operation number
-    /// `fail_at` (0-based) fails with EIO instead.
-    pub fn failing_at(inner: Box<dyn Syscalls>, fail_at: Option<usize>) -> RecordingSyscalls {
-        RecordingSyscalls {
-            inner: Some(inner),
-            fail_at,
-            ops: Mutex::new(Vec::new()),
-        }
+    fn lock_step(&self, state: &StateDir, id: &str) -> Result<StepLock, StateError> {
+        state.lock(id)
     }
 
-    pub fn ops(&self) -> Vec<Op> {
-        self.ops.lock().map(|o| o.clone()).unwrap_or_default()
+    fn remove_lock(&self, lock: StepLock) -> Result<(), StateError> {
+        lock.remove()
     }
 
-    fn record(&self, op: Op, perform: impl FnOnce(&dyn Syscalls) -> Result<(), Errno>) -> Result<(), Errno> {
-        let n = {
-            let mut ops = self.ops.lock().map_err(|_| Errno::EIO)?;
-            ops.push(op);
-            ops.len() - 1
-        };
-        if self.fail_at == Some(n) {
-            return Err(Errno::EIO);
-        }
-        match &self.inner {
-            Some(inner) => perform(inner.as_ref()),
-            None => Ok(()),
-        }
+    fn read_record(&self, state: &StateDir, id: &str) -> Result<Option<StepRecord>, StateError> {
+        state.read_record(id)
     }
 
-    /// [`Self::record`] for an operation on the state dir.
-    fn record_state(
-        &self,
-        op: Op,
-        state: &StateDir,
-        perform: impl FnOnce(&dyn Syscalls) -> Result<(), StateError>,
-    ) -> Result<(), StateError> {
-        let mut performed = Ok(());
-        let recorded = self.record(op, |inner| {
-            performed = perform(inner);
-            Ok(())
-        });
-        recorded.map_err(|errno| StateError::Io {
-            path: state.root().join("steps"),
-            source: std::io::Error::other(errno),
-        })?;
-        performed
-    }
-}
-
-impl Syscalls for RecordingSyscalls {
-    fn create_dir(&self, path: &Path) -> Result<(), Errno> {
-        self.record(Op::CreateDir(path.to_path_buf()), |s| s.create_dir(path))
+    fn step_ids(&self, state: &StateDir) -> Result<Vec<String>, StateError> {
+        state.step_ids()
     }
 
-    fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
-        self.record(Op::RemoveDir(path.to_path_buf()), |s| s.remove_dir(path))
+    fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError> {
+        state.has_bundle(id)
     }
 
-    fn create_file(&self, path: &Path) -> Result<(), Errno> {
-        self.record(Op::CreateFile(path.to_path_buf()), |s| s.create_file(path))
+    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<Bundle, StateError> {
+        state.create_bundle(id)
     }
 
-    fn remove_file(&self, path: &Path) -> Result<(), Errno> {
-        self.record(Op::RemoveFile(path.to_path_buf()), |s| s.remove_file(path))
+    fn write_bundle_file(&self, bundle: &Bundle, name: &str, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        bundle.write(name, bytes)
     }
 
-    fn mount(
-        &self,
-        source: Option<&str>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> Result<(), Errno> {
-        let op = Op::Mount {
-            source: source.map(str::to_string),
-            target: target.to_path_buf(),
-            fstype: fstype.map(str::to_string),
-            flags: flags.bits(),
-            data: data.map(str::to_string),
-        };
-        self.record(op, |s| s.mount(source, target, fstype, flags, data))
+    fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
+        state.remove_bundle(id)
     }
 
-    fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
-        let op = Op::Unmount {
-            target: target.to_path_buf(),
-            flags: flags.bits(),
-        };
-        self.record(op, |s| s.unmount(target, flags))
+    fn open_given_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
+        GivenBundle::open(dir)
     }
 
-    fn has_submounts(&self, target: &Path) -> Result<bool, Errno> {
-        let mut found = false;
-        self.record(Op::HasSubmounts(target.to_path_buf()), |s| {
-            found = s.has_submounts(target)?;
-            Ok(())
-        })?;
-        Ok(found)
+    fn write_config(&self, bundle: &GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        bundle.write_config(bytes)
     }
 
-    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String> {
-        let op = Op::DeleteContainer {
-            runtime: runtime.to_path_buf(),
-            id: id.to_string(),
-        };
-        self.record(op, |_| Ok(())).map_err(|e| e.to_string())?;
-        match &self.inner {
-            Some(inner) => inner.delete_container(runtime, id),
-            None => Ok(()),
-        }
-    }
-
-    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
-        self.record_state(Op::WriteRecord(record.id.clone()), state, |s| {
-            s.write_record(state, record)
-        })
-    }
-
-    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
-        self.record_state(Op::RemoveRecord(id.to_string()), state, |s| s.remove_record(state, id))
-    }
-
-    /// A dry run resolves lexically: nothing is looked at.
-    fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
-        let op = Op::Resolve {
-            root: root.to_path_buf(),
-            selector: selector.to_string(),
-        };
-        let fault = |errno| ResolveError::Io {
-            path: root.display().to_string(),
-            errno,
-        };
-        let mut resolved = None;
-        self.record(op, |inner| {
-            resolved = Some(inner.resolve(root, selector));
-            Ok(())
-        })
-        .map_err(fault)?;
-        resolved.unwrap_or_else(|| {
-            Ok(Resolved {
-                path: crate::resolve::planned_in_root(root, selector),
-                object: None,
-            })
-        })
-    }
-
-    fn canonical_path(&self, path: &str) -> Result<String, ResolveError> {
-        let fault = |errno| ResolveError::Io {
-            path: path.to_string(),
-            errno,
-        };
-        let mut real = None;
-        self.record(Op::CanonicalPath(path.to_string()), |inner| {
-            real = Some(inner.canonical_path(path));
-            Ok(())
-        })
-        .map_err(fault)?;
-        real.unwrap_or_else(|| Ok(specwright_core::mounts::clean_absolute(path)))
+    fn remove_given_bundle(&self, bundle: GivenBundle) {
+        bundle.remove_created();
     }
 }

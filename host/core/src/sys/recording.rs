@@ -1,0 +1,353 @@
+//! The recording implementation of [`Syscalls`]: every operation is
+//! recorded, then performed through an inner implementation, planned (a
+//! dry run, which performs nothing), or failed (fault injection).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+
+use super::{Op, Syscalls};
+use crate::resolve::{ResolveError, Resolved};
+use crate::state::{Bundle, GivenBundle, StateDir, StateError, StepLock, StepRecord};
+
+/// Records every operation; performs each through `inner` (none for a dry
+/// run) unless it is the one chosen to fail.
+pub struct RecordingSyscalls {
+    inner: Option<Box<dyn Syscalls>>,
+    /// In a dry run, what performs the state dir's own operations (locks,
+    /// records, bundles) when they are to be real.
+    state: Option<Box<dyn Syscalls>>,
+    fail_at: Option<usize>,
+    ops: Mutex<Vec<Op>>,
+}
+
+impl RecordingSyscalls {
+    /// Performs nothing: every operation succeeds without touching the host.
+    pub fn dry_run() -> RecordingSyscalls {
+        RecordingSyscalls {
+            inner: None,
+            state: None,
+            fail_at: None,
+            ops: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Plans every mount, directory and resolution as [`Self::dry_run`]
+    /// does, but performs the state dir's operations (locks, records,
+    /// bundles) through `state`: for tests of the bookkeeping on a real
+    /// state dir.
+    pub fn dry_run_over_state(state: Box<dyn Syscalls>) -> RecordingSyscalls {
+        RecordingSyscalls {
+            state: Some(state),
+            ..RecordingSyscalls::dry_run()
+        }
+    }
+
+    /// Performs operations through `inner`, except that operation number
+    /// `fail_at` (0-based) fails with EIO instead.
+    pub fn failing_at(inner: Box<dyn Syscalls>, fail_at: Option<usize>) -> RecordingSyscalls {
+        RecordingSyscalls {
+            inner: Some(inner),
+            state: None,
+            fail_at,
+            ops: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn ops(&self) -> Vec<Op> {
+        self.ops.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Records `op`; fails it when it is the chosen one (with what
+    /// `fault` makes of EIO); performs it through the inner implementation,
+    /// or, in a dry run, returns what `planned` says it would.
+    fn pass<T, E>(
+        &self,
+        op: Op,
+        fault: impl FnOnce(Errno) -> E,
+        perform: impl FnOnce(&dyn Syscalls) -> Result<T, E>,
+        planned: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.pass_through(self.inner.as_deref(), op, fault, perform, planned)
+    }
+
+    /// [`Self::pass`] for an operation on the state dir or a bundle: a dry
+    /// run over a real state dir performs it.
+    fn pass_state<T, E>(
+        &self,
+        op: Op,
+        fault: impl FnOnce(Errno) -> E,
+        perform: impl FnOnce(&dyn Syscalls) -> Result<T, E>,
+        planned: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let target = self.inner.as_deref().or(self.state.as_deref());
+        self.pass_through(target, op, fault, perform, planned)
+    }
+
+    fn pass_through<T, E>(
+        &self,
+        target: Option<&dyn Syscalls>,
+        op: Op,
+        fault: impl FnOnce(Errno) -> E,
+        perform: impl FnOnce(&dyn Syscalls) -> Result<T, E>,
+        planned: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let n = {
+            let Ok(mut ops) = self.ops.lock() else {
+                return Err(fault(Errno::EIO));
+            };
+            ops.push(op);
+            ops.len() - 1
+        };
+        if self.fail_at == Some(n) {
+            return Err(fault(Errno::EIO));
+        }
+        match target {
+            Some(target) => perform(target),
+            None => planned(),
+        }
+    }
+
+    fn record(&self, op: Op, perform: impl FnOnce(&dyn Syscalls) -> Result<(), Errno>) -> Result<(), Errno> {
+        self.pass(op, |e| e, perform, || Ok(()))
+    }
+}
+
+/// A fault injected into an operation on the state dir or a bundle; its
+/// message names the errno (`EIO: ...`), as a mount's does.
+fn state_fault(path: &Path) -> impl FnOnce(Errno) -> StateError + '_ {
+    move |errno| StateError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(errno),
+    }
+}
+
+/// A fault injected into a resolution.
+fn resolve_fault(path: &Path) -> impl FnOnce(Errno) -> ResolveError + '_ {
+    move |errno| ResolveError::Io {
+        path: path.display().to_string(),
+        errno,
+    }
+}
+
+/// What a dry run answers for what it cannot plan (it makes no bundle).
+fn not_in_a_dry_run<T>(path: &Path) -> Result<T, StateError> {
+    Err(StateError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("a dry run writes no bundle"),
+    })
+}
+
+impl Syscalls for RecordingSyscalls {
+    fn create_dir(&self, path: &Path) -> Result<(), Errno> {
+        self.record(Op::CreateDir(path.to_path_buf()), |s| s.create_dir(path))
+    }
+
+    fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
+        self.record(Op::RemoveDir(path.to_path_buf()), |s| s.remove_dir(path))
+    }
+
+    fn create_file(&self, path: &Path) -> Result<(), Errno> {
+        self.record(Op::CreateFile(path.to_path_buf()), |s| s.create_file(path))
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<(), Errno> {
+        self.record(Op::RemoveFile(path.to_path_buf()), |s| s.remove_file(path))
+    }
+
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno> {
+        let op = Op::Mount {
+            source: source.map(str::to_string),
+            target: target.to_path_buf(),
+            fstype: fstype.map(str::to_string),
+            flags: flags.bits(),
+            data: data.map(str::to_string),
+        };
+        self.record(op, |s| s.mount(source, target, fstype, flags, data))
+    }
+
+    fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
+        let op = Op::Unmount {
+            target: target.to_path_buf(),
+            flags: flags.bits(),
+        };
+        self.record(op, |s| s.unmount(target, flags))
+    }
+
+    fn has_submounts(&self, target: &Path) -> Result<bool, Errno> {
+        let op = Op::HasSubmounts(target.to_path_buf());
+        self.pass(op, |e| e, |s| s.has_submounts(target), || Ok(false))
+    }
+
+    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String> {
+        let op = Op::DeleteContainer {
+            runtime: runtime.to_path_buf(),
+            id: id.to_string(),
+        };
+        self.pass(op, |e| e.to_string(), |s| s.delete_container(runtime, id), || Ok(()))
+    }
+
+    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
+        let op = Op::WriteRecord(record.id.clone());
+        self.pass_state(
+            op,
+            state_fault(state.root()),
+            |s| s.write_record(state, record),
+            || Ok(()),
+        )
+    }
+
+    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
+        let op = Op::RemoveRecord(id.to_string());
+        self.pass_state(op, state_fault(state.root()), |s| s.remove_record(state, id), || Ok(()))
+    }
+
+    /// A dry run resolves lexically: nothing is looked at.
+    fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
+        let op = Op::Resolve {
+            root: root.to_path_buf(),
+            selector: selector.to_string(),
+        };
+        self.pass(
+            op,
+            resolve_fault(root),
+            |s| s.resolve(root, selector),
+            || Ok(Resolved::planned(crate::resolve::planned_in_root(root, selector))),
+        )
+    }
+
+    fn canonical_path(&self, path: &str) -> Result<String, ResolveError> {
+        let op = Op::CanonicalPath(path.to_string());
+        self.pass(
+            op,
+            resolve_fault(Path::new(path)),
+            |s| s.canonical_path(path),
+            || Ok(specwright_core::mounts::clean_absolute(path)),
+        )
+    }
+
+    /// A dry run reads nothing: the file is planned as missing.
+    fn read_in_root(&self, root: &Path, path: &str, bound: u64) -> Result<Option<Vec<u8>>, ResolveError> {
+        let op = Op::ReadInRoot {
+            root: root.to_path_buf(),
+            path: path.to_string(),
+        };
+        self.pass(
+            op,
+            resolve_fault(root),
+            |s| s.read_in_root(root, path, bound),
+            || Ok(None),
+        )
+    }
+
+    /// A dry run takes no lock: a planned one.
+    fn lock_step(&self, state: &StateDir, id: &str) -> Result<StepLock, StateError> {
+        let op = Op::LockStep(id.to_string());
+        self.pass_state(
+            op,
+            state_fault(state.root()),
+            |s| s.lock_step(state, id),
+            || Ok(StepLock::planned(id)),
+        )
+    }
+
+    fn remove_lock(&self, lock: StepLock) -> Result<(), StateError> {
+        let op = Op::RemoveLock(lock.id().to_string());
+        let file = Path::new("locks").join(lock.id());
+        self.pass_state(op, state_fault(&file), |s| s.remove_lock(lock), || Ok(()))
+    }
+
+    fn read_record(&self, state: &StateDir, id: &str) -> Result<Option<StepRecord>, StateError> {
+        let op = Op::ReadRecord(id.to_string());
+        self.pass_state(op, state_fault(state.root()), |s| s.read_record(state, id), || Ok(None))
+    }
+
+    fn step_ids(&self, state: &StateDir) -> Result<Vec<String>, StateError> {
+        self.pass_state(
+            Op::ListSteps,
+            state_fault(state.root()),
+            |s| s.step_ids(state),
+            || Ok(Vec::new()),
+        )
+    }
+
+    fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError> {
+        let op = Op::HasBundle(id.to_string());
+        self.pass_state(op, state_fault(state.root()), |s| s.has_bundle(state, id), || Ok(false))
+    }
+
+    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<Bundle, StateError> {
+        let op = Op::CreateBundle(id.to_string());
+        self.pass_state(
+            op,
+            state_fault(state.root()),
+            |s| s.create_bundle(state, id),
+            || not_in_a_dry_run(state.root()),
+        )
+    }
+
+    fn write_bundle_file(&self, bundle: &Bundle, name: &str, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        let path = bundle.path().join(name);
+        self.pass_state(
+            Op::WriteBundleFile(path.clone()),
+            state_fault(&path),
+            |s| s.write_bundle_file(bundle, name, bytes),
+            || not_in_a_dry_run(&path),
+        )
+    }
+
+    fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
+        let op = Op::RemoveBundle(id.to_string());
+        self.pass_state(op, state_fault(state.root()), |s| s.remove_bundle(state, id), || Ok(()))
+    }
+
+    fn open_given_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
+        self.pass_state(
+            Op::OpenGivenBundle(dir.to_path_buf()),
+            state_fault(dir),
+            |s| s.open_given_bundle(dir),
+            || not_in_a_dry_run(dir),
+        )
+    }
+
+    fn write_config(&self, bundle: &GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        let path = bundle.path().join("config.json");
+        self.pass_state(
+            Op::WriteBundleFile(path.clone()),
+            state_fault(&path),
+            |s| s.write_config(bundle, bytes),
+            || not_in_a_dry_run(&path),
+        )
+    }
+
+    fn remove_given_bundle(&self, bundle: GivenBundle) {
+        let op = Op::RemoveGivenBundle(bundle.path().to_path_buf());
+        let mut bundle = Some(bundle);
+        let _ = self.pass_state(
+            op,
+            |_| (),
+            |s| {
+                if let Some(bundle) = bundle.take() {
+                    s.remove_given_bundle(bundle);
+                }
+                Ok(())
+            },
+            || Ok(()),
+        );
+    }
+
+    /// One thread, so that the operations come in one order and the n-th
+    /// is the same one every time.
+    fn releases_concurrently(&self) -> bool {
+        false
+    }
+}
