@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::Value;
+use specwright_core::spec::Spec;
 use specwright_core::{HostFacts, Request};
 
 use crate::policy::{Limits, LoadedPolicy, PolicyError, PolicyRuntime};
@@ -38,7 +38,7 @@ pub enum Error {
     Release(#[from] ReleaseError),
     /// Encoding the spec.
     #[error("encoding the spec: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(#[from] crate::validate::SpecValidationError),
 }
 
 /// The policy runtime: a wasmtime engine, the sandbox limits of every
@@ -131,7 +131,7 @@ impl Host {
 /// A prepared step: its validated spec and the mounts it holds. Dropping
 /// it releases them (errors are logged); [`Step::release`] reports them.
 pub struct Step {
-    spec: Value,
+    spec: Spec,
     /// `None` once released or kept.
     lock: Option<StepLock>,
     host: Host,
@@ -139,15 +139,13 @@ pub struct Step {
 
 impl Step {
     /// The spec, as the last policy wrote it (runtime-spec field order).
-    pub fn spec(&self) -> &Value {
+    pub fn spec(&self) -> &Spec {
         &self.spec
     }
 
     /// config.json's text.
     pub fn config_json(&self) -> Result<String, Error> {
-        let mut text = serde_json::to_string_pretty(&self.spec)?;
-        text.push('\n');
-        Ok(text)
+        Ok(crate::validate::pretty(&self.spec)?)
     }
 
     /// Writes config.json into `dir` (made if missing; refused when

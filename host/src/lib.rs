@@ -20,7 +20,7 @@
 //! let facts = specwright::facts::detect()?;
 //!
 //! let step = engine.prepare(&chain, &host, &request, &facts)?;
-//! assert_eq!(step.spec()["process"]["args"][0], "/bin/true");
+//! assert_eq!(step.spec().process.as_ref().map(|p| &p.args[..]), Some(&["/bin/true".to_string()][..]));
 //! let bundle = tempfile::tempdir()?;
 //! let config = step.write_bundle(bundle.path())?;
 //! assert!(config.ends_with("config.json"));
@@ -43,6 +43,7 @@ pub use specwright_host_core::{audit, facts, input, interrupt, mount, resolve, s
 
 pub use api::{Chain, Engine, Error, Host, Step};
 pub use policy::Limits;
+pub use specwright_core::spec::Spec;
 pub use specwright_core::{HostFacts, Request};
 
 use std::sync::Arc;
@@ -122,6 +123,9 @@ pub enum SpecError {
         error: Box<SpecError>,
         release: ReleaseError,
     },
+    /// A chain without a policy makes no spec.
+    #[error("the chain has no policy")]
+    EmptyChain,
 }
 
 /// What a successful step produced.
@@ -129,7 +133,7 @@ pub enum SpecError {
 pub struct SpecOutcome {
     pub request: Request,
     /// The validated spec.
-    pub spec: Value,
+    pub spec: Spec,
     /// The step stays this process's until this is dropped; release it
     /// with [`step::release_locked`] should what follows fail.
     pub lock: StepLock,
@@ -158,15 +162,16 @@ pub fn prepare_step(
     request: &Request,
     facts: &HostFacts,
     ctx: StepContext,
-) -> Result<(Value, StepLock), SpecError> {
+) -> Result<(Spec, StepLock), SpecError> {
     let lock = ctx.lock(&request.id)?;
     let step = ctx.step_host(request, lock)?;
     let (step, spec) = run_chain(runtime, chain, step, request, facts, &ctx.audit)?;
     Ok((spec, step.keep()))
 }
 
-/// Runs `chain` for `request` on `step`, validating each policy's output;
-/// on failure everything the step holds is released.
+/// Runs `chain` for `request` on `step`, validating each policy's output
+/// (parsed once, checked against the runtime-spec schema, and the last one
+/// kept typed); on failure everything the step holds is released.
 pub fn run_chain(
     runtime: &PolicyRuntime,
     chain: &[LoadedPolicy],
@@ -174,7 +179,10 @@ pub fn run_chain(
     request: &Request,
     facts: &HostFacts,
     audit: &Audit,
-) -> Result<(StepHost, Value), SpecError> {
+) -> Result<(StepHost, Spec), SpecError> {
+    if chain.is_empty() {
+        return Err(release_after(step, SpecError::EmptyChain));
+    }
     let canonical = serde_json::to_string(request).map_err(SpecError::EncodeRequest)?;
     let mut previous: Option<String> = None;
     let mut spec = Value::Null;
@@ -223,7 +231,17 @@ pub fn run_chain(
             }
         }
     }
-    Ok((step, spec))
+    let last = chain.last().map(|p| p.name.clone()).unwrap_or_default();
+    match serde_json::from_value::<Spec>(spec) {
+        Ok(spec) => Ok((step, spec)),
+        Err(e) => {
+            let error = PolicyError::InvalidSpec {
+                policy: last,
+                message: format!("does not fit the spec model: {e}"),
+            };
+            Err(release_after(step, error.into()))
+        }
+    }
 }
 
 /// Top-level spec fields that differ between two policies' outputs.

@@ -208,9 +208,10 @@ fn dry_spec(
     work: &Path,
 ) -> Value {
     let ctx = StepContext::new(StateDir::open(work).unwrap(), Arc::new(RecordingSyscalls::dry_run())).unwrap();
-    specwright::generate_spec(runtime, chain, request, facts, ctx)
+    let spec = specwright::generate_spec(runtime, chain, request, facts, ctx)
         .unwrap()
-        .spec
+        .spec;
+    serde_json::to_value(&spec).unwrap()
 }
 
 #[test]

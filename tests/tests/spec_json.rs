@@ -110,11 +110,13 @@ fn process() -> impl Strategy<Value = Process> {
             ambient,
         },
     );
-    let user = (any::<u32>(), any::<u32>(), few(any::<u32>())).prop_map(|(uid, gid, additional_gids)| User {
-        uid,
-        gid,
-        additional_gids,
-    });
+    let user =
+        (any::<u32>(), any::<u32>(), few(any::<u32>()), extra()).prop_map(|(uid, gid, additional_gids, extra)| User {
+            uid,
+            gid,
+            additional_gids,
+            extra: extra.into(),
+        });
     let rlimit = (name(), any::<u64>(), any::<u64>()).prop_map(|(kind, hard, soft)| Rlimit { kind, hard, soft });
     (
         (any::<bool>(), user, few(text()), few(text()), name()),
@@ -135,7 +137,7 @@ fn process() -> impl Strategy<Value = Process> {
                     rlimits,
                     no_new_privileges,
                     apparmor_profile,
-                    extra,
+                    extra: extra.into(),
                 }
             },
         )
@@ -169,19 +171,23 @@ fn seccomp() -> impl Strategy<Value = Seccomp> {
                 Cow::Borrowed(&names[a.min(b)..a.max(b)])
             }),
     ];
-    let built = (names, name(), few(arg)).prop_map(|(names, action, args)| Syscall {
+    let built = (names, name(), few(arg), extra()).prop_map(|(names, action, args, extra)| Syscall {
         names,
         action,
         args: Cow::Owned(args),
+        extra: extra.into(),
     });
     // A rule of the profile as the default policy makes it (JSON made at
     // build time), unchanged or with one field replaced.
-    let from_table = (0..RULES.len(), 0..4usize, name()).prop_map(|(rule, edit, action)| {
+    let from_table = (0..RULES.len(), 0..5usize, name()).prop_map(|(rule, edit, action)| {
         let mut syscall = RULES[rule].to_syscall();
         match edit {
             0 => syscall.action = action,
             1 => syscall.args = Cow::Owned(Vec::new()),
             2 => syscall.names = Cow::Owned(syscall.names.to_vec()),
+            3 => {
+                syscall.extra.insert("errnoRet".to_string(), 1.into());
+            }
             _ => {}
         }
         syscall
@@ -197,10 +203,13 @@ fn seccomp() -> impl Strategy<Value = Seccomp> {
         )
         .prop_map(Names::Borrowed),
     ];
-    (name(), architectures, few(syscall)).prop_map(|(default_action, architectures, syscalls)| Seccomp {
-        default_action,
-        architectures,
-        syscalls,
+    (name(), architectures, few(syscall), extra()).prop_map(|(default_action, architectures, syscalls, extra)| {
+        Seccomp {
+            default_action,
+            architectures,
+            syscalls,
+            extra: extra.into(),
+        }
     })
 }
 
@@ -211,7 +220,12 @@ fn linux() -> impl Strategy<Value = Linux> {
         size,
     });
     let device_cgroup =
-        (any::<bool>(), name(), name()).prop_map(|(allow, kind, access)| DeviceCgroup { allow, kind, access });
+        (any::<bool>(), name(), name(), extra()).prop_map(|(allow, kind, access, extra)| DeviceCgroup {
+            allow,
+            kind,
+            access,
+            extra: extra.into(),
+        });
     let namespace = prop_oneof![
         (name(), name()).prop_map(|(kind, path)| Namespace { kind, path }),
         // The default spec's, borrowed: JSON made at compile time.
@@ -227,17 +241,19 @@ fn linux() -> impl Strategy<Value = Linux> {
             namespace
         }),
     ];
-    let device = (name(), name(), any::<i64>(), any::<i64>()).prop_map(|(path, kind, major, minor)| Device {
-        path,
-        kind,
-        major,
-        minor,
-    });
+    let device =
+        (name(), name(), any::<i64>(), any::<i64>(), extra()).prop_map(|(path, kind, major, minor, extra)| Device {
+            path,
+            kind,
+            major,
+            minor,
+            extra: extra.into(),
+        });
     (
         (
             few(mapping.clone()),
             few(mapping),
-            proptest::option::of(few(device_cgroup)),
+            proptest::option::of((few(device_cgroup), extra())),
             text(),
         ),
         (few(namespace), few(device), proptest::option::of(seccomp())),
@@ -251,36 +267,44 @@ fn linux() -> impl Strategy<Value = Linux> {
             )| Linux {
                 uid_mappings,
                 gid_mappings,
-                resources: devices_cgroup.map(|devices| Resources { devices }),
+                resources: devices_cgroup.map(|(devices, extra)| Resources {
+                    devices,
+                    extra: extra.into(),
+                }),
                 cgroups_path,
                 namespaces,
                 devices,
                 seccomp,
                 masked_paths,
                 readonly_paths,
-                extra,
+                extra: extra.into(),
             },
         )
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    let built = (name(), name(), name(), names()).prop_map(|(destination, kind, source, options)| Mount {
-        destination,
-        kind,
-        source,
-        options,
-    });
+    let built =
+        (name(), name(), name(), names(), extra()).prop_map(|(destination, kind, source, options, extra)| Mount {
+            destination,
+            kind,
+            source,
+            options,
+            extra: extra.into(),
+        });
     // A mount of the default spec (JSON made at compile time), unchanged or
     // with one field replaced.
     let statics: Vec<&'static Mount> = specwright_core::static_lists::mounts().collect();
     let from_table =
-        (prop::sample::select(statics), 0..5usize, name(), names()).prop_map(|(mount, edit, name, names)| {
+        (prop::sample::select(statics), 0..6usize, name(), names()).prop_map(|(mount, edit, name, names)| {
             let mut mount = mount.clone();
             match edit {
                 0 => mount.destination = name,
                 1 => mount.kind = name,
                 2 => mount.source = name,
                 3 => mount.options = names,
+                4 => {
+                    mount.extra.insert("uidMappings".to_string(), serde_json::json!([]));
+                }
                 _ => {}
             }
             mount
@@ -303,7 +327,7 @@ fn spec() -> impl Strategy<Value = Spec> {
             hostname,
             mounts,
             linux,
-            extra,
+            extra: extra.into(),
         })
 }
 

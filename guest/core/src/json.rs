@@ -15,8 +15,8 @@
 use std::borrow::Cow;
 
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Namespace, Process, Resources, Rlimit, Root,
-    Seccomp, SeccompArg, Spec, Syscall, User,
+    Capabilities, Device, DeviceCgroup, Extra, IdMapping, Linux, Mount, Name, Namespace, Process, Resources, Rlimit,
+    Root, Seccomp, SeccompArg, Spec, Syscall, User,
 };
 
 /// What a default spec takes, rounded up: one allocation in the usual case.
@@ -104,8 +104,8 @@ impl Object<'_> {
     }
 
     /// Fields a struct does not name, after the ones it does (`flatten`).
-    fn extra(&mut self, extra: &serde_json::Map<String, serde_json::Value>) {
-        for (key, value) in extra {
+    fn extra(&mut self, extra: &Extra) {
+        for (key, value) in extra.iter() {
             // Writing a `Value` into a String cannot fail.
             let text = serde_json::to_string(value).unwrap_or_default();
             self.comma();
@@ -224,6 +224,7 @@ impl Writer {
             o.key(key!("additionalGids"))
                 .list(&u.additional_gids, |w, g| w.uint((*g).into()));
         }
+        o.extra(&u.extra);
         o.end();
     }
 
@@ -253,7 +254,7 @@ impl Writer {
     }
 
     fn mount(&mut self, m: &Mount) {
-        if let Some(json) = crate::static_lists::mount_json(m) {
+        if let Some(json) = crate::static_lists::mount_json(m).filter(|_| m.extra.is_empty()) {
             self.out.push_str(json);
             return;
         }
@@ -262,6 +263,7 @@ impl Writer {
         o.str_unless_empty(key!("type"), &m.kind);
         o.str_unless_empty(key!("source"), &m.source);
         o.names_unless_empty(key!("options"), &m.options);
+        o.extra(&m.extra);
         o.end();
     }
 
@@ -305,6 +307,7 @@ impl Writer {
         if !r.devices.is_empty() {
             o.key(key!("devices")).list(&r.devices, Writer::device_cgroup);
         }
+        o.extra(&r.extra);
         o.end();
     }
 
@@ -313,6 +316,7 @@ impl Writer {
         o.bool(key!("allow"), d.allow);
         o.str_unless_empty(key!("type"), &d.kind);
         o.str_unless_empty(key!("access"), &d.access);
+        o.extra(&d.extra);
         o.end();
     }
 
@@ -333,6 +337,7 @@ impl Writer {
         o.str(key!("type"), &d.kind);
         o.int(key!("major"), d.major);
         o.int(key!("minor"), d.minor);
+        o.extra(&d.extra);
         o.end();
     }
 
@@ -343,11 +348,12 @@ impl Writer {
         if !s.syscalls.is_empty() {
             o.key(key!("syscalls")).list(&s.syscalls, Writer::syscall);
         }
+        o.extra(&s.extra);
         o.end();
     }
 
     fn syscall(&mut self, s: &Syscall) {
-        if let Some((names, after_names)) = crate::seccomp::rule_json(s) {
+        if let Some((names, after_names)) = crate::seccomp::rule_json(s).filter(|_| s.extra.is_empty()) {
             self.out.push_str("{\"names\":[");
             self.out.push_str(names);
             self.out.push_str(after_names);
@@ -359,6 +365,7 @@ impl Writer {
         if !s.args.is_empty() {
             o.key(key!("args")).list(&s.args, Writer::seccomp_arg);
         }
+        o.extra(&s.extra);
         o.end();
     }
 

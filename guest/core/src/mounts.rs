@@ -1,7 +1,7 @@
 //! The step's own mounts: materialized by the host, narrowed by selectors.
 
 use crate::request::{Mountable, Request};
-use crate::spec::{Mount, Name, Names, Spec};
+use crate::spec::{Extra, Mount, Name, Names, Spec};
 use crate::static_lists::{self, RBIND_OPTIONS, RBIND_RO_OPTIONS};
 use crate::PolicyError;
 
@@ -87,6 +87,7 @@ pub fn with_request_mounts<M: Mounter>(spec: &mut Spec, request: &Request, mount
         for (entry, mountable) in entries.iter().enumerate() {
             if selects_root(&m.selector) {
                 spec.mounts.push(Mount {
+                    extra: Extra::NONE,
                     destination: m.dest.clone().into(),
                     kind: mountable.kind.clone().into(),
                     source: mountable.source.clone().into(),
@@ -110,6 +111,7 @@ pub fn with_request_mounts<M: Mounter>(spec: &mut Spec, request: &Request, mount
             }
             .map_err(host_failed)?;
             spec.mounts.push(Mount {
+                extra: Extra::NONE,
                 destination: m.dest.clone().into(),
                 kind: "bind".into(),
                 source: resolved.into(),

@@ -5,8 +5,8 @@ use crate::facts::HostFacts;
 use crate::request::{IdRange, Network};
 use crate::seccomp::default_seccomp;
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Names, Namespace, Process, Resources, Rlimit,
-    Root, Spec, User,
+    Capabilities, Device, DeviceCgroup, Extra, IdMapping, Linux, Mount, Name, Names, Namespace, Process, Resources,
+    Rlimit, Root, Spec, User,
 };
 pub use crate::static_lists::DEFAULT_CAPS;
 use crate::static_lists::{
@@ -75,6 +75,7 @@ const INSECURE_LOOP_DEVICES: u32 = 8;
 
 fn mount(destination: impl Into<Name>, kind: &'static str, source: impl Into<Name>, options: &'static [Name]) -> Mount {
     Mount {
+        extra: Extra::NONE,
         destination: destination.into(),
         kind: Name::Borrowed(kind),
         source: source.into(),
@@ -135,7 +136,9 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
             readonly_paths: Names::Borrowed(DEFAULT_READONLY_PATHS),
             cgroups_path: ["/", namespace, "/", id].concat(),
             resources: Some(Resources {
+                extra: Extra::NONE,
                 devices: vec![DeviceCgroup {
+                    extra: Extra::NONE,
                     allow: false,
                     kind: Name::Borrowed(""),
                     access: Name::Borrowed("rwm"),
@@ -204,6 +207,7 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
     linux.resources.get_or_insert_with(Resources::default).devices = ["c", "b"]
         .iter()
         .map(|kind| DeviceCgroup {
+            extra: Extra::NONE,
             allow: true,
             kind: Name::Borrowed(kind),
             access: Name::Borrowed("rwm"),
@@ -212,6 +216,7 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
     if !in_user_namespace {
         for (path, major, minor) in INSECURE_DEVICES {
             linux.devices.push(Device {
+                extra: Extra::NONE,
                 path: Name::Borrowed(path),
                 kind: Name::Borrowed("c"),
                 major: *major,
@@ -221,6 +226,7 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
         for n in 0..INSECURE_LOOP_DEVICES {
             let minor = i64::from(first_free_loop) + i64::from(n);
             linux.devices.push(Device {
+                extra: Extra::NONE,
                 path: format!("/dev/loop{minor}").into(),
                 kind: Name::Borrowed("b"),
                 major: 7,

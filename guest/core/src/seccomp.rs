@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use crate::facts::{HostFacts, KernelVersion};
-use crate::spec::{Name, Names, Seccomp, SeccompArg, Syscall};
+use crate::spec::{Extra, Name, Names, Seccomp, SeccompArg, Syscall};
 use crate::static_lists::same_address;
 
 /// The seccomp architectures of one Go architecture, with their JSON.
@@ -116,6 +116,7 @@ impl StaticRule {
     /// The rule as a spec's syscall rule, borrowing everything from the table.
     pub fn to_syscall(&self) -> Syscall {
         Syscall {
+            extra: Extra::NONE,
             names: Cow::Borrowed(self.names),
             action: Cow::Borrowed(self.action),
             args: Cow::Borrowed(self.args),
@@ -142,6 +143,7 @@ pub fn default_seccomp(caps: &[Name], facts: &HostFacts) -> Seccomp {
             .map(StaticRule::to_syscall),
     );
     Seccomp {
+        extra: Extra::NONE,
         default_action: Cow::Borrowed(DEFAULT_ACTION),
         architectures,
         syscalls,

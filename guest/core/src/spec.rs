@@ -20,6 +20,65 @@ pub type Name = Cow<'static, str>;
 /// (`static_lists`). Edit with `.to_mut()`.
 pub type Names = Cow<'static, [Name]>;
 
+/// The fields of a spec object that this model does not name, kept as
+/// they came and written after the named ones, so that whatever a policy
+/// or an engine set passes through every step (a device's `fileMode`, a
+/// syscall rule's `errnoRet`, `linux.sysctl`, ...). Empty without an
+/// allocation, so that static data (the default spec's mounts) can hold one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra(Option<Box<serde_json::Map<String, serde_json::Value>>>);
+
+impl Extra {
+    /// No fields.
+    pub const NONE: Extra = Extra(None);
+
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|map| map.is_empty())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0.as_ref()?.get(key)
+    }
+
+    pub fn insert(&mut self, key: String, value: serde_json::Value) -> Option<serde_json::Value> {
+        self.0.get_or_insert_with(Default::default).insert(key, value)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<serde_json::Value> {
+        self.0.as_mut()?.remove(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+        self.0.iter().flat_map(|map| map.iter())
+    }
+}
+
+impl std::hash::Hash for Extra {
+    /// The count only: equal values have equal counts.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_ref().map_or(0, |map| map.len()).hash(state);
+    }
+}
+
+impl Serialize for Extra {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Extra {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Extra, D::Error> {
+        let map = serde_json::Map::deserialize(deserializer)?;
+        Ok(Extra(if map.is_empty() { None } else { Some(Box::new(map)) }))
+    }
+}
+
+impl From<serde_json::Map<String, serde_json::Value>> for Extra {
+    fn from(map: serde_json::Map<String, serde_json::Value>) -> Extra {
+        Extra(if map.is_empty() { None } else { Some(Box::new(map)) })
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -45,7 +104,7 @@ pub struct Spec {
     /// Fields this model does not name (annotations, hooks, ...), kept so
     /// that a policy in a chain passes on what an earlier one set.
     #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -72,7 +131,7 @@ pub struct Process {
     pub apparmor_profile: String,
     /// Fields this model does not name, kept for the next policy.
     #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -82,6 +141,8 @@ pub struct User {
     pub gid: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub additional_gids: Vec<u32>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -122,6 +183,8 @@ pub struct Mount {
     pub source: Name,
     #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
     pub options: Names,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -145,10 +208,10 @@ pub struct Linux {
     pub masked_paths: Names,
     #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
     pub readonly_paths: Names,
-    /// Fields this model does not name (sysctl, other resources, ...),
-    /// kept for the next policy.
+    /// Fields this model does not name (sysctl, ...), kept for the next
+    /// policy.
     #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +228,8 @@ pub struct IdMapping {
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceCgroup>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +239,8 @@ pub struct DeviceCgroup {
     pub kind: Name,
     #[serde(default, skip_serializing_if = "str::is_empty")]
     pub access: Name,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +258,8 @@ pub struct Device {
     pub kind: Name,
     pub major: i64,
     pub minor: i64,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -201,6 +270,8 @@ pub struct Seccomp {
     pub architectures: Names,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub syscalls: Vec<Syscall>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -210,6 +281,8 @@ pub struct Syscall {
     pub action: Name,
     #[serde(default, skip_serializing_if = "<[SeccompArg]>::is_empty")]
     pub args: Cow<'static, [SeccompArg]>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,5 +325,31 @@ mod tests {
         assert_eq!(back["annotations"]["a"], "b");
         assert_eq!(back["process"]["oomScoreAdj"], 5);
         assert_eq!(back["linux"]["sysctl"]["net.x"], "1");
+    }
+
+    /// Regression: a chained policy parsed the previous spec into this
+    /// model and dropped what it does not name below the top levels.
+    #[test]
+    fn nested_fields_the_model_does_not_name_survive_a_round_trip() {
+        let json = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"user": {"uid": 0, "gid": 0, "umask": 18}, "cwd": "/"},
+            "mounts": [{"destination": "/m", "type": "bind", "source": "/s", "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}],
+            "linux": {
+                "resources": {
+                    "devices": [{"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}],
+                    "memory": {"limit": 1048576}
+                },
+                "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0}],
+                "seccomp": {
+                    "defaultAction": "SCMP_ACT_ERRNO",
+                    "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+                    "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+                }
+            }
+        });
+        let spec: Spec = serde_json::from_value(json.clone()).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap();
+        assert_eq!(back, json);
     }
 }

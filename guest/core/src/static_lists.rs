@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use crate::spec::{Mount, Name, Names, Namespace};
+use crate::spec::{Extra, Mount, Name, Names, Namespace};
 
 /// Defines each list as `NAME: &[Name]` (a static: one address, which a
 /// spec's list borrowed whole shares) and registers it with its JSON
@@ -90,6 +90,7 @@ macro_rules! static_mounts {
                     kind: Cow::Borrowed($kind),
                     source: Cow::Borrowed($source),
                     options: Cow::Borrowed(&[Cow::Borrowed($first) $(, Cow::Borrowed($rest))*]),
+                    extra: Extra::NONE,
                 },
                 json: concat!(
                     "{\"destination\":\"", $dest, "\",\"type\":\"", $kind, "\",\"source\":\"", $source,

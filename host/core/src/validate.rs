@@ -74,6 +74,23 @@ pub fn validate_spec(spec: &Value) -> Result<(), SpecValidationError> {
     Ok(())
 }
 
+/// config.json's text for a spec the host changed after the policies ran:
+/// the whole spec checked once more ([`validate_spec`]), then written in
+/// runtime-spec field order and indented, as `runc spec` and BuildKit
+/// write it.
+pub fn config_json(spec: &specwright_core::spec::Spec) -> Result<String, SpecValidationError> {
+    let value = serde_json::to_value(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
+    validate_spec(&value)?;
+    pretty(&value)
+}
+
+/// A spec's text as config.json holds it (indented, ending in a newline).
+pub fn pretty(spec: &impl serde::Serialize) -> Result<String, SpecValidationError> {
+    let mut text = serde_json::to_string_pretty(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
+    text.push('\n');
+    Ok(text)
+}
+
 /// Parses (once) and validates a policy's output.
 pub fn validate_json(spec: &str) -> Result<Value, SpecValidationError> {
     let value: Value = serde_json::from_str(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;

@@ -165,8 +165,7 @@ fn spec_into(
                 args.options.owner.pid
             );
         }
-        let mut text = serde_json::to_string_pretty(&spec).context("encoding the spec")?;
-        text.push('\n');
+        let text = crate::validate::pretty(&spec).context("encoding the spec")?;
         match bundle {
             Some(bundle) => sys
                 .write_config(bundle, text.as_bytes())

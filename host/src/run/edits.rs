@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use specwright_core::spec::Spec;
 
 use super::user::ResolvedUser;
 
@@ -65,7 +65,7 @@ pub fn host_bounding_set() -> Option<u64> {
 /// runtime refuses a spec asking for more than it has, as BuildKit's
 /// insecure mode does on hosts without, say, CAP_SYS_RESOURCE); returns
 /// what was dropped.
-pub fn limit_to_host_capabilities(spec: &mut Value, bounding: Option<u64>) -> Vec<String> {
+pub fn limit_to_host_capabilities(spec: &mut Spec, bounding: Option<u64>) -> Vec<String> {
     let Some(bounding) = bounding else {
         return Vec::new();
     };
@@ -75,19 +75,27 @@ pub fn limit_to_host_capabilities(spec: &mut Value, bounding: Option<u64>) -> Ve
         None => true,
     };
     let mut dropped: Vec<String> = Vec::new();
-    if let Some(sets) = spec["process"]["capabilities"].as_object_mut() {
-        for set in sets.values_mut() {
-            if let Some(list) = set.as_array_mut() {
-                list.retain(|c| {
-                    let name = c.as_str().unwrap_or_default();
-                    let keep = allowed(name);
-                    if !keep && !dropped.iter().any(|d| d == name) {
-                        dropped.push(name.to_string());
-                    }
-                    keep
-                });
-            }
+    let Some(caps) = spec.process.as_mut().and_then(|p| p.capabilities.as_mut()) else {
+        return dropped;
+    };
+    for set in [
+        &mut caps.bounding,
+        &mut caps.effective,
+        &mut caps.inheritable,
+        &mut caps.permitted,
+        &mut caps.ambient,
+    ] {
+        if set.iter().all(|c| allowed(c)) {
+            // Left as it is (a static list stays borrowed).
+            continue;
         }
+        set.to_mut().retain(|c| {
+            let keep = allowed(c);
+            if !keep && !dropped.iter().any(|d| d == c) {
+                dropped.push(c.to_string());
+            }
+            keep
+        });
     }
     dropped
 }
@@ -97,35 +105,25 @@ pub fn limit_to_host_capabilities(spec: &mut Value, bounding: Option<u64>) -> Ve
 #[non_exhaustive]
 pub enum EditError {
     #[error("the policies' spec has no `{0}`")]
-    Missing(String),
-    #[error("the policies' spec's `{0}` is not an object")]
-    NotAnObject(String),
+    Missing(&'static str),
 }
 
-/// The object at `path` of the spec, which the policies must have made:
-/// an edit changes what is there and never invents a parent.
-fn object_at<'s>(spec: &'s mut Value, path: &[&str]) -> Result<&'s mut Map<String, Value>, EditError> {
-    let mut at = spec;
-    for key in path {
-        at = at.get_mut(*key).ok_or_else(|| EditError::Missing(path.join(".")))?;
-    }
-    at.as_object_mut().ok_or_else(|| EditError::NotAnObject(path.join(".")))
-}
-
-/// `root.path`: the bundle's rootfs mountpoint.
-pub fn with_root_path(spec: &mut Value, root: &Path) -> Result<(), EditError> {
-    object_at(spec, &["root"])?.insert("path".to_string(), Value::String(root.display().to_string()));
+/// `root.path`: the bundle's rootfs mountpoint. The policies must have
+/// made `root`: an edit changes what is there and never invents a parent.
+pub fn with_root_path(spec: &mut Spec, root: &Path) -> Result<(), EditError> {
+    let at = spec.root.as_mut().ok_or(EditError::Missing("root"))?;
+    at.path = root.display().to_string().into();
     Ok(())
 }
 
 /// `process.user.additionalGids`: the groups the rootfs's /etc/group gives
 /// the user (none: left as the policies wrote it).
-pub fn with_additional_gids(spec: &mut Value, gids: &[u32]) -> Result<(), EditError> {
+pub fn with_additional_gids(spec: &mut Spec, gids: &[u32]) -> Result<(), EditError> {
     if gids.is_empty() {
         return Ok(());
     }
-    let gids = gids.iter().map(|g| Value::from(*g)).collect();
-    object_at(spec, &["process", "user"])?.insert("additionalGids".to_string(), Value::Array(gids));
+    let process = spec.process.as_mut().ok_or(EditError::Missing("process"))?;
+    process.user.additional_gids = gids.to_vec();
     Ok(())
 }
 
@@ -137,7 +135,7 @@ pub struct Applied {
 
 /// Every runner edit, in order: rootfs path, supplementary groups, then
 /// the host's capability bounding set (`None`: unknown, nothing dropped).
-pub fn apply(spec: &mut Value, root: &Path, user: &ResolvedUser, bounding: Option<u64>) -> Result<Applied, EditError> {
+pub fn apply(spec: &mut Spec, root: &Path, user: &ResolvedUser, bounding: Option<u64>) -> Result<Applied, EditError> {
     with_root_path(spec, root)?;
     with_additional_gids(spec, &user.additional_gids)?;
     let dropped_capabilities = limit_to_host_capabilities(spec, bounding);
@@ -148,21 +146,32 @@ pub fn apply(spec: &mut Value, root: &Path, user: &ResolvedUser, bounding: Optio
 mod tests {
     use super::*;
 
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn json(spec: &Spec) -> serde_json::Value {
+        serde_json::from_str(&spec.to_json()).unwrap()
+    }
+
     #[test]
     fn capabilities_the_host_lacks_are_dropped_everywhere() {
-        let mut spec = serde_json::json!({"process": {"capabilities": {
-            "bounding": ["CAP_CHOWN", "CAP_SYS_RESOURCE", "CAP_SYS_RESOURCE"],
-            "ambient": ["CAP_SYS_RESOURCE", "CAP_SYS_ADMIN"]
-        }}});
+        let mut spec = spec(
+            serde_json::json!({"ociVersion": "1.0.2", "process": {"cwd": "/", "user": {"uid": 0, "gid": 0}, "capabilities": {
+                "bounding": ["CAP_CHOWN", "CAP_SYS_RESOURCE", "CAP_SYS_RESOURCE"],
+                "ambient": ["CAP_SYS_RESOURCE", "CAP_SYS_ADMIN"]
+            }}}),
+        );
         let all_but_resource = !(1u64 << 24);
         let dropped = limit_to_host_capabilities(&mut spec, Some(all_but_resource));
         assert_eq!(dropped, ["CAP_SYS_RESOURCE"]);
+        let written = json(&spec);
         assert_eq!(
-            spec["process"]["capabilities"]["bounding"],
+            written["process"]["capabilities"]["bounding"],
             serde_json::json!(["CAP_CHOWN"])
         );
         assert_eq!(
-            spec["process"]["capabilities"]["ambient"],
+            written["process"]["capabilities"]["ambient"],
             serde_json::json!(["CAP_SYS_ADMIN"])
         );
         assert!(limit_to_host_capabilities(&mut spec, None).is_empty());
@@ -178,11 +187,11 @@ mod tests {
 
     #[test]
     fn the_edits_change_what_the_policies_made_in_order() {
-        let mut spec = serde_json::json!({
+        let mut spec = spec(serde_json::json!({
             "ociVersion": "1.0.2",
-            "process": {"user": {"uid": 1000, "gid": 1000}, "capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_RESOURCE"]}},
+            "process": {"user": {"uid": 1000, "gid": 1000, "umask": 18}, "cwd": "/", "capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_RESOURCE"]}},
             "root": {"path": "rootfs", "readonly": true},
-        });
+        }));
         let applied = apply(
             &mut spec,
             Path::new("/state/mounts/s-0"),
@@ -191,12 +200,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(applied.dropped_capabilities, ["CAP_SYS_RESOURCE"]);
+        let written = json(&spec);
         assert_eq!(
-            spec["root"],
+            written["root"],
             serde_json::json!({"path": "/state/mounts/s-0", "readonly": true})
         );
-        assert_eq!(spec["process"]["user"]["additionalGids"], serde_json::json!([10, 29]));
-        let keys: Vec<&String> = spec.as_object().unwrap().keys().collect();
+        assert_eq!(
+            written["process"]["user"]["additionalGids"],
+            serde_json::json!([10, 29])
+        );
+        assert_eq!(
+            written["process"]["user"]["umask"], 18,
+            "a field the model does not name stays"
+        );
+        let keys: Vec<&String> = written.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["ociVersion", "process", "root"], "no field is added or moved");
     }
 
@@ -204,17 +221,17 @@ mod tests {
     /// parents it does not find (a `process` of only `user.additionalGids`).
     #[test]
     fn an_edit_never_invents_a_parent() {
-        let mut spec = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
-        let err = apply(&mut spec, Path::new("/r"), &user(vec![10]), None)
+        let mut bare = spec(serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}}));
+        let err = apply(&mut bare, Path::new("/r"), &user(vec![10]), None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`process.user`"), "{err}");
-        assert!(spec.get("process").is_none());
-        let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
-        let err = with_root_path(&mut spec, Path::new("/r")).unwrap_err().to_string();
+        assert!(err.contains("`process`"), "{err}");
+        assert!(bare.process.is_none());
+        let mut bare = spec(serde_json::json!({"ociVersion": "1.0.2"}));
+        let err = with_root_path(&mut bare, Path::new("/r")).unwrap_err().to_string();
         assert!(err.contains("`root`"), "{err}");
         apply(
-            &mut serde_json::json!({"root": {}}),
+            &mut spec(serde_json::json!({"ociVersion": "1.0.2", "root": {"path": ""}})),
             Path::new("/r"),
             &user(vec![]),
             None,

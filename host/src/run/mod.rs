@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
 use specwright_core::request::parse_user;
 use specwright_core::{HostFacts, Request};
 
@@ -66,8 +65,6 @@ pub enum RunError {
     Edit(#[from] edits::EditError),
     #[error("the spec after the runner's changes (root, groups, capabilities) {0}")]
     Invalid(crate::validate::SpecValidationError),
-    #[error("encoding the spec: {0}")]
-    Encode(serde_json::Error),
     #[error("interrupted by {0}")]
     Interrupted(&'static str),
     #[error("recording the container: {0}")]
@@ -246,7 +243,7 @@ fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, loc
 fn start_container(
     args: &RunArgs<'_>,
     step: &mut StepHost,
-    mut spec: Value,
+    mut spec: specwright_core::spec::Spec,
     rootfs: &Path,
     user: &ResolvedUser,
     request: &Request,
@@ -263,9 +260,8 @@ fn start_container(
         );
     }
     // The policies' output was validated; what the runner changed is too.
-    crate::validate::validate_spec(&spec).map_err(RunError::Invalid)?;
-    let text = serde_json::to_vec_pretty(&spec).map_err(RunError::Encode)?;
-    args.ctx.sys.write_bundle_file(bundle, "config.json", &text)?;
+    let text = crate::validate::config_json(&spec).map_err(RunError::Invalid)?;
+    args.ctx.sys.write_bundle_file(bundle, "config.json", text.as_bytes())?;
     if let Some(signal) = crate::interrupt::requested() {
         return Err(RunError::Interrupted(crate::interrupt::name(signal)));
     }

@@ -353,7 +353,7 @@ fn oracle_case(cases: &Path, name: &str, work: &Path) -> Result<Value> {
     let mounts_during = mounts_below(&mounts_root)?.len();
 
     let (spec, error, id) = match outcome {
-        Ok(outcome) => (Some(outcome.spec), None, outcome.request.id),
+        Ok(outcome) => (Some(serde_json::to_value(&outcome.spec)?), None, outcome.request.id),
         Err(e) => (None, Some(format!("{e}")), String::new()),
     };
     let mapped = match &spec {
