@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use specwright_core::seccomp::RULES;
 use specwright_core::spec::{
     Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Names, Namespace, Process, Resources, Rlimit,
-    Root, Seccomp, SeccompArg, Spec, Syscall, User,
+    Root, Seccomp, SeccompArg, Spec, StaticNames, Syscall, User,
 };
 use specwright_tests::{oracle_case_names, oracle_cases_dir, shared_dir};
 
@@ -58,22 +58,22 @@ fn few<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value =
 }
 
 /// A list of names: arbitrary, or one of the default spec's lists (whose
-/// JSON is made at compile time) borrowed whole, borrowed in part (at the
-/// list's own address), or copied with one item changed or not.
+/// JSON is made at compile time) held whole, a part of one copied, or a
+/// copy with one item changed or not.
 fn names() -> BoxedStrategy<Names> {
-    let statics: Vec<&'static [Name]> = specwright_core::static_lists::lists().collect();
+    let statics: Vec<&'static StaticNames> = specwright_core::static_lists::lists().collect();
     prop_oneof![
         few(name()).prop_map(Names::Owned),
-        prop::sample::select(statics.clone()).prop_map(Names::Borrowed),
+        prop::sample::select(statics.clone()).prop_map(Names::Static),
         (prop::sample::select(statics.clone()), any::<prop::sample::Index>())
-            .prop_map(|(list, end)| Names::Borrowed(&list[..end.index(list.len())])),
+            .prop_map(|(list, end)| Names::Owned(list.names[..end.index(list.names.len())].to_vec())),
         (
             prop::sample::select(statics),
             any::<prop::sample::Index>(),
             proptest::option::of(name())
         )
             .prop_map(|(list, at, change)| {
-                let mut names: Vec<Name> = list.to_vec();
+                let mut names: Vec<Name> = list.names.to_vec();
                 if let Some(change) = change {
                     let i = at.index(names.len());
                     names[i] = change;
@@ -159,16 +159,17 @@ fn seccomp() -> impl Strategy<Value = Seccomp> {
     // Name lists built by a policy, or borrowed (whole or in part) from the
     // static tables, whose JSON is spliced in from build time.
     let names = prop_oneof![
-        few(name()).prop_map(Cow::Owned),
+        few(name()).prop_map(Names::Owned),
+        (0..RULES.len()).prop_map(|rule| Names::Static(RULES[rule].names)),
         (
             0..RULES.len(),
             any::<prop::sample::Index>(),
             any::<prop::sample::Index>()
         )
             .prop_map(|(rule, a, b)| {
-                let names = RULES[rule].names;
+                let names = RULES[rule].names.names;
                 let (a, b) = (a.index(names.len() + 1), b.index(names.len() + 1));
-                Cow::Borrowed(&names[a.min(b)..a.max(b)])
+                Names::Owned(names[a.min(b)..a.max(b)].to_vec())
             }),
     ];
     let built = (names, name(), few(arg), extra()).prop_map(|(names, action, args, extra)| Syscall {
@@ -184,7 +185,7 @@ fn seccomp() -> impl Strategy<Value = Seccomp> {
         match edit {
             0 => syscall.action = action,
             1 => syscall.args = Cow::Owned(Vec::new()),
-            2 => syscall.names = Cow::Owned(syscall.names.to_vec()),
+            2 => syscall.names = Names::Owned(syscall.names.to_vec()),
             3 => {
                 syscall.extra.insert("errnoRet".to_string(), 1.into());
             }
@@ -201,7 +202,7 @@ fn seccomp() -> impl Strategy<Value = Seccomp> {
                 .map(|a| a.architectures)
                 .collect::<Vec<_>>()
         )
-        .prop_map(Names::Borrowed),
+        .prop_map(Names::Static),
     ];
     (name(), architectures, few(syscall), extra()).prop_map(|(default_action, architectures, syscalls, extra)| {
         Seccomp {

@@ -6,16 +6,17 @@
 //! names, and serde_json's per-string escaping loop and buffer growth were
 //! most of a native step and a fifth of a policy's time as wasm. Here the
 //! output is sized once, a string is checked for characters to escape a
-//! word at a time and then copied whole, and what is still static data is
-//! copied as JSON made at build time: a seccomp rule of the default profile
-//! or a run of its names, the seccomp architecture lists, the default
-//! spec's mounts and namespaces, and its capability, path and mount-option
-//! lists (each found by address: a static never changes).
+//! word at a time and then copied whole, and a list that is still one of
+//! the static lists ([`crate::spec::StaticNames`]: the default spec's
+//! capability, path and mount-option lists, the seccomp architectures, a
+//! rule's names) is copied as the JSON made for it at build time, as is a
+//! whole seccomp rule of the profile while its action and arguments are
+//! the rule's.
 
 use std::borrow::Cow;
 
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, Extra, IdMapping, Linux, Mount, Name, Namespace, Process, Resources, Rlimit,
+    Capabilities, Device, DeviceCgroup, Extra, IdMapping, Linux, Mount, Names, Namespace, Process, Resources, Rlimit,
     Root, Seccomp, SeccompArg, Spec, Syscall, User,
 };
 
@@ -79,7 +80,7 @@ impl Object<'_> {
         }
     }
 
-    fn names_unless_empty(&mut self, key: &'static str, values: &[Name]) {
+    fn names_unless_empty(&mut self, key: &'static str, values: &Names) {
         if !values.is_empty() {
             self.key(key).names(values);
         }
@@ -141,21 +142,12 @@ impl Writer {
         self.list(items, |w, s| w.string(s.as_ref()));
     }
 
-    /// A list that is usually static data whose JSON was made at build time:
-    /// a run of the seccomp tables' names, a seccomp architecture list, or
-    /// one of the default spec's lists; any other list is written string by
-    /// string.
-    fn names(&mut self, values: &[Name]) {
-        if let Some(items) = crate::seccomp::names_json(values) {
-            self.out.push('[');
-            self.out.push_str(items);
-            self.out.push(']');
-        } else if let Some(json) =
-            crate::static_lists::json_of(values).or_else(|| crate::seccomp::architectures_json(values))
-        {
-            self.out.push_str(json);
-        } else {
-            self.strings(values);
+    /// A list that is still one of the static lists is written as the
+    /// JSON made for it at build time; any other string by string.
+    fn names(&mut self, values: &Names) {
+        match values.as_static() {
+            Some(list) => self.out.push_str(list.json),
+            None => self.strings(values),
         }
     }
 
@@ -254,10 +246,6 @@ impl Writer {
     }
 
     fn mount(&mut self, m: &Mount) {
-        if let Some(json) = crate::static_lists::mount_json(m).filter(|_| m.extra.is_empty()) {
-            self.out.push_str(json);
-            return;
-        }
         let mut o = self.object();
         o.str(key!("destination"), &m.destination);
         o.str_unless_empty(key!("type"), &m.kind);
@@ -321,10 +309,6 @@ impl Writer {
     }
 
     fn namespace(&mut self, n: &Namespace) {
-        if let Some(json) = crate::static_lists::namespace_json(n) {
-            self.out.push_str(json);
-            return;
-        }
         let mut o = self.object();
         o.str(key!("type"), &n.kind);
         o.str_unless_empty(key!("path"), &n.path);
@@ -353,11 +337,14 @@ impl Writer {
     }
 
     fn syscall(&mut self, s: &Syscall) {
-        if let Some((names, after_names)) = crate::seccomp::rule_json(s).filter(|_| s.extra.is_empty()) {
-            self.out.push_str("{\"names\":[");
-            self.out.push_str(names);
-            self.out.push_str(after_names);
-            return;
+        // A rule of the profile, unchanged: its JSON made at build time.
+        if let Some(names) = s.names.as_static() {
+            if let Some(rest) = names.rule.and_then(|rule| rule.json_for(s)) {
+                self.out.push_str("{\"names\":");
+                self.out.push_str(names.json);
+                self.out.push_str(rest);
+                return;
+            }
         }
         let mut o = self.object();
         o.key(key!("names")).names(&s.names);

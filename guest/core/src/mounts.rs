@@ -59,8 +59,8 @@ pub fn selects_root(selector: &str) -> bool {
 /// once for every `ro` the original carried (as BuildKit builds them).
 fn selector_bind_options(original: &Mountable) -> Names {
     match original.options.iter().filter(|o| *o == "ro").count() {
-        0 => Names::Borrowed(RBIND_OPTIONS),
-        1 => Names::Borrowed(RBIND_RO_OPTIONS),
+        0 => Names::Static(&RBIND_OPTIONS),
+        1 => Names::Static(&RBIND_RO_OPTIONS),
         ro => {
             let mut options = vec![Name::Borrowed("rbind")];
             options.resize(ro + 1, Name::Borrowed("ro"));

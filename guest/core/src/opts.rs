@@ -73,13 +73,13 @@ const INSECURE_DEVICES: &[(&str, i64, i64)] = &[
 /// How many loop devices insecure mode exposes, from the first free one.
 const INSECURE_LOOP_DEVICES: u32 = 8;
 
-fn mount(destination: impl Into<Name>, kind: &'static str, source: impl Into<Name>, options: &'static [Name]) -> Mount {
+fn mount(destination: impl Into<Name>, kind: &'static str, source: impl Into<Name>, options: Names) -> Mount {
     Mount {
         extra: Extra::NONE,
         destination: destination.into(),
         kind: Name::Borrowed(kind),
         source: source.into(),
-        options: Names::Borrowed(options),
+        options,
     }
 }
 
@@ -98,14 +98,14 @@ fn default_mounts() -> Vec<Mount> {
             &SYSFS_MOUNT,
             &RUN_MOUNT,
         ]
-        .map(|m| m.mount.clone()),
+        .map(Mount::clone),
     );
     mounts
 }
 
 /// containerd's `populateDefaultUnixSpec`: the spec every step starts from.
 pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
-    let caps = Names::Borrowed(DEFAULT_CAPS);
+    let caps = Names::Static(&DEFAULT_CAPS);
     Spec {
         oci_version: Name::Borrowed(OCI_VERSION),
         root: Some(Root {
@@ -121,7 +121,7 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
                 permitted: caps.clone(),
                 inheritable: caps.clone(),
                 effective: caps,
-                ambient: Names::Borrowed(&[]),
+                ambient: Names::EMPTY,
             }),
             rlimits: vec![Rlimit {
                 kind: Name::Borrowed("RLIMIT_NOFILE"),
@@ -132,8 +132,8 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
         }),
         mounts: default_mounts(),
         linux: Some(Linux {
-            masked_paths: Names::Borrowed(DEFAULT_MASKED_PATHS),
-            readonly_paths: Names::Borrowed(DEFAULT_READONLY_PATHS),
+            masked_paths: Names::Static(&DEFAULT_MASKED_PATHS),
+            readonly_paths: Names::Static(&DEFAULT_READONLY_PATHS),
             cgroups_path: ["/", namespace, "/", id].concat(),
             resources: Some(Resources {
                 extra: Extra::NONE,
@@ -144,7 +144,7 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
                     access: Name::Borrowed("rwm"),
                 }],
             }),
-            namespaces: DEFAULT_NAMESPACES.iter().map(|(n, _)| n.clone()).collect(),
+            namespaces: DEFAULT_NAMESPACES.to_vec(),
             ..Linux::default()
         }),
         hostname: Name::Borrowed(""),
@@ -165,12 +165,16 @@ pub fn with_removed_mount(spec: &mut Spec, destination: &str) {
 
 /// Appends a read-only bind of `source` (which may be empty) at `destination`.
 pub fn with_ro_bind(spec: &mut Spec, source: &str, destination: &'static str) {
-    spec.mounts
-        .push(mount(destination, "bind", source.to_string(), RO_BIND_OPTIONS));
+    spec.mounts.push(mount(
+        destination,
+        "bind",
+        source.to_string(),
+        Names::Static(&RO_BIND_OPTIONS),
+    ));
 }
 
 pub fn with_cgroup_mount(spec: &mut Spec) {
-    spec.mounts.push(CGROUP_MOUNT.mount.clone());
+    spec.mounts.push(CGROUP_MOUNT.clone());
 }
 
 /// Docker's default seccomp profile, filtered by the current bounding set;
@@ -202,8 +206,8 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
     }
     process.apparmor_profile.clear();
     let linux = spec.linux_mut();
-    linux.readonly_paths = Names::Borrowed(&[]);
-    linux.masked_paths = Names::Borrowed(&[]);
+    linux.readonly_paths = Names::EMPTY;
+    linux.masked_paths = Names::EMPTY;
     linux.resources.get_or_insert_with(Resources::default).devices = ["c", "b"]
         .iter()
         .map(|kind| DeviceCgroup {
@@ -278,7 +282,7 @@ fn has_path_prefix(path: &str, prefix: &str) -> bool {
 /// new procfs, and nothing under /proc masked or read-only.
 pub fn with_bound_proc(spec: &mut Spec) {
     spec.mounts.retain(|m| !has_path_prefix(&m.destination, "/proc"));
-    spec.mounts.insert(0, BOUND_PROC_MOUNT.mount.clone());
+    spec.mounts.insert(0, BOUND_PROC_MOUNT.clone());
     let linux = spec.linux_mut();
     linux.masked_paths.to_mut().retain(|p| !has_path_prefix(p, "/proc"));
     linux.readonly_paths.to_mut().retain(|p| !has_path_prefix(p, "/proc"));

@@ -6,19 +6,18 @@
 use std::borrow::Cow;
 
 use crate::facts::{HostFacts, KernelVersion};
-use crate::spec::{Extra, Name, Names, Seccomp, SeccompArg, Syscall};
-use crate::static_lists::same_address;
+use crate::spec::{Extra, Name, Names, Seccomp, SeccompArg, StaticNames, Syscall};
 
 /// The seccomp architectures of one Go architecture, with their JSON.
 pub struct StaticArch {
     pub goarch: &'static str,
-    pub architectures: &'static [Name],
-    pub json: &'static str,
+    pub architectures: &'static StaticNames,
 }
 
 pub struct StaticRule {
     pub action: &'static str,
-    pub names: &'static [Name],
+    /// The rule's names, whose [`StaticNames::rule`] is this rule's rest.
+    pub names: &'static StaticNames,
     pub args: &'static [SeccompArg],
     pub min_kernel: Option<KernelVersion>,
     /// Architectures and capabilities as masks of `arch_bit` and `cap_bit`.
@@ -26,74 +25,35 @@ pub struct StaticRule {
     pub exclude_arches: u64,
     pub include_caps: u64,
     pub exclude_caps: u64,
-    /// The rule's JSON after its names (`],"action":...}`), made at build
-    /// time; its names' JSON is a run of the names table's.
-    pub json_after_names: &'static str,
+}
+
+/// What a rule of the profile holds besides its names, with the JSON that
+/// follows them (`,"action":...}`), made at build time: a spec's rule
+/// whose names are still the rule's, and whose action and arguments equal
+/// these, is written as its names' JSON and this.
+#[derive(Debug)]
+pub struct RuleRest {
+    pub action: &'static str,
+    pub args: &'static [SeccompArg],
+    pub json: &'static str,
+}
+
+impl RuleRest {
+    /// The JSON after the names of `rule`, when it is still this rule.
+    pub fn json_for(&self, rule: &Syscall) -> Option<&'static str> {
+        (rule.extra.is_empty() && rule.action == self.action && *rule.args == *self.args).then_some(self.json)
+    }
 }
 
 /// `DEFAULT_ACTION`, `ARCHES` and `RULES`, and the bit of each
 /// architecture and capability a rule mentions, generated from the profile.
 mod table {
-    use super::{KernelVersion, Name, SeccompArg, StaticArch, StaticRule};
+    use super::{KernelVersion, RuleRest, SeccompArg, StaticArch, StaticNames, StaticRule};
     use std::borrow::Cow;
     include!(concat!(env!("OUT_DIR"), "/seccomp_table.rs"));
 }
 
 pub use table::{arch_bit, cap_bit, ARCHES, DEFAULT_ACTION, RULES};
-use table::{NAMES, NAMES_JSON, NAME_JSON_STARTS, RULE_FIRST_NAME};
-
-/// Where a name list borrowed from the static tables lies in `NAMES`:
-/// `(first, end)`; `None` for any other list (a policy's own, or a copy).
-///
-/// A slice that starts inside the one static array of all rule names is a
-/// run of its items (nothing else lives at those addresses, and a static
-/// never changes).
-fn names_run(names: &[Name]) -> Option<(usize, usize)> {
-    let offset = (names.as_ptr() as usize).checked_sub(NAMES.as_ptr() as usize)?;
-    let size = std::mem::size_of::<Name>();
-    if names.is_empty() || offset % size != 0 {
-        return None;
-    }
-    let first = offset / size;
-    let end = first.checked_add(names.len()).filter(|end| *end <= NAMES.len())?;
-    Some((first, end))
-}
-
-/// The JSON of a name list borrowed from the static tables (the items,
-/// without brackets), written at build time: the matching run of
-/// `NAMES_JSON`. `None` for any other list.
-pub fn names_json(names: &[Name]) -> Option<&'static str> {
-    let (first, end) = names_run(names)?;
-    run_json(first, end)
-}
-
-/// The JSON of `NAMES[first..end]`: each name's JSON ends with a comma,
-/// the last one's is left out.
-fn run_json(first: usize, end: usize) -> Option<&'static str> {
-    NAMES_JSON.get(NAME_JSON_STARTS[first]..NAME_JSON_STARTS[end] - 1)
-}
-
-/// The JSON of an architecture list borrowed whole from `ARCHES`.
-pub fn architectures_json(list: &[Name]) -> Option<&'static str> {
-    ARCHES
-        .iter()
-        .find(|e| std::ptr::eq(e.architectures, list))
-        .map(|e| e.json)
-}
-
-/// The JSON of a rule that is one of the profile's, unchanged (its names,
-/// action and arguments all borrowed from that rule), made at build time:
-/// its names' JSON and what follows them; `{"names":[` goes before both.
-/// `None` for any other rule.
-pub fn rule_json(rule: &Syscall) -> Option<(&'static str, &'static str)> {
-    let (first, end) = names_run(&rule.names)?;
-    let table = &RULES[RULE_FIRST_NAME.binary_search(&first).ok()?];
-    let whole = end - first == table.names.len();
-    if !(whole && same_address(&rule.action, table.action) && std::ptr::eq(&*rule.args, table.args)) {
-        return None;
-    }
-    Some((run_json(first, end)?, table.json_after_names))
-}
 
 impl StaticRule {
     /// `arch` and `caps` as masks (`arch_bit`, `cap_bit`).
@@ -117,7 +77,7 @@ impl StaticRule {
     pub fn to_syscall(&self) -> Syscall {
         Syscall {
             extra: Extra::NONE,
-            names: Cow::Borrowed(self.names),
+            names: Names::Static(self.names),
             action: Cow::Borrowed(self.action),
             args: Cow::Borrowed(self.args),
         }
@@ -133,7 +93,7 @@ pub fn default_seccomp(caps: &[Name], facts: &HostFacts) -> Seccomp {
     let architectures = ARCHES
         .iter()
         .find(|e| e.goarch == arch)
-        .map_or(Names::Borrowed(&[]), |e| Names::Borrowed(e.architectures));
+        .map_or(Names::EMPTY, |e| Names::Static(e.architectures));
     // Sized for every rule: one allocation instead of a growing vector.
     let mut syscalls = Vec::with_capacity(RULES.len());
     syscalls.extend(
@@ -189,28 +149,35 @@ mod tests {
         assert_eq!(DEFAULT_ACTION, parsed.default_action);
         assert_eq!(RULES.len(), parsed.rules.len());
         for (table, text) in RULES.iter().zip(&parsed.rules) {
-            assert_eq!(table.names, text.names.as_slice());
+            assert_eq!(table.names.names, text.names.as_slice());
             assert_eq!(table.args.len(), text.args.len());
         }
-        assert!(RULES[0].names.len() > 300);
+        assert!(RULES[0].names.names.len() > 300);
     }
 
     #[test]
-    fn a_borrowed_name_list_is_written_from_the_build_time_json() {
-        let expect = |names: &[Name]| {
-            let json = serde_json::to_string(names).unwrap();
-            json[1..json.len() - 1].to_string()
-        };
+    fn each_rule_s_json_is_made_at_build_time_and_kept_only_while_unchanged() {
         for rule in RULES {
-            assert_eq!(names_json(rule.names).map(str::to_string), Some(expect(rule.names)));
-            let inner = &rule.names[rule.names.len() / 2..];
-            assert_eq!(names_json(inner).map(str::to_string), Some(expect(inner)));
+            assert_eq!(rule.names.json, serde_json::to_string(rule.names.names).unwrap());
+            let rest = rule.names.rule.expect("a rule's names carry the rule's rest");
+            let syscall = rule.to_syscall();
+            let mut serde = serde_json::to_string(&syscall).unwrap();
+            assert!(serde.starts_with("{\"names\":"), "{serde}");
+            serde.replace_range(..9 + rule.names.json.len(), "");
+            assert_eq!(rest.json_for(&syscall), Some(serde.as_str()));
+            let mut edited = rule.to_syscall();
+            edited.action = "SCMP_ACT_LOG".into();
+            assert_eq!(rest.json_for(&edited), None);
+            let mut edited = rule.to_syscall();
+            edited.extra.insert("errnoRet".to_string(), 1.into());
+            assert_eq!(rest.json_for(&edited), None);
         }
-        let copy: Vec<Name> = RULES[0].names.to_vec();
-        assert_eq!(names_json(&copy), None);
-        static ELSEWHERE: [Name; 1] = [Cow::Borrowed("accept")];
-        assert_eq!(names_json(&ELSEWHERE), None);
-        assert_eq!(names_json(&RULES[0].names[..0]), None);
+        for arch in ARCHES {
+            assert_eq!(
+                arch.architectures.json,
+                serde_json::to_string(arch.architectures.names).unwrap()
+            );
+        }
     }
 
     /// The rules the profile's text selects, by string comparison: what the
@@ -246,7 +213,7 @@ mod tests {
         mentioned.sort();
         mentioned.dedup();
         assert!(mentioned.len() > 5, "the profile gates rules on capabilities");
-        let default = caps(DEFAULT_CAPS);
+        let default = caps(DEFAULT_CAPS.names);
         let mut cap_sets = vec![Vec::new(), default.clone(), caps(&["CAP_NOT_IN_ANY_RULE"])];
         for cap in &mentioned {
             let mut with = default.clone();
@@ -274,28 +241,15 @@ mod tests {
     }
 
     #[test]
-    fn an_unchanged_rule_is_written_from_its_build_time_json() {
-        for rule in RULES {
-            let syscall = rule.to_syscall();
-            let (names, after) = rule_json(&syscall).unwrap();
-            assert_eq!(
-                format!("{{\"names\":[{names}{after}"),
-                serde_json::to_string(&syscall).unwrap()
-            );
-            let mut copied = syscall.clone();
-            copied.names = Cow::Owned(rule.names.to_vec());
-            assert_eq!(rule_json(&copied), None, "names copied");
-            let mut part = syscall.clone();
-            part.names = Cow::Borrowed(&rule.names[..rule.names.len() - 1]);
-            assert_eq!(rule_json(&part), None, "names in part");
-            let mut action = syscall.clone();
-            action.action = rule.action.to_string().into();
-            assert_eq!(rule_json(&action), None, "action copied");
-        }
-        let with_args = RULES.iter().find(|r| !r.args.is_empty()).unwrap().to_syscall();
-        let mut args = with_args.clone();
+    fn a_rule_with_other_arguments_is_not_the_profile_s() {
+        let rule = RULES.iter().find(|r| !r.args.is_empty()).unwrap();
+        let rest = rule.names.rule.unwrap();
+        let mut args = rule.to_syscall();
         args.args.to_mut()[0].value += 1;
-        assert_eq!(rule_json(&args), None, "argument edited");
+        assert_eq!(rest.json_for(&args), None, "argument edited");
+        let mut action = rule.to_syscall();
+        action.action = rule.action.to_string().into();
+        assert!(rest.json_for(&action).is_some(), "the same action, held as a copy");
     }
 
     #[test]
@@ -303,20 +257,21 @@ mod tests {
         let profile = parse_profile(include_str!("../data/seccomp-default.profile")).unwrap();
         for (native, goarch, subs) in &profile.arches {
             let entry = ARCHES.iter().find(|e| e.goarch == goarch).unwrap();
-            let at = entry.architectures.iter().position(|a| a == native).unwrap();
-            assert_eq!(entry.architectures[at + 1..at + 1 + subs.len()], subs[..]);
+            let names = entry.architectures.names;
+            let at = names.iter().position(|a| a == native).unwrap();
+            assert_eq!(names[at + 1..at + 1 + subs.len()], subs[..]);
         }
         for entry in ARCHES {
-            assert_eq!(entry.json, serde_json::to_string(entry.architectures).unwrap());
-            assert_eq!(architectures_json(entry.architectures), Some(entry.json));
-            let copy: Vec<Name> = entry.architectures.to_vec();
-            assert_eq!(architectures_json(&copy), None, "a copy lies elsewhere");
+            assert_eq!(
+                entry.architectures.json,
+                serde_json::to_string(entry.architectures.names).unwrap()
+            );
         }
     }
 
     #[test]
     fn ptrace_is_gated_on_kernel_4_8() {
-        let default = caps(DEFAULT_CAPS);
+        let default = caps(DEFAULT_CAPS.names);
         let old = default_seccomp(&default, &facts("4.4.0-210-generic", "amd64"));
         let new = default_seccomp(&default, &facts("4.8.0", "amd64"));
         assert!(!has_rule(&old, "ptrace"));
@@ -326,13 +281,13 @@ mod tests {
 
     #[test]
     fn unparsable_kernel_keeps_gated_rules_out() {
-        let s = default_seccomp(&caps(DEFAULT_CAPS), &facts("weird", "amd64"));
+        let s = default_seccomp(&caps(DEFAULT_CAPS.names), &facts("weird", "amd64"));
         assert!(!has_rule(&s, "ptrace"));
     }
 
     #[test]
     fn caps_gate_rules() {
-        let default = caps(DEFAULT_CAPS);
+        let default = caps(DEFAULT_CAPS.names);
         let s = default_seccomp(&default, &facts("6.1", "amd64"));
         assert!(has_rule(&s, "chroot"), "CAP_SYS_CHROOT is a default cap");
         assert!(!has_rule(&s, "mount"));
@@ -356,7 +311,7 @@ mod tests {
 
     #[test]
     fn arches_follow_the_host() {
-        let default = caps(DEFAULT_CAPS);
+        let default = caps(DEFAULT_CAPS.names);
         let amd = default_seccomp(&default, &facts("6.1", "amd64"));
         assert_eq!(
             amd.architectures[..],

@@ -195,45 +195,17 @@ pub fn to_rust(profile: &ProfileText) -> String {
             })
             .collect();
         out.push_str(&format!(
-            "    StaticArch {{ goarch: {goarch:?}, architectures: &[{}], json: {:?} }},\n",
+            "    StaticArch {{ goarch: {goarch:?}, architectures: &StaticNames {{ names: &[{}], json: {:?}, rule: None }} }},\n",
             names.join(", "),
             format!("[{}]", json.join(","))
         ));
     }
-    // Every rule's names in one array, so that a rule's list is a slice of
-    // it and its JSON a slice of NAMES_JSON (see `seccomp::names_json`).
-    let all_names: Vec<&String> = profile.rules.iter().flat_map(|r| &r.names).collect();
-    let mut json = String::new();
-    let mut starts = Vec::new();
-    for name in &all_names {
-        assert!(
-            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-            "syscall name {name:?} would need escaping in JSON"
-        );
-        starts.push(json.len());
-        json.push_str(&format!("\"{name}\","));
-    }
-    starts.push(json.len());
-    out.push_str(&format!(
-        "];\npub static NAMES: [Name; {}] = [{}];\n",
-        all_names.len(),
-        all_names
-            .iter()
-            .map(|n| format!("Cow::Borrowed({n:?})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    out.push_str(&format!("pub static NAMES_JSON: &str = {json:?};\n"));
-    out.push_str(&format!(
-        "pub static NAME_JSON_STARTS: [usize; {}] = {starts:?};\n",
-        starts.len()
-    ));
+    out.push_str("];\n");
+    // Each rule's names as a static list with its JSON, carrying the rest
+    // of the rule with the JSON that follows the names.
     out.push_str("pub static RULES: &[StaticRule] = &[\n");
-    let mut first_name = 0;
-    let mut rule_starts = Vec::new();
     for r in &profile.rules {
-        rule_starts.push(first_name);
-        let after_names = rule_json_after_names(r);
+        let rest = rule_json_after_names(r);
         let args: Vec<String> = r
             .args
             .iter()
@@ -241,16 +213,32 @@ pub fn to_rust(profile: &ProfileText) -> String {
                 format!("SeccompArg {{ index: {index}, op: Cow::Borrowed({op:?}), value: {value}, value_two: {two} }}")
             })
             .collect();
+        let args = format!("&[{}]", args.join(", "));
         let min = match r.min_kernel {
             Some((major, minor)) => format!("Some(KernelVersion {{ major: {major}, minor: {minor} }})"),
             None => "None".to_string(),
         };
-        let names = format!("NAMES.split_at({first_name}).1.split_at({}).0", r.names.len());
-        first_name += r.names.len();
-        out.push_str(&format!(
-            "    StaticRule {{ action: {:?}, names: {names}, args: &[{}], min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {}, json_after_names: {after_names:?} }},\n",
+        let names: Vec<String> = r
+            .names
+            .iter()
+            .map(|n| {
+                assert!(
+                    n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                    "syscall name {n:?} would need escaping in JSON"
+                );
+                format!("Cow::Borrowed({n:?})")
+            })
+            .collect();
+        let names_json: Vec<String> = r.names.iter().map(|n| format!("\"{n}\"")).collect();
+        let names = format!(
+            "&StaticNames {{ names: &[{}], json: {:?}, rule: Some(&RuleRest {{ action: {:?}, args: {args}, json: {rest:?} }}) }}",
+            names.join(", "),
+            format!("[{}]", names_json.join(",")),
             r.action,
-            args.join(", "),
+        );
+        out.push_str(&format!(
+            "    StaticRule {{ action: {:?}, names: {names}, args: {args}, min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
+            r.action,
             mask(&r.include_arches, &arches),
             mask(&r.exclude_arches, &arches),
             mask(&r.include_caps, &caps),
@@ -258,16 +246,11 @@ pub fn to_rust(profile: &ProfileText) -> String {
         ));
     }
     out.push_str("];\n");
-    out.push_str(&format!(
-        "pub static RULE_FIRST_NAME: [usize; {}] = {rule_starts:?};\n",
-        rule_starts.len()
-    ));
     out
 }
 
 /// What follows a rule's names in the JSON `Spec::to_json` writes for it
-/// (the field order and omissions of runtime-spec's Go types); the names
-/// themselves are a run of `NAMES_JSON`, not repeated here.
+/// (the field order and omissions of runtime-spec's Go types).
 fn rule_json_after_names(rule: &RuleText) -> String {
     let plain = |s: &str| {
         assert!(
@@ -276,7 +259,7 @@ fn rule_json_after_names(rule: &RuleText) -> String {
         );
         s.to_string()
     };
-    let mut json = format!("],\"action\":\"{}\"", plain(&rule.action));
+    let mut json = format!(",\"action\":\"{}\"", plain(&rule.action));
     if !rule.args.is_empty() {
         let args: Vec<String> = rule
             .args

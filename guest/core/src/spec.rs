@@ -14,11 +14,120 @@ use serde::{Deserialize, Serialize};
 /// once a request or a policy supplies it (`"x".into()`, `s.into()`).
 pub type Name = Cow<'static, str>;
 
-/// A list of names that is usually one of the default spec's static lists
-/// (capabilities, masked paths, mount options): borrowed whole, so building
-/// a spec does not allocate it, and written as JSON made at build time
-/// (`static_lists`). Edit with `.to_mut()`.
-pub type Names = Cow<'static, [Name]>;
+/// A list of static names with its JSON (`["a","b"]`), made at build
+/// time: the default spec's capability, path and option lists, the seccomp
+/// profile's architecture lists and each of its rules' names.
+#[derive(Debug)]
+pub struct StaticNames {
+    pub names: &'static [Name],
+    pub json: &'static str,
+    /// For a seccomp rule's names: the rest of that rule, whose JSON is
+    /// written with them while the rule's action and arguments are its own.
+    pub rule: Option<&'static crate::seccomp::RuleRest>,
+}
+
+/// A list of names: one of the static lists, unchanged (written as its
+/// build-time JSON), or any other. Edit with [`Names::to_mut`], which
+/// makes it an owned copy.
+#[derive(Clone)]
+pub enum Names {
+    Static(&'static StaticNames),
+    Owned(Vec<Name>),
+}
+
+impl Names {
+    /// The empty list (no allocation).
+    pub const EMPTY: Names = Names::Owned(Vec::new());
+
+    /// The list, owned from here on: a static one is copied first.
+    pub fn to_mut(&mut self) -> &mut Vec<Name> {
+        if let Names::Static(list) = self {
+            *self = Names::Owned(list.names.to_vec());
+        }
+        match self {
+            Names::Owned(names) => names,
+            Names::Static(_) => unreachable!("made owned above"),
+        }
+    }
+
+    /// The names, owned.
+    pub fn into_owned(self) -> Vec<Name> {
+        match self {
+            Names::Static(list) => list.names.to_vec(),
+            Names::Owned(names) => names,
+        }
+    }
+
+    /// The static list this still is, unchanged.
+    pub fn as_static(&self) -> Option<&'static StaticNames> {
+        match self {
+            Names::Static(list) => Some(list),
+            Names::Owned(_) => None,
+        }
+    }
+}
+
+impl Default for Names {
+    fn default() -> Names {
+        Names::EMPTY
+    }
+}
+
+impl std::ops::Deref for Names {
+    type Target = [Name];
+
+    fn deref(&self) -> &[Name] {
+        match self {
+            Names::Static(list) => list.names,
+            Names::Owned(names) => names,
+        }
+    }
+}
+
+impl std::fmt::Debug for Names {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Lists are equal by their names, whichever way they are held.
+impl PartialEq for Names {
+    fn eq(&self, other: &Names) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Names {}
+
+impl std::hash::Hash for Names {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl From<Vec<Name>> for Names {
+    fn from(names: Vec<Name>) -> Names {
+        Names::Owned(names)
+    }
+}
+
+impl FromIterator<Name> for Names {
+    fn from_iter<I: IntoIterator<Item = Name>>(iter: I) -> Names {
+        Names::Owned(iter.into_iter().collect())
+    }
+}
+
+impl Serialize for Names {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Names {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Names, D::Error> {
+        Vec::<Name>::deserialize(deserializer).map(Names::Owned)
+    }
+}
 
 /// The fields of a spec object that this model does not name, kept as
 /// they came and written after the named ones, so that whatever a policy
@@ -277,7 +386,7 @@ pub struct Seccomp {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Syscall {
     /// Borrowed from the static profile tables until a policy edits it.
-    pub names: Cow<'static, [Name]>,
+    pub names: Names,
     pub action: Name,
     #[serde(default, skip_serializing_if = "<[SeccompArg]>::is_empty")]
     pub args: Cow<'static, [SeccompArg]>,

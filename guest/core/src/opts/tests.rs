@@ -53,7 +53,7 @@ fn empty_env_leaves_spec_alone() {
 #[test]
 fn removed_mount_is_exact() {
     let mut spec = default_unix_spec("buildkit", "x");
-    spec.mounts.push(mount("/run/secrets", "bind", "/s", &[]));
+    spec.mounts.push(mount("/run/secrets", "bind", "/s", Names::EMPTY));
     with_removed_mount(&mut spec, "/run");
     let dests: Vec<_> = spec.mounts.iter().map(|m| &*m.destination).collect();
     assert!(!dests.contains(&"/run"));
@@ -63,12 +63,12 @@ fn removed_mount_is_exact() {
 #[test]
 fn bound_proc_is_first_and_unmasks_proc_only() {
     let mut spec = default_unix_spec("buildkit", "x");
-    spec.mounts.push(mount("/proceeds", "bind", "/p", &[]));
-    spec.mounts.push(mount("/proc/sys/x", "bind", "/p", &[]));
+    spec.mounts.push(mount("/proceeds", "bind", "/p", Names::EMPTY));
+    spec.mounts.push(mount("/proc/sys/x", "bind", "/p", Names::EMPTY));
     with_bound_proc(&mut spec);
     assert_eq!(
         spec.mounts[0],
-        mount("/proc", "bind", "/proc", &[Name::Borrowed("rbind")])
+        mount("/proc", "bind", "/proc", vec![Name::Borrowed("rbind")].into())
     );
     assert_eq!(
         spec.mounts
@@ -92,7 +92,7 @@ fn insecure_devices_start_at_first_free_loop() {
     assert_eq!(devices[6].path, "/dev/loop5");
     assert_eq!(devices[13].minor, 12);
     let caps = spec.process.unwrap().capabilities.unwrap();
-    assert_eq!(caps.bounding.len(), DEFAULT_CAPS.len() + INSECURE_CAPS.len());
+    assert_eq!(caps.bounding.len(), DEFAULT_CAPS.names.len() + INSECURE_CAPS.len());
     assert_eq!(caps.ambient.len(), INSECURE_CAPS.len());
 }
 
