@@ -8,10 +8,10 @@ use std::sync::Barrier;
 use std::time::Instant;
 
 use anyhow::Result;
-use specwright::policy::{Limits, LoadedPolicy, PolicyRuntime};
-use specwright::state::StateDir;
+use specwright::{Limits, LoadedPolicy, PolicyRuntime};
 use specwright_bench::{dry_step, oracle_facts, oracle_request};
 use specwright_core::Request;
+use specwright_host_core::state::StateDir;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);

@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use specwright::state::StateDir;
 use specwright_bench::{dry_step, oracle_facts, oracle_request};
 use specwright_core::Request;
+use specwright_host_core::state::StateDir;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);

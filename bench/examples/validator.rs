@@ -12,9 +12,9 @@ fn main() -> Result<()> {
         serde_json::from_str(&std::fs::read_to_string(cases_dir().join("minimal.expected.json"))?)?;
     let spec = expected["spec"].to_string();
     let t0 = Instant::now();
-    specwright::validate::validate_json(&spec)?;
+    specwright_host_core::validate::validate_json(&spec)?;
     let t1 = Instant::now();
-    specwright::validate::validate_json(&spec)?;
+    specwright_host_core::validate::validate_json(&spec)?;
     let t2 = Instant::now();
     println!("first validation {:?}, warm {:?}", t1 - t0, t2 - t1);
     Ok(())

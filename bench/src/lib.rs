@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use specwright::audit::Audit;
-use specwright::state::StateDir;
-use specwright::step::{StepHost, StepOptions};
-use specwright::sys::RecordingSyscalls;
 use specwright_core::{HostFacts, Request};
+use specwright_host_core::audit::Audit;
+use specwright_host_core::state::StateDir;
+use specwright_host_core::step::{StepHost, StepOptions};
+use specwright_host_core::sys::RecordingSyscalls;
 
 /// `../shared/oracle/cases`, beside the repository.
 pub fn cases_dir() -> PathBuf {
@@ -44,7 +44,7 @@ pub fn dry_step(state: &StateDir, request: &Request) -> Result<StepHost> {
         Arc::new(Audit::events_only()),
         StepOptions::default(),
         request,
-        specwright::state::StepLock::planned(&request.id),
+        specwright_host_core::state::StepLock::planned(&request.id),
     )
     .map_err(anyhow::Error::msg)
 }

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use specwright::audit::Audit;
-use specwright::policy::{Limits, LoadedPolicy, PolicyRuntime};
-use specwright::state::StateDir;
-use specwright::step::{StepHost, StepOptions};
-use specwright::sys::RealSyscalls;
+use specwright::{Limits, LoadedPolicy, PolicyRuntime};
 use specwright_bench::{cases_dir, dry_step, oracle_facts, oracle_request};
 use specwright_core::{HostFacts, Mounter, Request};
+use specwright_host_core::audit::Audit;
+use specwright_host_core::state::StateDir;
+use specwright_host_core::step::{StepHost, StepOptions};
+use specwright_host_core::sys::RealSyscalls;
 
 mod machine;
 mod measure;
@@ -179,7 +179,7 @@ fn main() -> Result<()> {
         }),
     ];
     for runtime_bin in ["crun", "runc"] {
-        let Ok(specwright::run::Runtime { path }) = specwright::run::Runtime::find(runtime_bin) else {
+        let Ok(specwright::Runtime { path }) = specwright::Runtime::find(runtime_bin) else {
             eprintln!("{runtime_bin}: not installed, skipped");
             continue;
         };

@@ -71,11 +71,6 @@ impl CompileCache {
         format!("{hex}-{:016x}.cwasm", config.finish())
     }
 
-    /// Where the precompiled form of `bytes` lives for `engine`.
-    pub fn path_for(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
-        self.dir.join(Self::entry_name(engine, bytes))
-    }
-
     /// The component for `bytes`: from the cache, or compiled and stored.
     /// An entry is used only if it names the component it was compiled
     /// from (its SHA-256, in the entry's header) and its code is whole

@@ -1,12 +1,23 @@
 //! specwright: build-step requests in, OCI runtime specs out, through
 //! sandboxed WebAssembly policies and a small privileged host.
 //!
-//! The pipeline: parse the request, run the policy chain (each policy's
-//! mount requests are performed by [`step::StepHost`]), validate each
-//! policy's output against the runtime-spec schema, and keep the mounts
-//! for the step, or release every one of them on any failure.
+//! One step, as [`Engine::prepare`] (and `specwright spec`) makes it:
 //!
-//! Embedded in a build system, through [`api`]:
+//! 1. the request, parsed once into a [`Request`] (the message of a bad
+//!    one names the field);
+//! 2. the step taken for this process: its lock and record in the state
+//!    dir, through the [`Syscalls`] trait like every other operation;
+//! 3. each policy of the [`Chain`] run in a fresh sandboxed instance, the
+//!    host performing the mounts it asks for (`StepHost`, in
+//!    `specwright-host-core`), its output parsed once and checked against
+//!    the runtime-spec schema;
+//! 4. the last output kept typed as a [`Spec`], which `run` edits by named
+//!    steps (rootfs path, groups, capabilities) and checks once more;
+//! 5. config.json written from it once, in runtime-spec's field order;
+//! 6. the mounts held until the [`Step`] is released (or dropped), or kept
+//!    for `specwright release ID`.
+//!
+//! Embedded in a build system:
 //!
 //! ```
 //! use specwright::{Chain, Engine, Host, Limits, Request};
@@ -17,7 +28,7 @@
 //! let state = tempfile::tempdir()?;
 //! let host = Host::open(state.path())?;
 //! let request = Request::from_json(r#"{"id": "doc-step", "args": ["/bin/true"], "env": ["PATH=/bin"]}"#)?;
-//! let facts = specwright::facts::detect()?;
+//! let facts = specwright::detect_host_facts()?;
 //!
 //! let step = engine.prepare(&chain, &host, &request, &facts)?;
 //! assert_eq!(step.spec().process.as_ref().map(|p| &p.args[..]), Some(&["/bin/true".to_string()][..]));
@@ -30,21 +41,31 @@
 //! # }
 //! ```
 
-pub mod api;
-pub mod cache;
+mod api;
+mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod policy;
-pub mod run;
+mod policy;
+mod run;
 
 // The privileged operations live in their own crate, which builds without
-// wasmtime (for the fuzz targets, and for whoever audits them).
-pub use specwright_host_core::{audit, facts, input, interrupt, mount, resolve, state, step, sys, validate};
+// wasmtime (for the fuzz targets, and for whoever audits them); embedders
+// and tests reach its modules there, this crate re-exports what its API
+// names.
+use specwright_host_core::{audit, facts, input, interrupt, resolve, state, step, sys, validate};
 
 pub use api::{Chain, Engine, Error, Host, Step};
-pub use policy::Limits;
+pub use policy::{
+    Inspection, Limits, LoadedPolicy, PolicyError, PolicyRuntime, ReusedInstance, DEFAULT_POLICY_NAME,
+    DEFAULT_POLICY_WASM,
+};
+pub use run::{RunError, Runtime};
 pub use specwright_core::spec::Spec;
 pub use specwright_core::{HostFacts, Request};
+pub use specwright_host_core::facts::{detect as detect_host_facts, read_facts_file};
+pub use specwright_host_core::state::{Owner, StateError};
+pub use specwright_host_core::step::{ReleaseError, ReleaseReport, StepOptions};
+pub use specwright_host_core::sys::{Op, RealSyscalls, RecordingSyscalls, Syscalls};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,23 +73,21 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::audit::Audit;
-use crate::policy::{LoadedPolicy, PolicyError, PolicyRuntime};
 use crate::state::{StateDir, StepLock};
-use crate::step::{ReleaseError, StepHost, StepOptions};
-use crate::sys::Syscalls;
+use crate::step::StepHost;
 
 /// Where and how a step's privileged work happens.
 #[derive(Clone)]
-pub struct StepContext {
-    pub state: StateDir,
-    pub sys: Arc<dyn Syscalls>,
-    pub audit: Arc<Audit>,
-    pub options: StepOptions,
+pub(crate) struct StepContext {
+    pub(crate) state: StateDir,
+    pub(crate) sys: Arc<dyn Syscalls>,
+    pub(crate) audit: Arc<Audit>,
+    pub(crate) options: StepOptions,
 }
 
 impl StepContext {
     /// Real syscalls, the audit log in the state dir, default options.
-    pub fn new(state: StateDir, sys: Arc<dyn Syscalls>) -> Result<StepContext, state::StateError> {
+    pub(crate) fn new(state: StateDir, sys: Arc<dyn Syscalls>) -> Result<StepContext, state::StateError> {
         let audit = Arc::new(Audit::to_file(state.open_audit_log()?));
         Ok(StepContext {
             state,
@@ -79,12 +98,12 @@ impl StepContext {
     }
 
     /// Takes step `id` for this process (a planned lock for a dry run).
-    pub fn lock(&self, id: &str) -> Result<StepLock, SpecError> {
+    pub(crate) fn lock(&self, id: &str) -> Result<StepLock, SpecError> {
         Ok(self.sys.lock_step(&self.state, id)?)
     }
 
     /// The step's host side, for a step this process holds.
-    pub fn step_host(&self, request: &Request, lock: StepLock) -> Result<StepHost, SpecError> {
+    pub(crate) fn step_host(&self, request: &Request, lock: StepLock) -> Result<StepHost, SpecError> {
         StepHost::new(
             self.state.clone(),
             self.sys.clone(),
@@ -128,35 +147,9 @@ pub enum SpecError {
     EmptyChain,
 }
 
-/// What a successful step produced.
-#[derive(Debug)]
-pub struct SpecOutcome {
-    pub request: Request,
-    /// The validated spec.
-    pub spec: Spec,
-    /// The step stays this process's until this is dropped; release it
-    /// with [`step::release_locked`] should what follows fail.
-    pub lock: StepLock,
-}
-
-/// Runs the chain for one step. On success the step's mounts stay until
-/// [`step::release_step`]; on any failure none is left.
-pub fn generate_spec(
-    runtime: &PolicyRuntime,
-    chain: &[LoadedPolicy],
-    request_json: &str,
-    facts: &HostFacts,
-    ctx: StepContext,
-) -> Result<SpecOutcome, SpecError> {
-    let request = Request::from_json(request_json).map_err(SpecError::Request)?;
-    let (spec, lock) = prepare_step(runtime, chain, &request, facts, ctx)?;
-    Ok(SpecOutcome { request, spec, lock })
-}
-
-/// [`generate_spec`] for a parsed request: takes the step for this
-/// process, runs the chain, and keeps the mounts; returns the validated
-/// spec and the step's lock.
-pub fn prepare_step(
+/// Takes the step for this process, runs the chain, and keeps the mounts;
+/// returns the validated spec and the step's lock.
+pub(crate) fn prepare_step(
     runtime: &PolicyRuntime,
     chain: &[LoadedPolicy],
     request: &Request,
@@ -172,7 +165,7 @@ pub fn prepare_step(
 /// Runs `chain` for `request` on `step`, validating each policy's output
 /// (parsed once, checked against the runtime-spec schema, and the last one
 /// kept typed); on failure everything the step holds is released.
-pub fn run_chain(
+pub(crate) fn run_chain(
     runtime: &PolicyRuntime,
     chain: &[LoadedPolicy],
     mut step: StepHost,
@@ -245,7 +238,7 @@ pub fn run_chain(
 }
 
 /// Top-level spec fields that differ between two policies' outputs.
-pub fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
+fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
     let empty = serde_json::Map::new();
     let b = before.as_object().unwrap_or(&empty);
     let a = after.as_object().unwrap_or(&empty);
@@ -256,7 +249,7 @@ pub fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
 }
 
 /// Releases everything after `error`, reporting both if the release fails too.
-pub fn release_after(step: StepHost, error: SpecError) -> SpecError {
+pub(crate) fn release_after(step: StepHost, error: SpecError) -> SpecError {
     match step.release_all() {
         Ok(_) => error,
         Err(release) => SpecError::ReleaseAfterError {

@@ -222,9 +222,9 @@ impl KernelModel {
     }
 }
 
-use specwright::state::{StateDir, StateError};
+use specwright_host_core::state::{StateDir, StateError};
 
-impl specwright::sys::Syscalls for KernelModel {
+impl specwright_host_core::sys::Syscalls for KernelModel {
     fn create_dir(&self, path: &Path) -> Result<(), nix::errno::Errno> {
         self.create(path)
     }
@@ -280,17 +280,17 @@ impl specwright::sys::Syscalls for KernelModel {
     /// Records are the state dir's own files, in the test's directory.
     fn write_record(
         &self,
-        state: &specwright::state::StateDir,
-        record: &specwright::state::StepRecord,
-    ) -> Result<(), specwright::state::StateError> {
+        state: &specwright_host_core::state::StateDir,
+        record: &specwright_host_core::state::StepRecord,
+    ) -> Result<(), specwright_host_core::state::StateError> {
         state.write_record(record)
     }
 
     fn remove_record(
         &self,
-        state: &specwright::state::StateDir,
+        state: &specwright_host_core::state::StateDir,
         id: &str,
-    ) -> Result<(), specwright::state::StateError> {
+    ) -> Result<(), specwright_host_core::state::StateError> {
         state.remove_record(id)
     }
 
@@ -299,12 +299,12 @@ impl specwright::sys::Syscalls for KernelModel {
         &self,
         root: &Path,
         selector: &str,
-    ) -> Result<specwright::resolve::Resolved, specwright::resolve::ResolveError> {
-        specwright::resolve::resolve_in_root(root, selector)
+    ) -> Result<specwright_host_core::resolve::Resolved, specwright_host_core::resolve::ResolveError> {
+        specwright_host_core::resolve::resolve_in_root(root, selector)
     }
 
-    fn canonical_path(&self, path: &str) -> Result<String, specwright::resolve::ResolveError> {
-        specwright::resolve::canonical_host_path(path)
+    fn canonical_path(&self, path: &str) -> Result<String, specwright_host_core::resolve::ResolveError> {
+        specwright_host_core::resolve::canonical_host_path(path)
     }
 
     fn read_in_root(
@@ -312,59 +312,67 @@ impl specwright::sys::Syscalls for KernelModel {
         root: &Path,
         path: &str,
         bound: u64,
-    ) -> Result<Option<Vec<u8>>, specwright::resolve::ResolveError> {
-        specwright::sys::RealSyscalls.read_in_root(root, path, bound)
+    ) -> Result<Option<Vec<u8>>, specwright_host_core::resolve::ResolveError> {
+        specwright_host_core::sys::RealSyscalls.read_in_root(root, path, bound)
     }
 
     /// Locks, records and bundles are the state dir's own files, in the
     /// test's directory.
-    fn lock_step(&self, state: &StateDir, id: &str) -> Result<specwright::state::StepLock, StateError> {
-        specwright::sys::RealSyscalls.lock_step(state, id)
+    fn lock_step(&self, state: &StateDir, id: &str) -> Result<specwright_host_core::state::StepLock, StateError> {
+        specwright_host_core::sys::RealSyscalls.lock_step(state, id)
     }
 
-    fn remove_lock(&self, lock: specwright::state::StepLock) -> Result<(), StateError> {
-        specwright::sys::RealSyscalls.remove_lock(lock)
+    fn remove_lock(&self, lock: specwright_host_core::state::StepLock) -> Result<(), StateError> {
+        specwright_host_core::sys::RealSyscalls.remove_lock(lock)
     }
 
-    fn read_record(&self, state: &StateDir, id: &str) -> Result<Option<specwright::state::StepRecord>, StateError> {
-        specwright::sys::RealSyscalls.read_record(state, id)
+    fn read_record(
+        &self,
+        state: &StateDir,
+        id: &str,
+    ) -> Result<Option<specwright_host_core::state::StepRecord>, StateError> {
+        specwright_host_core::sys::RealSyscalls.read_record(state, id)
     }
 
     fn step_ids(&self, state: &StateDir) -> Result<Vec<String>, StateError> {
-        specwright::sys::RealSyscalls.step_ids(state)
+        specwright_host_core::sys::RealSyscalls.step_ids(state)
     }
 
     fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError> {
-        specwright::sys::RealSyscalls.has_bundle(state, id)
+        specwright_host_core::sys::RealSyscalls.has_bundle(state, id)
     }
 
-    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<specwright::state::Bundle, StateError> {
-        specwright::sys::RealSyscalls.create_bundle(state, id)
+    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<specwright_host_core::state::Bundle, StateError> {
+        specwright_host_core::sys::RealSyscalls.create_bundle(state, id)
     }
 
     fn write_bundle_file(
         &self,
-        bundle: &specwright::state::Bundle,
+        bundle: &specwright_host_core::state::Bundle,
         name: &str,
         bytes: &[u8],
     ) -> Result<PathBuf, StateError> {
-        specwright::sys::RealSyscalls.write_bundle_file(bundle, name, bytes)
+        specwright_host_core::sys::RealSyscalls.write_bundle_file(bundle, name, bytes)
     }
 
     fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
-        specwright::sys::RealSyscalls.remove_bundle(state, id)
+        specwright_host_core::sys::RealSyscalls.remove_bundle(state, id)
     }
 
-    fn open_given_bundle(&self, dir: &Path) -> Result<specwright::state::GivenBundle, StateError> {
-        specwright::sys::RealSyscalls.open_given_bundle(dir)
+    fn open_given_bundle(&self, dir: &Path) -> Result<specwright_host_core::state::GivenBundle, StateError> {
+        specwright_host_core::sys::RealSyscalls.open_given_bundle(dir)
     }
 
-    fn write_config(&self, bundle: &specwright::state::GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError> {
-        specwright::sys::RealSyscalls.write_config(bundle, bytes)
+    fn write_config(
+        &self,
+        bundle: &specwright_host_core::state::GivenBundle,
+        bytes: &[u8],
+    ) -> Result<PathBuf, StateError> {
+        specwright_host_core::sys::RealSyscalls.write_config(bundle, bytes)
     }
 
-    fn remove_given_bundle(&self, bundle: specwright::state::GivenBundle) {
-        specwright::sys::RealSyscalls.remove_given_bundle(bundle)
+    fn remove_given_bundle(&self, bundle: specwright_host_core::state::GivenBundle) {
+        specwright_host_core::sys::RealSyscalls.remove_given_bundle(bundle)
     }
 
     fn unmount(&self, target: &Path, _flags: nix::mount::MntFlags) -> Result<(), nix::errno::Errno> {

@@ -69,7 +69,7 @@ fn the_schema_validator_rejects_a_broken_spec() {
 fn default_policy_loads_from_a_wasm_file_like_any_policy() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("buildkit.wasm");
-    std::fs::write(&wasm, specwright::policy::DEFAULT_POLICY_WASM).unwrap();
+    std::fs::write(&wasm, specwright::DEFAULT_POLICY_WASM).unwrap();
     let out = spec_minimal(&["--policy", wasm.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let spec: Value = serde_json::from_slice(&out.stdout).unwrap();

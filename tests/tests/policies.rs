@@ -6,10 +6,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use specwright::policy::{Limits, LoadedPolicy, PolicyRuntime};
-use specwright::state::StateDir;
-use specwright::sys::RecordingSyscalls;
-use specwright::StepContext;
+use specwright::{Limits, LoadedPolicy, PolicyRuntime};
+use specwright_host_core::state::StateDir;
+use specwright_host_core::sys::RecordingSyscalls;
 use specwright_tests::{
     make_oracle_source_tree, oracle_cases_dir, oracle_facts_file, run_script_in_private_mount_namespace, workdir,
     write_json, ScriptReport,
@@ -199,7 +198,8 @@ fn counting_chain(runtime: &PolicyRuntime) -> (Vec<LoadedPolicy>, String, specwr
     (chain, request, facts)
 }
 
-/// The spec `chain` makes for `request` in a dry run.
+/// The spec `chain` makes for `request` in a dry run, each policy run on
+/// the runtime given (the previous one's spec passed on).
 fn dry_spec(
     runtime: &PolicyRuntime,
     chain: &[LoadedPolicy],
@@ -207,11 +207,24 @@ fn dry_spec(
     facts: &specwright_core::HostFacts,
     work: &Path,
 ) -> Value {
-    let ctx = StepContext::new(StateDir::open(work).unwrap(), Arc::new(RecordingSyscalls::dry_run())).unwrap();
-    let spec = specwright::generate_spec(runtime, chain, request, facts, ctx)
-        .unwrap()
-        .spec;
-    serde_json::to_value(&spec).unwrap()
+    let request = specwright::Request::from_json(request).unwrap();
+    let mut step = specwright_host_core::step::StepHost::new(
+        StateDir::at(work),
+        Arc::new(RecordingSyscalls::dry_run()),
+        Arc::new(specwright_host_core::audit::Audit::events_only()),
+        specwright_host_core::step::StepOptions::default(),
+        &request,
+        specwright_host_core::state::StepLock::planned(&request.id),
+    )
+    .unwrap();
+    let canonical = serde_json::to_string(&request).unwrap();
+    let mut previous: Option<String> = None;
+    for policy in chain {
+        let (returned, spec) = runtime.run(policy, step, &canonical, facts, previous.as_deref());
+        step = returned;
+        previous = Some(spec.unwrap());
+    }
+    serde_json::from_str(&previous.unwrap()).unwrap()
 }
 
 #[test]
@@ -364,13 +377,13 @@ fn the_guest_stack_holds_a_previous_spec_nested_to_the_parser_limit() {
     // the parser; none exhausts the stack.
     let (mut passed, mut refused) = (0, 0);
     for depth in 110..=130 {
-        let step = specwright::step::StepHost::new(
+        let step = specwright_host_core::step::StepHost::new(
             StateDir::open(&work).unwrap(),
             Arc::new(RecordingSyscalls::dry_run()),
-            Arc::new(specwright::audit::Audit::events_only()),
-            specwright::step::StepOptions::default(),
+            Arc::new(specwright_host_core::audit::Audit::events_only()),
+            specwright_host_core::step::StepOptions::default(),
             &request,
-            specwright::state::StepLock::planned(&request.id),
+            specwright_host_core::state::StepLock::planned(&request.id),
         )
         .unwrap();
         let text = previous(depth);

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::json;
-use specwright::audit::Audit;
-use specwright::resolve::{resolve_in_root, ResolveError};
-use specwright::state::StateDir;
-use specwright::state::{Owner, StepLock};
-use specwright::step::{gc, release_step, StepHost, StepOptions};
-use specwright::sys::RecordingSyscalls;
 use specwright_core::{HostFacts, Request};
+use specwright_host_core::audit::Audit;
+use specwright_host_core::resolve::{resolve_in_root, ResolveError};
+use specwright_host_core::state::StateDir;
+use specwright_host_core::state::{Owner, StepLock};
+use specwright_host_core::step::{gc, release_step, StepHost, StepOptions};
+use specwright_host_core::sys::RecordingSyscalls;
 use specwright_tests::{make_oracle_source_tree, workdir, KernelModel};
 
 /// What a policy can ask of the host, by index into what it got so far.
@@ -169,7 +169,7 @@ proptest! {
             StepLock::planned(&request.id),
         ).unwrap();
         let spec = specwright_core::buildkit::generate(&request, &facts, &mut step).unwrap();
-        let checked = specwright::validate::validate_json(&spec.to_json());
+        let checked = specwright_host_core::validate::validate_json(&spec.to_json());
         prop_assert!(checked.is_ok(), "{:?}\n{}", checked.err(), spec.to_json());
     }
 

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
-use specwright::validate::validate_value;
+use specwright_host_core::validate::validate_value;
 use specwright_tests::{oracle_case_names, oracle_cases_dir, shared_dir, shared_schema_validator};
 
 fn oracle_specs() -> Vec<Value> {

@@ -125,7 +125,7 @@ pub fn hybrid_cgroups() -> bool {
         .unwrap_or(false)
 }
 
-pub struct RunArgs<'a> {
+pub(crate) struct RunArgs<'a> {
     pub runtime: &'a PolicyRuntime,
     pub chain: &'a [LoadedPolicy],
     pub request_json: &'a str,
@@ -139,7 +139,7 @@ pub struct RunArgs<'a> {
 /// made is released before this returns, on success and on error; a step
 /// another process holds, or that an earlier run left, is refused and
 /// left as it is.
-pub fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
+pub(crate) fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
     let mut request = Request::parse_json(args.request_json).map_err(RunError::Request)?;
     let (state, sys) = (&args.ctx.state, args.ctx.sys.as_ref());
     let lock = sys.lock_step(state, &request.id)?;

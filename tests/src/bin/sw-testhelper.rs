@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use specwright::audit::Audit;
-use specwright::policy::{Limits, PolicyRuntime};
-use specwright::state::StateDir;
-use specwright::step::release_step;
-use specwright::step::{StepHost, StepOptions};
-use specwright::sys::{RealSyscalls, RecordingSyscalls, Syscalls};
-use specwright::StepContext;
+use specwright::Limits;
+use specwright::{Chain, Engine, Host, Request};
 use specwright_core::HostFacts;
+use specwright_host_core::audit::Audit;
+use specwright_host_core::state::StateDir;
+use specwright_host_core::step::release_step;
+use specwright_host_core::step::{StepHost, StepOptions};
+use specwright_host_core::sys::{RealSyscalls, RecordingSyscalls, Syscalls};
 use specwright_tests::{make_oracle_source_tree, mounts_below};
 
 fn main() {
@@ -99,7 +99,7 @@ fn multi_mount_request(work: &Path) -> Result<String> {
 }
 
 /// An operation's variant name (`Mount`, `LockStep`, ...).
-fn op_kind(op: &specwright::sys::Op) -> String {
+fn op_kind(op: &specwright_host_core::sys::Op) -> String {
     let debug = format!("{op:?}");
     debug
         .split(|c: char| !c.is_ascii_alphanumeric())
@@ -112,25 +112,30 @@ fn op_kind(op: &specwright::sys::Op) -> String {
 /// step (plain and with pinned selectors), and checks nothing is left.
 fn faults(work: &Path) -> Result<Value> {
     let work = std::fs::canonicalize(work)?;
-    let request = multi_mount_request(&work)?;
+    let request = Request::from_json(&multi_mount_request(&work)?)?;
     let facts: HostFacts = serde_json::from_str(
         r#"{"kernel_release": "6.1.0", "seccomp": true, "first_free_loop": 0, "in_user_namespace": false}"#,
     )?;
-    let runtime = PolicyRuntime::new(Limits::default())?;
-    let chain = vec![runtime.load_default()?];
+    let engine = Engine::new(Limits::default())?;
+    let chain = Chain::new(vec![engine.default_policy()?]);
     let mut problems = Vec::new();
     let mut runs = Vec::new();
     for pin in [false, true] {
         let state_root = work.join(if pin { "state-pin" } else { "state" });
         let state = StateDir::open(&state_root)?;
-        let run = |fail_at: Option<usize>| -> Result<(Result<(), String>, Vec<specwright::sys::Op>)> {
+        let run = |fail_at: Option<usize>| -> Result<(Result<(), String>, Vec<specwright_host_core::sys::Op>)> {
             let recorder = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), fail_at));
-            let mut ctx = StepContext::new(state.clone(), recorder.clone())?;
-            ctx.options.pin_selectors = pin;
-            // The outcome's lock is dropped at once: the step is then
+            let host = Host::open(&state_root)?
+                .with_syscalls(recorder.clone())
+                .with_options(StepOptions {
+                    pin_selectors: pin,
+                    ..StepOptions::default()
+                });
+            // The step is kept and its lock let go at once: it is then
             // anyone's to release.
-            let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, ctx)
-                .map(drop)
+            let outcome = engine
+                .prepare(&chain, &host, &request, &facts)
+                .map(specwright::Step::keep)
                 .map_err(|e| e.to_string());
             Ok((outcome, recorder.ops()))
         };
@@ -145,7 +150,7 @@ fn faults(work: &Path) -> Result<Value> {
             .filter(|op| {
                 matches!(
                     op,
-                    specwright::sys::Op::WriteRecord(_) | specwright::sys::Op::RemoveRecord(_)
+                    specwright_host_core::sys::Op::WriteRecord(_) | specwright_host_core::sys::Op::RemoveRecord(_)
                 )
             })
             .count();
@@ -345,16 +350,29 @@ fn oracle_case(cases: &Path, name: &str, work: &Path) -> Result<Value> {
     let state = StateDir::open(&state_root)?;
     let mounts_root = state.mounts_dir();
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
-    let runtime = PolicyRuntime::new(Limits::default())?;
-    let chain = vec![runtime.load_default()?];
-    let ctx = StepContext::new(state.clone(), sys.clone())?;
-    let audit = ctx.audit.clone();
-    let outcome = specwright::generate_spec(&runtime, &chain, &request, &facts, ctx);
+    let audit = Audit::events_only();
+    // Through the library's API, as an embedder makes a step.
+    let engine = Engine::new(Limits::default())?;
+    let chain = Chain::new(vec![engine.default_policy()?]);
+    let host = Host::open(&state_root)?;
+    let prepared = Request::from_json(&request)
+        .map_err(|e| e.to_string())
+        .and_then(|request| {
+            let step = engine
+                .prepare(&chain, &host, &request, &facts)
+                .map_err(|e| e.to_string())?;
+            Ok((request.id, step))
+        });
     let mounts_during = mounts_below(&mounts_root)?.len();
 
-    let (spec, error, id) = match outcome {
-        Ok(outcome) => (Some(serde_json::to_value(&outcome.spec)?), None, outcome.request.id),
-        Err(e) => (None, Some(format!("{e}")), String::new()),
+    let (spec, error, id) = match prepared {
+        Ok((id, step)) => {
+            let spec = serde_json::to_value(step.spec())?;
+            // Released below by id, as `specwright release` does.
+            step.keep();
+            (Some(spec), None, id)
+        }
+        Err(e) => (None, Some(e), String::new()),
     };
     let mapped = match &spec {
         Some(spec) => Some(map_back(spec, &mounts_root, &placeholders)?),
