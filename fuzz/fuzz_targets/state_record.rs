@@ -28,7 +28,11 @@ fn op_path(op: &Op) -> Option<&Path> {
     match op {
         Op::CreateDir(p) | Op::RemoveDir(p) | Op::CreateFile(p) | Op::RemoveFile(p) | Op::HasSubmounts(p) => Some(p),
         Op::Mount { target, .. } | Op::Unmount { target, .. } => Some(target),
-        Op::WriteBundleFile(p) | Op::OpenGivenBundle(p) | Op::RemoveGivenBundle(p) => Some(p),
+        Op::WriteBundleFile(p)
+        | Op::OpenGivenBundle(p)
+        | Op::RemoveGivenBundle(p)
+        | Op::OpenStateDir(p)
+        | Op::ReadHostFile(p) => Some(p),
         Op::DeleteContainer { .. }
         | Op::WriteRecord(_)
         | Op::RemoveRecord(_)
@@ -39,6 +43,8 @@ fn op_path(op: &Op) -> Option<&Path> {
         | Op::CreateBundle(_)
         | Op::RemoveBundle(_)
         | Op::ListSteps
+        | Op::OpenAuditLog
+        | Op::OpenCacheDir
         | Op::Resolve { .. }
         | Op::ReadInRoot { .. }
         | Op::CanonicalPath(_) => None,

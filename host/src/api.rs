@@ -15,7 +15,7 @@ use specwright_core::spec::Spec;
 use specwright_core::{HostFacts, Request};
 
 use crate::policy::{Limits, LoadedPolicy, PolicyError, PolicyRuntime};
-use crate::state::{StateDir, StateError, StepLock};
+use crate::state::{StateError, StepLock};
 use crate::step::{release_locked, ReleaseError, ReleaseReport, StepOptions};
 use crate::sys::{RealSyscalls, Syscalls};
 use crate::{SpecError, StepContext};
@@ -110,7 +110,16 @@ impl Host {
     /// Opens (creating if needed) the state directory at `state_dir`, with
     /// real syscalls and the audit log in it.
     pub fn open(state_dir: &Path) -> Result<Host, Error> {
-        let ctx = StepContext::new(StateDir::open(state_dir)?, Arc::new(RealSyscalls))?;
+        Host::open_with(state_dir, Arc::new(RealSyscalls))
+    }
+
+    /// Opens the state directory at `state_dir` and its audit log through
+    /// `sys`, which performs every operation of the host's steps: a
+    /// recording implementation makes a dry run (nothing is made, not even
+    /// the state dir) or injects faults.
+    pub fn open_with(state_dir: &Path, sys: Arc<dyn Syscalls>) -> Result<Host, Error> {
+        let state = sys.open_state_dir(state_dir)?;
+        let ctx = StepContext::new(state, sys)?;
         Ok(Host { ctx })
     }
 

@@ -88,7 +88,7 @@ pub(crate) struct StepContext {
 impl StepContext {
     /// Real syscalls, the audit log in the state dir, default options.
     pub(crate) fn new(state: StateDir, sys: Arc<dyn Syscalls>) -> Result<StepContext, state::StateError> {
-        let audit = Arc::new(Audit::to_file(state.open_audit_log()?));
+        let audit = Arc::new(sys.open_audit(&state)?);
         Ok(StepContext {
             state,
             sys,

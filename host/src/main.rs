@@ -5,12 +5,10 @@ fn main() {
     std::process::exit(specwright::cli::main());
 }
 
-/// A `spec` run allocates a few megabytes on two threads at once (the
-/// policy runtime, and the schema validator in the background); glibc grows
-/// each heap 128 KiB at a time by default, and every step takes the
-/// address-space lock that the other thread's page faults wait on. Growing
-/// by 32 MiB of address space (only touched pages become memory) made a warm
-/// `specwright spec` about 1.5 ms faster here (BENCHMARKS.md).
+/// glibc grows each heap by 32 MiB of address space at a time instead of
+/// 128 KiB (only touched pages become memory): a `spec` run allocates on
+/// two threads at once, the policy runtime and the schema validator (why:
+/// BENCHMARKS.md, the note on the CLI against `crun spec`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn grow_the_heap_in_large_steps() {
     // SAFETY: mallopt only sets a glibc malloc tunable; it is called before

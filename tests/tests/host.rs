@@ -33,6 +33,8 @@ fn every_injected_fault_leaves_nothing_behind() {
         // Each kind of operation a step and its release make fails in
         // turn: the state dir's and the resolutions' as well as the mounts'.
         for kind in [
+            "OpenStateDir",
+            "OpenAuditLog",
             "LockStep",
             "ReadRecord",
             "WriteRecord",
@@ -214,6 +216,8 @@ fn a_dry_run_prints_the_plan_and_touches_nothing() {
     assert_eq!(
         ops,
         [
+            "open-state-dir",
+            "open-audit-log",
             "lock-step",
             "read-record",
             "write-record",

@@ -198,6 +198,19 @@ fn counting_chain(runtime: &PolicyRuntime) -> (Vec<LoadedPolicy>, String, specwr
     (chain, request, facts)
 }
 
+/// A step host that plans every operation and performs none.
+fn dry_step_host(work: &Path, request: &specwright::Request) -> specwright_host_core::step::StepHost {
+    specwright_host_core::step::StepHost::new(
+        StateDir::at(work),
+        Arc::new(RecordingSyscalls::dry_run()),
+        Arc::new(specwright_host_core::audit::Audit::events_only()),
+        specwright_host_core::step::StepOptions::default(),
+        request,
+        specwright_host_core::state::StepLock::planned(&request.id),
+    )
+    .unwrap()
+}
+
 /// The spec `chain` makes for `request` in a dry run, each policy run on
 /// the runtime given (the previous one's spec passed on).
 fn dry_spec(
@@ -208,15 +221,7 @@ fn dry_spec(
     work: &Path,
 ) -> Value {
     let request = specwright::Request::from_json(request).unwrap();
-    let mut step = specwright_host_core::step::StepHost::new(
-        StateDir::at(work),
-        Arc::new(RecordingSyscalls::dry_run()),
-        Arc::new(specwright_host_core::audit::Audit::events_only()),
-        specwright_host_core::step::StepOptions::default(),
-        &request,
-        specwright_host_core::state::StepLock::planned(&request.id),
-    )
-    .unwrap();
+    let mut step = dry_step_host(work, &request);
     let canonical = serde_json::to_string(&request).unwrap();
     let mut previous: Option<String> = None;
     for policy in chain {
@@ -377,15 +382,7 @@ fn the_guest_stack_holds_a_previous_spec_nested_to_the_parser_limit() {
     // the parser; none exhausts the stack.
     let (mut passed, mut refused) = (0, 0);
     for depth in 110..=130 {
-        let step = specwright_host_core::step::StepHost::new(
-            StateDir::open(&work).unwrap(),
-            Arc::new(RecordingSyscalls::dry_run()),
-            Arc::new(specwright_host_core::audit::Audit::events_only()),
-            specwright_host_core::step::StepOptions::default(),
-            &request,
-            specwright_host_core::state::StepLock::planned(&request.id),
-        )
-        .unwrap();
+        let step = dry_step_host(&work, &request);
         let text = previous(depth);
         match runtime.run(&hardened, step, &request_text, &facts, Some(&text)).1 {
             Ok(spec) => {

@@ -2,22 +2,19 @@
 //! from the derived `Serialize` (tests and the `policy_output` fuzz target
 //! hold the two equal).
 //!
-//! Why not serde: a spec is ~8 KB of short strings, mostly seccomp syscall
-//! names, and serde_json's per-string escaping loop and buffer growth were
-//! most of a native step and a fifth of a policy's time as wasm. Here the
-//! output is sized once, a string is checked for characters to escape a
+//! The output is sized once, a string is checked for characters to escape a
 //! word at a time and then copied whole, and a list that is still one of
 //! the static lists ([`crate::spec::StaticNames`]: the default spec's
 //! capability, path and mount-option lists, the seccomp architectures, a
 //! rule's names) is copied as the JSON made for it at build time, as is a
 //! whole seccomp rule of the profile while its action and arguments are
-//! the rule's.
+//! the rule's. (Why by hand: BENCHMARKS.md, the note on the native minimal step.)
 
 use std::borrow::Cow;
 
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, Extra, IdMapping, Linux, Mount, Names, Namespace, Process, Resources, Rlimit,
-    Root, Seccomp, SeccompArg, Spec, Syscall, User,
+    Capabilities, Device, DeviceCgroup, Extra, IdMapping, Linux, Mount, Names, Namespace, PartOf, Process, Resources,
+    Rlimit, Root, Seccomp, SeccompArg, Spec, Syscall, User,
 };
 
 /// What a default spec takes, rounded up: one allocation in the usual case.
@@ -246,6 +243,13 @@ impl Writer {
     }
 
     fn mount(&mut self, m: &Mount) {
+        // A mount of the default spec, unchanged: its JSON made at build time.
+        if let Some(PartOf::Mount(whole)) = m.options.as_static().and_then(|list| list.part_of) {
+            if let Some(json) = whole.json_for(m) {
+                self.out.push_str(json);
+                return;
+            }
+        }
         let mut o = self.object();
         o.str(key!("destination"), &m.destination);
         o.str_unless_empty(key!("type"), &m.kind);
@@ -309,6 +313,10 @@ impl Writer {
     }
 
     fn namespace(&mut self, n: &Namespace) {
+        if let Some(json) = crate::static_lists::default_namespace_json(n) {
+            self.out.push_str(json);
+            return;
+        }
         let mut o = self.object();
         o.str(key!("type"), &n.kind);
         o.str_unless_empty(key!("path"), &n.path);
@@ -339,7 +347,10 @@ impl Writer {
     fn syscall(&mut self, s: &Syscall) {
         // A rule of the profile, unchanged: its JSON made at build time.
         if let Some(names) = s.names.as_static() {
-            if let Some(rest) = names.rule.and_then(|rule| rule.json_for(s)) {
+            if let Some(rest) = match names.part_of {
+                Some(PartOf::Rule(rule)) => rule.json_for(s),
+                _ => None,
+            } {
                 self.out.push_str("{\"names\":");
                 self.out.push_str(names.json);
                 self.out.push_str(rest);

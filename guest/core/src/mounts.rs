@@ -77,7 +77,7 @@ fn selector_bind_options(original: &Mountable) -> Names {
 pub fn with_request_mounts<M: Mounter>(spec: &mut Spec, request: &Request, mounter: &mut M) -> Result<(), PolicyError> {
     // Fail before any privileged work if a mount has no source.
     for m in &request.mounts {
-        m.materialize()?;
+        m.check_source()?;
     }
     let mut roots: Vec<(Mountable, M::Root)> = Vec::new();
     for (index, m) in request.mounts.iter().enumerate() {

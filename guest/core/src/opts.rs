@@ -195,13 +195,7 @@ pub fn with_default_seccomp(spec: &mut Spec, facts: &HostFacts) {
 pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespace: bool) {
     let process = spec.process_mut();
     let caps = process.capabilities.get_or_insert_with(Capabilities::default);
-    for set in [
-        &mut caps.bounding,
-        &mut caps.ambient,
-        &mut caps.effective,
-        &mut caps.inheritable,
-        &mut caps.permitted,
-    ] {
+    for set in caps.sets_mut() {
         set.to_mut().extend(INSECURE_CAPS.iter().map(|c| Name::Borrowed(*c)));
     }
     process.apparmor_profile.clear();

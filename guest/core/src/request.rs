@@ -186,15 +186,30 @@ impl Mountable {
 }
 
 impl MountRequest {
-    /// What the source stands for: a bind source becomes one `rbind` mount
-    /// (read-only when asked); a mountable is used verbatim.
-    pub fn materialize(&self) -> Result<Vec<Mountable>, PolicyError> {
+    /// Whether the mount names exactly one of a source and a mountable:
+    /// what [`Self::materialize`] needs, checked without building anything.
+    pub fn check_source(&self) -> Result<(), PolicyError> {
         match (&self.source, &self.mountable) {
             (Some(_), Some(_)) => Err(PolicyError::InvalidRequest(format!(
                 "mount {} has both source and mountable",
                 self.dest
             ))),
-            (Some(source), None) => {
+            (None, None) => Err(PolicyError::InvalidRequest(format!(
+                "mount {} has no source",
+                self.dest
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// What the source stands for: a bind source becomes one `rbind` mount
+    /// (read-only when asked); a mountable is used verbatim. The host
+    /// expands each request mount once, for the step; a policy gets the
+    /// result through `materialize` of the host interface.
+    pub fn materialize(&self) -> Result<Vec<Mountable>, PolicyError> {
+        self.check_source()?;
+        match (&self.source, &self.mountable) {
+            (Some(source), _) => {
                 let mut options = vec!["rbind".to_string()];
                 if self.readonly {
                     options.push("ro".to_string());
@@ -205,11 +220,7 @@ impl MountRequest {
                     options,
                 }])
             }
-            (None, Some(list)) => Ok(list.clone()),
-            (None, None) => Err(PolicyError::InvalidRequest(format!(
-                "mount {} has no source",
-                self.dest
-            ))),
+            (None, list) => Ok(list.clone().unwrap_or_default()),
         }
     }
 }
@@ -281,7 +292,7 @@ impl Request {
                     "request field `mounts[{i}].mountable`: must not be empty (a mount with no entries would be dropped)"
                 ));
             }
-            m.materialize()?;
+            m.check_source()?;
             for (j, mm) in m.mountable.iter().flatten().enumerate() {
                 if mm.kind.is_empty() {
                     return invalid(format!(

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use crate::facts::{HostFacts, KernelVersion};
-use crate::spec::{Extra, Name, Names, Seccomp, SeccompArg, StaticNames, Syscall};
+use crate::spec::{Extra, Name, Names, PartOf, Seccomp, SeccompArg, StaticNames, Syscall};
 
 /// The seccomp architectures of one Go architecture, with their JSON.
 pub struct StaticArch {
@@ -16,7 +16,7 @@ pub struct StaticArch {
 
 pub struct StaticRule {
     pub action: &'static str,
-    /// The rule's names, whose [`StaticNames::rule`] is this rule's rest.
+    /// The rule's names, whose [`StaticNames::part_of`] is this rule's rest.
     pub names: &'static StaticNames,
     pub args: &'static [SeccompArg],
     pub min_kernel: Option<KernelVersion>,
@@ -48,7 +48,7 @@ impl RuleRest {
 /// `DEFAULT_ACTION`, `ARCHES` and `RULES`, and the bit of each
 /// architecture and capability a rule mentions, generated from the profile.
 mod table {
-    use super::{KernelVersion, RuleRest, SeccompArg, StaticArch, StaticNames, StaticRule};
+    use super::{KernelVersion, PartOf, RuleRest, SeccompArg, StaticArch, StaticNames, StaticRule};
     use std::borrow::Cow;
     include!(concat!(env!("OUT_DIR"), "/seccomp_table.rs"));
 }
@@ -159,7 +159,9 @@ mod tests {
     fn each_rule_s_json_is_made_at_build_time_and_kept_only_while_unchanged() {
         for rule in RULES {
             assert_eq!(rule.names.json, serde_json::to_string(rule.names.names).unwrap());
-            let rest = rule.names.rule.expect("a rule's names carry the rule's rest");
+            let Some(PartOf::Rule(rest)) = rule.names.part_of else {
+                panic!("a rule's names carry the rule's rest")
+            };
             let syscall = rule.to_syscall();
             let mut serde = serde_json::to_string(&syscall).unwrap();
             assert!(serde.starts_with("{\"names\":"), "{serde}");
@@ -243,7 +245,9 @@ mod tests {
     #[test]
     fn a_rule_with_other_arguments_is_not_the_profile_s() {
         let rule = RULES.iter().find(|r| !r.args.is_empty()).unwrap();
-        let rest = rule.names.rule.unwrap();
+        let Some(PartOf::Rule(rest)) = rule.names.part_of else {
+            panic!("a rule's names carry the rule's rest")
+        };
         let mut args = rule.to_syscall();
         args.args.to_mut()[0].value += 1;
         assert_eq!(rest.json_for(&args), None, "argument edited");

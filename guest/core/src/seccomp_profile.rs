@@ -195,7 +195,7 @@ pub fn to_rust(profile: &ProfileText) -> String {
             })
             .collect();
         out.push_str(&format!(
-            "    StaticArch {{ goarch: {goarch:?}, architectures: &StaticNames {{ names: &[{}], json: {:?}, rule: None }} }},\n",
+            "    StaticArch {{ goarch: {goarch:?}, architectures: &StaticNames {{ names: &[{}], json: {:?}, part_of: None }} }},\n",
             names.join(", "),
             format!("[{}]", json.join(","))
         ));
@@ -231,7 +231,7 @@ pub fn to_rust(profile: &ProfileText) -> String {
             .collect();
         let names_json: Vec<String> = r.names.iter().map(|n| format!("\"{n}\"")).collect();
         let names = format!(
-            "&StaticNames {{ names: &[{}], json: {:?}, rule: Some(&RuleRest {{ action: {:?}, args: {args}, json: {rest:?} }}) }}",
+            "&StaticNames {{ names: &[{}], json: {:?}, part_of: Some(PartOf::Rule(&RuleRest {{ action: {:?}, args: {args}, json: {rest:?} }})) }}",
             names.join(", "),
             format!("[{}]", names_json.join(",")),
             r.action,

@@ -21,9 +21,40 @@ pub type Name = Cow<'static, str>;
 pub struct StaticNames {
     pub names: &'static [Name],
     pub json: &'static str,
-    /// For a seccomp rule's names: the rest of that rule, whose JSON is
-    /// written with them while the rule's action and arguments are its own.
-    pub rule: Option<&'static crate::seccomp::RuleRest>,
+    /// The static object these names belong to, whose JSON is written
+    /// whole while the rest of the object is still its own.
+    pub part_of: Option<PartOf>,
+}
+
+/// The static object a [`StaticNames`] list belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum PartOf {
+    /// A seccomp rule of the profile (the list is its names).
+    Rule(&'static crate::seccomp::RuleRest),
+    /// A mount of the default spec (the list is its options).
+    Mount(&'static StaticMount),
+}
+
+/// A mount of the default spec besides its options, with the whole
+/// mount's JSON made at build time.
+#[derive(Debug)]
+pub struct StaticMount {
+    pub destination: &'static str,
+    pub kind: &'static str,
+    pub source: &'static str,
+    pub json: &'static str,
+}
+
+impl StaticMount {
+    /// The whole JSON of `mount`, when it is still this mount (its options
+    /// being this mount's is the caller's to know).
+    pub fn json_for(&self, mount: &Mount) -> Option<&'static str> {
+        (mount.extra.is_empty()
+            && mount.destination == self.destination
+            && mount.kind == self.kind
+            && mount.source == self.source)
+            .then_some(self.json)
+    }
 }
 
 /// A list of names: one of the static lists, unchanged (written as its
@@ -402,6 +433,19 @@ pub struct SeccompArg {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub value_two: u64,
     pub op: Name,
+}
+
+impl Capabilities {
+    /// Every set, in the order runtime-spec lists them.
+    pub fn sets_mut(&mut self) -> [&mut Names; 5] {
+        [
+            &mut self.bounding,
+            &mut self.effective,
+            &mut self.inheritable,
+            &mut self.permitted,
+            &mut self.ambient,
+        ]
+    }
 }
 
 impl Spec {

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::spec::{Extra, Mount, Name, Names, Namespace, StaticNames};
+use crate::spec::{Extra, Mount, Name, Names, Namespace, PartOf, StaticMount, StaticNames};
 
 /// Defines each list as a `StaticNames` with its JSON (`["a","b"]`, for
 /// literals that need no escaping: a test checks every one against
@@ -17,7 +17,7 @@ macro_rules! static_lists {
             $vis static $name: StaticNames = StaticNames {
                 names: &[Cow::Borrowed($first) $(, Cow::Borrowed($rest))*],
                 json: concat!("[\"", $first, "\"", $(",\"", $rest, "\"",)* "]"),
-                rule: None,
+                part_of: None,
             };
         )+
         /// Every list.
@@ -70,8 +70,8 @@ static_lists! {
     pub(crate) RBIND_RO_OPTIONS = ["rbind", "ro"];
 }
 
-/// Defines each mount's options as a static list (registered in
-/// `MOUNT_OPTIONS`) and the mount as a `Mount` borrowing them.
+/// Defines each mount as a `Mount` whose options are a static list that
+/// names the mount ([`PartOf::Mount`]), with the whole mount's JSON.
 macro_rules! static_mounts {
     ($($(#[$doc:meta])* $vis:vis $name:ident = ($dest:literal, $kind:literal, $source:literal, [$first:literal $(, $rest:literal)* $(,)?]);)+) => {
         $(
@@ -83,7 +83,15 @@ macro_rules! static_mounts {
                 options: Names::Static(&StaticNames {
                     names: &[Cow::Borrowed($first) $(, Cow::Borrowed($rest))*],
                     json: concat!("[\"", $first, "\"", $(",\"", $rest, "\"",)* "]"),
-                    rule: None,
+                    part_of: Some(PartOf::Mount(&StaticMount {
+                        destination: $dest,
+                        kind: $kind,
+                        source: $source,
+                        json: concat!(
+                            "{\"destination\":\"", $dest, "\",\"type\":\"", $kind, "\",\"source\":\"", $source,
+                            "\",\"options\":[\"", $first, "\"", $(",\"", $rest, "\"",)* "]}"
+                        ),
+                    })),
                 }),
                 extra: Extra::NONE,
             };
@@ -132,6 +140,22 @@ pub(crate) static DEFAULT_NAMESPACES: [Namespace; 5] = {
     ]
 };
 
+/// The JSON of a namespace of the default spec's kinds without a path,
+/// made at build time.
+pub fn default_namespace_json(namespace: &Namespace) -> Option<&'static str> {
+    if !namespace.path.is_empty() {
+        return None;
+    }
+    Some(match &*namespace.kind {
+        "pid" => r#"{"type":"pid"}"#,
+        "ipc" => r#"{"type":"ipc"}"#,
+        "uts" => r#"{"type":"uts"}"#,
+        "mount" => r#"{"type":"mount"}"#,
+        "network" => r#"{"type":"network"}"#,
+        _ => return None,
+    })
+}
+
 /// Every list above and every static mount's options.
 pub fn lists() -> impl Iterator<Item = &'static StaticNames> {
     LISTS
@@ -165,7 +189,30 @@ mod tests {
     fn each_list_s_json_is_serde_json_s() {
         for list in lists() {
             assert_eq!(list.json, serde_json::to_string(list.names).unwrap());
-            assert!(list.rule.is_none());
+        }
+    }
+
+    #[test]
+    fn an_unchanged_static_mount_is_written_whole_and_an_edited_one_by_field() {
+        for mount in mounts() {
+            let Some(PartOf::Mount(whole)) = mount.options.as_static().and_then(|l| l.part_of) else {
+                panic!("{mount:?}: its options name it");
+            };
+            assert_eq!(whole.json_for(mount), Some(whole.json));
+            assert_eq!(whole.json, serde_json::to_string(mount).unwrap());
+            let edits: [fn(&mut Mount); 4] = [
+                |m| m.destination = "/elsewhere".into(),
+                |m| m.kind = "none".into(),
+                |m| m.source = "/elsewhere".into(),
+                |m| {
+                    m.extra.insert("uidMappings".to_string(), serde_json::json!([]));
+                },
+            ];
+            for edit in edits {
+                let mut edited = mount.clone();
+                edit(&mut edited);
+                assert_eq!(whole.json_for(&edited), None, "{edited:?}");
+            }
         }
     }
 
@@ -177,6 +224,22 @@ mod tests {
         let other = borrow_or_copy(&strings(&["rbind", "ro", "nosuid"]));
         assert!(matches!(&other, Names::Owned(list) if list[..] == ["rbind", "ro", "nosuid"]));
         assert!(matches!(borrow_or_copy(&[]), Names::Owned(list) if list.is_empty()));
+    }
+
+    #[test]
+    fn a_default_namespace_s_json_is_serde_json_s() {
+        for namespace in &DEFAULT_NAMESPACES {
+            let json = default_namespace_json(namespace).unwrap();
+            assert_eq!(json, serde_json::to_string(namespace).unwrap());
+            let mut with_path = namespace.clone();
+            with_path.path = "/proc/1/ns/net".into();
+            assert_eq!(default_namespace_json(&with_path), None);
+        }
+        let cgroup = Namespace {
+            kind: "cgroup".into(),
+            path: "".into(),
+        };
+        assert_eq!(default_namespace_json(&cgroup), None);
     }
 
     #[test]

@@ -90,13 +90,7 @@ pub fn harden(mut spec: Spec) -> Spec {
     let process = spec.process_mut();
     process.no_new_privileges = true;
     if let Some(caps) = process.capabilities.as_mut() {
-        for set in [
-            &mut caps.bounding,
-            &mut caps.effective,
-            &mut caps.inheritable,
-            &mut caps.permitted,
-            &mut caps.ambient,
-        ] {
+        for set in caps.sets_mut() {
             // A list borrowed from the default spec is copied only if it changes.
             if set.iter().any(|c| DROPPED_CAPS.contains(&&**c)) {
                 set.to_mut().retain(|c| !DROPPED_CAPS.contains(&&**c));

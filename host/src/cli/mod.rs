@@ -11,7 +11,7 @@ use crate::audit::Audit;
 use crate::policy::{Limits, PolicyRuntime};
 use crate::state::{Owner, StateDir, DEFAULT_STATE_DIR};
 use crate::step::{gc, release_step, GcOutcome, StepOptions};
-use crate::sys::RealSyscalls;
+use crate::sys::{RealSyscalls, Syscalls};
 use crate::StepContext;
 
 mod policy;
@@ -194,8 +194,11 @@ fn init_tracing() {
 }
 
 fn open_state(dir: &Path) -> Result<(StateDir, Arc<Audit>)> {
-    let state = StateDir::open(dir).with_context(|| format!("state dir {}", dir.display()))?;
-    let audit = Audit::to_file(state.open_audit_log().context("audit log")?);
+    let sys = RealSyscalls;
+    let state = sys
+        .open_state_dir(dir)
+        .with_context(|| format!("state dir {}", dir.display()))?;
+    let audit = sys.open_audit(&state).context("audit log")?;
     Ok((state, Arc::new(audit)))
 }
 
@@ -237,7 +240,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 None => crate::facts::detect()?,
             };
             let (state, audit) = open_state(&state_dir)?;
-            let policy_runtime = PolicyRuntime::new(limits)?.with_cache(&state.open_cache_dir()?)?;
+            let policy_runtime = PolicyRuntime::new(limits)?.with_cache(&RealSyscalls.open_cache_dir(&state)?)?;
             let chain = load_chain(&policy_runtime, &policies)?;
             let ctx = StepContext {
                 state,

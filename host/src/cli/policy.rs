@@ -10,7 +10,10 @@ pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Compile { state_dir, files } => {
             let (state, _) = open_state(&state_dir)?;
-            let runtime = PolicyRuntime::new(Limits::default())?.with_cache(&state.open_cache_dir()?)?;
+            let runtime = PolicyRuntime::new(Limits::default())?.with_cache(&crate::sys::Syscalls::open_cache_dir(
+                &crate::sys::RealSyscalls,
+                &state,
+            )?)?;
             for file in files {
                 let (name, bytes) = PolicyRuntime::read_policy_file(&file)?;
                 let (_, used) = runtime.compile(&name, &bytes)?;

@@ -9,11 +9,10 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::{load_chain, open_state};
-use crate::audit::Audit;
 use crate::policy::{Limits, PolicyRuntime};
-use crate::state::{GivenBundle, StateDir};
+use crate::state::GivenBundle;
 use crate::step::StepOptions;
-use crate::sys::{Op, RealSyscalls, RecordingSyscalls};
+use crate::sys::{Op, RealSyscalls, RecordingSyscalls, Syscalls};
 use crate::{Request, SpecError, StepContext};
 
 pub(super) struct SpecArgs {
@@ -80,6 +79,10 @@ fn op_json(op: &Op) -> serde_json::Value {
         Op::OpenGivenBundle(p) => json!({"op": "open-bundle", "path": p}),
         Op::RemoveGivenBundle(p) => json!({"op": "remove-bundle-dirs", "path": p}),
         Op::ReadInRoot { root, path } => json!({"op": "read-in-root", "root": root, "path": path}),
+        Op::OpenStateDir(p) => json!({"op": "open-state-dir", "path": p}),
+        Op::OpenAuditLog => json!({"op": "open-audit-log"}),
+        Op::OpenCacheDir => json!({"op": "open-cache-dir"}),
+        Op::ReadHostFile(p) => json!({"op": "read-host-file", "path": p}),
     }
 }
 
@@ -94,7 +97,7 @@ pub(super) fn spec(args: SpecArgs) -> Result<()> {
         return plan(&args, &request, &facts);
     }
     let (state, audit) = open_state(&args.state_dir)?;
-    let runtime = PolicyRuntime::new(args.limits)?.with_cache(&state.open_cache_dir()?)?;
+    let runtime = PolicyRuntime::new(args.limits)?.with_cache(&RealSyscalls.open_cache_dir(&state)?)?;
     let chain = load_chain(&runtime, &args.policies)?;
     let ctx = StepContext {
         state,
@@ -130,10 +133,11 @@ fn plan(args: &SpecArgs, request: &Request, facts: &specwright_core::HostFacts) 
     let runtime = PolicyRuntime::new(args.limits)?;
     let chain = load_chain(&runtime, &args.policies)?;
     let recorder = Arc::new(RecordingSyscalls::dry_run());
+    let state = recorder.open_state_dir(&args.state_dir)?;
     let ctx = StepContext {
-        state: StateDir::at(&args.state_dir),
+        audit: Arc::new(recorder.open_audit(&state)?),
+        state,
         sys: recorder.clone(),
-        audit: Arc::new(Audit::events_only()),
         options: args.options,
     };
     let (spec, _planned) = crate::prepare_step(&runtime, &chain, request, facts, ctx)?;

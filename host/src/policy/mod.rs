@@ -125,10 +125,9 @@ impl PolicyRuntime {
                 .total_memories(slots * 2)
                 .total_tables(slots * 4)
                 .max_memory_size(limits.memory_bytes)
-                // Reset a slot by zeroing what a policy typically touches
-                // rather than madvise: madvise in a threaded process costs
-                // a TLB shootdown on every other core, which made two
-                // threads slower than one.
+                // A slot is reset by zeroing what a policy typically
+                // touches rather than by madvise (BENCHMARKS.md, the note on
+                // two threads against one).
                 .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
                 .table_keep_resident(KEEP_RESIDENT_BYTES / 16);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));

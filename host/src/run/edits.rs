@@ -78,13 +78,7 @@ pub fn limit_to_host_capabilities(spec: &mut Spec, bounding: Option<u64>) -> Vec
     let Some(caps) = spec.process.as_mut().and_then(|p| p.capabilities.as_mut()) else {
         return dropped;
     };
-    for set in [
-        &mut caps.bounding,
-        &mut caps.effective,
-        &mut caps.inheritable,
-        &mut caps.permitted,
-        &mut caps.ambient,
-    ] {
+    for set in caps.sets_mut() {
         if set.iter().all(|c| allowed(c)) {
             // Left as it is (a static list stays borrowed).
             continue;

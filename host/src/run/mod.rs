@@ -198,12 +198,10 @@ fn prepare_request(
     }
     request.validate().map_err(RunError::Request)?;
     if request.resolv_conf.is_empty() {
-        let host =
-            match crate::input::read_bounded_text(Path::new("/etc/resolv.conf"), crate::input::MAX_RESOLV_CONF_BYTES) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(e) => return Err(RunError::HostResolvConf(e)),
-            };
+        let host = sys
+            .read_host_file(Path::new("/etc/resolv.conf"), crate::input::MAX_RESOLV_CONF_BYTES)
+            .map_err(RunError::HostResolvConf)?
+            .unwrap_or_default();
         let text = resolv_conf_for(&host, &request.network);
         let path = sys.write_bundle_file(bundle, "resolv.conf", text.as_bytes())?;
         request.resolv_conf = path.display().to_string();

@@ -125,16 +125,14 @@ fn faults(work: &Path) -> Result<Value> {
         let state = StateDir::open(&state_root)?;
         let run = |fail_at: Option<usize>| -> Result<(Result<(), String>, Vec<specwright_host_core::sys::Op>)> {
             let recorder = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), fail_at));
-            let host = Host::open(&state_root)?
-                .with_syscalls(recorder.clone())
-                .with_options(StepOptions {
-                    pin_selectors: pin,
-                    ..StepOptions::default()
-                });
+            let options = StepOptions {
+                pin_selectors: pin,
+                ..StepOptions::default()
+            };
             // The step is kept and its lock let go at once: it is then
             // anyone's to release.
-            let outcome = engine
-                .prepare(&chain, &host, &request, &facts)
+            let outcome = Host::open_with(&state_root, recorder.clone())
+                .and_then(|host| engine.prepare(&chain, &host.with_options(options), &request, &facts))
                 .map(specwright::Step::keep)
                 .map_err(|e| e.to_string());
             Ok((outcome, recorder.ops()))

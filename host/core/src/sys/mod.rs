@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
 use crate::state::{Bundle, GivenBundle, StateDir, StateError, StepLock, StepRecord};
 
@@ -71,6 +72,14 @@ pub enum Op {
         root: PathBuf,
         path: String,
     },
+    /// The state directory opened (made if missing, its ownership checked).
+    OpenStateDir(PathBuf),
+    /// The state dir's audit log opened for appending.
+    OpenAuditLog,
+    /// The state dir's compile cache opened (made if missing).
+    OpenCacheDir,
+    /// A file of the host read, bounded (`run`'s /etc/resolv.conf).
+    ReadHostFile(PathBuf),
 }
 
 pub trait Syscalls: Send + Sync {
@@ -133,6 +142,16 @@ pub trait Syscalls: Send + Sync {
     fn write_config(&self, bundle: &GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError>;
     /// Removes the directories opening `bundle` made (a step that failed).
     fn remove_given_bundle(&self, bundle: GivenBundle);
+    /// Opens (making what is missing) the state directory at `root`
+    /// ([`StateDir::open`]).
+    fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError>;
+    /// The audit log of `state`, opened for appending.
+    fn open_audit(&self, state: &StateDir) -> Result<Audit, StateError>;
+    /// The compile cache's directory in `state` (made if missing).
+    fn open_cache_dir(&self, state: &StateDir) -> Result<PathBuf, StateError>;
+    /// The text of host file `path`, at most `bound` bytes; `None` when it
+    /// does not exist.
+    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>>;
     /// Whether releasing may unmount on several threads at once (a
     /// recording implementation keeps one order).
     fn releases_concurrently(&self) -> bool {
@@ -281,5 +300,25 @@ impl Syscalls for RealSyscalls {
 
     fn remove_given_bundle(&self, bundle: GivenBundle) {
         bundle.remove_created();
+    }
+
+    fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError> {
+        StateDir::open(root)
+    }
+
+    fn open_audit(&self, state: &StateDir) -> Result<Audit, StateError> {
+        Ok(Audit::to_file(state.open_audit_log()?))
+    }
+
+    fn open_cache_dir(&self, state: &StateDir) -> Result<PathBuf, StateError> {
+        state.open_cache_dir()
+    }
+
+    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {
+        match crate::input::read_bounded_text(path, bound) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -9,6 +9,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
 use super::{Op, Syscalls};
+use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
 use crate::state::{Bundle, GivenBundle, StateDir, StateError, StepLock, StepRecord};
 
@@ -343,6 +344,45 @@ impl Syscalls for RecordingSyscalls {
             },
             || Ok(()),
         );
+    }
+
+    /// A dry run opens nothing: the state dir is only planned.
+    fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError> {
+        self.pass_state(
+            Op::OpenStateDir(root.to_path_buf()),
+            state_fault(root),
+            |s| s.open_state_dir(root),
+            || Ok(StateDir::at(root)),
+        )
+    }
+
+    /// A dry run logs its events, to no file.
+    fn open_audit(&self, state: &StateDir) -> Result<Audit, StateError> {
+        self.pass_state(
+            Op::OpenAuditLog,
+            state_fault(state.root()),
+            |s| s.open_audit(state),
+            || Ok(Audit::events_only()),
+        )
+    }
+
+    fn open_cache_dir(&self, state: &StateDir) -> Result<PathBuf, StateError> {
+        self.pass_state(
+            Op::OpenCacheDir,
+            state_fault(state.root()),
+            |s| s.open_cache_dir(state),
+            || not_in_a_dry_run(state.root()),
+        )
+    }
+
+    /// A dry run reads nothing: the file is planned as missing.
+    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {
+        self.pass(
+            Op::ReadHostFile(path.to_path_buf()),
+            std::io::Error::other,
+            |s| s.read_host_file(path, bound),
+            || Ok(None),
+        )
     }
 
     /// One thread, so that the operations come in one order and the n-th
