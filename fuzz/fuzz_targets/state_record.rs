@@ -32,7 +32,8 @@ fn op_path(op: &Op) -> Option<&Path> {
         | Op::OpenGivenBundle(p)
         | Op::RemoveGivenBundle(p)
         | Op::OpenStateDir(p)
-        | Op::ReadHostFile(p) => Some(p),
+        | Op::ReadHostFile(p)
+        | Op::IsDirectory(p) => Some(p),
         Op::DeleteContainer { .. }
         | Op::WriteRecord(_)
         | Op::RemoveRecord(_)

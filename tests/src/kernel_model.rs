@@ -213,6 +213,10 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         specwright_host_core::sys::RealSyscalls.open_cache_dir(state)
     }
 
+    fn is_directory(&self, path: &Path) -> Result<bool, nix::errno::Errno> {
+        specwright_host_core::sys::RealSyscalls.is_directory(path)
+    }
+
     /// The model reads no host file.
     fn read_host_file(&self, _path: &Path, _bound: u64) -> std::io::Result<Option<String>> {
         Ok(None)

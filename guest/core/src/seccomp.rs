@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use crate::facts::{HostFacts, KernelVersion};
-use crate::spec::{Extra, Name, Names, PartOf, Seccomp, SeccompArg, StaticNames, Syscall};
+use crate::spec::{same_text, Extra, Name, Names, PartOf, Seccomp, SeccompArg, StaticNames, Syscall};
 
 /// The seccomp architectures of one Go architecture, with their JSON.
 pub struct StaticArch {
@@ -41,7 +41,10 @@ pub struct RuleRest {
 impl RuleRest {
     /// The JSON after the names of `rule`, when it is still this rule.
     pub fn json_for(&self, rule: &Syscall) -> Option<&'static str> {
-        (rule.extra.is_empty() && rule.action == self.action && *rule.args == *self.args).then_some(self.json)
+        // Equal by content; arguments still borrowing the rule's own are
+        // equal without reading them (as `same_text` does for strings).
+        let same_args = std::ptr::eq(&*rule.args, self.args) || *rule.args == *self.args;
+        (rule.extra.is_empty() && same_text(&rule.action, self.action) && same_args).then_some(self.json)
     }
 }
 

@@ -50,11 +50,18 @@ impl StaticMount {
     /// being this mount's is the caller's to know).
     pub fn json_for(&self, mount: &Mount) -> Option<&'static str> {
         (mount.extra.is_empty()
-            && mount.destination == self.destination
-            && mount.kind == self.kind
-            && mount.source == self.source)
-            .then_some(self.json)
+            && same_text(&mount.destination, self.destination)
+            && same_text(&mount.kind, self.kind)
+            && same_text(&mount.source, self.source))
+        .then_some(self.json)
     }
+}
+
+/// Whether `text` equals the static `expected`. Equality is by content;
+/// a `text` still borrowing `expected` itself (what a spec built from the
+/// static data holds) is equal without reading its bytes.
+pub fn same_text(text: &str, expected: &'static str) -> bool {
+    std::ptr::eq(text, expected) || text == expected
 }
 
 /// A list of names: one of the static lists, unchanged (written as its

@@ -83,6 +83,7 @@ fn op_json(op: &Op) -> serde_json::Value {
         Op::OpenAuditLog => json!({"op": "open-audit-log"}),
         Op::OpenCacheDir => json!({"op": "open-cache-dir"}),
         Op::ReadHostFile(p) => json!({"op": "read-host-file", "path": p}),
+        Op::IsDirectory(p) => json!({"op": "is-directory", "path": p}),
     }
 }
 

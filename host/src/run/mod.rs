@@ -189,7 +189,14 @@ fn prepare_request(
         .canonical_path(&given)
         .map_err(|source| RunError::Rootfs { path: given, source })?;
     let rootfs = PathBuf::from(rootfs);
-    if !rootfs.is_dir() {
+    let is_directory = sys.is_directory(&rootfs).map_err(|errno| RunError::Rootfs {
+        path: rootfs.display().to_string(),
+        source: crate::resolve::ResolveError::Io {
+            path: rootfs.display().to_string(),
+            errno,
+        },
+    })?;
+    if !is_directory {
         return Err(RunError::RootfsNotDirectory(rootfs.display().to_string()));
     }
     let user = resolve_user(sys, &rootfs, &request.user)?;

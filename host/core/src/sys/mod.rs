@@ -80,6 +80,8 @@ pub enum Op {
     OpenCacheDir,
     /// A file of the host read, bounded (`run`'s /etc/resolv.conf).
     ReadHostFile(PathBuf),
+    /// Whether a host path is a directory (`run`'s rootfs).
+    IsDirectory(PathBuf),
 }
 
 pub trait Syscalls: Send + Sync {
@@ -152,6 +154,9 @@ pub trait Syscalls: Send + Sync {
     /// The text of host file `path`, at most `bound` bytes; `None` when it
     /// does not exist.
     fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>>;
+    /// Whether `path` is a directory (following symlinks); `false` when
+    /// nothing is there.
+    fn is_directory(&self, path: &Path) -> Result<bool, Errno>;
     /// Whether releasing may unmount on several threads at once (a
     /// recording implementation keeps one order).
     fn releases_concurrently(&self) -> bool {
@@ -312,6 +317,14 @@ impl Syscalls for RealSyscalls {
 
     fn open_cache_dir(&self, state: &StateDir) -> Result<PathBuf, StateError> {
         state.open_cache_dir()
+    }
+
+    fn is_directory(&self, path: &Path) -> Result<bool, Errno> {
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(meta.is_dir()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_errno(e)),
+        }
     }
 
     fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {

@@ -385,6 +385,12 @@ impl Syscalls for RecordingSyscalls {
         )
     }
 
+    /// A dry run plans the path as the directory it should be.
+    fn is_directory(&self, path: &Path) -> Result<bool, Errno> {
+        let op = Op::IsDirectory(path.to_path_buf());
+        self.pass(op, |e| e, |s| s.is_directory(path), || Ok(true))
+    }
+
     /// One thread, so that the operations come in one order and the n-th
     /// is the same one every time.
     fn releases_concurrently(&self) -> bool {
