@@ -99,7 +99,7 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
     }
 
     /// The model runs no containers: there is none to delete.
-    fn delete_container(&self, _runtime: &Path, _id: &str) -> Result<(), String> {
+    fn delete_container(&self, _runtime: &Path, _id: &str) -> Result<(), specwright_host_core::sys::ContainerError> {
         Ok(())
     }
 

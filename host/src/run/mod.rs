@@ -73,12 +73,18 @@ pub enum RunError {
     DeleteContainer(crate::step::ReleaseError),
     #[error(transparent)]
     Spec(#[from] crate::SpecError),
-    #[error("running {runtime}: {message}")]
-    Runtime { runtime: String, message: String },
-    #[error("the container exited with {code}, but releasing the step failed: {message}")]
-    Release { code: i32, message: String },
+    #[error("running {runtime}: {source}")]
+    Runtime { runtime: String, source: std::io::Error },
+    #[error("the container exited with {code}, but releasing the step failed: {release}")]
+    Release {
+        code: i32,
+        release: crate::step::ReleaseError,
+    },
     #[error("{error}; releasing the step also failed: {release}")]
-    ReleaseAfterError { error: Box<RunError>, release: String },
+    ReleaseAfterError {
+        error: Box<RunError>,
+        release: crate::step::ReleaseError,
+    },
 }
 
 /// Which OCI runtime, and how to call it.
@@ -154,20 +160,17 @@ pub(crate) fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
 
 /// The run's outcome with what releasing after it said: a release that
 /// failed is reported with the exit code or the error it followed.
-fn then_released<E: std::fmt::Display>(
+fn then_released(
     result: Result<i32, RunError>,
-    released: Result<(), E>,
+    released: Result<(), impl Into<crate::step::ReleaseError>>,
 ) -> Result<i32, RunError> {
-    match released {
+    match released.map_err(Into::into) {
         Ok(()) => result,
         Err(release) => Err(match result {
-            Ok(code) => RunError::Release {
-                code,
-                message: release.to_string(),
-            },
+            Ok(code) => RunError::Release { code, release },
             Err(error) => RunError::ReleaseAfterError {
                 error: Box::new(error),
-                release: release.to_string(),
+                release,
             },
         }),
     }
@@ -285,12 +288,17 @@ fn start_container(
 /// (128 + the signal when it was killed).
 fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<i32, RunError> {
     use std::os::unix::process::ExitStatusExt;
-    let failed = |message: String| RunError::Runtime {
+    let failed = |source: std::io::Error| RunError::Runtime {
         runtime: runtime.path.display().to_string(),
-        message,
+        source,
     };
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| failed(format!("installing signal handlers: {e}")))?;
+        .map_err(|e| {
+            failed(std::io::Error::new(
+                e.kind(),
+                format!("installing signal handlers: {e}"),
+            ))
+        })?;
     let handle = signals.handle();
     let mut child = Command::new(&runtime.path)
         .arg("run")
@@ -298,7 +306,7 @@ fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<i32, RunE
         .arg(bundle)
         .arg(id)
         .spawn()
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(failed)?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let forwarder = std::thread::spawn(move || {
         for signal in signals.forever() {
@@ -307,7 +315,7 @@ fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<i32, RunE
             }
         }
     });
-    let status = child.wait().map_err(|e| failed(e.to_string()));
+    let status = child.wait().map_err(failed);
     handle.close();
     let _ = forwarder.join();
     let status = status?;

@@ -192,17 +192,18 @@ impl StepHost {
         };
         let start = Instant::now();
         let deleted = self.sys.delete_container(&container.runtime, &container.id);
+        let shown = deleted.as_ref().err().map(ToString::to_string);
         self.audit.record(
             &self.id,
             &self.actor,
             "delete-container",
             json!({"runtime": container.runtime, "id": container.id}),
-            deleted.as_ref().map(|()| Value::Null).map_err(String::as_str),
+            shown.as_deref().map_or(Ok(Value::Null), Err),
             start.elapsed(),
         );
-        deleted.map_err(|message| ReleaseError::Container {
+        deleted.map_err(|source| ReleaseError::Container {
             id: self.id.clone(),
-            message,
+            source,
         })?;
         self.record.container = None;
         self.write_record()?;

@@ -15,12 +15,39 @@ use crate::sys::Syscalls;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReleaseError {
-    #[error("step {id}: {}", failures.join("; "))]
-    Unmount { id: String, failures: Vec<String> },
-    #[error("step {id}: its container could not be deleted: {message}")]
-    Container { id: String, message: String },
+    /// Mountpoints that could not be released (they stay recorded).
+    #[error("step {id}: {}", joined(failures))]
+    Unmount {
+        id: String,
+        failures: Vec<MountpointFailure>,
+    },
+    #[error("step {id}: its container could not be deleted: {source}")]
+    Container {
+        id: String,
+        source: crate::sys::ContainerError,
+    },
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// Why one mountpoint of a step could not be released.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountpointFailure {
+    #[error("umount {path}: {errno}")]
+    Unmount { path: String, errno: nix::errno::Errno },
+    #[error("removing {path}: {errno}")]
+    Remove { path: String, errno: nix::errno::Errno },
+    /// A record names a mountpoint that is not a plain name of the state dir.
+    #[error("bad mountpoint name {0:?}")]
+    BadName(String),
+    /// The worker releasing it panicked.
+    #[error("{0}: its release thread panicked")]
+    Panicked(String),
+}
+
+fn joined(failures: &[MountpointFailure]) -> String {
+    failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// What a release did, beyond succeeding.
@@ -55,15 +82,17 @@ pub(crate) fn release_mountpoint(
     path: &Path,
     kind: MountpointKind,
     stacked: usize,
-) -> Result<crate::mount::UnmountReport, String> {
-    let report = unmount_all(sys, path, stacked).map_err(|e| format!("umount {}: {e}", path.display()))?;
+) -> Result<crate::mount::UnmountReport, MountpointFailure> {
+    let shown = || path.display().to_string();
+    let report =
+        unmount_all(sys, path, stacked).map_err(|errno| MountpointFailure::Unmount { path: shown(), errno })?;
     let removed = match kind {
         MountpointKind::Dir => sys.remove_dir(path),
         MountpointKind::File => sys.remove_file(path),
     };
     match removed {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(report),
-        Err(e) => Err(format!("removing {}: {e}", path.display())),
+        Err(errno) => Err(MountpointFailure::Remove { path: shown(), errno }),
     }
 }
 
@@ -74,10 +103,10 @@ pub(crate) fn release_mounts(
     sys: &dyn Syscalls,
     held: &[HeldMount],
     workers: usize,
-) -> (Vec<HeldMount>, ReleaseReport, Vec<String>) {
+) -> (Vec<HeldMount>, ReleaseReport, Vec<MountpointFailure>) {
     let release_one = |m: &HeldMount| match state.mountpoint(&m.name) {
         Some(path) => release_mountpoint(sys, &path, m.kind, m.stacked).map(|r| (path.display().to_string(), r)),
-        None => Err(format!("bad mountpoint name {:?}", m.name)),
+        None => Err(MountpointFailure::BadName(m.name.clone())),
     };
     let results = for_each_concurrently(held, workers, release_one);
     let mut remaining = Vec::new();
@@ -100,7 +129,7 @@ pub(crate) fn release_mounts(
     (remaining, report, failures)
 }
 
-type Released = Result<(String, crate::mount::UnmountReport), String>;
+type Released = Result<(String, crate::mount::UnmountReport), MountpointFailure>;
 
 /// Mountpoints released at once: busy ones back off and retry, so they are
 /// not waited for one after another; a record never gets a thread each.
@@ -142,7 +171,8 @@ fn for_each_concurrently(
     let results = results.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("its release thread panicked".to_string())))
+        .zip(held)
+        .map(|(r, m)| r.unwrap_or_else(|| Err(MountpointFailure::Panicked(m.name.clone()))))
         .collect()
 }
 
@@ -178,10 +208,7 @@ pub fn release_locked(
         // A runner that died leaves its container running: it goes first,
         // so nothing runs on after its mounts are gone.
         sys.delete_container(&container.runtime, &container.id)
-            .map_err(|message| ReleaseError::Container {
-                id: id.clone(),
-                message,
-            })?;
+            .map_err(|source| ReleaseError::Container { id: id.clone(), source })?;
         record.container = None;
         sys.write_record(state, &record)?;
     }
@@ -194,7 +221,7 @@ pub fn release_locked(
     let held = record.mounts.len();
     record.mounts = remaining;
     let summary = json!({"released": report.released, "busy": report.busy.len()});
-    let joined = failures.join("; ");
+    let joined = joined(&failures);
     audit.record(
         &id,
         "host",

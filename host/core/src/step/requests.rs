@@ -267,7 +267,8 @@ impl StepHost {
                     .iter()
                     .find(|m| m.name == name)
                     .map_or(0, |m| m.stacked);
-                release_mountpoint(me.sys.as_ref(), &path, MountpointKind::Dir, stacked).map_err(HostError::Failed)?;
+                release_mountpoint(me.sys.as_ref(), &path, MountpointKind::Dir, stacked)
+                    .map_err(|e| HostError::Failed(e.to_string()))?;
                 me.roots[root.0].released = true;
                 me.forget_mount(&name);
                 Ok(())

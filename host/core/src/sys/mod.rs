@@ -84,6 +84,22 @@ pub enum Op {
     IsDirectory(PathBuf),
 }
 
+/// Why a container could not be deleted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContainerError {
+    /// The runtime could not be run.
+    #[error("running {runtime}: {source}")]
+    Run { runtime: String, source: std::io::Error },
+    /// The runtime refused, saying why on its stderr.
+    #[error("{runtime} delete --force {id}: {stderr}")]
+    Refused {
+        runtime: String,
+        id: String,
+        stderr: String,
+    },
+}
+
 pub trait Syscalls: Send + Sync {
     fn create_dir(&self, path: &Path) -> Result<(), Errno>;
     fn remove_dir(&self, path: &Path) -> Result<(), Errno>;
@@ -101,7 +117,7 @@ pub trait Syscalls: Send + Sync {
     fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno>;
     /// Kills and deletes container `id` of OCI runtime `runtime`
     /// (`runtime delete --force id`); one that does not exist is deleted.
-    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String>;
+    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), ContainerError>;
     /// Whether anything is mounted below `target` (a recursive bind of a
     /// tree with mounts of its own).
     fn has_submounts(&self, target: &Path) -> Result<bool, Errno>;
@@ -227,19 +243,26 @@ impl Syscalls for RealSyscalls {
         Ok(false)
     }
 
-    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String> {
+    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), ContainerError> {
         let out = std::process::Command::new(runtime)
             .args(["delete", "--force", id])
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| format!("running {}: {e}", runtime.display()))?;
+            .map_err(|source| ContainerError::Run {
+                runtime: runtime.display().to_string(),
+                source,
+            })?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         // Gone already (the runtime cleaned up, or never created it).
         let missing = ["does not exist", "not found", "No such file"];
         if out.status.success() || missing.iter().any(|m| stderr.contains(m)) {
             Ok(())
         } else {
-            Err(format!("{} delete --force {id}: {}", runtime.display(), stderr.trim()))
+            Err(ContainerError::Refused {
+                runtime: runtime.display().to_string(),
+                id: id.to_string(),
+                stderr: stderr.trim().to_string(),
+            })
         }
     }
 

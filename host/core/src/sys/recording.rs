@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{Op, Syscalls};
+use super::{ContainerError, Op, Syscalls};
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
 use crate::state::{Bundle, GivenBundle, StateDir, StateError, StepLock, StepRecord};
@@ -189,12 +189,16 @@ impl Syscalls for RecordingSyscalls {
         self.pass(op, |e| e, |s| s.has_submounts(target), || Ok(false))
     }
 
-    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), String> {
+    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), ContainerError> {
         let op = Op::DeleteContainer {
             runtime: runtime.to_path_buf(),
             id: id.to_string(),
         };
-        self.pass(op, |e| e.to_string(), |s| s.delete_container(runtime, id), || Ok(()))
+        let fault = |errno: Errno| ContainerError::Run {
+            runtime: runtime.display().to_string(),
+            source: std::io::Error::other(errno),
+        };
+        self.pass(op, fault, |s| s.delete_container(runtime, id), || Ok(()))
     }
 
     fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
