@@ -123,12 +123,6 @@ impl Host {
         Ok(Host { ctx })
     }
 
-    /// The same host performing its operations through `sys`.
-    pub fn with_syscalls(mut self, sys: Arc<dyn Syscalls>) -> Host {
-        self.ctx.sys = sys;
-        self
-    }
-
     /// The same host treating steps as `options` say (pinned selectors,
     /// the owner process `gc` watches).
     pub fn with_options(mut self, options: StepOptions) -> Host {

@@ -15,10 +15,10 @@ pub struct StaticArch {
 }
 
 pub struct StaticRule {
-    pub action: &'static str,
-    /// The rule's names, whose [`StaticNames::part_of`] is this rule's rest.
+    /// The rule's names, whose [`StaticNames::part_of`] is [`Self::rest`].
     pub names: &'static StaticNames,
-    pub args: &'static [SeccompArg],
+    /// The rule's action and arguments.
+    pub rest: &'static RuleRest,
     pub min_kernel: Option<KernelVersion>,
     /// Architectures and capabilities as masks of `arch_bit` and `cap_bit`.
     pub include_arches: u64,
@@ -81,8 +81,8 @@ impl StaticRule {
         Syscall {
             extra: Extra::NONE,
             names: Names::Static(self.names),
-            action: Cow::Borrowed(self.action),
-            args: Cow::Borrowed(self.args),
+            action: Cow::Borrowed(self.rest.action),
+            args: Cow::Borrowed(self.rest.args),
         }
     }
 }
@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(RULES.len(), parsed.rules.len());
         for (table, text) in RULES.iter().zip(&parsed.rules) {
             assert_eq!(table.names.names, text.names.as_slice());
-            assert_eq!(table.args.len(), text.args.len());
+            assert_eq!(table.rest.args.len(), text.args.len());
         }
         assert!(RULES[0].names.names.len() > 300);
     }
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_rule_with_other_arguments_is_not_the_profile_s() {
-        let rule = RULES.iter().find(|r| !r.args.is_empty()).unwrap();
+        let rule = RULES.iter().find(|r| !r.rest.args.is_empty()).unwrap();
         let Some(PartOf::Rule(rest)) = rule.names.part_of else {
             panic!("a rule's names carry the rule's rest")
         };
@@ -255,7 +255,7 @@ mod tests {
         args.args.to_mut()[0].value += 1;
         assert_eq!(rest.json_for(&args), None, "argument edited");
         let mut action = rule.to_syscall();
-        action.action = rule.action.to_string().into();
+        action.action = rule.rest.action.to_string().into();
         assert!(rest.json_for(&action).is_some(), "the same action, held as a copy");
     }
 

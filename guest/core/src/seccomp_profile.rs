@@ -201,10 +201,10 @@ pub fn to_rust(profile: &ProfileText) -> String {
         ));
     }
     out.push_str("];\n");
-    // Each rule's names as a static list with its JSON, carrying the rest
-    // of the rule with the JSON that follows the names.
-    out.push_str("pub static RULES: &[StaticRule] = &[\n");
-    for r in &profile.rules {
+    // Each rule's rest (action, arguments and the JSON after its names)
+    // once: the rule holds it, and its names, a static list with their
+    // JSON, point to it.
+    for (i, r) in profile.rules.iter().enumerate() {
         let rest = rule_json_after_names(r);
         let args: Vec<String> = r
             .args
@@ -213,7 +213,14 @@ pub fn to_rust(profile: &ProfileText) -> String {
                 format!("SeccompArg {{ index: {index}, op: Cow::Borrowed({op:?}), value: {value}, value_two: {two} }}")
             })
             .collect();
-        let args = format!("&[{}]", args.join(", "));
+        out.push_str(&format!(
+            "static RULE_REST_{i}: RuleRest = RuleRest {{ action: {:?}, args: &[{}], json: {rest:?} }};\n",
+            r.action,
+            args.join(", ")
+        ));
+    }
+    out.push_str("pub static RULES: &[StaticRule] = &[\n");
+    for (i, r) in profile.rules.iter().enumerate() {
         let min = match r.min_kernel {
             Some((major, minor)) => format!("Some(KernelVersion {{ major: {major}, minor: {minor} }})"),
             None => "None".to_string(),
@@ -231,14 +238,12 @@ pub fn to_rust(profile: &ProfileText) -> String {
             .collect();
         let names_json: Vec<String> = r.names.iter().map(|n| format!("\"{n}\"")).collect();
         let names = format!(
-            "&StaticNames {{ names: &[{}], json: {:?}, part_of: Some(PartOf::Rule(&RuleRest {{ action: {:?}, args: {args}, json: {rest:?} }})) }}",
+            "&StaticNames {{ names: &[{}], json: {:?}, part_of: Some(PartOf::Rule(&RULE_REST_{i})) }}",
             names.join(", "),
             format!("[{}]", names_json.join(",")),
-            r.action,
         );
         out.push_str(&format!(
-            "    StaticRule {{ action: {:?}, names: {names}, args: {args}, min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
-            r.action,
+            "    StaticRule {{ names: {names}, rest: &RULE_REST_{i}, min_kernel: {min}, include_arches: {}, exclude_arches: {}, include_caps: {}, exclude_caps: {} }},\n",
             mask(&r.include_arches, &arches),
             mask(&r.exclude_arches, &arches),
             mask(&r.include_caps, &caps),
