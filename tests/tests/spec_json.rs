@@ -6,12 +6,21 @@ use std::borrow::Cow;
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use specwright_core::seccomp::RULES;
+use specwright_core::seccomp::StaticRule;
 use specwright_core::spec::{
-    Capabilities, Device, DeviceCgroup, IdMapping, Linux, Mount, Name, Names, Namespace, Process, Resources, Rlimit,
-    Root, Seccomp, SeccompArg, Spec, StaticNames, Syscall, User,
+    Capabilities, Cpu, Device, DeviceCgroup, Hook, Hooks, IdMapping, Linux, Memory, Mount, Name, Names, Namespace,
+    Process, Resources, Rlimit, Root, Seccomp, SeccompArg, Spec, StaticNames, Syscall, User,
 };
-use specwright_tests::{oracle_case_names, oracle_cases_dir, shared_dir};
+
+/// Every rule of both releases' profiles.
+fn all_rules() -> Vec<&'static StaticRule> {
+    specwright_core::seccomp::V0_8
+        .rules
+        .iter()
+        .chain(specwright_core::seccomp::V0_32.rules)
+        .collect()
+}
+use specwright_tests::{all_oracle_cases_dirs, oracle_case_names, shared_dir};
 
 fn assert_same_as_serde(spec: &Spec) -> Result<(), TestCaseError> {
     let by_serde = serde_json::to_string(spec).unwrap();
@@ -120,12 +129,19 @@ fn process() -> impl Strategy<Value = Process> {
     let rlimit = (name(), any::<u64>(), any::<u64>()).prop_map(|(kind, hard, soft)| Rlimit { kind, hard, soft });
     (
         (any::<bool>(), user, few(text()), few(text()), name()),
-        (proptest::option::of(caps), few(rlimit), any::<bool>(), text(), extra()),
+        (
+            proptest::option::of(caps),
+            few(rlimit),
+            any::<bool>(),
+            text(),
+            text(),
+            extra(),
+        ),
     )
         .prop_map(
             |(
                 (terminal, user, args, env, cwd),
-                (capabilities, rlimits, no_new_privileges, apparmor_profile, extra),
+                (capabilities, rlimits, no_new_privileges, apparmor_profile, selinux_label, extra),
             )| {
                 Process {
                     terminal,
@@ -137,6 +153,7 @@ fn process() -> impl Strategy<Value = Process> {
                     rlimits,
                     no_new_privileges,
                     apparmor_profile,
+                    selinux_label,
                     extra: extra.into(),
                 }
             },
@@ -158,37 +175,44 @@ fn seccomp() -> impl Strategy<Value = Seccomp> {
         });
     // Name lists built by a policy, or borrowed (whole or in part) from the
     // static tables, whose JSON is spliced in from build time.
+    let rules = all_rules();
+    let count = rules.len();
     let names = prop_oneof![
         few(name()).prop_map(Names::Owned),
-        (0..RULES.len()).prop_map(|rule| Names::Static(RULES[rule].names)),
-        (
-            0..RULES.len(),
-            any::<prop::sample::Index>(),
-            any::<prop::sample::Index>()
-        )
-            .prop_map(|(rule, a, b)| {
-                let names = RULES[rule].names.names;
+        (0..count).prop_map({
+            let rules = rules.clone();
+            move |rule| Names::Static(rules[rule].names)
+        }),
+        (0..count, any::<prop::sample::Index>(), any::<prop::sample::Index>()).prop_map({
+            let rules = rules.clone();
+            move |(rule, a, b)| {
+                let names = rules[rule].names.names;
                 let (a, b) = (a.index(names.len() + 1), b.index(names.len() + 1));
                 Names::Owned(names[a.min(b)..a.max(b)].to_vec())
-            }),
+            }
+        }),
     ];
-    let built = (names, name(), few(arg), extra()).prop_map(|(names, action, args, extra)| Syscall {
-        names,
-        action,
-        args: Cow::Owned(args),
-        extra: extra.into(),
-    });
+    let built = (names, name(), proptest::option::of(any::<u32>()), few(arg), extra()).prop_map(
+        |(names, action, errno_ret, args, extra)| Syscall {
+            names,
+            action,
+            errno_ret,
+            args: Cow::Owned(args),
+            extra: extra.into(),
+        },
+    );
     // A rule of the profile as the default policy makes it (JSON made at
     // build time), unchanged or with one field replaced.
-    let from_table = (0..RULES.len(), 0..5usize, name()).prop_map(|(rule, edit, action)| {
-        let mut syscall = RULES[rule].to_syscall();
+    let from_table = (0..count, 0..6usize, name()).prop_map(move |(rule, edit, action)| {
+        let mut syscall = rules[rule].to_syscall();
         match edit {
             0 => syscall.action = action,
             1 => syscall.args = Cow::Owned(Vec::new()),
             2 => syscall.names = Names::Owned(syscall.names.to_vec()),
             3 => {
-                syscall.extra.insert("errnoRet".to_string(), 1.into());
+                syscall.extra.insert("flags".to_string(), 1.into());
             }
+            4 => syscall.errno_ret = Some(5),
             _ => {}
         }
         syscall
@@ -197,21 +221,31 @@ fn seccomp() -> impl Strategy<Value = Seccomp> {
     let architectures = prop_oneof![
         few(name()).prop_map(Names::Owned),
         prop::sample::select(
-            specwright_core::seccomp::ARCHES
+            specwright_core::seccomp::V0_8
+                .arches
                 .iter()
+                .chain(specwright_core::seccomp::V0_32.arches)
                 .map(|a| a.architectures)
                 .collect::<Vec<_>>()
         )
         .prop_map(Names::Static),
     ];
-    (name(), architectures, few(syscall), extra()).prop_map(|(default_action, architectures, syscalls, extra)| {
-        Seccomp {
-            default_action,
-            architectures,
-            syscalls,
-            extra: extra.into(),
-        }
-    })
+    (
+        name(),
+        proptest::option::of(any::<u32>()),
+        architectures,
+        few(syscall),
+        extra(),
+    )
+        .prop_map(
+            |(default_action, default_errno_ret, architectures, syscalls, extra)| Seccomp {
+                default_action,
+                default_errno_ret,
+                architectures,
+                syscalls,
+                extra: extra.into(),
+            },
+        )
 }
 
 fn linux() -> impl Strategy<Value = Linux> {
@@ -220,10 +254,19 @@ fn linux() -> impl Strategy<Value = Linux> {
         host_id,
         size,
     });
-    let device_cgroup =
-        (any::<bool>(), name(), name(), extra()).prop_map(|(allow, kind, access, extra)| DeviceCgroup {
+    let device_cgroup = (
+        any::<bool>(),
+        name(),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(any::<i64>()),
+        name(),
+        extra(),
+    )
+        .prop_map(|(allow, kind, major, minor, access, extra)| DeviceCgroup {
             allow,
             kind,
+            major,
+            minor,
             access,
             extra: extra.into(),
         });
@@ -231,45 +274,74 @@ fn linux() -> impl Strategy<Value = Linux> {
         (name(), name()).prop_map(|(kind, path)| Namespace { kind, path }),
         // The default spec's, borrowed: JSON made at compile time.
         (0..5usize, proptest::option::of(name())).prop_map(|(at, path)| {
-            let mut namespace = specwright_core::opts::default_unix_spec("n", "i")
-                .linux
-                .unwrap()
-                .namespaces[at]
-                .clone();
+            let mut namespace =
+                specwright_core::opts::default_unix_spec(specwright_core::buildkit::Release::V0_32, "n", "i")
+                    .linux
+                    .unwrap()
+                    .namespaces[at]
+                    .clone();
             if let Some(path) = path {
                 namespace.path = path;
             }
             namespace
         }),
     ];
-    let device =
-        (name(), name(), any::<i64>(), any::<i64>(), extra()).prop_map(|(path, kind, major, minor, extra)| Device {
+    let device = (
+        name(),
+        name(),
+        any::<i64>(),
+        any::<i64>(),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<u32>()),
+        extra(),
+    )
+        .prop_map(|(path, kind, major, minor, file_mode, uid, extra)| Device {
             path,
             kind,
             major,
             minor,
+            file_mode,
+            uid,
+            gid: uid,
             extra: extra.into(),
         });
     (
         (
             few(mapping.clone()),
             few(mapping),
-            proptest::option::of((few(device_cgroup), extra())),
+            proptest::option::of((
+                few(device_cgroup),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of((any::<u64>(), any::<i64>(), text())),
+                extra(),
+            )),
             text(),
         ),
         (few(namespace), few(device), proptest::option::of(seccomp())),
-        (names(), names(), extra()),
+        (names(), names(), text(), extra()),
     )
         .prop_map(
             |(
                 (uid_mappings, gid_mappings, devices_cgroup, cgroups_path),
                 (namespaces, devices, seccomp),
-                (masked_paths, readonly_paths, extra),
+                (masked_paths, readonly_paths, mount_label, extra),
             )| Linux {
                 uid_mappings,
                 gid_mappings,
-                resources: devices_cgroup.map(|(devices, extra)| Resources {
+                resources: devices_cgroup.map(|(devices, memory, cpu, extra)| Resources {
                     devices,
+                    memory: memory.map(|limit| Memory {
+                        limit: Some(limit),
+                        swap: (limit % 2 == 0).then_some(limit),
+                        ..Memory::default()
+                    }),
+                    cpu: cpu.map(|(shares, quota, cpus)| Cpu {
+                        shares: Some(shares),
+                        quota: Some(quota),
+                        period: None,
+                        cpus,
+                        ..Cpu::default()
+                    }),
                     extra: extra.into(),
                 }),
                 cgroups_path,
@@ -278,6 +350,7 @@ fn linux() -> impl Strategy<Value = Linux> {
                 seccomp,
                 masked_paths,
                 readonly_paths,
+                mount_label,
                 extra: extra.into(),
             },
         )
@@ -318,18 +391,38 @@ fn spec() -> impl Strategy<Value = Spec> {
         proptest::option::of(root),
         name(),
         few(mount),
+        proptest::option::of(few((text(), few(text()), proptest::option::of(any::<i64>()), extra()))),
         proptest::option::of(linux()),
         extra(),
     )
-        .prop_map(|(oci_version, process, root, hostname, mounts, linux, extra)| Spec {
-            oci_version,
-            process,
-            root,
-            hostname,
-            mounts,
-            linux,
-            extra: extra.into(),
-        })
+        .prop_map(
+            |(oci_version, process, root, hostname, mounts, hooks, linux, extra)| Spec {
+                oci_version,
+                process,
+                root,
+                hostname,
+                mounts,
+                hooks: hooks.map(|list| {
+                    let hooks: Vec<Hook> = list
+                        .into_iter()
+                        .map(|(path, args, timeout, extra)| Hook {
+                            path,
+                            args: args.clone(),
+                            env: args,
+                            timeout,
+                            extra: extra.into(),
+                        })
+                        .collect();
+                    Hooks {
+                        prestart: hooks.clone(),
+                        create_container: hooks,
+                        ..Hooks::default()
+                    }
+                }),
+                linux,
+                extra: extra.into(),
+            },
+        )
 }
 
 proptest! {
@@ -346,17 +439,18 @@ proptest! {
 #[test]
 fn real_specs_are_written_as_serde_json_writes_them() {
     let mut checked = 0;
-    let cases = oracle_cases_dir();
-    for name in oracle_case_names(&cases).unwrap() {
-        let expected: Value =
-            serde_json::from_str(&std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).unwrap())
-                .unwrap();
-        if expected["spec"].is_null() {
-            continue; // a case BuildKit refused
+    for cases in all_oracle_cases_dirs() {
+        for name in oracle_case_names(&cases).unwrap() {
+            let expected: Value =
+                serde_json::from_str(&std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).unwrap())
+                    .unwrap();
+            if expected["spec"].is_null() {
+                continue; // a case BuildKit refused
+            }
+            let spec: Spec = serde_json::from_value(expected["spec"].clone()).unwrap();
+            assert_same_as_serde(&spec).unwrap();
+            checked += 1;
         }
-        let spec: Spec = serde_json::from_value(expected["spec"].clone()).unwrap();
-        assert_same_as_serde(&spec).unwrap();
-        checked += 1;
     }
     let configs = shared_dir().join("runtime-spec-v1.2.1");
     for entry in walk(&configs) {

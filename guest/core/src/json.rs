@@ -13,8 +13,8 @@
 use std::borrow::Cow;
 
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, Extra, IdMapping, Linux, Mount, Names, Namespace, PartOf, Process, Resources,
-    Rlimit, Root, Seccomp, SeccompArg, Spec, Syscall, User,
+    Capabilities, Device, DeviceCgroup, Extra, Hook, Hooks, IdMapping, Linux, Mount, Names, Namespace, PartOf, Process,
+    Resources, Rlimit, Root, Seccomp, SeccompArg, Spec, Syscall, User,
 };
 
 /// What a default spec takes, rounded up: one allocation in the usual case.
@@ -179,6 +179,9 @@ impl Writer {
         if !spec.mounts.is_empty() {
             o.key(key!("mounts")).list(&spec.mounts, Writer::mount);
         }
+        if let Some(hooks) = &spec.hooks {
+            o.key(key!("hooks")).hooks(hooks);
+        }
         if let Some(linux) = &spec.linux {
             o.key(key!("linux")).linux(linux);
         }
@@ -201,6 +204,7 @@ impl Writer {
         }
         o.true_only(key!("noNewPrivileges"), p.no_new_privileges);
         o.str_unless_empty(key!("apparmorProfile"), &p.apparmor_profile);
+        o.str_unless_empty(key!("selinuxLabel"), &p.selinux_label);
         o.extra(&p.extra);
         o.end();
     }
@@ -282,6 +286,7 @@ impl Writer {
         }
         o.names_unless_empty(key!("maskedPaths"), &l.masked_paths);
         o.names_unless_empty(key!("readonlyPaths"), &l.readonly_paths);
+        o.str_unless_empty(key!("mountLabel"), &l.mount_label);
         o.extra(&l.extra);
         o.end();
     }
@@ -299,6 +304,36 @@ impl Writer {
         if !r.devices.is_empty() {
             o.key(key!("devices")).list(&r.devices, Writer::device_cgroup);
         }
+        if let Some(memory) = &r.memory {
+            let mut m = o.key(key!("memory")).object();
+            for (key, value) in [
+                (key!("limit"), memory.limit),
+                (key!("reservation"), memory.reservation),
+                (key!("swap"), memory.swap),
+            ] {
+                if let Some(v) = value {
+                    m.int(key, v);
+                }
+            }
+            m.extra(&memory.extra);
+            m.end();
+        }
+        if let Some(cpu) = &r.cpu {
+            let mut c = o.key(key!("cpu")).object();
+            if let Some(v) = cpu.shares {
+                c.uint(key!("shares"), v);
+            }
+            if let Some(v) = cpu.quota {
+                c.int(key!("quota"), v);
+            }
+            if let Some(v) = cpu.period {
+                c.uint(key!("period"), v);
+            }
+            c.str_unless_empty(key!("cpus"), &cpu.cpus);
+            c.str_unless_empty(key!("mems"), &cpu.mems);
+            c.extra(&cpu.extra);
+            c.end();
+        }
         o.extra(&r.extra);
         o.end();
     }
@@ -307,6 +342,12 @@ impl Writer {
         let mut o = self.object();
         o.bool(key!("allow"), d.allow);
         o.str_unless_empty(key!("type"), &d.kind);
+        if let Some(major) = d.major {
+            o.int(key!("major"), major);
+        }
+        if let Some(minor) = d.minor {
+            o.int(key!("minor"), minor);
+        }
         o.str_unless_empty(key!("access"), &d.access);
         o.extra(&d.extra);
         o.end();
@@ -329,6 +370,15 @@ impl Writer {
         o.str(key!("type"), &d.kind);
         o.int(key!("major"), d.major);
         o.int(key!("minor"), d.minor);
+        for (key, value) in [
+            (key!("fileMode"), d.file_mode),
+            (key!("uid"), d.uid),
+            (key!("gid"), d.gid),
+        ] {
+            if let Some(v) = value {
+                o.uint(key, v.into());
+            }
+        }
         o.extra(&d.extra);
         o.end();
     }
@@ -336,6 +386,9 @@ impl Writer {
     fn seccomp(&mut self, s: &Seccomp) {
         let mut o = self.object();
         o.str(key!("defaultAction"), &s.default_action);
+        if let Some(errno) = s.default_errno_ret {
+            o.uint(key!("defaultErrnoRet"), errno.into());
+        }
         o.names_unless_empty(key!("architectures"), &s.architectures);
         if !s.syscalls.is_empty() {
             o.key(key!("syscalls")).list(&s.syscalls, Writer::syscall);
@@ -360,10 +413,43 @@ impl Writer {
         let mut o = self.object();
         o.key(key!("names")).names(&s.names);
         o.str(key!("action"), &s.action);
+        if let Some(errno) = s.errno_ret {
+            o.uint(key!("errnoRet"), errno.into());
+        }
         if !s.args.is_empty() {
             o.key(key!("args")).list(&s.args, Writer::seccomp_arg);
         }
         o.extra(&s.extra);
+        o.end();
+    }
+
+    fn hooks(&mut self, h: &Hooks) {
+        let mut o = self.object();
+        for (key, list) in [
+            (key!("prestart"), &h.prestart),
+            (key!("createRuntime"), &h.create_runtime),
+            (key!("createContainer"), &h.create_container),
+            (key!("startContainer"), &h.start_container),
+            (key!("poststart"), &h.poststart),
+            (key!("poststop"), &h.poststop),
+        ] {
+            if !list.is_empty() {
+                o.key(key).list(list, Writer::hook);
+            }
+        }
+        o.extra(&h.extra);
+        o.end();
+    }
+
+    fn hook(&mut self, h: &Hook) {
+        let mut o = self.object();
+        o.str(key!("path"), &h.path);
+        o.strs_unless_empty(key!("args"), &h.args);
+        o.strs_unless_empty(key!("env"), &h.env);
+        if let Some(timeout) = h.timeout {
+            o.int(key!("timeout"), timeout);
+        }
+        o.extra(&h.extra);
         o.end();
     }
 

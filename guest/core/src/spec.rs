@@ -247,6 +247,8 @@ pub struct Spec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linux: Option<Linux>,
     /// Fields this model does not name (annotations, hooks, ...), kept so
     /// that a policy in a chain passes on what an earlier one set.
@@ -276,6 +278,8 @@ pub struct Process {
     pub no_new_privileges: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub apparmor_profile: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selinux_label: String,
     /// Fields this model does not name, kept for the next policy.
     #[serde(flatten)]
     pub extra: Extra,
@@ -355,6 +359,8 @@ pub struct Linux {
     pub masked_paths: Names,
     #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
     pub readonly_paths: Names,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mount_label: String,
     /// Fields this model does not name (sysctl, ...), kept for the next
     /// policy.
     #[serde(flatten)]
@@ -375,6 +381,10 @@ pub struct IdMapping {
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceCgroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -384,6 +394,10 @@ pub struct DeviceCgroup {
     pub allow: bool,
     #[serde(rename = "type", default, skip_serializing_if = "str::is_empty")]
     pub kind: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minor: Option<i64>,
     #[serde(default, skip_serializing_if = "str::is_empty")]
     pub access: Name,
     #[serde(flatten)]
@@ -405,6 +419,75 @@ pub struct Device {
     pub kind: Name,
     pub major: i64,
     pub minor: i64,
+    #[serde(rename = "fileMode", default, skip_serializing_if = "Option::is_none")]
+    pub file_mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `linux.resources.memory`, the fields BuildKit sets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<i64>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `linux.resources.cpu`, the fields BuildKit sets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shares: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpus: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mems: String,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The spec's hooks, by when they run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hooks {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prestart: Vec<Hook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create_runtime: Vec<Hook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create_container: Vec<Hook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start_container: Vec<Hook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poststart: Vec<Hook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poststop: Vec<Hook>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hook {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<i64>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -413,6 +496,8 @@ pub struct Device {
 #[serde(rename_all = "camelCase")]
 pub struct Seccomp {
     pub default_action: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_errno_ret: Option<u32>,
     #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
     pub architectures: Names,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -422,10 +507,13 @@ pub struct Seccomp {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Syscall {
     /// Borrowed from the static profile tables until a policy edits it.
     pub names: Names,
     pub action: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno_ret: Option<u32>,
     #[serde(default, skip_serializing_if = "<[SeccompArg]>::is_empty")]
     pub args: Cow<'static, [SeccompArg]>,
     #[serde(flatten)]
