@@ -1,5 +1,7 @@
-//! Docker's default seccomp profile, kept as data (`data/seccomp-default.profile`,
-//! turned into static tables by `build.rs`) and filtered for one process:
+//! The default seccomp profiles of BuildKit's releases (Docker's, as
+//! BuildKit v0.8.1 vendored it, and moby/profiles' of v0.32.2), kept as
+//! data (`data/seccomp-*.profile`, turned into static tables by `build.rs`)
+//! and filtered for one process:
 //! by the capabilities in its bounding set, the host's architecture and
 //! the kernel release.
 
@@ -34,6 +36,7 @@ pub struct StaticRule {
 #[derive(Debug)]
 pub struct RuleRest {
     pub action: &'static str,
+    pub errno_ret: Option<u32>,
     pub args: &'static [SeccompArg],
     pub json: &'static str,
 }
@@ -44,19 +47,60 @@ impl RuleRest {
         // Equal by content; arguments still borrowing the rule's own are
         // equal without reading them (as `same_text` does for strings).
         let same_args = std::ptr::eq(&*rule.args, self.args) || *rule.args == *self.args;
-        (rule.extra.is_empty() && same_text(&rule.action, self.action) && same_args).then_some(self.json)
+        (rule.extra.is_empty() && same_text(&rule.action, self.action) && rule.errno_ret == self.errno_ret && same_args)
+            .then_some(self.json)
     }
 }
 
-/// `DEFAULT_ACTION`, `ARCHES` and `RULES`, and the bit of each
-/// architecture and capability a rule mentions, generated from the profile.
-mod table {
-    use super::{KernelVersion, PartOf, RuleRest, SeccompArg, StaticArch, StaticNames, StaticRule};
-    use std::borrow::Cow;
-    include!(concat!(env!("OUT_DIR"), "/seccomp_table.rs"));
+/// `DEFAULT_ACTION`, `DEFAULT_ERRNO_RET`, `ARCHES` and `RULES`, and the
+/// bit of each architecture and capability a rule mentions, generated from
+/// one profile.
+macro_rules! table {
+    ($module:ident, $file:literal) => {
+        mod $module {
+            use super::{KernelVersion, PartOf, RuleRest, SeccompArg, StaticArch, StaticNames, StaticRule};
+            use std::borrow::Cow;
+            include!(concat!(env!("OUT_DIR"), "/", $file));
+        }
+    };
+}
+table!(table_v0_8, "seccomp_table_v0_8.rs");
+table!(table_v0_32, "seccomp_table_v0_32.rs");
+
+/// One release's default profile, as generated tables.
+pub struct Profile {
+    pub default_action: &'static str,
+    pub default_errno_ret: Option<u32>,
+    pub arches: &'static [StaticArch],
+    pub rules: &'static [StaticRule],
+    /// The bit of an architecture and of a capability in a rule's masks.
+    pub arch_bit: fn(&str) -> u64,
+    pub cap_bit: fn(&str) -> u64,
+    /// The profile's name for a Go architecture.
+    pub native_arch: fn(&str) -> &str,
 }
 
-pub use table::{arch_bit, cap_bit, ARCHES, DEFAULT_ACTION, RULES};
+/// Docker's profile, as BuildKit v0.8.1 applies it.
+pub static V0_8: Profile = Profile {
+    default_action: table_v0_8::DEFAULT_ACTION,
+    default_errno_ret: table_v0_8::DEFAULT_ERRNO_RET,
+    arches: table_v0_8::ARCHES,
+    rules: table_v0_8::RULES,
+    arch_bit: table_v0_8::arch_bit,
+    cap_bit: table_v0_8::cap_bit,
+    native_arch: docker_native_arch,
+};
+
+/// moby/profiles' profile, as BuildKit v0.32.2 applies it.
+pub static V0_32: Profile = Profile {
+    default_action: table_v0_32::DEFAULT_ACTION,
+    default_errno_ret: table_v0_32::DEFAULT_ERRNO_RET,
+    arches: table_v0_32::ARCHES,
+    rules: table_v0_32::RULES,
+    arch_bit: table_v0_32::arch_bit,
+    cap_bit: table_v0_32::cap_bit,
+    native_arch: moby_native_arch,
+};
 
 impl StaticRule {
     /// `arch` and `caps` as masks (`arch_bit`, `cap_bit`).
@@ -82,41 +126,58 @@ impl StaticRule {
             extra: Extra::NONE,
             names: Names::Static(self.names),
             action: Cow::Borrowed(self.rest.action),
+            errno_ret: self.rest.errno_ret,
             args: Cow::Borrowed(self.rest.args),
         }
     }
 }
 
-/// The default profile for a process with bounding set `caps` on this host.
-pub fn default_seccomp(caps: &[Name], facts: &HostFacts) -> Seccomp {
-    let arch = go_to_native_arch(&facts.arch);
-    let arch_mask = arch_bit(arch);
-    let cap_mask = caps.iter().fold(0, |mask, cap| mask | cap_bit(cap));
+/// `profile` for a process with bounding set `caps` on this host.
+pub fn default_seccomp(profile: &Profile, caps: &[Name], facts: &HostFacts) -> Seccomp {
+    let arch = (profile.native_arch)(&facts.arch);
+    let arch_mask = (profile.arch_bit)(arch);
+    let cap_mask = caps.iter().fold(0, |mask, cap| mask | (profile.cap_bit)(cap));
     let kernel = KernelVersion::parse(&facts.kernel_release);
-    let architectures = ARCHES
+    let architectures = profile
+        .arches
         .iter()
         .find(|e| e.goarch == arch)
         .map_or(Names::EMPTY, |e| Names::Static(e.architectures));
     // Sized for every rule: one allocation instead of a growing vector.
-    let mut syscalls = Vec::with_capacity(RULES.len());
+    let mut syscalls = Vec::with_capacity(profile.rules.len());
     syscalls.extend(
-        RULES
+        profile
+            .rules
             .iter()
             .filter(|r| r.applies(arch_mask, cap_mask, kernel))
             .map(StaticRule::to_syscall),
     );
     Seccomp {
         extra: Extra::NONE,
-        default_action: Cow::Borrowed(DEFAULT_ACTION),
+        default_action: Cow::Borrowed(profile.default_action),
+        default_errno_ret: profile.default_errno_ret,
         architectures,
         syscalls,
     }
 }
 
-/// Go's architecture names where the profile uses others.
-fn go_to_native_arch(goarch: &str) -> &str {
+/// Go's architecture names where Docker's profile uses others.
+fn docker_native_arch(goarch: &str) -> &str {
     match goarch {
         "386" => "x86",
+        other => other,
+    }
+}
+
+/// moby/profiles' `goToNative`.
+fn moby_native_arch(goarch: &str) -> &str {
+    match goarch {
+        "386" => "x86",
+        "loong64" => "loongarch64",
+        "mips64p32" => "mips64n32",
+        "mips64le" => "mipsel64",
+        "mips64p32le" => "mips3l64n32",
+        "mipsle" => "mipsel",
         other => other,
     }
 }
@@ -134,6 +195,7 @@ mod tests {
             first_free_loop: 0,
             in_user_namespace: false,
             arch: arch.into(),
+            ..HostFacts::default()
         }
     }
 
@@ -145,22 +207,38 @@ mod tests {
         s.syscalls.iter().any(|r| r.names.iter().any(|n| n == name))
     }
 
+    /// Each release's tables with the text they were generated from.
+    fn profiles() -> [(&'static Profile, &'static str); 2] {
+        [
+            (&V0_8, include_str!("../data/seccomp-v0.8.profile")),
+            (&V0_32, include_str!("../data/seccomp-v0.32.profile")),
+        ]
+    }
+
     #[test]
     fn the_generated_table_matches_the_profile() {
-        let text = include_str!("../data/seccomp-default.profile");
-        let parsed = parse_profile(text).unwrap();
-        assert_eq!(DEFAULT_ACTION, parsed.default_action);
-        assert_eq!(RULES.len(), parsed.rules.len());
-        for (table, text) in RULES.iter().zip(&parsed.rules) {
-            assert_eq!(table.names.names, text.names.as_slice());
-            assert_eq!(table.rest.args.len(), text.args.len());
+        for (profile, text) in profiles() {
+            let parsed = parse_profile(text).unwrap();
+            assert_eq!(profile.default_action, parsed.default_action);
+            assert_eq!(profile.default_errno_ret, parsed.default_errno_ret);
+            assert_eq!(profile.rules.len(), parsed.rules.len());
+            for (table, text) in profile.rules.iter().zip(&parsed.rules) {
+                assert_eq!(table.names.names, text.names.as_slice());
+                assert_eq!(table.rest.args.len(), text.args.len());
+                assert_eq!(table.rest.errno_ret, text.errno_ret);
+            }
+            assert!(profile.rules[0].names.names.len() > 300);
         }
-        assert!(RULES[0].names.names.len() > 300);
+        assert_eq!(V0_32.default_errno_ret, Some(1));
+        assert!(
+            V0_32.rules.iter().any(|r| r.rest.errno_ret == Some(38)),
+            "clone3 gives ENOSYS"
+        );
     }
 
     #[test]
     fn each_rule_s_json_is_made_at_build_time_and_kept_only_while_unchanged() {
-        for rule in RULES {
+        for rule in profiles().iter().flat_map(|(p, _)| p.rules) {
             assert_eq!(rule.names.json, serde_json::to_string(rule.names.names).unwrap());
             let Some(PartOf::Rule(rest)) = rule.names.part_of else {
                 panic!("a rule's names carry the rule's rest")
@@ -177,7 +255,7 @@ mod tests {
             edited.extra.insert("errnoRet".to_string(), 1.into());
             assert_eq!(rest.json_for(&edited), None);
         }
-        for arch in ARCHES {
+        for arch in profiles().iter().flat_map(|(p, _)| p.arches) {
             assert_eq!(
                 arch.architectures.json,
                 serde_json::to_string(arch.architectures.names).unwrap()
@@ -187,9 +265,9 @@ mod tests {
 
     /// The rules the profile's text selects, by string comparison: what the
     /// masks in the generated table must reproduce.
-    fn selected_by_text(caps: &[Name], facts: &HostFacts) -> Vec<Vec<String>> {
-        let profile = parse_profile(include_str!("../data/seccomp-default.profile")).unwrap();
-        let arch = go_to_native_arch(&facts.arch);
+    fn selected_by_text(tables: &Profile, text: &str, caps: &[Name], facts: &HostFacts) -> Vec<Vec<String>> {
+        let profile = parse_profile(text).unwrap();
+        let arch = (tables.native_arch)(&facts.arch);
         let kernel = KernelVersion::parse(&facts.kernel_release).map(|k| (k.major, k.minor));
         let has = |c: &String| caps.iter().any(|b| b == c);
         profile
@@ -208,7 +286,13 @@ mod tests {
 
     #[test]
     fn rule_masks_select_what_the_profile_text_selects() {
-        let profile = parse_profile(include_str!("../data/seccomp-default.profile")).unwrap();
+        for (tables, text) in profiles() {
+            masks_select_what_the_text_selects(tables, text);
+        }
+    }
+
+    fn masks_select_what_the_text_selects(tables: &Profile, text: &str) {
+        let profile = parse_profile(text).unwrap();
         let mut mentioned: Vec<String> = profile
             .rules
             .iter()
@@ -234,12 +318,16 @@ mod tests {
             for kernel in ["4.4.0", "4.8", "5.10.0-28-amd64", "6.18.44", "weird"] {
                 let host = facts(kernel, arch);
                 for set in &cap_sets {
-                    let by_masks: Vec<Vec<String>> = default_seccomp(set, &host)
+                    let by_masks: Vec<Vec<String>> = default_seccomp(tables, set, &host)
                         .syscalls
                         .iter()
                         .map(|r| r.names.iter().map(|n| n.to_string()).collect())
                         .collect();
-                    assert_eq!(by_masks, selected_by_text(set, &host), "{arch} {kernel} {set:?}");
+                    assert_eq!(
+                        by_masks,
+                        selected_by_text(tables, text, set, &host),
+                        "{arch} {kernel} {set:?}"
+                    );
                 }
             }
         }
@@ -247,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_rule_with_other_arguments_is_not_the_profile_s() {
-        let rule = RULES.iter().find(|r| !r.rest.args.is_empty()).unwrap();
+        let rule = V0_8.rules.iter().find(|r| !r.rest.args.is_empty()).unwrap();
         let Some(PartOf::Rule(rest)) = rule.names.part_of else {
             panic!("a rule's names carry the rule's rest")
         };
@@ -261,14 +349,16 @@ mod tests {
 
     #[test]
     fn architecture_lists_follow_the_profile_and_carry_their_json() {
-        let profile = parse_profile(include_str!("../data/seccomp-default.profile")).unwrap();
-        for (native, goarch, subs) in &profile.arches {
-            let entry = ARCHES.iter().find(|e| e.goarch == goarch).unwrap();
-            let names = entry.architectures.names;
-            let at = names.iter().position(|a| a == native).unwrap();
-            assert_eq!(names[at + 1..at + 1 + subs.len()], subs[..]);
+        for (tables, text) in profiles() {
+            let profile = parse_profile(text).unwrap();
+            for (native, goarch, subs) in &profile.arches {
+                let entry = tables.arches.iter().find(|e| e.goarch == goarch).unwrap();
+                let names = entry.architectures.names;
+                let at = names.iter().position(|a| a == native).unwrap();
+                assert_eq!(names[at + 1..at + 1 + subs.len()], subs[..]);
+            }
         }
-        for entry in ARCHES {
+        for entry in profiles().iter().flat_map(|(p, _)| p.arches) {
             assert_eq!(
                 entry.architectures.json,
                 serde_json::to_string(entry.architectures.names).unwrap()
@@ -279,8 +369,8 @@ mod tests {
     #[test]
     fn ptrace_is_gated_on_kernel_4_8() {
         let default = caps(DEFAULT_CAPS.names);
-        let old = default_seccomp(&default, &facts("4.4.0-210-generic", "amd64"));
-        let new = default_seccomp(&default, &facts("4.8.0", "amd64"));
+        let old = default_seccomp(&V0_8, &default, &facts("4.4.0-210-generic", "amd64"));
+        let new = default_seccomp(&V0_8, &default, &facts("4.8.0", "amd64"));
         assert!(!has_rule(&old, "ptrace"));
         assert!(has_rule(&new, "ptrace"));
         assert_eq!(new.syscalls.len(), old.syscalls.len() + 1);
@@ -288,14 +378,14 @@ mod tests {
 
     #[test]
     fn unparsable_kernel_keeps_gated_rules_out() {
-        let s = default_seccomp(&caps(DEFAULT_CAPS.names), &facts("weird", "amd64"));
+        let s = default_seccomp(&V0_8, &caps(DEFAULT_CAPS.names), &facts("weird", "amd64"));
         assert!(!has_rule(&s, "ptrace"));
     }
 
     #[test]
     fn caps_gate_rules() {
         let default = caps(DEFAULT_CAPS.names);
-        let s = default_seccomp(&default, &facts("6.1", "amd64"));
+        let s = default_seccomp(&V0_8, &default, &facts("6.1", "amd64"));
         assert!(has_rule(&s, "chroot"), "CAP_SYS_CHROOT is a default cap");
         assert!(!has_rule(&s, "mount"));
         assert!(!has_rule(&s, "reboot"));
@@ -304,7 +394,7 @@ mod tests {
 
         let mut admin = default.clone();
         admin.push("CAP_SYS_ADMIN".into());
-        let s = default_seccomp(&admin, &facts("6.1", "amd64"));
+        let s = default_seccomp(&V0_8, &admin, &facts("6.1", "amd64"));
         assert!(has_rule(&s, "mount"));
         assert!(
             !s.syscalls.iter().any(|r| r.names[..] == ["clone"]),
@@ -312,24 +402,24 @@ mod tests {
         );
 
         let no_chroot: Vec<Name> = default.into_iter().filter(|c| c != "CAP_SYS_CHROOT").collect();
-        let s = default_seccomp(&no_chroot, &facts("6.1", "amd64"));
+        let s = default_seccomp(&V0_8, &no_chroot, &facts("6.1", "amd64"));
         assert!(!has_rule(&s, "chroot"));
     }
 
     #[test]
     fn arches_follow_the_host() {
         let default = caps(DEFAULT_CAPS.names);
-        let amd = default_seccomp(&default, &facts("6.1", "amd64"));
+        let amd = default_seccomp(&V0_8, &default, &facts("6.1", "amd64"));
         assert_eq!(
             amd.architectures[..],
             ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
         );
         assert!(has_rule(&amd, "arch_prctl"));
-        let arm = default_seccomp(&default, &facts("6.1", "arm64"));
+        let arm = default_seccomp(&V0_8, &default, &facts("6.1", "arm64"));
         assert_eq!(arm.architectures[..], ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]);
         assert!(!has_rule(&arm, "arch_prctl"));
         assert!(has_rule(&arm, "cacheflush"));
-        let s390 = default_seccomp(&default, &facts("6.1", "s390x"));
+        let s390 = default_seccomp(&V0_8, &default, &facts("6.1", "s390x"));
         let clone = s390.syscalls.iter().find(|r| r.names[..] == ["clone"]).unwrap();
         assert_eq!(clone.args[0].index, 1);
     }

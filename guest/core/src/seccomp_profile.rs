@@ -1,4 +1,4 @@
-//! The text format of `data/seccomp-default.profile`, parsed. Used by
+//! The text format of `data/seccomp-*.profile`, parsed. Used by
 //! `build.rs`, which turns the profile into static tables at build time,
 //! and by the parser's own tests; nothing parses it at run time.
 
@@ -6,6 +6,8 @@
 #[derive(Debug, Default, PartialEq)]
 pub struct ProfileText {
     pub default_action: String,
+    /// The errno of the default action, when the profile names one.
+    pub default_errno_ret: Option<u32>,
     /// (seccomp arch, Go arch, sub-architectures)
     pub arches: Vec<(String, String, Vec<String>)>,
     pub rules: Vec<RuleText>,
@@ -15,6 +17,7 @@ pub struct ProfileText {
 pub struct RuleText {
     pub action: String,
     pub names: Vec<String>,
+    pub errno_ret: Option<u32>,
     /// (index, op, value, value two)
     pub args: Vec<(u32, String, u64, u64)>,
     /// (major, minor)
@@ -61,6 +64,10 @@ fn apply_directive(profile: &mut ProfileText, words: &[&str]) -> Result<(), Stri
     match keyword {
         "default-action" => {
             profile.default_action = rest.first().ok_or("default-action needs an action")?.to_string();
+            profile.default_errno_ret = rest
+                .get(1)
+                .map(|e| e.parse::<u32>().map_err(|_| format!("bad errno {e:?}")))
+                .transpose()?;
             return Ok(());
         }
         "arch" => {
@@ -101,6 +108,10 @@ fn apply_directive(profile: &mut ProfileText, words: &[&str]) -> Result<(), Stri
                 num(rest[2])?,
                 rest.get(3).map(|v| num(v)).transpose()?.unwrap_or(0),
             ));
+        }
+        "errno-ret" => {
+            let e = rest.first().ok_or("errno-ret needs a number")?;
+            rule.errno_ret = Some(e.parse().map_err(|_| format!("bad errno {e:?}"))?);
         }
         "min-kernel" => {
             let v = rest.first().ok_or("min-kernel needs a version")?;
@@ -170,8 +181,8 @@ pub fn to_rust(profile: &ProfileText) -> String {
     out.push_str(&bit_fn("cap_bit", &caps));
     out.push_str(&bit_fn("arch_bit", &arches));
     out.push_str(&format!(
-        "pub static DEFAULT_ACTION: &str = {:?};\n",
-        profile.default_action
+        "pub static DEFAULT_ACTION: &str = {:?};\npub static DEFAULT_ERRNO_RET: Option<u32> = {:?};\n",
+        profile.default_action, profile.default_errno_ret
     ));
     // One entry a Go architecture: the seccomp architectures of every
     // `arch` line naming it, in order, as a list a spec borrows whole.
@@ -214,8 +225,9 @@ pub fn to_rust(profile: &ProfileText) -> String {
             })
             .collect();
         out.push_str(&format!(
-            "static RULE_REST_{i}: RuleRest = RuleRest {{ action: {:?}, args: &[{}], json: {rest:?} }};\n",
+            "static RULE_REST_{i}: RuleRest = RuleRest {{ action: {:?}, errno_ret: {:?}, args: &[{}], json: {rest:?} }};\n",
             r.action,
+            r.errno_ret,
             args.join(", ")
         ));
     }
@@ -265,6 +277,9 @@ fn rule_json_after_names(rule: &RuleText) -> String {
         s.to_string()
     };
     let mut json = format!(",\"action\":\"{}\"", plain(&rule.action));
+    if let Some(errno) = rule.errno_ret {
+        json.push_str(&format!(",\"errnoRet\":{errno}"));
+    }
     if !rule.args.is_empty() {
         let args: Vec<String> = rule
             .args

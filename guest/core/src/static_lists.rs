@@ -55,6 +55,20 @@ static_lists! {
         "/sys/firmware",
         "/proc/scsi",
     ];
+    /// containerd v2's masked paths.
+    pub(crate) DEFAULT_MASKED_PATHS_V0_32 = [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+        "/proc/scsi",
+    ];
     pub(crate) DEFAULT_READONLY_PATHS = [
         "/proc/bus",
         "/proc/fs",
@@ -68,6 +82,8 @@ static_lists! {
     pub(crate) RBIND_OPTIONS = ["rbind"];
     /// A read-only bind from a request.
     pub(crate) RBIND_RO_OPTIONS = ["rbind", "ro"];
+    /// BuildKit v0.32's tracing socket bind.
+    pub(crate) RO_RBIND_OPTIONS = ["ro", "rbind"];
 }
 
 /// Defines each mount as a `Mount` whose options are a static list that
