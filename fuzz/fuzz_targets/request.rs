@@ -27,6 +27,7 @@ fn facts(variant: usize) -> HostFacts {
         first_free_loop: (variant % 3) as u32,
         in_user_namespace: variant % 5 == 0,
         arch: arch.to_string(),
+        ..HostFacts::default()
     }
 }
 

@@ -79,9 +79,106 @@ pub struct Request {
     pub cgroup_path: Option<String>,
     #[serde(default)]
     pub mounts: Vec<MountRequest>,
+    /// The worker's cgroup parent: BuildKit's `/<parent>/buildkit/<id>`,
+    /// or `<parent><id>` for a systemd slice ending in `:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<LinuxResources>,
+    /// A host socket for OpenTelemetry traces (BuildKit's tracing socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing_socket: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub apparmor_profile: String,
+    /// Whether the step gets SELinux labels.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub selinux: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cdi_devices: Vec<CdiDevice>,
 }
 
 object_only!(Request, "a request object");
+
+/// A resource limit of the step's process (`RLIMIT_<NAME>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+#[serde(deny_unknown_fields)]
+pub struct Ulimit {
+    /// The limit's name, any case: `nofile`, `nproc`, ...
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+object_only!(Ulimit, "a ulimit object");
+
+/// The names `RLIMIT_<NAME>` that Linux has, lower-case.
+pub const ULIMIT_NAMES: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// cgroup limits of the step (BuildKit's `LinuxResources`); absent or 0
+/// leaves a limit unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+#[serde(deny_unknown_fields)]
+pub struct LinuxResources {
+    /// Bytes.
+    #[serde(default)]
+    pub memory: i64,
+    /// Bytes of memory and swap together.
+    #[serde(default)]
+    pub memory_swap: i64,
+    #[serde(default)]
+    pub cpu_shares: u64,
+    /// Microseconds.
+    #[serde(default)]
+    pub cpu_period: u64,
+    /// Microseconds.
+    #[serde(default)]
+    pub cpu_quota: i64,
+    /// CPUs the step may use, `0-3,5`.
+    #[serde(default)]
+    pub cpuset_cpus: String,
+    /// Memory nodes the step may use, `0-1`.
+    #[serde(default)]
+    pub cpuset_mems: String,
+}
+
+object_only!(LinuxResources, "a resources object");
+
+/// A CDI device the step asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+#[serde(deny_unknown_fields)]
+pub struct CdiDevice {
+    /// `vendor.com/class=name`, `vendor.com/class=*` (every device of
+    /// the kind), `vendor.com/class` (its first device), or a device
+    /// class that CDI specs annotate.
+    pub name: String,
+    /// A device that is not registered is skipped instead of an error.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+object_only!(CdiDevice, "a CDI device object");
 
 fn default_namespace() -> String {
     "buildkit".to_string()
@@ -285,6 +382,61 @@ impl Request {
                 ));
             }
         }
+        if let Some(parent) = &self.cgroup_parent {
+            if parent.is_empty() {
+                return invalid("request field `cgroup_parent`: must not be empty (leave it out)".to_string());
+            }
+        }
+        for (i, u) in self.ulimits.iter().enumerate() {
+            if !ULIMIT_NAMES.contains(&u.name.to_ascii_lowercase().as_str()) {
+                return invalid(format!(
+                    "request field `ulimits[{i}].name`: {:?} is not a resource limit (one of {})",
+                    u.name,
+                    ULIMIT_NAMES.join(", ")
+                ));
+            }
+            for (field, value) in [("soft", u.soft), ("hard", u.hard)] {
+                if value < 0 {
+                    return invalid(format!("request field `ulimits[{i}].{field}`: {value} is negative"));
+                }
+            }
+            if u.soft > u.hard {
+                return invalid(format!(
+                    "request field `ulimits[{i}].soft`: {} is above the hard limit {}",
+                    u.soft, u.hard
+                ));
+            }
+        }
+        if let Some(r) = &self.resources {
+            for (field, value) in [
+                ("memory", r.memory),
+                ("memory_swap", r.memory_swap),
+                ("cpu_quota", r.cpu_quota),
+            ] {
+                if value < 0 {
+                    return invalid(format!("request field `resources.{field}`: {value} is negative"));
+                }
+            }
+            for (field, value) in [("cpuset_cpus", &r.cpuset_cpus), ("cpuset_mems", &r.cpuset_mems)] {
+                if !value.is_empty() && !is_cpu_list(value) {
+                    return invalid(format!(
+                        "request field `resources.{field}`: {value:?} is not a list of numbers and ranges (`0-3,5`)"
+                    ));
+                }
+            }
+        }
+        if let Some(socket) = &self.tracing_socket {
+            if !socket.starts_with('/') {
+                return invalid(format!(
+                    "request field `tracing_socket`: {socket:?} is not an absolute path"
+                ));
+            }
+        }
+        for (i, d) in self.cdi_devices.iter().enumerate() {
+            if let Err(why) = check_cdi_device_name(&d.name) {
+                return invalid(format!("request field `cdi_devices[{i}].name`: {:?} {why}", d.name));
+            }
+        }
         for (i, m) in self.mounts.iter().enumerate() {
             check_destination(&format!("mounts[{i}].dest"), &m.dest)?;
             if m.mountable.as_ref().is_some_and(Vec::is_empty) {
@@ -325,6 +477,9 @@ impl Request {
                 .chain(self.env.iter().flatten())
                 .any(|v| has_nul(v))
             && !self.cgroup_path.as_deref().is_some_and(has_nul)
+            && !self.cgroup_parent.as_deref().is_some_and(has_nul)
+            && !self.tracing_socket.as_deref().is_some_and(has_nul)
+            && !has_nul(&self.apparmor_profile)
             && !matches!(&self.network, Network::Path { path } if has_nul(path))
             && !self.mounts.iter().any(|m| {
                 has_nul(&m.dest)
@@ -346,6 +501,13 @@ impl Request {
         if let Some(path) = &self.cgroup_path {
             fields.push(("cgroup_path".into(), path));
         }
+        if let Some(parent) = &self.cgroup_parent {
+            fields.push(("cgroup_parent".into(), parent));
+        }
+        if let Some(socket) = &self.tracing_socket {
+            fields.push(("tracing_socket".into(), socket));
+        }
+        fields.push(("apparmor_profile".into(), &self.apparmor_profile));
         if let Network::Path { path } = &self.network {
             fields.push(("network.path".into(), path));
         }
@@ -394,6 +556,63 @@ fn check_destination(field: &str, dest: &str) -> Result<(), PolicyError> {
         return invalid("is the container's root");
     }
     Ok(())
+}
+
+/// `0-3,5`: what the kernel's cpuset lists take.
+fn is_cpu_list(list: &str) -> bool {
+    let number = |n: &str| !n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit());
+    list.split(',').all(|item| match item.split_once('-') {
+        Some((a, b)) => number(a) && number(b) && a.parse::<u32>().ok() <= b.parse::<u32>().ok(),
+        None => number(item),
+    })
+}
+
+/// CDI's vendor (`vendor.com`, letters, digits, `.`, `-`, `_`) and class
+/// (letters, digits, `-`, `_`), as CDI's parser checks a qualified kind.
+pub fn check_cdi_kind(kind: &str) -> Result<(), &'static str> {
+    let (vendor, class) = kind.split_once('/').ok_or("has no vendor (`vendor.com/class`)")?;
+    let edges_alnum = |s: &str| {
+        s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+    };
+    if !edges_alnum(vendor) || !vendor.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err("has an invalid vendor (letters, digits, `.`, `-`, `_`; a letter or digit first and last)");
+    }
+    if !edges_alnum(class) || !class.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)) {
+        return Err("has an invalid class (letters, digits, `-`, `_`; a letter or digit first and last)");
+    }
+    Ok(())
+}
+
+/// A CDI device name (letters, digits, `_`, `-`, `.`, `:`; a letter or
+/// digit first and last), as CDI's parser checks one.
+pub fn check_cdi_name(name: &str) -> Result<(), &'static str> {
+    let ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("has an invalid device name (letters, digits, `_`, `-`, `.`, `:`; a letter or digit first and last)")
+    }
+}
+
+/// What a step may name: a qualified device, every device of a kind, a
+/// kind, or a device class.
+fn check_cdi_device_name(name: &str) -> Result<(), &'static str> {
+    match name.split_once('=') {
+        Some((kind, device)) => {
+            check_cdi_kind(kind)?;
+            if device == "*" {
+                Ok(())
+            } else {
+                check_cdi_name(device)
+            }
+        }
+        None if name.contains('/') => check_cdi_kind(name),
+        None if name.is_empty() => Err("is empty"),
+        None => check_cdi_name(name).map_err(|_| "is not a device class (letters, digits, `_`, `-`, `.`, `:`)"),
+    }
 }
 
 /// A step id doubles as a file name in the host's state directory.

@@ -178,3 +178,101 @@ fn an_oversized_request_is_refused_as_such() {
     let err = Request::from_json(&big).unwrap_err().to_string();
     assert!(err.contains("more than the") && err.contains("bytes"), "{err}");
 }
+
+#[test]
+fn bad_v0_32_fields_are_refused_naming_the_field() {
+    let bad = |edit: serde_json::Value, needle: &str| {
+        let mut v = minimal();
+        for (k, val) in edit.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        let err = Request::from_json(&v.to_string()).unwrap_err().to_string();
+        assert!(err.contains(needle), "{edit}: {err}");
+    };
+    bad(
+        serde_json::json!({"cgroup_parent": ""}),
+        "`cgroup_parent`: must not be empty",
+    );
+    bad(
+        serde_json::json!({"cgroup_parent": "a\0b"}),
+        "`cgroup_parent`: contains a NUL",
+    );
+    bad(
+        serde_json::json!({"ulimits": [{"name": "nofile", "soft": 1, "hard": 1}, {"name": "files", "soft": 1, "hard": 1}]}),
+        "`ulimits[1].name`: \"files\" is not a resource limit",
+    );
+    bad(
+        serde_json::json!({"ulimits": [{"name": "nofile", "soft": -1, "hard": 1}]}),
+        "`ulimits[0].soft`: -1 is negative",
+    );
+    bad(
+        serde_json::json!({"ulimits": [{"name": "nofile", "soft": 1, "hard": -2}]}),
+        "`ulimits[0].hard`: -2 is negative",
+    );
+    bad(
+        serde_json::json!({"ulimits": [{"name": "nofile", "soft": 9, "hard": 8}]}),
+        "`ulimits[0].soft`: 9 is above the hard limit 8",
+    );
+    bad(
+        serde_json::json!({"resources": {"memory": -1}}),
+        "`resources.memory`: -1 is negative",
+    );
+    bad(
+        serde_json::json!({"resources": {"memory_swap": -3}}),
+        "`resources.memory_swap`: -3 is negative",
+    );
+    bad(
+        serde_json::json!({"resources": {"cpu_quota": -1}}),
+        "`resources.cpu_quota`: -1 is negative",
+    );
+    for list in ["0-", "a", "3-1", ",", "0,,1"] {
+        bad(
+            serde_json::json!({"resources": {"cpuset_cpus": list}}),
+            "`resources.cpuset_cpus`",
+        );
+    }
+    bad(
+        serde_json::json!({"resources": {"cpuset_mems": "x"}}),
+        "`resources.cpuset_mems`",
+    );
+    bad(
+        serde_json::json!({"tracing_socket": "run/otel.sock"}),
+        "`tracing_socket`: \"run/otel.sock\" is not an absolute path",
+    );
+    bad(
+        serde_json::json!({"tracing_socket": "/run/\0"}),
+        "`tracing_socket`: contains a NUL",
+    );
+    bad(
+        serde_json::json!({"apparmor_profile": "a\0"}),
+        "`apparmor_profile`: contains a NUL",
+    );
+    for (name, why) in [
+        ("", "is empty"),
+        ("vendor.com/class=-x", "has an invalid device name"),
+        ("-vendor/class=x", "has an invalid vendor"),
+        ("vendor.com/cl.ass=x", "has an invalid class"),
+        ("vendor.com/=x", "has an invalid class"),
+        ("a=b", "has no vendor"),
+        ("gpu!", "is not a device class"),
+    ] {
+        bad(
+            serde_json::json!({"cdi_devices": [{"name": "vendor.com/gpu=0"}, {"name": name}]}),
+            &format!("`cdi_devices[1].name`: {name:?} {why}"),
+        );
+    }
+    // What BuildKit accepts.
+    let mut v = minimal();
+    v["cgroup_parent"] = serde_json::json!("system.slice:");
+    v["ulimits"] = serde_json::json!([{"name": "NOFILE", "soft": 0, "hard": 0}]);
+    v["resources"] = serde_json::json!({"cpuset_cpus": "0-3,5", "cpuset_mems": "0"});
+    v["tracing_socket"] = serde_json::json!("/run/otel.sock");
+    v["cdi_devices"] = serde_json::json!([
+        {"name": "vendor.com/gpu=all"}, {"name": "vendor.com/gpu=*"}, {"name": "vendor.com/gpu"},
+        {"name": "gpu", "optional": true}, {"name": "v.com/c=a:b.c_d-e"}
+    ]);
+    let request = Request::from_json(&v.to_string()).unwrap();
+    assert_eq!(request.ulimits[0].name, "NOFILE");
+    assert_eq!(request.cdi_devices.len(), 5);
+    assert!(request.cdi_devices[3].optional);
+}
