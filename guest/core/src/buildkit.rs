@@ -1,31 +1,154 @@
-//! BuildKit v0.8.1's `GenerateSpec`, as one pipeline of spec options.
+//! BuildKit's `GenerateSpec`, as one pipeline of spec options, for each
+//! release specwright reproduces: what differs between them is data (the
+//! default spec, the seccomp profile) and the steps only one applies.
 
 use crate::facts::HostFacts;
-use crate::mounts::{with_request_mounts, Mounter};
+use crate::mounts::{with_deduplicated_mounts, with_pinned_request_mounts, with_request_mounts, HostError, Mounter};
 use crate::opts::*;
 use crate::request::{parse_user, ProcessMode, Request, SecurityMode};
+use crate::seccomp::{self, Profile};
 use crate::spec::Spec;
 use crate::PolicyError;
 
 /// BuildKit's hostname when the step names none.
 pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
 
-/// The spec BuildKit would generate for `request` on a host with `facts`,
-/// asking `mounter` for the step's mounts.
+/// A BuildKit release whose `GenerateSpec` a policy reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// v0.8.1 (containerd 1.4's default spec, Docker's seccomp profile).
+    V0_8,
+    /// v0.32.2 (containerd v2's default spec, moby/profiles' seccomp
+    /// profile, and everything v0.32 adds: cgroup parents, ulimits,
+    /// resources, AppArmor, SELinux, tracing, CDI devices, a cgroup
+    /// namespace, compacted overlays, pinned selectors, deduplicated mounts).
+    V0_32,
+}
+
+impl Release {
+    /// The release specwright's default policy follows.
+    pub const DEFAULT: Release = Release::V0_32;
+
+    pub fn seccomp_profile(self) -> &'static Profile {
+        match self {
+            Release::V0_8 => &seccomp::V0_8,
+            Release::V0_32 => &seccomp::V0_32,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Release::V0_8 => "v0.8.1",
+            Release::V0_32 => "v0.32.2",
+        }
+    }
+}
+
+/// The spec today's BuildKit would generate for `request` on a host with
+/// `facts`, asking `mounter` for the step's mounts.
 pub fn generate<M: Mounter>(request: &Request, facts: &HostFacts, mounter: &mut M) -> Result<Spec, PolicyError> {
-    let mut spec = generate_without_mounts(request, facts)?;
-    with_request_mounts(&mut spec, request, mounter)?;
+    generate_release(Release::DEFAULT, request, facts, mounter)
+}
+
+/// The spec `release` would generate.
+pub fn generate_release<M: Mounter>(
+    release: Release,
+    request: &Request,
+    facts: &HostFacts,
+    mounter: &mut M,
+) -> Result<Spec, PolicyError> {
+    if release == Release::V0_8 {
+        check_v0_8_fields(request)?;
+    }
+    let tracing = tracing_socket(request, mounter)?;
+    let mut spec = spec_before_mounts(release, request, facts, tracing, mounter)?;
+    match release {
+        Release::V0_8 => with_request_mounts(&mut spec, request, mounter)?,
+        Release::V0_32 => {
+            with_pinned_request_mounts(&mut spec, request, mounter)?;
+            if let Some(socket) = tracing {
+                with_tracing_socket_mount(&mut spec, socket);
+            }
+            with_deduplicated_mounts(&mut spec);
+        }
+    }
     Ok(spec)
 }
 
-/// Everything but the request's own mounts: needs no host operation.
+/// The step's tracing socket when it exists on the host: BuildKit v0.32
+/// sets the exporter variables and binds the socket only then (its code
+/// sets the variables for any socket it is given; the specs it produced
+/// for a socket that does not exist have neither).
+fn tracing_socket<'r, M: Mounter>(request: &'r Request, mounter: &mut M) -> Result<Option<&'r str>, PolicyError> {
+    let Some(socket) = request.tracing_socket.as_deref() else {
+        return Ok(None);
+    };
+    let exists = mounter
+        .exists(socket)
+        .map_err(|e| PolicyError::Internal(format!("tracing socket {socket}: {e}")))?;
+    Ok(exists.then_some(socket))
+}
+
+/// Everything but the request's own mounts, for today's BuildKit, on a
+/// host that performs nothing (a step with CDI devices fails; a tracing
+/// socket is taken to exist).
 pub fn generate_without_mounts(request: &Request, facts: &HostFacts) -> Result<Spec, PolicyError> {
-    let mut spec = default_unix_spec(&request.namespace, &request.id);
+    generate_release_without_mounts(Release::DEFAULT, request, facts)
+}
+
+/// Everything but the request's own mounts, for `release`.
+pub fn generate_release_without_mounts(
+    release: Release,
+    request: &Request,
+    facts: &HostFacts,
+) -> Result<Spec, PolicyError> {
+    if release == Release::V0_8 {
+        check_v0_8_fields(request)?;
+    }
+    let tracing = request.tracing_socket.as_deref();
+    spec_before_mounts(release, request, facts, tracing, &mut NoHost)
+}
+
+/// What BuildKit v0.8.1 has no field for: a request for it is refused,
+/// naming the field, instead of being ignored.
+fn check_v0_8_fields(request: &Request) -> Result<(), PolicyError> {
+    let set = [
+        ("cgroup_parent", request.cgroup_parent.is_some()),
+        ("ulimits", !request.ulimits.is_empty()),
+        ("resources", request.resources.is_some()),
+        ("tracing_socket", request.tracing_socket.is_some()),
+        ("apparmor_profile", !request.apparmor_profile.is_empty()),
+        ("selinux", request.selinux),
+        ("cdi_devices", !request.cdi_devices.is_empty()),
+    ];
+    match set.iter().find(|(_, is_set)| *is_set) {
+        Some((field, _)) => Err(PolicyError::InvalidRequest(format!(
+            "request field `{field}`: BuildKit v0.8.1 has no such setting (the default policy follows v0.32.2)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn spec_before_mounts<M: Mounter>(
+    release: Release,
+    request: &Request,
+    facts: &HostFacts,
+    tracing_socket: Option<&str>,
+    mounter: &mut M,
+) -> Result<Spec, PolicyError> {
+    let v0_32 = release == Release::V0_32;
+    let mut spec = default_unix_spec(release, &request.namespace, &request.id);
 
     // What the runc executor passes in, applied before GenerateSpec's own options.
     if !request.user.is_empty() {
         let (uid, gid) = parse_user(&request.user)?;
         with_uid_gid(&mut spec, uid, gid);
+        if v0_32 {
+            with_primary_group_listed(&mut spec);
+        }
+    }
+    if let Some(parent) = &request.cgroup_parent {
+        with_cgroup_parent(&mut spec, parent, &request.id);
     }
 
     with_removed_mount(&mut spec, "/run");
@@ -33,17 +156,36 @@ pub fn generate_without_mounts(request: &Request, facts: &HostFacts) -> Result<S
     with_ro_bind(&mut spec, &request.hosts_file, "/etc/hosts");
     with_cgroup_mount(&mut spec);
 
+    if request.selinux && !facts.selinux {
+        return Err(PolicyError::InvalidRequest(
+            "request field `selinux`: selinux is not available on this host".to_string(),
+        ));
+    }
     match request.security_mode {
         SecurityMode::Sandbox => {
             if facts.seccomp {
-                with_default_seccomp(&mut spec, facts);
+                with_default_seccomp(&mut spec, release.seccomp_profile(), facts);
+            }
+            if !request.apparmor_profile.is_empty() {
+                if !facts.apparmor {
+                    return Err(PolicyError::InvalidRequest(format!(
+                        "request field `apparmor_profile`: AppArmor is not supported on this host, but the profile '{}' was specified",
+                        request.apparmor_profile
+                    )));
+                }
+                with_apparmor_profile(&mut spec, &request.apparmor_profile);
+            }
+            if request.selinux {
+                // label.InitLabels reserves a fresh MCS pair for the step
+                // from the host's policy; specwright does not make labels.
+                return Err(PolicyError::Denied(
+                    "SELinux labels for sandboxed steps are not supported by specwright".to_string(),
+                ));
             }
         }
+        // An insecure step's SELinux labels are "disable": none.
         SecurityMode::Insecure => {
-            // Device nodes cannot be created inside a user namespace, whether
-            // the host runs in one or the step asks for one.
-            let in_userns = facts.in_user_namespace || request.idmap.is_some();
-            with_insecure_spec(&mut spec, facts.first_free_loop, in_userns);
+            with_insecure_spec(&mut spec, release, facts);
             with_writeable_mounts_of_type(&mut spec, "cgroup");
             with_writeable_mounts_of_type(&mut spec, "sysfs");
         }
@@ -57,9 +199,21 @@ pub fn generate_without_mounts(request: &Request, facts: &HostFacts) -> Result<S
     if let Some(idmap) = &request.idmap {
         with_user_namespace(&mut spec, &idmap.uids, &idmap.gids);
     }
+    if !request.ulimits.is_empty() {
+        with_rlimits(&mut spec, &request.ulimits);
+    }
+    if let Some(resources) = &request.resources {
+        with_resources(&mut spec, resources);
+    }
 
     with_process_args(&mut spec, request.args.as_deref());
-    with_env(&mut spec, request.env.as_deref());
+    match tracing_socket {
+        Some(_) => with_env(
+            &mut spec,
+            Some(&env_with_tracing(request.env.as_deref().unwrap_or_default())),
+        ),
+        None => with_env(&mut spec, request.env.as_deref()),
+    }
     with_process_cwd(&mut spec, &request.cwd);
     with_new_privileges(&mut spec);
     match request.hostname.as_str() {
@@ -72,10 +226,63 @@ pub fn generate_without_mounts(request: &Request, facts: &HostFacts) -> Result<S
     if request.readonly_rootfs {
         with_readonly_rootfs(&mut spec);
     }
+    if !request.cdi_devices.is_empty() {
+        let registry = mounter
+            .cdi_registry()
+            .map_err(|e| PolicyError::Internal(format!("CDI device injection failed: {e}")))?;
+        if let Some(edits) = registry.edits_for(&request.cdi_devices)? {
+            crate::cdi::apply_edits(&mut spec, &edits)?;
+        }
+    }
 
+    if v0_32 && facts.cgroup_namespace {
+        with_cgroup_namespace(&mut spec);
+    }
+    if request.ulimits.is_empty() {
+        without_rlimits(&mut spec);
+    }
     with_network(&mut spec, &request.network);
-    without_rlimits(&mut spec);
     Ok(spec)
+}
+
+/// A host that performs nothing: for the parts of a spec that need none.
+struct NoHost;
+
+impl Mounter for NoHost {
+    type Source = ();
+    type Root = ();
+
+    fn materialize(&mut self, _: u32) -> Result<((), Vec<crate::request::Mountable>), HostError> {
+        Err(no_host())
+    }
+    fn resolve_in_source(&mut self, _: &(), _: u32, _: &str) -> Result<String, HostError> {
+        Err(no_host())
+    }
+    fn mount_temporary(&mut self, _: &(), _: &[u32]) -> Result<(), HostError> {
+        Err(no_host())
+    }
+    fn resolve_in_root(&mut self, _: &(), _: &str) -> Result<String, HostError> {
+        Err(no_host())
+    }
+    fn pin_in_source(&mut self, _: &(), _: u32, _: &str) -> Result<(), HostError> {
+        Err(no_host())
+    }
+    fn pin_in_root(&mut self, _: &(), _: &str) -> Result<(), HostError> {
+        Err(no_host())
+    }
+    fn root_path(&mut self, _: &()) -> Result<String, HostError> {
+        Err(no_host())
+    }
+    fn exists(&mut self, _: &str) -> Result<bool, HostError> {
+        Err(no_host())
+    }
+    fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError> {
+        Err(no_host())
+    }
+}
+
+fn no_host() -> HostError {
+    HostError::Refused("no host to ask (a spec without mounts)".to_string())
 }
 
 #[cfg(test)]
@@ -129,6 +336,43 @@ mod tests {
             }
             Ok(format!("{root}{}", crate::mounts::clean_absolute(selector)))
         }
+
+        fn pin_in_source(&mut self, source: &usize, entry: u32, selector: &str) -> Result<String, HostError> {
+            let resolved = self.resolve_in_source(source, entry, selector)?;
+            self.pin(resolved)
+        }
+
+        fn pin_in_root(&mut self, root: &String, selector: &str) -> Result<String, HostError> {
+            let resolved = self.resolve_in_root(root, selector)?;
+            self.pin(resolved)
+        }
+
+        fn root_path(&mut self, root: &String) -> Result<String, HostError> {
+            Ok(root.clone())
+        }
+
+        fn exists(&mut self, path: &str) -> Result<bool, HostError> {
+            self.log.push(format!("exists {path}"));
+            Ok(path.starts_with("/exists"))
+        }
+
+        fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError> {
+            Ok(crate::cdi::Registry::default())
+        }
+    }
+
+    impl FakeHost {
+        fn pin(&mut self, resolved: String) -> Result<String, HostError> {
+            let root = format!(
+                "/state/mounts/t{}",
+                self.log
+                    .iter()
+                    .filter(|l| l.starts_with("mount") || l.starts_with("pin"))
+                    .count()
+            );
+            self.log.push(format!("pin {resolved} at {root}"));
+            Ok(root)
+        }
     }
 
     fn facts() -> HostFacts {
@@ -138,6 +382,10 @@ mod tests {
             first_free_loop: 3,
             in_user_namespace: false,
             arch: "amd64".into(),
+            capabilities: vec!["CAP_CHOWN".into(), "CAP_SYS_ADMIN".into()],
+            cgroup_namespace: false,
+            apparmor: false,
+            selinux: false,
         }
     }
 
@@ -155,13 +403,21 @@ mod tests {
         }
     }
 
-    fn run(req: &Request) -> (Spec, Vec<String>) {
+    fn run_release(release: Release, req: &Request) -> (Spec, Vec<String>) {
         let mut host = FakeHost {
             request: req.mounts.iter().map(|m| m.materialize().unwrap()).collect(),
             ..FakeHost::default()
         };
-        let spec = generate(req, &facts(), &mut host).unwrap();
+        let spec = generate_release(release, req, &facts(), &mut host).unwrap();
         (spec, host.log)
+    }
+
+    fn run(req: &Request) -> (Spec, Vec<String>) {
+        run_release(Release::V0_8, req)
+    }
+
+    fn without_mounts(req: &Request, facts: &HostFacts) -> Result<Spec, PolicyError> {
+        generate_release_without_mounts(Release::V0_8, req, facts)
     }
 
     fn user_mounts(spec: &Spec) -> Vec<Mount> {
@@ -201,7 +457,7 @@ mod tests {
     fn no_seccomp_support_means_no_profile() {
         let mut f = facts();
         f.seccomp = false;
-        let spec = generate_without_mounts(&request(), &f).unwrap();
+        let spec = without_mounts(&request(), &f).unwrap();
         assert!(spec.linux.unwrap().seccomp.is_none());
     }
 
@@ -209,7 +465,7 @@ mod tests {
     fn insecure_drops_seccomp_and_masks_and_adds_devices() {
         let mut req = request();
         req.security_mode = SecurityMode::Insecure;
-        let spec = generate_without_mounts(&req, &facts()).unwrap();
+        let spec = without_mounts(&req, &facts()).unwrap();
         let linux = spec.linux.as_ref().unwrap();
         assert!(linux.seccomp.is_none());
         assert!(linux.masked_paths.is_empty() && linux.readonly_paths.is_empty());
@@ -220,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn insecure_with_idmap_skips_device_nodes() {
+    fn insecure_with_idmap_keeps_device_nodes() {
         let mut req = request();
         req.security_mode = SecurityMode::Insecure;
         req.idmap = Some(IdMap {
@@ -235,9 +491,11 @@ mod tests {
                 size: 65536,
             }],
         });
-        let spec = generate_without_mounts(&req, &facts()).unwrap();
+        let spec = without_mounts(&req, &facts()).unwrap();
         let linux = spec.linux.unwrap();
-        assert!(linux.devices.is_empty());
+        // BuildKit leaves the nodes out only when the host runs in a user
+        // namespace; the runtime binds them into the step's.
+        assert_eq!(linux.devices.len(), 14);
         assert_eq!(linux.namespaces.last().unwrap().kind, "user");
         assert_eq!(linux.uid_mappings[0].host_id, 100000);
     }
@@ -248,19 +506,14 @@ mod tests {
         req.security_mode = SecurityMode::Insecure;
         let mut f = facts();
         f.in_user_namespace = true;
-        assert!(generate_without_mounts(&req, &f)
-            .unwrap()
-            .linux
-            .unwrap()
-            .devices
-            .is_empty());
+        assert!(without_mounts(&req, &f).unwrap().linux.unwrap().devices.is_empty());
     }
 
     #[test]
     fn no_sandbox_shares_pids_and_binds_proc_first() {
         let mut req = request();
         req.process_mode = ProcessMode::NoSandbox;
-        let spec = generate_without_mounts(&req, &facts()).unwrap();
+        let spec = without_mounts(&req, &facts()).unwrap();
         assert_eq!(spec.mounts[0].kind, "bind");
         assert_eq!(spec.mounts[0].source, "/proc");
         let linux = spec.linux.unwrap();
@@ -279,7 +532,7 @@ mod tests {
             path: "/run/netns/n".into(),
         };
         req.resolv_conf = "/etc/r".into();
-        let spec = generate_without_mounts(&req, &facts()).unwrap();
+        let spec = without_mounts(&req, &facts()).unwrap();
         assert_eq!(spec.hostname, "h");
         assert!(spec.root.as_ref().unwrap().readonly);
         let user = &spec.process.as_ref().unwrap().user;
@@ -391,7 +644,7 @@ mod tests {
             fail_resolve: Some("too many links".into()),
             ..FakeHost::default()
         };
-        let err = generate(&req, &facts(), &mut host).unwrap_err();
+        let err = generate_release(Release::V0_8, &req, &facts(), &mut host).unwrap_err();
         assert_eq!(err, PolicyError::Internal("mount /loop: too many links".into()));
     }
 
@@ -415,5 +668,167 @@ mod tests {
         let err = generate(&req, &facts(), &mut host).unwrap_err();
         assert!(err.to_string().contains("mount /nosrc has no source"));
         assert!(host.log.is_empty(), "{:?}", host.log);
+    }
+
+    #[test]
+    fn v0_32_pins_each_selector_of_a_shared_parent() {
+        let mut req = request();
+        req.mounts = vec![
+            bind("/a", "/s0", true, "sub/dir"),
+            bind("/b", "/s0", true, "sub/other"),
+            bind("/c", "/s0", true, "sub/dir"),
+            bind("/d", "/s1", false, "x"),
+        ];
+        let (spec, log) = run_release(Release::V0_32, &req);
+        let made: Vec<_> = log
+            .iter()
+            .filter(|l| l.starts_with("mount") || l.starts_with("pin"))
+            .collect();
+        assert_eq!(
+            made.len(),
+            4,
+            "one parent mount, three pins (the rw bind needs no parent): {log:?}"
+        );
+        let m = user_mounts(&spec);
+        assert_eq!(m[0].source, "/state/mounts/t1");
+        assert_eq!(m[1].source, "/state/mounts/t2");
+        assert_eq!(
+            m[2].source, "/state/mounts/t1",
+            "the same selector of the same parent: one pin"
+        );
+        assert_eq!(m[0].options[..], ["rbind", "ro"]);
+        assert_eq!(m[3].options[..], ["rbind"]);
+        assert!(log.contains(&"pin /s1/x at /state/mounts/t3".to_string()), "{log:?}");
+    }
+
+    #[test]
+    fn v0_32_compacts_long_overlays_and_dedups_destinations() {
+        let mut req = request();
+        let lower = format!("lowerdir={}", "/l".repeat(2000));
+        req.mounts = vec![
+            MountRequest {
+                dest: "/work".into(),
+                source: None,
+                mountable: Some(vec![Mountable {
+                    kind: "overlay".into(),
+                    source: "overlay".into(),
+                    options: vec![lower],
+                }]),
+                readonly: true,
+                selector: String::new(),
+            },
+            MountRequest {
+                dest: "/dev/shm".into(),
+                source: None,
+                mountable: Some(vec![Mountable {
+                    kind: "tmpfs".into(),
+                    source: "tmpfs".into(),
+                    options: vec!["size=1m".into()],
+                }]),
+                readonly: false,
+                selector: String::new(),
+            },
+        ];
+        let (spec, _) = run_release(Release::V0_32, &req);
+        let work = spec.mounts.iter().find(|m| m.destination == "/work").unwrap();
+        assert_eq!((&*work.kind, &*work.source), ("bind", "/state/mounts/t0"));
+        assert_eq!(work.options[..], ["rbind", "ro"]);
+        let shm: Vec<_> = spec
+            .mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.destination == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1);
+        assert_eq!(
+            (shm[0].0, &*shm[0].1.source),
+            (3, "tmpfs"),
+            "the step's tmpfs at the default's place"
+        );
+    }
+
+    #[test]
+    fn v0_32_request_fields_reach_the_spec() {
+        let mut req = request();
+        req.cgroup_parent = Some("system.slice:".into());
+        req.ulimits = vec![crate::request::Ulimit {
+            name: "Nofile".into(),
+            soft: 10,
+            hard: 20,
+        }];
+        req.tracing_socket = Some("/exists/otel.sock".into());
+        req.env = Some(vec!["OTEL_TRACES_EXPORTER=none".into()]);
+        let (spec, log) = run_release(Release::V0_32, &req);
+        let linux = spec.linux.as_ref().unwrap();
+        assert_eq!(linux.cgroups_path, "system.slice:s1");
+        let process = spec.process.as_ref().unwrap();
+        assert_eq!(process.rlimits[0].kind, "RLIMIT_NOFILE");
+        assert_eq!((process.rlimits[0].soft, process.rlimits[0].hard), (10, 20));
+        assert_eq!(
+            process.env[0], "OTEL_TRACES_EXPORTER=none",
+            "a variable the step sets is kept"
+        );
+        assert_eq!(process.env.len(), 3);
+        assert!(log.contains(&"exists /exists/otel.sock".to_string()));
+        let sock = spec.mounts.last().unwrap();
+        assert_eq!(
+            (&*sock.destination, &*sock.source),
+            ("/dev/otel-grpc.sock", "/exists/otel.sock")
+        );
+        req.cgroup_parent = Some("mygroup".into());
+        req.tracing_socket = Some("/missing".into());
+        let (spec, _) = run_release(Release::V0_32, &req);
+        assert_eq!(spec.linux.unwrap().cgroups_path, "/mygroup/buildkit/s1");
+        assert!(!spec.mounts.iter().any(|m| m.destination == "/dev/otel-grpc.sock"));
+    }
+
+    #[test]
+    fn v0_32_insecure_grants_the_runner_s_capabilities_and_loops_from_zero() {
+        let mut req = request();
+        req.security_mode = SecurityMode::Insecure;
+        let mut f = facts();
+        f.first_free_loop = 2;
+        let spec = generate_release_without_mounts(Release::V0_32, &req, &f).unwrap();
+        let caps = spec.process.as_ref().unwrap().capabilities.as_ref().unwrap();
+        assert_eq!(caps.bounding.len(), 16);
+        assert_eq!(caps.inheritable[..], ["CAP_CHOWN", "CAP_SYS_ADMIN"]);
+        let devices = &spec.linux.as_ref().unwrap().devices;
+        let loops: Vec<_> = devices.iter().filter(|d| d.kind == "b").map(|d| d.minor).collect();
+        assert_eq!(loops, (0..=9).collect::<Vec<_>>());
+        let v08 = generate_release_without_mounts(Release::V0_8, &req, &f).unwrap();
+        let loops: Vec<_> = v08
+            .linux
+            .unwrap()
+            .devices
+            .iter()
+            .filter(|d| d.kind == "b")
+            .map(|d| d.minor)
+            .collect();
+        assert_eq!(loops, (2..=9).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn host_support_is_checked_and_v0_8_refuses_what_it_lacks() {
+        let mut req = request();
+        req.apparmor_profile = "p".into();
+        let err = generate_release_without_mounts(Release::V0_32, &req, &facts()).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("AppArmor is not supported on this host, but the profile 'p' was specified"));
+        let mut f = facts();
+        f.apparmor = true;
+        let spec = generate_release_without_mounts(Release::V0_32, &req, &f).unwrap();
+        assert_eq!(spec.process.unwrap().apparmor_profile, "p");
+        let err = generate_release_without_mounts(Release::V0_8, &req, &f).unwrap_err();
+        assert!(err.to_string().contains("request field `apparmor_profile`"), "{err}");
+        req.apparmor_profile.clear();
+        req.selinux = true;
+        let err = generate_release_without_mounts(Release::V0_32, &req, &facts()).unwrap_err();
+        assert!(err.to_string().contains("selinux is not available"));
+        let mut f = facts();
+        f.cgroup_namespace = true;
+        req.selinux = false;
+        let spec = generate_release_without_mounts(Release::V0_32, &req, &f).unwrap();
+        assert_eq!(spec.linux.unwrap().namespaces.last().unwrap().kind, "cgroup");
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostFacts {
     /// `uname -r`.
@@ -16,6 +16,20 @@ pub struct HostFacts {
     /// Go's name for the architecture; BuildKit's oracle ran on amd64.
     #[serde(default = "default_arch")]
     pub arch: String,
+    /// The runner's effective capabilities, in capability-number order:
+    /// what BuildKit v0.32 grants in insecure mode.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// cgroup v2 is mounted at /sys/fs/cgroup and the kernel has cgroup
+    /// namespaces: BuildKit v0.32 gives each step one.
+    #[serde(default)]
+    pub cgroup_namespace: bool,
+    /// The host supports AppArmor.
+    #[serde(default)]
+    pub apparmor: bool,
+    /// SELinux is enabled on the host.
+    #[serde(default)]
+    pub selinux: bool,
 }
 
 fn default_arch() -> String {

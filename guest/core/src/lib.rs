@@ -7,6 +7,7 @@
 //! the host implements directly.
 
 pub mod buildkit;
+pub mod cdi;
 pub mod facts;
 mod json;
 pub mod mounts;

@@ -33,6 +33,24 @@ pub trait Mounter {
 
     /// Resolves `selector` inside a temporary mountpoint.
     fn resolve_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<String, HostError>;
+
+    /// Binds what `selector` names inside the source of a read-write bind
+    /// entry, opened by file descriptor, onto a temporary mountpoint of
+    /// its own; naming nothing is an error.
+    fn pin_in_source(&mut self, source: &Self::Source, entry: u32, selector: &str) -> Result<Self::Root, HostError>;
+
+    /// Binds what `selector` names inside a temporary mountpoint, opened
+    /// by file descriptor, onto one of its own; naming nothing is an error.
+    fn pin_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<Self::Root, HostError>;
+
+    /// The host path of a temporary mountpoint (for a pinned file, the file).
+    fn root_path(&mut self, root: &Self::Root) -> Result<String, HostError>;
+
+    /// Whether `path`, a host path the request names, exists.
+    fn exists(&mut self, path: &str) -> Result<bool, HostError>;
+
+    /// The CDI devices the host has registered (its CDI spec files).
+    fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError>;
 }
 
 /// Go's `path.Clean` for the absolute path `"/" + p`.
@@ -120,6 +138,134 @@ pub fn with_request_mounts<M: Mounter>(spec: &mut Spec, request: &Request, mount
         }
     }
     Ok(())
+}
+
+/// Overlay options of this many bytes or more (each plus a separator)
+/// no longer fit a page with room to spare: BuildKit v0.32 mounts such an
+/// overlay on a temporary mountpoint and binds that in instead.
+pub const LONG_OVERLAY_OPTION_BYTES: usize = 4096 - 512;
+
+fn is_long_overlay(m: &Mountable) -> bool {
+    m.kind == "overlay" && m.options.iter().map(|o| o.len() + 1).sum::<usize>() >= LONG_OVERLAY_OPTION_BYTES
+}
+
+/// A recursive bind of `source`, read-only when asked (BuildKit's `bind`).
+fn bind_of(source: String, readonly: bool) -> Mountable {
+    let mut options = vec!["rbind".to_string()];
+    if readonly {
+        options.push("ro".to_string());
+    }
+    Mountable {
+        kind: "bind".to_string(),
+        source,
+        options,
+    }
+}
+
+/// Where a selector is resolved: a read-write bind's own source (nothing
+/// mounted), or a temporary mountpoint holding the mount.
+enum Parent<R> {
+    /// Entry `.1` of the `.0`th source materialized.
+    Entry(usize, u32),
+    Root(R),
+}
+
+/// BuildKit v0.32's request mounts: an overlay with long options is first
+/// mounted on a temporary mountpoint and bound in; a mount with a selector
+/// gets a parent (its read-write bind source, or a temporary mount of it,
+/// shared by identical mounts of the step) and every distinct selector of
+/// a parent is pinned by file descriptor onto a temporary mountpoint of its
+/// own, which the spec binds.
+pub fn with_pinned_request_mounts<M: Mounter>(
+    spec: &mut Spec,
+    request: &Request,
+    mounter: &mut M,
+) -> Result<(), PolicyError> {
+    for m in &request.mounts {
+        m.check_source()?;
+    }
+    let too_many = || PolicyError::InvalidRequest("too many mounts".to_string());
+    let mut sources: Vec<M::Source> = Vec::new();
+    let mut parents: Vec<(Mountable, Parent<M::Root>)> = Vec::new();
+    let mut pins: Vec<(usize, String, String)> = Vec::new();
+    for (index, m) in request.mounts.iter().enumerate() {
+        let host_failed = |e: HostError| PolicyError::Internal(format!("mount {}: {e}", m.dest));
+        let index = u32::try_from(index).map_err(|_| too_many())?;
+        let (source, entries) = mounter.materialize(index).map_err(host_failed)?;
+        sources.push(source);
+        let this = sources.len() - 1;
+        for (entry, original) in entries.into_iter().enumerate() {
+            let source = &sources[this];
+            let entry = u32::try_from(entry).map_err(|_| too_many())?;
+            let (mountable, compacted) = if is_long_overlay(&original) {
+                let root = mounter.mount_temporary(source, &[entry]).map_err(host_failed)?;
+                let path = mounter.root_path(&root).map_err(host_failed)?;
+                (bind_of(path, m.readonly), Some(root))
+            } else {
+                (original, None)
+            };
+            if selects_root(&m.selector) {
+                spec.mounts.push(Mount {
+                    extra: Extra::NONE,
+                    destination: m.dest.clone().into(),
+                    kind: mountable.kind.clone().into(),
+                    source: mountable.source.clone().into(),
+                    options: static_lists::borrow_or_copy(&mountable.options),
+                });
+                continue;
+            }
+            let readonly = mountable.is_readonly();
+            let parent = match parents.iter().position(|(key, _)| *key == mountable) {
+                Some(p) => p,
+                None => {
+                    let parent = match compacted {
+                        // A read-write bind needs no mount of its own.
+                        Some(root) if !readonly => Parent::Root(root),
+                        Some(root) => Parent::Root(mounter.pin_in_root(&root, "/").map_err(host_failed)?),
+                        None if mountable.is_bind() && !readonly => Parent::Entry(this, entry),
+                        None => Parent::Root(mounter.mount_temporary(source, &[entry]).map_err(host_failed)?),
+                    };
+                    parents.push((mountable.clone(), parent));
+                    parents.len() - 1
+                }
+            };
+            let pinned = match pins.iter().find(|(p, sel, _)| *p == parent && *sel == m.selector) {
+                Some((_, _, path)) => path.clone(),
+                None => {
+                    let root = match &parents[parent].1 {
+                        Parent::Entry(source, entry) => mounter.pin_in_source(&sources[*source], *entry, &m.selector),
+                        Parent::Root(root) => mounter.pin_in_root(root, &m.selector),
+                    }
+                    .map_err(host_failed)?;
+                    let path = mounter.root_path(&root).map_err(host_failed)?;
+                    pins.push((parent, m.selector.clone(), path.clone()));
+                    path
+                }
+            };
+            spec.mounts.push(Mount {
+                extra: Extra::NONE,
+                destination: m.dest.clone().into(),
+                kind: "bind".into(),
+                source: pinned.into(),
+                options: Names::Static(if readonly { &RBIND_RO_OPTIONS } else { &RBIND_OPTIONS }),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// BuildKit v0.32's `dedupMounts`: of mounts at one destination the last
+/// wins, at the position of the first.
+pub fn with_deduplicated_mounts(spec: &mut Spec) {
+    let mounts = std::mem::take(&mut spec.mounts);
+    let mut kept: Vec<Mount> = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        match kept.iter().position(|k| k.destination == m.destination) {
+            Some(i) => kept[i] = m,
+            None => kept.push(m),
+        }
+    }
+    spec.mounts = kept;
 }
 
 #[cfg(test)]

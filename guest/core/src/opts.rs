@@ -1,21 +1,26 @@
 //! Small spec options in containerd's style: each changes one thing and is
 //! named for it. `buildkit.rs` applies them in BuildKit's order.
 
+use crate::buildkit::Release;
 use crate::facts::HostFacts;
-use crate::request::{IdRange, Network};
-use crate::seccomp::default_seccomp;
+use crate::request::{IdRange, LinuxResources, Network, Ulimit};
+use crate::seccomp::{default_seccomp, Profile};
 use crate::spec::{
-    Capabilities, Device, DeviceCgroup, Extra, IdMapping, Linux, Mount, Name, Names, Namespace, Process, Resources,
-    Rlimit, Root, Spec, User,
+    Capabilities, Cpu, Device, DeviceCgroup, Extra, IdMapping, Linux, Memory, Mount, Name, Names, Namespace, Process,
+    Resources, Rlimit, Root, Spec, User,
 };
 pub use crate::static_lists::DEFAULT_CAPS;
 use crate::static_lists::{
-    BOUND_PROC_MOUNT, CGROUP_MOUNT, DEFAULT_MASKED_PATHS, DEFAULT_NAMESPACES, DEFAULT_READONLY_PATHS, DEVPTS_MOUNT,
-    DEV_MOUNT, MQUEUE_MOUNT, PROC_MOUNT, RO_BIND_OPTIONS, RUN_MOUNT, SHM_MOUNT, SYSFS_MOUNT,
+    BOUND_PROC_MOUNT, CGROUP_MOUNT, DEFAULT_MASKED_PATHS, DEFAULT_MASKED_PATHS_V0_32, DEFAULT_NAMESPACES,
+    DEFAULT_READONLY_PATHS, DEVPTS_MOUNT, DEV_MOUNT, MQUEUE_MOUNT, PROC_MOUNT, RO_BIND_OPTIONS, RUN_MOUNT, SHM_MOUNT,
+    SYSFS_MOUNT,
 };
 
-/// runtime-spec version that containerd 1.4 writes.
+/// runtime-spec version that containerd 1.4 (BuildKit v0.8.1) writes.
 pub const OCI_VERSION: &str = "1.0.2-dev";
+
+/// runtime-spec version that BuildKit v0.32.2's vendored specs-go writes.
+pub const OCI_VERSION_V0_32: &str = "1.3.0";
 
 /// What BuildKit's insecure entitlement adds, in its order; some repeat the
 /// defaults and BuildKit keeps the duplicates.
@@ -103,11 +108,18 @@ fn default_mounts() -> Vec<Mount> {
     mounts
 }
 
-/// containerd's `populateDefaultUnixSpec`: the spec every step starts from.
-pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
+/// containerd's `populateDefaultUnixSpec`, as the containerd a BuildKit
+/// release vendors has it: the spec every step starts from. containerd v2
+/// writes a newer runtime-spec version, masks /sys/devices/virtual/powercap
+/// and grants no inheritable capabilities.
+pub fn default_unix_spec(release: Release, namespace: &str, id: &str) -> Spec {
     let caps = Names::Static(&DEFAULT_CAPS);
+    let (oci_version, masked_paths, inheritable) = match release {
+        Release::V0_8 => (OCI_VERSION, &DEFAULT_MASKED_PATHS, caps.clone()),
+        Release::V0_32 => (OCI_VERSION_V0_32, &DEFAULT_MASKED_PATHS_V0_32, Names::EMPTY),
+    };
     Spec {
-        oci_version: Name::Borrowed(OCI_VERSION),
+        oci_version: Name::Borrowed(oci_version),
         root: Some(Root {
             path: Name::Borrowed("rootfs"),
             readonly: false,
@@ -119,7 +131,7 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
             capabilities: Some(Capabilities {
                 bounding: caps.clone(),
                 permitted: caps.clone(),
-                inheritable: caps.clone(),
+                inheritable,
                 effective: caps,
                 ambient: Names::EMPTY,
             }),
@@ -132,7 +144,7 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
         }),
         mounts: default_mounts(),
         linux: Some(Linux {
-            masked_paths: Names::Static(&DEFAULT_MASKED_PATHS),
+            masked_paths: Names::Static(masked_paths),
             readonly_paths: Names::Static(&DEFAULT_READONLY_PATHS),
             cgroups_path: ["/", namespace, "/", id].concat(),
             resources: Some(Resources {
@@ -141,13 +153,17 @@ pub fn default_unix_spec(namespace: &str, id: &str) -> Spec {
                     extra: Extra::NONE,
                     allow: false,
                     kind: Name::Borrowed(""),
+                    major: None,
+                    minor: None,
                     access: Name::Borrowed("rwm"),
                 }],
+                ..Resources::default()
             }),
             namespaces: DEFAULT_NAMESPACES.to_vec(),
             ..Linux::default()
         }),
         hostname: Name::Borrowed(""),
+        hooks: None,
         extra: Default::default(),
     }
 }
@@ -177,26 +193,32 @@ pub fn with_cgroup_mount(spec: &mut Spec) {
     spec.mounts.push(CGROUP_MOUNT.clone());
 }
 
-/// Docker's default seccomp profile, filtered by the current bounding set;
-/// must follow every change to capabilities.
-pub fn with_default_seccomp(spec: &mut Spec, facts: &HostFacts) {
+/// A release's default seccomp profile, filtered by the current bounding
+/// set; must follow every change to capabilities.
+pub fn with_default_seccomp(spec: &mut Spec, profile: &Profile, facts: &HostFacts) {
     let bounding = spec
         .process
         .as_ref()
         .and_then(|p| p.capabilities.as_ref())
         .map_or(&[][..], |c| &c.bounding[..]);
-    let seccomp = default_seccomp(bounding, facts);
+    let seccomp = default_seccomp(profile, bounding, facts);
     spec.linux_mut().seccomp = Some(seccomp);
 }
 
-/// BuildKit's `entitlements.WithInsecureSpec`: every capability, no masked
-/// or read-only paths, all devices allowed, and the devices a privileged
-/// build expects (unless in a user namespace, where they cannot be made).
-pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespace: bool) {
+/// BuildKit's `entitlements.WithInsecureSpec`: every capability (v0.8.1 a
+/// fixed list, v0.32 the runner's own), no masked or read-only paths, all
+/// devices allowed, and the devices a privileged build expects, unless the
+/// host runs in a user namespace, where they cannot be made. v0.8.1 exposes
+/// eight loop devices from the first free one; v0.32 every one from loop0
+/// to seven past it.
+pub fn with_insecure_spec(spec: &mut Spec, release: Release, facts: &HostFacts) {
     let process = spec.process_mut();
     let caps = process.capabilities.get_or_insert_with(Capabilities::default);
     for set in caps.sets_mut() {
-        set.to_mut().extend(INSECURE_CAPS.iter().map(|c| Name::Borrowed(*c)));
+        match release {
+            Release::V0_8 => set.to_mut().extend(INSECURE_CAPS.iter().map(|c| Name::Borrowed(*c))),
+            Release::V0_32 => set.to_mut().extend(facts.capabilities.iter().cloned().map(Name::from)),
+        }
     }
     process.apparmor_profile.clear();
     let linux = spec.linux_mut();
@@ -208,10 +230,12 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
             extra: Extra::NONE,
             allow: true,
             kind: Name::Borrowed(kind),
+            major: None,
+            minor: None,
             access: Name::Borrowed("rwm"),
         })
         .collect();
-    if !in_user_namespace {
+    if !facts.in_user_namespace {
         for (path, major, minor) in INSECURE_DEVICES {
             linux.devices.push(Device {
                 extra: Extra::NONE,
@@ -219,16 +243,27 @@ pub fn with_insecure_spec(spec: &mut Spec, first_free_loop: u32, in_user_namespa
                 kind: Name::Borrowed("c"),
                 major: *major,
                 minor: *minor,
+                file_mode: None,
+                uid: None,
+                gid: None,
             });
         }
-        for n in 0..INSECURE_LOOP_DEVICES {
-            let minor = i64::from(first_free_loop) + i64::from(n);
+        let first_free = i64::from(facts.first_free_loop);
+        let last = first_free + i64::from(INSECURE_LOOP_DEVICES) - 1;
+        let first = match release {
+            Release::V0_8 => first_free,
+            Release::V0_32 => 0,
+        };
+        for minor in first..=last {
             linux.devices.push(Device {
                 extra: Extra::NONE,
                 path: format!("/dev/loop{minor}").into(),
                 kind: Name::Borrowed("b"),
                 major: 7,
                 minor,
+                file_mode: None,
+                uid: None,
+                gid: None,
             });
         }
     }
@@ -379,6 +414,118 @@ pub fn with_readonly_rootfs(spec: &mut Spec) {
 
 pub fn without_rlimits(spec: &mut Spec) {
     spec.process_mut().rlimits.clear();
+}
+
+/// containerd v2's `WithUIDGID` also lists the primary group among the
+/// additional ones.
+pub fn with_primary_group_listed(spec: &mut Spec) {
+    let user = &mut spec.process_mut().user;
+    if !user.additional_gids.contains(&user.gid) {
+        user.additional_gids.push(user.gid);
+    }
+}
+
+/// BuildKit v0.32's cgroup parent: `<parent><id>` for a systemd slice
+/// given as `name.slice:`, else `/<parent>/buildkit/<id>` (cleaned).
+pub fn with_cgroup_parent(spec: &mut Spec, parent: &str, id: &str) {
+    let path = if parent.contains(".slice") && parent.ends_with(':') {
+        [parent, id].concat()
+    } else {
+        crate::mounts::clean_absolute(&[parent, "/buildkit/", id].concat())
+    };
+    with_cgroups_path(spec, &path);
+}
+
+/// The step's ulimits as rlimits (`RLIMIT_<NAME>`), replacing any.
+pub fn with_rlimits(spec: &mut Spec, ulimits: &[Ulimit]) {
+    spec.process_mut().rlimits = ulimits
+        .iter()
+        .map(|u| Rlimit {
+            kind: format!("RLIMIT_{}", u.name.to_ascii_uppercase()).into(),
+            hard: u64::try_from(u.hard).unwrap_or(0),
+            soft: u64::try_from(u.soft).unwrap_or(0),
+        })
+        .collect();
+}
+
+/// containerd's `WithMemoryLimit`, `WithCPUShares`, `WithCPUCFS` (quota
+/// and period together), `WithCPUs`, `WithCPUsMems` and BuildKit's swap
+/// limit, each only for a value the step sets.
+pub fn with_resources(spec: &mut Spec, r: &LinuxResources) {
+    let resources = spec.linux_mut().resources.get_or_insert_with(Resources::default);
+    if r.memory != 0 {
+        resources.memory.get_or_insert_with(Memory::default).limit = Some(r.memory);
+    }
+    if r.memory_swap != 0 {
+        resources.memory.get_or_insert_with(Memory::default).swap = Some(r.memory_swap);
+    }
+    if r.cpu_shares != 0 {
+        resources.cpu.get_or_insert_with(Cpu::default).shares = Some(r.cpu_shares);
+    }
+    if r.cpu_quota != 0 || r.cpu_period != 0 {
+        let cpu = resources.cpu.get_or_insert_with(Cpu::default);
+        cpu.quota = Some(r.cpu_quota);
+        cpu.period = Some(r.cpu_period);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        resources
+            .cpu
+            .get_or_insert_with(Cpu::default)
+            .cpus
+            .clone_from(&r.cpuset_cpus);
+    }
+    if !r.cpuset_mems.is_empty() {
+        resources
+            .cpu
+            .get_or_insert_with(Cpu::default)
+            .mems
+            .clone_from(&r.cpuset_mems);
+    }
+}
+
+pub fn with_apparmor_profile(spec: &mut Spec, profile: &str) {
+    spec.process_mut().apparmor_profile = profile.to_string();
+}
+
+/// A new cgroup namespace for the step (BuildKit v0.32 on cgroup v2 hosts).
+pub fn with_cgroup_namespace(spec: &mut Spec) {
+    spec.linux_mut().namespaces.push(Namespace {
+        kind: Name::Borrowed("cgroup"),
+        path: Name::Borrowed(""),
+    });
+}
+
+/// Where BuildKit binds its tracing socket inside the container.
+pub const TRACING_SOCKET_PATH: &str = "/dev/otel-grpc.sock";
+
+/// The OpenTelemetry exporter variables BuildKit sets for a tracing socket.
+pub const TRACING_ENV: &[&str] = &[
+    "OTEL_TRACES_EXPORTER=otlp",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=unix:///dev/otel-grpc.sock",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc",
+];
+
+/// BuildKit's `appendMissingTracingEnv`: the step's env with each exporter
+/// variable it does not set itself appended.
+pub fn env_with_tracing(env: &[String]) -> Vec<String> {
+    let name = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let mut out = env.to_vec();
+    for t in TRACING_ENV {
+        if !env.iter().any(|e| name(e) == name(t)) {
+            out.push(t.to_string());
+        }
+    }
+    out
+}
+
+/// The tracing socket bound read-only into the container.
+pub fn with_tracing_socket_mount(spec: &mut Spec, socket: &str) {
+    spec.mounts.push(mount(
+        TRACING_SOCKET_PATH,
+        "bind",
+        socket.to_string(),
+        Names::Static(&crate::static_lists::RO_RBIND_OPTIONS),
+    ));
 }
 
 #[cfg(test)]

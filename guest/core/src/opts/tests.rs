@@ -1,5 +1,19 @@
 use super::*;
 
+fn facts(first_free_loop: u32, in_user_namespace: bool) -> HostFacts {
+    HostFacts {
+        kernel_release: "6.1.0".into(),
+        seccomp: true,
+        first_free_loop,
+        in_user_namespace,
+        arch: "amd64".into(),
+        capabilities: Vec::new(),
+        cgroup_namespace: false,
+        apparmor: false,
+        selinux: false,
+    }
+}
+
 fn env(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -44,7 +58,7 @@ fn env_merge_follows_containerd_on_repeated_keys_and_empty_entries() {
 
 #[test]
 fn empty_env_leaves_spec_alone() {
-    let mut spec = default_unix_spec("buildkit", "x");
+    let mut spec = default_unix_spec(Release::V0_8, "buildkit", "x");
     with_env(&mut spec, Some(&[]));
     with_env(&mut spec, None);
     assert!(spec.process.unwrap().env.is_empty());
@@ -52,7 +66,7 @@ fn empty_env_leaves_spec_alone() {
 
 #[test]
 fn removed_mount_is_exact() {
-    let mut spec = default_unix_spec("buildkit", "x");
+    let mut spec = default_unix_spec(Release::V0_8, "buildkit", "x");
     spec.mounts.push(mount("/run/secrets", "bind", "/s", Names::EMPTY));
     with_removed_mount(&mut spec, "/run");
     let dests: Vec<_> = spec.mounts.iter().map(|m| &*m.destination).collect();
@@ -62,7 +76,7 @@ fn removed_mount_is_exact() {
 
 #[test]
 fn bound_proc_is_first_and_unmasks_proc_only() {
-    let mut spec = default_unix_spec("buildkit", "x");
+    let mut spec = default_unix_spec(Release::V0_8, "buildkit", "x");
     spec.mounts.push(mount("/proceeds", "bind", "/p", Names::EMPTY));
     spec.mounts.push(mount("/proc/sys/x", "bind", "/p", Names::EMPTY));
     with_bound_proc(&mut spec);
@@ -85,8 +99,8 @@ fn bound_proc_is_first_and_unmasks_proc_only() {
 
 #[test]
 fn insecure_devices_start_at_first_free_loop() {
-    let mut spec = default_unix_spec("buildkit", "x");
-    with_insecure_spec(&mut spec, 5, false);
+    let mut spec = default_unix_spec(Release::V0_8, "buildkit", "x");
+    with_insecure_spec(&mut spec, Release::V0_8, &facts(5, false));
     let devices = &spec.linux.as_ref().unwrap().devices;
     assert_eq!(devices.len(), 6 + 8);
     assert_eq!(devices[6].path, "/dev/loop5");
@@ -98,14 +112,14 @@ fn insecure_devices_start_at_first_free_loop() {
 
 #[test]
 fn insecure_in_user_namespace_adds_no_devices() {
-    let mut spec = default_unix_spec("buildkit", "x");
-    with_insecure_spec(&mut spec, 0, true);
+    let mut spec = default_unix_spec(Release::V0_8, "buildkit", "x");
+    with_insecure_spec(&mut spec, Release::V0_8, &facts(0, true));
     assert!(spec.linux.unwrap().devices.is_empty());
 }
 
 #[test]
 fn writeable_rewrites_ro_in_place_by_type() {
-    let mut spec = default_unix_spec("buildkit", "x");
+    let mut spec = default_unix_spec(Release::V0_8, "buildkit", "x");
     with_cgroup_mount(&mut spec);
     with_writeable_mounts_of_type(&mut spec, "cgroup");
     let cg = spec.mounts.iter().find(|m| m.kind == "cgroup").unwrap();
@@ -116,7 +130,7 @@ fn writeable_rewrites_ro_in_place_by_type() {
 
 #[test]
 fn user_namespace_is_added_once() {
-    let mut spec = default_unix_spec("buildkit", "x");
+    let mut spec = default_unix_spec(Release::V0_8, "buildkit", "x");
     let r = [IdRange {
         container_id: 0,
         host_id: 1000,
@@ -133,7 +147,7 @@ fn user_namespace_is_added_once() {
 
 #[test]
 fn network_modes() {
-    let mut spec = default_unix_spec("buildkit", "x");
+    let mut spec = default_unix_spec(Release::V0_8, "buildkit", "x");
     with_network(
         &mut spec,
         &Network::Path {
