@@ -28,7 +28,7 @@
 //! arrives in [`Input`], and everything privileged goes through [`Host`].
 
 pub use specwright_core::{
-    buildkit, facts, mounts, opts, request, spec, HostError, HostFacts, Mounter, PolicyError, Request, Spec,
+    buildkit, cdi, facts, mounts, opts, request, spec, HostError, HostFacts, Mounter, PolicyError, Request, Spec,
 };
 
 #[doc(hidden)]
@@ -124,6 +124,10 @@ impl From<wit_types::HostFacts> for HostFacts {
             first_free_loop: facts.first_free_loop,
             in_user_namespace: facts.in_user_namespace,
             arch: facts.arch,
+            capabilities: facts.capabilities,
+            cgroup_namespace: facts.cgroup_namespace,
+            apparmor: facts.apparmor,
+            selinux: facts.selinux,
         }
     }
 }
@@ -173,6 +177,34 @@ impl Mounter for Host {
 
     fn resolve_in_root(&mut self, root: &MountedRoot, selector: &str) -> Result<String, HostError> {
         root.handle.resolve(selector).map_err(HostError::from)
+    }
+
+    fn pin_in_source(&mut self, source: &Source, entry: u32, selector: &str) -> Result<MountedRoot, HostError> {
+        source
+            .handle
+            .pin(entry, selector)
+            .map(|handle| MountedRoot { handle })
+            .map_err(HostError::from)
+    }
+
+    fn pin_in_root(&mut self, root: &MountedRoot, selector: &str) -> Result<MountedRoot, HostError> {
+        root.handle
+            .pin(selector)
+            .map(|handle| MountedRoot { handle })
+            .map_err(HostError::from)
+    }
+
+    fn root_path(&mut self, root: &MountedRoot) -> Result<String, HostError> {
+        Ok(root.path())
+    }
+
+    fn exists(&mut self, path: &str) -> Result<bool, HostError> {
+        wit_host::exists(path).map_err(HostError::from)
+    }
+
+    fn cdi_registry(&mut self) -> Result<specwright_core::cdi::Registry, HostError> {
+        let json = wit_host::cdi_registry().map_err(HostError::from)?;
+        serde_json::from_str(&json).map_err(|e| HostError::Failed(format!("the host's CDI registry: {e}")))
     }
 }
 
@@ -352,6 +384,7 @@ mod tests {
             first_free_loop: 0,
             in_user_namespace: false,
             arch: "amd64".into(),
+            ..HostFacts::default()
         };
         let base = buildkit::generate_without_mounts(&request, &facts).unwrap();
         let input = Input {
