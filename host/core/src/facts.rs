@@ -33,7 +33,83 @@ pub fn detect() -> Result<HostFacts, FactsError> {
         first_free_loop: first_free_loop().unwrap_or(0),
         in_user_namespace: in_user_namespace(),
         arch: go_arch().to_string(),
+        capabilities: std::fs::read_to_string("/proc/self/status")
+            .map(|status| effective_capabilities(&status))
+            .unwrap_or_default(),
+        cgroup_namespace: Path::new("/proc/self/ns/cgroup").exists()
+            && Path::new("/sys/fs/cgroup/cgroup.subtree_control").exists(),
+        apparmor: apparmor_supported(),
+        selinux: Path::new("/sys/fs/selinux/enforce").exists(),
     })
+}
+
+/// Linux's capability names by number.
+pub const CAPABILITY_NAMES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The names of the `CapEff:` set of a /proc/<pid>/status text, in number
+/// order (containerd's `cap.Current`); bits without a name are left out.
+pub fn effective_capabilities(status: &str) -> Vec<String> {
+    let Some(mask) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return Vec::new();
+    };
+    CAPABILITY_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, name)| name.to_string())
+        .collect()
+}
+
+/// containerd's `apparmor.HostSupports`.
+fn apparmor_supported() -> bool {
+    Path::new("/sys/kernel/security/apparmor").exists()
+        && std::fs::read("/sys/module/apparmor/parameters/enabled").is_ok_and(|b| b.len() > 1 && b[0] == b'Y')
 }
 
 /// The kernel reports a `Seccomp:` line only when built with seccomp.
@@ -81,5 +157,21 @@ pub fn go_arch() -> &'static str {
         "mips64" if cfg!(target_endian = "little") => "mips64le",
         "riscv64" => "riscv64",
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_capabilities_are_named_in_number_order() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001fffeffffff\nCapBnd:\t0\n";
+        let caps = effective_capabilities(status);
+        assert_eq!(caps.len(), 40);
+        assert_eq!(caps[0], "CAP_CHOWN");
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_RESOURCE"), "bit 24 is clear");
+        assert_eq!(caps.last().map(String::as_str), Some("CAP_CHECKPOINT_RESTORE"));
+        assert!(effective_capabilities("CapEff:\tzz\n").is_empty());
     }
 }

@@ -5,6 +5,7 @@
 //! so the fuzz targets and an auditor see only this.
 
 pub mod audit;
+pub mod cdi;
 pub mod facts;
 pub mod input;
 pub mod interrupt;

@@ -24,13 +24,28 @@ pub fn is_mountpoint_of(id: &str, name: &str) -> bool {
     }
 }
 
-/// What a mountpoint is: a directory, or a file for a file bind.
+/// What a mountpoint is: a directory, a file for a file bind, or (as
+/// BuildKit v0.32 pins a file) a directory holding the file `file`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MountpointKind {
     #[default]
     Dir,
     File,
+    FileInDir,
+}
+
+impl MountpointKind {
+    /// The name of the file a `FileInDir` mountpoint holds.
+    pub const INNER_FILE: &'static str = "file";
+
+    /// Where mounts are stacked for a mountpoint at `path`.
+    pub fn target(self, path: &std::path::Path) -> std::path::PathBuf {
+        match self {
+            MountpointKind::FileInDir => path.join(Self::INNER_FILE),
+            MountpointKind::Dir | MountpointKind::File => path.to_path_buf(),
+        }
+    }
 }
 
 /// One temporary mountpoint a step holds.

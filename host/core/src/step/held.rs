@@ -58,6 +58,12 @@ impl StepHost {
             let created = match kind {
                 MountpointKind::Dir => self.sys.create_dir(&path),
                 MountpointKind::File => self.sys.create_file(&path),
+                MountpointKind::FileInDir => self.sys.create_dir(&path).and_then(|()| {
+                    self.sys.create_file(&kind.target(&path)).inspect_err(|_| {
+                        // Nothing is mounted yet: the empty directory goes.
+                        let _ = self.sys.remove_dir(&path);
+                    })
+                }),
             };
             match created {
                 Ok(()) => return Ok((name, path)),
@@ -145,6 +151,45 @@ impl StepHost {
             )));
         }
         Ok(path.display().to_string())
+    }
+
+    /// Binds the object `resolved` names, through its descriptor, onto a
+    /// mountpoint of its own (BuildKit v0.32's pinned selector); naming
+    /// nothing is an error. Returns the mountpoint and where the object is
+    /// bound (for a file, the file inside it).
+    pub(super) fn pin(&mut self, resolved: Resolved) -> Result<(String, PathBuf, MountpointKind), HostError> {
+        let (kind, source) = match &resolved.object {
+            Some(object) => {
+                let stat = fstat(object.as_fd()).map_err(|e| HostError::Failed(format!("{}: {e}", resolved.path)))?;
+                let kind = if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                    MountpointKind::Dir
+                } else {
+                    MountpointKind::FileInDir
+                };
+                (kind, format!("/proc/self/fd/{}", object.as_raw_fd()))
+            }
+            None if resolved.planned => (MountpointKind::Dir, resolved.path.clone()),
+            None => {
+                return Err(HostError::Failed(format!(
+                    "open {}: no such file or directory",
+                    resolved.path
+                )))
+            }
+        };
+        let (name, path) = self.hold_mountpoint(kind, 1)?;
+        let target = kind.target(&path);
+        if let Err(e) = self
+            .sys
+            .mount(Some(&source), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+        {
+            let undo = self.undo_mountpoint(&name, &path, kind, 0);
+            return Err(HostError::Failed(format!(
+                "pinning {} on {}: {e}{undo}",
+                resolved.path,
+                target.display()
+            )));
+        }
+        Ok((name, path, kind))
     }
 
     /// Binds `source` (read-only when asked) on a mountpoint of the step,

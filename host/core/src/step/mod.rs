@@ -38,20 +38,26 @@ pub mod limits {
 }
 
 /// How the host treats one step.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StepOptions {
     /// Bind-mount every resolved selector onto its own mountpoint, by file
     /// descriptor, and hand the runtime that mountpoint.
     pub pin_selectors: bool,
     /// The process the step belongs to, for `gc`.
     pub owner: Owner,
+    /// Where CDI spec files are read from, lowest priority first.
+    pub cdi_spec_dirs: Arc<Vec<std::path::PathBuf>>,
 }
+
+/// CDI's default spec directories, lowest priority first.
+pub const DEFAULT_CDI_SPEC_DIRS: &[&str] = &["/etc/cdi", "/var/run/cdi"];
 
 impl Default for StepOptions {
     fn default() -> Self {
         StepOptions {
             pin_selectors: false,
             owner: Owner::this_process(),
+            cdi_spec_dirs: Arc::new(DEFAULT_CDI_SPEC_DIRS.iter().map(std::path::PathBuf::from).collect()),
         }
     }
 }
@@ -258,5 +264,25 @@ impl Mounter for StepHost {
 
     fn resolve_in_root(&mut self, root: &RootId, selector: &str) -> Result<String, HostError> {
         StepHost::resolve_in_root(self, *root, selector)
+    }
+
+    fn pin_in_source(&mut self, source: &SourceId, entry: u32, selector: &str) -> Result<RootId, HostError> {
+        StepHost::pin_in_source(self, *source, entry, selector)
+    }
+
+    fn pin_in_root(&mut self, root: &RootId, selector: &str) -> Result<RootId, HostError> {
+        StepHost::pin_in_root(self, *root, selector)
+    }
+
+    fn root_path(&mut self, root: &RootId) -> Result<String, HostError> {
+        StepHost::root_path(self, *root)
+    }
+
+    fn exists(&mut self, path: &str) -> Result<bool, HostError> {
+        StepHost::exists(self, path)
+    }
+
+    fn cdi_registry(&mut self) -> Result<specwright_core::cdi::Registry, HostError> {
+        StepHost::cdi_registry(self)
     }
 }

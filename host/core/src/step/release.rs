@@ -84,11 +84,16 @@ pub(crate) fn release_mountpoint(
     stacked: usize,
 ) -> Result<crate::mount::UnmountReport, MountpointFailure> {
     let shown = || path.display().to_string();
+    let target = kind.target(path);
     let report =
-        unmount_all(sys, path, stacked).map_err(|errno| MountpointFailure::Unmount { path: shown(), errno })?;
+        unmount_all(sys, &target, stacked).map_err(|errno| MountpointFailure::Unmount { path: shown(), errno })?;
     let removed = match kind {
         MountpointKind::Dir => sys.remove_dir(path),
         MountpointKind::File => sys.remove_file(path),
+        MountpointKind::FileInDir => match sys.remove_file(&target) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => sys.remove_dir(path),
+            Err(errno) => Err(errno),
+        },
     };
     match removed {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(report),

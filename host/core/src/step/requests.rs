@@ -27,6 +27,7 @@ pub struct RootId(pub(super) usize);
 pub(super) struct Root {
     pub(super) name: String,
     pub(super) path: PathBuf,
+    pub(super) kind: MountpointKind,
     pub(super) released: bool,
 }
 
@@ -52,6 +53,9 @@ pub(super) fn request_host_paths(request: &Request) -> Vec<String> {
                 }
             }
         }
+    }
+    if let Some(socket) = &request.tracing_socket {
+        add(socket);
     }
     add(&request.resolv_conf);
     add(&request.hosts_file);
@@ -214,6 +218,7 @@ impl StepHost {
                 me.roots.push(Root {
                     name,
                     path,
+                    kind: MountpointKind::Dir,
                     released: false,
                 });
                 Ok(RootId(me.roots.len() - 1))
@@ -230,8 +235,96 @@ impl StepHost {
         }
     }
 
+    /// Where a root's mount is: the mountpoint, or a pinned file in it.
     pub fn root_path(&self, root: RootId) -> Result<String, HostError> {
-        Ok(self.root(root)?.path.display().to_string())
+        let root = self.root(root)?;
+        Ok(root.kind.target(&root.path).display().to_string())
+    }
+
+    /// Pins what `selector` names in the source of read-write bind `entry`.
+    pub fn pin_in_source(&mut self, source: SourceId, entry: u32, selector: &str) -> Result<RootId, HostError> {
+        self.audited(
+            "pin",
+            || json!({"entry": entry, "selector": shown(selector)}),
+            |me| {
+                check_selector(selector)?;
+                let mount = me.source_entry(source, entry)?;
+                if !mount.is_bind() || mount.is_readonly() {
+                    return Err(HostError::Refused(format!(
+                        "entry {entry} is a {}{} mount; only a read-write bind can be pinned without mounting it",
+                        if mount.is_readonly() { "read-only " } else { "" },
+                        mount.kind,
+                    )));
+                }
+                let root = PathBuf::from(&mount.source);
+                let resolved = me
+                    .sys
+                    .resolve(&root, selector)
+                    .map_err(|e| HostError::Failed(e.to_string()))?;
+                me.pinned_root(resolved)
+            },
+            |me, id| json!({"root": id.0, "path": me.roots[id.0].path}),
+        )
+    }
+
+    /// Pins what `selector` names inside a temporary mountpoint.
+    pub fn pin_in_root(&mut self, root: RootId, selector: &str) -> Result<RootId, HostError> {
+        self.audited(
+            "pin",
+            || json!({"root": root.0, "selector": shown(selector)}),
+            |me| {
+                check_selector(selector)?;
+                let path = me.root(root)?.path.clone();
+                let resolved = me
+                    .sys
+                    .resolve(&path, selector)
+                    .map_err(|e| HostError::Failed(e.to_string()))?;
+                me.pinned_root(resolved)
+            },
+            |me, id| json!({"root": id.0, "path": me.roots[id.0].path}),
+        )
+    }
+
+    fn pinned_root(&mut self, resolved: crate::resolve::Resolved) -> Result<RootId, HostError> {
+        let (name, path, kind) = self.pin(resolved)?;
+        self.roots.push(Root {
+            name,
+            path,
+            kind,
+            released: false,
+        });
+        Ok(RootId(self.roots.len() - 1))
+    }
+
+    /// Whether `path` (one the request names) exists on the host.
+    pub fn exists(&mut self, path: &str) -> Result<bool, HostError> {
+        self.audited(
+            "exists",
+            || json!({"path": shown(path)}),
+            |me| {
+                if !me.request_paths.iter().any(|p| p == path) {
+                    return Err(HostError::Refused(format!(
+                        "{:?} is not a host path the request names",
+                        shown(path)
+                    )));
+                }
+                me.sys
+                    .exists(std::path::Path::new(path))
+                    .map_err(|e| HostError::Failed(format!("{path}: {e}")))
+            },
+            |_, exists| Value::Bool(*exists),
+        )
+    }
+
+    /// The CDI devices registered in the step's CDI spec directories.
+    pub fn cdi_registry(&mut self) -> Result<specwright_core::cdi::Registry, HostError> {
+        let dirs = self.options.cdi_spec_dirs.clone();
+        self.audited(
+            "cdi-registry",
+            || json!({"dirs": *dirs}),
+            |me| crate::cdi::load_registry(me.sys.as_ref(), &dirs).map_err(|e| HostError::Failed(e.to_string())),
+            |_, registry| json!({"devices": registry.devices.len()}),
+        )
     }
 
     pub fn resolve_in_root(&mut self, root: RootId, selector: &str) -> Result<String, HostError> {
@@ -267,7 +360,8 @@ impl StepHost {
                     .iter()
                     .find(|m| m.name == name)
                     .map_or(0, |m| m.stacked);
-                release_mountpoint(me.sys.as_ref(), &path, MountpointKind::Dir, stacked)
+                let kind = me.roots[root.0].kind;
+                release_mountpoint(me.sys.as_ref(), &path, kind, stacked)
                     .map_err(|e| HostError::Failed(e.to_string()))?;
                 me.roots[root.0].released = true;
                 me.forget_mount(&name);

@@ -82,6 +82,12 @@ pub enum Op {
     ReadHostFile(PathBuf),
     /// Whether a host path is a directory (`run`'s rootfs).
     IsDirectory(PathBuf),
+    /// Whether a host path exists (a tracing socket).
+    Exists(PathBuf),
+    /// The names in a directory (a CDI spec directory).
+    ListDir(PathBuf),
+    /// What a device node is (a CDI device).
+    NodeInfo(PathBuf),
 }
 
 /// Why a container could not be deleted.
@@ -173,6 +179,12 @@ pub trait Syscalls: Send + Sync {
     /// Whether `path` is a directory (following symlinks); `false` when
     /// nothing is there.
     fn is_directory(&self, path: &Path) -> Result<bool, Errno>;
+    /// Whether anything is at `path` (following symlinks).
+    fn exists(&self, path: &Path) -> Result<bool, Errno>;
+    /// The names in directory `path`, sorted; `None` when it does not exist.
+    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>>;
+    /// What the node at `path` is (following symlinks).
+    fn node_info(&self, path: &Path) -> Result<NodeInfo, Errno>;
     /// Whether releasing may unmount on several threads at once (a
     /// recording implementation keeps one order).
     fn releases_concurrently(&self) -> bool {
@@ -357,4 +369,51 @@ impl Syscalls for RealSyscalls {
             Err(e) => Err(e),
         }
     }
+
+    fn exists(&self, path: &Path) -> Result<bool, Errno> {
+        match nix::sys::stat::stat(path) {
+            Ok(_) => Ok(true),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut names = entries
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(Some(names))
+    }
+
+    fn node_info(&self, path: &Path) -> Result<NodeInfo, Errno> {
+        let st = nix::sys::stat::stat(path)?;
+        let kind = match nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT {
+            nix::sys::stat::SFlag::S_IFCHR => 'c',
+            nix::sys::stat::SFlag::S_IFBLK => 'b',
+            nix::sys::stat::SFlag::S_IFIFO => 'p',
+            _ => '?',
+        };
+        Ok(NodeInfo {
+            kind,
+            major: i64::try_from(nix::sys::stat::major(st.st_rdev)).map_err(|_| Errno::ERANGE)?,
+            minor: i64::try_from(nix::sys::stat::minor(st.st_rdev)).map_err(|_| Errno::ERANGE)?,
+            mode: st.st_mode & 0o777,
+        })
+    }
+}
+
+/// A device node as CDI fills one in: `c`, `b`, `p`, or `?` for anything
+/// else, its numbers and its permission bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    pub mode: u32,
 }

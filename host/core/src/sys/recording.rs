@@ -395,6 +395,37 @@ impl Syscalls for RecordingSyscalls {
         self.pass(op, |e| e, |s| s.is_directory(path), || Ok(true))
     }
 
+    /// A dry run plans the path as present.
+    fn exists(&self, path: &Path) -> Result<bool, Errno> {
+        self.pass(Op::Exists(path.to_path_buf()), |e| e, |s| s.exists(path), || Ok(true))
+    }
+
+    /// A dry run reads no directory: it is planned as missing.
+    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>> {
+        self.pass(
+            Op::ListDir(path.to_path_buf()),
+            std::io::Error::other,
+            |s| s.list_dir(path),
+            || Ok(None),
+        )
+    }
+
+    /// A dry run plans a character device 0:0.
+    fn node_info(&self, path: &Path) -> Result<super::NodeInfo, Errno> {
+        let planned = super::NodeInfo {
+            kind: 'c',
+            major: 0,
+            minor: 0,
+            mode: 0o666,
+        };
+        self.pass(
+            Op::NodeInfo(path.to_path_buf()),
+            |e| e,
+            |s| s.node_info(path),
+            || Ok(planned),
+        )
+    }
+
     /// One thread, so that the operations come in one order and the n-th
     /// is the same one every time.
     fn releases_concurrently(&self) -> bool {
