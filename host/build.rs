@@ -1,4 +1,4 @@
-//! Builds the default policy for wasm32-wasip2 with a nested cargo and
+//! Builds the embedded policies (`default` and `buildkit-v0.8`) for wasm32-wasip2 with a nested cargo and
 //! hands its path to `policy.rs`, which embeds it.
 
 use specwright_build_support::{build_wasm, export_wasm_path, workspace_root};
@@ -8,12 +8,25 @@ fn main() {
     build_wasm(
         &root,
         &root,
-        &["--profile", "guest", "-p", "specwright-policy-buildkit"],
+        &[
+            "--profile",
+            "guest",
+            "-p",
+            "specwright-policy-buildkit",
+            "-p",
+            "specwright-policy-buildkit-v0-8",
+        ],
     );
     export_wasm_path(
         &root,
         "SPECWRIGHT_DEFAULT_POLICY_WASM",
         "guest",
         "specwright_policy_buildkit.wasm",
+    );
+    export_wasm_path(
+        &root,
+        "SPECWRIGHT_BUILDKIT_V0_8_POLICY_WASM",
+        "guest",
+        "specwright_policy_buildkit_v0_8.wasm",
     );
 }

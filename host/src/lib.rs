@@ -108,7 +108,7 @@ impl StepContext {
             self.state.clone(),
             self.sys.clone(),
             self.audit.clone(),
-            self.options,
+            self.options.clone(),
             request,
             lock,
         )

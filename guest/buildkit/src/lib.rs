@@ -1,6 +1,7 @@
-//! The default policy: the spec BuildKit v0.8.1 would generate. Ignores
+//! The default policy: the spec BuildKit v0.32.2 would generate. Ignores
 //! settings and any previous spec, as BuildKit has neither.
 
+use specwright_sdk::buildkit::{generate_release, Release};
 use specwright_sdk::{export_policy, Host, Input, Policy, PolicyError, Spec};
 
 struct BuildKit;
@@ -8,10 +9,10 @@ struct BuildKit;
 impl Policy for BuildKit {
     const NAME: &'static str = "default";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "BuildKit v0.8.1's GenerateSpec, exactly: containerd's default spec, Docker's seccomp profile, BuildKit's mounts and selectors.";
+    const DESCRIPTION: &'static str = "BuildKit v0.32.2's GenerateSpec, exactly: containerd v2's default spec, moby/profiles' seccomp profile, BuildKit's mounts, pinned selectors, ulimits, resources, tracing and CDI devices.";
 
     fn generate(input: Input, host: &mut Host) -> Result<Spec, PolicyError> {
-        specwright_sdk::buildkit::generate(&input.request, &input.facts, host)
+        generate_release(Release::V0_32, &input.request, &input.facts, host)
     }
 }
 

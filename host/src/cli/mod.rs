@@ -60,6 +60,11 @@ enum Command {
         /// redirect it (the spec's paths then differ from BuildKit's).
         #[arg(long)]
         pin_selectors: bool,
+        /// A directory of CDI spec files (YAML or JSON) for the step's
+        /// `cdi_devices`; repeat for several, later ones taking priority.
+        /// Default: /etc/cdi, then /var/run/cdi.
+        #[arg(long = "cdi-spec-dir", value_name = "DIR")]
+        cdi_spec_dirs: Vec<PathBuf>,
         /// The process the step belongs to (default: the caller of
         /// specwright); `gc` releases the step once it is gone.
         #[arg(long, value_name = "PID")]
@@ -92,6 +97,11 @@ enum Command {
         state_dir: PathBuf,
         #[arg(long)]
         pin_selectors: bool,
+        /// A directory of CDI spec files (YAML or JSON) for the step's
+        /// `cdi_devices`; repeat for several, later ones taking priority.
+        /// Default: /etc/cdi, then /var/run/cdi.
+        #[arg(long = "cdi-spec-dir", value_name = "DIR")]
+        cdi_spec_dirs: Vec<PathBuf>,
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         policy_timeout_ms: u64,
         #[arg(long, value_name = "MIB", default_value_t = 64)]
@@ -215,6 +225,15 @@ fn step_owner(owner_pid: Option<u32>, parent: u32) -> Result<Owner> {
     }
 }
 
+/// The CDI spec directories given, or CDI's defaults.
+fn cdi_dirs(given: Vec<PathBuf>) -> Arc<Vec<PathBuf>> {
+    if given.is_empty() {
+        StepOptions::default().cdi_spec_dirs
+    } else {
+        Arc::new(given)
+    }
+}
+
 fn run(cli: Cli, parent: u32) -> Result<i32> {
     match cli.command {
         Command::Run {
@@ -225,6 +244,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             host_facts,
             state_dir,
             pin_selectors,
+            cdi_spec_dirs,
             policy_timeout_ms,
             policy_memory_mib,
         } => {
@@ -249,6 +269,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 options: StepOptions {
                     pin_selectors,
                     owner: Owner::this_process(),
+                    cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
                 },
             };
             let _holding = crate::interrupt::Holding::start();
@@ -270,6 +291,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             bundle,
             dry_run,
             pin_selectors,
+            cdi_spec_dirs,
             owner_pid,
             policy_timeout_ms,
             policy_memory_mib,
@@ -283,7 +305,11 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 state_dir,
                 bundle,
                 dry_run,
-                options: StepOptions { pin_selectors, owner },
+                options: StepOptions {
+                    pin_selectors,
+                    owner,
+                    cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
+                },
                 limits: Limits {
                     time: time_limit(policy_timeout_ms)?,
                     memory_bytes,

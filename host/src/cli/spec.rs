@@ -68,6 +68,9 @@ fn op_json(op: &Op) -> serde_json::Value {
         Op::RemoveRecord(id) => json!({"op": "remove-record", "step": id}),
         Op::Resolve { root, selector } => json!({"op": "resolve", "root": root, "selector": selector}),
         Op::CanonicalPath(path) => json!({"op": "canonical-path", "path": path}),
+        Op::Exists(path) => json!({"op": "exists", "path": path}),
+        Op::ListDir(path) => json!({"op": "list-dir", "path": path}),
+        Op::NodeInfo(path) => json!({"op": "stat-node", "path": path}),
         Op::LockStep(id) => json!({"op": "lock-step", "step": id}),
         Op::RemoveLock(id) => json!({"op": "remove-lock", "step": id}),
         Op::ReadRecord(id) => json!({"op": "read-record", "step": id}),
@@ -104,7 +107,7 @@ pub(super) fn spec(args: SpecArgs) -> Result<()> {
         state,
         sys: Arc::new(RealSyscalls),
         audit,
-        options: args.options,
+        options: args.options.clone(),
     };
     // The bundle directory, and any parent of it, this step creates is
     // removed again if it fails.
@@ -139,7 +142,7 @@ fn plan(args: &SpecArgs, request: &Request, facts: &specwright_core::HostFacts) 
         audit: Arc::new(recorder.open_audit(&state)?),
         state,
         sys: recorder.clone(),
-        options: args.options,
+        options: args.options.clone(),
     };
     let (spec, _planned) = crate::prepare_step(&runtime, &chain, request, facts, ctx)?;
     let operations: Vec<_> = recorder.ops().iter().map(op_json).collect();

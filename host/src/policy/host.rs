@@ -51,6 +51,10 @@ impl From<&HostFacts> for wit_types::HostFacts {
             first_free_loop: facts.first_free_loop,
             in_user_namespace: facts.in_user_namespace,
             arch: facts.arch.clone(),
+            capabilities: facts.capabilities.clone(),
+            cgroup_namespace: facts.cgroup_namespace,
+            apparmor: facts.apparmor,
+            selinux: facts.selinux,
         }
     }
 }
@@ -90,6 +94,18 @@ impl wit_host::Host for PolicyState {
         Ok(self.step.canonical_path(&path).map_err(Into::into))
     }
 
+    fn exists(&mut self, path: String) -> wasmtime::Result<Result<bool, wit_types::HostError>> {
+        Ok(self.step.exists(&path).map_err(Into::into))
+    }
+
+    fn cdi_registry(&mut self) -> wasmtime::Result<Result<String, wit_types::HostError>> {
+        Ok(self
+            .step
+            .cdi_registry()
+            .and_then(|r| serde_json::to_string(&r).map_err(|e| specwright_core::HostError::Failed(e.to_string())))
+            .map_err(Into::into))
+    }
+
     fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {
         let id = self.table.delete(root)?.0;
         Ok(self.step.release_root(id).map_err(Into::into))
@@ -113,6 +129,19 @@ impl wit_host::HostMaterialized for PolicyState {
         Ok(self.step.resolve_in_source(id, entry, &selector).map_err(Into::into))
     }
 
+    fn pin(
+        &mut self,
+        source: Resource<MaterializedRep>,
+        entry: u32,
+        selector: String,
+    ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
+        let id = self.table.get(&source)?.0;
+        match self.step.pin_in_source(id, entry, &selector) {
+            Ok(root) => Ok(Ok(self.table.push(MountedRootRep(root))?)),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
     fn drop(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<()> {
         self.table.delete(source)?;
         Ok(())
@@ -132,6 +161,18 @@ impl wit_host::HostMountedRoot for PolicyState {
     ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
         let id = self.table.get(&root)?.0;
         Ok(self.step.resolve_in_root(id, &selector).map_err(Into::into))
+    }
+
+    fn pin(
+        &mut self,
+        root: Resource<MountedRootRep>,
+        selector: String,
+    ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
+        let id = self.table.get(&root)?.0;
+        match self.step.pin_in_root(id, &selector) {
+            Ok(pinned) => Ok(Ok(self.table.push(MountedRootRep(pinned))?)),
+            Err(e) => Ok(Err(e.into())),
+        }
     }
 
     /// Dropping a handle does not unmount: the step owns the mount.

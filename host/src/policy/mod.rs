@@ -33,15 +33,34 @@ mod bindings {
     });
 }
 
-/// The default policy, built by `build.rs` and embedded.
+/// The default policy (BuildKit v0.32.2), built by `build.rs` and embedded.
 pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!(env!("SPECWRIGHT_DEFAULT_POLICY_WASM"));
+
+/// The `buildkit-v0.8` policy (BuildKit v0.8.1), built by `build.rs` and embedded.
+pub const BUILDKIT_V0_8_POLICY_WASM: &[u8] = include_bytes!(env!("SPECWRIGHT_BUILDKIT_V0_8_POLICY_WASM"));
 
 /// The name `--policy default` refers to.
 pub const DEFAULT_POLICY_NAME: &str = "default";
 
+/// The embedded policies by the names `--policy` takes: `default` (also
+/// `buildkit`) and `buildkit-v0.8`.
+pub const EMBEDDED_POLICIES: &[(&str, &[u8])] = &[
+    (DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM),
+    ("buildkit", DEFAULT_POLICY_WASM),
+    ("buildkit-v0.8", BUILDKIT_V0_8_POLICY_WASM),
+];
+
+/// The embedded policy `name` names, if any.
+pub fn embedded_policy(name: &Path) -> Option<(&'static str, &'static [u8])> {
+    EMBEDDED_POLICIES
+        .iter()
+        .find(|(embedded, _)| name == Path::new(embedded))
+        .copied()
+}
+
 /// The WIT package every policy targets.
 const WIT_PACKAGE: &str = "specwright:policy";
-const WIT_VERSION: &str = "0.1.0";
+const WIT_VERSION: &str = "0.2.0";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -185,10 +204,11 @@ impl PolicyRuntime {
         self.load_bytes(DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, String::new())
     }
 
-    /// Reads `FILE`, or the embedded policy for `default`.
+    /// Reads `FILE`, or an embedded policy for its name (`default`,
+    /// `buildkit`, `buildkit-v0.8`).
     pub fn read_policy_file(file: &Path) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyError> {
-        if file == Path::new(DEFAULT_POLICY_NAME) {
-            return Ok((DEFAULT_POLICY_NAME.to_string(), DEFAULT_POLICY_WASM.into()));
+        if let Some((name, bytes)) = embedded_policy(file) {
+            return Ok((name.to_string(), bytes.into()));
         }
         let bytes =
             crate::input::read_bounded(file, crate::input::MAX_POLICY_BYTES).map_err(|e| PolicyError::Load {
@@ -378,10 +398,17 @@ mod tests {
     #[test]
     fn default_policy_imports_only_our_host_and_std_plumbing() {
         let runtime = PolicyRuntime::new(Limits::default()).unwrap();
-        let imports = runtime.component_imports(DEFAULT_POLICY_WASM).unwrap();
+        for (name, wasm) in EMBEDDED_POLICIES {
+            embedded_policy_imports(&runtime, name, wasm);
+        }
+    }
+
+    fn embedded_policy_imports(runtime: &PolicyRuntime, name: &str, wasm: &[u8]) {
+        let imports = runtime.component_imports(wasm).unwrap();
+        eprintln!("{name} imports: {imports:?}");
         eprintln!("default policy imports: {imports:?}");
         assert!(
-            imports.iter().any(|i| i == "specwright:policy/host@0.1.0"),
+            imports.iter().any(|i| i == "specwright:policy/host@0.2.0"),
             "{imports:?}"
         );
         let allowed = [
