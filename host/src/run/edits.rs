@@ -136,9 +136,74 @@ pub fn apply(spec: &mut Spec, root: &Path, user: &ResolvedUser, bounding: Option
     Ok(Applied { dropped_capabilities })
 }
 
+/// The newest runtime-spec version a runtime says it implements (the
+/// `spec: X.Y.Z` line of `runc --version` and `crun --version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredSpecVersion(String);
+
+impl DeclaredSpecVersion {
+    /// The `spec:` line of a runtime's `--version` output, if it has one
+    /// that starts with `major.minor`.
+    pub fn from_version_output(output: &str) -> Option<DeclaredSpecVersion> {
+        let version = output.lines().find_map(|l| l.strip_prefix("spec:"))?.trim();
+        major_minor(version)?;
+        Some(DeclaredSpecVersion(version.to_string()))
+    }
+}
+
+/// `major.minor` of a version string such as `1.0.2-dev`.
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Writes the runtime's declared version as `ociVersion` when the spec
+/// names a newer minor one (crun 1.8 refuses "unknown version" 1.2 and
+/// up; the runtime spec has runtimes ignore the fields they do not know,
+/// and every field is kept). Returns the version it replaced.
+pub fn with_runtime_oci_version(spec: &mut Spec, declared: Option<&DeclaredSpecVersion>) -> Option<String> {
+    let declared = declared?;
+    let newer = major_minor(&spec.oci_version)? > major_minor(&declared.0)?;
+    newer.then(|| std::mem::replace(&mut spec.oci_version, declared.0.clone().into()).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spec_newer_than_the_runtime_declares_gets_the_runtime_version() {
+        let crun = "crun version 1.8.1\ncommit: f8a0\nrundir: /run/crun\nspec: 1.0.0\n+SYSTEMD +SELINUX\n";
+        let runc = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1+deb12u1\nspec: 1.0.2-dev\ngo: go1.19.8\n";
+        let crun = DeclaredSpecVersion::from_version_output(crun).unwrap();
+        let runc = DeclaredSpecVersion::from_version_output(runc).unwrap();
+        assert_eq!(DeclaredSpecVersion::from_version_output("youki version 0.3\n"), None);
+        assert_eq!(DeclaredSpecVersion::from_version_output("spec: dev\n"), None);
+        let parse = spec;
+        let mut spec = parse(serde_json::json!({"ociVersion": "1.3.0", "hostname": "h"}));
+        assert_eq!(
+            with_runtime_oci_version(&mut spec, Some(&crun)).as_deref(),
+            Some("1.3.0")
+        );
+        assert_eq!(spec.oci_version, "1.0.0");
+        assert_eq!(spec.hostname, "h");
+        let mut spec = parse(serde_json::json!({"ociVersion": "1.3.0"}));
+        assert_eq!(
+            with_runtime_oci_version(&mut spec, Some(&runc)).as_deref(),
+            Some("1.3.0")
+        );
+        assert_eq!(spec.oci_version, "1.0.2-dev");
+        // Same minor, older, unknown: kept.
+        for version in ["1.0.2-dev", "1.0.9", "0.9", "weird"] {
+            let mut spec = parse(serde_json::json!({ "ociVersion": version }));
+            assert_eq!(with_runtime_oci_version(&mut spec, Some(&crun)), None, "{version}");
+            assert_eq!(spec.oci_version, version);
+        }
+        let mut spec = parse(serde_json::json!({"ociVersion": "1.3.0"}));
+        assert_eq!(with_runtime_oci_version(&mut spec, None), None);
+    }
 
     fn spec(json: serde_json::Value) -> Spec {
         serde_json::from_value(json).unwrap()

@@ -112,11 +112,51 @@ impl Runtime {
             .ok_or_else(|| RunError::RuntimeNotOnPath(name.to_string()))
     }
 
+    /// Starts `<runtime> --version`, to learn the runtime-spec version it
+    /// declares while the policies run; `None` when it cannot start (the
+    /// run itself then says why).
+    fn start_version_probe(&self) -> Option<VersionProbe> {
+        Command::new(&self.path)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()
+            .map(|child| VersionProbe { child })
+    }
+
     fn name(&self) -> String {
         self.path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
+    }
+}
+
+/// A running `<runtime> --version`; waited for when dropped.
+struct VersionProbe {
+    child: std::process::Child,
+}
+
+impl VersionProbe {
+    /// Bytes of `--version` output read at most.
+    const MAX_OUTPUT_BYTES: u64 = 64 << 10;
+
+    /// The version the runtime declares, if its output names one.
+    fn declared(mut self) -> Option<edits::DeclaredSpecVersion> {
+        use std::io::Read;
+        let mut output = String::new();
+        let stdout = self.child.stdout.take()?;
+        stdout.take(Self::MAX_OUTPUT_BYTES).read_to_string(&mut output).ok()?;
+        edits::DeclaredSpecVersion::from_version_output(&output)
+    }
+}
+
+impl Drop for VersionProbe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -224,6 +264,14 @@ fn prepare_request(
     Ok((rootfs, user))
 }
 
+/// What the runner settled for the container besides the request.
+struct Prepared {
+    rootfs: PathBuf,
+    user: ResolvedUser,
+    /// The runtime-spec version the OCI runtime declares.
+    runtime_spec: Option<edits::DeclaredSpecVersion>,
+}
+
 fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, lock: StepLock) -> Result<i32, RunError> {
     let (rootfs, user) = match prepare_request(args, request, bundle) {
         Ok(prepared) => prepared,
@@ -235,9 +283,15 @@ fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, loc
             return Err(e);
         }
     };
+    let version_probe = args.oci_runtime.start_version_probe();
     let step = args.ctx.step_host(request, lock)?;
     let (mut step, spec) = crate::run_chain(args.runtime, args.chain, step, request, args.facts, &args.ctx.audit)?;
-    let result = start_container(args, &mut step, spec, &rootfs, &user, request, bundle);
+    let prepared = Prepared {
+        rootfs,
+        user,
+        runtime_spec: version_probe.and_then(VersionProbe::declared),
+    };
+    let result = start_container(args, &mut step, spec, &prepared, request, bundle);
     let released = step.release_all().map(|report| {
         for warning in report.warnings() {
             eprintln!("specwright: warning: {warning}");
@@ -247,16 +301,21 @@ fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, loc
 }
 
 /// The runner's edits of the spec (its rootfs, the user's groups, what the
-/// host cannot grant), then config.json and the container itself.
+/// host cannot grant, the spec version the runtime takes), then
+/// config.json and the container itself.
 fn start_container(
     args: &RunArgs<'_>,
     step: &mut StepHost,
     mut spec: specwright_core::spec::Spec,
-    rootfs: &Path,
-    user: &ResolvedUser,
+    prepared: &Prepared,
     request: &Request,
     bundle: &Bundle,
 ) -> Result<i32, RunError> {
+    let Prepared {
+        rootfs,
+        user,
+        runtime_spec,
+    } = prepared;
     let root = step
         .bind_rootfs(rootfs, request.readonly_rootfs)
         .map_err(RunError::BindRootfs)?;
@@ -266,6 +325,9 @@ fn start_container(
             "specwright: warning: this host's bounding set lacks {}; the container runs without them",
             applied.dropped_capabilities.join(", ")
         );
+    }
+    if let Some(replaced) = edits::with_runtime_oci_version(&mut spec, runtime_spec.as_ref()) {
+        tracing::debug!(replaced, written = %spec.oci_version, "the runtime declares an older runtime-spec version");
     }
     // The policies' output was validated; what the runner changed is too.
     let text = crate::validate::config_json(&spec).map_err(RunError::Invalid)?;
