@@ -33,7 +33,10 @@ fn op_path(op: &Op) -> Option<&Path> {
         | Op::RemoveGivenBundle(p)
         | Op::OpenStateDir(p)
         | Op::ReadHostFile(p)
-        | Op::IsDirectory(p) => Some(p),
+        | Op::IsDirectory(p)
+        | Op::Exists(p)
+        | Op::ListDir(p)
+        | Op::NodeInfo(p) => Some(p),
         Op::DeleteContainer { .. }
         | Op::WriteRecord(_)
         | Op::RemoveRecord(_)

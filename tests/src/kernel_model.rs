@@ -222,6 +222,19 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         Ok(None)
     }
 
+    fn exists(&self, path: &Path) -> Result<bool, nix::errno::Errno> {
+        specwright_host_core::sys::RealSyscalls.exists(path)
+    }
+
+    /// The model lists no host directory.
+    fn list_dir(&self, _path: &Path) -> std::io::Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+
+    fn node_info(&self, path: &Path) -> Result<specwright_host_core::sys::NodeInfo, nix::errno::Errno> {
+        specwright_host_core::sys::RealSyscalls.node_info(path)
+    }
+
     fn unmount(&self, target: &Path, _flags: nix::mount::MntFlags) -> Result<(), nix::errno::Errno> {
         let mut state = self.lock();
         match state.mounted.get_mut(target) {

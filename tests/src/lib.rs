@@ -13,9 +13,21 @@ pub fn shared_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
 }
 
-/// The oracle's case directory.
+/// The case directory of the oracle the default policy reproduces
+/// (BuildKit v0.32.2).
 pub fn oracle_cases_dir() -> PathBuf {
+    shared_dir().join("oracle-v0.32/cases")
+}
+
+/// The case directory of BuildKit v0.8.1's oracle, which the
+/// `buildkit-v0.8` policy reproduces.
+pub fn v0_8_oracle_cases_dir() -> PathBuf {
     shared_dir().join("oracle/cases")
+}
+
+/// Both oracles' case directories.
+pub fn all_oracle_cases_dirs() -> [PathBuf; 2] {
+    [oracle_cases_dir(), v0_8_oracle_cases_dir()]
 }
 
 /// Names of every oracle case (`<name>.request.json`), sorted.
@@ -315,9 +327,15 @@ impl<'de> serde::Deserialize<'de> for OrderedJson {
 /// Shell lines that wait (up to 30 s) until something is mounted under
 /// `<state>/mounts/`, then print `held=N`.
 pub fn wait_for_a_mount(state: &Path) -> String {
+    wait_for_mounts(state, 1)
+}
+
+/// Shell lines that wait (up to 30 s) until at least `count` mounts exist
+/// under `<state>/mounts/`, then print `held=N`.
+pub fn wait_for_mounts(state: &Path, count: usize) -> String {
     format!(
         r#"i=0
-while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+while [ "$(grep -c ' {state}/mounts/' /proc/self/mountinfo)" -lt {count} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 echo "held=$(grep -c ' {state}/mounts/' /proc/self/mountinfo)""#,
         state = state.display()
     )

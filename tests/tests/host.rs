@@ -132,12 +132,13 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
     );
     let (stdout, stderr, _) = in_namespace(&script);
     assert!(!stdout.contains("spec-failed"), "{stdout}\n{stderr}");
-    assert!(stdout.contains("held=2"), "{stdout}\n{stderr}");
+    // Each step: its read-only source and one pinned selector per mount.
+    assert!(stdout.contains("held=6"), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("kept orphan") && stdout.contains("kept alive"),
         "{stdout}"
     );
-    assert!(stdout.contains("released orphan: 1 mountpoints"), "{stdout}");
+    assert!(stdout.contains("released orphan: 3 mountpoints"), "{stdout}");
     assert!(
         stdout.contains("gc2=0") && stdout.contains("records=alive.json"),
         "{stdout}"
@@ -211,8 +212,8 @@ fn a_dry_run_prints_the_plan_and_touches_nothing() {
         .iter()
         .map(|o| o["op"].as_str().unwrap())
         .collect();
-    // Every operation, the lock's, the record's and both selectors'
-    // resolutions too, is planned and recorded; none is performed.
+    // Every operation, the lock's, the record's and both selectors' pins
+    // too, is planned and recorded; none is performed.
     assert_eq!(
         ops,
         [
@@ -220,21 +221,41 @@ fn a_dry_run_prints_the_plan_and_touches_nothing() {
             "open-audit-log",
             "lock-step",
             "read-record",
+            // The read-only source on a temporary mountpoint.
             "write-record",
             "mkdir",
             "mount",
             "mount",
+            // Its selector pinned on a mountpoint of its own.
             "resolve",
-            "resolve"
+            "write-record",
+            "mkdir",
+            "mount",
+            // The read-write source's selector, pinned the same way.
+            "resolve",
+            "write-record",
+            "mkdir",
+            "mount",
         ],
         "{plan}"
     );
     assert!(plan["spec"]["mounts"].as_array().unwrap().len() == 11, "{plan}");
     // The read-write bind's selector is planned, not resolved on the real
-    // source: the symlink `link_rel` is not followed.
+    // source: the symlink `link_rel` is not followed, and the spec names
+    // the pin's planned mountpoint.
     let rw = &plan["spec"]["mounts"][10];
     assert_eq!(rw["destination"], "/rw", "{plan}");
-    assert_eq!(rw["source"], work.join("src/link_rel").display().to_string(), "{plan}");
+    assert_eq!(
+        rw["source"],
+        state.join("mounts/planned-2").display().to_string(),
+        "{plan}"
+    );
+    let last = plan["operations"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        last["source"],
+        work.join("src/link_rel").display().to_string(),
+        "{plan}"
+    );
     assert!(!state.exists(), "a dry run creates no state");
 }
 
@@ -263,9 +284,9 @@ fn the_audit_log_names_step_policy_and_operation() {
         [
             ("default", "materialize"),
             ("default", "mount-temporary"),
-            ("default", "resolve"),
+            ("default", "pin"),
             ("default", "materialize"),
-            ("default", "resolve"),
+            ("default", "pin"),
             ("default", "policy"),
             ("host", "release-step"),
         ],
@@ -331,8 +352,9 @@ echo "source-mount=$(grep -c ' {src}/sub/other ' /proc/self/mountinfo) inner=$(l
     let (stdout, stderr, _) = in_namespace(&script);
     let err = script_output(&work.join("release.err"));
     assert!(!stdout.contains("spec-failed"), "{stdout}\n{stderr}");
-    // The read-only selector's temporary mount: the bind and its submount.
-    assert!(stdout.contains("held=2"), "{stdout}");
+    // The read-only source's temporary mount (the bind and its submount)
+    // and the two pinned selectors.
+    assert!(stdout.contains("held=4"), "{stdout}");
     assert!(stdout.contains("release=0") && !err.contains("busy"), "{stdout}\n{err}");
     assert!(stdout.contains("left=0 dirs=0"), "{stdout}");
     assert!(

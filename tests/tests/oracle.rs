@@ -1,10 +1,14 @@
-//! Every case in `../shared/oracle/cases/` through the real library path,
-//! with real directories and real mounts in a private mount namespace,
-//! compared with what BuildKit v0.8.1 itself produced: as parsed JSON,
-//! and in the order of its keys.
+//! Every case in `../shared/oracle-v0.32/cases/` (BuildKit v0.32.2) through
+//! the default policy and every case in `../shared/oracle/cases/` (BuildKit
+//! v0.8.1) through the `buildkit-v0.8` policy, each by the command line and
+//! by the library API, with real directories and real mounts in a private
+//! mount namespace, compared with what BuildKit itself produced: as parsed
+//! JSON, and in the order of its keys.
+
+use std::path::Path;
 
 use serde_json::Value;
-use specwright_tests::{oracle_case_names, oracle_cases_dir, run_in_private_mount_namespace, OrderedJson};
+use specwright_tests::{oracle_case_names, run_in_private_mount_namespace, shared_dir, OrderedJson};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 
@@ -14,15 +18,21 @@ fn buildkit_leaks(name: &str) -> bool {
     name == "mount_no_source"
 }
 
-fn check_case(name: &str) -> Result<(), String> {
-    let cases = oracle_cases_dir();
+fn check_case(cases: &Path, name: &str, policy: &str, way: &str) -> Result<(), String> {
     let expected_text =
         std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).map_err(|e| e.to_string())?;
     let expected: Value = serde_json::from_str(&expected_text).map_err(|e| e.to_string())?;
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let out = run_in_private_mount_namespace(
         HELPER.as_ref(),
-        &["oracle", cases.to_str().unwrap(), name, work.path().to_str().unwrap()],
+        &[
+            "oracle",
+            cases.to_str().unwrap(),
+            name,
+            work.path().to_str().unwrap(),
+            policy,
+            way,
+        ],
     )
     .map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -115,25 +125,50 @@ fn diff_into(want: &Value, got: &Value, at: String, out: &mut Vec<String>) {
     }
 }
 
-#[test]
-fn every_oracle_case_is_reproduced() {
-    let cases = oracle_cases_dir();
+/// Every case of `oracle` (a directory beside the repository), at least
+/// `at_least` of them, through `policy` the `way` given.
+fn check_all(oracle: &str, at_least: usize, policy: &str, way: &str) {
+    let cases = shared_dir().join(oracle).join("cases");
     let names = oracle_case_names(&cases).expect("the oracle cases beside the repository (../shared)");
     assert!(
-        names.len() >= 31,
+        names.len() >= at_least,
         "only {} oracle cases found in {}",
         names.len(),
         cases.display()
     );
     let failures: Vec<String> = names
         .iter()
-        .filter_map(|name| check_case(name).err().map(|e| format!("--- {name}:\n{e}")))
+        .filter_map(|name| {
+            check_case(&cases, name, policy, way)
+                .err()
+                .map(|e| format!("--- {name}:\n{e}"))
+        })
         .collect();
     assert!(
         failures.is_empty(),
-        "{} of {} cases failed:\n{}",
+        "{} of {} cases failed ({policy}, {way}):\n{}",
         failures.len(),
         names.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_v0_32_case_is_reproduced_by_the_default_policy_through_the_cli() {
+    check_all("oracle-v0.32", 48, "default", "cli");
+}
+
+#[test]
+fn every_v0_32_case_is_reproduced_by_the_default_policy_through_the_api() {
+    check_all("oracle-v0.32", 48, "default", "api");
+}
+
+#[test]
+fn every_v0_8_case_is_reproduced_by_buildkit_v0_8_through_the_cli() {
+    check_all("oracle", 31, "buildkit-v0.8", "cli");
+}
+
+#[test]
+fn every_v0_8_case_is_reproduced_by_buildkit_v0_8_through_the_api() {
+    check_all("oracle", 31, "buildkit-v0.8", "api");
 }

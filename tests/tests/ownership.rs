@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 use specwright_tests::{
-    in_namespace, oracle_facts_file, script_output, selector_request, wait_for_a_mount, workdir, write_json,
+    in_namespace, oracle_facts_file, script_output, selector_request, wait_for_a_mount, wait_for_mounts, workdir,
+    write_json,
 };
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
@@ -272,13 +273,14 @@ echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo) dirs=$(ls {state}/
         request = request.display(),
         facts = oracle_facts_file().display(),
         state = state.display(),
-        wait_for_a_mount = wait_for_a_mount(&state),
+        wait_for_a_mount = wait_for_mounts(&state, 3),
         work = work.display(),
     );
     let (stdout, stderr, _) = in_namespace(&script);
     let err = script_output(&work.join("err"));
     assert!(
-        stdout.contains("held=1") && stdout.contains("rc=1"),
+        // The default policy's three: the read-only source and two pins.
+        stdout.contains("held=3") && stdout.contains("rc=1"),
         "{stdout}\n{stderr}\n{err}"
     );
     assert!(err.contains("exited while the step was made"), "{err}");

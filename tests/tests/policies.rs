@@ -125,8 +125,9 @@ fn a_policy_may_release_its_own_mount_early() {
     ];
     let (rc, err, left, out) = spec_in_namespace(&work, &args);
     assert_eq!(rc, 0, "{err}");
-    // The default policy's temporary mount stays; the hostile one's own is gone.
-    assert_eq!(left, "left=1 dirs=1 records=1", "{err}");
+    // The default policy's temporary mount and its pinned selector stay;
+    // the hostile one's own is gone.
+    assert_eq!(left, "left=2 dirs=2 records=1", "{err}");
     assert!(serde_json::from_str::<Value>(&out).is_ok());
 }
 
@@ -174,7 +175,7 @@ fn inspect_shows_world_exports_and_metadata() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["name"], "hardened");
-    assert_eq!(info["targets"], "specwright:policy@0.1.0 (world policy)");
+    assert_eq!(info["targets"], "specwright:policy@0.2.0 (world policy)");
     assert_eq!(info["exports"], json!(["generate", "metadata"]));
     assert!(info["size_bytes"].as_u64().unwrap() > 1000);
     assert!(info["description"].as_str().unwrap().contains("CAP_NET_RAW"));

@@ -150,6 +150,7 @@ fn facts() -> impl Strategy<Value = HostFacts> {
             first_free_loop: u32::from(loop_),
             in_user_namespace: userns,
             arch: arch.to_string(),
+            ..HostFacts::default()
         })
 }
 

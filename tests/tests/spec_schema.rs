@@ -7,17 +7,18 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
 use specwright_host_core::validate::validate_value;
-use specwright_tests::{oracle_case_names, oracle_cases_dir, shared_dir, shared_schema_validator};
+use specwright_tests::{all_oracle_cases_dirs, oracle_case_names, shared_dir, shared_schema_validator};
 
 fn oracle_specs() -> Vec<Value> {
-    let cases = oracle_cases_dir();
     let mut specs = Vec::new();
-    for name in oracle_case_names(&cases).unwrap() {
-        let expected: Value =
-            serde_json::from_str(&std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).unwrap())
-                .unwrap();
-        if !expected["spec"].is_null() {
-            specs.push(expected["spec"].clone());
+    for cases in all_oracle_cases_dirs() {
+        for name in oracle_case_names(&cases).unwrap() {
+            let expected: Value =
+                serde_json::from_str(&std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).unwrap())
+                    .unwrap();
+            if !expected["spec"].is_null() {
+                specs.push(expected["spec"].clone());
+            }
         }
     }
     specs

@@ -2,8 +2,10 @@
 //! reports what happened as JSON on standard output.
 //!
 //! - `sw-testhelper cli ARGS...`: the specwright command line itself.
-//! - `sw-testhelper oracle CASES_DIR NAME WORKDIR`: one oracle case with
-//!   real directories and mounts under WORKDIR.
+//! - `sw-testhelper oracle CASES_DIR NAME WORKDIR POLICY api|cli`: one
+//!   oracle case with real directories and mounts under WORKDIR, through
+//!   the library API or the `specwright` command line, with embedded
+//!   policy POLICY (`default`, `buildkit-v0.8`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +28,13 @@ fn main() {
         Some("cli") => std::process::exit(specwright::cli::main_with_args(
             std::iter::once("specwright".to_string()).chain(args[2..].iter().cloned()),
         )),
-        Some("oracle") if args.len() == 5 => match oracle_case(Path::new(&args[2]), &args[3], Path::new(&args[4])) {
+        Some("oracle") if args.len() == 7 => match oracle_case(
+            Path::new(&args[2]),
+            &args[3],
+            Path::new(&args[4]),
+            &args[5],
+            args[6] == "cli",
+        ) {
             Ok(report) => println!("{report}"),
             Err(e) => {
                 eprintln!("sw-testhelper: {e:#}");
@@ -38,7 +46,7 @@ fn main() {
         Some("api") if args.len() == 3 => report(api(Path::new(&args[2]))),
         _ => {
             eprintln!(
-                "usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR | faults WORKDIR | busy WORKDIR | api WORKDIR"
+                "usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR POLICY api|cli | faults WORKDIR | busy WORKDIR | api WORKDIR"
             );
             std::process::exit(2);
         }
@@ -318,13 +326,14 @@ fn placeholder_count(text: &str, prefix: &str) -> usize {
     count
 }
 
-fn oracle_case(cases: &Path, name: &str, work: &Path) -> Result<Value> {
+fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: bool) -> Result<Value> {
     let read = |suffix: &str| -> Result<String> {
         let path = cases.join(format!("{name}.{suffix}.json"));
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     };
     let mut request = read("request")?;
-    let facts: HostFacts = serde_json::from_str(&read("host")?).context("host facts")?;
+    let facts_text = read("host")?;
+    let facts: HostFacts = serde_json::from_str(&facts_text).context("host facts")?;
     let work = std::fs::canonicalize(work)?;
 
     // Real paths and their placeholders; fixed-width names so no path is a
@@ -340,8 +349,26 @@ fn oracle_case(cases: &Path, name: &str, work: &Path) -> Result<Value> {
         std::fs::create_dir_all(&dir)?;
         placeholders.push((dir.display().to_string(), format!("<EMPTY{n}>")));
     }
+    for n in 0..placeholder_count(&request, "LONG") {
+        let dir = work.join(format!("long{n:03}{}", "x".repeat(200)));
+        std::fs::create_dir_all(&dir)?;
+        placeholders.push((dir.display().to_string(), format!("<LONG{n}>")));
+    }
+    if request.contains("<TRACESOCK>") {
+        let socket = work.join("otel-trace.sock");
+        std::fs::write(&socket, b"")?;
+        placeholders.push((socket.display().to_string(), "<TRACESOCK>".to_string()));
+    }
     for (real, placeholder) in &placeholders {
         request = request.replace(placeholder, real);
+    }
+    // The case's CDI spec, alone in a directory; none when it has none (so
+    // nothing of the machine's own CDI specs is seen).
+    let cdi_dir = work.join("cdi");
+    std::fs::create_dir_all(&cdi_dir)?;
+    let cdi_spec = cases.join(format!("{name}.cdi.yaml"));
+    if cdi_spec.exists() {
+        std::fs::copy(&cdi_spec, cdi_dir.join(format!("{name}.yaml")))?;
     }
 
     let state_root = work.join("state");
@@ -349,33 +376,49 @@ fn oracle_case(cases: &Path, name: &str, work: &Path) -> Result<Value> {
     let mounts_root = state.mounts_dir();
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
     let audit = Audit::events_only();
-    // Through the library's API, as an embedder makes a step.
-    let engine = Engine::new(Limits::default())?;
-    let chain = Chain::new(vec![engine.default_policy()?]);
-    let host = Host::open(&state_root)?;
-    let prepared = Request::from_json(&request)
-        .map_err(|e| e.to_string())
-        .and_then(|request| {
-            let step = engine
-                .prepare(&chain, &host, &request, &facts)
-                .map_err(|e| e.to_string())?;
-            Ok((request.id, step))
-        });
-    let mounts_during = mounts_below(&mounts_root)?.len();
-
-    let (spec, error, id) = match prepared {
-        Ok((id, step)) => {
-            let spec = serde_json::to_value(step.spec())?;
-            // Released below by id, as `specwright release` does.
-            step.keep();
-            (Some(spec), None, id)
+    let (spec, error, id, mounts_during) = if via_cli {
+        cli_step(
+            &work,
+            &request,
+            &facts_text,
+            policy,
+            &cdi_dir,
+            &state_root,
+            &mounts_root,
+        )?
+    } else {
+        // Through the library's API, as an embedder makes a step.
+        let engine = Engine::new(Limits::default())?;
+        let chain = Chain::new(vec![engine.load(policy)?]);
+        let options = specwright::StepOptions {
+            cdi_spec_dirs: Arc::new(vec![cdi_dir.clone()]),
+            ..specwright::StepOptions::default()
+        };
+        let host = Host::open(&state_root)?.with_options(options);
+        let prepared = Request::from_json(&request)
+            .map_err(|e| e.to_string())
+            .and_then(|request| {
+                let step = engine
+                    .prepare(&chain, &host, &request, &facts)
+                    .map_err(|e| e.to_string())?;
+                Ok((request.id, step))
+            });
+        let mounts_during = mounts_below(&mounts_root)?.len();
+        match prepared {
+            Ok((id, step)) => {
+                let spec = serde_json::to_value(step.spec())?;
+                // Released below by id, as `specwright release` does.
+                step.keep();
+                (Some(spec), None, id, mounts_during)
+            }
+            Err(e) => (None, Some(e), String::new(), mounts_during),
         }
-        Err(e) => (None, Some(e), String::new()),
     };
     let mapped = match &spec {
         Some(spec) => Some(map_back(spec, &mounts_root, &placeholders)?),
         None => None,
     };
+    let error = error.map(|e| map_text_back(&e, &placeholders));
     if !id.is_empty() {
         release_step(&state, sys.as_ref(), &audit, &id)?;
         // Released twice: must be a no-op.
@@ -396,6 +439,67 @@ fn oracle_case(cases: &Path, name: &str, work: &Path) -> Result<Value> {
         "leftover_mountpoints": leftover,
         "leftover_records": records,
     }))
+}
+
+/// One step through `specwright spec` (this binary's `cli`, as a process
+/// of its own), its config.json read back: (spec, error, step id, mounts
+/// held after it).
+#[allow(clippy::type_complexity)]
+fn cli_step(
+    work: &Path,
+    request: &str,
+    facts: &str,
+    policy: &str,
+    cdi_dir: &Path,
+    state_root: &Path,
+    mounts_root: &Path,
+) -> Result<(Option<Value>, Option<String>, String, usize)> {
+    let request_file = work.join("request.json");
+    std::fs::write(&request_file, request)?;
+    let facts_file = work.join("host.json");
+    std::fs::write(&facts_file, facts)?;
+    let bundle = work.join("bundle");
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("cli")
+        .arg("spec")
+        .args(["--policy", policy])
+        .arg("--request")
+        .arg(&request_file)
+        .arg("--host-facts")
+        .arg(&facts_file)
+        .arg("--state-dir")
+        .arg(state_root)
+        .arg("--cdi-spec-dir")
+        .arg(cdi_dir)
+        .arg("--bundle")
+        .arg(&bundle)
+        .output()?;
+    let mounts_during = mounts_below(mounts_root)?.len();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if bundle.join("config.json").exists() {
+            bail!("specwright spec failed but left {}/config.json", bundle.display());
+        }
+        return Ok((None, Some(stderr), String::new(), mounts_during));
+    }
+    let config = std::fs::read_to_string(bundle.join("config.json"))?;
+    let spec: Value = serde_json::from_str(&config)?;
+    let id = serde_json::from_str::<Value>(request)?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((Some(spec), None, id, mounts_during))
+}
+
+/// `text` with the case's real paths replaced by their placeholders.
+fn map_text_back(text: &str, placeholders: &[(String, String)]) -> String {
+    let mut all: Vec<&(String, String)> = placeholders.iter().collect();
+    all.sort_by_key(|(real, _)| std::cmp::Reverse(real.len()));
+    let mut text = text.to_string();
+    for (real, placeholder) in all {
+        text = text.replace(real.as_str(), placeholder);
+    }
+    text
 }
 
 /// Replaces real paths in the spec by the oracle's placeholders; temporary
