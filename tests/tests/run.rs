@@ -3,6 +3,7 @@
 //! refusal of hybrid cgroups is lifted by unmounting
 //! /sys/fs/cgroup/unified), and nothing may stay mounted afterwards.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -20,17 +21,32 @@ struct Outcome {
 
 /// Runs `script` (sh) as a step under `runtime`; `edit` adjusts the request.
 fn run_step(runtime: &str, work: &Path, rootfs: &Path, script: &str, edit: impl FnOnce(&mut Value)) -> Outcome {
-    run_step_with(runtime, work, rootfs, script, edit, "", "")
+    run_step_with(runtime, work, rootfs, script, edit, "", "", "")
 }
 
-/// `run_step`, with shell text before the command (a pipe into it) and
-/// after it (to background it and signal it).
+/// `run_step` with more arguments for `specwright run`.
+fn run_step_args(
+    runtime: &str,
+    work: &Path,
+    rootfs: &Path,
+    script: &str,
+    edit: impl FnOnce(&mut Value),
+    args: &str,
+) -> Outcome {
+    run_step_with(runtime, work, rootfs, script, edit, args, "", "")
+}
+
+/// `run_step`, with more arguments for `specwright run`, and shell text
+/// before the command (a pipe into it) and after it (to background it
+/// and signal it).
+#[allow(clippy::too_many_arguments)]
 fn run_step_with(
     runtime: &str,
     work: &Path,
     rootfs: &Path,
     script: &str,
     edit: impl FnOnce(&mut Value),
+    args: &str,
     before: &str,
     after: &str,
 ) -> Outcome {
@@ -45,7 +61,7 @@ fn run_step_with(
     let state = work.join(format!("state-{runtime}"));
     let shell = format!(
         r#"if [ {runtime} = crun ]; then umount /sys/fs/cgroup/unified 2>/dev/null; fi
-{before} {HELPER} cli run --runtime {runtime} --request {request} --rootfs {rootfs} --state-dir {state} 2>&1 {after}
+{before} {HELPER} cli run --runtime {runtime} --request {request} --rootfs {rootfs} --state-dir {state} {args} 2>&1 {after}
 echo "rc=$?"
 echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l) bundles=$(ls {state}/bundles 2>/dev/null | wc -l) locks=$(ls {state}/locks | wc -l)""#,
         request = request_file.display(),
@@ -72,6 +88,7 @@ fn cap_eff(output: &str) -> u64 {
 const CAP_SYS_ADMIN: u64 = 1 << 21;
 
 fn runtime_suite(runtime: &str) {
+    let null_owner = std::fs::metadata("/dev/null").map(|m| (m.uid(), m.gid())).unwrap();
     let (_dir, work) = workdir();
     let rootfs = work.join("rootfs");
     make_busybox_rootfs(&rootfs).unwrap();
@@ -223,8 +240,136 @@ fn runtime_suite(runtime: &str) {
         &o,
     );
 
+    let o = run_step(
+        runtime,
+        &work,
+        &rootfs,
+        "echo soft=$(ulimit -Sn) hard=$(ulimit -Hn)",
+        |r| {
+            r["ulimits"] = json!([{"name": "nofile", "soft": 321, "hard": 654}]);
+        },
+    );
+    check(
+        "ulimits reach the process",
+        o.code == 0 && o.output.contains("soft=321 hard=654"),
+        &o,
+    );
+
+    // The tracing socket: a real unix socket, bound read-only.
+    let socket = work.join("otel.sock");
+    if !socket.exists() {
+        std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    }
+    let o = run_step(
+        runtime,
+        &work,
+        &rootfs,
+        "test -S /dev/otel-grpc.sock && echo socket; echo \"endpoint=$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT\"; grep ' /dev/otel-grpc.sock ' /proc/self/mountinfo",
+        |r| r["tracing_socket"] = socket.display().to_string().into(),
+    );
+    let socket_mount = o
+        .output
+        .lines()
+        .find(|l| l.contains(" /dev/otel-grpc.sock "))
+        .unwrap_or("");
+    check(
+        "the tracing socket is bound read-only with its env",
+        o.code == 0
+            && o.output.contains("socket\n")
+            && o.output.contains("endpoint=unix:///dev/otel-grpc.sock")
+            && socket_mount
+                .split(' ')
+                .nth(5)
+                .is_some_and(|opts| opts.split(',').any(|o| o == "ro")),
+        &o,
+    );
+
+    // A CDI device from a spec file: its node (the host's /dev/null, 1:3),
+    // its env and its mount.
+    let cdi = work.join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    std::fs::write(
+        cdi.join("vendor.yaml"),
+        format!(
+            r#"cdiVersion: "0.6.0"
+kind: example.com/device
+devices:
+  - name: dev0
+    containerEdits:
+      env: ["VENDOR_DEVICE=dev0"]
+      deviceNodes:
+        - path: /dev/vendor0
+          hostPath: /dev/null
+containerEdits:
+  mounts:
+    - hostPath: {src}/sub/dir
+      containerPath: /opt/vendor
+      options: [ro, rbind]
+"#,
+            src = src.display()
+        ),
+    )
+    .unwrap();
+    let o = run_step_args(
+        runtime,
+        &work,
+        &rootfs,
+        "ls -l /dev/vendor0; echo \"env=$VENDOR_DEVICE\"; ls /opt/vendor; echo x > /dev/vendor0 && echo writable",
+        |r| r["cdi_devices"] = json!([{"name": "example.com/device=dev0"}]),
+        &format!("--cdi-spec-dir {}", cdi.display()),
+    );
+    check(
+        "a CDI device node, env and mount reach the container",
+        o.code == 0
+            && o.output
+                .lines()
+                .any(|l| l.starts_with('c') && l.contains("1,   3") && l.ends_with("/dev/vendor0"))
+            && o.output.contains("env=dev0")
+            && o.output.contains("file\n")
+            && o.output.contains("writable"),
+        &o,
+    );
+    let o = run_step_args(
+        runtime,
+        &work,
+        &rootfs,
+        "true",
+        |r| r["cdi_devices"] = json!([{"name": "example.com/device=missing"}]),
+        &format!("--cdi-spec-dir {}", cdi.display()),
+    );
+    check(
+        "a missing CDI device is an error naming it",
+        o.code == 1 && o.output.contains("example.com/device=missing"),
+        &o,
+    );
+
+    // BuildKit leaves insecure mode's device nodes out only when the host
+    // runs in a user namespace; a step's idmap keeps them.
+    let o = run_step(
+        runtime,
+        &work,
+        &rootfs,
+        "ls -l /dev/fuse; cat /proc/self/uid_map",
+        |r| {
+            r["security_mode"] = "insecure".into();
+            r["idmap"] = json!({
+                "uids": [{"container_id": 0, "host_id": 100000, "size": 65536}],
+                "gids": [{"container_id": 0, "host_id": 100000, "size": 65536}],
+            });
+        },
+    );
+    check(
+        "an insecure step with an idmap sees /dev/fuse",
+        o.code == 0
+            && o.output
+                .lines()
+                .any(|l| l.starts_with('c') && l.contains("10, 229") && l.ends_with("/dev/fuse"))
+            && o.output.contains("100000"),
+        &o,
+    );
+
     // Standard input reaches the container.
-    let o = run_step_with(runtime, &work, &rootfs, "cat", |_| {}, "echo from-stdin |", "");
+    let o = run_step_with(runtime, &work, &rootfs, "cat", |_| {}, "", "echo from-stdin |", "");
     check(
         "stdin is passed through",
         o.code == 0 && o.output.contains("from-stdin"),
@@ -239,10 +384,21 @@ fn runtime_suite(runtime: &str) {
         "trap 'exit 42' TERM; while true; do sleep 1; done",
         |_| {},
         "",
+        "",
         "& pid=$!; sleep 1.5; kill -TERM $pid; wait $pid",
     );
     check("SIGTERM is forwarded to the container", o.code == 42, &o);
 
+    // Every step above ran with /dev/null as its stdin; crun before 1.23
+    // chowns that to the container's root (the idmap's 100000).
+    let null = std::fs::metadata("/dev/null").unwrap();
+    if (null.uid(), null.gid()) != null_owner {
+        failures.push(format!(
+            "{runtime}: the host's /dev/null, owned by {null_owner:?} before, is now owned by {}:{}",
+            null.uid(),
+            null.gid()
+        ));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

@@ -121,19 +121,61 @@ pub fn with_additional_gids(spec: &mut Spec, gids: &[u32]) -> Result<(), EditErr
     Ok(())
 }
 
-/// What the runner changed, for the user: the capabilities dropped.
+/// `linux.devices` without the nodes the host lacks, when the container
+/// gets a user namespace: there the runtime binds each node from the
+/// host's same path (it cannot mknod), and runc fails on the first one
+/// that is missing (BuildKit's insecure list names /dev/kvm and /dev/cuse
+/// whatever the host has). Returns the paths dropped.
+pub fn without_devices_the_host_lacks(spec: &mut Spec, host_has: impl Fn(&Path) -> bool) -> Vec<String> {
+    let Some(linux) = spec.linux.as_mut() else {
+        return Vec::new();
+    };
+    if !linux.namespaces.iter().any(|n| n.kind == "user") {
+        return Vec::new();
+    }
+    let mut dropped = Vec::new();
+    linux.devices.retain(|d| {
+        let keep = host_has(Path::new(&*d.path));
+        if !keep {
+            dropped.push(d.path.to_string());
+        }
+        keep
+    });
+    dropped
+}
+
+/// What the runner changed, for the user: the capabilities and device
+/// nodes dropped.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     pub dropped_capabilities: Vec<String>,
+    pub dropped_devices: Vec<String>,
 }
 
-/// Every runner edit, in order: rootfs path, supplementary groups, then
-/// the host's capability bounding set (`None`: unknown, nothing dropped).
-pub fn apply(spec: &mut Spec, root: &Path, user: &ResolvedUser, bounding: Option<u64>) -> Result<Applied, EditError> {
+/// What the runner knows of the host for its edits.
+pub struct HostView<F: Fn(&Path) -> bool> {
+    /// The capability bounding set (`None`: unknown, nothing dropped).
+    pub bounding: Option<u64>,
+    /// Whether a host path exists.
+    pub has_path: F,
+}
+
+/// Every runner edit, in order: rootfs path, supplementary groups, the
+/// host's capability bounding set, then the device nodes it lacks.
+pub fn apply<F: Fn(&Path) -> bool>(
+    spec: &mut Spec,
+    root: &Path,
+    user: &ResolvedUser,
+    host: HostView<F>,
+) -> Result<Applied, EditError> {
     with_root_path(spec, root)?;
     with_additional_gids(spec, &user.additional_gids)?;
-    let dropped_capabilities = limit_to_host_capabilities(spec, bounding);
-    Ok(Applied { dropped_capabilities })
+    let dropped_capabilities = limit_to_host_capabilities(spec, host.bounding);
+    let dropped_devices = without_devices_the_host_lacks(spec, host.has_path);
+    Ok(Applied {
+        dropped_capabilities,
+        dropped_devices,
+    })
 }
 
 /// The newest runtime-spec version a runtime says it implements (the
@@ -172,6 +214,24 @@ pub fn with_runtime_oci_version(spec: &mut Spec, declared: Option<&DeclaredSpecV
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_device_nodes_go_only_under_a_user_namespace() {
+        let devices = serde_json::json!([
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229},
+            {"path": "/dev/kvm", "type": "c", "major": 10, "minor": 232},
+        ]);
+        let host_has = |p: &Path| p == Path::new("/dev/fuse");
+        let mut in_userns = spec(serde_json::json!({"ociVersion": "1.3.0", "linux": {
+            "namespaces": [{"type": "mount"}, {"type": "user"}], "devices": devices.clone()}}));
+        assert_eq!(without_devices_the_host_lacks(&mut in_userns, host_has), ["/dev/kvm"]);
+        assert_eq!(json(&in_userns)["linux"]["devices"], serde_json::json!([devices[0]]));
+        // Without a user namespace the runtime makes the nodes itself.
+        let mut plain = spec(serde_json::json!({"ociVersion": "1.3.0", "linux": {
+            "namespaces": [{"type": "mount"}], "devices": devices.clone()}}));
+        assert!(without_devices_the_host_lacks(&mut plain, host_has).is_empty());
+        assert_eq!(json(&plain)["linux"]["devices"], devices);
+    }
 
     #[test]
     fn a_spec_newer_than_the_runtime_declares_gets_the_runtime_version() {
@@ -255,7 +315,10 @@ mod tests {
             &mut spec,
             Path::new("/state/mounts/s-0"),
             &user(vec![10, 29]),
-            Some(!(1u64 << 24)),
+            HostView {
+                bounding: Some(!(1u64 << 24)),
+                has_path: |_: &Path| true,
+            },
         )
         .unwrap();
         assert_eq!(applied.dropped_capabilities, ["CAP_SYS_RESOURCE"]);
@@ -281,7 +344,7 @@ mod tests {
     #[test]
     fn an_edit_never_invents_a_parent() {
         let mut bare = spec(serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}}));
-        let err = apply(&mut bare, Path::new("/r"), &user(vec![10]), None)
+        let err = apply(&mut bare, Path::new("/r"), &user(vec![10]), unknown_host())
             .unwrap_err()
             .to_string();
         assert!(err.contains("`process`"), "{err}");
@@ -293,8 +356,15 @@ mod tests {
             &mut spec(serde_json::json!({"ociVersion": "1.0.2", "root": {"path": ""}})),
             Path::new("/r"),
             &user(vec![]),
-            None,
+            unknown_host(),
         )
         .unwrap();
+    }
+
+    fn unknown_host() -> HostView<fn(&Path) -> bool> {
+        HostView {
+            bounding: None,
+            has_path: |_| true,
+        }
     }
 }

@@ -319,11 +319,23 @@ fn start_container(
     let root = step
         .bind_rootfs(rootfs, request.readonly_rootfs)
         .map_err(RunError::BindRootfs)?;
-    let applied = edits::apply(&mut spec, &root, user, edits::host_bounding_set())?;
+    let sys = args.ctx.sys.as_ref();
+    let host = edits::HostView {
+        bounding: edits::host_bounding_set(),
+        // A path that cannot be checked is left for the runtime to report.
+        has_path: |path: &Path| sys.exists(path).unwrap_or(true),
+    };
+    let applied = edits::apply(&mut spec, &root, user, host)?;
     if !applied.dropped_capabilities.is_empty() {
         eprintln!(
             "specwright: warning: this host's bounding set lacks {}; the container runs without them",
             applied.dropped_capabilities.join(", ")
+        );
+    }
+    if !applied.dropped_devices.is_empty() {
+        eprintln!(
+            "specwright: warning: this host has no {}; the container (in a user namespace, where nodes are bound from the host) runs without them",
+            applied.dropped_devices.join(", ")
         );
     }
     if let Some(replaced) = edits::with_runtime_oci_version(&mut spec, runtime_spec.as_ref()) {
@@ -362,13 +374,12 @@ fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<i32, RunE
             ))
         })?;
     let handle = signals.handle();
-    let mut child = Command::new(&runtime.path)
-        .arg("run")
-        .arg("--bundle")
-        .arg(bundle)
-        .arg(id)
-        .spawn()
-        .map_err(failed)?;
+    let null_streams = NullStdStreams::of_this_process();
+    let mut command = Command::new(&runtime.path);
+    command.arg("run").arg("--bundle").arg(bundle).arg(id);
+    null_streams.replace_with_pipes(&mut command);
+    let mut child = command.spawn().map_err(failed)?;
+    null_streams.drain(&mut child);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let forwarder = std::thread::spawn(move || {
         for signal in signals.forever() {
@@ -389,4 +400,65 @@ fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<i32, RunE
         return Ok(128 + signal);
     }
     Ok(status.code().unwrap_or(1))
+}
+
+/// Which of this process's stdin, stdout and stderr are the host's
+/// /dev/null. A runtime chowns its standard streams to the container's
+/// root, and crun before 1.23 does so for /dev/null too (containers/crun
+/// #1845): under an idmap that changes the host's /dev/null. Such a
+/// stream reaches the runtime as a pipe instead, which reads as empty and
+/// whose writes are dropped, as /dev/null's are.
+#[derive(Debug, Clone, Copy)]
+struct NullStdStreams([bool; 3]);
+
+impl NullStdStreams {
+    /// The device number of /dev/null (1:3).
+    const DEV_NULL: (u64, u64) = (1, 3);
+
+    fn of_this_process() -> NullStdStreams {
+        use std::os::fd::AsFd;
+        let is_null = |fd: std::os::fd::BorrowedFd<'_>| {
+            nix::sys::stat::fstat(fd).is_ok_and(|st| {
+                let kind = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+                kind == nix::sys::stat::SFlag::S_IFCHR
+                    && (nix::sys::stat::major(st.st_rdev), nix::sys::stat::minor(st.st_rdev)) == Self::DEV_NULL
+            })
+        };
+        NullStdStreams([
+            is_null(std::io::stdin().as_fd()),
+            is_null(std::io::stdout().as_fd()),
+            is_null(std::io::stderr().as_fd()),
+        ])
+    }
+
+    fn replace_with_pipes(self, command: &mut Command) {
+        let [stdin, stdout, stderr] = self.0;
+        if stdin {
+            command.stdin(std::process::Stdio::piped());
+        }
+        if stdout {
+            command.stdout(std::process::Stdio::piped());
+        }
+        if stderr {
+            command.stderr(std::process::Stdio::piped());
+        }
+    }
+
+    /// Closes the stdin pipe (end of input) and discards what comes out of
+    /// the others until whatever holds them closes them (a detached thread
+    /// each: a process the container left may hold a pipe past the run).
+    fn drain(self, child: &mut std::process::Child) {
+        drop(child.stdin.take());
+        let discard = |mut from: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut std::io::sink());
+            });
+        };
+        if let Some(out) = child.stdout.take() {
+            discard(Box::new(out));
+        }
+        if let Some(err) = child.stderr.take() {
+            discard(Box::new(err));
+        }
+    }
 }
