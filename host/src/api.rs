@@ -62,12 +62,13 @@ impl Engine {
         })
     }
 
-    /// The embedded default policy (BuildKit's `GenerateSpec`).
+    /// The embedded default policy (BuildKit v0.32.2's `GenerateSpec`).
     pub fn default_policy(&self) -> Result<LoadedPolicy, Error> {
         Ok(self.runtime.load_default()?)
     }
 
-    /// A policy from `FILE[:SETTINGS.json]`, as `--policy` takes it.
+    /// A policy from `FILE[:SETTINGS.json]`, as `--policy` takes it
+    /// (`default`, `buildkit` and `buildkit-v0.8` name the embedded ones).
     pub fn load(&self, arg: &str) -> Result<LoadedPolicy, Error> {
         Ok(self.runtime.load_spec(arg)?)
     }

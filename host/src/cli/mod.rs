@@ -36,8 +36,9 @@ enum Command {
     /// Run the policy chain for one step and write its config.json.
     Spec {
         /// A policy component, `FILE[:SETTINGS.json]`; repeat for a chain.
-        /// `default` names the embedded default policy. Without any, the
-        /// default policy runs alone.
+        /// `default` (also `buildkit`) names the embedded default policy
+        /// (BuildKit v0.32.2), `buildkit-v0.8` the embedded BuildKit v0.8.1
+        /// one. Without any, the default policy runs alone.
         #[arg(long = "policy", value_name = "FILE[:SETTINGS.json]")]
         policies: Vec<String>,
         /// The step request (format v1 JSON); `-` reads standard input.
@@ -55,9 +56,10 @@ enum Command {
         /// planned operations with the spec.
         #[arg(long)]
         dry_run: bool,
-        /// Bind each resolved selector, by file descriptor, onto its own
-        /// mountpoint and give the runtime that: a later symlink swap cannot
-        /// redirect it (the spec's paths then differ from BuildKit's).
+        /// Bind each selector `resolve` found, by file descriptor, onto its
+        /// own mountpoint and give the runtime that: a later symlink swap
+        /// cannot redirect it (the spec's paths then differ from BuildKit
+        /// v0.8.1's). The default policy pins every selector itself.
         #[arg(long)]
         pin_selectors: bool,
         /// A directory of CDI spec files (YAML or JSON) for the step's
