@@ -36,7 +36,8 @@ fn op_path(op: &Op) -> Option<&Path> {
         | Op::IsDirectory(p)
         | Op::Exists(p)
         | Op::ListDir(p)
-        | Op::NodeInfo(p) => Some(p),
+        | Op::NodeInfo(p)
+        | Op::MountFlags(p) => Some(p),
         Op::DeleteContainer { .. }
         | Op::WriteRecord(_)
         | Op::RemoveRecord(_)

@@ -226,6 +226,11 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         specwright_host_core::sys::RealSyscalls.exists(path)
     }
 
+    /// The model's file systems have no flags.
+    fn mount_flags(&self, _path: &Path) -> Result<u64, nix::errno::Errno> {
+        Ok(0)
+    }
+
     /// The model lists no host directory.
     fn list_dir(&self, _path: &Path) -> std::io::Result<Option<Vec<String>>> {
         Ok(None)

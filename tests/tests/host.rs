@@ -362,3 +362,66 @@ echo "source-mount=$(grep -c ' {src}/sub/other ' /proc/self/mountinfo) inner=$(l
         "the source's own mount was touched: {stdout}"
     );
 }
+
+/// BuildKit v0.32's rootless fix-up: on a host that runs in a user
+/// namespace each bind keeps the flags locked on the mount its source is
+/// on (statfs), or the runtime's bind would fail there.
+#[test]
+fn a_user_namespace_host_gets_binds_with_their_source_s_locked_flags() {
+    let (_dir, work) = workdir();
+    let data = work.join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(work.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(work.join("resolv.conf"), "nameserver 192.0.2.1\n").unwrap();
+    let request = write_json(
+        &work.join("request.json"),
+        &serde_json::json!({
+            "id": "userns-step",
+            "args": ["/bin/true"],
+            "resolv_conf": work.join("resolv.conf"),
+            "hosts_file": work.join("hosts"),
+            "mounts": [
+                {"dest": "/data", "source": data},
+                {"dest": "/sub", "source": data, "selector": "sub"}
+            ]
+        }),
+    );
+    let mut facts: Value = serde_json::from_str(&std::fs::read_to_string(oracle_facts_file()).unwrap()).unwrap();
+    facts["in_user_namespace"] = true.into();
+    let facts = write_json(&work.join("facts.json"), &facts);
+    let state = work.join("state");
+    let script = format!(
+        r#"set -e
+mount --bind {data} {data}
+mount -o remount,bind,ro,nosuid,nodev {data}
+{HELPER} cli spec --request {request} --host-facts {facts} --state-dir {state} --bundle {work}/bundle
+{HELPER} cli release --state-dir {state} userns-step
+echo "left=$(grep -c ' {state}/mounts/' /proc/self/mountinfo || true)"
+"#,
+        data = data.display(),
+        request = request.display(),
+        facts = facts.display(),
+        state = state.display(),
+        work = work.display(),
+    );
+    let (stdout, stderr, ok) = in_namespace(&script);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("left=0"), "{stdout}");
+    let spec: Value = serde_json::from_str(&std::fs::read_to_string(work.join("bundle/config.json")).unwrap()).unwrap();
+    let options_at = |dest: &str| -> Vec<String> {
+        let mount = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == dest)
+            .unwrap();
+        serde_json::from_value(mount["options"].clone()).unwrap()
+    };
+    // The read-only, nosuid, nodev bind of `data` is the source of both.
+    assert_eq!(options_at("/data"), ["rbind", "ro", "nodev", "nosuid"]);
+    assert_eq!(options_at("/sub"), ["rbind", "ro", "nodev", "nosuid"]);
+    // /proc is no bind: untouched.
+    assert_eq!(options_at("/proc"), ["nosuid", "noexec", "nodev"]);
+    let hosts = options_at("/etc/hosts");
+    assert_eq!(&hosts[..5], ["nosuid", "noexec", "nodev", "rbind", "ro"], "{hosts:?}");
+}

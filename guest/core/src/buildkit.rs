@@ -3,7 +3,10 @@
 //! default spec, the seccomp profile) and the steps only one applies.
 
 use crate::facts::HostFacts;
-use crate::mounts::{with_deduplicated_mounts, with_pinned_request_mounts, with_request_mounts, HostError, Mounter};
+use crate::mounts::{
+    with_deduplicated_mounts, with_pinned_request_mounts, with_request_mounts, with_unprivileged_bind_options,
+    HostError, Mounter,
+};
 use crate::opts::*;
 use crate::request::{parse_user, ProcessMode, Request, SecurityMode};
 use crate::seccomp::{self, Profile};
@@ -70,6 +73,9 @@ pub fn generate_release<M: Mounter>(
                 with_tracing_socket_mount(&mut spec, socket);
             }
             with_deduplicated_mounts(&mut spec);
+            if facts.in_user_namespace {
+                with_unprivileged_bind_options(&mut spec, |source| mounter.mount_flags(source))?;
+            }
         }
     }
     Ok(spec)
@@ -279,6 +285,9 @@ impl Mounter for NoHost {
     fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError> {
         Err(no_host())
     }
+    fn mount_flags(&mut self, _: &str) -> Result<u64, HostError> {
+        Err(no_host())
+    }
 }
 
 fn no_host() -> HostError {
@@ -359,6 +368,12 @@ mod tests {
         fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError> {
             Ok(crate::cdi::Registry::default())
         }
+
+        fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
+            self.log.push(format!("statfs {path}"));
+            // Every source as if on a nosuid,nodev file system.
+            Ok(2 | 4)
+        }
     }
 
     impl FakeHost {
@@ -414,6 +429,42 @@ mod tests {
 
     fn run(req: &Request) -> (Spec, Vec<String>) {
         run_release(Release::V0_8, req)
+    }
+
+    #[test]
+    fn a_user_namespace_host_keeps_the_locked_flags_of_each_bind_under_v0_32_only() {
+        let mut req = request();
+        req.resolv_conf = "/run/resolv.conf".into();
+        req.hosts_file = "/run/hosts".into();
+        req.mounts = vec![bind("/src", "/data/src", false, "sub")];
+        let mut f = facts();
+        f.in_user_namespace = true;
+        for release in [Release::V0_32, Release::V0_8] {
+            let mut host = FakeHost {
+                request: req.mounts.iter().map(|m| m.materialize().unwrap()).collect(),
+                ..FakeHost::default()
+            };
+            let spec = generate_release(release, &req, &f, &mut host).unwrap();
+            let statfs: Vec<&String> = host.log.iter().filter(|l| l.starts_with("statfs")).collect();
+            let src = spec.mounts.iter().find(|m| m.destination == "/src").unwrap();
+            let src_options: Vec<&str> = src.options.iter().map(|o| &**o).collect();
+            if release == Release::V0_8 {
+                assert!(statfs.is_empty(), "{statfs:?}");
+                assert_eq!(src_options, ["rbind"]);
+                continue;
+            }
+            // resolv.conf, hosts and the pinned selector: the binds; not
+            // /proc, /dev and the other file systems of the default spec.
+            assert_eq!(statfs.len(), 3, "{:?}", host.log);
+            assert_eq!(src_options, ["rbind", "nodev", "nosuid"]);
+            let hosts = spec.mounts.iter().find(|m| m.destination == "/etc/hosts").unwrap();
+            let hosts_options: Vec<&str> = hosts.options.iter().map(|o| &**o).collect();
+            assert_eq!(
+                hosts_options,
+                ["nosuid", "noexec", "nodev", "rbind", "ro"],
+                "no duplicates"
+            );
+        }
     }
 
     fn without_mounts(req: &Request, facts: &HostFacts) -> Result<Spec, PolicyError> {

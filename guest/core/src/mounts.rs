@@ -51,6 +51,12 @@ pub trait Mounter {
 
     /// The CDI devices the host has registered (its CDI spec files).
     fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError>;
+
+    /// `statfs(2)`'s `f_flags` for `path`, the source of a bind in the
+    /// spec: a host path the request names, a temporary mountpoint of the
+    /// step's (or a path in one), a CDI mount's host path, or the host's
+    /// /proc for a no-sandbox step.
+    fn mount_flags(&mut self, path: &str) -> Result<u64, HostError>;
 }
 
 /// Go's `path.Clean` for the absolute path `"/" + p`.
@@ -268,9 +274,118 @@ pub fn with_deduplicated_mounts(spec: &mut Spec) {
     spec.mounts = kept;
 }
 
+/// The mount flags a mount made in a user namespace must keep (the kernel
+/// locks them, `CL_UNPRIVILEGED`), by the `MS_*` bit BuildKit's
+/// `UnprivilegedMountFlags` tests `statfs`'s `f_flags` against, in a fixed
+/// order (BuildKit's comes from a Go map, so it varies). `relatime` is
+/// tested against `MS_RELATIME` (1 << 21), which `f_flags` never carries
+/// (its `ST_RELATIME` is 4096), so BuildKit never adds it; nor does this.
+pub const UNPRIVILEGED_MOUNT_FLAGS: &[(u64, &str)] = &[
+    (1, "ro"),
+    (4, "nodev"),
+    (8, "noexec"),
+    (2, "nosuid"),
+    (1024, "noatime"),
+    (1 << 21, "relatime"),
+    (2048, "nodiratime"),
+];
+
+/// BuildKit v0.32's `FixUpOCI`, for a host that runs in a user namespace:
+/// each bind (option `bind` or `rbind`) gains the locked flags of the file
+/// system its source is on, and its options lose their duplicates (the
+/// first of each stays). `flags_of` is `statfs`'s `f_flags` for a source.
+pub fn with_unprivileged_bind_options(
+    spec: &mut Spec,
+    mut flags_of: impl FnMut(&str) -> Result<u64, HostError>,
+) -> Result<(), PolicyError> {
+    for m in &mut spec.mounts {
+        if !m.options.iter().any(|o| o == "bind" || o == "rbind") {
+            continue;
+        }
+        if m.source.is_empty() {
+            return Err(PolicyError::InvalidRequest(format!(
+                "the bind at {} has no host source, and on a host in a user namespace the flags of its file system are needed (set `resolv_conf` and `hosts_file` there)",
+                m.destination
+            )));
+        }
+        let flags = flags_of(&m.source).map_err(|e| {
+            PolicyError::Internal(format!(
+                "failed to get unprivileged mount flags for the mount at {}: {e}",
+                m.destination
+            ))
+        })?;
+        let options = m.options.to_mut();
+        for (mask, name) in UNPRIVILEGED_MOUNT_FLAGS {
+            if flags & mask == *mask {
+                options.push(Name::Borrowed(name));
+            }
+        }
+        let mut seen: Vec<Name> = Vec::with_capacity(options.len());
+        options.retain(|o| {
+            let first = !seen.contains(o);
+            if first {
+                seen.push(o.clone());
+            }
+            first
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binds_keep_the_flags_their_source_is_mounted_with() {
+        let mut spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.3.0",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/etc/hosts", "type": "bind", "source": "/run/hosts", "options": ["nosuid", "noexec", "nodev", "rbind", "ro"]},
+                {"destination": "/src", "type": "bind", "source": "/data/src", "options": ["rbind", "rbind"]},
+                {"destination": "/all", "type": "bind", "source": "/all", "options": ["bind"]}
+            ]
+        }))
+        .unwrap();
+        let mut asked = Vec::new();
+        // A fake statfs: /run is ro,nosuid,nodev,noexec,relatime; /data
+        // nodev,noatime; /all every flag, ST_RELATIME (4096) included.
+        with_unprivileged_bind_options(&mut spec, |path| {
+            asked.push(path.to_string());
+            Ok(match path {
+                "/run/hosts" => 1 | 2 | 4 | 8 | 4096,
+                "/data/src" => 4 | 1024,
+                _ => 1 | 2 | 4 | 8 | 1024 | 2048 | 4096,
+            })
+        })
+        .unwrap();
+        assert_eq!(asked, ["/run/hosts", "/data/src", "/all"], "only binds are asked about");
+        let options: Vec<Vec<&str>> = spec
+            .mounts
+            .iter()
+            .map(|m| m.options.iter().map(|o| &**o).collect())
+            .collect();
+        assert_eq!(options[0], ["nosuid", "noexec", "nodev"]);
+        assert_eq!(options[1], ["nosuid", "noexec", "nodev", "rbind", "ro"]);
+        assert_eq!(options[2], ["rbind", "nodev", "noatime"]);
+        assert_eq!(
+            options[3],
+            ["bind", "ro", "nodev", "noexec", "nosuid", "noatime", "nodiratime"]
+        );
+        let err = with_unprivileged_bind_options(&mut spec, |_| Err(HostError::Failed("ENOENT".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the mount at /etc/hosts") && err.contains("ENOENT"),
+            "{err}"
+        );
+        spec.mounts[1].source = "".into();
+        let err = with_unprivileged_bind_options(&mut spec, |_| Ok(0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the bind at /etc/hosts has no host source"), "{err}");
+    }
 
     #[test]
     fn clean_matches_go_path_join() {

@@ -206,6 +206,10 @@ impl Mounter for Host {
         let json = wit_host::cdi_registry().map_err(HostError::from)?;
         serde_json::from_str(&json).map_err(|e| HostError::Failed(format!("the host's CDI registry: {e}")))
     }
+
+    fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
+        wit_host::mount_flags(path).map_err(HostError::from)
+    }
 }
 
 /// Decodes the inputs, runs `P`, encodes the spec. Called by [`export_policy!`].

@@ -69,6 +69,7 @@ fn op_json(op: &Op) -> serde_json::Value {
         Op::Resolve { root, selector } => json!({"op": "resolve", "root": root, "selector": selector}),
         Op::CanonicalPath(path) => json!({"op": "canonical-path", "path": path}),
         Op::Exists(path) => json!({"op": "exists", "path": path}),
+        Op::MountFlags(path) => json!({"op": "mount-flags", "path": path}),
         Op::ListDir(path) => json!({"op": "list-dir", "path": path}),
         Op::NodeInfo(path) => json!({"op": "stat-node", "path": path}),
         Op::LockStep(id) => json!({"op": "lock-step", "step": id}),

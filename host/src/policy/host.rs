@@ -106,6 +106,10 @@ impl wit_host::Host for PolicyState {
             .map_err(Into::into))
     }
 
+    fn mount_flags(&mut self, path: String) -> wasmtime::Result<Result<u64, wit_types::HostError>> {
+        Ok(self.step.mount_flags(&path).map_err(Into::into))
+    }
+
     fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {
         let id = self.table.delete(root)?.0;
         Ok(self.step.release_root(id).map_err(Into::into))

@@ -84,6 +84,10 @@ pub struct StepHost {
     keep: bool,
     /// Host paths the request names: what `canonical_path` may look at.
     request_paths: Vec<String>,
+    /// Host paths of the CDI mounts `cdi_registry` handed out.
+    cdi_mount_sources: Vec<String>,
+    /// Whether the step binds the host's /proc (`no-sandbox`).
+    host_proc_bound: bool,
     /// Host calls made and audit bytes written for this step (see [`limits`]).
     calls: usize,
     audit_bytes: usize,
@@ -137,6 +141,8 @@ impl StepHost {
             lock: Some(lock),
             keep: false,
             request_paths: request_host_paths(request),
+            cdi_mount_sources: Vec::new(),
+            host_proc_bound: request.process_mode == specwright_core::request::ProcessMode::NoSandbox,
             calls: 0,
             audit_bytes: 0,
         })
@@ -284,5 +290,9 @@ impl Mounter for StepHost {
 
     fn cdi_registry(&mut self) -> Result<specwright_core::cdi::Registry, HostError> {
         StepHost::cdi_registry(self)
+    }
+
+    fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
+        StepHost::mount_flags(self, path)
     }
 }

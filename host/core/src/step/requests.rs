@@ -322,9 +322,57 @@ impl StepHost {
         self.audited(
             "cdi-registry",
             || json!({"dirs": *dirs}),
-            |me| crate::cdi::load_registry(me.sys.as_ref(), &dirs).map_err(|e| HostError::Failed(e.to_string())),
+            |me| {
+                let registry =
+                    crate::cdi::load_registry(me.sys.as_ref(), &dirs).map_err(|e| HostError::Failed(e.to_string()))?;
+                let edits = registry
+                    .specs
+                    .iter()
+                    .map(|s| &s.edits)
+                    .chain(registry.devices.iter().map(|d| &d.edits));
+                me.cdi_mount_sources = edits
+                    .flat_map(|e| e.mounts.iter().map(|m| m.host_path.clone()))
+                    .collect();
+                Ok(registry)
+            },
             |_, registry| json!({"devices": registry.devices.len()}),
         )
+    }
+
+    /// `statfs`'s `f_flags` for `path`, the source of a bind in the spec:
+    /// a host path the request names, a path in one of this step's
+    /// temporary mountpoints, or a CDI mount's host path.
+    pub fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
+        self.audited(
+            "mount-flags",
+            || json!({"path": shown(path)}),
+            |me| {
+                if !me.may_ask_mount_flags(path) {
+                    return Err(HostError::Refused(format!(
+                        "{:?} is not the source of one of this step's binds",
+                        shown(path)
+                    )));
+                }
+                me.sys
+                    .mount_flags(std::path::Path::new(path))
+                    .map_err(|e| HostError::Failed(format!("statfs {path}: {e}")))
+            },
+            |_, flags| json!(flags),
+        )
+    }
+
+    fn may_ask_mount_flags(&self, path: &str) -> bool {
+        let in_a_root = !path.split('/').any(|c| c == "..")
+            && self
+                .roots
+                .iter()
+                .any(|r| !r.released && std::path::Path::new(path).starts_with(&r.path));
+        // A no-sandbox step binds the host's /proc.
+        let host_proc = path == "/proc" && self.host_proc_bound;
+        in_a_root
+            || host_proc
+            || self.request_paths.iter().any(|p| p == path)
+            || self.cdi_mount_sources.iter().any(|p| p == path)
     }
 
     pub fn resolve_in_root(&mut self, root: RootId, selector: &str) -> Result<String, HostError> {

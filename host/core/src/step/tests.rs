@@ -335,3 +335,45 @@ fn canonical_path_answers_only_for_paths_the_request_names() {
     let err = host.canonical_path("/etc/shadow").unwrap_err().to_string();
     assert!(err.contains("not a host path the request names"), "{err}");
 }
+
+#[test]
+fn mount_flags_answer_only_for_the_sources_of_the_step_s_binds() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("src");
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    let source = source.display().to_string();
+    let req = Request::from_json(
+        &json!({"id": "s1", "hosts_file": "/etc/hosts", "mounts": [{"dest": "/a", "source": source}]}).to_string(),
+    )
+    .unwrap();
+    let state = StateDir::open(&dir.path().join("state")).unwrap();
+    let mut host = StepHost::new(
+        state,
+        Arc::new(RealSyscalls),
+        Arc::new(Audit::events_only()),
+        StepOptions::default(),
+        &req,
+        StepLock::planned(&req.id),
+    )
+    .unwrap();
+    // A request path: statfs's real answer (this tmpfs or disk is not read-only).
+    let flags = host.mount_flags(&source).unwrap();
+    assert_eq!(flags & 1, 0, "{flags:#x}");
+    assert!(host.mount_flags("/etc/hosts").is_ok());
+    for other in ["/etc/shadow", "/", &format!("{source}/sub")] {
+        let err = host.mount_flags(other).unwrap_err().to_string();
+        assert!(
+            err.contains("is not the source of one of this step's binds"),
+            "{other}: {err}"
+        );
+    }
+}
+
+#[test]
+fn mount_flags_are_planned_in_a_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(json!([{"dest": "/a", "source": "/srv/x"}]));
+    let (mut host, sys) = dry_host(dir.path(), &req);
+    assert_eq!(host.mount_flags("/srv/x").unwrap(), 0);
+    assert!(sys.ops().contains(&Op::MountFlags("/srv/x".into())), "{:?}", sys.ops());
+}

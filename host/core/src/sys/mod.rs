@@ -88,6 +88,8 @@ pub enum Op {
     ListDir(PathBuf),
     /// What a device node is (a CDI device).
     NodeInfo(PathBuf),
+    /// The flags of the file system holding a bind's source.
+    MountFlags(PathBuf),
 }
 
 /// Why a container could not be deleted.
@@ -185,6 +187,8 @@ pub trait Syscalls: Send + Sync {
     fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>>;
     /// What the node at `path` is (following symlinks).
     fn node_info(&self, path: &Path) -> Result<NodeInfo, Errno>;
+    /// `statfs(2)`'s `f_flags` for `path` (following symlinks).
+    fn mount_flags(&self, path: &Path) -> Result<u64, Errno>;
     /// Whether releasing may unmount on several threads at once (a
     /// recording implementation keeps one order).
     fn releases_concurrently(&self) -> bool {
@@ -368,6 +372,10 @@ impl Syscalls for RealSyscalls {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
+        nix::sys::statvfs::statvfs(path).map(|st| st.flags().bits())
     }
 
     fn exists(&self, path: &Path) -> Result<bool, Errno> {

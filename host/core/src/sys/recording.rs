@@ -395,6 +395,16 @@ impl Syscalls for RecordingSyscalls {
         self.pass(op, |e| e, |s| s.is_directory(path), || Ok(true))
     }
 
+    /// A dry run plans the file system as mounted with no flags.
+    fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
+        self.pass(
+            Op::MountFlags(path.to_path_buf()),
+            |e| e,
+            |s| s.mount_flags(path),
+            || Ok(0),
+        )
+    }
+
     /// A dry run plans the path as present.
     fn exists(&self, path: &Path) -> Result<bool, Errno> {
         self.pass(Op::Exists(path.to_path_buf()), |e| e, |s| s.exists(path), || Ok(true))
