@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use specwright::{Limits, LoadedPolicy, PolicyRuntime};
 use specwright_bench::{cases_dir, dry_step, oracle_facts, oracle_request};
+use specwright_core::buildkit::Release;
 use specwright_core::{HostFacts, Mounter, Request};
 use specwright_host_core::audit::Audit;
 use specwright_host_core::state::StateDir;
@@ -26,9 +27,14 @@ use measure::{fmt_time, measure_together, steps_per_second, three, timed, Figure
 
 /// The pure core, natively: parse, generate, serialize (what the policy does).
 fn native_generate(json: &str, facts: &HostFacts, state: &StateDir) -> Result<String> {
+    native_generate_release(Release::DEFAULT, json, facts, state)
+}
+
+/// `native_generate` for one BuildKit release.
+fn native_generate_release(release: Release, json: &str, facts: &HostFacts, state: &StateDir) -> Result<String> {
     let request = Request::from_json(json)?;
     let mut step = dry_step(state, &request)?;
-    let spec = specwright_core::buildkit::generate(&request, facts, &mut step)?;
+    let spec = specwright_core::buildkit::generate_release(release, &request, facts, &mut step)?;
     Ok(spec.to_json())
 }
 
@@ -49,6 +55,17 @@ struct Target {
     what: String,
     ratio_or_value: String,
     pass: bool,
+}
+
+impl Target {
+    /// A ratio that must stay at or below `limit`; `detail` follows it.
+    fn ratio_at_most(what: String, ratio: f64, limit: f64, detail: String) -> Target {
+        Target {
+            what: format!("{what} <= {limit}x"),
+            ratio_or_value: format!("{ratio:.2}x ({detail})"),
+            pass: ratio <= limit,
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -117,14 +134,15 @@ fn main() -> Result<()> {
             .as_ref()
             .map(|f| format!("; the instance alone: {:.2}x", f.median() / native.median()))
             .unwrap_or_default();
-        targets.push(Target {
-            what: format!("{case}: fresh-instance wasm / native <= 1.5x"),
-            ratio_or_value: format!(
-                "{ratio:.2}x (reused instance: {:.2}x{floor_ratio})",
+        targets.push(Target::ratio_at_most(
+            format!("{case}: fresh-instance wasm / native"),
+            ratio,
+            1.5,
+            format!(
+                "reused instance: {:.2}x{floor_ratio}",
                 reused_fig.median() / native.median()
             ),
-            pass: ratio <= 1.5,
-        });
+        ));
         if case == "minimal" {
             targets.push(Target {
                 what: "minimal: native core <= 5 µs".to_string(),
@@ -134,6 +152,43 @@ fn main() -> Result<()> {
         }
         figures.extend([native, fresh, reused_fig]);
         figures.extend(floor);
+    }
+
+    // The default (BuildKit v0.32.2) beside `buildkit-v0.8` (v0.8.1, the
+    // default before it) on the same requests, natively and as policies.
+    let v0_8 = runtime.load_spec("buildkit-v0.8")?;
+    let v0_32_facts: HostFacts = serde_json::from_str(&std::fs::read_to_string(
+        cases_dir().join("../../oracle-v0.32/cases/minimal.host.json"),
+    )?)?;
+    for case in ["minimal", "four_mounts", "insecure"] {
+        let json = oracle_request(case, &work_path)?;
+        let measured = measure_together(
+            vec![
+                timed(format!("{case}: native core, v0.32 default"), || {
+                    native_generate_release(Release::V0_32, &json, &v0_32_facts, &state).map(drop)
+                }),
+                timed(format!("{case}: native core, buildkit-v0.8"), || {
+                    native_generate_release(Release::V0_8, &json, &v0_32_facts, &state).map(drop)
+                }),
+                timed(format!("{case}: wasm fresh instance, v0.32 default"), || {
+                    wasm_fresh(&runtime, &policy, &json, &v0_32_facts, &state).map(drop)
+                }),
+                timed(format!("{case}: wasm fresh instance, buildkit-v0.8"), || {
+                    wasm_fresh(&runtime, &v0_8, &json, &v0_32_facts, &state).map(drop)
+                }),
+            ],
+            per_sample,
+        )?;
+        let [native_32, native_8, wasm_32, wasm_8]: [Figure; 4] = measured
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("four figures expected"))?;
+        targets.push(Target::ratio_at_most(
+            format!("{case}: v0.32 default / buildkit-v0.8, fresh instance"),
+            wasm_32.median() / wasm_8.median(),
+            1.2,
+            format!("native core: {:.2}x", native_32.median() / native_8.median()),
+        ));
+        figures.extend([native_32, native_8, wasm_32, wasm_8]);
     }
 
     // 4. The CLI end to end, beside crun spec and runc spec.

@@ -2,7 +2,7 @@
 //! named for it. `buildkit.rs` applies them in BuildKit's order.
 
 use crate::buildkit::Release;
-use crate::facts::HostFacts;
+use crate::facts::{capability_name, HostFacts};
 use crate::request::{IdRange, LinuxResources, Network, Ulimit};
 use crate::seccomp::{default_seccomp, Profile};
 use crate::spec::{
@@ -217,7 +217,9 @@ pub fn with_insecure_spec(spec: &mut Spec, release: Release, facts: &HostFacts) 
     for set in caps.sets_mut() {
         match release {
             Release::V0_8 => set.to_mut().extend(INSECURE_CAPS.iter().map(|c| Name::Borrowed(*c))),
-            Release::V0_32 => set.to_mut().extend(facts.capabilities.iter().cloned().map(Name::from)),
+            Release::V0_32 => set
+                .to_mut()
+                .extend(facts.capabilities.iter().map(|c| capability_name(c))),
         }
     }
     process.apparmor_profile.clear();
