@@ -1,5 +1,7 @@
 //! Builds the embedded policies (`default` and `buildkit-v0.8`) for wasm32-wasip2 with a nested cargo and
-//! hands its path to `policy.rs`, which embeds it.
+//! hands their paths to `policy.rs`, which embeds them; and the example
+//! policies `hardened` and `mount-allowlist`, whose paths the tests of
+//! `specwright-runc` (in `tests/`, beside the binary) load as users do.
 
 use specwright_build_support::{build_wasm, export_wasm_path, workspace_root};
 
@@ -15,6 +17,10 @@ fn main() {
             "specwright-policy-buildkit",
             "-p",
             "specwright-policy-buildkit-v0-8",
+            "-p",
+            "specwright-policy-hardened",
+            "-p",
+            "specwright-policy-mount-allowlist",
         ],
     );
     export_wasm_path(
@@ -28,5 +34,17 @@ fn main() {
         "SPECWRIGHT_BUILDKIT_V0_8_POLICY_WASM",
         "guest",
         "specwright_policy_buildkit_v0_8.wasm",
+    );
+    export_wasm_path(
+        &root,
+        "SPECWRIGHT_HARDENED_WASM",
+        "guest",
+        "specwright_policy_hardened.wasm",
+    );
+    export_wasm_path(
+        &root,
+        "SPECWRIGHT_MOUNT_ALLOWLIST_WASM",
+        "guest",
+        "specwright_policy_mount_allowlist.wasm",
     );
 }

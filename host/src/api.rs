@@ -84,6 +84,30 @@ impl Engine {
             host: host.clone(),
         })
     }
+
+    /// Runs `chain` over `spec_json`, the spec an engine already wrote for
+    /// container `id` (what `specwright-runc` does on `create` and `run`):
+    /// the first policy gets it as the previous spec, with the request
+    /// derived from it (README's table). The host mounts nothing here, so
+    /// nothing is held once this returns; the result is validated against
+    /// the runtime-spec schema.
+    pub fn review(
+        &self,
+        chain: &Chain,
+        host: &Host,
+        id: &str,
+        spec_json: &str,
+        facts: &HostFacts,
+    ) -> Result<Spec, Error> {
+        Ok(crate::review_engine_spec(
+            &self.runtime,
+            &chain.policies,
+            id,
+            spec_json,
+            facts,
+            host.ctx.clone(),
+        )?)
+    }
 }
 
 /// The policies a step runs through, in order; each gets the previous

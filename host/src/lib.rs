@@ -47,6 +47,8 @@ mod cache;
 pub mod cli;
 mod policy;
 mod run;
+#[cfg(feature = "cli")]
+pub mod runc;
 
 // The privileged operations live in their own crate, which builds without
 // wasmtime (for the fuzz targets, and for whoever audits them); embedders
@@ -64,7 +66,7 @@ pub use specwright_core::spec::Spec;
 pub use specwright_core::{HostFacts, Request};
 pub use specwright_host_core::facts::{detect as detect_host_facts, read_facts_file};
 pub use specwright_host_core::state::{Owner, StateError};
-pub use specwright_host_core::step::{ReleaseError, ReleaseReport, StepOptions};
+pub use specwright_host_core::step::{Mounting, ReleaseError, ReleaseReport, StepOptions};
 pub use specwright_host_core::sys::{Op, RealSyscalls, RecordingSyscalls, Syscalls};
 
 use std::sync::Arc;
@@ -145,6 +147,12 @@ pub enum SpecError {
     /// A chain without a policy makes no spec.
     #[error("the chain has no policy")]
     EmptyChain,
+    /// The spec an engine wrote (`specwright-runc`) is not one.
+    #[error("the engine's spec: {0}")]
+    EngineSpec(String),
+    /// The chain succeeded but releasing what the step held did not.
+    #[error("releasing the step: {0}")]
+    Release(ReleaseError),
 }
 
 /// Takes the step for this process, runs the chain, and keeps the mounts;
@@ -158,27 +166,66 @@ pub(crate) fn prepare_step(
 ) -> Result<(Spec, StepLock), SpecError> {
     let lock = ctx.lock(&request.id)?;
     let step = ctx.step_host(request, lock)?;
-    let (step, spec) = run_chain(runtime, chain, step, request, facts, &ctx.audit)?;
+    let (step, spec) = run_chain(runtime, chain, step, request, facts, None, &ctx.audit)?;
     Ok((spec, step.keep()))
+}
+
+/// Runs `chain` over `engine_spec`, the spec an engine already wrote for
+/// container `id` (`specwright-runc`): the first policy gets it as the
+/// previous spec and the request derived from it
+/// ([`specwright_core::derive`]); the host mounts nothing for it
+/// ([`Mounting::Engine`](specwright_host_core::step::Mounting)). The step
+/// is released before this returns, whatever happens.
+pub(crate) fn review_engine_spec(
+    runtime: &PolicyRuntime,
+    chain: &[LoadedPolicy],
+    id: &str,
+    engine_spec: &str,
+    facts: &HostFacts,
+    mut ctx: StepContext,
+) -> Result<Spec, SpecError> {
+    let value = validate::validate_json(engine_spec).map_err(|e| SpecError::EngineSpec(e.to_string()))?;
+    let parsed: Spec = serde_json::from_value(value.clone())
+        .map_err(|e| SpecError::EngineSpec(format!("does not fit the spec model: {e}")))?;
+    let request = specwright_core::derive::request_from_spec(id, &parsed).map_err(SpecError::Request)?;
+    ctx.options.mounting = specwright_host_core::step::Mounting::Engine;
+    let lock = ctx.lock(&request.id)?;
+    let step = ctx.step_host(&request, lock)?;
+    let (step, spec) = run_chain(
+        runtime,
+        chain,
+        step,
+        &request,
+        facts,
+        Some((engine_spec.to_string(), value)),
+        &ctx.audit,
+    )?;
+    step.release_all().map_err(SpecError::Release)?;
+    Ok(spec)
 }
 
 /// Runs `chain` for `request` on `step`, validating each policy's output
 /// (parsed once, checked against the runtime-spec schema, and the last one
-/// kept typed); on failure everything the step holds is released.
+/// kept typed); on failure everything the step holds is released. The
+/// first policy gets `first_previous` (its text and parsed value) as the
+/// previous spec, if given.
 pub(crate) fn run_chain(
     runtime: &PolicyRuntime,
     chain: &[LoadedPolicy],
     mut step: StepHost,
     request: &Request,
     facts: &HostFacts,
+    first_previous: Option<(String, Value)>,
     audit: &Audit,
 ) -> Result<(StepHost, Spec), SpecError> {
     if chain.is_empty() {
         return Err(release_after(step, SpecError::EmptyChain));
     }
     let canonical = serde_json::to_string(request).map_err(SpecError::EncodeRequest)?;
-    let mut previous: Option<String> = None;
-    let mut spec = Value::Null;
+    let (mut previous, mut spec) = match first_previous {
+        Some((text, value)) => (Some(text), value),
+        None => (None, Value::Null),
+    };
     for policy in chain {
         if let Some(signal) = interrupt::requested() {
             let error = SpecError::Interrupted(interrupt::name(signal));

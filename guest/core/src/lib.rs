@@ -8,6 +8,7 @@
 
 pub mod buildkit;
 pub mod cdi;
+pub mod derive;
 pub mod facts;
 mod json;
 pub mod mounts;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::audit::Audit;
 use crate::policy::{Limits, PolicyRuntime};
 use crate::state::{Owner, StateDir, DEFAULT_STATE_DIR};
-use crate::step::{gc, release_step, GcOutcome, StepOptions};
+use crate::step::{gc, release_step, GcOutcome, Mounting, StepOptions};
 use crate::sys::{RealSyscalls, Syscalls};
 use crate::StepContext;
 
@@ -183,7 +183,7 @@ where
 
 /// SIGINT and SIGTERM ask the process to stop: at once while it holds
 /// nothing, after releasing what it holds otherwise (see `interrupt`).
-fn stop_on_signals() {
+pub(crate) fn stop_on_signals() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
@@ -272,6 +272,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                     pin_selectors,
                     owner: Owner::this_process(),
                     cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
+                    mounting: Mounting::Host,
                 },
             };
             let _holding = crate::interrupt::Holding::start();
@@ -311,6 +312,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                     pin_selectors,
                     owner,
                     cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
+                    mounting: Mounting::Host,
                 },
                 limits: Limits {
                     time: time_limit(policy_timeout_ms)?,
@@ -375,7 +377,7 @@ fn load_chain(runtime: &PolicyRuntime, policies: &[String]) -> Result<Vec<crate:
 
 /// The memory limit in bytes: at least 1 MiB and at most the 4 GiB a
 /// 32-bit WebAssembly memory can address.
-fn memory_limit(mib: usize) -> Result<usize> {
+pub(crate) fn memory_limit(mib: usize) -> Result<usize> {
     const MAX_MIB: usize = 4096;
     if mib == 0 || mib > MAX_MIB {
         bail!("--policy-memory-mib {mib}: must be between 1 and {MAX_MIB} (a policy's memory is 32-bit)");
@@ -385,7 +387,7 @@ fn memory_limit(mib: usize) -> Result<usize> {
 
 /// The time limit of one policy call: at least 1 ms (counted in 10 ms
 /// ticks) and at most an hour, so a typo cannot lift it.
-fn time_limit(ms: u64) -> Result<Duration> {
+pub(crate) fn time_limit(ms: u64) -> Result<Duration> {
     const MAX_MS: u64 = 3_600_000;
     if ms == 0 || ms > MAX_MS {
         bail!("--policy-timeout-ms {ms}: must be between 1 and {MAX_MS} (one hour)");

@@ -285,7 +285,15 @@ fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, loc
     };
     let version_probe = args.oci_runtime.start_version_probe();
     let step = args.ctx.step_host(request, lock)?;
-    let (mut step, spec) = crate::run_chain(args.runtime, args.chain, step, request, args.facts, &args.ctx.audit)?;
+    let (mut step, spec) = crate::run_chain(
+        args.runtime,
+        args.chain,
+        step,
+        request,
+        args.facts,
+        None,
+        &args.ctx.audit,
+    )?;
     let prepared = Prepared {
         rootfs,
         user,

@@ -31,6 +31,12 @@ impl StepHost {
         kind: MountpointKind,
         stacked: usize,
     ) -> Result<(String, PathBuf), HostError> {
+        if self.options.mounting == super::Mounting::Engine {
+            return Err(HostError::Refused(
+                "the engine made this container's mounts (specwright-runc): a policy may inspect them, not mount"
+                    .to_string(),
+            ));
+        }
         if self.record.mounts.len() >= MAX_MOUNTPOINTS {
             return Err(HostError::Refused(format!(
                 "step {} already holds {MAX_MOUNTPOINTS} mountpoints, the most a step may",

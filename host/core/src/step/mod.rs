@@ -47,6 +47,21 @@ pub struct StepOptions {
     pub owner: Owner,
     /// Where CDI spec files are read from, lowest priority first.
     pub cdi_spec_dirs: Arc<Vec<std::path::PathBuf>>,
+    /// Whether a policy may have the host mount anything.
+    pub mounting: Mounting,
+}
+
+/// Who makes a step's mounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mounting {
+    /// The host, as the policies ask (specwright's own requests).
+    #[default]
+    Host,
+    /// The engine that wrote the spec already made them (`specwright-runc`):
+    /// a policy may inspect the mounts (`materialize`, `canonical-path`,
+    /// `exists`, `mount-flags`, `resolve`) but every request that would
+    /// mount is refused, so nothing outlives the wrapper's process.
+    Engine,
 }
 
 /// CDI's default spec directories, lowest priority first.
@@ -58,6 +73,7 @@ impl Default for StepOptions {
             pin_selectors: false,
             owner: Owner::this_process(),
             cdi_spec_dirs: Arc::new(DEFAULT_CDI_SPEC_DIRS.iter().map(std::path::PathBuf::from).collect()),
+            mounting: Mounting::Host,
         }
     }
 }
