@@ -106,6 +106,18 @@ fn runtime_suite(runtime: &str) {
 
     let o = run_step(runtime, &work, &rootfs, "exit 7", |_| {});
     check("the exit code propagates", o.code == 7, &o);
+    // The runtime deleted the container as its run returned: no `delete`
+    // was needed, and none is left.
+    let audit = std::fs::read_to_string(work.join(format!("state-{runtime}/audit.jsonl"))).unwrap_or_default();
+    let state = std::process::Command::new(runtime)
+        .args(["state", &format!("run-{runtime}")])
+        .output()
+        .unwrap();
+    check(
+        "a container whose run returned is gone without a delete",
+        audit.contains("deleted by the runtime as its run returned") && !state.status.success(),
+        &o,
+    );
 
     let o = run_step(
         runtime,

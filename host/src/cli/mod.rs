@@ -256,6 +256,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 memory_bytes: memory_limit(policy_memory_mib)?,
             };
             let oci_runtime = crate::run::Runtime::find(&runtime)?;
+            let version_probe = oci_runtime.start_version_probe();
             let request = read_request(&request)?;
             let facts = match &host_facts {
                 Some(path) => crate::facts::read_facts_file(path)?,
@@ -283,6 +284,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 facts: &facts,
                 rootfs: &rootfs,
                 oci_runtime,
+                version_probe,
                 ctx,
             })?)
         }

@@ -113,9 +113,9 @@ impl Runtime {
     }
 
     /// Starts `<runtime> --version`, to learn the runtime-spec version it
-    /// declares while the policies run; `None` when it cannot start (the
-    /// run itself then says why).
-    fn start_version_probe(&self) -> Option<VersionProbe> {
+    /// declares while the runner loads the policies and prepares the step;
+    /// `None` when it cannot start (the run itself then says why).
+    pub(crate) fn start_version_probe(&self) -> Option<VersionProbe> {
         Command::new(&self.path)
             .arg("--version")
             .stdin(std::process::Stdio::null())
@@ -135,7 +135,7 @@ impl Runtime {
 }
 
 /// A running `<runtime> --version`; waited for when dropped.
-struct VersionProbe {
+pub(crate) struct VersionProbe {
     child: std::process::Child,
 }
 
@@ -178,6 +178,8 @@ pub(crate) struct RunArgs<'a> {
     pub facts: &'a HostFacts,
     pub rootfs: &'a Path,
     pub oci_runtime: Runtime,
+    /// `oci_runtime --version`, started as early as the caller could.
+    pub version_probe: Option<VersionProbe>,
     pub ctx: StepContext,
 }
 
@@ -185,7 +187,8 @@ pub(crate) struct RunArgs<'a> {
 /// made is released before this returns, on success and on error; a step
 /// another process holds, or that an earlier run left, is refused and
 /// left as it is.
-pub(crate) fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
+pub(crate) fn run(mut args: RunArgs<'_>) -> Result<i32, RunError> {
+    let version_probe = args.version_probe.take();
     let mut request = Request::parse_json(args.request_json).map_err(RunError::Request)?;
     let (state, sys) = (&args.ctx.state, args.ctx.sys.as_ref());
     let lock = sys.lock_step(state, &request.id)?;
@@ -194,7 +197,7 @@ pub(crate) fn run(args: RunArgs<'_>) -> Result<i32, RunError> {
     }
     // From here on, everything in the state dir under this id is ours.
     let bundle = sys.create_bundle(state, &request.id)?;
-    let result = run_in_bundle(&args, &mut request, &bundle, lock);
+    let result = run_in_bundle(&args, &mut request, &bundle, lock, version_probe);
     then_released(result, sys.remove_bundle(state, &request.id))
 }
 
@@ -272,7 +275,13 @@ struct Prepared {
     runtime_spec: Option<edits::DeclaredSpecVersion>,
 }
 
-fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, lock: StepLock) -> Result<i32, RunError> {
+fn run_in_bundle(
+    args: &RunArgs<'_>,
+    request: &mut Request,
+    bundle: &Bundle,
+    lock: StepLock,
+    version_probe: Option<VersionProbe>,
+) -> Result<i32, RunError> {
     let (rootfs, user) = match prepare_request(args, request, bundle) {
         Ok(prepared) => prepared,
         Err(e) => {
@@ -283,7 +292,6 @@ fn run_in_bundle(args: &RunArgs<'_>, request: &mut Request, bundle: &Bundle, loc
             return Err(e);
         }
     };
-    let version_probe = args.oci_runtime.start_version_probe();
     let step = args.ctx.step_host(request, lock)?;
     let (mut step, spec) = crate::run_chain(
         args.runtime,
@@ -357,18 +365,40 @@ fn start_container(
     }
     step.record_container(&args.oci_runtime.path)
         .map_err(RunError::RecordContainer)?;
-    let code = {
+    let ended = {
         let _forwarding = crate::interrupt::Forwarding::start();
         run_container(&args.oci_runtime, bundle.path(), &request.id)
     };
-    step.end_container().map_err(RunError::DeleteContainer)?;
-    code
+    match &ended {
+        Ok(RuntimeEnded::Exited(_)) => step.end_finished_container(),
+        Ok(RuntimeEnded::Killed(_)) | Err(_) => step.end_container(),
+    }
+    .map_err(RunError::DeleteContainer)?;
+    ended.map(RuntimeEnded::code)
+}
+
+/// How the runtime's `run` ended.
+enum RuntimeEnded {
+    /// It exited, with the container's exit code (the container is gone).
+    Exited(i32),
+    /// It was killed by this signal (the container may be left).
+    Killed(i32),
+}
+
+impl RuntimeEnded {
+    /// The exit code the runner passes on: 128 + the signal when killed.
+    fn code(self) -> i32 {
+        match self {
+            RuntimeEnded::Exited(code) => code,
+            RuntimeEnded::Killed(signal) => 128 + signal,
+        }
+    }
 }
 
 /// Runs the container in the foreground, forwarding SIGINT and SIGTERM to
-/// the runtime (which passes them to the container); returns its exit code
-/// (128 + the signal when it was killed).
-fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<i32, RunError> {
+/// the runtime (which passes them to the container); returns how the
+/// runtime ended.
+fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<RuntimeEnded, RunError> {
     use std::os::unix::process::ExitStatusExt;
     let failed = |source: std::io::Error| RunError::Runtime {
         runtime: runtime.path.display().to_string(),
@@ -405,9 +435,9 @@ fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<i32, RunE
             "specwright: {} was killed by signal {signal}; the container is deleted",
             runtime.path.display()
         );
-        return Ok(128 + signal);
+        return Ok(RuntimeEnded::Killed(signal));
     }
-    Ok(status.code().unwrap_or(1))
+    Ok(RuntimeEnded::Exited(status.code().unwrap_or(1)))
 }
 
 /// Which of this process's stdin, stdout and stderr are the host's

@@ -102,7 +102,7 @@ impl StepHost {
         }
     }
 
-    fn write_record(&self) -> Result<(), StateError> {
+    pub(super) fn write_record(&self) -> Result<(), StateError> {
         if self.record.holds_anything() {
             self.sys.write_record(&self.state, &self.record)
         } else {

@@ -14,12 +14,14 @@ use crate::audit::Audit;
 use crate::state::{Owner, StateDir, StepLock, StepRecord};
 use crate::sys::Syscalls;
 
+mod container;
 mod held;
 mod release;
 mod requests;
 #[cfg(test)]
 mod tests;
 
+pub use container::RuntimeStateRoot;
 pub use release::{gc, release_locked, release_step, GcOutcome, ReleaseError, ReleaseReport};
 use requests::{request_host_paths, Root};
 pub use requests::{RootId, SourceId};
