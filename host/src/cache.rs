@@ -62,11 +62,11 @@ impl CompileCache {
         Ok(CompileCache { dir: dir.to_path_buf() })
     }
 
-    /// The file name of the precompiled form of `bytes` for `engine`.
-    fn entry_name(engine: &Engine, bytes: &[u8]) -> String {
+    /// The file name of the precompiled form, for `engine`, of the
+    /// component whose SHA-256 is `digest`.
+    fn entry_name(engine: &Engine, digest: &[u8; 32]) -> String {
         let mut config = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut config);
-        let digest = Sha256::digest(bytes);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         format!("{hex}-{:016x}.cwasm", config.finish())
     }
@@ -79,7 +79,7 @@ impl CompileCache {
     /// over, not run.
     pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let name = Self::entry_name(engine, bytes);
+        let name = Self::entry_name(engine, &digest);
         let path = self.dir.join(&name);
         if let Some(component) = read_entry(engine, &path, &digest) {
             return Ok((component, CacheUse::Hit));
@@ -92,7 +92,7 @@ impl CompileCache {
         crate::state::write_file_in(
             &self.dir,
             &name,
-            &[&EntryHeader::of(&digest, &compiled).to_bytes(), &compiled],
+            &[&compiled, &EntryTrailer::of(&digest, &compiled).to_bytes()],
             0o600,
         )
         .map_err(|e| CacheError::Io {
@@ -121,38 +121,40 @@ fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), CacheError
     Ok(())
 }
 
-/// What a cache entry starts with: this magic, then the SHA-256 of the
+/// What a cache entry ends with: this magic, then the SHA-256 of the
 /// component it was compiled from, then the length (little-endian u64)
-/// and CRC-32 (little-endian u32) of the precompiled code that follows.
-const ENTRY_MAGIC: &[u8; 8] = b"SWCWASM2";
+/// and CRC-32 (little-endian u32) of the precompiled code before it. The
+/// code comes first and unchanged, so wasmtime maps the file itself
+/// (`Component::deserialize_file`) instead of copying it into memory.
+const ENTRY_MAGIC: &[u8; 8] = b"SWCWASM3";
 
 /// The largest cache entry read (compiled policies are a few MiB).
 const MAX_ENTRY_BYTES: u64 = 256 << 20;
 
-/// A cache entry's header: which component the code is for, and how to
+/// A cache entry's trailer: which component the code is for, and how to
 /// tell that the code is whole. The CRC catches an entry damaged on disk
 /// or torn by a crash; the directory's ownership, not the checksum, keeps
 /// other users out.
 #[derive(Debug, PartialEq, Eq)]
-struct EntryHeader {
+struct EntryTrailer {
     component: [u8; 32],
     code_len: u64,
     code_crc: u32,
 }
 
-impl EntryHeader {
+impl EntryTrailer {
     const LEN: usize = ENTRY_MAGIC.len() + 32 + 8 + 4;
 
-    fn of(component: &[u8; 32], code: &[u8]) -> EntryHeader {
-        EntryHeader {
+    fn of(component: &[u8; 32], code: &[u8]) -> EntryTrailer {
+        EntryTrailer {
             component: *component,
             code_len: code.len() as u64,
             code_crc: crc32fast::hash(code),
         }
     }
 
-    fn to_bytes(&self) -> [u8; EntryHeader::LEN] {
-        let mut out = [0u8; EntryHeader::LEN];
+    fn to_bytes(&self) -> [u8; EntryTrailer::LEN] {
+        let mut out = [0u8; EntryTrailer::LEN];
         out[..8].copy_from_slice(ENTRY_MAGIC);
         out[8..40].copy_from_slice(&self.component);
         out[40..48].copy_from_slice(&self.code_len.to_le_bytes());
@@ -160,18 +162,19 @@ impl EntryHeader {
         out
     }
 
-    /// The header at the start of `entry` and the code after it.
-    fn split(entry: &[u8]) -> Option<(EntryHeader, &[u8])> {
-        let (head, code) = entry.split_at_checked(EntryHeader::LEN)?;
-        if &head[..8] != ENTRY_MAGIC {
+    /// The code at the start of `entry` and the trailer after it.
+    fn split(entry: &[u8]) -> Option<(&[u8], EntryTrailer)> {
+        let at = entry.len().checked_sub(EntryTrailer::LEN)?;
+        let (code, tail) = entry.split_at(at);
+        if &tail[..8] != ENTRY_MAGIC {
             return None;
         }
-        let header = EntryHeader {
-            component: head[8..40].try_into().ok()?,
-            code_len: u64::from_le_bytes(head[40..48].try_into().ok()?),
-            code_crc: u32::from_le_bytes(head[48..].try_into().ok()?),
+        let trailer = EntryTrailer {
+            component: tail[8..40].try_into().ok()?,
+            code_len: u64::from_le_bytes(tail[40..48].try_into().ok()?),
+            code_crc: u32::from_le_bytes(tail[48..].try_into().ok()?),
         };
-        Some((header, code))
+        Some((code, trailer))
     }
 }
 
@@ -190,22 +193,25 @@ fn read_entry(engine: &Engine, path: &Path, digest: &[u8; 32]) -> Option<Compone
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
-    let (header, code) = EntryHeader::split(&bytes)?;
-    if header != EntryHeader::of(digest, code) {
+    let (code, trailer) = EntryTrailer::split(&bytes)?;
+    if trailer != EntryTrailer::of(digest, code) {
         return None;
     }
-    deserialize_entry(engine, code).ok()
+    map_entry(engine, path).ok()
 }
 
-fn deserialize_entry(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: the bytes come from a regular file in a cache directory owned
-    // by this user and writable by no one else (checked for the directory
-    // and the file), written by `precompile_component` of an engine with
-    // the same configuration (its hash is in the file name) for this very
-    // component (its SHA-256 is in the header), and whole (its length and
-    // CRC-32 match the header's). wasmtime also checks its
-    // own header and rejects an incompatible engine.
-    unsafe { Component::deserialize(engine, compiled) }
+fn map_entry(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: `path` is a regular file in a cache directory owned by this
+    // user and writable by no one else (checked for the directory and the
+    // file), written by `precompile_component` of an engine with the same
+    // configuration (its hash is in the file name) for this very component
+    // (its SHA-256 is in the trailer), and whole (its length and CRC-32
+    // match the trailer's; wasmtime ignores what follows its ELF image).
+    // Entries are only ever replaced by renaming a new file over them,
+    // never changed in place, so the mapping keeps the bytes checked here.
+    // wasmtime also checks its own header and rejects an incompatible
+    // engine.
+    unsafe { Component::deserialize_file(engine, path) }
 }
 
 /// Removes temporary files of compiles whose process is gone (killed
@@ -248,19 +254,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_header_reads_back_and_notices_damage() {
+    fn a_trailer_reads_back_and_notices_damage() {
         let code = b"precompiled code".to_vec();
         let digest = [7u8; 32];
-        let mut entry = EntryHeader::of(&digest, &code).to_bytes().to_vec();
-        entry.extend_from_slice(&code);
-        let (header, read) = EntryHeader::split(&entry).unwrap();
-        assert_eq!(header, EntryHeader::of(&digest, read));
+        let mut entry = code.clone();
+        entry.extend_from_slice(&EntryTrailer::of(&digest, &code).to_bytes());
+        let (read, trailer) = EntryTrailer::split(&entry).unwrap();
+        assert_eq!(trailer, EntryTrailer::of(&digest, read));
         assert_eq!(read, code);
-        entry[EntryHeader::LEN + 3] ^= 0x10;
-        let (header, read) = EntryHeader::split(&entry).unwrap();
-        assert_ne!(header, EntryHeader::of(&digest, read));
-        assert!(EntryHeader::split(&entry[..EntryHeader::LEN - 1]).is_none());
-        entry[0] = b'X';
-        assert!(EntryHeader::split(&entry).is_none());
+        entry[3] ^= 0x10;
+        let (read, trailer) = EntryTrailer::split(&entry).unwrap();
+        assert_ne!(trailer, EntryTrailer::of(&digest, read));
+        assert!(EntryTrailer::split(&entry[..EntryTrailer::LEN - 1]).is_none());
+        let last = entry.len() - 1;
+        assert!(EntryTrailer::split(&entry[..last]).is_none(), "a torn trailer");
+        entry[code.len()] = b'X';
+        assert!(EntryTrailer::split(&entry).is_none());
     }
 }
