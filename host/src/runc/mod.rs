@@ -90,6 +90,7 @@ fn run(invocation: Invocation) -> std::result::Result<Never, (LogTarget, anyhow:
 
 /// Runs the chain over the bundle's config.json and writes the result back.
 fn review(creation: &Creation, settings: &OwnFlags) -> Result<()> {
+    crate::validate::prepare_in_background();
     if let Some(config) = &creation.config {
         if config != Path::new("config.json") {
             bail!(
