@@ -256,14 +256,15 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 memory_bytes: memory_limit(policy_memory_mib)?,
             };
             let oci_runtime = crate::run::Runtime::find(&runtime)?;
-            let version_probe = oci_runtime.start_version_probe();
             let request = read_request(&request)?;
+            let (state, audit) = open_state(&state_dir)?;
+            let cache_dir = RealSyscalls.open_cache_dir(&state)?;
+            let declared_version = crate::run::probe::DeclaredVersion::start(&oci_runtime, Some(&cache_dir));
             let facts = match &host_facts {
                 Some(path) => crate::facts::read_facts_file(path)?,
                 None => crate::facts::detect()?,
             };
-            let (state, audit) = open_state(&state_dir)?;
-            let policy_runtime = PolicyRuntime::new(limits)?.with_cache(&RealSyscalls.open_cache_dir(&state)?)?;
+            let policy_runtime = PolicyRuntime::new(limits)?.with_cache(&cache_dir)?;
             let chain = load_chain(&policy_runtime, &policies)?;
             let ctx = StepContext {
                 state,
@@ -284,7 +285,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 facts: &facts,
                 rootfs: &rootfs,
                 oci_runtime,
-                version_probe,
+                declared_version,
                 ctx,
             })?)
         }

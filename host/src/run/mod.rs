@@ -18,6 +18,7 @@ use crate::StepContext;
 
 pub mod edits;
 pub mod etc;
+pub mod probe;
 pub mod user;
 
 pub use etc::{hosts_for, resolv_conf_for};
@@ -112,51 +113,11 @@ impl Runtime {
             .ok_or_else(|| RunError::RuntimeNotOnPath(name.to_string()))
     }
 
-    /// Starts `<runtime> --version`, to learn the runtime-spec version it
-    /// declares while the runner loads the policies and prepares the step;
-    /// `None` when it cannot start (the run itself then says why).
-    pub(crate) fn start_version_probe(&self) -> Option<VersionProbe> {
-        Command::new(&self.path)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()
-            .map(|child| VersionProbe { child })
-    }
-
     fn name(&self) -> String {
         self.path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
-    }
-}
-
-/// A running `<runtime> --version`; waited for when dropped.
-pub(crate) struct VersionProbe {
-    child: std::process::Child,
-}
-
-impl VersionProbe {
-    /// Bytes of `--version` output read at most.
-    const MAX_OUTPUT_BYTES: u64 = 64 << 10;
-
-    /// The version the runtime declares, if its output names one.
-    fn declared(mut self) -> Option<edits::DeclaredSpecVersion> {
-        use std::io::Read;
-        let mut output = String::new();
-        let stdout = self.child.stdout.take()?;
-        stdout.take(Self::MAX_OUTPUT_BYTES).read_to_string(&mut output).ok()?;
-        edits::DeclaredSpecVersion::from_version_output(&output)
-    }
-}
-
-impl Drop for VersionProbe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -178,8 +139,9 @@ pub(crate) struct RunArgs<'a> {
     pub facts: &'a HostFacts,
     pub rootfs: &'a Path,
     pub oci_runtime: Runtime,
-    /// `oci_runtime --version`, started as early as the caller could.
-    pub version_probe: Option<VersionProbe>,
+    /// What `oci_runtime --version` declares: remembered, or being asked
+    /// since as early as the caller could.
+    pub declared_version: probe::DeclaredVersion,
     pub ctx: StepContext,
 }
 
@@ -188,7 +150,7 @@ pub(crate) struct RunArgs<'a> {
 /// another process holds, or that an earlier run left, is refused and
 /// left as it is.
 pub(crate) fn run(mut args: RunArgs<'_>) -> Result<i32, RunError> {
-    let version_probe = args.version_probe.take();
+    let declared_version = std::mem::take(&mut args.declared_version);
     let mut request = Request::parse_json(args.request_json).map_err(RunError::Request)?;
     let (state, sys) = (&args.ctx.state, args.ctx.sys.as_ref());
     let lock = sys.lock_step(state, &request.id)?;
@@ -197,7 +159,7 @@ pub(crate) fn run(mut args: RunArgs<'_>) -> Result<i32, RunError> {
     }
     // From here on, everything in the state dir under this id is ours.
     let bundle = sys.create_bundle(state, &request.id)?;
-    let result = run_in_bundle(&args, &mut request, &bundle, lock, version_probe);
+    let result = run_in_bundle(&args, &mut request, &bundle, lock, declared_version);
     then_released(result, sys.remove_bundle(state, &request.id))
 }
 
@@ -280,7 +242,7 @@ fn run_in_bundle(
     request: &mut Request,
     bundle: &Bundle,
     lock: StepLock,
-    version_probe: Option<VersionProbe>,
+    declared_version: probe::DeclaredVersion,
 ) -> Result<i32, RunError> {
     let (rootfs, user) = match prepare_request(args, request, bundle) {
         Ok(prepared) => prepared,
@@ -305,7 +267,7 @@ fn run_in_bundle(
     let prepared = Prepared {
         rootfs,
         user,
-        runtime_spec: version_probe.and_then(VersionProbe::declared),
+        runtime_spec: declared_version.declared(),
     };
     let result = start_container(args, &mut step, spec, &prepared, request, bundle);
     let released = step.release_all().map(|report| {

@@ -1,0 +1,188 @@
+//! The runtime-spec version an OCI runtime declares (`spec:` in
+//! `<runtime> --version`), asked once per runtime binary and remembered
+//! in the state dir's cache: a step then starts no extra process.
+
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use super::edits::DeclaredSpecVersion;
+use super::Runtime;
+
+/// Bytes of `--version` output read, and remembered, at most.
+const MAX_OUTPUT_BYTES: u64 = 64 << 10;
+
+/// One runtime binary as the file system knows it: its device, inode,
+/// size and change time. An upgraded, rebuilt or replaced binary has
+/// another identity, so what it declares is asked again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeIdentity(String);
+
+impl RuntimeIdentity {
+    /// The identity of the file `path` names (symlinks followed).
+    pub fn of(path: &Path) -> Option<RuntimeIdentity> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(RuntimeIdentity(format!(
+            "{:x}-{:x}-{:x}-{}.{:09}",
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.ctime(),
+            meta.ctime_nsec()
+        )))
+    }
+
+    /// The name of its remembered `--version` output in the cache dir.
+    fn file_name(&self) -> String {
+        format!("runtime-{}.version", self.0)
+    }
+}
+
+/// What the runtime declares: remembered from an earlier step, or being
+/// asked now while the runner loads the policies and prepares the step.
+#[derive(Default)]
+pub enum DeclaredVersion {
+    /// Known without asking (`None`: the runtime declares no version).
+    Remembered(Option<DeclaredSpecVersion>),
+    /// `<runtime> --version` is running.
+    Asking(Asking),
+    /// The runtime could not be asked (the run itself then says why).
+    #[default]
+    Unknown,
+}
+
+impl DeclaredVersion {
+    /// What `runtime` declares, from `cache_dir` when it was asked before;
+    /// otherwise `<runtime> --version` is started.
+    pub fn start(runtime: &Runtime, cache_dir: Option<&Path>) -> DeclaredVersion {
+        let identity = RuntimeIdentity::of(&runtime.path);
+        let remember = cache_dir
+            .zip(identity)
+            .map(|(dir, id)| (dir.to_path_buf(), id.file_name()));
+        if let Some((dir, name)) = &remember {
+            if let Some(output) = read_remembered(&dir.join(name)) {
+                return DeclaredVersion::Remembered(DeclaredSpecVersion::from_version_output(&output));
+            }
+        }
+        match Command::new(&runtime.path)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => DeclaredVersion::Asking(Asking { child, remember }),
+            Err(_) => DeclaredVersion::Unknown,
+        }
+    }
+
+    /// The version the runtime declares, if its output names one. Output
+    /// of a `--version` that succeeded is remembered (a cache that cannot
+    /// be written is only a missed saving).
+    pub fn declared(self) -> Option<DeclaredSpecVersion> {
+        use std::io::Read;
+        match self {
+            DeclaredVersion::Remembered(declared) => declared,
+            DeclaredVersion::Unknown => None,
+            DeclaredVersion::Asking(mut asking) => {
+                let mut output = String::new();
+                let read = asking
+                    .child
+                    .stdout
+                    .take()
+                    .map(|out| out.take(MAX_OUTPUT_BYTES).read_to_string(&mut output));
+                let succeeded = asking.child.wait().is_ok_and(|status| status.success());
+                if let (Some(Ok(_)), true, Some((dir, name))) = (read, succeeded, asking.remember.take()) {
+                    if let Err(e) = crate::state::write_file_in(&dir, &name, &[output.as_bytes()], 0o600) {
+                        tracing::debug!(error = %e, "remembering the runtime's --version");
+                    }
+                }
+                DeclaredSpecVersion::from_version_output(&output)
+            }
+        }
+    }
+}
+
+/// A running `<runtime> --version`, whose output is remembered under
+/// `remember` (the cache dir and the file's name) once it is read; killed
+/// and waited for when dropped unread.
+pub struct Asking {
+    child: Child,
+    remember: Option<(PathBuf, String)>,
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A remembered `--version` output: a regular file (not a symlink) of at
+/// most [`MAX_OUTPUT_BYTES`], in the cache dir only this user may write.
+fn read_remembered(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.file_type().is_file() {
+        return None;
+    }
+    let mut output = String::new();
+    file.take(MAX_OUTPUT_BYTES).read_to_string(&mut output).ok()?;
+    Some(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime that says `spec: 1.0.2` once: a second step takes the
+    /// remembered answer, and a changed binary is asked again.
+    #[test]
+    fn a_runtime_is_asked_once_until_its_binary_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, cache) = (dir.path().join("fake-runtime"), dir.path().join("cache"));
+        std::fs::create_dir(&cache).unwrap();
+        let asked = dir.path().join("asked");
+        let script = |version: &str| {
+            format!(
+                "#!/bin/sh\necho x >> '{}'\necho 'fake version 1'\necho 'spec: {version}'\n",
+                asked.display()
+            )
+        };
+        std::fs::write(&bin, script("1.0.2")).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let runtime = Runtime { path: bin.clone() };
+        let times_asked = || std::fs::read_to_string(&asked).unwrap_or_default().lines().count();
+        let declared = |d: Option<DeclaredSpecVersion>| d.map(|v| format!("{v:?}"));
+        let first = DeclaredVersion::start(&runtime, Some(&cache));
+        assert!(matches!(first, DeclaredVersion::Asking(_)));
+        let first = declared(first.declared());
+        assert!(first.as_deref().is_some_and(|v| v.contains("1.0.2")), "{first:?}");
+        let second = DeclaredVersion::start(&runtime, Some(&cache));
+        assert!(matches!(second, DeclaredVersion::Remembered(_)));
+        assert_eq!(declared(second.declared()), first);
+        assert_eq!(times_asked(), 1);
+
+        // Another size, so that the identity differs whatever the clock's
+        // granularity.
+        std::fs::write(&bin, script("1.2.0-rc1")).unwrap();
+        let third = declared(DeclaredVersion::start(&runtime, Some(&cache)).declared());
+        assert!(third.as_deref().is_some_and(|v| v.contains("1.2.0-rc1")), "{third:?}");
+        assert_eq!(times_asked(), 2);
+    }
+
+    #[test]
+    fn without_a_cache_dir_every_step_asks() {
+        let runtime = Runtime {
+            path: PathBuf::from("/nonexistent/runtime"),
+        };
+        assert!(matches!(
+            DeclaredVersion::start(&runtime, None),
+            DeclaredVersion::Unknown
+        ));
+    }
+}
