@@ -415,9 +415,18 @@ fn dockers_buildkit_runs_its_run_steps_through_the_wrapper_installed_as_runc() {
         command
     };
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    // daemon.json as README gives it, for `docker run --runtime specwright`.
+    let daemon_json = docker_root.join("daemon.json");
+    std::fs::write(
+        &daemon_json,
+        format!(r#"{{"runtimes": {{"specwright": {{"path": "{WRAPPER}"}}}}}}"#),
+    )
+    .unwrap();
     let daemon = Daemon::start(
         "dockerd",
         Command::new(tool("dockerd"))
+            .arg("--config-file")
+            .arg(&daemon_json)
             .arg("--data-root")
             .arg(docker_root.join("data"))
             .arg("--exec-root")
@@ -436,7 +445,18 @@ fn dockers_buildkit_runs_its_run_steps_through_the_wrapper_installed_as_runc() {
         .arg(&context));
     assert_eq!(status_field(&out, "NoNewPrivs"), "1", "{out}");
     assert!(!has_net_raw(&out), "{out}");
-    assert!(!scene.reviewed().is_empty(), "the wrapper reviewed the RUN step");
+    let reviewed_by_build = scene.reviewed().len();
+    assert!(reviewed_by_build > 0, "the wrapper reviewed the RUN step");
+    // The image just built, run through the registered runtime.
+    let out = ok(docker()
+        .args(["run", "--rm", "--runtime", "specwright", "--network", "none", "sw-test"])
+        .args(["/bin/busybox", "grep", "-E", "NoNewPrivs|CapEff", "/proc/self/status"]));
+    assert_eq!(status_field(&out, "NoNewPrivs"), "1", "{out}");
+    assert!(!has_net_raw(&out), "{out}");
+    assert!(
+        scene.reviewed().len() > reviewed_by_build,
+        "the wrapper reviewed the container"
+    );
     drop(daemon);
     scene.assert_nothing_mounted();
 }
