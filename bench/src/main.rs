@@ -19,6 +19,7 @@ use specwright_host_core::state::StateDir;
 use specwright_host_core::step::{StepHost, StepOptions};
 use specwright_host_core::sys::RealSyscalls;
 
+mod containers;
 mod machine;
 mod measure;
 
@@ -64,6 +65,16 @@ impl Target {
             what: format!("{what} <= {limit}x"),
             ratio_or_value: format!("{ratio:.2}x ({detail})"),
             pass: ratio <= limit,
+        }
+    }
+
+    /// A cost that passes when its ratio stays at or below `limit` or its
+    /// added time at or below `slack_ms`, whichever is looser.
+    fn ratio_or_added_time(what: String, ratio: f64, limit: f64, added_ms: f64, slack_ms: f64) -> Target {
+        Target {
+            what: format!("{what} <= {limit}x or +{slack_ms} ms"),
+            ratio_or_value: format!("{ratio:.2}x ({added_ms:+.1} ms)"),
+            pass: ratio <= limit || added_ms <= slack_ms,
         }
     }
 }
@@ -396,6 +407,18 @@ fn main() -> Result<()> {
         ),
         pass: scaling >= 1.8,
     });
+
+    // 7. A container start through specwright-runc, and `specwright run`,
+    // each beside the same start without specwright.
+    let bin = cli.parent().context("the directory of target/release/specwright")?;
+    let (comparisons, start_figures) = containers::container_starts(&work_path, bin)?;
+    for c in comparisons {
+        targets.push(match c.slack_ms {
+            Some(slack_ms) => Target::ratio_or_added_time(c.what, c.ratio, c.limit, c.added_ms, slack_ms),
+            None => Target::ratio_at_most(c.what, c.ratio, c.limit, format!("{:+.1} ms", c.added_ms)),
+        });
+    }
+    figures.extend(start_figures);
 
     // The report.
     let mut out = String::new();

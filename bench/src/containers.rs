@@ -1,0 +1,346 @@
+//! What a container start pays for specwright, as whole processes, side by
+//! side with the same start without it: `podman run` and `buildah bud`
+//! through `specwright-runc` (hardened) against runc itself, the wrapper's
+//! `create` against `runc create`, and `specwright run` against `runc run`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::measure::{measure_together, timed, Figure};
+
+/// The example policy the starts are reviewed by (built with the host).
+const HARDENED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/guest/wasm32-wasip2/guest/specwright_policy_hardened.wasm"
+);
+
+/// A compared pair: what, the ratio and its limit, the time specwright adds,
+/// and the added time that passes whatever the ratio (for whole engine runs).
+pub struct Comparison {
+    pub what: String,
+    pub ratio: f64,
+    pub limit: f64,
+    pub added_ms: f64,
+    pub slack_ms: Option<f64>,
+}
+
+/// Runs `program` with its output discarded and its stderr kept in a file
+/// for the error: a pipe would stay open in a created container's
+/// `runc init`, which inherits the runtime's standard streams.
+fn quiet(program: &Path, args: &[String], envs: &[(&str, &Path)]) -> Result<()> {
+    use std::io::{Read, Seek};
+    let mut stderr = tempfile::tempfile().context("a file for stderr")?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr.try_clone()?);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let status = command
+        .status()
+        .with_context(|| format!("running {}", program.display()))?;
+    if !status.success() {
+        let mut message = String::new();
+        stderr.rewind()?;
+        stderr.read_to_string(&mut message)?;
+        bail!("{} {args:?} failed: {status}: {message}", program.display());
+    }
+    Ok(())
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn busybox_rootfs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir.join("bin"))?;
+    for sub in ["etc", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).context("/bin/busybox (busybox-static)")?;
+    for applet in ["sh", "true"] {
+        let link = dir.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link)?;
+        }
+    }
+    Ok(())
+}
+
+fn find(name: &str) -> Result<PathBuf> {
+    specwright::Runtime::find(name)
+        .map(|r| r.path)
+        .with_context(|| format!("{name} is not installed (scripts/setup)"))
+}
+
+fn pair(figures: &[Figure], what: &str, limit: f64, slack_ms: Option<f64>) -> Comparison {
+    let (with, without) = (&figures[0], &figures[1]);
+    Comparison {
+        what: what.to_string(),
+        ratio: with.median() / without.median(),
+        limit,
+        added_ms: (with.median() - without.median()) * 1e3,
+        slack_ms,
+    }
+}
+
+/// Measures the four pairs in `work`; `bin` holds `specwright` and
+/// `specwright-runc`.
+pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec<Figure>)> {
+    let wrapper = bin.join("specwright-runc");
+    let cli = bin.join("specwright");
+    anyhow::ensure!(wrapper.exists(), "{}: build it first", wrapper.display());
+    anyhow::ensure!(Path::new(HARDENED).exists(), "{HARDENED}: build the host first");
+    let runc = find("runc")?;
+    let work = work.join("containers");
+    let rootfs = work.join("rootfs");
+    busybox_rootfs(&rootfs)?;
+    let state = work.join("sw-state");
+    let wrapper_flags = [
+        format!("--policy={HARDENED}"),
+        format!("--state-dir={}", state.display()),
+    ];
+    let per_sample = Duration::from_millis(1);
+    let mut comparisons = Vec::new();
+    let mut figures = Vec::new();
+
+    // The wrapper's create (and the delete after it) against runc's.
+    let bundle = work.join("bundle");
+    std::fs::create_dir_all(&bundle)?;
+    quiet(
+        &runc,
+        &strings(&["spec", "--bundle", bundle.to_str().unwrap_or_default()]),
+        &[],
+    )?;
+    let mut spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json"))?)?;
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    spec["root"]["path"] = rootfs.to_str().context("the rootfs path")?.into();
+    let pristine = serde_json::to_string_pretty(&spec)?;
+    let create_delete = |program: &Path, flags: &[String], id: &str| -> Result<()> {
+        std::fs::write(bundle.join("config.json"), &pristine)?;
+        let mut args = flags.to_vec();
+        args.extend(strings(&[
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap_or_default(),
+            id,
+        ]));
+        quiet(program, &args, &[])?;
+        quiet(&runc, &strings(&["delete", "--force", id]), &[])
+    };
+    let real = format!("--real-runtime={}", runc.display());
+    let mut flags = wrapper_flags.to_vec();
+    flags.push(real);
+    let create = measure_together(
+        vec![
+            timed("create + delete: specwright-runc (hardened)", || {
+                create_delete(&wrapper, &flags, "bench-wrapped")
+            }),
+            timed("create + delete: runc", || create_delete(&runc, &[], "bench-plain")),
+        ],
+        per_sample,
+    )?;
+    comparisons.push(pair(
+        &create,
+        "specwright-runc create / runc create (with delete)",
+        1.05,
+        Some(5.0),
+    ));
+    figures.extend(create);
+
+    // specwright run against runc run of the same step: the runc side
+    // runs the very config.json (and resolv.conf and hosts) specwright
+    // wrote, taken once by a runtime that copies the bundle and then runs
+    // runc, with the rootfs directory as its root.
+    let request = work.join("true.request.json");
+    std::fs::write(
+        &request,
+        r#"{"id": "bench-run", "args": ["/bin/true"], "env": ["PATH=/bin"], "cwd": "/"}"#,
+    )?;
+    let same_step = work.join("same-step");
+    std::fs::create_dir_all(&same_step)?;
+    let capture = work.join("capture-bundle");
+    std::fs::write(
+        &capture,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = run ]; then cp \"$3\"/config.json \"$3\"/resolv.conf \"$3\"/hosts '{}'/; fi\nexec '{}' \"$@\"\n",
+            same_step.display(),
+            runc.display()
+        ),
+    )?;
+    std::fs::set_permissions(&capture, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let run_args = |runtime: &Path| {
+        strings(&[
+            "run",
+            "--runtime",
+            runtime.to_str().unwrap_or_default(),
+            "--request",
+            request.to_str().unwrap_or_default(),
+            "--rootfs",
+            rootfs.to_str().unwrap_or_default(),
+            "--state-dir",
+            state.to_str().unwrap_or_default(),
+        ])
+    };
+    quiet(&cli, &run_args(&capture), &[])?;
+    let mut step: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(same_step.join("config.json"))?)
+        .context("the step's config.json")?;
+    step["root"]["path"] = rootfs.to_str().context("the rootfs path")?.into();
+    for mount in step["mounts"].as_array_mut().context("the step's mounts")? {
+        let file = mount["source"]
+            .as_str()
+            .and_then(|s| s.rsplit_once('/'))
+            .map(|(_, f)| f.to_string());
+        if let Some(file @ ("resolv.conf" | "hosts")) = file.as_deref() {
+            mount["source"] = same_step.join(file).to_str().unwrap_or_default().into();
+        }
+    }
+    std::fs::write(same_step.join("config.json"), serde_json::to_string_pretty(&step)?)?;
+    let (run_args, runc_run) = (
+        run_args(Path::new("runc")),
+        strings(&[
+            "run",
+            "--bundle",
+            same_step.to_str().unwrap_or_default(),
+            "bench-runc-run",
+        ]),
+    );
+    let run = measure_together(
+        vec![
+            timed("specwright run (default policy, runc)", || quiet(&cli, &run_args, &[])),
+            timed("runc run (the same config.json)", || quiet(&runc, &runc_run, &[])),
+        ],
+        per_sample,
+    )?;
+    comparisons.push(pair(&run, "specwright run / runc run", 1.05, None));
+    figures.extend(run);
+
+    // podman run and buildah bud, through the wrapper and not.
+    let containers_conf = work.join("containers.conf");
+    std::fs::write(
+        &containers_conf,
+        format!(
+            "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"none\"\ntmp_dir = \"{r}/libpod\"\n[network]\nnetwork_config_dir = \"{r}/networks\"\n",
+            r = work.display()
+        ),
+    )?;
+    let storage_conf = work.join("storage.conf");
+    std::fs::write(
+        &storage_conf,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{r}/storage\"\nrunroot = \"{r}/run\"\n",
+            r = work.display()
+        ),
+    )?;
+    let envs = [
+        ("CONTAINERS_CONF", containers_conf.as_path()),
+        ("CONTAINERS_STORAGE_CONF", storage_conf.as_path()),
+    ];
+    let tarball = work.join("busybox.tar");
+    quiet(
+        Path::new("tar"),
+        &strings(&[
+            "-C",
+            rootfs.to_str().unwrap_or_default(),
+            "-cf",
+            tarball.to_str().unwrap_or_default(),
+            ".",
+        ]),
+        &[],
+    )?;
+    let podman = find("podman")?;
+    let buildah = find("buildah")?;
+    quiet(
+        &podman,
+        &strings(&[
+            "import",
+            tarball.to_str().unwrap_or_default(),
+            "localhost/bench:busybox",
+        ]),
+        &envs,
+    )?;
+    let mut through_wrapper = strings(&["--runtime", wrapper.to_str().unwrap_or_default()]);
+    for flag in &wrapper_flags {
+        through_wrapper.push("--runtime-flag".to_string());
+        through_wrapper.push(flag.trim_start_matches("--").to_string());
+    }
+    let plain = strings(&["--runtime", runc.to_str().unwrap_or_default()]);
+    let podman_run = |runtime: &[String]| {
+        let mut args = runtime.to_vec();
+        args.extend(strings(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "localhost/bench:busybox",
+            "true",
+        ]));
+        args
+    };
+    let (podman_wrapped, podman_plain) = (podman_run(&through_wrapper), podman_run(&plain));
+    let podman_figures = measure_together(
+        vec![
+            timed("podman run: through specwright-runc (hardened)", || {
+                quiet(&podman, &podman_wrapped, &envs)
+            }),
+            timed("podman run: runc", || quiet(&podman, &podman_plain, &envs)),
+        ],
+        per_sample,
+    )?;
+    comparisons.push(pair(
+        &podman_figures,
+        "podman run through specwright-runc / runc",
+        1.05,
+        Some(5.0),
+    ));
+    figures.extend(podman_figures);
+
+    let context = work.join("context");
+    std::fs::create_dir_all(&context)?;
+    std::fs::write(
+        context.join("Containerfile"),
+        "FROM localhost/bench:busybox\nRUN true\n",
+    )?;
+    let bud = |runtime: &[String]| {
+        let mut args = strings(&["bud"]);
+        args.extend(runtime.iter().cloned());
+        args.extend(strings(&[
+            "--network",
+            "none",
+            "--layers=false",
+            "-t",
+            "bench-bud",
+            context.to_str().unwrap_or_default(),
+        ]));
+        args
+    };
+    let (bud_wrapped, bud_plain) = (bud(&through_wrapper), bud(&plain));
+    let bud_figures = measure_together(
+        vec![
+            timed("buildah bud (one RUN): through specwright-runc (hardened)", || {
+                quiet(&buildah, &bud_wrapped, &envs)
+            }),
+            timed("buildah bud (one RUN): runc", || quiet(&buildah, &bud_plain, &envs)),
+        ],
+        per_sample,
+    )?;
+    comparisons.push(pair(
+        &bud_figures,
+        "buildah bud through specwright-runc / runc",
+        1.05,
+        Some(5.0),
+    ));
+    figures.extend(bud_figures);
+    Ok((comparisons, figures))
+}
