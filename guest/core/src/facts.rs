@@ -109,9 +109,46 @@ pub fn capability_name(name: &str) -> crate::spec::Name {
     }
 }
 
+/// [`capability_name`] for each of `names`, a list in capability-number
+/// order as host facts give it: each name is looked for from where the one
+/// before it was found, so the list costs one pass over
+/// [`CAPABILITY_NAMES`]; a name out of that order is still found, and an
+/// unknown one copied.
+pub fn capability_names(names: &[String]) -> Vec<crate::spec::Name> {
+    let mut from = 0;
+    names
+        .iter()
+        .map(
+            |name| match CAPABILITY_NAMES[from..].iter().position(|known| *known == name) {
+                Some(at) => {
+                    from += at + 1;
+                    crate::spec::Name::Borrowed(CAPABILITY_NAMES[from - 1])
+                }
+                None => capability_name(name),
+            },
+        )
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capability_names_borrow_known_names_in_any_order() {
+        let names: Vec<String> = ["CAP_CHOWN", "CAP_KILL", "CAP_BPF", "CAP_DAC_OVERRIDE", "CAP_NEW_ONE"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let interned = capability_names(&names);
+        let texts: Vec<&str> = interned.iter().map(|n| &**n).collect();
+        assert_eq!(texts, names);
+        let borrowed: Vec<bool> = interned
+            .iter()
+            .map(|n| matches!(n, crate::spec::Name::Borrowed(_)))
+            .collect();
+        assert_eq!(borrowed, [true, true, true, true, false]);
+    }
 
     #[test]
     fn kernel_versions_parse_and_order() {

@@ -2,7 +2,7 @@
 //! named for it. `buildkit.rs` applies them in BuildKit's order.
 
 use crate::buildkit::Release;
-use crate::facts::{capability_name, HostFacts};
+use crate::facts::{capability_names, HostFacts};
 use crate::request::{IdRange, LinuxResources, Network, Ulimit};
 use crate::seccomp::{default_seccomp, Profile};
 use crate::spec::{
@@ -214,12 +214,14 @@ pub fn with_default_seccomp(spec: &mut Spec, profile: &Profile, facts: &HostFact
 pub fn with_insecure_spec(spec: &mut Spec, release: Release, facts: &HostFacts) {
     let process = spec.process_mut();
     let caps = process.capabilities.get_or_insert_with(Capabilities::default);
+    let from_host = match release {
+        Release::V0_8 => Vec::new(),
+        Release::V0_32 => capability_names(&facts.capabilities),
+    };
     for set in caps.sets_mut() {
         match release {
             Release::V0_8 => set.to_mut().extend(INSECURE_CAPS.iter().map(|c| Name::Borrowed(*c))),
-            Release::V0_32 => set
-                .to_mut()
-                .extend(facts.capabilities.iter().map(|c| capability_name(c))),
+            Release::V0_32 => set.to_mut().extend(from_host.iter().cloned()),
         }
     }
     process.apparmor_profile.clear();
