@@ -72,6 +72,7 @@ pub use specwright_host_core::sys::{Op, RealSyscalls, RecordingSyscalls, Syscall
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::audit::Audit;
@@ -185,8 +186,8 @@ pub(crate) fn review_engine_spec(
     mut ctx: StepContext,
 ) -> Result<Spec, SpecError> {
     let value = validate::validate_json(engine_spec).map_err(|e| SpecError::EngineSpec(e.to_string()))?;
-    let parsed: Spec = serde_json::from_value(value.clone())
-        .map_err(|e| SpecError::EngineSpec(format!("does not fit the spec model: {e}")))?;
+    let parsed =
+        Spec::deserialize(&value).map_err(|e| SpecError::EngineSpec(format!("does not fit the spec model: {e}")))?;
     let request = specwright_core::derive::request_from_spec(id, &parsed).map_err(SpecError::Request)?;
     ctx.options.mounting = specwright_host_core::step::Mounting::Engine;
     let lock = ctx.lock(&request.id)?;

@@ -259,7 +259,8 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             let request = read_request(&request)?;
             let (state, audit) = open_state(&state_dir)?;
             let cache_dir = RealSyscalls.open_cache_dir(&state)?;
-            let declared_version = crate::run::probe::DeclaredVersion::start(&oci_runtime, Some(&cache_dir));
+            let declared_version =
+                crate::run::probe::DeclaredVersion::start(&RealSyscalls, &oci_runtime, Some(&cache_dir));
             let facts = match &host_facts {
                 Some(path) => crate::facts::read_facts_file(path)?,
                 None => crate::facts::detect()?,

@@ -5,54 +5,10 @@
 
 use std::path::Path;
 
+use specwright_core::facts::CAPABILITY_NAMES;
 use specwright_core::spec::Spec;
 
 use super::user::ResolvedUser;
-
-/// Capability names by number, as the kernel numbers them.
-const CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
 
 /// This process's capability bounding set (`CapBnd` in /proc/self/status).
 pub fn host_bounding_set() -> Option<u64> {
@@ -69,7 +25,7 @@ pub fn limit_to_host_capabilities(spec: &mut Spec, bounding: Option<u64>) -> Vec
     let Some(bounding) = bounding else {
         return Vec::new();
     };
-    let allowed = |name: &str| match CAPABILITIES.iter().position(|c| *c == name) {
+    let allowed = |name: &str| match CAPABILITY_NAMES.iter().position(|c| *c == name) {
         Some(bit) => bounding & (1u64 << bit) != 0,
         // A capability newer than this table: let the runtime decide.
         None => true,

@@ -2,12 +2,13 @@
 //! `<runtime> --version`), asked once per runtime binary and remembered
 //! in the state dir's cache: a step then starts no extra process.
 
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use super::edits::DeclaredSpecVersion;
 use super::Runtime;
+use crate::sys::Syscalls;
 
 /// Bytes of `--version` output read, and remembered, at most.
 const MAX_OUTPUT_BYTES: u64 = 64 << 10;
@@ -52,15 +53,16 @@ pub enum DeclaredVersion {
 }
 
 impl DeclaredVersion {
-    /// What `runtime` declares, from `cache_dir` when it was asked before;
-    /// otherwise `<runtime> --version` is started.
-    pub fn start(runtime: &Runtime, cache_dir: Option<&Path>) -> DeclaredVersion {
+    /// What `runtime` declares, from `cache_dir` (read through `sys`) when
+    /// it was asked before; otherwise `<runtime> --version` is started.
+    pub fn start(sys: &dyn Syscalls, runtime: &Runtime, cache_dir: Option<&Path>) -> DeclaredVersion {
         let identity = RuntimeIdentity::of(&runtime.path);
         let remember = cache_dir
             .zip(identity)
             .map(|(dir, id)| (dir.to_path_buf(), id.file_name()));
         if let Some((dir, name)) = &remember {
-            if let Some(output) = read_remembered(&dir.join(name)) {
+            // The cache dir is this user's alone (the compile cache's check).
+            if let Ok(Some(output)) = sys.read_host_file(&dir.join(name), MAX_OUTPUT_BYTES) {
                 return DeclaredVersion::Remembered(DeclaredSpecVersion::from_version_output(&output));
             }
         }
@@ -118,26 +120,10 @@ impl Drop for Asking {
     }
 }
 
-/// A remembered `--version` output: a regular file (not a symlink) of at
-/// most [`MAX_OUTPUT_BYTES`], in the cache dir only this user may write.
-fn read_remembered(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !file.metadata().ok()?.file_type().is_file() {
-        return None;
-    }
-    let mut output = String::new();
-    file.take(MAX_OUTPUT_BYTES).read_to_string(&mut output).ok()?;
-    Some(output)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::RealSyscalls;
 
     /// A runtime that says `spec: 1.0.2` once: a second step takes the
     /// remembered answer, and a changed binary is asked again.
@@ -158,11 +144,11 @@ mod tests {
         let runtime = Runtime { path: bin.clone() };
         let times_asked = || std::fs::read_to_string(&asked).unwrap_or_default().lines().count();
         let declared = |d: Option<DeclaredSpecVersion>| d.map(|v| format!("{v:?}"));
-        let first = DeclaredVersion::start(&runtime, Some(&cache));
+        let first = DeclaredVersion::start(&RealSyscalls, &runtime, Some(&cache));
         assert!(matches!(first, DeclaredVersion::Asking(_)));
         let first = declared(first.declared());
         assert!(first.as_deref().is_some_and(|v| v.contains("1.0.2")), "{first:?}");
-        let second = DeclaredVersion::start(&runtime, Some(&cache));
+        let second = DeclaredVersion::start(&RealSyscalls, &runtime, Some(&cache));
         assert!(matches!(second, DeclaredVersion::Remembered(_)));
         assert_eq!(declared(second.declared()), first);
         assert_eq!(times_asked(), 1);
@@ -170,7 +156,7 @@ mod tests {
         // Another size, so that the identity differs whatever the clock's
         // granularity.
         std::fs::write(&bin, script("1.2.0-rc1")).unwrap();
-        let third = declared(DeclaredVersion::start(&runtime, Some(&cache)).declared());
+        let third = declared(DeclaredVersion::start(&RealSyscalls, &runtime, Some(&cache)).declared());
         assert!(third.as_deref().is_some_and(|v| v.contains("1.2.0-rc1")), "{third:?}");
         assert_eq!(times_asked(), 2);
     }
@@ -181,7 +167,7 @@ mod tests {
             path: PathBuf::from("/nonexistent/runtime"),
         };
         assert!(matches!(
-            DeclaredVersion::start(&runtime, None),
+            DeclaredVersion::start(&RealSyscalls, &runtime, None),
             DeclaredVersion::Unknown
         ));
     }

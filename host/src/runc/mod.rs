@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::policy::{Limits, PolicyRuntime};
 use crate::state::{Owner, DEFAULT_STATE_DIR};
-use crate::step::{Mounting, StepOptions};
+use crate::step::StepOptions;
 use crate::sys::{RealSyscalls, Syscalls};
 use crate::StepContext;
 use args::{Creation, Invocation, LogTarget, OwnFlags};
@@ -143,9 +143,9 @@ fn review(creation: &Creation, settings: &OwnFlags) -> Result<()> {
         state,
         sys: sys.clone(),
         audit,
+        // review_engine_spec makes the step's mounting the engine's.
         options: StepOptions {
             owner: Owner::this_process(),
-            mounting: Mounting::Engine,
             ..StepOptions::default()
         },
     };
