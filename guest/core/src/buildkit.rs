@@ -182,18 +182,16 @@ fn spec_before_mounts<M: Mounter>(
                 with_apparmor_profile(&mut spec, &request.apparmor_profile);
             }
             if request.selinux {
-                // label.InitLabels reserves a fresh MCS pair for the step
-                // from the host's policy; specwright does not make labels.
-                return Err(PolicyError::Denied(
-                    "SELinux labels for sandboxed steps are not supported by specwright".to_string(),
-                ));
+                with_selinux_labels(&mut spec, &selinux_labels(mounter, false)?);
             }
         }
-        // An insecure step's SELinux labels are "disable": none.
         SecurityMode::Insecure => {
             with_insecure_spec(&mut spec, release, facts);
             with_writeable_mounts_of_type(&mut spec, "cgroup");
             with_writeable_mounts_of_type(&mut spec, "sysfs");
+            if request.selinux {
+                with_selinux_labels(&mut spec, &selinux_labels(mounter, true)?);
+            }
         }
     }
 
@@ -251,6 +249,14 @@ fn spec_before_mounts<M: Mounter>(
     Ok(spec)
 }
 
+/// The step's SELinux labels from the host (`label.InitLabels(nil)`, or
+/// `InitLabels(["disable"])` for a privileged step).
+fn selinux_labels<M: Mounter>(mounter: &mut M, privileged: bool) -> Result<crate::selinux::Labels, PolicyError> {
+    mounter
+        .selinux_labels(privileged)
+        .map_err(|e| PolicyError::Internal(format!("SELinux labels: {e}")))
+}
+
 /// A host that performs nothing: for the parts of a spec that need none.
 struct NoHost;
 
@@ -286,6 +292,9 @@ impl Mounter for NoHost {
         Err(no_host())
     }
     fn mount_flags(&mut self, _: &str) -> Result<u64, HostError> {
+        Err(no_host())
+    }
+    fn selinux_labels(&mut self, _: bool) -> Result<crate::selinux::Labels, HostError> {
         Err(no_host())
     }
 }
@@ -373,6 +382,23 @@ mod tests {
             self.log.push(format!("statfs {path}"));
             // Every source as if on a nosuid,nodev file system.
             Ok(2 | 4)
+        }
+
+        fn selinux_labels(&mut self, privileged: bool) -> Result<crate::selinux::Labels, HostError> {
+            self.log.push(format!("selinux-labels privileged={privileged}"));
+            Ok(crate::selinux::Labels {
+                process: if privileged {
+                    String::new()
+                } else {
+                    "u:r:container_t:s0:c1,c2".into()
+                },
+                mount: if privileged {
+                    "u:object_r:f_t:s0:c1022,c1023"
+                } else {
+                    "u:object_r:f_t:s0:c1,c2"
+                }
+                .into(),
+            })
         }
     }
 
@@ -881,5 +907,41 @@ mod tests {
         req.selinux = false;
         let spec = generate_release_without_mounts(Release::V0_32, &req, &f).unwrap();
         assert_eq!(spec.linux.unwrap().namespaces.last().unwrap().kind, "cgroup");
+    }
+
+    #[test]
+    fn selinux_labels_come_from_the_host_sandboxed_or_privileged() {
+        let mut req = request();
+        req.selinux = true;
+        let mut f = facts();
+        f.selinux = true;
+        let mut host = FakeHost::default();
+        let spec = generate(&req, &f, &mut host).unwrap();
+        assert_eq!(host.log, ["selinux-labels privileged=false"]);
+        assert_eq!(spec.process.as_ref().unwrap().selinux_label, "u:r:container_t:s0:c1,c2");
+        assert_eq!(spec.linux.as_ref().unwrap().mount_label, "u:object_r:f_t:s0:c1,c2");
+        let json: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap();
+        assert_eq!(json["process"]["selinuxLabel"], "u:r:container_t:s0:c1,c2");
+        assert_eq!(json["linux"]["mountLabel"], "u:object_r:f_t:s0:c1,c2");
+
+        req.security_mode = SecurityMode::Insecure;
+        let mut host = FakeHost::default();
+        let spec = generate(&req, &f, &mut host).unwrap();
+        assert_eq!(host.log, ["selinux-labels privileged=true"]);
+        assert_eq!(spec.process.as_ref().unwrap().selinux_label, "");
+        assert_eq!(
+            spec.linux.as_ref().unwrap().mount_label,
+            "u:object_r:f_t:s0:c1022,c1023"
+        );
+
+        // Not asked for: the host is not asked.
+        req.selinux = false;
+        let mut host = FakeHost::default();
+        generate(&req, &f, &mut host).unwrap();
+        assert!(host.log.is_empty(), "{:?}", host.log);
+        // A host that cannot label fails the step, saying so.
+        req.selinux = true;
+        let err = generate_release_without_mounts(Release::V0_32, &req, &f).unwrap_err();
+        assert!(err.to_string().starts_with("SELinux labels: refused"), "{err}");
     }
 }

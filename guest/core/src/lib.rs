@@ -16,6 +16,7 @@ pub mod opts;
 pub mod request;
 pub mod seccomp;
 pub mod seccomp_profile;
+pub mod selinux;
 pub mod spec;
 pub mod static_lists;
 

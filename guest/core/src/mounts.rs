@@ -57,6 +57,13 @@ pub trait Mounter {
     /// step's (or a path in one), a CDI mount's host path, or the host's
     /// /proc for a no-sandbox step.
     fn mount_flags(&mut self, path: &str) -> Result<u64, HostError>;
+
+    /// The step's SELinux labels, as go-selinux's `label.InitLabels` makes
+    /// them from the host's container contexts: for a sandboxed step a
+    /// process and a mount label at an MCS level reserved for the step
+    /// until it is released (asking again gives the same labels); for a
+    /// `privileged` step no process label and the privileged mount label.
+    fn selinux_labels(&mut self, privileged: bool) -> Result<crate::selinux::Labels, HostError>;
 }
 
 /// Go's `path.Clean` for the absolute path `"/" + p`.

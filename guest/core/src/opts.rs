@@ -491,6 +491,12 @@ pub fn with_apparmor_profile(spec: &mut Spec, profile: &str) {
     spec.process_mut().apparmor_profile = profile.to_string();
 }
 
+/// The process's SELinux label and the label of the container's mounts.
+pub fn with_selinux_labels(spec: &mut Spec, labels: &crate::selinux::Labels) {
+    spec.process_mut().selinux_label = labels.process.clone();
+    spec.linux_mut().mount_label = labels.mount.clone();
+}
+
 /// A new cgroup namespace for the step (BuildKit v0.32 on cgroup v2 hosts).
 pub fn with_cgroup_namespace(spec: &mut Spec) {
     spec.linux_mut().namespaces.push(Namespace {
