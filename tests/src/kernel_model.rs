@@ -240,6 +240,29 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         specwright_host_core::sys::RealSyscalls.node_info(path)
     }
 
+    fn random(&self) -> Result<u64, nix::errno::Errno> {
+        specwright_host_core::sys::RealSyscalls.random()
+    }
+
+    /// Reservations are the state dir's own files, in the test's directory.
+    fn reserve_mcs_level(
+        &self,
+        state: &StateDir,
+        id: &str,
+        level: &specwright_core::selinux::McsLevel,
+    ) -> Result<bool, StateError> {
+        state.reserve_mcs_level(id, level)
+    }
+
+    fn release_mcs_level(
+        &self,
+        state: &StateDir,
+        id: &str,
+        level: &specwright_core::selinux::McsLevel,
+    ) -> Result<(), StateError> {
+        state.release_mcs_level(id, level)
+    }
+
     fn unmount(&self, target: &Path, _flags: nix::mount::MntFlags) -> Result<(), nix::errno::Errno> {
         let mut state = self.lock();
         match state.mounted.get_mut(target) {

@@ -210,6 +210,14 @@ impl Mounter for Host {
     fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
         wit_host::mount_flags(path).map_err(HostError::from)
     }
+
+    fn selinux_labels(&mut self, privileged: bool) -> Result<specwright_core::selinux::Labels, HostError> {
+        let labels = wit_host::selinux_labels(privileged).map_err(HostError::from)?;
+        Ok(specwright_core::selinux::Labels {
+            process: labels.process,
+            mount: labels.mount,
+        })
+    }
 }
 
 /// Decodes the inputs, runs `P`, encodes the spec. Called by [`export_policy!`].

@@ -39,8 +39,23 @@ pub fn detect() -> Result<HostFacts, FactsError> {
         cgroup_namespace: Path::new("/proc/self/ns/cgroup").exists()
             && Path::new("/sys/fs/cgroup/cgroup.subtree_control").exists(),
         apparmor: apparmor_supported(),
-        selinux: Path::new("/sys/fs/selinux/enforce").exists(),
+        selinux: selinux_enabled(),
     })
+}
+
+/// go-selinux's `GetEnabled`: selinuxfs mounted read-write at
+/// /sys/fs/selinux, and this process labelled by a loaded policy (not
+/// `kernel`).
+fn selinux_enabled() -> bool {
+    const SELINUX_MAGIC: u64 = 0xf97c_ff8c;
+    let selinuxfs = nix::sys::statfs::statfs("/sys/fs/selinux").is_ok_and(|st| {
+        st.filesystem_type().0 as u64 == SELINUX_MAGIC
+            && nix::sys::statvfs::statvfs("/sys/fs/selinux")
+                .is_ok_and(|v| !v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    });
+    selinuxfs
+        && std::fs::read("/proc/self/attr/current")
+            .is_ok_and(|label| label.strip_suffix(b"\0").unwrap_or(&label) != b"kernel")
 }
 
 pub use specwright_core::facts::CAPABILITY_NAMES;

@@ -67,6 +67,11 @@ enum Command {
         /// Default: /etc/cdi, then /var/run/cdi.
         #[arg(long = "cdi-spec-dir", value_name = "DIR")]
         cdi_spec_dirs: Vec<PathBuf>,
+        /// The SELinux container contexts file a step's labels come from.
+        /// Default: /usr/share/containers/selinux/contexts, else
+        /// /etc/selinux/<SELINUXTYPE>/contexts/lxc_contexts.
+        #[arg(long, value_name = "FILE")]
+        selinux_contexts: Option<PathBuf>,
         /// The process the step belongs to (default: the caller of
         /// specwright); `gc` releases the step once it is gone.
         #[arg(long, value_name = "PID")]
@@ -104,6 +109,11 @@ enum Command {
         /// Default: /etc/cdi, then /var/run/cdi.
         #[arg(long = "cdi-spec-dir", value_name = "DIR")]
         cdi_spec_dirs: Vec<PathBuf>,
+        /// The SELinux container contexts file a step's labels come from.
+        /// Default: /usr/share/containers/selinux/contexts, else
+        /// /etc/selinux/<SELINUXTYPE>/contexts/lxc_contexts.
+        #[arg(long, value_name = "FILE")]
+        selinux_contexts: Option<PathBuf>,
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         policy_timeout_ms: u64,
         #[arg(long, value_name = "MIB", default_value_t = 64)]
@@ -247,6 +257,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             state_dir,
             pin_selectors,
             cdi_spec_dirs,
+            selinux_contexts,
             policy_timeout_ms,
             policy_memory_mib,
         } => {
@@ -276,6 +287,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                     owner: Owner::this_process(),
                     cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
                     mounting: Mounting::Host,
+                    selinux_contexts,
                 },
             };
             let _holding = crate::interrupt::Holding::start();
@@ -299,6 +311,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             dry_run,
             pin_selectors,
             cdi_spec_dirs,
+            selinux_contexts,
             owner_pid,
             policy_timeout_ms,
             policy_memory_mib,
@@ -317,6 +330,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                     owner,
                     cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
                     mounting: Mounting::Host,
+                    selinux_contexts,
                 },
                 limits: Limits {
                     time: time_limit(policy_timeout_ms)?,

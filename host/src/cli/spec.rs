@@ -88,6 +88,9 @@ fn op_json(op: &Op) -> serde_json::Value {
         Op::OpenCacheDir => json!({"op": "open-cache-dir"}),
         Op::ReadHostFile(p) => json!({"op": "read-host-file", "path": p}),
         Op::IsDirectory(p) => json!({"op": "is-directory", "path": p}),
+        Op::Random => json!({"op": "random"}),
+        Op::ReserveMcsLevel(level) => json!({"op": "reserve-mcs-level", "level": level}),
+        Op::ReleaseMcsLevel(level) => json!({"op": "release-mcs-level", "level": level}),
     }
 }
 

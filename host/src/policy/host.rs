@@ -43,6 +43,15 @@ impl From<Mountable> for wit_types::Mount {
     }
 }
 
+impl From<specwright_core::selinux::Labels> for wit_host::StepLabels {
+    fn from(labels: specwright_core::selinux::Labels) -> Self {
+        wit_host::StepLabels {
+            process: labels.process,
+            mount: labels.mount,
+        }
+    }
+}
+
 impl From<&HostFacts> for wit_types::HostFacts {
     fn from(facts: &HostFacts) -> Self {
         wit_types::HostFacts {
@@ -108,6 +117,13 @@ impl wit_host::Host for PolicyState {
 
     fn mount_flags(&mut self, path: String) -> wasmtime::Result<Result<u64, wit_types::HostError>> {
         Ok(self.step.mount_flags(&path).map_err(Into::into))
+    }
+
+    fn selinux_labels(
+        &mut self,
+        privileged: bool,
+    ) -> wasmtime::Result<Result<wit_host::StepLabels, wit_types::HostError>> {
+        Ok(self.step.selinux_labels(privileged).map(Into::into).map_err(Into::into))
     }
 
     fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, OFlag};
+use nix::fcntl::{openat, renameat, renameat2, OFlag, RenameFlags};
 use nix::sys::stat::{fstat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
@@ -107,6 +107,40 @@ pub(super) fn write_atomically(
     mode: u32,
     sync: bool,
 ) -> Result<(), StateError> {
+    place_atomically(dir, dir_path, name, parts, mode, sync, Placing::Replace).map(drop)
+}
+
+/// Creates `name` in `dir`, with its content, as one step: a fresh
+/// temporary file renamed without replacing anything. `false` (and nothing
+/// written) when `name` exists already.
+pub(super) fn create_atomically(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &str,
+    content: &[u8],
+    mode: u32,
+) -> Result<bool, StateError> {
+    place_atomically(dir, dir_path, name, &[content], mode, false, Placing::Create)
+}
+
+/// Whether placing a file may replace one of its name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placing {
+    Replace,
+    Create,
+}
+
+/// Writes a temporary file and renames it to `name`; `Ok(false)` when
+/// `Placing::Create` found `name` taken.
+fn place_atomically(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &str,
+    parts: &[&[u8]],
+    mode: u32,
+    sync: bool,
+    placing: Placing,
+) -> Result<bool, StateError> {
     // A name left by a killed process whose pid this one reuses is passed
     // over, not an error.
     let mut attempt = 0;
@@ -137,8 +171,18 @@ pub(super) fn write_atomically(
             path: tmp_path.clone(),
             source: e,
         })
-        .and_then(|()| renameat(dir, tmp.as_str(), dir, name).map_err(io_at(&dir_path.join(name))));
-    if written.is_err() {
+        .and_then(|()| {
+            let renamed = match placing {
+                Placing::Replace => renameat(dir, tmp.as_str(), dir, name),
+                Placing::Create => renameat2(dir, tmp.as_str(), dir, name, RenameFlags::RENAME_NOREPLACE),
+            };
+            match renamed {
+                Ok(()) => Ok(true),
+                Err(Errno::EEXIST) if placing == Placing::Create => Ok(false),
+                Err(e) => Err(io_at(&dir_path.join(name))(e)),
+            }
+        });
+    if !matches!(written, Ok(true)) {
         let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
     }
     written

@@ -10,11 +10,14 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstat, fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::at::{check_trusted, io_at, open_subdir, read_bounded, remove_file_at, write_atomically, Dir, DIR_MODE};
+use super::at::{
+    check_trusted, create_atomically, io_at, open_subdir, read_bounded, remove_file_at, write_atomically, Dir, DIR_MODE,
+};
 use super::bundle::Bundle;
 use super::lock::StepLock;
 use super::record::{is_plain_name, StepRecord};
 use super::StateError;
+use specwright_core::selinux::McsLevel;
 
 /// The default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/specwright";
@@ -22,6 +25,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/specwright";
 /// The largest step record the host reads: a full record (the most
 /// mountpoints a step may hold) is far smaller.
 pub(super) const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// The largest MCS reservation read: a step id.
+const MAX_RESERVATION_BYTES: u64 = 4096;
 
 /// Every path built from a step id goes through here: an id from a
 /// command line or a file name in `steps/` is never trusted to stay inside
@@ -240,6 +246,42 @@ impl StateDir {
         let id = checked_id(id)?;
         let open = self.opened()?;
         StepLock::acquire(open.locks.fd.clone(), &open.locks.path, id)
+    }
+
+    /// Where SELinux MCS levels are reserved: one file a level, naming the
+    /// step that holds it.
+    pub fn selinux_dir(&self) -> PathBuf {
+        self.root.join("selinux")
+    }
+
+    /// Reserves MCS `level` for step `id`: `false` when another step holds
+    /// it. The reservation is a file of `selinux/` named for the level and
+    /// holding the step's id, created in one step (never replacing one).
+    pub fn reserve_mcs_level(&self, id: &str, level: &McsLevel) -> Result<bool, StateError> {
+        let id = checked_id(id)?;
+        let open = self.opened()?;
+        let dir = open_subdir(&open.root, "selinux", true)?;
+        create_atomically(dir.fd(), &dir.path, &level.to_string(), id.as_bytes(), 0o600)
+    }
+
+    /// Lets step `id`'s reservation of `level` go: the file goes only when
+    /// it names this step (a level the step recorded but lost the race
+    /// for stays its holder's).
+    pub fn release_mcs_level(&self, id: &str, level: &McsLevel) -> Result<(), StateError> {
+        let id = checked_id(id)?;
+        let open = self.opened()?;
+        match fstatat(open.root.fd(), "selinux", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(io_at(&open.root.path.join("selinux"))(e)),
+            Ok(_) => {}
+        }
+        let dir = open_subdir(&open.root, "selinux", false)?;
+        let name = level.to_string();
+        let path = dir.path.join(&name);
+        match read_bounded(dir.fd(), &path, &name, MAX_RESERVATION_BYTES)? {
+            Some(holder) if holder == id.as_bytes() => remove_file_at(dir.fd(), &dir.path, &name),
+            Some(_) | None => Ok(()),
+        }
     }
 
     /// Creates the bundle directory of step `id` (which must not exist).

@@ -6,6 +6,7 @@
 //! <state>/steps/<step>.json      what the step holds, written before each mount
 //! <state>/locks/<step>.lock      held (flock) by the one process working on the step
 //! <state>/bundles/<step>/        what `specwright run` writes for the step
+//! <state>/selinux/<level>        an SELinux MCS level a step holds (its id inside)
 //! <state>/cache/                 precompiled policies
 //! <state>/audit.jsonl            the audit trail
 //! ```

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use specwright_core::selinux::McsLevel;
 
 use super::StateError;
 
@@ -114,6 +115,10 @@ pub struct StepRecord {
     /// can kill and delete it when the runner is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerRecord>,
+    /// The SELinux MCS level reserved for the step's labels (recorded
+    /// before it is reserved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selinux_level: Option<McsLevel>,
 }
 
 /// A container an OCI runtime runs for a step.
@@ -134,12 +139,13 @@ impl StepRecord {
             owner,
             mounts: Vec::new(),
             container: None,
+            selinux_level: None,
         }
     }
 
     /// Whether the step holds anything a release must undo.
     pub fn holds_anything(&self) -> bool {
-        !self.mounts.is_empty() || self.container.is_some()
+        !self.mounts.is_empty() || self.container.is_some() || self.selinux_level.is_some()
     }
 
     /// Parses and checks a record read from `path` for step `id`: a record

@@ -286,9 +286,10 @@ impl StepHost {
             start.elapsed(),
         );
         self.record.mounts = remaining;
+        let level = self.release_level();
         self.write_record()?;
         if failures.is_empty() {
-            Ok(report)
+            level.map(|()| report)
         } else {
             Err(ReleaseError::Unmount {
                 id: self.id.clone(),

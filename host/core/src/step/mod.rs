@@ -18,6 +18,7 @@ mod container;
 mod held;
 mod release;
 mod requests;
+mod selinux;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +26,7 @@ pub use container::RuntimeStateRoot;
 pub use release::{gc, release_locked, release_step, GcOutcome, ReleaseError, ReleaseReport};
 use requests::{request_host_paths, Root};
 pub use requests::{RootId, SourceId};
+pub use selinux::MAX_CONTEXTS_BYTES;
 
 /// What a policy may ask of the host in one step, beyond which every
 /// further request is refused (and the step then fails and is released).
@@ -51,6 +53,11 @@ pub struct StepOptions {
     pub cdi_spec_dirs: Arc<Vec<std::path::PathBuf>>,
     /// Whether a policy may have the host mount anything.
     pub mounting: Mounting,
+    /// The SELinux container contexts file labels are made from; `None`
+    /// for go-selinux's choice (container-selinux's
+    /// /usr/share/containers/selinux/contexts, else the policy's
+    /// /etc/selinux/<SELINUXTYPE>/contexts/lxc_contexts).
+    pub selinux_contexts: Option<std::path::PathBuf>,
 }
 
 /// Who makes a step's mounts.
@@ -76,6 +83,7 @@ impl Default for StepOptions {
             owner: Owner::this_process(),
             cdi_spec_dirs: Arc::new(DEFAULT_CDI_SPEC_DIRS.iter().map(std::path::PathBuf::from).collect()),
             mounting: Mounting::Host,
+            selinux_contexts: None,
         }
     }
 }
@@ -106,6 +114,8 @@ pub struct StepHost {
     cdi_mount_sources: Vec<String>,
     /// Whether the step binds the host's /proc (`no-sandbox`).
     host_proc_bound: bool,
+    /// The sandboxed step's SELinux labels, once made.
+    selinux_labels: Option<specwright_core::selinux::Labels>,
     /// Host calls made and audit bytes written for this step (see [`limits`]).
     calls: usize,
     audit_bytes: usize,
@@ -161,6 +171,7 @@ impl StepHost {
             request_paths: request_host_paths(request),
             cdi_mount_sources: Vec::new(),
             host_proc_bound: request.process_mode == specwright_core::request::ProcessMode::NoSandbox,
+            selinux_labels: None,
             calls: 0,
             audit_bytes: 0,
         })
@@ -312,5 +323,9 @@ impl Mounter for StepHost {
 
     fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
         StepHost::mount_flags(self, path)
+    }
+
+    fn selinux_labels(&mut self, privileged: bool) -> Result<specwright_core::selinux::Labels, HostError> {
+        StepHost::selinux_labels(self, privileged)
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde_json::json;
+use specwright_core::selinux::McsLevel;
 
 use crate::audit::Audit;
 use crate::mount::unmount_all;
@@ -25,6 +26,13 @@ pub enum ReleaseError {
     Container {
         id: String,
         source: crate::sys::ContainerError,
+    },
+    /// The step's SELinux MCS level could not be let go (it stays recorded).
+    #[error("step {id}: its SELinux level {level} could not be let go: {source}")]
+    SelinuxLevel {
+        id: String,
+        level: String,
+        source: StateError,
     },
     #[error(transparent)]
     State(#[from] StateError),
@@ -225,6 +233,7 @@ pub fn release_locked(
     let (remaining, report, failures) = release_mounts(state, sys, &record.mounts, workers);
     let held = record.mounts.len();
     record.mounts = remaining;
+    let level = release_level(state, sys, &id, &mut record.selinux_level);
     let summary = json!({"released": report.released, "busy": report.busy.len()});
     let joined = joined(&failures);
     audit.record(
@@ -247,10 +256,31 @@ pub fn release_locked(
         sys.remove_lock(lock)?;
     }
     if failures.is_empty() {
-        Ok(report)
+        level.map(|()| report)
     } else {
         Err(ReleaseError::Unmount { id, failures })
     }
+}
+
+/// Lets step `id`'s SELinux MCS level go, if it holds one; it stays
+/// recorded when that fails.
+pub(crate) fn release_level(
+    state: &StateDir,
+    sys: &dyn Syscalls,
+    id: &str,
+    held: &mut Option<McsLevel>,
+) -> Result<(), ReleaseError> {
+    let Some(level) = *held else {
+        return Ok(());
+    };
+    sys.release_mcs_level(state, id, &level)
+        .map_err(|source| ReleaseError::SelinuxLevel {
+            id: id.to_string(),
+            level: level.to_string(),
+            source,
+        })?;
+    *held = None;
+    Ok(())
 }
 
 /// What `gc` did for one step.

@@ -117,6 +117,7 @@ fn a_step_that_holds_mounts_cannot_start_again() {
                 stacked: 1,
             }],
             container: None,
+            selinux_level: None,
         })
         .unwrap();
     let req = request(json!([]));
@@ -194,6 +195,7 @@ fn a_record_claiming_more_than_the_host_makes_is_corrupt() {
             },
             mounts,
             container: None,
+            selinux_level: None,
         };
         state.write_record(&record).unwrap();
         let sys = RecordingSyscalls::dry_run_over_state(Box::new(RealSyscalls));
@@ -229,6 +231,7 @@ fn a_step_with_many_mountpoints_is_released_by_a_few_threads() {
             },
             mounts,
             container: None,
+            selinux_level: None,
         })
         .unwrap();
     let sys = RecordingSyscalls::dry_run_over_state(Box::new(RealSyscalls));

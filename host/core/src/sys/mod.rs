@@ -9,6 +9,7 @@ use nix::mount::{MntFlags, MsFlags};
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
 use crate::state::{Bundle, GivenBundle, StateDir, StateError, StepLock, StepRecord};
+use specwright_core::selinux::McsLevel;
 
 mod recording;
 pub use recording::RecordingSyscalls;
@@ -90,6 +91,12 @@ pub enum Op {
     NodeInfo(PathBuf),
     /// The flags of the file system holding a bind's source.
     MountFlags(PathBuf),
+    /// Random bits drawn (an SELinux MCS level).
+    Random,
+    /// An SELinux MCS level reserved for a step (`selinux/<level>`).
+    ReserveMcsLevel(String),
+    /// A step's SELinux MCS level let go.
+    ReleaseMcsLevel(String),
 }
 
 /// Why a container could not be deleted.
@@ -189,6 +196,13 @@ pub trait Syscalls: Send + Sync {
     fn node_info(&self, path: &Path) -> Result<NodeInfo, Errno>;
     /// `statfs(2)`'s `f_flags` for `path` (following symlinks).
     fn mount_flags(&self, path: &Path) -> Result<u64, Errno>;
+    /// 64 random bits from the kernel.
+    fn random(&self) -> Result<u64, Errno>;
+    /// Reserves SELinux MCS `level` for step `id` ([`StateDir::reserve_mcs_level`]):
+    /// `false` when another step holds it.
+    fn reserve_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<bool, StateError>;
+    /// Lets step `id`'s reservation of `level` go ([`StateDir::release_mcs_level`]).
+    fn release_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<(), StateError>;
     /// Whether releasing may unmount on several threads at once (a
     /// recording implementation keeps one order).
     fn releases_concurrently(&self) -> bool {
@@ -376,6 +390,23 @@ impl Syscalls for RealSyscalls {
 
     fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
         nix::sys::statvfs::statvfs(path).map(|st| st.flags().bits())
+    }
+
+    fn random(&self) -> Result<u64, Errno> {
+        use std::io::Read;
+        let mut bytes = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(io_errno)?;
+        Ok(u64::from_ne_bytes(bytes))
+    }
+
+    fn reserve_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<bool, StateError> {
+        state.reserve_mcs_level(id, level)
+    }
+
+    fn release_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<(), StateError> {
+        state.release_mcs_level(id, level)
     }
 
     fn exists(&self, path: &Path) -> Result<bool, Errno> {

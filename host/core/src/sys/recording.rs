@@ -12,6 +12,7 @@ use super::{ContainerError, Op, Syscalls};
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
 use crate::state::{Bundle, GivenBundle, StateDir, StateError, StepLock, StepRecord};
+use specwright_core::selinux::McsLevel;
 
 /// Records every operation; performs each through `inner` (none for a dry
 /// run) unless it is the one chosen to fail.
@@ -114,6 +115,14 @@ impl RecordingSyscalls {
     fn record(&self, op: Op, perform: impl FnOnce(&dyn Syscalls) -> Result<(), Errno>) -> Result<(), Errno> {
         self.pass(op, |e| e, perform, || Ok(()))
     }
+}
+
+/// SplitMix64's output for state `n`: well-mixed bits from a counter.
+fn split_mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A fault injected into an operation on the state dir or a bundle; its
@@ -379,13 +388,14 @@ impl Syscalls for RecordingSyscalls {
         )
     }
 
-    /// A dry run reads nothing: the file is planned as missing.
+    /// A dry run reads the file (reading changes nothing), so that what
+    /// it plans from it (SELinux labels) is what a step would get.
     fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {
         self.pass(
             Op::ReadHostFile(path.to_path_buf()),
             std::io::Error::other,
             |s| s.read_host_file(path, bound),
-            || Ok(None),
+            || super::RealSyscalls.read_host_file(path, bound),
         )
     }
 
@@ -433,6 +443,32 @@ impl Syscalls for RecordingSyscalls {
             |e| e,
             |s| s.node_info(path),
             || Ok(planned),
+        )
+    }
+
+    /// A dry run draws from a fixed sequence (SplitMix64 of the draw's
+    /// number), so its plan is the same every time.
+    fn random(&self) -> Result<u64, Errno> {
+        let n = self.ops().iter().filter(|op| matches!(op, Op::Random)).count() as u64;
+        self.pass(Op::Random, |e| e, |s| s.random(), || Ok(split_mix(n)))
+    }
+
+    /// A dry run plans every level as free.
+    fn reserve_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<bool, StateError> {
+        self.pass_state(
+            Op::ReserveMcsLevel(level.to_string()),
+            state_fault(&state.selinux_dir()),
+            |s| s.reserve_mcs_level(state, id, level),
+            || Ok(true),
+        )
+    }
+
+    fn release_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<(), StateError> {
+        self.pass_state(
+            Op::ReleaseMcsLevel(level.to_string()),
+            state_fault(&state.selinux_dir()),
+            |s| s.release_mcs_level(state, id, level),
+            || Ok(()),
         )
     }
 
