@@ -17,6 +17,8 @@ fn main() {
             "specwright-policy-hardened",
             "-p",
             "specwright-policy-mount-allowlist",
+            "-p",
+            "specwright-policy-compat-0-2-0",
         ],
     );
     // The template is a standalone crate, built as an author would build it.
@@ -30,6 +32,11 @@ fn main() {
             "specwright_policy_mount_allowlist.wasm",
         ),
         ("SPECWRIGHT_TEMPLATE_WASM", "release", "my_policy.wasm"),
+        (
+            "SPECWRIGHT_COMPAT_0_2_0_WASM",
+            "guest",
+            "specwright_policy_compat_0_2_0.wasm",
+        ),
     ] {
         export_wasm_path(&root, var, profile, file);
     }

@@ -19,6 +19,7 @@ const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
 const MOUNT_ALLOWLIST: &str = env!("SPECWRIGHT_MOUNT_ALLOWLIST_WASM");
 const TEMPLATE: &str = env!("SPECWRIGHT_TEMPLATE_WASM");
+const COMPAT_0_2_0: &str = env!("SPECWRIGHT_COMPAT_0_2_0_WASM");
 
 /// A request whose mounts need a temporary mount, so leaks would show.
 fn mounting_request(work: &Path, extra: Value) -> PathBuf {
@@ -175,7 +176,7 @@ fn inspect_shows_world_exports_and_metadata() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["name"], "hardened");
-    assert_eq!(info["targets"], "specwright:policy@0.2.0 (world policy)");
+    assert_eq!(info["targets"], "specwright:policy@0.2.1 (world policy)");
     assert_eq!(info["exports"], json!(["generate", "metadata"]));
     assert!(info["size_bytes"].as_u64().unwrap() > 1000);
     assert!(info["description"].as_str().unwrap().contains("CAP_NET_RAW"));
@@ -476,4 +477,52 @@ fn the_example_policies_close_the_known_bypasses() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A policy built against the previous package version, 0.2.0, still
+/// loads and runs on this host (0.2.1 only adds `selinux-labels`): it is
+/// inspected as 0.2.0's and, after the default, its host call is answered.
+#[test]
+fn a_policy_built_against_wit_0_2_0_still_loads_and_runs() {
+    let out = cli(&["policy", "inspect", "--json", COMPAT_0_2_0]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["targets"], "specwright:policy@0.2.0 (world policy)");
+    assert!(
+        info["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "specwright:policy/host@0.2.0"),
+        "{info}"
+    );
+    let (_dir, work) = workdir();
+    let resolv = work.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
+    let mut request: Value =
+        serde_json::from_str(&std::fs::read_to_string(oracle_cases_dir().join("minimal.request.json")).unwrap())
+            .unwrap();
+    request["resolv_conf"] = json!(resolv);
+    let request = write_json(&work.join("request.json"), &request);
+    let spec = |policies: &[&str]| -> Value {
+        let facts = oracle_facts_file();
+        let state = work.join("state");
+        let mut args = vec!["spec", "--request", request.to_str().unwrap()];
+        args.extend(["--host-facts", facts.to_str().unwrap()]);
+        args.extend(["--state-dir", state.to_str().unwrap()]);
+        for p in policies {
+            args.extend(["--policy", p]);
+        }
+        let out = cli(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(spec(&["default", COMPAT_0_2_0]), spec(&["default"]));
+    let audit = std::fs::read_to_string(work.join("state/audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"exists\"") && l.contains(COMPAT_0_2_0)),
+        "the 0.2.0 policy's host call was not made: {audit}"
+    );
 }

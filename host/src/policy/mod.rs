@@ -16,6 +16,7 @@ use specwright_core::Request;
 
 mod call;
 mod host;
+mod wasi;
 
 use call::{start_epoch_ticker, KEEP_RESIDENT_BYTES};
 pub use call::{Limits, ReusedInstance};
@@ -60,7 +61,12 @@ pub fn embedded_policy(name: &Path) -> Option<(&'static str, &'static [u8])> {
 
 /// The WIT package every policy targets.
 const WIT_PACKAGE: &str = "specwright:policy";
-const WIT_VERSION: &str = "0.2.0";
+/// The package version this host implements.
+const WIT_VERSION: &str = "0.2.1";
+/// The versions a policy may target: 0.2.1 adds `selinux-labels` to 0.2.0,
+/// which this host serves unchanged (wasmtime links a 0.2.0 import to the
+/// 0.2.1 interface).
+const WIT_VERSIONS: &[&str] = &["0.2.0", "0.2.1"];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -330,31 +336,32 @@ impl PolicyRuntime {
         })
     }
 
-    /// Our host interface, a fixed seed for std's hash maps, and traps for
-    /// the rest of WASI that std links in but a policy never gets to use.
+    /// Our host interface (a policy built against 0.2.0 links to it by
+    /// semver), and the WASI its language runtime links in ([`wasi`]).
     fn linker_for(&self, component: &Component) -> Result<Linker<PolicyState>, String> {
         let mut linker: Linker<PolicyState> = Linker::new(&self.engine);
         bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
         let mut unknown = Vec::new();
         let ty = component.component_type();
-        for (import, _) in ty.imports(&self.engine) {
+        for (import, item) in ty.imports(&self.engine) {
             if import.starts_with(&format!("{WIT_PACKAGE}/")) {
-                let expected = [
-                    format!("{WIT_PACKAGE}/host@{WIT_VERSION}"),
-                    format!("{WIT_PACKAGE}/types@{WIT_VERSION}"),
-                ];
-                if !expected.iter().any(|e| e == import) {
+                let known = WIT_VERSIONS.iter().any(|version| {
+                    [
+                        format!("{WIT_PACKAGE}/host@{version}"),
+                        format!("{WIT_PACKAGE}/types@{version}"),
+                    ]
+                    .iter()
+                    .any(|e| e == import)
+                });
+                if !known {
                     unknown.push(format!(
-                        "{import} (this host provides {WIT_PACKAGE}/host@{WIT_VERSION})"
+                        "{import} (this host provides {WIT_PACKAGE}/host@{})",
+                        WIT_VERSIONS.join(", @")
                     ));
                 }
-            } else if import.starts_with("wasi:random/insecure-seed@0.2.") {
-                // Deterministic on purpose: a policy gets no randomness.
-                linker
-                    .instance(import)
-                    .and_then(|mut i| i.func_wrap("insecure-seed", |_, (): ()| Ok(((0x5eed_u64, 0x5eed_u64),))))
-                    .map_err(|e| e.to_string())?;
-            } else if !import.starts_with("wasi:") {
+            } else if import.starts_with("wasi:") {
+                wasi::define(&mut linker, &self.engine, import, &item.ty)?;
+            } else {
                 unknown.push(import.to_string());
             }
         }
@@ -364,9 +371,6 @@ impl PolicyRuntime {
                 unknown.join(", ")
             ));
         }
-        linker
-            .define_unknown_imports_as_traps(component)
-            .map_err(|e| e.to_string())?;
         Ok(linker)
     }
 }
@@ -408,7 +412,7 @@ mod tests {
         eprintln!("{name} imports: {imports:?}");
         eprintln!("default policy imports: {imports:?}");
         assert!(
-            imports.iter().any(|i| i == "specwright:policy/host@0.2.0"),
+            imports.iter().any(|i| i == "specwright:policy/host@0.2.1"),
             "{imports:?}"
         );
         let allowed = [
