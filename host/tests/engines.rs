@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
 
+/// Held while a scene's first podman command runs (see `import_busybox`).
+static PODMAN_LOCK_CREATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// CAP_NET_RAW's bit in /proc/self/status's `CapEff`.
 const CAP_NET_RAW_BIT: u32 = 13;
 
@@ -138,6 +141,13 @@ impl Scene {
             .arg("-cf")
             .arg(&tarball)
             .arg("."));
+        // podman's lock manager is one shared-memory segment for every
+        // storage (/dev/shm/libpod_lock): two podman processes that both
+        // find it missing both create it, and one fails ("file exists").
+        // Scenes import one at a time, so only one ever creates it.
+        let _first_use = PODMAN_LOCK_CREATION
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         ok(self
             .libpod("podman")
             .arg("import")

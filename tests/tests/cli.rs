@@ -477,3 +477,178 @@ fn a_bundle_dir_others_can_write_is_refused() {
     assert!(err.contains("bundle dir") && err.contains("lets others write"), "{err}");
     assert!(!open.join("config.json").exists());
 }
+
+/// SELinux labels on a host that has SELinux (by its facts): the contexts
+/// file's labels at a level of the step's own, reserved in the state dir
+/// until `release`; a second live step gets another level; an insecure
+/// step gets the privileged mount label and reserves nothing. Nothing else
+/// in the spec changes.
+#[test]
+fn selinux_labels_are_reserved_per_step_until_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let contexts = dir.path().join("lxc_contexts");
+    std::fs::write(
+        &contexts,
+        "process = \"system_u:system_r:container_t:s0\"\nfile = \"system_u:object_r:container_file_t:s0\"\nro_file=\"system_u:object_r:container_ro_file_t:s0\"\n",
+    )
+    .unwrap();
+    let mut facts: Value = serde_json::from_str(&std::fs::read_to_string(case("minimal", "host")).unwrap()).unwrap();
+    facts["selinux"] = Value::Bool(true);
+    let facts_file = specwright_tests::write_json(&dir.path().join("facts.json"), &facts);
+    let request = |id: &str, mode: &str| {
+        let mut r: Value = serde_json::from_str(&std::fs::read_to_string(case("minimal", "request")).unwrap()).unwrap();
+        r["id"] = Value::String(id.into());
+        r["security_mode"] = Value::String(mode.into());
+        r["selinux"] = Value::Bool(true);
+        specwright_tests::write_json(&dir.path().join(format!("{id}.request.json")), &r)
+    };
+    let spec = |id: &str, mode: &str| -> Value {
+        let req = request(id, mode);
+        let out = specwright(&[
+            "spec",
+            "--request",
+            req.to_str().unwrap(),
+            "--host-facts",
+            facts_file.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--selinux-contexts",
+            contexts.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let reservations = || -> Vec<(String, String)> {
+        let Ok(entries) = std::fs::read_dir(state.join("selinux")) else {
+            return Vec::new();
+        };
+        let mut found: Vec<_> = entries
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    };
+
+    let mut a = spec("step-a", "sandbox");
+    let process = a["process"]["selinuxLabel"].as_str().unwrap().to_string();
+    let level = process
+        .strip_prefix("system_u:system_r:container_t:")
+        .unwrap()
+        .to_string();
+    let (low, high) = level
+        .strip_prefix("s0:c")
+        .and_then(|cats| cats.split_once(",c"))
+        .unwrap_or_else(|| panic!("{level}"));
+    let (low, high): (u32, u32) = (low.parse().unwrap(), high.parse().unwrap());
+    assert!(low < high && high < 1024 && (low, high) != (1022, 1023), "{level}");
+    assert_eq!(
+        a["linux"]["mountLabel"],
+        format!("system_u:object_r:container_file_t:{level}")
+    );
+    assert_eq!(reservations(), [(level.clone(), "step-a".to_string())]);
+    // Everything else is the minimal case's spec.
+    a["process"].as_object_mut().unwrap().remove("selinuxLabel");
+    a["linux"].as_object_mut().unwrap().remove("mountLabel");
+    let mut expected = expected_spec("minimal");
+    expected["linux"]["cgroupsPath"] = a["linux"]["cgroupsPath"].clone();
+    assert_eq!(a, expected);
+
+    let b = spec("step-b", "sandbox");
+    let other = b["process"]["selinuxLabel"].as_str().unwrap().to_string();
+    assert_ne!(other, process, "two live steps share a level");
+    assert_eq!(reservations().len(), 2);
+
+    let insecure = spec("step-c", "insecure");
+    assert!(insecure["process"].get("selinuxLabel").is_none(), "{insecure}");
+    assert_eq!(
+        insecure["linux"]["mountLabel"],
+        "system_u:object_r:container_file_t:s0:c1022,c1023"
+    );
+    assert_eq!(reservations().len(), 2, "an insecure step reserves nothing");
+
+    for id in ["step-a", "step-b", "step-c"] {
+        let out = specwright(&["release", "--state-dir", state.to_str().unwrap(), id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(reservations().is_empty(), "{:?}", reservations());
+    assert_eq!(std::fs::read_dir(state.join("steps")).unwrap().count(), 0);
+
+    // A contexts file that is not there fails the step, naming it, and
+    // leaves nothing.
+    let req = request("step-d", "sandbox");
+    let missing = dir.path().join("missing_contexts");
+    let out = specwright(&[
+        "spec",
+        "--request",
+        req.to_str().unwrap(),
+        "--host-facts",
+        facts_file.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--selinux-contexts",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "the SELinux contexts file {} does not exist",
+            missing.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(reservations().is_empty());
+    assert_eq!(std::fs::read_dir(state.join("steps")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_dry_run_plans_the_selinux_level_it_would_reserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let contexts = dir.path().join("lxc_contexts");
+    std::fs::write(
+        &contexts,
+        "process = \"u:r:container_t:s0\"\nfile = \"u:object_r:f_t:s0\"\n",
+    )
+    .unwrap();
+    let mut facts: Value = serde_json::from_str(&std::fs::read_to_string(case("minimal", "host")).unwrap()).unwrap();
+    facts["selinux"] = Value::Bool(true);
+    let facts_file = specwright_tests::write_json(&dir.path().join("facts.json"), &facts);
+    let mut r: Value = serde_json::from_str(&std::fs::read_to_string(case("minimal", "request")).unwrap()).unwrap();
+    r["selinux"] = Value::Bool(true);
+    let req = specwright_tests::write_json(&dir.path().join("r.json"), &r);
+    let state = dir.path().join("state");
+    let plan = || -> Value {
+        let out = specwright(&[
+            "spec",
+            "--dry-run",
+            "--request",
+            req.to_str().unwrap(),
+            "--host-facts",
+            facts_file.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--selinux-contexts",
+            contexts.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = plan();
+    assert_eq!(first, plan(), "a dry run's draws are the same every time");
+    let label = first["spec"]["process"]["selinuxLabel"].as_str().unwrap();
+    let level = label.strip_prefix("u:r:container_t:").unwrap();
+    let ops = first["operations"].as_array().unwrap();
+    assert!(
+        ops.iter()
+            .any(|op| op["op"] == "reserve-mcs-level" && op["level"] == level),
+        "{ops:?}"
+    );
+    assert!(!state.exists(), "a dry run made the state dir");
+}

@@ -46,6 +46,10 @@ fn every_injected_fault_leaves_nothing_behind() {
             "RemoveRecord",
             "RemoveBundle",
             "RemoveLock",
+            "ReadHostFile",
+            "Random",
+            "ReserveMcsLevel",
+            "ReleaseMcsLevel",
         ] {
             assert!(
                 run["kinds"].as_array().unwrap().iter().any(|k| k == kind),

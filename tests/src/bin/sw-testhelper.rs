@@ -70,15 +70,20 @@ fn leftovers(state_root: &Path) -> Result<Value> {
             .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
             .collect()
     };
+    let selinux = state_root.join("selinux");
     Ok(json!({
         "mounts": mounts_below(&state_root.join("mounts"))?.len(),
         "mountpoints": names(state_root.join("mounts"))?,
         "records": names(state_root.join("steps"))?,
+        "selinux_levels": if selinux.exists() { names(selinux)? } else { Vec::new() },
     }))
 }
 
 fn is_clean(left: &Value) -> bool {
-    left["mounts"] == 0 && left["mountpoints"] == json!([]) && left["records"] == json!([])
+    left["mounts"] == 0
+        && left["mountpoints"] == json!([])
+        && left["records"] == json!([])
+        && left["selinux_levels"] == json!([])
 }
 
 /// A request with several kinds of temporary mounts: read-only binds of
@@ -120,9 +125,17 @@ fn op_kind(op: &specwright_host_core::sys::Op) -> String {
 /// step (plain and with pinned selectors), and checks nothing is left.
 fn faults(work: &Path) -> Result<Value> {
     let work = std::fs::canonicalize(work)?;
-    let request = Request::from_json(&multi_mount_request(&work)?)?;
+    // The step's SELinux level is reserved and let go as its mounts are.
+    let mut request: Value = serde_json::from_str(&multi_mount_request(&work)?)?;
+    request["selinux"] = json!(true);
+    let request = Request::from_json(&request.to_string())?;
     let facts: HostFacts = serde_json::from_str(
-        r#"{"kernel_release": "6.1.0", "seccomp": true, "first_free_loop": 0, "in_user_namespace": false}"#,
+        r#"{"kernel_release": "6.1.0", "seccomp": true, "first_free_loop": 0, "in_user_namespace": false, "selinux": true}"#,
+    )?;
+    let contexts = work.join("lxc_contexts");
+    std::fs::write(
+        &contexts,
+        "process = \"u:r:container_t:s0\"\nfile = \"u:object_r:f_t:s0\"\n",
     )?;
     let engine = Engine::new(Limits::default())?;
     let chain = Chain::new(vec![engine.default_policy()?]);
@@ -135,6 +148,7 @@ fn faults(work: &Path) -> Result<Value> {
             let recorder = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), fail_at));
             let options = StepOptions {
                 pin_selectors: pin,
+                selinux_contexts: Some(contexts.clone()),
                 ..StepOptions::default()
             };
             // The step is kept and its lock let go at once: it is then
