@@ -80,7 +80,15 @@ fn hostile_policies_get_a_clear_error_and_leave_nothing() {
         ("deny", true, &["denied the step", "denied on purpose"]),
         ("mount-then-fail", false, &["failing after a mount"]),
         ("mount-then-trap", false, &["trapped"]),
-        ("print", true, &["trapped"]),
+        (
+            "print-then-fail",
+            true,
+            &[
+                "failing after printing",
+                "stderr of the policy:\nto stderr from rust",
+                "stdout of the policy:\nto stdout from rust",
+            ],
+        ),
     ];
     let mut failures = Vec::new();
     for (mode, after_default, needles) in cases {
@@ -110,6 +118,27 @@ fn hostile_policies_get_a_clear_error_and_leave_nothing() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What a policy prints is kept from specwright's own output: the spec
+/// on stdout stays a spec, stderr stays empty.
+#[test]
+fn a_policy_that_prints_still_gives_a_clean_spec() {
+    let (_dir, work) = workdir();
+    let request = mounting_request(&work, json!({}));
+    let args: Vec<String> = vec![
+        "--request".into(),
+        request.display().to_string(),
+        "--policy".into(),
+        "default".into(),
+        "--policy".into(),
+        hostile(&work, "print"),
+    ];
+    let (rc, err, left, out) = spec_in_namespace(&work, &args);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(err, "");
+    assert!(serde_json::from_str::<Value>(&out).is_ok(), "{out}");
+    assert_eq!(left, "left=2 dirs=2 records=1");
 }
 
 #[test]
@@ -145,6 +174,16 @@ fn components_that_do_not_fit_are_refused_at_load_with_the_reason() {
             "other-version.wat",
             r#"(component (import "specwright:policy/host@9.0.0" (instance)))"#,
             "specwright:policy/host@9.0.0",
+        ),
+        (
+            "wasi-beyond-the-list.wat",
+            r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance)))"#,
+            "imports what this host does not provide: wasi:keyvalue/store@0.2.0-draft",
+        ),
+        (
+            "wasi-0-3.wat",
+            r#"(component (import "wasi:cli/environment@0.3.0" (instance)))"#,
+            "wasi:cli/environment@0.3.0",
         ),
         ("no-exports.wat", "(component)", "does not export"),
     ];

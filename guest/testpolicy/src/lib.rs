@@ -74,8 +74,14 @@ impl Guest for Hostile {
             "bad-schema" => Ok(r#"{"ociVersion": 5, "process": {"cwd": []}}"#.into()),
             "deny" => Err(PolicyError::Denied("denied on purpose".into())),
             "print" => {
-                println!("a policy has no stdout");
+                println!("to stdout from rust");
+                eprintln!("to stderr from rust");
                 previous.ok_or_else(|| PolicyError::Internal("no previous spec".into()))
+            }
+            "print-then-fail" => {
+                println!("to stdout from rust");
+                eprintln!("to stderr from rust");
+                Err(PolicyError::Internal("failing after printing, on purpose".into()))
             }
             "count" => {
                 // A fresh instance per step means this is always 1.

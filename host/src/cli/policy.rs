@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{open_state, PolicyCommand};
 use crate::cache::CacheUse;
-use crate::policy::{Limits, PolicyRuntime};
+use crate::policy::{ImportUse, Limits, PolicyRuntime};
 
 pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
     match command {
@@ -43,9 +43,10 @@ pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
             );
             println!("size:        {} bytes", info.size_bytes);
             println!("exports:     {}", info.exports.join(", "));
-            println!("imports:");
-            for import in &info.imports {
-                println!("  {import}");
+            println!("imports (and what each gets here):");
+            let width = info.import_uses.iter().map(|u| u.import.len()).max().unwrap_or(0);
+            for ImportUse { import, gets } in &info.import_uses {
+                println!("  {import:width$}  {gets}");
             }
             Ok(())
         }

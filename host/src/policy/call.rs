@@ -106,6 +106,7 @@ impl PolicyRuntime {
                 max_bytes: self.limits.memory_bytes,
                 hit: false,
             },
+            wasi: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -148,7 +149,8 @@ impl PolicyRuntime {
             Ok(Err(e)) => Err(policy_error(&policy.name, e)),
             Err(e) => Err(self.trap_error(&policy.name, e, store.data().limits.hit)),
         };
-        (store.into_data().step, result)
+        let state = store.into_data();
+        (state.step, result.map_err(|e| with_output(e, state.wasi.as_ref())))
     }
 
     /// A fresh instance of `policy` asked only for its name: what every step
@@ -182,17 +184,61 @@ impl PolicyRuntime {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PolicyError::Limit {
                 policy,
-                limit: format!("time ({:?})", self.limits.time),
+                limit: format!("time limit ({:?}; raise it with --policy-timeout-ms)", self.limits.time),
+                output: String::new(),
             },
             _ if memory_limit_hit => PolicyError::Limit {
                 policy,
-                limit: format!("memory ({} MiB)", self.limits.memory_bytes >> 20),
+                limit: format!(
+                    "memory limit ({} MiB; raise it with --policy-memory-mib)",
+                    self.limits.memory_bytes >> 20
+                ),
+                output: String::new(),
+            },
+            _ if e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => PolicyError::Trapped {
+                policy,
+                message: format!(
+                    "it called exit({}): a policy returns a spec or an error",
+                    e.downcast_ref::<wasmtime_wasi::I32Exit>().map_or(0, |exit| exit.0)
+                ),
             },
             _ => PolicyError::Trapped {
                 policy,
-                message: format!("{e:#}"),
+                message: trap_message(&e),
             },
         }
+    }
+}
+
+/// Why a call trapped: the root cause, with the wasm backtrace after it
+/// (where the policy was), not before.
+fn trap_message(e: &wasmtime::Error) -> String {
+    let cause = e.root_cause().to_string();
+    match e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(backtrace) => format!("{cause}\n{backtrace}"),
+        None => cause,
+    }
+}
+
+/// `error` with what the policy wrote to stderr and stdout, when it fails
+/// on its own (a trap, a limit, an internal error); a denial or an invalid
+/// request says all it means.
+fn with_output(error: PolicyError, wasi: Option<&super::wasi::WasiState>) -> PolicyError {
+    let output = wasi.map(super::wasi::WasiState::output).unwrap_or_default();
+    if output.is_empty() {
+        return error;
+    }
+    match error {
+        PolicyError::Trapped { policy, message } => PolicyError::Trapped {
+            policy,
+            message: message + &output,
+        },
+        PolicyError::Failed { policy, message } => PolicyError::Failed {
+            policy,
+            message: message + &output,
+        },
+        PolicyError::Limit { policy, limit, .. } => PolicyError::Limit { policy, limit, output },
+        other => other,
     }
 }
 

@@ -22,6 +22,9 @@ pub struct PolicyState {
     pub(super) step: StepHost,
     pub(super) table: ResourceTable,
     pub(super) limits: MemoryLimiter,
+    /// The WASI the policy's language runtime sees ([`super::wasi`]),
+    /// made on first use.
+    pub(super) wasi: Option<super::wasi::WasiState>,
 }
 
 impl From<specwright_core::HostError> for wit_types::HostError {

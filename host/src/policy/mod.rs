@@ -21,6 +21,7 @@ mod wasi;
 use call::{start_epoch_ticker, KEEP_RESIDENT_BYTES};
 pub use call::{Limits, ReusedInstance};
 use host::PolicyState;
+pub use wasi::{LINKED as WASI_LINKED, OUTPUT_BYTES as WASI_OUTPUT_BYTES, TRAPPED as WASI_TRAPPED};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -79,8 +80,13 @@ pub enum PolicyError {
     Denied { policy: String, reason: String },
     #[error("policy {policy}: {message}")]
     Failed { policy: String, message: String },
-    #[error("policy {policy} exceeded its {limit} limit")]
-    Limit { policy: String, limit: String },
+    /// `output`: what the policy wrote to stderr and stdout, if anything.
+    #[error("policy {policy} exceeded its {limit}{output}")]
+    Limit {
+        policy: String,
+        limit: String,
+        output: String,
+    },
     #[error("policy {policy} was interrupted by {signal}")]
     Interrupted { policy: String, signal: &'static str },
     #[error("policy {policy} trapped: {message}")]
@@ -112,10 +118,39 @@ pub struct Inspection {
     /// The WIT package and version the component's host imports target.
     pub targets: Option<String>,
     pub imports: Vec<String>,
+    /// What each import gets from this host, in the order of `imports`.
+    pub import_uses: Vec<ImportUse>,
     pub exports: Vec<String>,
     pub name: String,
     pub version: String,
     pub description: String,
+}
+
+/// What one import of a policy gets from this host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportUse {
+    pub import: String,
+    pub gets: String,
+}
+
+/// What `import` gets from this host (see [`wasi::LINKED`]).
+pub fn import_use(import: &str) -> ImportUse {
+    let gets = if import.starts_with(&format!("{WIT_PACKAGE}/")) {
+        "the specwright host's interface".to_string()
+    } else if let Some((_, what)) = wasi::LINKED
+        .iter()
+        .find(|(name, _)| wasi::is_linked(import) && import.starts_with(&format!("{name}@")))
+    {
+        (*what).to_string()
+    } else if wasi::is_trapped(import) {
+        "loads, but every function traps: a policy has no network".to_string()
+    } else {
+        "nothing: a component importing it is refused".to_string()
+    };
+    ImportUse {
+        import: import.to_string(),
+        gets,
+    }
 }
 
 impl PolicyRuntime {
@@ -328,6 +363,7 @@ impl PolicyRuntime {
         Ok(Inspection {
             size_bytes: bytes.len(),
             targets,
+            import_uses: imports.iter().map(|i| import_use(i)).collect(),
             imports,
             exports,
             name: metadata.name,
@@ -337,10 +373,12 @@ impl PolicyRuntime {
     }
 
     /// Our host interface (a policy built against 0.2.0 links to it by
-    /// semver), and the WASI its language runtime links in ([`wasi`]).
+    /// semver), and the WASI its language runtime links in ([`wasi`]);
+    /// any other import is refused, named.
     fn linker_for(&self, component: &Component) -> Result<Linker<PolicyState>, String> {
         let mut linker: Linker<PolicyState> = Linker::new(&self.engine);
         bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
+        wasi::add_to_linker(&mut linker).map_err(|e| format!("linking WASI: {e:#}"))?;
         let mut unknown = Vec::new();
         let ty = component.component_type();
         for (import, item) in ty.imports(&self.engine) {
@@ -359,8 +397,11 @@ impl PolicyRuntime {
                         WIT_VERSIONS.join(", @")
                     ));
                 }
-            } else if import.starts_with("wasi:") {
-                wasi::define(&mut linker, &self.engine, import, &item.ty)?;
+            } else if wasi::is_linked(import) {
+                // Linked above.
+            } else if wasi::is_trapped(import) {
+                let io = wasi::io_resources(&self.engine, &ty);
+                wasi::define_as_traps(&mut linker, &self.engine, import, &item.ty, &io)?;
             } else {
                 unknown.push(import.to_string());
             }
