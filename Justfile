@@ -28,4 +28,4 @@ lint:
     cargo fmt --all --check
     cargo fmt --manifest-path fuzz/Cargo.toml --check
     cargo clippy --all-targets -- -D warnings
-    cargo clippy -p specwright-sdk -p specwright-policy-buildkit -p specwright-policy-hardened -p specwright-policy-mount-allowlist -p specwright-testpolicy -p specwright-policy-compat-0-2-0 --target wasm32-wasip2 --target-dir target/guest --profile guest -- -D warnings
+    cargo clippy -p specwright-sdk -p specwright-policy-buildkit -p specwright-policy-hardened -p specwright-policy-mount-allowlist -p specwright-testpolicy -p specwright-policy-compat-0-2-0 -p specwright-policy-env-guard --target wasm32-wasip2 --target-dir target/guest --profile guest -- -D warnings

@@ -19,6 +19,8 @@ fn main() {
             "specwright-policy-mount-allowlist",
             "-p",
             "specwright-policy-compat-0-2-0",
+            "-p",
+            "specwright-policy-env-guard",
         ],
     );
     // The template is a standalone crate, built as an author would build it.
@@ -32,6 +34,7 @@ fn main() {
             "specwright_policy_mount_allowlist.wasm",
         ),
         ("SPECWRIGHT_TEMPLATE_WASM", "release", "my_policy.wasm"),
+        ("SPECWRIGHT_ENV_GUARD_WASM", "guest", "specwright_policy_env_guard.wasm"),
         (
             "SPECWRIGHT_COMPAT_0_2_0_WASM",
             "guest",
