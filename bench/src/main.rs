@@ -20,6 +20,7 @@ use specwright_host_core::step::{StepHost, StepOptions};
 use specwright_host_core::sys::RealSyscalls;
 
 mod containers;
+mod languages;
 mod machine;
 mod measure;
 
@@ -107,6 +108,25 @@ fn main() -> Result<()> {
     let per_sample = Duration::from_millis(200);
 
     eprintln!("specwright benchmarks on {}", machine());
+    // `--languages`: only the policies by language, printed.
+    if std::env::args().any(|a| a == "--languages") {
+        let facts: HostFacts = serde_json::from_str(&std::fs::read_to_string(
+            cases_dir().join("../../oracle-v0.32/cases/minimal.host.json"),
+        )?)?;
+        let json = oracle_request("minimal", &work_path)?;
+        let (figures, rows) = languages::languages(&work_path, &state, &json, &facts, per_sample)?;
+        for f in &figures {
+            println!(
+                "{}: {} ({} .. {})",
+                f.name,
+                fmt_time(f.median()),
+                fmt_time(f.p10()),
+                fmt_time(f.p90())
+            );
+        }
+        print!("{}", languages::report(&rows));
+        return Ok(());
+    }
     // 1-3. Native core, wasm with a fresh instance, wasm with one reused instance.
     for case in ["minimal", "four_mounts", "insecure"] {
         let json = oracle_request(case, &work_path)?;
@@ -201,6 +221,16 @@ fn main() -> Result<()> {
         ));
         figures.extend([native_32, native_8, wasm_32, wasm_8]);
     }
+
+    // The same policy in Rust, Python and JavaScript.
+    let (language_figures, language_rows) = languages::languages(
+        &work_path,
+        &state,
+        &oracle_request("minimal", &work_path)?,
+        &v0_32_facts,
+        per_sample,
+    )?;
+    figures.extend(language_figures);
 
     // 4. The CLI end to end, beside crun spec and runc spec.
     let cli = std::env::current_exe()?
@@ -452,6 +482,7 @@ fn main() -> Result<()> {
         "| four_mounts, 1 thread | {:.0} steps/s | |\n| four_mounts, 2 threads, a runtime each | {:.0} steps/s | |\n| four_mounts, 1 thread, shared runtime | {:.0} steps/s | |\n| four_mounts, 2 threads, one shared runtime | {:.0} steps/s | |\n",
         throughput[0], throughput[1], shared_throughput[0], shared_throughput[1]
     ));
+    out.push_str(&languages::report(&language_rows));
     eprintln!();
     for t in &targets {
         eprintln!(

@@ -31,8 +31,10 @@ pub fn fmt_time(s: f64) -> String {
         format!("{:.0} ns", s * 1e9)
     } else if s < 1e-3 {
         format!("{:.2} µs", s * 1e6)
-    } else {
+    } else if s < 1.0 {
         format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
     }
 }
 
