@@ -42,9 +42,17 @@ const SOURCES: &[(&str, &str, &str, &str)] = &[
     ("hostile_js.wasm", "js", "tests/policies/js", "hostile.js"),
 ];
 
+/// componentize-py on PATH, or where python3 puts the scripts of the
+/// packages it installs.
 fn componentize_py() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
+    let scripts = Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .ok()
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     std::env::split_paths(&path)
+        .chain(scripts)
         .map(|d| d.join("componentize-py"))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("componentize-py is not installed (scripts/setup installs it from PyPI)"))
