@@ -478,49 +478,69 @@ fn a_bundle_dir_others_can_write_is_refused() {
     assert!(!open.join("config.json").exists());
 }
 
-/// SELinux labels on a host that has SELinux (by its facts): the contexts
-/// file's labels at a level of the step's own, reserved in the state dir
-/// until `release`; a second live step gets another level; an insecure
-/// step gets the privileged mount label and reserves nothing. Nothing else
-/// in the spec changes.
-#[test]
-fn selinux_labels_are_reserved_per_step_until_release() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let contexts = dir.path().join("lxc_contexts");
-    std::fs::write(
-        &contexts,
-        "process = \"system_u:system_r:container_t:s0\"\nfile = \"system_u:object_r:container_file_t:s0\"\nro_file=\"system_u:object_r:container_ro_file_t:s0\"\n",
-    )
-    .unwrap();
-    let mut facts: Value = serde_json::from_str(&std::fs::read_to_string(case("minimal", "host")).unwrap()).unwrap();
-    facts["selinux"] = Value::Bool(true);
-    let facts_file = specwright_tests::write_json(&dir.path().join("facts.json"), &facts);
-    let request = |id: &str, mode: &str| {
+/// A host with SELinux (by its facts), a contexts file, a state dir, and
+/// requests for SELinux labels.
+struct SelinuxScene {
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    contexts: PathBuf,
+    facts: PathBuf,
+}
+
+impl SelinuxScene {
+    fn new() -> SelinuxScene {
+        let dir = tempfile::tempdir().unwrap();
+        let contexts = dir.path().join("lxc_contexts");
+        std::fs::write(
+            &contexts,
+            "process = \"system_u:system_r:container_t:s0\"\nfile = \"system_u:object_r:container_file_t:s0\"\nro_file=\"system_u:object_r:container_ro_file_t:s0\"\n",
+        )
+        .unwrap();
+        let mut facts: Value =
+            serde_json::from_str(&std::fs::read_to_string(case("minimal", "host")).unwrap()).unwrap();
+        facts["selinux"] = Value::Bool(true);
+        let facts = specwright_tests::write_json(&dir.path().join("facts.json"), &facts);
+        SelinuxScene {
+            state: dir.path().join("state"),
+            dir,
+            contexts,
+            facts,
+        }
+    }
+
+    /// `specwright spec` of the minimal request as step `id` in `mode`,
+    /// asking for labels, with `extra` arguments.
+    fn spec(&self, id: &str, mode: &str, extra: &[&str]) -> Output {
         let mut r: Value = serde_json::from_str(&std::fs::read_to_string(case("minimal", "request")).unwrap()).unwrap();
         r["id"] = Value::String(id.into());
         r["security_mode"] = Value::String(mode.into());
         r["selinux"] = Value::Bool(true);
-        specwright_tests::write_json(&dir.path().join(format!("{id}.request.json")), &r)
-    };
-    let spec = |id: &str, mode: &str| -> Value {
-        let req = request(id, mode);
-        let out = specwright(&[
+        let request = specwright_tests::write_json(&self.dir.path().join(format!("{id}.request.json")), &r);
+        let mut args = vec![
             "spec",
             "--request",
-            req.to_str().unwrap(),
+            request.to_str().unwrap(),
             "--host-facts",
-            facts_file.to_str().unwrap(),
+            self.facts.to_str().unwrap(),
             "--state-dir",
-            state.to_str().unwrap(),
-            "--selinux-contexts",
-            contexts.to_str().unwrap(),
-        ]);
+            self.state.to_str().unwrap(),
+        ];
+        if !extra.contains(&"--selinux-contexts") {
+            args.extend(["--selinux-contexts", self.contexts.to_str().unwrap()]);
+        }
+        args.extend_from_slice(extra);
+        specwright(&args)
+    }
+
+    fn spec_json(&self, id: &str, mode: &str, extra: &[&str]) -> Value {
+        let out = self.spec(id, mode, extra);
         assert!(out.status.success(), "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let reservations = || -> Vec<(String, String)> {
-        let Ok(entries) = std::fs::read_dir(state.join("selinux")) else {
+    }
+
+    /// Each reserved level and the step its file names.
+    fn reservations(&self) -> Vec<(String, String)> {
+        let Ok(entries) = std::fs::read_dir(self.state.join("selinux")) else {
             return Vec::new();
         };
         let mut found: Vec<_> = entries
@@ -534,9 +554,18 @@ fn selinux_labels_are_reserved_per_step_until_release() {
             .collect();
         found.sort();
         found
-    };
+    }
+}
 
-    let mut a = spec("step-a", "sandbox");
+/// SELinux labels on a host that has SELinux (by its facts): the contexts
+/// file's labels at a level of the step's own, reserved in the state dir
+/// until `release`; a second live step gets another level; an insecure
+/// step gets the privileged mount label and reserves nothing. Nothing else
+/// in the spec changes.
+#[test]
+fn selinux_labels_are_reserved_per_step_until_release() {
+    let scene = SelinuxScene::new();
+    let mut a = scene.spec_json("step-a", "sandbox", &[]);
     let process = a["process"]["selinuxLabel"].as_str().unwrap().to_string();
     let level = process
         .strip_prefix("system_u:system_r:container_t:")
@@ -552,7 +581,7 @@ fn selinux_labels_are_reserved_per_step_until_release() {
         a["linux"]["mountLabel"],
         format!("system_u:object_r:container_file_t:{level}")
     );
-    assert_eq!(reservations(), [(level.clone(), "step-a".to_string())]);
+    assert_eq!(scene.reservations(), [(level.clone(), "step-a".to_string())]);
     // Everything else is the minimal case's spec.
     a["process"].as_object_mut().unwrap().remove("selinuxLabel");
     a["linux"].as_object_mut().unwrap().remove("mountLabel");
@@ -560,41 +589,30 @@ fn selinux_labels_are_reserved_per_step_until_release() {
     expected["linux"]["cgroupsPath"] = a["linux"]["cgroupsPath"].clone();
     assert_eq!(a, expected);
 
-    let b = spec("step-b", "sandbox");
+    let b = scene.spec_json("step-b", "sandbox", &[]);
     let other = b["process"]["selinuxLabel"].as_str().unwrap().to_string();
     assert_ne!(other, process, "two live steps share a level");
-    assert_eq!(reservations().len(), 2);
+    assert_eq!(scene.reservations().len(), 2);
 
-    let insecure = spec("step-c", "insecure");
+    let insecure = scene.spec_json("step-c", "insecure", &[]);
     assert!(insecure["process"].get("selinuxLabel").is_none(), "{insecure}");
     assert_eq!(
         insecure["linux"]["mountLabel"],
         "system_u:object_r:container_file_t:s0:c1022,c1023"
     );
-    assert_eq!(reservations().len(), 2, "an insecure step reserves nothing");
+    assert_eq!(scene.reservations().len(), 2, "an insecure step reserves nothing");
 
     for id in ["step-a", "step-b", "step-c"] {
-        let out = specwright(&["release", "--state-dir", state.to_str().unwrap(), id]);
+        let out = specwright(&["release", "--state-dir", scene.state.to_str().unwrap(), id]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    assert!(reservations().is_empty(), "{:?}", reservations());
-    assert_eq!(std::fs::read_dir(state.join("steps")).unwrap().count(), 0);
+    assert!(scene.reservations().is_empty(), "{:?}", scene.reservations());
+    assert_eq!(std::fs::read_dir(scene.state.join("steps")).unwrap().count(), 0);
 
     // A contexts file that is not there fails the step, naming it, and
     // leaves nothing.
-    let req = request("step-d", "sandbox");
-    let missing = dir.path().join("missing_contexts");
-    let out = specwright(&[
-        "spec",
-        "--request",
-        req.to_str().unwrap(),
-        "--host-facts",
-        facts_file.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--selinux-contexts",
-        missing.to_str().unwrap(),
-    ]);
+    let missing = scene.dir.path().join("missing_contexts");
+    let out = scene.spec("step-d", "sandbox", &["--selinux-contexts", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(&format!(
@@ -604,51 +622,26 @@ fn selinux_labels_are_reserved_per_step_until_release() {
         "{}",
         stderr(&out)
     );
-    assert!(reservations().is_empty());
-    assert_eq!(std::fs::read_dir(state.join("steps")).unwrap().count(), 0);
+    assert!(scene.reservations().is_empty());
+    assert_eq!(std::fs::read_dir(scene.state.join("steps")).unwrap().count(), 0);
 }
 
 #[test]
 fn a_dry_run_plans_the_selinux_level_it_would_reserve() {
-    let dir = tempfile::tempdir().unwrap();
-    let contexts = dir.path().join("lxc_contexts");
-    std::fs::write(
-        &contexts,
-        "process = \"u:r:container_t:s0\"\nfile = \"u:object_r:f_t:s0\"\n",
-    )
-    .unwrap();
-    let mut facts: Value = serde_json::from_str(&std::fs::read_to_string(case("minimal", "host")).unwrap()).unwrap();
-    facts["selinux"] = Value::Bool(true);
-    let facts_file = specwright_tests::write_json(&dir.path().join("facts.json"), &facts);
-    let mut r: Value = serde_json::from_str(&std::fs::read_to_string(case("minimal", "request")).unwrap()).unwrap();
-    r["selinux"] = Value::Bool(true);
-    let req = specwright_tests::write_json(&dir.path().join("r.json"), &r);
-    let state = dir.path().join("state");
-    let plan = || -> Value {
-        let out = specwright(&[
-            "spec",
-            "--dry-run",
-            "--request",
-            req.to_str().unwrap(),
-            "--host-facts",
-            facts_file.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--selinux-contexts",
-            contexts.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let first = plan();
-    assert_eq!(first, plan(), "a dry run's draws are the same every time");
+    let scene = SelinuxScene::new();
+    let first = scene.spec_json("test-id", "sandbox", &["--dry-run"]);
+    assert_eq!(
+        first,
+        scene.spec_json("test-id", "sandbox", &["--dry-run"]),
+        "a dry run's draws are the same every time"
+    );
     let label = first["spec"]["process"]["selinuxLabel"].as_str().unwrap();
-    let level = label.strip_prefix("u:r:container_t:").unwrap();
+    let level = label.strip_prefix("system_u:system_r:container_t:").unwrap();
     let ops = first["operations"].as_array().unwrap();
     assert!(
         ops.iter()
             .any(|op| op["op"] == "reserve-mcs-level" && op["level"] == level),
         "{ops:?}"
     );
-    assert!(!state.exists(), "a dry run made the state dir");
+    assert!(!scene.state.exists(), "a dry run made the state dir");
 }

@@ -495,5 +495,7 @@ fn python_and_javascript_policies_call_the_host() {
             "{language}: {answer}"
         );
         assert!(answer.contains("efused"), "{language}: {answer}");
+        // The facts arrive as the guides say (`kernel_release`, `kernelRelease`).
+        assert_eq!(spec["annotations"]["kernel"], "6.18.44", "{language}");
     }
 }

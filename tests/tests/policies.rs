@@ -120,10 +120,9 @@ fn hostile_policies_get_a_clear_error_and_leave_nothing() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// What a policy prints is kept from specwright's own output: the spec
-/// on stdout stays a spec, stderr stays empty.
-#[test]
-fn a_policy_that_prints_still_gives_a_clean_spec() {
+/// `specwright spec` of a mounting request through the default and then
+/// the hostile policy in `mode`, in a private mount namespace.
+fn after_default_in_namespace(mode: &str) -> (i32, String, String, String) {
     let (_dir, work) = workdir();
     let request = mounting_request(&work, json!({}));
     let args: Vec<String> = vec![
@@ -132,9 +131,16 @@ fn a_policy_that_prints_still_gives_a_clean_spec() {
         "--policy".into(),
         "default".into(),
         "--policy".into(),
-        hostile(&work, "print"),
+        hostile(&work, mode),
     ];
-    let (rc, err, left, out) = spec_in_namespace(&work, &args);
+    spec_in_namespace(&work, &args)
+}
+
+/// What a policy prints is kept from specwright's own output: the spec
+/// on stdout stays a spec, stderr stays empty.
+#[test]
+fn a_policy_that_prints_still_gives_a_clean_spec() {
+    let (rc, err, left, out) = after_default_in_namespace("print");
     assert_eq!(rc, 0, "{err}");
     assert_eq!(err, "");
     assert!(serde_json::from_str::<Value>(&out).is_ok(), "{out}");
@@ -143,17 +149,7 @@ fn a_policy_that_prints_still_gives_a_clean_spec() {
 
 #[test]
 fn a_policy_may_release_its_own_mount_early() {
-    let (_dir, work) = workdir();
-    let request = mounting_request(&work, json!({}));
-    let args: Vec<String> = vec![
-        "--request".into(),
-        request.display().to_string(),
-        "--policy".into(),
-        "default".into(),
-        "--policy".into(),
-        hostile(&work, "release-early"),
-    ];
-    let (rc, err, left, out) = spec_in_namespace(&work, &args);
+    let (rc, err, left, out) = after_default_in_namespace("release-early");
     assert_eq!(rc, 0, "{err}");
     // The default policy's temporary mount and its pinned selector stay;
     // the hostile one's own is gone.

@@ -88,6 +88,10 @@ pub const TRAPPED: &[&str] = &["wasi:http/"];
 /// How much of each of stdout and stderr a call keeps.
 pub const OUTPUT_BYTES: usize = 64 << 10;
 
+/// The most random bytes one call may ask for: the host makes them before
+/// the policy's memory limit sees them, so a large ask traps instead.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
 /// The seed of every generator a policy gets.
 const SEED: u64 = 0x5eed_5eed_5eed_5eed;
 
@@ -123,6 +127,7 @@ impl WasiState {
             .secure_random(FixedSeedRng::new())
             .insecure_random(FixedSeedRng::new())
             .insecure_random_seed(u128::from(SEED))
+            .max_random_size(MAX_RANDOM_BYTES)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)

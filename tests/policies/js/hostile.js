@@ -47,6 +47,7 @@ export async function generate(requestJson, facts, settings, previous) {
       } catch (e) {
         spec.annotations = { host: JSON.stringify(e.payload ?? e) };
       }
+      spec.annotations.kernel = facts.kernelRelease;
       return JSON.stringify(spec);
     case "print":
       console.log("to stdout from js");

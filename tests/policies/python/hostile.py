@@ -56,6 +56,7 @@ class WitWorld(wit_world.WitWorld):
                 spec["annotations"] = {"host": "answered"}
             except Err as e:
                 spec["annotations"] = {"host": repr(e.value)}
+            spec["annotations"]["kernel"] = facts.kernel_release
             return json.dumps(spec)
         if mode == "print":
             print("to stdout from python")
