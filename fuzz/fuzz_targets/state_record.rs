@@ -52,7 +52,10 @@ fn op_path(op: &Op) -> Option<&Path> {
         | Op::OpenCacheDir
         | Op::Resolve { .. }
         | Op::ReadInRoot { .. }
-        | Op::CanonicalPath(_) => None,
+        | Op::CanonicalPath(_)
+        | Op::Random
+        | Op::ReserveMcsLevel(_)
+        | Op::ReleaseMcsLevel(_) => None,
     }
 }
 
@@ -75,6 +78,10 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir(root.join("mounts/bystander-0")).expect("a mountpoint");
     let outside = dir.path().join("outside");
     std::fs::write(&outside, "keep").expect("a file outside");
+    // And a bystander's SELinux level, which a record may name.
+    let bystander_level = root.join("selinux/s0:c1,c2");
+    std::fs::create_dir_all(bystander_level.parent().expect("a parent")).expect("the selinux dir");
+    std::fs::write(&bystander_level, "bystander").expect("a reservation");
     std::fs::write(root.join("steps").join(format!("{id}.json")), content).expect("the record");
 
     if let Ok(Some(record)) = state.read_record(id) {
@@ -118,6 +125,10 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     assert!(outside.is_file(), "a file outside the state directory was removed");
+    assert!(
+        id == "bystander" || bystander_level.is_file(),
+        "a bystander's SELinux level was let go"
+    );
     assert!(
         mounts.is_dir() && root.join("steps").is_dir(),
         "the state directory was removed"
