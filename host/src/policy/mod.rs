@@ -378,8 +378,8 @@ impl PolicyRuntime {
     fn linker_for(&self, component: &Component) -> Result<Linker<PolicyState>, String> {
         let mut linker: Linker<PolicyState> = Linker::new(&self.engine);
         bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
-        wasi::add_to_linker(&mut linker).map_err(|e| format!("linking WASI: {e:#}"))?;
         let mut unknown = Vec::new();
+        let mut linked: Vec<&str> = Vec::new();
         let ty = component.component_type();
         for (import, item) in ty.imports(&self.engine) {
             if import.starts_with(&format!("{WIT_PACKAGE}/")) {
@@ -398,7 +398,12 @@ impl PolicyRuntime {
                     ));
                 }
             } else if wasi::is_linked(import) {
-                // Linked above.
+                // One definition serves every 0.2 version of an interface.
+                let interface = import.split_once('@').map_or(import, |(name, _)| name);
+                if !linked.contains(&interface) {
+                    wasi::add_to_linker(&mut linker, import).map_err(|e| format!("linking {import}: {e:#}"))?;
+                    linked.push(interface);
+                }
             } else if wasi::is_trapped(import) {
                 let io = wasi::io_resources(&self.engine, &ty);
                 wasi::define_as_traps(&mut linker, &self.engine, import, &item.ty, &io)?;

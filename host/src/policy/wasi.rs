@@ -1,5 +1,5 @@
 //! The WASI a policy's language runtime links in, deny by default: each
-//! interface of [`LINKED`] is served by `wasmtime-wasi` over a context
+//! interface of [`LINKED`] it imports is served by `wasmtime-wasi` over a context
 //! that holds nothing of the host's, or by this module where that crate
 //! would wait on the host's clock; the interfaces of [`TRAPPED`] load but
 //! every function traps; anything else is refused at load by the caller.
@@ -158,37 +158,59 @@ impl WasiView for PolicyState {
     }
 }
 
-/// Adds every interface of [`LINKED`] to `linker`.
-pub fn add_to_linker(linker: &mut Linker<PolicyState>) -> wasmtime::Result<()> {
+/// Adds `import`, a version of an interface of [`LINKED`], to `linker`: a
+/// policy is linked exactly what it imports.
+pub fn add_to_linker(linker: &mut Linker<PolicyState>, import: &str) -> wasmtime::Result<()> {
+    let name = import.split_once('@').map_or(import, |(name, _)| name);
     let l = linker;
-    wasi_sync::io::error::add_to_linker::<_, Table>(l, |s| &mut s.table)?;
-    wasi_sync::io::poll::add_to_linker::<_, Table>(l, |s| &mut s.table)?;
-    wasi_sync::io::streams::add_to_linker::<_, Table>(l, |s| &mut s.table)?;
-    wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, WasiClocksView::clocks)?;
-    add_monotonic_clock(l)?;
-    wasi::random::random::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random)?;
-    wasi::random::insecure::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random)?;
-    wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random)?;
-    wasi::cli::exit::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::cli::environment::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::cli::stdin::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::cli::stdout::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::cli::stderr::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::cli::terminal_input::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::cli::terminal_output::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, WasiCliView::cli)?;
-    wasi::filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, WasiFilesystemView::filesystem)?;
-    wasi_sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(l, WasiFilesystemView::filesystem)?;
-    wasi::sockets::network::add_to_linker::<_, WasiSockets>(l, &Default::default(), WasiSocketsView::sockets)?;
-    wasi::sockets::instance_network::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)?;
-    wasi::sockets::tcp_create_socket::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)?;
-    wasi_sync::sockets::tcp::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)?;
-    wasi_sync::sockets::udp_create_socket::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)?;
-    wasi_sync::sockets::udp::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)?;
-    wasi::sockets::ip_name_lookup::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)?;
-    Ok(())
+    match name {
+        "wasi:io/error" => wasi_sync::io::error::add_to_linker::<_, Table>(l, |s| &mut s.table),
+        "wasi:io/poll" => wasi_sync::io::poll::add_to_linker::<_, Table>(l, |s| &mut s.table),
+        "wasi:io/streams" => wasi_sync::io::streams::add_to_linker::<_, Table>(l, |s| &mut s.table),
+        "wasi:clocks/wall-clock" => wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, WasiClocksView::clocks),
+        "wasi:clocks/monotonic-clock" => add_monotonic_clock(l),
+        "wasi:random/random" => wasi::random::random::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random),
+        "wasi:random/insecure" => wasi::random::insecure::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random),
+        "wasi:random/insecure-seed" => {
+            wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random)
+        }
+        "wasi:cli/exit" => wasi::cli::exit::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:cli/environment" => wasi::cli::environment::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:cli/stdin" => wasi::cli::stdin::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:cli/stdout" => wasi::cli::stdout::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:cli/stderr" => wasi::cli::stderr::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:cli/terminal-input" => wasi::cli::terminal_input::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:cli/terminal-output" => wasi::cli::terminal_output::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:cli/terminal-stdin" => wasi::cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:cli/terminal-stdout" => wasi::cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:cli/terminal-stderr" => wasi::cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+        "wasi:filesystem/preopens" => {
+            wasi::filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, WasiFilesystemView::filesystem)
+        }
+        "wasi:filesystem/types" => {
+            wasi_sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(l, WasiFilesystemView::filesystem)
+        }
+        "wasi:sockets/network" => {
+            wasi::sockets::network::add_to_linker::<_, WasiSockets>(l, &Default::default(), WasiSocketsView::sockets)
+        }
+        "wasi:sockets/instance-network" => {
+            wasi::sockets::instance_network::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)
+        }
+        "wasi:sockets/tcp-create-socket" => {
+            wasi::sockets::tcp_create_socket::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)
+        }
+        "wasi:sockets/tcp" => wasi_sync::sockets::tcp::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
+        "wasi:sockets/udp-create-socket" => {
+            wasi_sync::sockets::udp_create_socket::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)
+        }
+        "wasi:sockets/udp" => wasi_sync::sockets::udp::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
+        "wasi:sockets/ip-name-lookup" => {
+            wasi::sockets::ip_name_lookup::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)
+        }
+        other => Err(wasmtime::Error::msg(format!(
+            "{other} is not an interface this host links"
+        ))),
+    }
 }
 
 /// The resource table, for `wasi:io`.
