@@ -66,6 +66,16 @@ pub(super) const DIR_MODE: u32 = 0o711;
 
 /// Opens (creating it, mode 0711) directory `name` of `parent`, without
 /// following a symlink, and checks it is ours.
+/// Opens `name` under `parent` as [`open_subdir`] does without creating
+/// it; `None` when there is nothing by that name.
+pub(super) fn open_existing_subdir(parent: &Dir, name: &str) -> Result<Option<Dir>, StateError> {
+    match open_subdir(parent, name, false) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) fn open_subdir(parent: &Dir, name: &str, create: bool) -> Result<Dir, StateError> {
     let path = parent.path.join(name);
     if create {

@@ -11,7 +11,8 @@ use nix::sys::stat::{fstat, fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use super::at::{
-    check_trusted, create_atomically, io_at, open_subdir, read_bounded, remove_file_at, write_atomically, Dir, DIR_MODE,
+    check_trusted, create_atomically, io_at, open_existing_subdir, open_subdir, read_bounded, remove_file_at,
+    write_atomically, Dir, DIR_MODE,
 };
 use super::bundle::Bundle;
 use super::lock::StepLock;
@@ -270,12 +271,9 @@ impl StateDir {
     pub fn release_mcs_level(&self, id: &str, level: &McsLevel) -> Result<(), StateError> {
         let id = checked_id(id)?;
         let open = self.opened()?;
-        match fstatat(open.root.fd(), "selinux", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(io_at(&open.root.path.join("selinux"))(e)),
-            Ok(_) => {}
-        }
-        let dir = open_subdir(&open.root, "selinux", false)?;
+        let Some(dir) = open_existing_subdir(&open.root, "selinux")? else {
+            return Ok(());
+        };
         let name = level.to_string();
         let path = dir.path.join(&name);
         match read_bounded(dir.fd(), &path, &name, MAX_RESERVATION_BYTES)? {
@@ -301,12 +299,9 @@ impl StateDir {
         let Some(open) = &self.open else {
             return Ok(false);
         };
-        match fstatat(open.root.fd(), "bundles", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Err(Errno::ENOENT) => return Ok(false),
-            Err(e) => return Err(io_at(&open.root.path.join("bundles"))(e)),
-            Ok(_) => {}
-        }
-        let bundles = open_subdir(&open.root, "bundles", false)?;
+        let Some(bundles) = open_existing_subdir(&open.root, "bundles")? else {
+            return Ok(false);
+        };
         match fstatat(bundles.fd(), id, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(_) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
@@ -320,16 +315,11 @@ impl StateDir {
     pub fn remove_bundle(&self, id: &str) -> Result<(), StateError> {
         let id = checked_id(id)?;
         let open = self.opened()?;
-        match fstatat(open.root.fd(), "bundles", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(io_at(&open.root.path.join("bundles"))(e)),
-            Ok(_) => {}
-        }
-        let bundles = open_subdir(&open.root, "bundles", false)?;
-        let dir = match open_subdir(&bundles, id, false) {
-            Ok(dir) => dir,
-            Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+        let Some(bundles) = open_existing_subdir(&open.root, "bundles")? else {
+            return Ok(());
+        };
+        let Some(dir) = open_existing_subdir(&bundles, id)? else {
+            return Ok(());
         };
         Bundle { dir }.remove_files()?;
         match unlinkat(bundles.fd(), id, UnlinkatFlags::RemoveDir) {
