@@ -18,6 +18,19 @@ fn buildkit_leaks(name: &str) -> bool {
     name == "mount_no_source"
 }
 
+/// Where the cases of this run share the policies' compiled code (each
+/// case has a state dir of its own): emptied once per run, so nothing a
+/// former build compiled is reused.
+fn compiled_policies() -> &'static Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oracle-compiled-policies");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
 fn check_case(cases: &Path, name: &str, policy: &str, way: &str) -> Result<(), String> {
     let expected_text =
         std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).map_err(|e| e.to_string())?;
@@ -32,6 +45,7 @@ fn check_case(cases: &Path, name: &str, policy: &str, way: &str) -> Result<(), S
             work.path().to_str().unwrap(),
             policy,
             way,
+            compiled_policies().to_str().unwrap(),
         ],
     )
     .map_err(|e| e.to_string())?;

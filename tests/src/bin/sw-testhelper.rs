@@ -2,10 +2,12 @@
 //! reports what happened as JSON on standard output.
 //!
 //! - `sw-testhelper cli ARGS...`: the specwright command line itself.
-//! - `sw-testhelper oracle CASES_DIR NAME WORKDIR POLICY api|cli`: one
-//!   oracle case with real directories and mounts under WORKDIR, through
-//!   the library API or the `specwright` command line, with embedded
-//!   policy POLICY (`default`, `buildkit-v0.8`).
+//! - `sw-testhelper oracle CASES_DIR NAME WORKDIR POLICY api|cli COMPILED`:
+//!   one oracle case with real directories and mounts under WORKDIR,
+//!   through the library API or the `specwright` command line, with
+//!   embedded policy POLICY (`default`, `buildkit-v0.8`). The case's fresh
+//!   state dir starts with the compile cache entries in COMPILED and gives
+//!   back the ones it made, so a policy is compiled once per test run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,12 +30,13 @@ fn main() {
         Some("cli") => std::process::exit(specwright::cli::main_with_args(
             std::iter::once("specwright".to_string()).chain(args[2..].iter().cloned()),
         )),
-        Some("oracle") if args.len() == 7 => match oracle_case(
+        Some("oracle") if args.len() == 8 => match oracle_case(
             Path::new(&args[2]),
             &args[3],
             Path::new(&args[4]),
             &args[5],
             args[6] == "cli",
+            Path::new(&args[7]),
         ) {
             Ok(report) => println!("{report}"),
             Err(e) => {
@@ -340,7 +343,26 @@ fn placeholder_count(text: &str, prefix: &str) -> usize {
     count
 }
 
-fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: bool) -> Result<Value> {
+/// Hard-links every file of `from` not yet in `to` into it. Cache entries
+/// are written whole and renamed into place, never changed, so a link is a
+/// copy.
+fn link_entries(from: &Path, to: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() || entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        match std::fs::hard_link(entry.path(), to.join(entry.file_name())) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("linking {} into {}", entry.path().display(), to.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: bool, compiled: &Path) -> Result<Value> {
     let read = |suffix: &str| -> Result<String> {
         let path = cases.join(format!("{name}.{suffix}.json"));
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
@@ -387,6 +409,8 @@ fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: boo
 
     let state_root = work.join("state");
     let state = StateDir::open(&state_root)?;
+    let cache_dir = state.open_cache_dir()?;
+    link_entries(compiled, &cache_dir)?;
     let mounts_root = state.mounts_dir();
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
     let audit = Audit::events_only();
@@ -402,7 +426,7 @@ fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: boo
         )?
     } else {
         // Through the library's API, as an embedder makes a step.
-        let engine = Engine::new(Limits::default())?;
+        let engine = Engine::new(Limits::default())?.with_cache(&cache_dir)?;
         let chain = Chain::new(vec![engine.load(policy)?]);
         let options = specwright::StepOptions {
             cdi_spec_dirs: Arc::new(vec![cdi_dir.clone()]),
@@ -428,6 +452,7 @@ fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: boo
             Err(e) => (None, Some(e), String::new(), mounts_during),
         }
     };
+    link_entries(&cache_dir, compiled)?;
     let mapped = match &spec {
         Some(spec) => Some(map_back(spec, &mounts_root, &placeholders)?),
         None => None,
