@@ -3,7 +3,7 @@
 //! A policy is one type implementing [`Policy`], exported with
 //! [`export_policy!`] and built for `wasm32-wasip2` as a `cdylib`:
 //!
-//! ```ignore
+//! ```no_run
 //! use specwright_sdk::{export_policy, Input, Policy, PolicyError, Spec};
 //!
 //! struct NoHostNetwork;
@@ -260,7 +260,7 @@ fn decode_input(
 /// For authors who prefer the `oci-spec` crate's model: implement this and
 /// export `Oci<MyPolicy>`:
 ///
-/// ```ignore
+/// ```no_run
 /// struct NoNewPrivs;
 /// impl specwright_sdk::OciPolicy for NoNewPrivs {
 ///     const NAME: &'static str = "no-new-privs";
