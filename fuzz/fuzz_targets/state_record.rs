@@ -79,8 +79,8 @@ fuzz_target!(|data: &[u8]| {
     let outside = dir.path().join("outside");
     std::fs::write(&outside, "keep").expect("a file outside");
     // And a bystander's SELinux level, which a record may name.
+    std::fs::create_dir_all(root.join("selinux")).expect("the selinux dir");
     let bystander_level = root.join("selinux/s0:c1,c2");
-    std::fs::create_dir_all(bystander_level.parent().expect("a parent")).expect("the selinux dir");
     std::fs::write(&bystander_level, "bystander").expect("a reservation");
     std::fs::write(root.join("steps").join(format!("{id}.json")), content).expect("the record");
 

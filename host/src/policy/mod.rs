@@ -137,11 +137,8 @@ pub struct ImportUse {
 pub fn import_use(import: &str) -> ImportUse {
     let gets = if import.starts_with(&format!("{WIT_PACKAGE}/")) {
         "the specwright host's interface".to_string()
-    } else if let Some((_, what)) = wasi::LINKED
-        .iter()
-        .find(|(name, _)| wasi::is_linked(import) && import.starts_with(&format!("{name}@")))
-    {
-        (*what).to_string()
+    } else if let Some((_, what)) = wasi::linked(import) {
+        what.to_string()
     } else if wasi::is_trapped(import) {
         "loads, but every function traps: a policy has no network".to_string()
     } else {
@@ -397,11 +394,10 @@ impl PolicyRuntime {
                         WIT_VERSIONS.join(", @")
                     ));
                 }
-            } else if wasi::is_linked(import) {
+            } else if let Some((interface, _)) = wasi::linked(import) {
                 // One definition serves every 0.2 version of an interface.
-                let interface = import.split_once('@').map_or(import, |(name, _)| name);
                 if !linked.contains(&interface) {
-                    wasi::add_to_linker(&mut linker, import).map_err(|e| format!("linking {import}: {e:#}"))?;
+                    wasi::add_to_linker(&mut linker, interface).map_err(|e| format!("linking {import}: {e:#}"))?;
                     linked.push(interface);
                 }
             } else if wasi::is_trapped(import) {

@@ -95,11 +95,11 @@ pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 /// The seed of every generator a policy gets.
 const SEED: u64 = 0x5eed_5eed_5eed_5eed;
 
-/// Whether `import` is a version of an interface in [`LINKED`].
-pub fn is_linked(import: &str) -> bool {
-    import
-        .split_once("@0.2.")
-        .is_some_and(|(name, _)| LINKED.iter().any(|(linked, _)| *linked == name))
+/// The interface of [`LINKED`] that `import` is a version of, and what it
+/// does here.
+pub fn linked(import: &str) -> Option<(&'static str, &'static str)> {
+    let (name, _) = import.split_once("@0.2.")?;
+    LINKED.iter().copied().find(|(linked, _)| *linked == name)
 }
 
 /// Whether `import` is an interface every function of which traps.
@@ -158,12 +158,12 @@ impl WasiView for PolicyState {
     }
 }
 
-/// Adds `import`, a version of an interface of [`LINKED`], to `linker`: a
-/// policy is linked exactly what it imports.
-pub fn add_to_linker(linker: &mut Linker<PolicyState>, import: &str) -> wasmtime::Result<()> {
-    let name = import.split_once('@').map_or(import, |(name, _)| name);
+/// Adds `interface` of [`LINKED`] (unversioned: one definition serves
+/// every 0.2 version) to `linker`: a policy is linked exactly what it
+/// imports.
+pub fn add_to_linker(linker: &mut Linker<PolicyState>, interface: &str) -> wasmtime::Result<()> {
     let l = linker;
-    match name {
+    match interface {
         "wasi:io/error" => wasi_sync::io::error::add_to_linker::<_, Table>(l, |s| &mut s.table),
         "wasi:io/poll" => wasi_sync::io::poll::add_to_linker::<_, Table>(l, |s| &mut s.table),
         "wasi:io/streams" => wasi_sync::io::streams::add_to_linker::<_, Table>(l, |s| &mut s.table),
@@ -461,11 +461,11 @@ mod tests {
 
     #[test]
     fn imports_are_linked_by_interface_and_any_0_2_version() {
-        assert!(is_linked("wasi:cli/environment@0.2.0"));
-        assert!(is_linked("wasi:io/streams@0.2.12"));
-        assert!(!is_linked("wasi:cli/environment@0.3.0"));
-        assert!(!is_linked("wasi:cli/environment"));
-        assert!(!is_linked("wasi:keyvalue/store@0.2.0"));
+        assert!(linked("wasi:cli/environment@0.2.0").is_some());
+        assert!(linked("wasi:io/streams@0.2.12").is_some());
+        assert!(linked("wasi:cli/environment@0.3.0").is_none());
+        assert!(linked("wasi:cli/environment").is_none());
+        assert!(linked("wasi:keyvalue/store@0.2.0").is_none());
         assert!(is_trapped("wasi:http/types@0.2.10"));
         assert!(!is_trapped("wasi:http/types@0.3.0-rc"));
         assert!(!is_trapped("wasi:cli/stdout@0.2.0"));

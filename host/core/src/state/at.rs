@@ -64,8 +64,6 @@ pub(super) fn check_trusted(path: &Path, stat: &FileStat) -> Result<(), StateErr
 /// bundle files under them), no one else's to list.
 pub(super) const DIR_MODE: u32 = 0o711;
 
-/// Opens (creating it, mode 0711) directory `name` of `parent`, without
-/// following a symlink, and checks it is ours.
 /// Opens `name` under `parent` as [`open_subdir`] does without creating
 /// it; `None` when there is nothing by that name.
 pub(super) fn open_existing_subdir(parent: &Dir, name: &str) -> Result<Option<Dir>, StateError> {
@@ -76,6 +74,8 @@ pub(super) fn open_existing_subdir(parent: &Dir, name: &str) -> Result<Option<Di
     }
 }
 
+/// Opens (creating it, mode 0711) directory `name` of `parent`, without
+/// following a symlink, and checks it is ours.
 pub(super) fn open_subdir(parent: &Dir, name: &str, create: bool) -> Result<Dir, StateError> {
     let path = parent.path.join(name);
     if create {
