@@ -30,6 +30,8 @@ fn op_path(op: &Op) -> Option<&Path> {
         Op::Mount { target, .. } | Op::Unmount { target, .. } => Some(target),
         Op::WriteBundleFile(p)
         | Op::OpenGivenBundle(p)
+        | Op::OpenEngineBundle(p)
+        | Op::ReadEngineConfig(p)
         | Op::RemoveGivenBundle(p)
         | Op::OpenStateDir(p)
         | Op::ReadHostFile(p)
@@ -55,7 +57,11 @@ fn op_path(op: &Op) -> Option<&Path> {
         | Op::CanonicalPath(_)
         | Op::Random
         | Op::ReserveMcsLevel(_)
-        | Op::ReleaseMcsLevel(_) => None,
+        | Op::ReleaseMcsLevel(_)
+        | Op::ReadReviewed(_)
+        | Op::WriteReviewed(_)
+        | Op::RemoveReviewed(_)
+        | Op::ListReviewed => None,
     }
 }
 

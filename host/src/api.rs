@@ -87,10 +87,11 @@ impl Engine {
 
     /// Runs `chain` over `spec_json`, the spec an engine already wrote for
     /// container `id` (what `specwright-runc` does on `create` and `run`):
-    /// the first policy gets it as the previous spec, with the request
-    /// derived from it (README's table). The host mounts nothing here, so
-    /// nothing is held once this returns; the result is validated against
-    /// the runtime-spec schema.
+    /// read strictly (refused when runtimes would read it otherwise), then
+    /// each policy gets the spec before it, with the request derived from
+    /// that spec (README's table). The host mounts nothing here, so
+    /// nothing is held once this returns; each policy's result is
+    /// validated as the engine's spec was.
     pub fn review(
         &self,
         chain: &Chain,
@@ -99,11 +100,12 @@ impl Engine {
         spec_json: &str,
         facts: &HostFacts,
     ) -> Result<Spec, Error> {
+        let spec = crate::read_engine_spec(spec_json)?;
         Ok(crate::review_engine_spec(
             &self.runtime,
             &chain.policies,
             id,
-            spec_json,
+            spec,
             facts,
             host.ctx.clone(),
         )?)

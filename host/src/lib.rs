@@ -54,7 +54,7 @@ pub mod runc;
 // wasmtime (for the fuzz targets, and for whoever audits them); embedders
 // and tests reach its modules there, this crate re-exports what its API
 // names.
-use specwright_host_core::{audit, facts, input, interrupt, resolve, state, step, sys, validate};
+use specwright_host_core::{audit, facts, input, interrupt, resolve, state, step, strict_json, sys, validate};
 
 pub use api::{Chain, Engine, Error, Host, Step};
 pub use policy::{
@@ -167,109 +167,165 @@ pub(crate) fn prepare_step(
 ) -> Result<(Spec, StepLock), SpecError> {
     let lock = ctx.lock(&request.id)?;
     let step = ctx.step_host(request, lock)?;
-    let (step, spec) = run_chain(runtime, chain, step, request, facts, None, &ctx.audit)?;
+    let (step, spec) = run_chain(runtime, chain, step, request, facts, &ctx.audit)?;
     Ok((spec, step.keep()))
 }
 
-/// Runs `chain` over `engine_spec`, the spec an engine already wrote for
-/// container `id` (`specwright-runc`): the first policy gets it as the
-/// previous spec and the request derived from it
-/// ([`specwright_core::derive`]); the host mounts nothing for it
-/// ([`Mounting::Engine`](specwright_host_core::step::Mounting)). The step
-/// is released before this returns, whatever happens.
+/// The spec an engine wrote, read as every runtime reads it or refused
+/// ([`validate::validate_json`]), before any policy runs.
+pub(crate) fn read_engine_spec(text: &str) -> Result<Spec, SpecError> {
+    let value = validate::validate_json(text).map_err(|e| SpecError::EngineSpec(e.to_string()))?;
+    Spec::deserialize(&value).map_err(|e| SpecError::EngineSpec(format!("does not fit the spec model: {e}")))
+}
+
+/// Runs `chain` over `spec`, the spec an engine already wrote for
+/// container `id` and the host read strictly (`specwright-runc`). Each
+/// policy gets the spec the one before it returned (the engine's for the
+/// first), as its canonical JSON, and the request derived from that spec
+/// ([`specwright_core::derive`]), so that no policy judges a request the
+/// spec no longer stands for; the host mounts nothing for it
+/// ([`Mounting::Engine`](specwright_host_core::step::Mounting)) and
+/// answers `canonical-path` for the namespaces the spec joins. Returns
+/// what the last policy approved. The step is released before this
+/// returns, whatever happens.
 pub(crate) fn review_engine_spec(
     runtime: &PolicyRuntime,
     chain: &[LoadedPolicy],
     id: &str,
-    engine_spec: &str,
+    spec: Spec,
     facts: &HostFacts,
     mut ctx: StepContext,
 ) -> Result<Spec, SpecError> {
-    let value = validate::validate_json(engine_spec).map_err(|e| SpecError::EngineSpec(e.to_string()))?;
-    let parsed =
-        Spec::deserialize(&value).map_err(|e| SpecError::EngineSpec(format!("does not fit the spec model: {e}")))?;
-    let request = specwright_core::derive::request_from_spec(id, &parsed).map_err(SpecError::Request)?;
+    if chain.is_empty() {
+        return Err(SpecError::EmptyChain);
+    }
+    let request = specwright_core::derive::request_from_spec(id, &spec).map_err(SpecError::Request)?;
     ctx.options.mounting = specwright_host_core::step::Mounting::Engine;
     let lock = ctx.lock(&request.id)?;
-    let step = ctx.step_host(&request, lock)?;
-    let (step, spec) = run_chain(
-        runtime,
-        chain,
-        step,
-        &request,
-        facts,
-        Some((engine_spec.to_string(), value)),
-        &ctx.audit,
-    )?;
+    let mut step = ctx.step_host(&request, lock)?;
+    let mut current = spec;
+    for policy in chain {
+        let request = match specwright_core::derive::request_from_spec(id, &current) {
+            Ok(request) => request,
+            Err(e) => {
+                let error = PolicyError::InvalidSpec {
+                    policy: policy.name.clone(),
+                    message: format!("the spec it was given stands for no request: {e}"),
+                };
+                return Err(release_after(step, error.into()));
+            }
+        };
+        if let Err(e) = step.set_engine_request(&request, &specwright_core::derive::spec_host_paths(&current)) {
+            return Err(release_after(step, e.into()));
+        }
+        let before = match serde_json::to_value(&current) {
+            Ok(value) => value,
+            Err(e) => return Err(release_after(step, SpecError::EncodeRequest(e))),
+        };
+        let previous = current.to_json();
+        let (returned, outcome) = run_policy(
+            runtime,
+            policy,
+            step,
+            &request,
+            facts,
+            Some(&previous),
+            &before,
+            &ctx.audit,
+        );
+        step = returned;
+        let value = match outcome {
+            Ok((_, value)) => value,
+            Err(e) => return Err(release_after(step, e)),
+        };
+        current = match Spec::deserialize(&value) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let error = PolicyError::InvalidSpec {
+                    policy: policy.name.clone(),
+                    message: format!("does not fit the spec model: {e}"),
+                };
+                return Err(release_after(step, error.into()));
+            }
+        };
+    }
     step.release_all().map_err(SpecError::Release)?;
-    Ok(spec)
+    Ok(current)
+}
+
+/// Runs one policy of a chain on `step` and checks what it returns (parsed
+/// once, strictly, against the runtime-spec schema and for what runtimes
+/// would read otherwise); audits the outcome, with the top-level fields it
+/// changed from `before`. On success, the output's text and value.
+#[allow(clippy::too_many_arguments)]
+fn run_policy(
+    runtime: &PolicyRuntime,
+    policy: &LoadedPolicy,
+    mut step: StepHost,
+    request: &Request,
+    facts: &HostFacts,
+    previous: Option<&str>,
+    before: &Value,
+    audit: &Audit,
+) -> (StepHost, Result<(String, Value), SpecError>) {
+    if let Some(signal) = interrupt::requested() {
+        return (step, Err(SpecError::Interrupted(interrupt::name(signal))));
+    }
+    let canonical = match serde_json::to_string(request) {
+        Ok(text) => text,
+        Err(e) => return (step, Err(SpecError::EncodeRequest(e))),
+    };
+    step.set_actor(&policy.name);
+    let start = Instant::now();
+    let (step, result) = runtime.run(policy, step, &canonical, facts, previous);
+    let checked = result.and_then(|json| {
+        validate::validate_json(&json)
+            .map(|value| (json, value))
+            .map_err(|e| PolicyError::InvalidSpec {
+                policy: policy.name.clone(),
+                message: e.to_string(),
+            })
+    });
+    let outcome = match &checked {
+        Ok((_, value)) => Ok(json!({"changed": changed_fields(before, value)})),
+        Err(e) => Err(e.to_string()),
+    };
+    audit.record(
+        &request.id,
+        &policy.name,
+        "policy",
+        json!({}),
+        outcome.as_ref().map(Clone::clone).map_err(String::as_str),
+        start.elapsed(),
+    );
+    (step, checked.map_err(SpecError::from))
 }
 
 /// Runs `chain` for `request` on `step`, validating each policy's output
-/// (parsed once, checked against the runtime-spec schema, and the last one
-/// kept typed); on failure everything the step holds is released. The
-/// first policy gets `first_previous` (its text and parsed value) as the
-/// previous spec, if given.
+/// ([`run_policy`]) and keeping the last one typed; on failure everything
+/// the step holds is released.
 pub(crate) fn run_chain(
     runtime: &PolicyRuntime,
     chain: &[LoadedPolicy],
     mut step: StepHost,
     request: &Request,
     facts: &HostFacts,
-    first_previous: Option<(String, Value)>,
     audit: &Audit,
 ) -> Result<(StepHost, Spec), SpecError> {
     if chain.is_empty() {
         return Err(release_after(step, SpecError::EmptyChain));
     }
-    let canonical = serde_json::to_string(request).map_err(SpecError::EncodeRequest)?;
-    let (mut previous, mut spec) = match first_previous {
-        Some((text, value)) => (Some(text), value),
-        None => (None, Value::Null),
-    };
+    let mut previous: Option<String> = None;
+    let mut spec = Value::Null;
     for policy in chain {
-        if let Some(signal) = interrupt::requested() {
-            let error = SpecError::Interrupted(interrupt::name(signal));
-            return Err(release_after(step, error));
-        }
-        step.set_actor(&policy.name);
-        let start = Instant::now();
-        let (returned, result) = runtime.run(policy, step, &canonical, facts, previous.as_deref());
+        let (returned, outcome) = run_policy(runtime, policy, step, request, facts, previous.as_deref(), &spec, audit);
         step = returned;
-        let checked = result.and_then(|json| {
-            validate::validate_json(&json)
-                .map(|value| (json, value))
-                .map_err(|e| PolicyError::InvalidSpec {
-                    policy: policy.name.clone(),
-                    message: e.to_string(),
-                })
-        });
-        match checked {
+        match outcome {
             Ok((json, value)) => {
-                let changed = changed_fields(&spec, &value);
-                audit.record(
-                    &request.id,
-                    &policy.name,
-                    "policy",
-                    json!({}),
-                    Ok(json!({"changed": changed})),
-                    start.elapsed(),
-                );
                 previous = Some(json);
                 spec = value;
             }
-            Err(e) => {
-                let message = e.to_string();
-                audit.record(
-                    &request.id,
-                    &policy.name,
-                    "policy",
-                    json!({}),
-                    Err(&message),
-                    start.elapsed(),
-                );
-                return Err(release_after(step, e.into()));
-            }
+            Err(e) => return Err(release_after(step, e)),
         }
     }
     let last = chain.last().map(|p| p.name.clone()).unwrap_or_default();

@@ -121,6 +121,33 @@ pub fn request_from_spec(id: &str, spec: &Spec) -> Result<Request, PolicyError> 
     Ok(request)
 }
 
+/// `/proc/1/ns/<name>` for each namespace type runtime-spec names: the
+/// namespaces of the host's init, which a policy compares a namespace a
+/// spec joins with (`canonical-path` names one `net:[4026531840]`).
+pub const HOST_NAMESPACE_PATHS: &[(&str, &str)] = &[
+    ("pid", "/proc/1/ns/pid"),
+    ("network", "/proc/1/ns/net"),
+    ("mount", "/proc/1/ns/mnt"),
+    ("ipc", "/proc/1/ns/ipc"),
+    ("uts", "/proc/1/ns/uts"),
+    ("user", "/proc/1/ns/user"),
+    ("cgroup", "/proc/1/ns/cgroup"),
+    ("time", "/proc/1/ns/time"),
+];
+
+/// The host paths a spec names beyond its derived request, which a policy
+/// may ask the host about (`canonical-path`, `exists`): every namespace
+/// it joins by path, and the host's own namespaces to compare them with.
+pub fn spec_host_paths(spec: &Spec) -> Vec<String> {
+    let namespaces = spec.linux.as_ref().map_or(&[][..], |l| &l.namespaces[..]);
+    namespaces
+        .iter()
+        .filter(|n| n.path.starts_with('/'))
+        .map(|n| n.path.to_string())
+        .chain(HOST_NAMESPACE_PATHS.iter().map(|(_, p)| p.to_string()))
+        .collect()
+}
+
 /// Whether a mount binds its source (containerd and runc bind for a `bind`
 /// or `rbind` option whatever the type says).
 fn binds(mount: &Mount) -> bool {

@@ -14,5 +14,6 @@ pub mod resolve;
 pub mod schema;
 pub mod state;
 pub mod step;
+pub mod strict_json;
 pub mod sys;
 pub mod validate;

@@ -18,6 +18,8 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
+use crate::strict_json::Place;
+
 /// Keywords this checker implements; annotations it may ignore.
 const KEYWORDS: &[&str] = &[
     "$ref",
@@ -219,6 +221,126 @@ impl Schema {
         Ok(())
     }
 
+    /// Every key of `instance` the schema does not define: in an object the
+    /// schema gives field by field (`properties`), a key that is none of
+    /// them and matches none of its `patternProperties`. Free-form maps
+    /// (`annotations`, `linux.sysctl`) define no fields and take any key.
+    /// Where several schemas apply to one object (`allOf`, `anyOf`, a
+    /// `$ref`), the fields of all of them count.
+    pub fn undefined_fields(&self, instance: &Value) -> Vec<UndefinedField> {
+        let mut found = Vec::new();
+        let mut schemas = Vec::new();
+        self.expand(self.root, &self.files[self.root], &mut schemas, 0);
+        self.undefined_in(&schemas, instance, &Place::Top, &mut found);
+        found
+    }
+
+    /// `schema` and what it stands for: the target of its `$ref`, and each
+    /// of its `allOf` and `anyOf` schemas, as (file, object) pairs.
+    fn expand<'s>(
+        &'s self,
+        file: &'static str,
+        schema: &'s Value,
+        into: &mut Vec<(&'static str, &'s Map<String, Value>)>,
+        depth: usize,
+    ) {
+        let Value::Object(map) = schema else {
+            return;
+        };
+        if depth > MAX_DEPTH {
+            return;
+        }
+        if let Some(target) = map.get("$ref").and_then(Value::as_str) {
+            if let Some((file, sub)) = self.resolve(file, target) {
+                self.expand(file, sub, into, depth + 1);
+            }
+            return;
+        }
+        into.push((file, map));
+        for keyword in ["allOf", "anyOf"] {
+            for sub in map.get(keyword).and_then(Value::as_array).into_iter().flatten() {
+                self.expand(file, sub, into, depth + 1);
+            }
+        }
+    }
+
+    fn undefined_in(
+        &self,
+        schemas: &[(&'static str, &Map<String, Value>)],
+        instance: &Value,
+        place: &Place<'_>,
+        found: &mut Vec<UndefinedField>,
+    ) {
+        match instance {
+            Value::Object(fields) => {
+                let mut defined: Vec<&str> = Vec::new();
+                for (_, schema) in schemas {
+                    if let Some(Value::Object(properties)) = schema.get("properties") {
+                        defined.extend(properties.keys().map(String::as_str));
+                    }
+                }
+                for (name, value) in fields {
+                    let mut subs = Vec::new();
+                    let mut named = false;
+                    for (file, schema) in schemas {
+                        let mut here = false;
+                        if let Some(sub) = schema.get("properties").and_then(|p| p.get(name)) {
+                            here = true;
+                            self.expand(file, sub, &mut subs, 0);
+                        }
+                        for (pattern, sub) in schema
+                            .get("patternProperties")
+                            .and_then(Value::as_object)
+                            .into_iter()
+                            .flatten()
+                        {
+                            if self.regex(pattern).is_ok_and(|re| re.is_match(name)) {
+                                here = true;
+                                self.expand(file, sub, &mut subs, 0);
+                            }
+                        }
+                        if !here {
+                            if let Some(sub @ Value::Object(_)) = schema.get("additionalProperties") {
+                                self.expand(file, sub, &mut subs, 0);
+                            }
+                        }
+                        named |= here;
+                    }
+                    let field = Place::Field(place, name);
+                    if !defined.is_empty() && !named {
+                        found.push(UndefinedField {
+                            place: field.to_string(),
+                            folds_onto: defined
+                                .iter()
+                                .find(|known| folded(known) == folded(name))
+                                .map(|known| known.to_string()),
+                        });
+                        continue;
+                    }
+                    self.undefined_in(&subs, value, &field, found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let mut subs = Vec::new();
+                    for (file, schema) in schemas {
+                        match schema.get("items") {
+                            Some(Value::Array(positional)) => {
+                                if let Some(sub) = positional.get(i) {
+                                    self.expand(file, sub, &mut subs, 0);
+                                }
+                            }
+                            Some(sub) => self.expand(file, sub, &mut subs, 0),
+                            None => {}
+                        }
+                    }
+                    self.undefined_in(&subs, item, &Place::Item(place, i), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// `file.json#/json/pointer`, or `#/pointer` within `from`.
     fn resolve<'s>(&'s self, from: &'static str, target: &str) -> Option<(&'static str, &'s Value)> {
         let (file, pointer) = target.split_once('#').unwrap_or((target, ""));
@@ -418,6 +540,28 @@ impl Schema {
         self.check(file, schema, instance, at, errors, depth + 1);
         at.truncate(len);
     }
+}
+
+/// A key the schema does not define where it appears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndefinedField {
+    /// Where: `process.Capabilities`.
+    pub place: String,
+    /// The defined field it is the same as but for case, as Go's
+    /// `encoding/json` (runc) matches keys: ASCII case, and `ſ` for `s`
+    /// and the Kelvin sign for `k` (Unicode simple folding).
+    pub folds_onto: Option<String>,
+}
+
+/// A key as Go's `encoding/json` compares it with a field name.
+pub fn folded(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// One violation, with where it is (nothing for the document itself).

@@ -27,13 +27,51 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
 pub enum SpecValidationError {
     #[error("not JSON: {0}")]
     NotJson(String),
-    #[error("does not match the OCI runtime-spec v1.2.1 schema: {}", .0.join("; "))]
-    Schema(Vec<String>),
+    #[error("does not match the OCI runtime-spec v1.2.1 schema: {0}")]
+    Schema(Problems),
+    /// What runtimes would read otherwise than the policies did: a field
+    /// runtime-spec does not define (or defines in another case), a
+    /// namespace type given twice, a capability name that is not one.
+    #[error("is not read the same way by every runtime: {0}")]
+    Ambiguous(Problems),
     #[error("does not parse as an OCI runtime spec (oci-spec): {0}")]
     OciSpec(String),
     #[error("the embedded runtime-spec schema does not load: {0}")]
     BadSchema(String),
 }
+
+/// Problems found in a spec, every one kept, the first few shown: a
+/// message stays short enough for an engine to show whole (conmon and
+/// containerd cut long ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<String>);
+
+impl Problems {
+    /// How many a message shows.
+    pub const SHOWN: usize = 5;
+}
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, problem) in self.0.iter().take(Self::SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            // One problem stays short too (a value in it may be long).
+            match problem.char_indices().nth(MAX_PROBLEM_CHARS) {
+                Some((cut, _)) => write!(f, "{}...", &problem[..cut])?,
+                None => f.write_str(problem)?,
+            }
+        }
+        if self.0.len() > Self::SHOWN {
+            write!(f, "; and {} more", self.0.len() - Self::SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+/// The most of one problem a message shows.
+const MAX_PROBLEM_CHARS: usize = 160;
 
 fn validator() -> Result<&'static Schema, SpecValidationError> {
     static VALIDATOR: OnceLock<Result<Schema, String>> = OnceLock::new();
@@ -59,16 +97,68 @@ pub fn validate_value(spec: &Value) -> Result<(), SpecValidationError> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(SpecValidationError::Schema(errors))
+        Err(SpecValidationError::Schema(Problems(errors)))
     }
 }
 
-/// Validates a parsed spec: the schema ([`validate_value`]), then the
-/// `oci-spec` crate's typed model (which catches what the schema leaves
-/// open, such as unknown capability names), read from the parsed value
-/// rather than by parsing the text again.
+/// Checks that every runtime reads `spec` as the policies do
+/// ([`SpecValidationError::Ambiguous`]): each key a field runtime-spec
+/// defines there, spelled as it does (runc's Go decoder would also take
+/// `Process` or `proceſs` for `process`, and a later one over an earlier);
+/// no namespace type twice (runc and crun would join different ones); and
+/// every capability one of Linux's names as runc spells them (crun would
+/// also grant `cap_net_raw`, which runc ignores).
+pub fn check_unambiguous(spec: &Value) -> Result<(), SpecValidationError> {
+    let mut problems: Vec<String> = validator()?
+        .undefined_fields(spec)
+        .into_iter()
+        .map(|field| match field.folds_onto {
+            Some(known) => format!(
+                "`{}` is not runtime-spec's `{known}` but runc would read it as that field",
+                field.place
+            ),
+            None => format!("`{}` is not a runtime-spec v1.2.1 field", field.place),
+        })
+        .collect();
+    let namespaces = spec.pointer("/linux/namespaces").and_then(Value::as_array);
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, namespace) in namespaces.into_iter().flatten().enumerate() {
+        if let Some(kind) = namespace.get("type").and_then(Value::as_str) {
+            if seen.contains(&kind) {
+                problems.push(format!(
+                    "`linux.namespaces[{i}]` is a second {kind:?} namespace (runc and crun would not join the same one)"
+                ));
+            }
+            seen.push(kind);
+        }
+    }
+    let sets = spec.pointer("/process/capabilities").and_then(Value::as_object);
+    for (set, names) in sets.into_iter().flatten() {
+        for (i, name) in names.as_array().into_iter().flatten().enumerate() {
+            let known = name
+                .as_str()
+                .is_some_and(|name| specwright_core::facts::CAPABILITY_NAMES.contains(&name));
+            if !known {
+                problems.push(format!(
+                    "`process.capabilities.{set}[{i}]`: {name} is not a capability name (upper case, as Linux names them)"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecValidationError::Ambiguous(Problems(problems)))
+    }
+}
+
+/// Validates a parsed spec: the schema ([`validate_value`]), that every
+/// runtime reads it alike ([`check_unambiguous`]), then the `oci-spec`
+/// crate's typed model, read from the parsed value rather than by parsing
+/// the text again.
 pub fn validate_spec(spec: &Value) -> Result<(), SpecValidationError> {
     validate_value(spec)?;
+    check_unambiguous(spec)?;
     <oci_spec::runtime::Spec as serde::Deserialize>::deserialize(spec)
         .map_err(|e| SpecValidationError::OciSpec(e.to_string()))?;
     Ok(())
@@ -91,9 +181,11 @@ pub fn pretty(spec: &impl serde::Serialize) -> Result<String, SpecValidationErro
     Ok(text)
 }
 
-/// Parses (once) and validates a policy's output.
+/// Parses (once, refusing what JSON parsers read differently: a key given
+/// twice, a NUL in a string; see [`crate::strict_json`]) and validates a
+/// spec's text: a policy's output or an engine's config.json.
 pub fn validate_json(spec: &str) -> Result<Value, SpecValidationError> {
-    let value: Value = serde_json::from_str(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
+    let value = crate::strict_json::parse(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
     validate_spec(&value)?;
     Ok(value)
 }
@@ -129,7 +221,20 @@ mod tests {
         for entry in walk(&tests) {
             let expect_good = entry.parent().unwrap().ends_with("good");
             let text = std::fs::read_to_string(&entry).unwrap();
-            assert_eq!(validate_json(&text).is_ok(), expect_good, "{}", entry.display());
+            let verdict = validate_json(&text);
+            // The example carries `linux.resources.oomScoreAdj`, a field
+            // runtime-spec dropped before 1.0 (no runtime reads it): a
+            // field v1.2.1 does not define is refused, this one too.
+            if entry.ends_with("good/spec-example.json") {
+                let err = verdict.unwrap_err().to_string();
+                assert!(
+                    err.contains("`linux.resources.oomScoreAdj` is not a runtime-spec v1.2.1 field"),
+                    "{err}"
+                );
+                checked += 1;
+                continue;
+            }
+            assert_eq!(verdict.is_ok(), expect_good, "{}: {verdict:?}", entry.display());
             checked += 1;
         }
         assert!(checked >= 7, "only {checked} configs checked");
@@ -168,6 +273,117 @@ mod tests {
         validate_spec(&spec("CAP_CHOWN")).unwrap();
         validate_value(&spec("CAP_BOGUS")).unwrap();
         let err = validate_spec(&spec("CAP_BOGUS")).unwrap_err();
-        assert!(matches!(err, SpecValidationError::OciSpec(_)), "{err}");
+        assert!(matches!(err, SpecValidationError::Ambiguous(_)), "{err}");
+    }
+
+    fn minimal() -> Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"cwd": "/", "user": {"uid": 0, "gid": 0}, "args": ["sh"],
+                        "capabilities": {"bounding": ["CAP_CHOWN"]}},
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}]},
+        })
+    }
+
+    fn ambiguity(text: &str) -> String {
+        match validate_json(text) {
+            Err(e @ (SpecValidationError::Ambiguous(_) | SpecValidationError::NotJson(_))) => e.to_string(),
+            other => panic!("{other:?} for {text}"),
+        }
+    }
+
+    #[test]
+    fn a_key_runc_would_fold_onto_a_field_is_refused_at_any_level() {
+        let base = minimal().to_string();
+        for (hostile, place, field) in [
+            (
+                r#""Process": {"cwd": "/", "user": {"uid": 0, "gid": 0}}"#,
+                "`Process`",
+                "`process`",
+            ),
+            (
+                r#""proce\u017fs": {"cwd": "/", "user": {"uid": 0, "gid": 0}}"#,
+                "`proceſs`",
+                "`process`",
+            ),
+            (r#""LINUX": {}"#, "`LINUX`", "`linux`"),
+            (r#""Mounts": []"#, "`Mounts`", "`mounts`"),
+            (r#""Root": {"path": "/"}"#, "`Root`", "`root`"),
+        ] {
+            let text = format!("{},{hostile}}}", &base[..base.len() - 1]);
+            let err = ambiguity(&text);
+            assert!(err.contains(place) && err.contains(field), "{err}");
+        }
+        let mut nested = minimal();
+        nested["process"]["Capabilities"] = serde_json::json!({"bounding": ["CAP_SYS_ADMIN"]});
+        nested["linux"]["namespaces"][0]["Path"] = serde_json::json!("/proc/1/ns/pid");
+        let err = ambiguity(&nested.to_string());
+        assert!(
+            err.contains("`process.Capabilities`") && err.contains("`capabilities`"),
+            "{err}"
+        );
+        assert!(err.contains("`linux.namespaces[0].Path`"), "{err}");
+    }
+
+    #[test]
+    fn a_key_given_twice_or_a_nul_is_refused() {
+        let base = minimal().to_string();
+        let twice = format!(
+            r#"{},"process": {{"cwd": "/", "user": {{"uid": 0, "gid": 0}}}}}}"#,
+            &base[..base.len() - 1]
+        );
+        assert!(ambiguity(&twice).contains("given twice"));
+        let mut nul = minimal();
+        nul["process"]["args"] = serde_json::json!(["/bin/sh\u{0}x"]);
+        assert!(ambiguity(&nul.to_string()).contains("NUL"));
+    }
+
+    #[test]
+    fn fields_runtime_spec_does_not_define_are_refused_free_form_maps_are_not() {
+        let mut spec = minimal();
+        spec["linux"]["memoryPolicy2"] = serde_json::json!({"mode": "MPOL_BIND"});
+        let err = ambiguity(&spec.to_string());
+        assert!(
+            err.contains("`linux.memoryPolicy2` is not a runtime-spec v1.2.1 field"),
+            "{err}"
+        );
+        let mut spec = minimal();
+        spec["annotations"] = serde_json::json!({"Process": "x", "anything.at/all": "y"});
+        spec["linux"]["sysctl"] = serde_json::json!({"Net.Core.x": "1"});
+        spec["linux"]["resources"] = serde_json::json!({"unified": {"memory.max": "1M"}});
+        spec["process"]["oomScoreAdj"] = serde_json::json!(5);
+        spec["domainname"] = serde_json::json!("d");
+        validate_spec(&spec).unwrap();
+    }
+
+    #[test]
+    fn a_namespace_type_twice_and_capability_names_that_are_none_are_refused() {
+        let mut spec = minimal();
+        spec["linux"]["namespaces"] =
+            serde_json::json!([{"type": "network"}, {"type": "network", "path": "/proc/1/ns/net"}]);
+        let err = ambiguity(&spec.to_string());
+        assert!(err.contains("`linux.namespaces[1]` is a second \"network\""), "{err}");
+        for name in ["cap_net_raw", "CAP_Net_Raw", "NET_RAW", "CAP_BOGUS"] {
+            let mut spec = minimal();
+            spec["process"]["capabilities"]["effective"] = serde_json::json!(["CAP_CHOWN", name]);
+            let err = ambiguity(&spec.to_string());
+            assert!(
+                err.contains("`process.capabilities.effective[1]`") && err.contains(name),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_shows_the_first_problems_and_counts_the_rest() {
+        let mut spec = minimal();
+        for i in 0..40 {
+            spec[format!("extension{i}")] = serde_json::json!(i);
+        }
+        let err = validate_json(&spec.to_string()).unwrap_err().to_string();
+        assert_eq!(err.matches("`extension").count(), Problems::SHOWN, "{err}");
+        assert!(err.ends_with("and 35 more"), "{err}");
+        assert!(err.len() < 600, "{} bytes: {err}", err.len());
     }
 }

@@ -245,30 +245,54 @@ impl PolicyRuntime {
     /// Reads `FILE`, or an embedded policy for its name (`default`,
     /// `buildkit`, `buildkit-v0.8`).
     pub fn read_policy_file(file: &Path) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyError> {
+        Self::read_policy_file_with(file, crate::input::read_bounded)
+    }
+
+    fn read_policy_file_with(
+        file: &Path,
+        read: fn(&Path, u64) -> std::io::Result<Vec<u8>>,
+    ) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyError> {
         if let Some((name, bytes)) = embedded_policy(file) {
             return Ok((name.to_string(), bytes.into()));
         }
-        let bytes =
-            crate::input::read_bounded(file, crate::input::MAX_POLICY_BYTES).map_err(|e| PolicyError::Load {
-                policy: file.display().to_string(),
-                message: format!("reading {}: {e}", file.display()),
-            })?;
+        let bytes = read(file, crate::input::MAX_POLICY_BYTES).map_err(|e| PolicyError::Load {
+            policy: file.display().to_string(),
+            message: format!("reading {}: {e}", file.display()),
+        })?;
         Ok((file.display().to_string(), bytes.into()))
     }
 
     /// Loads `FILE[:SETTINGS.json]`, or `default[:SETTINGS.json]` for the embedded policy.
     pub fn load_spec(&self, spec: &str) -> Result<LoadedPolicy, PolicyError> {
+        self.load_spec_with(spec, crate::input::read_bounded)
+    }
+
+    /// [`Self::load_spec`] for files that decide what containers may do
+    /// (`specwright-runc`'s chain): the policy and its settings must be
+    /// trusted files ([`crate::input::open_trusted`]).
+    pub fn load_trusted_spec(&self, spec: &str) -> Result<LoadedPolicy, PolicyError> {
+        self.load_spec_with(spec, crate::input::read_trusted)
+    }
+
+    fn load_spec_with(
+        &self,
+        spec: &str,
+        read: fn(&Path, u64) -> std::io::Result<Vec<u8>>,
+    ) -> Result<LoadedPolicy, PolicyError> {
         let (file, settings_file) = split_policy_arg(spec);
         let settings = match settings_file {
-            Some(path) => crate::input::read_bounded_text(&path, crate::input::MAX_SETTINGS_BYTES).map_err(|e| {
-                PolicyError::Load {
+            Some(path) => read(&path, crate::input::MAX_SETTINGS_BYTES)
+                .and_then(|bytes| {
+                    String::from_utf8(bytes)
+                        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+                })
+                .map_err(|e| PolicyError::Load {
                     policy: file.display().to_string(),
                     message: format!("reading settings {}: {e}", path.display()),
-                }
-            })?,
+                })?,
             None => String::new(),
         };
-        let (name, bytes) = Self::read_policy_file(&file)?;
+        let (name, bytes) = Self::read_policy_file_with(&file, read)?;
         self.load_bytes(&name, &bytes, settings)
     }
 

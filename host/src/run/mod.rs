@@ -255,15 +255,7 @@ fn run_in_bundle(
         }
     };
     let step = args.ctx.step_host(request, lock)?;
-    let (mut step, spec) = crate::run_chain(
-        args.runtime,
-        args.chain,
-        step,
-        request,
-        args.facts,
-        None,
-        &args.ctx.audit,
-    )?;
+    let (mut step, spec) = crate::run_chain(args.runtime, args.chain, step, request, args.facts, &args.ctx.audit)?;
     let prepared = Prepared {
         rootfs,
         user,

@@ -9,11 +9,16 @@
 //! state_dir = "/var/lib/specwright"
 //! policy_timeout_ms = 1000
 //! policy_memory_mib = 64
+//! allow_flag_overrides = false
 //! ```
 //!
 //! Relative paths in `policies` are taken from the file's directory (the
-//! engine's working directory is the bundle's, or anything). Flags given
-//! on the command line override the file, key by key.
+//! engine's working directory is the bundle's, or anything). The file is
+//! the administrator's and its chain the floor: an engine's `--policy`
+//! flags add policies in front of the file's chain, which has the last
+//! word over what they produce; no flag may change the file's other
+//! settings unless it says `allow_flag_overrides = true`. The file must
+//! be owned by root (or the wrapper's user) and writable by no one else.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +26,6 @@ use serde::Deserialize;
 
 use super::args::OwnFlags;
 use crate::policy::split_policy_arg;
-use crate::sys::Syscalls;
 
 /// The file read when `SPECWRIGHT_RUNTIME_CONFIG` is not set; it may be
 /// missing (then nothing is configured).
@@ -34,9 +38,6 @@ pub const CONFIG_ENV: &str = "SPECWRIGHT_RUNTIME_CONFIG";
 /// The most a configuration file may hold.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// The policies the embedded names stand for; they are no files.
-const EMBEDDED_NAMES: &[&str] = &["default", "buildkit", "buildkit-v0.8"];
-
 /// The file's keys; any other key is an error.
 #[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +48,11 @@ pub struct RuntimeConfig {
     pub state_dir: Option<PathBuf>,
     pub policy_timeout_ms: Option<u64>,
     pub policy_memory_mib: Option<usize>,
+    /// Whether engine-passed flags may change `real_runtime`, `state_dir`
+    /// and the limits, and replace the chain (off: they may only add
+    /// policies in front of it).
+    #[serde(default)]
+    pub allow_flag_overrides: bool,
 }
 
 /// Why the configuration could not be read; it names the file.
@@ -62,27 +68,39 @@ pub enum ConfigError {
     Missing { path: PathBuf },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// A flag tried to change what the administrator's file sets.
+    #[error("--{flag} is refused: {path} is in effect and does not say allow_flag_overrides = true (an engine's flags may only add policies)")]
+    Override { flag: &'static str, path: PathBuf },
+}
+
+/// The configuration in effect: the file, if there is one, and where.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub config: RuntimeConfig,
+    /// The file it came from; `None` when there is none (nothing is
+    /// configured, and the engine's flags say everything).
+    pub path: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
     /// The configuration in effect: the file `env_value` names (the value
     /// of `SPECWRIGHT_RUNTIME_CONFIG`), or the default file if there is
-    /// one.
-    pub fn load(sys: &dyn Syscalls, env_value: Option<&std::ffi::OsStr>) -> Result<RuntimeConfig, ConfigError> {
+    /// one; a file must be trusted ([`crate::input::open_trusted`]).
+    pub fn load(env_value: Option<&std::ffi::OsStr>) -> Result<Loaded, ConfigError> {
         let (path, required) = match env_value {
             Some(v) if !v.is_empty() => (PathBuf::from(v), true),
             _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
         };
-        let text = sys
-            .read_host_file(&path, MAX_CONFIG_BYTES)
-            .map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-        match text {
-            Some(text) => RuntimeConfig::parse(&path, &text),
-            None if required => Err(ConfigError::Missing { path }),
-            None => Ok(RuntimeConfig::default()),
+        match crate::input::read_trusted_text(&path, MAX_CONFIG_BYTES) {
+            Ok(text) => Ok(Loaded {
+                config: RuntimeConfig::parse(&path, &text)?,
+                path: Some(path),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match required {
+                true => Err(ConfigError::Missing { path }),
+                false => Ok(Loaded::default()),
+            },
+            Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
 
@@ -96,31 +114,69 @@ impl RuntimeConfig {
         config.policies = config.policies.iter().map(|p| relative_to(base, p)).collect();
         Ok(config)
     }
+}
 
-    /// The file's settings with `flags` over them, key by key (the flags'
-    /// policies replace the file's list).
-    pub fn overridden_by(self, flags: OwnFlags) -> OwnFlags {
-        OwnFlags {
-            policies: if flags.policies.is_empty() {
-                self.policies
-            } else {
-                flags.policies
-            },
-            real_runtime: flags.real_runtime.or(self.real_runtime),
-            state_dir: flags.state_dir.or(self.state_dir),
-            policy_timeout_ms: flags.policy_timeout_ms.or(self.policy_timeout_ms),
-            policy_memory_mib: flags.policy_memory_mib.or(self.policy_memory_mib),
+impl Loaded {
+    /// The settings in effect with an engine's `flags`. Without a file the
+    /// flags say everything. With one, its chain is the floor: the flags'
+    /// policies run in front of it (so that the file's policies judge what
+    /// they produce) and any other flag is refused, unless the file says
+    /// `allow_flag_overrides = true`: then the flags override it key by
+    /// key and their policies replace its chain.
+    pub fn with_flags(self, flags: OwnFlags) -> Result<OwnFlags, ConfigError> {
+        let Loaded { config, path } = self;
+        let Some(path) = path else {
+            return Ok(flags);
+        };
+        if config.allow_flag_overrides {
+            return Ok(OwnFlags {
+                policies: if flags.policies.is_empty() {
+                    config.policies
+                } else {
+                    flags.policies
+                },
+                real_runtime: flags.real_runtime.or(config.real_runtime),
+                state_dir: flags.state_dir.or(config.state_dir),
+                policy_timeout_ms: flags.policy_timeout_ms.or(config.policy_timeout_ms),
+                policy_memory_mib: flags.policy_memory_mib.or(config.policy_memory_mib),
+            });
         }
+        let refused = |flag| {
+            Err(ConfigError::Override {
+                flag,
+                path: path.clone(),
+            })
+        };
+        if flags.real_runtime.is_some() {
+            return refused("real-runtime");
+        }
+        if flags.state_dir.is_some() {
+            return refused("state-dir");
+        }
+        if flags.policy_timeout_ms.is_some() {
+            return refused("policy-timeout-ms");
+        }
+        if flags.policy_memory_mib.is_some() {
+            return refused("policy-memory-mib");
+        }
+        Ok(OwnFlags {
+            policies: flags.policies.into_iter().chain(config.policies).collect(),
+            real_runtime: config.real_runtime,
+            state_dir: config.state_dir,
+            policy_timeout_ms: config.policy_timeout_ms,
+            policy_memory_mib: config.policy_memory_mib,
+        })
     }
 }
 
-/// `FILE[:SETTINGS.json]` with relative paths taken from `base`.
+/// `FILE[:SETTINGS.json]` with relative paths taken from `base`; an
+/// embedded policy's name (`default:settings.json`) stays a name.
 fn relative_to(base: &Path, policy: &str) -> String {
-    if EMBEDDED_NAMES.contains(&policy) {
-        return policy.to_string();
-    }
     let (file, settings) = split_policy_arg(policy);
-    let file = base.join(file);
+    let file = match crate::policy::embedded_policy(&file) {
+        Some(_) => file,
+        None => base.join(file),
+    };
     match settings {
         Some(settings) => format!("{}:{}", file.display(), base.join(settings).display()),
         None => file.display().to_string(),
@@ -130,18 +186,18 @@ fn relative_to(base: &Path, policy: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::RealSyscalls;
 
     #[test]
     fn every_key_is_read_and_relative_policies_are_the_files() {
         let config = RuntimeConfig::parse(
             Path::new("/etc/specwright/runtime.toml"),
             r#"
-                policies = ["hardened.wasm", "/opt/allow.wasm:allow.json", "default"]
+                policies = ["hardened.wasm", "/opt/allow.wasm:allow.json", "default", "buildkit-v0.8:v8.json"]
                 real_runtime = "crun"
                 state_dir = "/var/lib/sw"
                 policy_timeout_ms = 200
                 policy_memory_mib = 96
+                allow_flag_overrides = true
             "#,
         )
         .unwrap();
@@ -151,32 +207,90 @@ mod tests {
                 policies: vec![
                     "/etc/specwright/hardened.wasm".into(),
                     "/opt/allow.wasm:/etc/specwright/allow.json".into(),
-                    "default".into()
+                    "default".into(),
+                    // An embedded policy's name stays a name with settings too.
+                    "buildkit-v0.8:/etc/specwright/v8.json".into(),
                 ],
                 real_runtime: Some("crun".into()),
                 state_dir: Some("/var/lib/sw".into()),
                 policy_timeout_ms: Some(200),
                 policy_memory_mib: Some(96),
+                allow_flag_overrides: true,
             }
         );
     }
 
-    #[test]
-    fn flags_override_the_file_key_by_key() {
-        let file = RuntimeConfig {
+    fn file(config: RuntimeConfig) -> Loaded {
+        Loaded {
+            config,
+            path: Some("/etc/specwright/runtime.toml".into()),
+        }
+    }
+
+    fn admin() -> RuntimeConfig {
+        RuntimeConfig {
             policies: vec!["/a.wasm".into()],
             real_runtime: Some("crun".into()),
             state_dir: Some("/s".into()),
             policy_timeout_ms: Some(5),
             policy_memory_mib: None,
-        };
-        let merged = file.overridden_by(OwnFlags {
+            allow_flag_overrides: false,
+        }
+    }
+
+    #[test]
+    fn the_files_chain_is_the_floor_flags_only_add_in_front_of_it() {
+        let merged = file(admin())
+            .with_flags(OwnFlags {
+                policies: vec!["/b.wasm".into()],
+                ..OwnFlags::default()
+            })
+            .unwrap();
+        assert_eq!(merged.policies, ["/b.wasm", "/a.wasm"]);
+        assert_eq!(merged.real_runtime.as_deref(), Some("crun"));
+        assert_eq!(merged.state_dir, Some("/s".into()));
+        for (flags, named) in [
+            (
+                OwnFlags {
+                    real_runtime: Some("/tmp/evil".into()),
+                    ..OwnFlags::default()
+                },
+                "--real-runtime",
+            ),
+            (
+                OwnFlags {
+                    state_dir: Some("/tmp/s".into()),
+                    ..OwnFlags::default()
+                },
+                "--state-dir",
+            ),
+            (
+                OwnFlags {
+                    policy_memory_mib: Some(4096),
+                    ..OwnFlags::default()
+                },
+                "--policy-memory-mib",
+            ),
+        ] {
+            let err = file(admin()).with_flags(flags).unwrap_err().to_string();
+            assert!(err.contains(named) && err.contains("allow_flag_overrides"), "{err}");
+        }
+    }
+
+    #[test]
+    fn with_overrides_allowed_flags_override_the_file_key_by_key() {
+        let merged = file(RuntimeConfig {
+            allow_flag_overrides: true,
+            ..admin()
+        })
+        .with_flags(OwnFlags {
             policies: vec!["/b.wasm".into()],
             real_runtime: None,
             state_dir: None,
             policy_timeout_ms: Some(9),
             policy_memory_mib: Some(32),
-        });
+        })
+        .unwrap();
         assert_eq!(merged.policies, ["/b.wasm"]);
         assert_eq!(merged.real_runtime.as_deref(), Some("crun"));
         assert_eq!(merged.state_dir, Some("/s".into()));
@@ -184,6 +298,18 @@ mod tests {
             (merged.policy_timeout_ms, merged.policy_memory_mib),
             (Some(9), Some(32))
         );
+    }
+
+    #[test]
+    fn without_a_file_the_flags_say_everything() {
+        let flags = OwnFlags {
+            policies: vec!["/b.wasm".into()],
+            real_runtime: Some("/x/runc".into()),
+            state_dir: Some("/s".into()),
+            policy_timeout_ms: Some(1),
+            policy_memory_mib: Some(2),
+        };
+        assert_eq!(Loaded::default().with_flags(flags.clone()).unwrap(), flags);
     }
 
     #[test]
@@ -199,16 +325,20 @@ mod tests {
     }
 
     #[test]
-    fn a_named_file_must_exist_the_default_need_not() {
+    fn a_named_file_must_exist_and_be_trusted_the_default_need_not_exist() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.toml");
-        let err = RuntimeConfig::load(&RealSyscalls, Some(missing.as_os_str()))
-            .unwrap_err()
-            .to_string();
+        let err = RuntimeConfig::load(Some(missing.as_os_str())).unwrap_err().to_string();
         assert!(err.contains("none.toml") && err.contains(CONFIG_ENV), "{err}");
         let file = dir.path().join("r.toml");
         std::fs::write(&file, "real_runtime = \"runc\"\n").unwrap();
-        let config = RuntimeConfig::load(&RealSyscalls, Some(file.as_os_str())).unwrap();
-        assert_eq!(config.real_runtime.as_deref(), Some("runc"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let loaded = RuntimeConfig::load(Some(file.as_os_str())).unwrap();
+        assert_eq!(loaded.config.real_runtime.as_deref(), Some("runc"));
+        assert_eq!(loaded.path.as_deref(), Some(file.as_path()));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = RuntimeConfig::load(Some(file.as_os_str())).unwrap_err().to_string();
+        assert!(err.contains("r.toml") && err.contains("lets others write"), "{err}");
     }
 }

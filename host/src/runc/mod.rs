@@ -1,11 +1,22 @@
 //! `specwright-runc`: the policy chain in front of a real OCI runtime, for
 //! engines that already write the container's spec (buildah, podman,
-//! containerd, Docker, BuildKit). It takes runc's command line; on
-//! `create` and `run` it runs the configured chain over the bundle's
-//! config.json and writes the result back atomically; then, for every
-//! subcommand, it `exec`s the real runtime with the engine's arguments
-//! (without ours), so the runtime's pid, signals and exit code are the
-//! engine's to see.
+//! containerd, Docker, BuildKit). It takes runc's command line and, with
+//! policies configured, reviews every subcommand that changes what a
+//! container may do before it `exec`s the real runtime, so that the
+//! runtime's pid, signals and exit code are the engine's to see:
+//!
+//! - `create`, `run`, `restore`: the bundle's config.json, read strictly
+//!   (a spec runtimes would read otherwise than the policies is refused),
+//!   run through the chain, and written back in canonical form with its
+//!   mode and owner; the approved spec is kept in the state dir.
+//! - `exec`: the process it asks for (its flags, or `--process FILE`),
+//!   reviewed as the container's approved spec with that process; the
+//!   runtime is handed the approved process as `--process`.
+//! - `update`: the resources it asks for, laid over the container's
+//!   approved spec and reviewed again; the runtime is handed the approved
+//!   resources as `--resources`.
+//! - [`args::PASS_THROUGH`] passes untouched; anything else, and any
+//!   command line runc and crun might read differently, is refused.
 //!
 //! A denial or any other failure stops before the real runtime runs: the
 //! message goes to stderr and to the runtime's `--log` file (where
@@ -13,25 +24,44 @@
 
 pub mod args;
 pub mod config;
+mod process;
+mod runtime;
 
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use specwright_core::spec::Spec;
+use specwright_core::HostFacts;
 
-use crate::policy::{Limits, PolicyRuntime};
-use crate::state::{Owner, DEFAULT_STATE_DIR};
+use crate::audit::Audit;
+use crate::policy::{Limits, LoadedPolicy, PolicyRuntime};
+use crate::state::{Owner, StateDir, DEFAULT_STATE_DIR};
 use crate::step::StepOptions;
 use crate::sys::{RealSyscalls, Syscalls};
 use crate::StepContext;
-use args::{Creation, Invocation, LogTarget, OwnFlags};
+use args::{Command, CreateKind, Creation, Exec, Invocation, LogTarget, OwnFlags, Update};
 use config::{RuntimeConfig, CONFIG_ENV};
+use runtime::RealRuntime;
 
 /// The most an engine's config.json may hold.
 pub const MAX_ENGINE_SPEC_BYTES: u64 = 16 << 20;
+
+/// The most an `exec` process document or `update` resources may hold.
+const MAX_DOCUMENT_BYTES: u64 = 1 << 20;
+
+/// How old a kept spec gets before a `create` checks whether its
+/// container is gone (a container `run` deleted by itself).
+const PRUNE_AFTER: Duration = Duration::from_secs(600);
+
+/// How many kept specs one `create` checks for that.
+const PRUNE_AT_MOST: usize = 8;
 
 /// Runs the wrapper with the process's arguments: on success this does
 /// not return (the real runtime replaces the process); the exit code of a
@@ -46,12 +76,12 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    match run(invocation) {
+    match run(&invocation) {
         Ok(never) => match never {},
-        Err((log, e)) => {
+        Err(e) => {
             let message = format!("specwright-runc: {e:#}");
             eprintln!("{message}");
-            if let Err(log_error) = write_log(&log, &message) {
+            if let Err(log_error) = write_log(&invocation.log, &message) {
                 eprintln!("specwright-runc: writing the runtime log: {log_error:#}");
             }
             match crate::interrupt::requested() {
@@ -65,32 +95,257 @@ pub fn main() -> i32 {
 /// What cannot happen: `run` only returns with an error.
 enum Never {}
 
-fn run(invocation: Invocation) -> std::result::Result<Never, (LogTarget, anyhow::Error)> {
-    let Invocation {
-        own,
-        passthrough,
-        log,
-        subcommand: _,
-        creation,
-    } = invocation;
-    let result = (|| {
-        let config = RuntimeConfig::load(&RealSyscalls, std::env::var_os(CONFIG_ENV).as_deref())?;
-        let settings = config.overridden_by(own);
-        let real = real_runtime(settings.real_runtime.as_deref())?;
-        if let Some(creation) = &creation {
-            if !settings.policies.is_empty() {
-                review(creation, &settings)?;
-            }
-        }
-        let error = Command::new(&real).args(&passthrough).exec();
-        Err(anyhow::Error::new(error).context(format!("running {}", real.display())))
-    })();
-    result.map_err(|e| (log, e))
+fn run(invocation: &Invocation) -> Result<Never> {
+    runtime::check_not_handed_to()?;
+    let loaded = RuntimeConfig::load(std::env::var_os(CONFIG_ENV).as_deref())?;
+    let settings = loaded.with_flags(invocation.own.clone())?;
+    let real = RealRuntime::find(settings.real_runtime.as_deref())?;
+    let handoff = if settings.policies.is_empty() {
+        Handoff::unchanged(invocation)
+    } else {
+        review(invocation, &settings, &real)?
+    };
+    Err(real.exec(&handoff.args))
 }
 
-/// Runs the chain over the bundle's config.json and writes the result back.
-fn review(creation: &Creation, settings: &OwnFlags) -> Result<()> {
-    crate::validate::prepare_in_background();
+/// The real runtime's command line, and the documents it names (kept open
+/// until the runtime replaces this process).
+struct Handoff {
+    args: Vec<OsString>,
+    _documents: Vec<OwnedFd>,
+}
+
+impl Handoff {
+    fn unchanged(invocation: &Invocation) -> Handoff {
+        Handoff {
+            args: invocation.passthrough(),
+            _documents: Vec::new(),
+        }
+    }
+}
+
+/// Reviews what the command line asks for, with policies configured.
+fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> Result<Handoff> {
+    if let Some(why) = &invocation.uncertain {
+        bail!("{why}; with policies configured, specwright-runc refuses a command line it cannot read exactly as the runtime would");
+    }
+    match &invocation.command {
+        Command::Nothing | Command::PassThrough(_) => Ok(Handoff::unchanged(invocation)),
+        Command::Delete(id) => {
+            let reviewer = Reviewer::open_state(settings)?;
+            let key = container_key(invocation, real, id)?;
+            reviewer.sys.remove_reviewed(&reviewer.state, &key.name)?;
+            Ok(Handoff::unchanged(invocation))
+        }
+        Command::Unknown(name) => bail!(
+            "subcommand {name:?} is not one specwright-runc reviews or lets pass ({}); with policies configured it is refused",
+            args::PASS_THROUGH.join(", ")
+        ),
+        Command::Create(creation) => {
+            let reviewer = Reviewer::open(settings)?;
+            review_creation(&reviewer, invocation, creation, real)
+                .with_context(|| format!("container {}", creation.id))?;
+            Ok(Handoff::unchanged(invocation))
+        }
+        Command::Exec(exec) => {
+            let reviewer = Reviewer::open(settings)?;
+            review_exec(&reviewer, invocation, exec, real).with_context(|| format!("exec in container {}", exec.id))
+        }
+        Command::Update(update) => {
+            let reviewer = Reviewer::open(settings)?;
+            review_update(&reviewer, invocation, update, real)
+                .with_context(|| format!("update of container {}", update.id))
+        }
+    }
+}
+
+/// What a review needs: the state dir, the chain, the host facts. While
+/// it lives, SIGINT and SIGTERM finish the review (releasing its step)
+/// before the process exits.
+struct Reviewer {
+    sys: Arc<dyn Syscalls>,
+    state: StateDir,
+    audit: Arc<Audit>,
+    runtime: Option<PolicyRuntime>,
+    chain: Vec<LoadedPolicy>,
+    facts: HostFacts,
+    _holding: crate::interrupt::Holding,
+}
+
+impl Reviewer {
+    /// The state dir only (for `delete`).
+    fn open_state(settings: &OwnFlags) -> Result<Reviewer> {
+        let holding = crate::interrupt::Holding::start();
+        let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
+        let state_dir = settings
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let state = sys
+            .open_state_dir(&state_dir)
+            .with_context(|| format!("state dir {}", state_dir.display()))?;
+        let audit = Arc::new(sys.open_audit(&state).context("audit log")?);
+        Ok(Reviewer {
+            sys,
+            state,
+            audit,
+            runtime: None,
+            chain: Vec::new(),
+            facts: HostFacts::default(),
+            _holding: holding,
+        })
+    }
+
+    /// Everything, the chain loaded (every policy and settings file must
+    /// be trusted).
+    fn open(settings: &OwnFlags) -> Result<Reviewer> {
+        crate::validate::prepare_in_background();
+        let mut reviewer = Reviewer::open_state(settings)?;
+        let limits = Limits {
+            time: crate::cli::time_limit(
+                settings
+                    .policy_timeout_ms
+                    .unwrap_or(Limits::default().time.as_millis() as u64),
+            )?,
+            memory_bytes: crate::cli::memory_limit(
+                settings
+                    .policy_memory_mib
+                    .unwrap_or(Limits::default().memory_bytes >> 20),
+            )?,
+        };
+        let cache = reviewer.sys.open_cache_dir(&reviewer.state)?;
+        let runtime = PolicyRuntime::new(limits)?.with_cache(&cache)?;
+        reviewer.chain = settings
+            .policies
+            .iter()
+            .map(|p| runtime.load_trusted_spec(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        reviewer.runtime = Some(runtime);
+        reviewer.facts = crate::facts::detect()?;
+        Ok(reviewer)
+    }
+
+    /// Runs the chain over `spec` as step `step_id`; what it approved.
+    fn review(&self, step_id: &str, spec: Spec) -> Result<Spec> {
+        let runtime = self.runtime.as_ref().context("no policy runtime")?;
+        let ctx = StepContext {
+            state: self.state.clone(),
+            sys: self.sys.clone(),
+            audit: self.audit.clone(),
+            options: StepOptions {
+                owner: Owner::this_process(),
+                ..StepOptions::default()
+            },
+        };
+        let approved = crate::review_engine_spec(runtime, &self.chain, step_id, spec, &self.facts, ctx)?;
+        if let Some(signal) = crate::interrupt::requested() {
+            bail!("interrupted by {}", crate::interrupt::name(signal));
+        }
+        Ok(approved)
+    }
+
+    fn kept(&self, key: &ContainerKey) -> Result<Kept> {
+        let bytes = self
+            .sys
+            .read_reviewed(&self.state, &key.name)?
+            .with_context(|| {
+                format!(
+                    "no spec approved for it is kept in {}: it was not made through specwright-runc with policies, or under another --root",
+                    self.state.root().display()
+                )
+            })?;
+        serde_json::from_slice(&bytes).context("the kept spec is corrupt")
+    }
+
+    fn keep(&self, key: &ContainerKey, spec: &Spec) -> Result<()> {
+        let kept = Kept {
+            runtime_state: key.runtime_state.clone(),
+            spec: spec.clone(),
+        };
+        let bytes = serde_json::to_vec(&kept).context("encoding the approved spec")?;
+        self.sys.write_reviewed(&self.state, &key.name, &bytes)?;
+        Ok(())
+    }
+
+    /// Forgets kept specs whose container is gone, a few at a time.
+    fn prune(&self, now: SystemTime) {
+        let Ok(keys) = self.sys.reviewed_keys(&self.state) else {
+            return;
+        };
+        let mut old: Vec<(String, SystemTime)> = keys
+            .into_iter()
+            .filter(|(_, written)| now.duration_since(*written).is_ok_and(|age| age > PRUNE_AFTER))
+            .collect();
+        old.sort_by_key(|(_, written)| *written);
+        for (key, _) in old.into_iter().take(PRUNE_AT_MOST) {
+            let gone = match self.sys.read_reviewed(&self.state, &key) {
+                Ok(Some(bytes)) => {
+                    serde_json::from_slice::<Kept>(&bytes).map_or(true, |kept| !kept.runtime_state.exists())
+                }
+                Ok(None) => false,
+                Err(_) => true,
+            };
+            if gone {
+                let _ = self.sys.remove_reviewed(&self.state, &key);
+            }
+        }
+    }
+}
+
+/// What is kept for a container: the spec the chain approved for it, and
+/// where its runtime keeps it (gone once the container is).
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    runtime_state: PathBuf,
+    spec: Spec,
+}
+
+/// Where a container's approved spec is kept: its runtime's state root
+/// and its id, hashed into a file name.
+struct ContainerKey {
+    name: String,
+    runtime_state: PathBuf,
+}
+
+fn container_key(invocation: &Invocation, real: &RealRuntime, id: &str) -> Result<ContainerKey> {
+    let root = match &invocation.root {
+        Some(root) => PathBuf::from(root),
+        None => real.default_root(),
+    };
+    if !root.is_absolute() {
+        bail!("--root {}: not an absolute path", root.display());
+    }
+    let mut hash = sha2::Sha256::new();
+    hash.update(root.as_os_str().as_encoded_bytes());
+    hash.update([0]);
+    hash.update(id.as_bytes());
+    let digest = hash.finalize();
+    let name: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    Ok(ContainerKey {
+        name,
+        runtime_state: root.join(id),
+    })
+}
+
+/// The step a review of `id` takes: the container id for a creation, one
+/// of its own for each `exec` and `update` (which may run side by side).
+fn step_id(id: &str, what: &str) -> String {
+    let own = format!("{id}.{what}-{}", std::process::id());
+    if specwright_core::request::is_valid_id(&own) {
+        own
+    } else {
+        format!("{what}-{}", std::process::id())
+    }
+}
+
+/// `create`, `run`, `restore`: the bundle's config.json reviewed and
+/// written back as approved; the approved spec kept for the container.
+fn review_creation(
+    reviewer: &Reviewer,
+    invocation: &Invocation,
+    creation: &Creation,
+    real: &RealRuntime,
+) -> Result<()> {
     if let Some(config) = &creation.config {
         if config != Path::new("config.json") {
             bail!(
@@ -99,111 +354,158 @@ fn review(creation: &Creation, settings: &OwnFlags) -> Result<()> {
             );
         }
     }
+    if let Some(flag) = &creation.lsm_override {
+        bail!("restore {flag} labels the restored process otherwise than its config.json; refused with policies configured");
+    }
     let bundle_dir = match &creation.bundle {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("the working directory (the bundle, as no --bundle was given)")?,
     };
-    let config_path = bundle_dir.join("config.json");
-    let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
-    let text = sys
-        .read_host_file(&config_path, MAX_ENGINE_SPEC_BYTES)
-        .with_context(|| format!("reading the engine's spec {}", config_path.display()))?
-        .with_context(|| format!("the engine's spec {}: no such file", config_path.display()))?;
-    let bundle = sys
-        .open_given_bundle(&bundle_dir)
+    let bundle = reviewer
+        .sys
+        .open_engine_bundle(&bundle_dir)
         .with_context(|| format!("bundle {}", bundle_dir.display()))?;
-    let limits = Limits {
-        time: crate::cli::time_limit(
-            settings
-                .policy_timeout_ms
-                .unwrap_or(Limits::default().time.as_millis() as u64),
-        )?,
-        memory_bytes: crate::cli::memory_limit(
-            settings
-                .policy_memory_mib
-                .unwrap_or(Limits::default().memory_bytes >> 20),
-        )?,
-    };
-    let state_dir = settings
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    let state = sys
-        .open_state_dir(&state_dir)
-        .with_context(|| format!("state dir {}", state_dir.display()))?;
-    let audit = Arc::new(sys.open_audit(&state).context("audit log")?);
-    let runtime = PolicyRuntime::new(limits)?.with_cache(&sys.open_cache_dir(&state)?)?;
-    let chain = settings
-        .policies
-        .iter()
-        .map(|p| runtime.load_spec(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let facts = crate::facts::detect()?;
-    let ctx = StepContext {
-        state,
-        sys: sys.clone(),
-        audit,
-        // review_engine_spec makes the step's mounting the engine's.
-        options: StepOptions {
-            owner: Owner::this_process(),
-            ..StepOptions::default()
-        },
-    };
-    let spec = crate::review_engine_spec(&runtime, &chain, &creation.id, &text, &facts, ctx)
-        .with_context(|| format!("container {}", creation.id))?;
-    let text = crate::validate::pretty(&spec)?;
-    sys.write_config(&bundle, text.as_bytes())
+    let config_path = bundle.path().join("config.json");
+    let config = reviewer
+        .sys
+        .read_engine_config(&bundle, MAX_ENGINE_SPEC_BYTES)
+        .with_context(|| format!("the engine's spec {}", config_path.display()))?;
+    let text = std::str::from_utf8(&config.bytes)
+        .with_context(|| format!("the engine's spec {}: not UTF-8", config_path.display()))?;
+    let spec = crate::read_engine_spec(text).with_context(|| format!("{}", config_path.display()))?;
+    let approved = reviewer.review(&creation.id, spec)?;
+    let text = crate::validate::config_json(&approved)?;
+    let key = container_key(invocation, real, &creation.id)?;
+    reviewer.keep(&key, &approved)?;
+    reviewer
+        .sys
+        .write_engine_config(&bundle, text.as_bytes(), config.ownership)
         .with_context(|| format!("writing {}", config_path.display()))?;
+    if creation.kind != CreateKind::Restore {
+        reviewer.prune(SystemTime::now());
+    }
     Ok(())
 }
 
-/// Where a runtime is looked for after PATH.
-const SYSTEM_PATH: &[&str] = &[
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
-
-/// The runtime to hand the bundle to: `choice` (`runc`, `crun`, or a
-/// path), or `runc` then `crun` on PATH (then in the system directories);
-/// never this binary itself, which
-/// may be installed as `runc`.
-pub fn real_runtime(choice: Option<&str>) -> Result<PathBuf> {
-    let this = std::fs::canonicalize("/proc/self/exe").context("/proc/self/exe")?;
-    let is_this = |p: &Path| std::fs::canonicalize(p).is_ok_and(|real| real == this);
-    if let Some(path) = choice.filter(|c| c.contains('/')) {
-        let path = PathBuf::from(path);
-        if !path.is_file() {
-            bail!("real runtime {}: no such file", path.display());
-        }
-        if is_this(&path) {
-            bail!("real runtime {}: is specwright-runc itself", path.display());
-        }
-        return Ok(path);
-    }
-    let names: &[&str] = match choice {
-        Some(name) => &[name][..],
-        None => &["runc", "crun"],
+/// `exec`: the process reviewed as the container's approved spec with it;
+/// the runtime gets the approved process as `--process`.
+fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: &RealRuntime) -> Result<Handoff> {
+    let key = container_key(invocation, real, &exec.id)?;
+    let container = reviewer.kept(&key)?.spec;
+    let document = match &exec.process_file {
+        Some(path) => Some(
+            crate::input::read_trusted_text(path, MAX_DOCUMENT_BYTES)
+                .with_context(|| format!("--process {}", path.display()))?,
+        ),
+        None => None,
     };
-    // Engines do not always pass PATH on (podman's cleanup `delete` runs
-    // without one): the system directories come after it.
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
-        .chain(SYSTEM_PATH.iter().map(PathBuf::from))
-        .collect();
-    for name in names {
-        if let Some(found) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file() && !is_this(p)) {
-            return Ok(found);
+    let spec = process::exec_spec(&container, exec, document.as_deref()).with_context(|| match &exec.process_file {
+        Some(path) => format!("--process {}", path.display()),
+        None => "its flags".to_string(),
+    })?;
+    let approved = reviewer.review(&step_id(&exec.id, "exec"), spec)?;
+    let process = approved.process.context("the approved spec has no process")?;
+    let text = serde_json::to_string_pretty(&process).context("encoding the approved process")?;
+    let floor = 3 + exec.preserve_fds + listen_fds();
+    let document = sealed_document(text.as_bytes(), floor)?;
+    let mut args = invocation.global.clone();
+    args.push("exec".into());
+    args.extend(exec.kept.iter().cloned());
+    args.push("--process".into());
+    args.push(format!("/proc/self/fd/{}", document.as_raw_fd()).into());
+    push_id(&mut args, &exec.id);
+    Ok(Handoff {
+        args,
+        _documents: vec![document],
+    })
+}
+
+/// `update`: the resources laid over the container's approved spec and
+/// reviewed; the runtime gets the approved resources as `--resources`.
+fn review_update(reviewer: &Reviewer, invocation: &Invocation, update: &Update, real: &RealRuntime) -> Result<Handoff> {
+    let key = container_key(invocation, real, &update.id)?;
+    let mut container = reviewer.kept(&key)?.spec;
+    let document = match &update.resources_file {
+        Some(path) if path == Path::new("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(MAX_DOCUMENT_BYTES + 1)
+                .read_to_string(&mut text)
+                .context("--resources - (standard input)")?;
+            if text.len() as u64 > MAX_DOCUMENT_BYTES {
+                bail!("--resources -: more than {MAX_DOCUMENT_BYTES} bytes");
+            }
+            Some(text)
         }
+        Some(path) => Some(
+            crate::input::read_trusted_text(path, MAX_DOCUMENT_BYTES)
+                .with_context(|| format!("--resources {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let resources = process::update_resources(update, document.as_deref())?;
+    let spec = process::updated_spec(&container, &resources)?;
+    let approved = reviewer.review(&step_id(&update.id, "update"), spec)?;
+    let approved_resources = approved.linux.as_ref().and_then(|l| l.resources.clone());
+    let text = serde_json::to_string_pretty(&approved_resources.clone().unwrap_or_default())
+        .context("encoding the approved resources")?;
+    container.linux_mut().resources = approved_resources;
+    reviewer.keep(&key, &container)?;
+    let document = sealed_document(text.as_bytes(), 3 + listen_fds())?;
+    let mut args = invocation.global.clone();
+    args.push("update".into());
+    args.extend(update.kept.iter().cloned());
+    args.push("--resources".into());
+    args.push(format!("/proc/self/fd/{}", document.as_raw_fd()).into());
+    push_id(&mut args, &update.id);
+    Ok(Handoff {
+        args,
+        _documents: vec![document],
+    })
+}
+
+fn push_id(args: &mut Vec<OsString>, id: &str) {
+    if id.starts_with('-') {
+        args.push("--".into());
     }
-    bail!(
-        "no real runtime: {} not on PATH or in {} (other than specwright-runc itself); set --real-runtime or real_runtime in the configuration",
-        names.join(" or "),
-        SYSTEM_PATH.join(":")
+    args.push(id.into());
+}
+
+/// Descriptors the runtime passes on to the container by systemd's
+/// socket activation (`LISTEN_FDS`, from 3 up).
+fn listen_fds() -> u32 {
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `bytes` in a sealed in-memory file the runtime reads as
+/// `/proc/self/fd/N`: no one can change it, it leaves nothing behind, and
+/// its descriptor is above every one the runtime hands the container
+/// (`floor`), so the container does not get it.
+fn sealed_document(bytes: &[u8], floor: u32) -> Result<OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create(
+        c"specwright-approved",
+        MFdFlags::MFD_ALLOW_SEALING | MFdFlags::MFD_CLOEXEC,
     )
+    .context("making the approved document")?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, bytes).context("writing the approved document")?;
+    fcntl(
+        &file,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL,
+        ),
+    )
+    .context("sealing the approved document")?;
+    // Not closed on exec: the runtime opens it by its number.
+    let floor = i32::try_from(floor.max(3)).unwrap_or(i32::MAX).max(64);
+    let high = fcntl(&file, FcntlArg::F_DUPFD(floor)).context("placing the approved document")?;
+    // SAFETY: F_DUPFD returned a new descriptor this process owns alone.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
 }
 
 /// Adds `message` to the runtime's log file, as runc would write it
@@ -292,11 +594,15 @@ mod tests {
     }
 
     #[test]
-    fn the_real_runtime_is_never_this_binary() {
-        let this = std::fs::canonicalize("/proc/self/exe").unwrap();
-        let err = real_runtime(Some(this.to_str().unwrap())).unwrap_err().to_string();
-        assert!(err.contains("itself"), "{err}");
-        let err = real_runtime(Some("/nonexistent/runc")).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/runc"), "{err}");
+    fn a_sealed_document_reads_back_and_cannot_be_changed() {
+        let fd = sealed_document(b"{\"args\": [\"sh\"]}", 10).unwrap();
+        assert!(fd.as_raw_fd() >= 64);
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"args\": [\"sh\"]}");
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(
+            std::io::Write::write_all(&mut writer, b"{}").is_err(),
+            "sealed against writes"
+        );
     }
 }

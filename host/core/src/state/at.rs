@@ -117,7 +117,38 @@ pub(super) fn write_atomically(
     mode: u32,
     sync: bool,
 ) -> Result<(), StateError> {
-    place_atomically(dir, dir_path, name, parts, mode, sync, Placing::Replace).map(drop)
+    place_atomically(dir, dir_path, name, parts, mode, sync, Placing::Replace, None).map(drop)
+}
+
+/// A file's mode and owner, kept when it is written again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    /// The permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// [`write_atomically`], the new file given exactly `ownership` (the
+/// process's umask does not apply), fsynced.
+pub(super) fn write_atomically_as(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &str,
+    bytes: &[u8],
+    ownership: Ownership,
+) -> Result<(), StateError> {
+    place_atomically(
+        dir,
+        dir_path,
+        name,
+        &[bytes],
+        0o600,
+        true,
+        Placing::Replace,
+        Some(ownership),
+    )
+    .map(drop)
 }
 
 /// Creates `name` in `dir`, with its content, as one step: a fresh
@@ -130,7 +161,7 @@ pub(super) fn create_atomically(
     content: &[u8],
     mode: u32,
 ) -> Result<bool, StateError> {
-    place_atomically(dir, dir_path, name, &[content], mode, false, Placing::Create)
+    place_atomically(dir, dir_path, name, &[content], mode, false, Placing::Create, None)
 }
 
 /// Whether placing a file may replace one of its name.
@@ -141,7 +172,9 @@ enum Placing {
 }
 
 /// Writes a temporary file and renames it to `name`; `Ok(false)` when
-/// `Placing::Create` found `name` taken.
+/// `Placing::Create` found `name` taken. With `ownership`, the file gets
+/// exactly that mode and owner before it is renamed.
+#[allow(clippy::too_many_arguments)]
 fn place_atomically(
     dir: BorrowedFd<'_>,
     dir_path: &Path,
@@ -150,6 +183,7 @@ fn place_atomically(
     mode: u32,
     sync: bool,
     placing: Placing,
+    ownership: Option<Ownership>,
 ) -> Result<bool, StateError> {
     // A name left by a killed process whose pid this one reuses is passed
     // over, not an error.
@@ -173,9 +207,19 @@ fn place_atomically(
         }
     };
     let mut file = File::from(fd);
-    let written = parts
-        .iter()
-        .try_for_each(|part| file.write_all(part))
+    let owned = |file: &File| -> std::io::Result<()> {
+        if let Some(o) = ownership {
+            nix::unistd::fchown(
+                file,
+                Some(nix::unistd::Uid::from_raw(o.uid)),
+                Some(nix::unistd::Gid::from_raw(o.gid)),
+            )?;
+            nix::sys::stat::fchmod(file, Mode::from_bits_truncate(o.mode))?;
+        }
+        Ok(())
+    };
+    let written = owned(&file)
+        .and_then(|()| parts.iter().try_for_each(|part| file.write_all(part)))
         .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
         .map_err(|e| StateError::Io {
             path: tmp_path.clone(),

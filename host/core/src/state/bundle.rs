@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::at::{check_trusted, io_at, write_atomically, Dir};
+use super::at::{check_trusted, io_at, write_atomically, write_atomically_as, Dir, Ownership};
 use super::StateError;
 
 /// The most entries of a bundle `release` removes.
@@ -73,6 +73,13 @@ pub struct GivenBundle {
     created: Vec<PathBuf>,
 }
 
+/// An engine's config.json: its bytes, mode and owner.
+#[derive(Debug)]
+pub struct EngineConfig {
+    pub bytes: Vec<u8>,
+    pub ownership: Ownership,
+}
+
 /// How the directories of a given bundle are made (as `mkdir -p` would).
 const GIVEN_BUNDLE_MODE: u32 = 0o755;
 
@@ -84,14 +91,15 @@ impl GivenBundle {
             source: e,
         })?;
         let mut created = Vec::new();
-        let opened = super::walk::open_trusted_dir(&given, GIVEN_BUNDLE_MODE, &mut created).and_then(|(fd, real)| {
-            let stat = nix::sys::stat::fstat(&fd).map_err(io_at(&real))?;
-            check_trusted(&real, &stat)?;
-            Ok(Dir {
-                fd: std::sync::Arc::new(fd),
-                path: real,
-            })
-        });
+        let opened =
+            super::walk::open_trusted_dir(&given, Some(GIVEN_BUNDLE_MODE), &mut created).and_then(|(fd, real)| {
+                let stat = nix::sys::stat::fstat(&fd).map_err(io_at(&real))?;
+                check_trusted(&real, &stat)?;
+                Ok(Dir {
+                    fd: std::sync::Arc::new(fd),
+                    path: real,
+                })
+            });
         match opened {
             Ok(dir) => Ok(GivenBundle { dir, created }),
             Err(e) => {
@@ -101,8 +109,92 @@ impl GivenBundle {
         }
     }
 
+    /// Opens the bundle directory an engine made at `given`, checked as
+    /// [`GivenBundle::open`] checks one; nothing is made.
+    pub fn open_existing(given: &Path) -> Result<GivenBundle, StateError> {
+        let given = std::path::absolute(given).map_err(|e| StateError::Io {
+            path: given.to_path_buf(),
+            source: e,
+        })?;
+        let mut created = Vec::new();
+        let (fd, real) = super::walk::open_trusted_dir(&given, None, &mut created)?;
+        let stat = nix::sys::stat::fstat(&fd).map_err(io_at(&real))?;
+        check_trusted(&real, &stat)?;
+        Ok(GivenBundle {
+            dir: Dir {
+                fd: std::sync::Arc::new(fd),
+                path: real,
+            },
+            created,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir.path
+    }
+
+    /// Reads the bundle's config.json as an engine wrote it: opened
+    /// without following a symlink and without blocking (a FIFO is
+    /// refused, not waited on), a regular file of at most `max` bytes;
+    /// with its mode and owner, to be kept when it is written back.
+    pub fn read_config(&self, max: u64) -> Result<EngineConfig, StateError> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir.path.join("config.json");
+        let fd = nix::fcntl::openat(
+            self.dir.fd(),
+            "config.json",
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_NONBLOCK
+                | nix::fcntl::OFlag::O_NOCTTY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP => StateError::Untrusted {
+                path: path.clone(),
+                why: "a symlink".to_string(),
+            },
+            e => io_at(&path)(e),
+        })?;
+        let file = std::fs::File::from(fd);
+        let meta = file.metadata().map_err(|e| StateError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        if !meta.file_type().is_file() {
+            return Err(StateError::Untrusted {
+                path,
+                why: "not a regular file".to_string(),
+            });
+        }
+        let mut bytes = Vec::new();
+        file.take(max + 1).read_to_end(&mut bytes).map_err(|e| StateError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        if bytes.len() as u64 > max {
+            return Err(StateError::Corrupt {
+                path,
+                message: format!("more than {max} bytes"),
+            });
+        }
+        Ok(EngineConfig {
+            bytes,
+            ownership: Ownership {
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            },
+        })
+    }
+
+    /// Writes config.json back (atomically, fsynced) with the mode and
+    /// owner the engine gave it.
+    pub fn write_config_as(&self, bytes: &[u8], ownership: Ownership) -> Result<PathBuf, StateError> {
+        write_atomically_as(self.dir.fd(), &self.dir.path, "config.json", bytes, ownership)?;
+        Ok(self.dir.path.join("config.json"))
     }
 
     /// Writes config.json through a fresh, exclusively created temporary

@@ -27,6 +27,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/specwright";
 /// mountpoints a step may hold) is far smaller.
 pub(super) const MAX_RECORD_BYTES: u64 = 1 << 20;
 
+/// The largest reviewed spec read: an engine's spec may be 16 MiB, and a
+/// reviewed one carries a little more.
+const MAX_REVIEWED_BYTES: u64 = 17 << 20;
+
 /// The largest MCS reservation read: a step id.
 const MAX_RESERVATION_BYTES: u64 = 4096;
 
@@ -65,7 +69,7 @@ impl StateDir {
             path: root.to_path_buf(),
             source: e,
         })?;
-        let (fd, real) = super::walk::open_trusted_dir(&given, DIR_MODE, &mut Vec::new())?;
+        let (fd, real) = super::walk::open_trusted_dir(&given, Some(DIR_MODE), &mut Vec::new())?;
         check_trusted(&real, &fstat(&fd).map_err(io_at(&real))?)?;
         super::walk::check_ancestors(&real)?;
         let root_dir = Dir {
@@ -326,5 +330,83 @@ impl StateDir {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(io_at(&bundles.path.join(id))(e)),
         }
+    }
+
+    /// The name of a reviewed spec's file: a key made of hex digits.
+    fn reviewed_name(key: &str) -> Result<String, StateError> {
+        if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StateError::BadId { id: key.to_string() });
+        }
+        Ok(format!("{key}.json"))
+    }
+
+    /// Keeps the spec `specwright-runc`'s chain approved for a container
+    /// (`reviewed/<key>.json`), written atomically: what its `exec` and
+    /// `update` are reviewed against.
+    pub fn write_reviewed(&self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let name = Self::reviewed_name(key)?;
+        let open = self.opened()?;
+        let dir = open_subdir(&open.root, "reviewed", true)?;
+        write_atomically(dir.fd(), &dir.path, &name, &[bytes], 0o600, false)
+    }
+
+    /// The spec kept for `key`; `None` when there is none.
+    pub fn read_reviewed(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let name = Self::reviewed_name(key)?;
+        let Some(open) = &self.open else {
+            return Ok(None);
+        };
+        let Some(dir) = open_existing_subdir(&open.root, "reviewed")? else {
+            return Ok(None);
+        };
+        read_bounded(dir.fd(), &dir.path.join(&name), &name, MAX_REVIEWED_BYTES)
+    }
+
+    /// Forgets the spec kept for `key`.
+    pub fn remove_reviewed(&self, key: &str) -> Result<(), StateError> {
+        let name = Self::reviewed_name(key)?;
+        let open = self.opened()?;
+        let Some(dir) = open_existing_subdir(&open.root, "reviewed")? else {
+            return Ok(());
+        };
+        remove_file_at(dir.fd(), &dir.path, &name)
+    }
+
+    /// The keys of every kept spec, with when each was written.
+    pub fn reviewed_keys(&self) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
+        let open = self.opened()?;
+        let Some(dir) = open_existing_subdir(&open.root, "reviewed")? else {
+            return Ok(Vec::new());
+        };
+        let listing = format!("/proc/self/fd/{}", dir.fd().as_raw_fd());
+        let io = |e| StateError::Io {
+            path: dir.path.clone(),
+            source: e,
+        };
+        let mut keys = Vec::new();
+        for entry in std::fs::read_dir(listing).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let Some(key) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            if Self::reviewed_name(&key).is_err() {
+                continue;
+            }
+            let written = fstatat(
+                dir.fd(),
+                entry.file_name().as_os_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map(|st| std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64))
+            .map_err(io_at(&dir.path.join(entry.file_name())))?;
+            keys.push((key, written));
+        }
+        keys.sort();
+        Ok(keys)
     }
 }

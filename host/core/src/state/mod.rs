@@ -7,6 +7,7 @@
 //! <state>/locks/<step>.lock      held (flock) by the one process working on the step
 //! <state>/bundles/<step>/        what `specwright run` writes for the step
 //! <state>/selinux/<level>        an SELinux MCS level a step holds (its id inside)
+//! <state>/reviewed/<key>.json    the spec specwright-runc's chain approved for a container
 //! <state>/cache/                 precompiled policies
 //! <state>/audit.jsonl            the audit trail
 //! ```
@@ -26,8 +27,8 @@ mod record;
 mod tests;
 mod walk;
 
-pub use at::{temporary_owner, write_file_in};
-pub use bundle::{Bundle, GivenBundle};
+pub use at::{temporary_owner, write_file_in, Ownership};
+pub use bundle::{Bundle, EngineConfig, GivenBundle};
 pub use dir::{StateDir, DEFAULT_STATE_DIR};
 pub use lock::StepLock;
 pub use record::{

@@ -58,12 +58,12 @@ fn dir_flags() -> OFlag {
 }
 
 /// Opens the directory at `given` (absolute), creating missing components
-/// (mode `mode`), under the contract above. Returns the open directory
-/// and its real path; adds to `created` each directory this walk made,
-/// outermost first.
+/// (mode `mode`; none made without one), under the contract above.
+/// Returns the open directory and its real path; adds to `created` each
+/// directory this walk made, outermost first.
 pub(super) fn open_trusted_dir(
     given: &Path,
-    mode: u32,
+    mode: Option<u32>,
     created: &mut Vec<PathBuf>,
 ) -> Result<(OwnedFd, PathBuf), StateError> {
     let io = |at: &Path, errno: Errno| StateError::Io {
@@ -90,13 +90,14 @@ pub(super) fn open_trusted_dir(
             Err(Errno::ENOENT) => None,
             Err(e) => return Err(io(&at, e)),
         };
-        match stat {
-            None => match mkdirat(dir.as_fd(), name.as_os_str(), Mode::from_bits_truncate(mode)) {
+        match (stat, mode) {
+            (None, None) => return Err(io(&at, Errno::ENOENT)),
+            (None, Some(mode)) => match mkdirat(dir.as_fd(), name.as_os_str(), Mode::from_bits_truncate(mode)) {
                 Ok(()) => created.push(at.clone()),
                 Err(Errno::EEXIST) => {}
                 Err(e) => return Err(io(&at, e)),
             },
-            Some(link) if file_type(&link) == SFlag::S_IFLNK => {
+            (Some(link), _) if file_type(&link) == SFlag::S_IFLNK => {
                 if link.st_uid != 0 && link.st_uid != euid() {
                     return Err(StateError::Untrusted {
                         path: given.to_path_buf(),
@@ -115,7 +116,7 @@ pub(super) fn open_trusted_dir(
                 pending.extend(components_reversed(&target));
                 continue;
             }
-            Some(_) => {}
+            (Some(_), _) => {}
         }
         // Opened without following: a symlink put here since is refused,
         // and what is checked is what was opened.

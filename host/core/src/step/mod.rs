@@ -181,6 +181,34 @@ impl StepHost {
         &self.id
     }
 
+    /// For a step whose spec an engine wrote ([`Mounting::Engine`]): the
+    /// request the next policy is given (derived from the spec it
+    /// receives), and the host paths that spec names beyond it
+    /// (`extra_paths`), which `canonical-path` and `exists` may look at.
+    /// The earlier policy's handles are gone with its instance.
+    pub fn set_engine_request(&mut self, request: &Request, extra_paths: &[String]) -> Result<(), HostError> {
+        if self.options.mounting != Mounting::Engine || !self.record.mounts.is_empty() {
+            return Err(HostError::Failed(
+                "a step's request changes only while the engine's spec is reviewed".to_string(),
+            ));
+        }
+        self.request_mounts = request
+            .mounts
+            .iter()
+            .map(|m| m.materialize().map_err(|e| HostError::Refused(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        self.sources.clear();
+        self.roots.clear();
+        self.request_paths = request_host_paths(request);
+        for path in extra_paths {
+            if !self.request_paths.contains(path) {
+                self.request_paths.push(path.clone());
+            }
+        }
+        self.host_proc_bound = request.process_mode == specwright_core::request::ProcessMode::NoSandbox;
+        Ok(())
+    }
+
     /// Names who asks for the operations that follow (a policy's name).
     pub fn set_actor(&mut self, actor: &str) {
         self.actor = actor.to_string();

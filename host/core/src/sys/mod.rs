@@ -8,7 +8,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
-use crate::state::{Bundle, GivenBundle, StateDir, StateError, StepLock, StepRecord};
+use crate::state::{Bundle, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock, StepRecord};
 use specwright_core::selinux::McsLevel;
 
 mod recording;
@@ -68,6 +68,18 @@ pub enum Op {
     OpenGivenBundle(PathBuf),
     /// The directories opening a given bundle made removed again.
     RemoveGivenBundle(PathBuf),
+    /// A bundle directory an engine made opened (nothing made).
+    OpenEngineBundle(PathBuf),
+    /// An engine bundle's config.json read.
+    ReadEngineConfig(PathBuf),
+    /// The spec kept for a container `specwright-runc` reviewed, read.
+    ReadReviewed(String),
+    /// The spec kept for a reviewed container written.
+    WriteReviewed(String),
+    /// The spec kept for a reviewed container removed.
+    RemoveReviewed(String),
+    /// The kept specs listed.
+    ListReviewed,
     /// A file read inside a root, by descriptor (the rootfs's /etc/passwd).
     ReadInRoot {
         root: PathBuf,
@@ -175,6 +187,25 @@ pub trait Syscalls: Send + Sync {
     fn write_config(&self, bundle: &GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError>;
     /// Removes the directories opening `bundle` made (a step that failed).
     fn remove_given_bundle(&self, bundle: GivenBundle);
+    /// Opens the bundle directory an engine made ([`GivenBundle::open_existing`]).
+    fn open_engine_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError>;
+    /// Reads its config.json ([`GivenBundle::read_config`]).
+    fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError>;
+    /// Writes its config.json back as the engine had it ([`GivenBundle::write_config_as`]).
+    fn write_engine_config(
+        &self,
+        bundle: &GivenBundle,
+        bytes: &[u8],
+        ownership: Ownership,
+    ) -> Result<PathBuf, StateError>;
+    /// The spec kept for a reviewed container ([`StateDir::read_reviewed`]).
+    fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Keeps the spec of a reviewed container ([`StateDir::write_reviewed`]).
+    fn write_reviewed(&self, state: &StateDir, key: &str, bytes: &[u8]) -> Result<(), StateError>;
+    /// Forgets it ([`StateDir::remove_reviewed`]).
+    fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError>;
+    /// Every kept spec, with when it was written ([`StateDir::reviewed_keys`]).
+    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError>;
     /// Opens (making what is missing) the state directory at `root`
     /// ([`StateDir::open`]).
     fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError>;
@@ -358,6 +389,39 @@ impl Syscalls for RealSyscalls {
 
     fn remove_given_bundle(&self, bundle: GivenBundle) {
         bundle.remove_created();
+    }
+
+    fn open_engine_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
+        GivenBundle::open_existing(dir)
+    }
+
+    fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError> {
+        bundle.read_config(max)
+    }
+
+    fn write_engine_config(
+        &self,
+        bundle: &GivenBundle,
+        bytes: &[u8],
+        ownership: Ownership,
+    ) -> Result<PathBuf, StateError> {
+        bundle.write_config_as(bytes, ownership)
+    }
+
+    fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        state.read_reviewed(key)
+    }
+
+    fn write_reviewed(&self, state: &StateDir, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        state.write_reviewed(key, bytes)
+    }
+
+    fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError> {
+        state.remove_reviewed(key)
+    }
+
+    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
+        state.reviewed_keys()
     }
 
     fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError> {

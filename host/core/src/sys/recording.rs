@@ -11,7 +11,7 @@ use nix::mount::{MntFlags, MsFlags};
 use super::{ContainerError, Op, Syscalls};
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
-use crate::state::{Bundle, GivenBundle, StateDir, StateError, StepLock, StepRecord};
+use crate::state::{Bundle, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock, StepRecord};
 use specwright_core::selinux::McsLevel;
 
 /// Records every operation; performs each through `inner` (none for a dry
@@ -340,6 +340,76 @@ impl Syscalls for RecordingSyscalls {
             state_fault(&path),
             |s| s.write_config(bundle, bytes),
             || not_in_a_dry_run(&path),
+        )
+    }
+
+    fn open_engine_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
+        self.pass_state(
+            Op::OpenEngineBundle(dir.to_path_buf()),
+            state_fault(dir),
+            |s| s.open_engine_bundle(dir),
+            || not_in_a_dry_run(dir),
+        )
+    }
+
+    fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError> {
+        let path = bundle.path().join("config.json");
+        self.pass_state(
+            Op::ReadEngineConfig(path.clone()),
+            state_fault(&path),
+            |s| s.read_engine_config(bundle, max),
+            || not_in_a_dry_run(&path),
+        )
+    }
+
+    fn write_engine_config(
+        &self,
+        bundle: &GivenBundle,
+        bytes: &[u8],
+        ownership: Ownership,
+    ) -> Result<PathBuf, StateError> {
+        let path = bundle.path().join("config.json");
+        self.pass_state(
+            Op::WriteBundleFile(path.clone()),
+            state_fault(&path),
+            |s| s.write_engine_config(bundle, bytes, ownership),
+            || not_in_a_dry_run(&path),
+        )
+    }
+
+    fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.pass_state(
+            Op::ReadReviewed(key.to_string()),
+            state_fault(state.root()),
+            |s| s.read_reviewed(state, key),
+            || Ok(None),
+        )
+    }
+
+    fn write_reviewed(&self, state: &StateDir, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        self.pass_state(
+            Op::WriteReviewed(key.to_string()),
+            state_fault(state.root()),
+            |s| s.write_reviewed(state, key, bytes),
+            || Ok(()),
+        )
+    }
+
+    fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError> {
+        self.pass_state(
+            Op::RemoveReviewed(key.to_string()),
+            state_fault(state.root()),
+            |s| s.remove_reviewed(state, key),
+            || Ok(()),
+        )
+    }
+
+    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
+        self.pass_state(
+            Op::ListReviewed,
+            state_fault(state.root()),
+            |s| s.reviewed_keys(state),
+            || Ok(Vec::new()),
         )
     }
 
