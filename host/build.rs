@@ -1,7 +1,8 @@
 //! Builds the embedded policies (`default` and `buildkit-v0.8`) for wasm32-wasip2 with a nested cargo and
 //! hands their paths to `policy.rs`, which embeds them; and the example
-//! policies `hardened` and `mount-allowlist`, whose paths the tests of
-//! `specwright-runc` (in `tests/`, beside the binary) load as users do.
+//! policies `hardened` and `mount-allowlist` and the hostile test policy,
+//! whose paths the tests of `specwright-runc` (in `tests/`, beside the
+//! binary) load as users do.
 
 use specwright_build_support::{build_wasm, export_wasm_path, workspace_root};
 
@@ -21,6 +22,8 @@ fn main() {
             "specwright-policy-hardened",
             "-p",
             "specwright-policy-mount-allowlist",
+            "-p",
+            "specwright-testpolicy",
         ],
     );
     export_wasm_path(
@@ -46,5 +49,11 @@ fn main() {
         "SPECWRIGHT_MOUNT_ALLOWLIST_WASM",
         "guest",
         "specwright_policy_mount_allowlist.wasm",
+    );
+    export_wasm_path(
+        &root,
+        "SPECWRIGHT_TEST_POLICY_WASM",
+        "guest",
+        "specwright_testpolicy.wasm",
     );
 }

@@ -1,20 +1,23 @@
 //! `specwright-runc` itself, in front of a recording stand-in for the real
-//! runtime: what it passes on, what it writes, and what a denial leaves.
-//! The spec it reviews is one runc wrote (`runc spec`). The real engines
+//! runtime: what it passes on, what it writes, what it refuses, and what a
+//! denial leaves. The spec it reviews is one runc wrote (`runc spec`). The
+//! real runtimes run what it approves in `runtimes.rs`; the real engines
 //! drive it in `engines.rs`.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
 const MOUNT_ALLOWLIST: &str = env!("SPECWRIGHT_MOUNT_ALLOWLIST_WASM");
+const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
 
 /// A bundle written by `runc spec`, a stand-in runtime that records its
-/// arguments and the config.json it was handed, and a state dir.
+/// arguments, the config.json it was handed and any document it was
+/// handed by descriptor (`--process`, `--resources`), and a state dir.
 struct Fixture {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -39,11 +42,13 @@ impl Fixture {
             "runc spec: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        with_engine_seccomp(&bundle.join("config.json"));
         let fake = root.join("fake-runtime");
         std::fs::write(
             &fake,
             format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$@\" > {root}/args\ncp {bundle}/config.json {root}/seen.json\nexit 7\n",
+                "#!/bin/sh\nprintf '%s\\n' \"$@\" > {root}/args\ncp {bundle}/config.json {root}/seen.json\n\
+                 prev=\nfor a in \"$@\"; do\n  case \"$prev\" in --process|--resources) cat \"$a\" > {root}/document.json ;; esac\n  prev=\"$a\"\ndone\nexit 7\n",
                 root = root.display(),
                 bundle = bundle.display()
             ),
@@ -73,32 +78,58 @@ impl Fixture {
         std::fs::write(self.config(), serde_json::to_string_pretty(&spec).unwrap()).unwrap();
     }
 
-    /// Runs the wrapper with `args`, no configuration file of the host's.
+    /// Runs the wrapper with `args` and a configuration file that lets the
+    /// flags say everything (as no configuration file would, whatever
+    /// /etc holds).
     fn run(&self, args: &[&str]) -> Output {
-        self.run_with_config(args, &self.root.join("no-config.toml"), false)
+        let config = self.root.join("open.toml");
+        std::fs::write(&config, "allow_flag_overrides = true\n").unwrap();
+        self.run_with_config(args, &config)
     }
 
-    fn run_with_config(&self, args: &[&str], config: &Path, exists: bool) -> Output {
-        let mut command = Command::new(WRAPPER);
-        if exists {
-            command.env("SPECWRIGHT_RUNTIME_CONFIG", config);
-        } else {
-            // An empty file: nothing configured, whatever /etc holds.
-            std::fs::write(config, "").unwrap();
-            command.env("SPECWRIGHT_RUNTIME_CONFIG", config);
-        }
-        command.args(args).output().expect("running specwright-runc")
+    fn run_with_config(&self, args: &[&str], config: &Path) -> Output {
+        Command::new(WRAPPER)
+            .env("SPECWRIGHT_RUNTIME_CONFIG", config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running specwright-runc")
     }
 
-    /// The arguments the stand-in runtime got, if it ran.
+    /// `--state-dir S --real-runtime FAKE` and `args`.
+    fn with_state(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec![
+            "--state-dir".to_string(),
+            self.state.display().to_string(),
+            "--real-runtime".to_string(),
+            self.fake.display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    }
+
+    /// Runs `create` of container `id` under `policy`.
+    fn create(&self, policy: &str, id: &str) -> Output {
+        let bundle = self.bundle.display().to_string();
+        let args = self.with_state(&["--policy", policy, "create", "--bundle", &bundle, id]);
+        self.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The arguments the stand-in runtime got, if it ran (and forgets them).
     fn passed(&self) -> Option<Vec<String>> {
-        std::fs::read_to_string(self.root.join("args"))
-            .ok()
-            .map(|t| t.lines().map(str::to_string).collect())
+        let path = self.root.join("args");
+        let text = std::fs::read_to_string(&path).ok()?;
+        std::fs::remove_file(path).unwrap();
+        Some(text.lines().map(str::to_string).collect())
     }
 
     fn seen(&self) -> Value {
         serde_json::from_str(&std::fs::read_to_string(self.root.join("seen.json")).unwrap()).unwrap()
+    }
+
+    /// The document the runtime was handed by descriptor.
+    fn document(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.root.join("document.json")).unwrap()).unwrap()
     }
 
     fn audit(&self) -> Vec<Value> {
@@ -108,6 +139,29 @@ impl Fixture {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
+
+    fn policy_runs(&self, step: &str) -> usize {
+        self.audit()
+            .iter()
+            .filter(|r| r["op"] == "policy" && r["step"].as_str().is_some_and(|s| s.starts_with(step)))
+            .count()
+    }
+}
+
+/// Gives a spec `runc spec` wrote the seccomp profile engines write
+/// (BuildKit's default, as the default policy makes it).
+fn with_engine_seccomp(config: &Path) {
+    let mut spec: Value = serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    let request = specwright_core::Request::from_json(r#"{"id": "x", "args": ["sh"]}"#).unwrap();
+    let facts = specwright_core::HostFacts {
+        kernel_release: "6.1".into(),
+        seccomp: true,
+        arch: "amd64".into(),
+        ..specwright_core::HostFacts::default()
+    };
+    let generated = specwright_core::buildkit::generate_without_mounts(&request, &facts).unwrap();
+    spec["linux"]["seccomp"] = serde_json::to_value(generated.linux.unwrap().seccomp.unwrap()).unwrap();
+    std::fs::write(config, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
 }
 
 fn stderr(out: &Output) -> String {
@@ -118,10 +172,26 @@ fn words(line: &str) -> Vec<String> {
     line.split_whitespace().map(str::to_string).collect()
 }
 
+/// `hardened`'s changes to a spec it allows.
+fn hardened(mut spec: Value) -> Value {
+    spec["process"]["noNewPrivileges"] = Value::Bool(true);
+    spec["root"]["readonly"] = Value::Bool(true);
+    for set in ["bounding", "effective", "inheritable", "permitted", "ambient"] {
+        if let Some(caps) = spec
+            .pointer_mut(&format!("/process/capabilities/{set}"))
+            .and_then(Value::as_array_mut)
+        {
+            caps.retain(|c| c != "CAP_NET_RAW" && c != "CAP_MKNOD");
+        }
+    }
+    spec
+}
+
 #[test]
 fn create_runs_the_chain_over_the_engines_spec_then_hands_the_real_runtime_the_engines_arguments() {
     let f = Fixture::new();
     let before = f.spec();
+    std::fs::set_permissions(f.config(), std::fs::Permissions::from_mode(0o600)).unwrap();
     let bundle = f.bundle.display().to_string();
     let log = f.root.join("log.json").display().to_string();
     let policy = format!("--policy={HARDENED}");
@@ -155,11 +225,14 @@ fn create_runs_the_chain_over_the_engines_spec_then_hands_the_real_runtime_the_e
     );
     // What runc wrote, with exactly hardened's changes (its other fields,
     // the ones specwright's model does not name too, kept as they were).
-    let mut expected = before;
-    expected["process"]["noNewPrivileges"] = Value::Bool(true);
-    expected["root"]["readonly"] = Value::Bool(true);
-    assert_eq!(f.seen(), expected);
-    assert_eq!(f.spec(), expected, "config.json is written back");
+    let expected = hardened(before);
+    assert!(f.seen() == expected, "the runtime got other than hardened's changes");
+    assert!(f.spec() == expected, "config.json is written back");
+    assert_eq!(
+        std::fs::metadata(f.config()).unwrap().mode() & 0o7777,
+        0o600,
+        "with the mode the engine gave it"
+    );
     let audit = f.audit();
     assert!(
         audit
@@ -167,6 +240,38 @@ fn create_runs_the_chain_over_the_engines_spec_then_hands_the_real_runtime_the_e
             .any(|r| r["step"] == "box1" && r["op"] == "policy" && r["result"] == "ok"),
         "{audit:?}"
     );
+}
+
+#[test]
+fn a_spec_is_written_back_canonical_with_its_owner_even_when_no_policy_changes_it() {
+    let f = Fixture::new();
+    let allow = f.root.join("allow.json");
+    std::fs::write(&allow, r#"{"allowed_sources": ["/"]}"#).unwrap();
+    let policy = format!("{MOUNT_ALLOWLIST}:{}", allow.display());
+    let spec = f.spec();
+    let engines = std::fs::read_to_string(f.config()).unwrap();
+    let out = f.create(&policy, "same1");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let canonical = std::fs::read_to_string(f.config()).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&canonical).unwrap(), spec);
+    assert_ne!(canonical, engines, "written anew, not left as the engine wrote it");
+    // Keys out of order, spaced as no serializer would: the same bytes.
+    let mut shuffled = serde_json::Map::new();
+    for key in ["linux", "mounts", "hostname", "root", "process", "ociVersion"] {
+        shuffled.insert(key.to_string(), spec[key].clone());
+    }
+    std::fs::write(
+        f.config(),
+        serde_json::to_string(&shuffled).unwrap().replace(',', " ,  "),
+    )
+    .unwrap();
+    nix::unistd::chown(&f.config(), None, Some(nix::unistd::Gid::from_raw(4321))).unwrap();
+    std::fs::set_permissions(f.config(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = f.create(&policy, "same2");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(f.config()).unwrap(), canonical);
+    let meta = std::fs::metadata(f.config()).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, 4321));
 }
 
 #[test]
@@ -221,50 +326,382 @@ fn a_denial_stops_before_the_real_runtime_and_leaves_the_spec_as_the_engine_wrot
     );
 }
 
+/// Each of these passed `hardened` and reached the runtime unchanged,
+/// where runc or crun read what the policy never saw.
 #[test]
-fn without_policies_and_for_every_other_subcommand_the_arguments_pass_through_untouched() {
+fn specs_runtimes_would_read_otherwise_are_refused_before_any_policy_runs() {
+    let f = Fixture::new();
+    let base = std::fs::read_to_string(f.config()).unwrap();
+    let open = base.trim_end().strip_suffix('}').unwrap().to_string();
+    let with_top = |extra: &str| format!("{open},\n{extra}\n}}\n");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with_top(
+                r#""Process": {"user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["sh"], "capabilities": {"bounding": ["CAP_SYS_ADMIN"]}}"#,
+            ),
+            "`Process` is not runtime-spec's `process`",
+        ),
+        (
+            with_top(r#""proce\u017fs": {"user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["sh"]}"#),
+            "`proceſs` is not runtime-spec's `process`",
+        ),
+        (with_top(r#""Linux": {"namespaces": []}"#), "`Linux`"),
+        (
+            with_top(r#""Mounts": [{"destination": "/host", "type": "bind", "source": "/", "options": ["rbind"]}]"#),
+            "`Mounts`",
+        ),
+        (with_top(r#""Root": {"path": "rootfs", "readonly": false}"#), "`Root`"),
+        (
+            with_top(r#""process": {"user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["sh"]}"#),
+            "`process`: the key is given twice",
+        ),
+        (
+            with_top(r#""vendorExtension": {"x": 1}"#),
+            "`vendorExtension` is not a runtime-spec v1.2.1 field",
+        ),
+    ];
+    let mut nested = Vec::new();
+    let mut spec = f.spec();
+    spec["process"]["Capabilities"] = json!({"bounding": ["CAP_SYS_ADMIN"]});
+    nested.push((spec.to_string(), "`process.Capabilities`"));
+    let mut spec = f.spec();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "network", "path": "/proc/1/ns/net"}));
+    nested.push((spec.to_string(), "second \"network\" namespace"));
+    let mut spec = f.spec();
+    spec["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("cap_net_admin"));
+    nested.push((spec.to_string(), "\"cap_net_admin\" is not a capability name"));
+    let mut spec = f.spec();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/proc\u{0}/x", "type": "bind", "source": "/etc"}));
+    nested.push((spec.to_string(), "NUL character"));
+    for (i, (text, needle)) in cases
+        .iter()
+        .map(|(t, n)| (t.as_str(), *n))
+        .chain(nested.iter().map(|(t, n)| (t.as_str(), *n)))
+        .enumerate()
+    {
+        std::fs::write(f.config(), text).unwrap();
+        let id = format!("hostile{i}");
+        let out = f.create(HARDENED, &id);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{needle}: {err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(err.contains("config.json"), "names the file: {err}");
+        assert_eq!(f.passed(), None, "{needle}: the runtime ran");
+        assert_eq!(std::fs::read_to_string(f.config()).unwrap(), *text, "{needle}");
+        assert_eq!(f.policy_runs(&id), 0, "{needle}: a policy ran");
+    }
+}
+
+#[test]
+fn a_config_json_that_is_a_fifo_or_a_symlink_is_refused_without_waiting() {
+    let f = Fixture::new();
+    std::fs::rename(f.config(), f.root.join("real.json")).unwrap();
+    std::os::unix::fs::symlink(f.root.join("real.json"), f.config()).unwrap();
+    let out = f.create(HARDENED, "link");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("a symlink"), "{}", stderr(&out));
+    std::fs::remove_file(f.config()).unwrap();
+    nix::unistd::mkfifo(&f.config(), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let start = std::time::Instant::now();
+    let out = f.create(HARDENED, "fifo");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a regular file"), "{}", stderr(&out));
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(f.passed(), None);
+}
+
+#[test]
+fn without_policies_everything_passes_through_untouched_and_with_them_only_the_short_list() {
     let f = Fixture::new();
     let before = std::fs::read(f.config()).unwrap();
     let real = format!("--real-runtime={}", f.fake.display());
     let bundle = f.bundle.display().to_string();
-    let out = f.run(&[&real, "create", "--bundle", &bundle, "plain"]);
-    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-    assert_eq!(f.passed().unwrap(), words(&format!("create --bundle {bundle} plain")));
-    assert_eq!(std::fs::read(f.config()).unwrap(), before);
+    for line in [
+        format!("create --bundle {bundle} plain"),
+        // Forms runc and crun read differently are theirs to read.
+        format!("create plain --bundle {bundle}"),
+        "exec --cap CAP_SYS_ADMIN box sh".to_string(),
+        "update --memory 1 box".to_string(),
+        "mounts add box".to_string(),
+    ] {
+        let mut args = vec![real.as_str()];
+        args.extend(line.split_whitespace());
+        let out = f.run(&args);
+        assert_eq!(out.status.code(), Some(7), "{line}: {}", stderr(&out));
+        assert_eq!(f.passed().unwrap(), words(&line), "{line}");
+        assert_eq!(std::fs::read(f.config()).unwrap(), before, "{line}");
+    }
     let policy = format!("--policy={HARDENED}");
+    let state = format!("--state-dir={}", f.state.display());
     for line in [
         "start box",
         "state box",
         "kill box KILL",
         "delete --force box",
-        "exec -d --process /tmp/p.json box",
-        "exec --detach --pid-file /tmp/x box sh",
         "ps --format json box",
         "pause box",
         "resume box",
-        "update --memory 1048576 box",
+        "events --stats box",
+        "list",
         "features",
+        "checkpoint --image-path /tmp/i box",
         "--version",
+        "create --help",
         "--debug --root /run/r list",
     ] {
-        let mut args = vec![real.as_str(), policy.as_str()];
+        let mut args = vec![real.as_str(), policy.as_str(), state.as_str()];
         args.extend(line.split_whitespace());
         let out = f.run(&args);
         assert_eq!(out.status.code(), Some(7), "{line}: {}", stderr(&out));
         assert_eq!(f.passed().unwrap(), words(line), "{line}");
         assert_eq!(std::fs::read(f.config()).unwrap(), before, "{line}");
     }
+    assert_eq!(f.policy_runs(""), 0);
+}
+
+/// runc moves flags written after the id in front of it, crun does not;
+/// crun takes abbreviations and attached values, runc does not: the
+/// wrapper reviewed one bundle (or none) and the runtime used another.
+#[test]
+fn command_lines_the_runtimes_read_differently_are_refused_with_policies() {
+    let f = Fixture::new();
+    let evil = f.root.join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    std::fs::copy(f.config(), evil.join("config.json")).unwrap();
+    let bundle = f.bundle.display().to_string();
+    let evil = evil.display().to_string();
+    for (line, needle) in [
+        (
+            format!("create --bundle {bundle} c1 --bundle {evil}"),
+            "after the container id",
+        ),
+        (format!("run c1 -b {evil}"), "after the container id"),
+        (format!("create --bun={evil} c1"), "--bun="),
+        (format!("create -b{evil} c1"), "-b/"),
+        (format!("create -b={evil} c1"), "-b="),
+        (format!("-bundle {evil} create c1"), "-bundle"),
+        (format!("--rootless true create -b {bundle} c1"), "--rootless"),
+        (format!("create --HANG=1 -b {bundle} c1"), "--HANG"),
+        (format!("create -b {bundle} -b {evil} c1"), "given twice"),
+        ("mounts add c1 /x".to_string(), "not one specwright-runc reviews"),
+        ("init".to_string(), "not one specwright-runc reviews"),
+    ] {
+        let mut args = f.with_state(&["--policy", HARDENED]);
+        args.extend(line.split_whitespace().map(str::to_string));
+        let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.status.code(), Some(1), "{line}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{line}: {}", stderr(&out));
+        assert_eq!(f.passed(), None, "{line}");
+    }
+    // `--` before the subcommand and before the id, as both read it.
+    let mut args = f.with_state(&["--policy", HARDENED]);
+    args.extend(["--", "create", "-b", &bundle, "--", "c2"].map(str::to_string));
+    let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(
+        f.seen()["process"]["noNewPrivileges"],
+        true,
+        "the bundle given was reviewed"
+    );
 }
 
 #[test]
-fn the_configuration_file_sets_what_flags_do_not_and_flags_override_it() {
+fn exec_is_reviewed_as_the_containers_approved_spec_with_its_process() {
+    let f = Fixture::new();
+    let out = f.create(HARDENED, "ex1");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let exec = |extra: &[&str]| {
+        let mut args = f.with_state(&["--policy", HARDENED, "--root", "/run/test-root-unused"]);
+        args.extend(["exec"].iter().chain(extra).map(|a| a.to_string()));
+        f.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // Created without --root, the exec names the same root: found.
+    let plain = |extra: &[&str]| {
+        let mut args = f.with_state(&["--policy", HARDENED, "exec"]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        f.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = plain(&[
+        "-d",
+        "--pid-file",
+        "/run/p.pid",
+        "-e",
+        "X=1",
+        "--no-new-privs",
+        "ex1",
+        "sh",
+        "-c",
+        "id",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let passed = f.passed().unwrap();
+    assert_eq!(&passed[..4], ["exec", "-d", "--pid-file", "/run/p.pid"]);
+    assert_eq!(passed[4], "--process");
+    assert!(passed[5].starts_with("/proc/self/fd/"), "{passed:?}");
+    assert_eq!(&passed[6..], ["ex1"], "the command is in the document");
+    let process = f.document();
+    assert_eq!(process["args"], json!(["sh", "-c", "id"]));
+    assert_eq!(process["noNewPrivileges"], true);
+    assert!(process["env"].as_array().unwrap().contains(&json!("X=1")));
+    assert!(!process["capabilities"]["bounding"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("CAP_NET_RAW")));
+    // Adding a capability the default set lacks is denied; CAP_SYS_ADMIN
+    // makes the process privileged.
+    let out = plain(&["--cap", "CAP_SYS_PTRACE", "ex1", "sh"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("CAP_SYS_PTRACE") && stderr(&out).contains("allowed_capabilities"),
+        "{}",
+        stderr(&out)
+    );
+    let out = plain(&["--cap", "CAP_SYS_ADMIN", "ex1", "sh"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("insecure mode is not allowed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.passed(), None);
+    // A process document clearing noNewPrivileges: hardened sets it again.
+    let doc = f.root.join("process.json");
+    std::fs::write(
+        &doc,
+        r#"{"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/", "noNewPrivileges": false,
+            "capabilities": {"bounding": ["CAP_CHOWN", "CAP_NET_RAW"], "effective": ["CAP_NET_RAW"]}}"#,
+    )
+    .unwrap();
+    let out = plain(&["--process", doc.to_str().unwrap(), "--detach", "ex1"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(f.passed().unwrap()[..2], ["exec", "--detach"]);
+    let process = f.document();
+    assert_eq!(process["noNewPrivileges"], true);
+    assert_eq!(process["capabilities"]["bounding"], json!(["CAP_CHOWN"]));
+    // A hostile document is refused before any policy runs.
+    std::fs::write(
+        &doc,
+        r#"{"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/", "Capabilities": {"bounding": ["CAP_SYS_ADMIN"]}}"#,
+    )
+    .unwrap();
+    let out = plain(&["--process", doc.to_str().unwrap(), "ex1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("`process.Capabilities`"), "{}", stderr(&out));
+    // A container the wrapper never reviewed (or under another root).
+    let out = exec(&["ex1", "sh"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no spec approved for it"), "{}", stderr(&out));
+    let out = plain(&["nobody", "sh"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(f.passed(), None);
+}
+
+#[test]
+fn update_is_laid_over_the_approved_spec_and_reviewed_again() {
+    let f = Fixture::new();
+    let out = f.create(HARDENED, "up1");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let update = |extra: &[&str], stdin: Option<&str>| {
+        let mut args = f.with_state(&["--policy", HARDENED, "update"]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let config = f.root.join("open.toml");
+        std::fs::write(&config, "allow_flag_overrides = true\n").unwrap();
+        let mut child = Command::new(WRAPPER)
+            .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut input, stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let out = update(&["--memory", "64m", "--pids-limit", "100", "up1"], None);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let passed = f.passed().unwrap();
+    assert_eq!(passed[..2], ["update", "--resources"]);
+    assert_eq!(passed[3], "up1");
+    let resources = f.document();
+    assert_eq!(resources["memory"]["limit"], 67108864);
+    assert_eq!(resources["pids"]["limit"], 100);
+    // The update is kept: the next one builds on it.
+    let out = update(&["--resources", "-", "up1"], Some(r#"{"cpu": {"shares": 512}}"#));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(f.passed().is_some());
+    let resources = f.document();
+    assert_eq!(
+        (resources["cpu"]["shares"].clone(), resources["pids"]["limit"].clone()),
+        (json!(512), json!(100))
+    );
+    // A rule that lets the container at every device is denied.
+    let rules = f.root.join("devices.json");
+    std::fs::write(&rules, r#"{"devices": [{"allow": true, "access": "rwm"}]}"#).unwrap();
+    let out = update(&["-r", rules.to_str().unwrap(), "up1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("allows every device"), "{}", stderr(&out));
+    // A number that is not one (crun pastes it into JSON) is refused.
+    let out = update(&["--pids-limit", r#"60}, "devices": [{"allow": true"#, "up1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--pids-limit"), "{}", stderr(&out));
+    assert_eq!(f.passed(), None);
+}
+
+#[test]
+fn restore_reviews_its_bundle_like_create() {
+    let f = Fixture::new();
+    f.edit_spec(|spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+    });
+    let bundle = f.bundle.display().to_string();
+    let mut args = f.with_state(&[
+        "--policy",
+        HARDENED,
+        "restore",
+        "--image-path",
+        "/tmp/img",
+        "-b",
+        &bundle,
+        "r1",
+    ]);
+    let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the host network is not allowed"),
+        "{}",
+        stderr(&out)
+    );
+    args.truncate(args.len() - 1);
+    args.extend(["--lsm-profile", "apparmor:unconfined", "r1"].map(str::to_string));
+    let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--lsm-profile"), "{}", stderr(&out));
+    assert_eq!(f.passed(), None);
+}
+
+#[test]
+fn the_files_chain_is_the_floor_flags_only_add_policies_in_front_of_it() {
     let f = Fixture::new();
     let settings = f.root.join("allow.json");
     std::fs::write(&settings, r#"{"allowed_sources": ["/srv/nothing"]}"#).unwrap();
     // runc's spec mounts only pseudo filesystems;
     // add a bind from /etc, outside what the allowlist allows.
     f.edit_spec(|spec| {
-        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+        spec["mounts"].as_array_mut().unwrap().push(json!({
             "destination": "/host-etc", "type": "bind", "source": "/etc", "options": ["rbind", "ro"]
         }));
     });
@@ -280,67 +717,215 @@ fn the_configuration_file_sets_what_flags_do_not_and_flags_override_it() {
     .unwrap();
     let bundle = f.bundle.display().to_string();
     let before = std::fs::read(f.config()).unwrap();
-    let out = f.run_with_config(&["create", "--bundle", &bundle, "cfg1"], &config, true);
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "cfg1"], &config);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("/etc") && err.contains("denied"), "{err}");
     assert_eq!(f.passed(), None);
     assert_eq!(std::fs::read(f.config()).unwrap(), before);
 
-    // The flag's chain replaces the file's; the rest still comes from it.
-    let out = f.run_with_config(
-        &["--policy", HARDENED, "create", "--bundle", &bundle, "cfg2"],
-        &config,
-        true,
-    );
-    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-    assert_eq!(f.seen()["process"]["noNewPrivileges"], Value::Bool(true));
-    assert!(f.state.join("audit.jsonl").exists(), "the file's state_dir is used");
+    // An engine's policy runs first; the file's still judges the result.
+    let out = f.run_with_config(&["--policy", HARDENED, "create", "--bundle", &bundle, "cfg2"], &config);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/etc"), "{}", stderr(&out));
+    assert_eq!(f.policy_runs("cfg2"), 2, "both ran, the engine's first");
+    assert_eq!(f.passed(), None);
+
+    // No flag changes what the file sets.
+    let evil = f.root.join("evil-runtime");
+    std::fs::copy(&f.fake, &evil).unwrap();
+    for flags in [
+        vec!["--real-runtime".to_string(), evil.display().to_string()],
+        vec!["--state-dir".to_string(), f.root.join("other").display().to_string()],
+        vec!["--policy-memory-mib".to_string(), "4000".to_string()],
+    ] {
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        args.extend(["state", "cfg2"]);
+        let out = f.run_with_config(&args, &config);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}");
+        assert!(stderr(&out).contains("allow_flag_overrides"), "{}", stderr(&out));
+    }
 
     // A broken file is an error naming it and the key.
     std::fs::write(&config, "polices = []\n").unwrap();
-    let out = f.run_with_config(&["state", "x"], &config, true);
+    let out = f.run_with_config(&["state", "x"], &config);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("runtime.toml") && err.contains("polices"), "{err}");
 }
 
 #[test]
+fn an_embedded_policy_named_with_settings_in_the_file_is_the_embedded_one() {
+    let f = Fixture::new();
+    std::fs::write(f.root.join("v8.json"), "{}").unwrap();
+    let config = f.root.join("runtime.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [\"buildkit-v0.8:v8.json\"]\nreal_runtime = \"{}\"\nstate_dir = \"{}\"\n",
+            f.fake.display(),
+            f.state.display()
+        ),
+    )
+    .unwrap();
+    let bundle = f.bundle.display().to_string();
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "emb"], &config);
+    assert!(!stderr(&out).contains("No such file"), "{}", stderr(&out));
+    assert_eq!(f.policy_runs("emb"), 1, "{}", stderr(&out));
+}
+
+#[test]
+fn files_that_decide_what_containers_may_do_must_be_trusted() {
+    let f = Fixture::new();
+    let bundle = f.bundle.display().to_string();
+    let shared_policy = f.root.join("shared.wasm");
+    std::fs::copy(HARDENED, &shared_policy).unwrap();
+    std::fs::set_permissions(&shared_policy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = f.create(shared_policy.to_str().unwrap(), "t1");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("lets others write"), "{}", stderr(&out));
+    let settings = f.root.join("allow.json");
+    std::fs::write(&settings, r#"{"allowed_sources": ["/"]}"#).unwrap();
+    nix::unistd::chown(&settings, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+    let out = f.create(&format!("{MOUNT_ALLOWLIST}:{}", settings.display()), "t2");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("owned by uid 4242"), "{}", stderr(&out));
+    std::fs::set_permissions(&f.fake, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = f.create(HARDENED, "t3");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("real runtime") && stderr(&out).contains("lets others write"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::set_permissions(&f.fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = f.root.join("runtime.toml");
+    std::fs::write(&config, format!("policies = [\"{HARDENED}\"]\n")).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "t4"], &config);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("runtime.toml") && stderr(&out).contains("lets others write"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.passed(), None);
+}
+
+#[test]
+fn two_wrappers_that_are_each_others_runtime_stop_at_once() {
+    let f = Fixture::new();
+    // Two copies installed as runc, neither told where the real one is.
+    let other = f.root.join("bin/runc");
+    std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+    std::fs::copy(WRAPPER, &other).unwrap();
+    let config = f.root.join("open.toml");
+    std::fs::write(&config, "").unwrap();
+    let start = std::time::Instant::now();
+    let out = Command::new(WRAPPER)
+        .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+        .env("PATH", other.parent().unwrap())
+        .args(["state", "x"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("specwright-runc again"), "{}", stderr(&out));
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn an_interrupted_review_leaves_no_lock_and_no_change() {
+    let f = Fixture::new();
+    let settings = f.root.join("spin.json");
+    std::fs::write(&settings, r#"{"mode": "spin"}"#).unwrap();
+    let before = std::fs::read(f.config()).unwrap();
+    let bundle = f.bundle.display().to_string();
+    let policy = format!("{TEST_POLICY}:{}", settings.display());
+    let args = f.with_state(&[
+        "--policy-timeout-ms",
+        "60000",
+        "--policy",
+        &policy,
+        "create",
+        "-b",
+        &bundle,
+        "spin1",
+    ]);
+    let config = f.root.join("open.toml");
+    std::fs::write(&config, "allow_flag_overrides = true\n").unwrap();
+    let mut child = Command::new(WRAPPER)
+        .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the policy spins (its step is locked), then stop it.
+    let lock = f.state.join("locks/spin1.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !lock.exists() {
+        assert!(std::time::Instant::now() < deadline, "the review never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(!lock.exists(), "the lock was left behind");
+    assert_eq!(std::fs::read(f.config()).unwrap(), before);
+    assert_eq!(f.passed(), None);
+}
+
+#[test]
+fn a_long_list_of_problems_is_a_short_message() {
+    let f = Fixture::new();
+    // What podman --privileged wrote, as 55 schema errors, once.
+    f.edit_spec(|spec| {
+        let devices: Vec<Value> = (0..60)
+            .map(|i| json!({"path": format!("/dev/x{i}"), "type": "c", "major": 1, "minor": i, "fileMode": "rw"}))
+            .collect();
+        spec["linux"]["devices"] = Value::Array(devices);
+    });
+    let log = f.root.join("log.json");
+    let mut args = f.with_state(&[
+        "--policy",
+        HARDENED,
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    args.extend(["create", "-b", f.bundle.to_str().unwrap(), "many"].map(str::to_string));
+    let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.len() < 1500, "{} bytes: {err}", err.len());
+    assert!(err.contains("and 55 more"), "{err}");
+}
+
+#[test]
 fn a_broken_or_missing_spec_is_an_error_naming_the_file() {
     let f = Fixture::new();
     let bundle = f.bundle.display().to_string();
-    let args = |id: &'static str| {
-        vec![
-            "--policy".to_string(),
-            HARDENED.to_string(),
-            "--state-dir".to_string(),
-            f.state.display().to_string(),
-            "--real-runtime".to_string(),
-            f.fake.display().to_string(),
-            "create".to_string(),
-            "--bundle".to_string(),
-            bundle.clone(),
-            id.to_string(),
-        ]
-    };
-    let run = |id| {
-        let a = args(id);
-        f.run(&a.iter().map(String::as_str).collect::<Vec<_>>())
-    };
     std::fs::write(f.config(), "{\"ociVersion\": ").unwrap();
-    let out = run("broken");
+    let out = f.create(HARDENED, "broken");
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("the engine's spec"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("config.json"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(f.config()).unwrap(), "{\"ociVersion\": ");
     std::fs::write(f.config(), "{\"ociVersion\": \"1.0.2\", \"process\": {\"args\": 3}}").unwrap();
-    let out = run("wrong");
+    let out = f.create(HARDENED, "wrong");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("process"), "{}", stderr(&out));
     std::fs::remove_file(f.config()).unwrap();
-    let out = run("missing");
+    let out = f.create(HARDENED, "missing");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains(&format!("{bundle}/config.json: no such file")),
+        stderr(&out).contains(&format!("{bundle}/config.json")) && stderr(&out).contains("No such file"),
         "{}",
         stderr(&out)
     );
@@ -350,22 +935,6 @@ fn a_broken_or_missing_spec_is_an_error_naming_the_file() {
 #[test]
 fn a_container_start_compiles_nothing_once_the_cache_holds_the_policy() {
     let f = Fixture::new();
-    let bundle = f.bundle.display().to_string();
-    let start = |id: &str| {
-        let out = f.run(&[
-            "--policy",
-            HARDENED,
-            "--state-dir",
-            f.state.to_str().unwrap(),
-            "--real-runtime",
-            f.fake.to_str().unwrap(),
-            "create",
-            "--bundle",
-            &bundle,
-            id,
-        ]);
-        assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-    };
     let cache = || {
         let mut entries: Vec<(PathBuf, std::time::SystemTime)> = std::fs::read_dir(f.state.join("cache"))
             .unwrap()
@@ -377,9 +946,11 @@ fn a_container_start_compiles_nothing_once_the_cache_holds_the_policy() {
         entries.sort();
         entries
     };
-    start("first");
+    let out = f.create(HARDENED, "first");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let compiled = cache();
     assert!(!compiled.is_empty(), "the first start compiles into the cache");
-    start("second");
+    let out = f.create(HARDENED, "second");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert_eq!(cache(), compiled, "the second start wrote nothing to the cache");
 }

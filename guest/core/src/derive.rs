@@ -137,14 +137,13 @@ pub const HOST_NAMESPACE_PATHS: &[(&str, &str)] = &[
 
 /// The host paths a spec names beyond its derived request, which a policy
 /// may ask the host about (`canonical-path`, `exists`): every namespace
-/// it joins by path, and the host's own namespaces to compare them with.
+/// it joins by path.
 pub fn spec_host_paths(spec: &Spec) -> Vec<String> {
     let namespaces = spec.linux.as_ref().map_or(&[][..], |l| &l.namespaces[..]);
     namespaces
         .iter()
         .filter(|n| n.path.starts_with('/'))
         .map(|n| n.path.to_string())
-        .chain(HOST_NAMESPACE_PATHS.iter().map(|(_, p)| p.to_string()))
         .collect()
 }
 

@@ -1,22 +1,51 @@
 //! `hardened`: tightens whatever spec comes before it in the chain (or the
-//! default policy's spec when it runs alone). Denies insecure mode, the
-//! host's PID namespace (`no-sandbox`), the host network, and any network
-//! namespace joined by path unless what the path really is (asked of the
-//! host, symlinks resolved) lies under an allowed prefix (settings
-//! `{"allowed_netns": [...]}`, default `["/run/netns"]`, where `ip netns`
-//! and CNI put them: `/proc/<pid>/ns/net` of a host process is denied);
-//! drops CAP_NET_RAW and CAP_MKNOD from every capability set; sets
-//! NoNewPrivileges; makes the rootfs read-only.
+//! default policy's spec when it runs alone), and denies what would make
+//! the container privileged, judged by what the spec really grants:
+//!
+//! - insecure mode, the host's PID namespace (`no-sandbox`), the host
+//!   network;
+//! - a namespace of any type joined by path, unless the host says what it
+//!   really is and that is allowed: a path under the prefixes given for
+//!   its type (settings `allowed_namespaces`, by default
+//!   `{"network": ["/run/netns"]}`, where `ip netns` and CNI put them),
+//!   or, with `join_process_namespaces`, another process's namespace
+//!   (`/proc/<pid>/ns/<type>`, as a pod's containers join their
+//!   sandbox's), never the host's own (init's);
+//! - a capability in any set outside the default set (containerd's,
+//!   Docker's and BuildKit's 14) but those in `allowed_capabilities`;
+//! - no seccomp filter on a host that has seccomp, or one whose default
+//!   action lets a call through (unless `allow_unconfined_seccomp`);
+//! - a device cgroup rule that allows every device, or a block device;
+//! - host device nodes (`linux.devices`) but those in `allowed_devices`;
+//! - hooks (which run as root, most of them on the host) but those in
+//!   `allowed_hooks`.
+//!
+//! Then it drops CAP_NET_RAW and CAP_MKNOD from every capability set,
+//! sets NoNewPrivileges and makes the rootfs read-only. Every denial
+//! names the setting that would allow it, where one does.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use specwright_sdk::derive::HOST_NAMESPACE_PATHS;
 use specwright_sdk::mounts::clean_absolute;
+use specwright_sdk::opts::DEFAULT_CAPS;
 use specwright_sdk::request::{Network, ProcessMode, SecurityMode};
-use specwright_sdk::{buildkit, Host, HostError, Input, Policy, PolicyError, Request, Spec};
+use specwright_sdk::{buildkit, Host, HostError, HostFacts, Input, Policy, PolicyError, Request, Spec};
 
 pub struct Hardened;
 
 /// Capabilities a build step does not get.
 pub const DROPPED_CAPS: &[&str] = &["CAP_NET_RAW", "CAP_MKNOD"];
+
+/// Seccomp default actions that stop a call the filter does not name.
+const DENYING_ACTIONS: &[&str] = &[
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+];
 
 /// Where network namespaces may be joined from, by default.
 pub const DEFAULT_ALLOWED_NETNS: &[&str] = &["/run/netns"];
@@ -24,27 +53,59 @@ pub const DEFAULT_ALLOWED_NETNS: &[&str] = &["/run/netns"];
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    #[serde(default = "default_allowed_netns")]
-    pub allowed_netns: Vec<String>,
-}
-
-fn default_allowed_netns() -> Vec<String> {
-    DEFAULT_ALLOWED_NETNS.iter().map(|s| s.to_string()).collect()
+    /// Prefixes a namespace joined by path must lie under, by type.
+    #[serde(default)]
+    pub allowed_namespaces: Option<BTreeMap<String, Vec<String>>>,
+    /// `allowed_namespaces.network`, as earlier versions named it.
+    #[serde(default)]
+    pub allowed_netns: Option<Vec<String>>,
+    /// Whether another process's namespace (not the host's) may be joined.
+    #[serde(default)]
+    pub join_process_namespaces: bool,
+    /// Capabilities beyond the default set a container may have.
+    #[serde(default)]
+    pub allowed_capabilities: Vec<String>,
+    /// Host device nodes a container may be given.
+    #[serde(default)]
+    pub allowed_devices: Vec<String>,
+    /// Hook programs a spec may run.
+    #[serde(default)]
+    pub allowed_hooks: Vec<String>,
+    /// Whether a container may run without a seccomp filter that denies
+    /// by default.
+    #[serde(default)]
+    pub allow_unconfined_seccomp: bool,
 }
 
 impl Settings {
     pub fn from_value(settings: &serde_json::Value) -> Result<Settings, PolicyError> {
-        if settings.is_null() {
-            return Ok(Settings {
-                allowed_netns: default_allowed_netns(),
-            });
+        let settings: Settings = if settings.is_null() {
+            serde_json::from_value(serde_json::json!({}))
+        } else {
+            serde_json::from_value(settings.clone())
         }
-        serde_json::from_value(settings.clone()).map_err(|e| PolicyError::InvalidRequest(format!("settings: {e}")))
+        .map_err(|e| PolicyError::InvalidRequest(format!("settings: {e}")))?;
+        if settings.allowed_namespaces.is_some() && settings.allowed_netns.is_some() {
+            return Err(PolicyError::InvalidRequest(
+                "settings: give allowed_namespaces or allowed_netns, not both".to_string(),
+            ));
+        }
+        Ok(settings)
     }
 
-    fn allows_netns(&self, real: &str) -> bool {
+    /// The prefixes for namespaces of `kind`.
+    fn prefixes(&self, kind: &str) -> Vec<String> {
+        match (&self.allowed_namespaces, &self.allowed_netns) {
+            (Some(by_kind), _) => by_kind.get(kind).cloned().unwrap_or_default(),
+            (None, Some(netns)) if kind == "network" => netns.clone(),
+            (None, None) if kind == "network" => DEFAULT_ALLOWED_NETNS.iter().map(|s| s.to_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn allows_path(&self, kind: &str, real: &str) -> bool {
         real.starts_with('/')
-            && self.allowed_netns.iter().any(|prefix| {
+            && self.prefixes(kind).iter().any(|prefix| {
                 let prefix = clean_absolute(prefix);
                 clean_absolute(real)
                     .strip_prefix(&prefix)
@@ -53,36 +114,172 @@ impl Settings {
     }
 }
 
-/// Why `request` is denied, if it is; `canonical` asks the host what a
-/// path really is.
-pub fn denial(
-    request: &Request,
-    settings: &Settings,
-    canonical: impl FnOnce(&str) -> Result<String, HostError>,
-) -> Option<String> {
+/// What the policy asks the host about a path the spec names.
+pub trait Paths {
+    /// What `path` really is: a host path, or the kernel's name of a
+    /// namespace (`net:[4026531840]`).
+    fn canonical(&mut self, path: &str) -> Result<String, HostError>;
+}
+
+impl Paths for Host {
+    fn canonical(&mut self, path: &str) -> Result<String, HostError> {
+        self.canonical_path(path)
+    }
+}
+
+/// Why the request is denied, if it is.
+pub fn request_denial(request: &Request) -> Option<String> {
     if request.security_mode == SecurityMode::Insecure {
         return Some("insecure mode is not allowed".to_string());
     }
     if request.process_mode == ProcessMode::NoSandbox {
         return Some("the host's PID namespace (process mode no-sandbox) is not allowed".to_string());
     }
-    match &request.network {
-        Network::Host => Some("the host network is not allowed".to_string()),
-        Network::Path { path } => match canonical(path) {
-            Err(e) => Some(format!("network namespace {path}: the host cannot resolve it: {e}")),
-            Ok(real) if !settings.allows_netns(&real) => Some(format!(
-                "network namespace {path}{} is not under the allowed {:?}",
-                if real == *path {
+    if request.network == Network::Host {
+        return Some("the host network is not allowed".to_string());
+    }
+    None
+}
+
+/// Why `spec` is denied, if it is: namespaces it joins, and what it grants.
+pub fn spec_denial(spec: &Spec, facts: &HostFacts, settings: &Settings, host: &mut impl Paths) -> Option<String> {
+    namespace_denial(spec, settings, host).or_else(|| privilege_denial(spec, facts, settings))
+}
+
+fn namespace_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> Option<String> {
+    let namespaces = spec.linux.as_ref().map_or(&[][..], |l| &l.namespaces[..]);
+    for ns in namespaces.iter().filter(|n| !n.path.is_empty()) {
+        let (kind, path) = (&*ns.kind, &*ns.path);
+        let real = match host.canonical(path) {
+            Ok(real) => real,
+            Err(e) => return Some(format!("{kind} namespace {path}: the host cannot resolve it: {e}")),
+        };
+        if real.starts_with('/') {
+            if settings.allows_path(kind, &real) {
+                continue;
+            }
+            return Some(format!(
+                "{kind} namespace {path}{} is not under the allowed {:?} (settings: allowed_namespaces.{kind})",
+                if real == path {
                     String::new()
                 } else {
                     format!(" (really {real})")
                 },
-                settings.allowed_netns
-            )),
-            Ok(_) => None,
-        },
-        Network::None => None,
+                settings.prefixes(kind)
+            ));
+        }
+        // Another process's namespace, by the kernel's name for it.
+        let hosts = HOST_NAMESPACE_PATHS
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, host_path)| host.canonical(host_path));
+        match hosts {
+            Some(Ok(hosts)) if hosts == real => {
+                return Some(format!("{kind} namespace {path} is the host's own ({real})"));
+            }
+            Some(Ok(_)) if settings.join_process_namespaces => {}
+            Some(Ok(_)) => {
+                return Some(format!(
+                    "{kind} namespace {path} ({real}) is another process's (settings: join_process_namespaces)"
+                ))
+            }
+            Some(Err(e)) => {
+                return Some(format!(
+                    "the host's {kind} namespace cannot be compared with {path}: {e}"
+                ))
+            }
+            None => return Some(format!("{kind} namespace {path}: not a namespace type hardened knows")),
+        }
     }
+    None
+}
+
+fn privilege_denial(spec: &Spec, facts: &HostFacts, settings: &Settings) -> Option<String> {
+    let process = spec.process.as_ref();
+    if let Some(caps) = process.and_then(|p| p.capabilities.as_ref()) {
+        let sets = [
+            ("bounding", &caps.bounding),
+            ("effective", &caps.effective),
+            ("inheritable", &caps.inheritable),
+            ("permitted", &caps.permitted),
+            ("ambient", &caps.ambient),
+        ];
+        for (set, names) in sets {
+            let extra = names.iter().find(|c| {
+                !DEFAULT_CAPS.names.iter().any(|d| d == *c) && !settings.allowed_capabilities.iter().any(|a| a == &***c)
+            });
+            if let Some(cap) = extra {
+                return Some(format!(
+                    "capability {cap} ({set}) is outside the default set (settings: allowed_capabilities)"
+                ));
+            }
+        }
+    }
+    let linux = spec.linux.as_ref();
+    if !settings.allow_unconfined_seccomp {
+        match linux.and_then(|l| l.seccomp.as_ref()) {
+            None if facts.seccomp => {
+                return Some(
+                    "no seccomp filter (the host has seccomp): the container would be unconfined (settings: allow_unconfined_seccomp)"
+                        .to_string(),
+                )
+            }
+            Some(seccomp) if !DENYING_ACTIONS.contains(&&*seccomp.default_action) => {
+                return Some(format!(
+                    "a seccomp filter whose default action is {}: calls it does not name get through (settings: allow_unconfined_seccomp)",
+                    seccomp.default_action
+                ))
+            }
+            _ => {}
+        }
+    }
+    let devices = linux.map_or(&[][..], |l| &l.devices[..]);
+    if let Some(device) = devices
+        .iter()
+        .find(|d| !settings.allowed_devices.iter().any(|a| a == &*d.path))
+    {
+        return Some(format!(
+            "host device {} is given to the container (settings: allowed_devices)",
+            device.path
+        ));
+    }
+    let rules = linux
+        .and_then(|l| l.resources.as_ref())
+        .map_or(&[][..], |r| &r.devices[..]);
+    for rule in rules.iter().filter(|r| r.allow) {
+        if rule.kind.is_empty() || rule.kind == "a" || rule.major.is_none_or(|m| m < 0) {
+            return Some("a device cgroup rule that allows every device".to_string());
+        }
+        let listed = devices
+            .iter()
+            .any(|d| d.kind == rule.kind && Some(d.major) == rule.major && rule.minor.is_none_or(|m| m == d.minor));
+        if rule.kind == "b" && !listed {
+            return Some(format!(
+                "a device cgroup rule that allows block device {}:{}",
+                rule.major.unwrap_or(-1),
+                rule.minor.map_or("*".to_string(), |m| m.to_string())
+            ));
+        }
+    }
+    if let Some(hooks) = &spec.hooks {
+        let all = [
+            ("prestart", &hooks.prestart),
+            ("createRuntime", &hooks.create_runtime),
+            ("createContainer", &hooks.create_container),
+            ("startContainer", &hooks.start_container),
+            ("poststart", &hooks.poststart),
+            ("poststop", &hooks.poststop),
+        ];
+        for (when, list) in all {
+            if let Some(hook) = list.iter().find(|h| !settings.allowed_hooks.contains(&h.path)) {
+                return Some(format!(
+                    "a {when} hook runs {} as root (settings: allowed_hooks)",
+                    hook.path
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// The hardening itself, on any spec.
@@ -105,17 +302,20 @@ impl Policy for Hardened {
     const NAME: &'static str = "hardened";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
-        "Denies insecure mode, the host PID namespace and network, and network namespaces outside /run/netns; drops CAP_NET_RAW and CAP_MKNOD; sets NoNewPrivileges; read-only rootfs.";
+        "Denies insecure mode, the host PID namespace and network, namespaces joined outside allowed paths, capabilities beyond the default set, no seccomp, host devices and hooks; drops CAP_NET_RAW and CAP_MKNOD; sets NoNewPrivileges; read-only rootfs.";
 
     fn generate(input: Input, host: &mut Host) -> Result<Spec, PolicyError> {
         let settings = Settings::from_value(&input.settings)?;
-        if let Some(reason) = denial(&input.request, &settings, |p| host.canonical_path(p)) {
+        if let Some(reason) = request_denial(&input.request) {
             return Err(PolicyError::Denied(reason));
         }
         let spec = match input.previous {
             Some(spec) => spec,
             None => buildkit::generate(&input.request, &input.facts, host)?,
         };
+        if let Some(reason) = spec_denial(&spec, &input.facts, &settings, host) {
+            return Err(PolicyError::Denied(reason));
+        }
         Ok(harden(spec))
     }
 }
@@ -126,7 +326,6 @@ specwright_sdk::export_policy!(Hardened);
 mod tests {
     use super::*;
     use specwright_sdk::buildkit::generate_without_mounts;
-    use specwright_sdk::HostFacts;
 
     fn request(extra: &str) -> Request {
         Request::from_json(&format!(r#"{{"id": "s", "args": ["/bin/true"]{extra}}}"#)).unwrap()
@@ -143,61 +342,174 @@ mod tests {
         }
     }
 
-    /// A host where `/run/netns/evil` is a symlink to the host's namespace.
-    fn canonical(path: &str) -> Result<String, HostError> {
-        Ok(match path {
-            "/proc/1/ns/net" | "/run/netns/evil" => "net:[4026531840]".to_string(),
-            other => other.to_string(),
-        })
+    /// A host where `/run/netns/evil` is a symlink to the host's network
+    /// namespace, `/proc/77/ns/*` another process's namespaces, and
+    /// `/proc/1/ns/*` the host's.
+    struct FakeHost;
+
+    impl Paths for FakeHost {
+        fn canonical(&mut self, path: &str) -> Result<String, HostError> {
+            Ok(match path {
+                "/proc/1/ns/net" | "/run/netns/evil" => "net:[4026531840]".to_string(),
+                "/proc/1/ns/pid" => "pid:[4026531836]".to_string(),
+                "/proc/77/ns/pid" => "pid:[4026532999]".to_string(),
+                "/proc/77/ns/ipc" => "ipc:[4026532998]".to_string(),
+                "/proc/1/ns/ipc" => "ipc:[4026531839]".to_string(),
+                "/missing" => return Err(HostError::Failed("ENOENT".into())),
+                other => other.to_string(),
+            })
+        }
     }
 
-    fn denied(extra: &str) -> Option<String> {
-        denial(
-            &request(extra),
-            &Settings::from_value(&serde_json::Value::Null).unwrap(),
-            canonical,
-        )
+    fn settings(json: serde_json::Value) -> Settings {
+        Settings::from_value(&json).unwrap()
+    }
+
+    fn base() -> Spec {
+        generate_without_mounts(&request(""), &facts()).unwrap()
+    }
+
+    fn denied(spec: &Spec, settings: &Settings) -> Option<String> {
+        spec_denial(spec, &facts(), settings, &mut FakeHost)
+    }
+
+    fn joining(kind: &str, path: &str) -> Spec {
+        let mut spec = base();
+        let linux = spec.linux_mut();
+        linux.namespaces.retain(|n| n.kind != kind);
+        linux.namespaces.push(specwright_sdk::spec::Namespace {
+            kind: kind.to_string().into(),
+            path: path.to_string().into(),
+        });
+        spec
     }
 
     #[test]
     fn insecure_and_host_network_are_denied() {
-        assert!(denied(r#", "security_mode": "insecure""#).unwrap().contains("insecure"));
-        assert!(denied(r#", "network": {"mode": "host"}"#)
+        assert!(request_denial(&request(r#", "security_mode": "insecure""#))
+            .unwrap()
+            .contains("insecure"));
+        assert!(request_denial(&request(r#", "network": {"mode": "host"}"#))
             .unwrap()
             .contains("host network"));
-        assert_eq!(denied(""), None);
-        assert_eq!(denied(r#", "network": {"mode": "path", "path": "/run/netns/x"}"#), None);
-    }
-
-    /// Regression: the host's network namespace by path, and the host's
-    /// PID namespace, got through.
-    #[test]
-    fn host_namespaces_by_path_or_process_mode_are_denied() {
-        assert!(denied(r#", "network": {"mode": "path", "path": "/proc/1/ns/net"}"#)
-            .unwrap()
-            .contains("not under the allowed"));
-        assert!(denied(r#", "network": {"mode": "path", "path": "/run/netns/evil"}"#)
-            .unwrap()
-            .contains("really net:[4026531840]"));
-        assert!(denied(r#", "network": {"mode": "path", "path": "/run/netnsx/a"}"#).is_some());
-        assert!(denied(r#", "process_mode": "no-sandbox""#)
+        assert!(request_denial(&request(r#", "process_mode": "no-sandbox""#))
             .unwrap()
             .contains("no-sandbox"));
-        let custom = Settings::from_value(&serde_json::json!({"allowed_netns": ["/var/run/cni"]})).unwrap();
+        assert_eq!(request_denial(&request("")), None);
+        assert_eq!(denied(&base(), &settings(serde_json::json!({}))), None);
+    }
+
+    /// Regression: the host's network namespace by path, and any other
+    /// namespace by path, got through.
+    #[test]
+    fn every_namespace_joined_by_path_is_checked() {
+        let none = settings(serde_json::Value::Null);
+        assert_eq!(denied(&joining("network", "/run/netns/cni-1"), &none), None);
+        for (kind, path, needle) in [
+            ("network", "/proc/1/ns/net", "the host's own"),
+            ("network", "/run/netns/evil", "the host's own"),
+            ("network", "/run/netnsx/a", "not under the allowed"),
+            ("pid", "/proc/1/ns/pid", "the host's own"),
+            ("pid", "/proc/77/ns/pid", "join_process_namespaces"),
+            ("ipc", "/var/run/ipc-ns", "allowed_namespaces.ipc"),
+            ("uts", "/missing", "cannot resolve"),
+        ] {
+            let reason = denied(&joining(kind, path), &none).unwrap_or_else(|| panic!("{kind} {path} allowed"));
+            assert!(reason.contains(needle), "{kind} {path}: {reason}");
+        }
+        let pods = settings(serde_json::json!({"join_process_namespaces": true}));
+        assert_eq!(denied(&joining("ipc", "/proc/77/ns/ipc"), &pods), None);
+        assert!(denied(&joining("pid", "/proc/1/ns/pid"), &pods)
+            .unwrap()
+            .contains("the host's own"));
+        let custom = settings(serde_json::json!({"allowed_netns": ["/var/run/cni"]}));
+        assert_eq!(denied(&joining("network", "/var/run/cni/n1"), &custom), None);
+        let custom = settings(serde_json::json!({"allowed_namespaces": {"ipc": ["/var/run"]}}));
+        assert_eq!(denied(&joining("ipc", "/var/run/ipc-ns"), &custom), None);
+        assert!(denied(&joining("network", "/run/netns/x"), &custom).is_some());
+        assert!(Settings::from_value(&serde_json::json!({"other": 1})).is_err());
+    }
+
+    /// Regression: privilege was judged by CAP_SYS_ADMIN in the bounding
+    /// set alone.
+    #[test]
+    fn privilege_is_judged_by_what_the_spec_grants() {
+        let none = settings(serde_json::Value::Null);
+        let mut all_but_admin = base();
+        let caps = all_but_admin.process_mut().capabilities.as_mut().unwrap();
+        caps.effective.to_mut().push("CAP_SYS_PTRACE".into());
+        let reason = denied(&all_but_admin, &none).unwrap();
+        assert!(
+            reason.contains("CAP_SYS_PTRACE") && reason.contains("allowed_capabilities"),
+            "{reason}"
+        );
         assert_eq!(
-            denial(
-                &request(r#", "network": {"mode": "path", "path": "/var/run/cni/n1"}"#),
-                &custom,
-                canonical
+            denied(
+                &all_but_admin,
+                &settings(serde_json::json!({"allowed_capabilities": ["CAP_SYS_PTRACE"]}))
             ),
             None
         );
-        assert!(Settings::from_value(&serde_json::json!({"other": 1})).is_err());
+        let mut unconfined = base();
+        unconfined.linux_mut().seccomp = None;
+        assert!(denied(&unconfined, &none).unwrap().contains("no seccomp"));
+        let mut allow_all = base();
+        allow_all.linux_mut().seccomp = Some(specwright_sdk::spec::Seccomp {
+            default_action: "SCMP_ACT_ALLOW".into(),
+            ..Default::default()
+        });
+        assert!(denied(&allow_all, &none)
+            .unwrap()
+            .contains("default action is SCMP_ACT_ALLOW"));
+        let unconfined_ok = settings(serde_json::json!({"allow_unconfined_seccomp": true}));
+        assert_eq!(denied(&allow_all, &unconfined_ok), None);
+        assert_eq!(denied(&unconfined, &unconfined_ok), None);
+        let mut devices = base();
+        devices
+            .linux_mut()
+            .resources
+            .get_or_insert_with(Default::default)
+            .devices = vec![specwright_sdk::spec::DeviceCgroup {
+            allow: true,
+            kind: "a".into(),
+            major: None,
+            minor: None,
+            access: "rwm".into(),
+            extra: Default::default(),
+        }];
+        assert!(denied(&devices, &none).unwrap().contains("allows every device"));
+        let mut loop_device = base();
+        loop_device.linux_mut().devices = vec![specwright_sdk::spec::Device {
+            path: "/dev/loop0".into(),
+            kind: "b".into(),
+            major: 7,
+            minor: 0,
+            file_mode: None,
+            uid: None,
+            gid: None,
+            extra: Default::default(),
+        }];
+        assert!(denied(&loop_device, &none).unwrap().contains("allowed_devices"));
+        let mut hooked = base();
+        hooked.hooks = Some(specwright_sdk::spec::Hooks {
+            create_runtime: vec![specwright_sdk::spec::Hook {
+                path: "/bin/sh".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(denied(&hooked, &none)
+            .unwrap()
+            .contains("createRuntime hook runs /bin/sh"));
+        assert_eq!(
+            denied(&hooked, &settings(serde_json::json!({"allowed_hooks": ["/bin/sh"]}))),
+            None
+        );
     }
 
     #[test]
     fn hardening_drops_caps_and_privileges() {
-        let spec = harden(generate_without_mounts(&request(""), &facts()).unwrap());
+        let spec = harden(base());
         let process = spec.process.as_ref().unwrap();
         assert!(process.no_new_privileges);
         let caps = process.capabilities.as_ref().unwrap();

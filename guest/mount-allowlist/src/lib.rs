@@ -8,14 +8,20 @@
 //! Host paths are a bind's source (any mount that binds: type `bind` or
 //! `rbind`, or options `bind`/`rbind` whatever the type says), an
 //! overlay's `lowerdir`, `lowerdir+`, `upperdir`, `workdir` and
-//! `datadir+`, the device of any other filesystem but the pseudo ones
-//! (tmpfs, proc, sysfs, devpts, mqueue, cgroup), and the step's
-//! `resolv_conf` and `hosts_file`. Each is asked of the host
-//! (`canonical-path`), which resolves every symlink, and what it really is
-//! is compared with the prefixes component by component (`/srv/cache`
-//! allows `/srv/cache/x`, not `/srv/cachex`). An overlay option or a
-//! filesystem the policy does not know is denied, not let through. The
-//! prefixes themselves are taken as written: give real paths.
+//! `datadir+`, the device (or image file) of a filesystem on a block
+//! device (ext2/3/4, xfs, btrfs, vfat, exfat, squashfs, iso9660, erofs,
+//! udf), and the step's `resolv_conf` and `hosts_file`. Each is asked of
+//! the host (`canonical-path`), which resolves every symlink, and what it
+//! really is is compared with the prefixes component by component
+//! (`/srv/cache` allows `/srv/cache/x`, not `/srv/cachex`). The pseudo
+//! filesystems that take no host path (tmpfs, proc, sysfs, devpts, mqueue,
+//! cgroup, cgroup2) pass. Everything else is denied, not let through: a
+//! filesystem it does not know (devtmpfs, binfmt_misc, debugfs,
+//! securityfs, nfs, ...), an overlay option it does not know, and a comma
+//! inside an option (the kernel would read a second option there:
+//! `lowerdir=/srv/x,lowerdir=/etc`) or a backslash in an overlay path (an
+//! escape the kernel reads and this policy would not). The prefixes
+//! themselves are taken as written: give real paths.
 
 use serde::Deserialize;
 use specwright_sdk::mounts::clean_absolute;
@@ -52,8 +58,14 @@ impl Settings {
     }
 }
 
-/// Filesystems that name no host path.
-const PSEUDO_FILESYSTEMS: &[&str] = &["tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+/// Filesystems that take no host path.
+pub const PSEUDO_FILESYSTEMS: &[&str] = &["tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+
+/// Filesystems on a block device (or an image file), whose source is the
+/// host path checked.
+pub const DEVICE_FILESYSTEMS: &[&str] = &[
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "exfat", "squashfs", "iso9660", "erofs", "udf",
+];
 
 /// Overlay options that name host directories.
 const OVERLAY_PATH_OPTIONS: &[&str] = &["lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+"];
@@ -77,6 +89,11 @@ fn binds(mount: &Mountable) -> bool {
 
 /// The host paths a mount uses, or why they cannot be known.
 pub fn host_paths(mount: &Mountable) -> Result<Vec<String>, String> {
+    if let Some(option) = mount.options.iter().find(|o| o.contains(',')) {
+        return Err(format!(
+            "option {option:?} holds a comma, where the kernel would read another option"
+        ));
+    }
     if binds(mount) {
         return Ok(vec![mount.source.clone()]);
     }
@@ -87,6 +104,9 @@ pub fn host_paths(mount: &Mountable) -> Result<Vec<String>, String> {
                 continue;
             };
             if OVERLAY_PATH_OPTIONS.contains(&key) {
+                if value.contains('\\') {
+                    return Err(format!("overlay option {option:?} holds a backslash (an escape)"));
+                }
                 paths.extend(value.split(':').map(str::to_string));
             } else if !OVERLAY_VALUE_OPTIONS.contains(&key) {
                 return Err(format!("overlay option {key:?} is not one mount-allowlist knows"));
@@ -97,12 +117,17 @@ pub fn host_paths(mount: &Mountable) -> Result<Vec<String>, String> {
     if PSEUDO_FILESYSTEMS.contains(&mount.kind.as_str()) {
         return Ok(Vec::new());
     }
-    if mount.source.starts_with('/') {
-        // A filesystem on a device (or file) of the host.
-        return Ok(vec![mount.source.clone()]);
+    if DEVICE_FILESYSTEMS.contains(&mount.kind.as_str()) {
+        if mount.source.starts_with('/') {
+            return Ok(vec![mount.source.clone()]);
+        }
+        return Err(format!(
+            "a {} mount of {:?}, which names no device mount-allowlist can check",
+            mount.kind, mount.source
+        ));
     }
     Err(format!(
-        "a {} mount of {:?}, which names no host path mount-allowlist can check",
+        "a {} mount of {:?}: not a filesystem mount-allowlist knows",
         mount.kind, mount.source
     ))
 }
@@ -268,7 +293,35 @@ mod tests {
             ),
             (
                 serde_json::json!([{"dest": "/n", "mountable": [{"type": "nfs", "source": "server:/export"}]}]),
-                "names no host path",
+                "not a filesystem mount-allowlist knows",
+            ),
+            // Filesystems that take no path but hand the host's state in.
+            (
+                serde_json::json!([{"dest": "/dev", "mountable": [{"type": "devtmpfs", "source": "devtmpfs"}]}]),
+                "not a filesystem mount-allowlist knows",
+            ),
+            (
+                serde_json::json!([{"dest": "/b", "mountable": [{"type": "binfmt_misc", "source": "binfmt_misc"}]}]),
+                "not a filesystem mount-allowlist knows",
+            ),
+            (
+                serde_json::json!([{"dest": "/k", "mountable": [{"type": "debugfs", "source": "/srv/x"}]}]),
+                "not a filesystem mount-allowlist knows",
+            ),
+            (
+                serde_json::json!([{"dest": "/s", "mountable": [{"type": "securityfs", "source": "securityfs"}]}]),
+                "not a filesystem mount-allowlist knows",
+            ),
+            // A second lowerdir in one option's value.
+            (
+                serde_json::json!([{"dest": "/o", "mountable": [{"type": "overlay", "source": "overlay",
+                    "options": ["lowerdir=/srv/x,lowerdir=/etc", "upperdir=/srv/u", "workdir=/srv/w"]}]}]),
+                "holds a comma",
+            ),
+            (
+                serde_json::json!([{"dest": "/o", "mountable": [{"type": "overlay", "source": "overlay",
+                    "options": ["lowerdir=/srv/x\\:/etc", "upperdir=/srv/u", "workdir=/srv/w"]}]}]),
+                "backslash",
             ),
         ] {
             let reason = denied(&request(mounts.clone()), &s);

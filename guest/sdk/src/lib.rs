@@ -28,7 +28,8 @@
 //! arrives in [`Input`], and everything privileged goes through [`Host`].
 
 pub use specwright_core::{
-    buildkit, cdi, facts, mounts, opts, request, spec, HostError, HostFacts, Mounter, PolicyError, Request, Spec,
+    buildkit, cdi, derive, facts, mounts, opts, request, spec, HostError, HostFacts, Mounter, PolicyError, Request,
+    Spec,
 };
 
 #[doc(hidden)]

@@ -51,7 +51,7 @@ impl<'de> DeserializeSeed<'de> for Strict<'_> {
 
 fn no_nul<E: de::Error>(place: &Place<'_>, text: &str, what: &str) -> Result<(), E> {
     if text.contains('\0') {
-        return Err(E::custom(format!("{place}: a NUL character in {what}")));
+        return Err(E::custom(format!("`{place}`: a NUL character in {what}")));
     }
     Ok(())
 }
@@ -78,7 +78,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         serde_json::Number::from_f64(v)
             .map(Value::Number)
-            .ok_or_else(|| E::custom(format!("{}: {v} is no JSON number", self.0)))
+            .ok_or_else(|| E::custom(format!("`{}`: {v} is no JSON number", self.0)))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
@@ -121,7 +121,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
             no_nul(&place, &key, "a key")?;
             if fields.contains_key(&key) {
                 return Err(de::Error::custom(format!(
-                    "{place}: the key is given twice (runtimes disagree on which one counts)"
+                    "`{place}`: the key is given twice (runtimes disagree on which one counts)"
                 )));
             }
             let value = map.next_value_seed(Strict(place))?;
@@ -146,13 +146,13 @@ mod tests {
         let err = parse(r#"{"process": {"args": ["a"], "args": ["b"]}}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("process.args: the key is given twice"), "{err}");
+        assert!(err.contains("`process.args`: the key is given twice"), "{err}");
         let err = parse(r#"{"linux": {"namespaces": [{"type": "pid"}, {"type": "net", "type": "x"}]}}"#)
             .unwrap_err()
             .to_string();
         assert!(err.contains("linux.namespaces[1].type"), "{err}");
         let err = parse(r#"{"a": 1, "a": 1}"#).unwrap_err().to_string();
-        assert!(err.starts_with("a: the key is given twice"), "{err}");
+        assert!(err.starts_with("`a`: the key is given twice"), "{err}");
     }
 
     #[test]
@@ -160,7 +160,7 @@ mod tests {
         let err = parse(r#"{"mounts": [{"destination": "/proc\u0000/x"}]}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("mounts[0].destination: a NUL character"), "{err}");
+        assert!(err.contains("`mounts[0].destination`: a NUL character"), "{err}");
         let err = parse(r#"{"a\u0000b": 1}"#).unwrap_err().to_string();
         assert!(err.contains("NUL character in a key"), "{err}");
     }

@@ -62,6 +62,10 @@ pub(super) fn request_host_paths(request: &Request) -> Vec<String> {
     if let specwright_core::request::Network::Path { path } = &request.network {
         add(path);
     }
+    // The host's own namespaces, to compare one a step joins with.
+    for (_, path) in specwright_core::derive::HOST_NAMESPACE_PATHS {
+        add(path);
+    }
     paths
 }
 
