@@ -167,13 +167,17 @@ impl Scene {
         ]
     }
 
-    /// The wrapper's configuration file: hardened, this scene's state dir.
-    fn runtime_config(&self) -> PathBuf {
+    /// The wrapper's configuration file: hardened with `settings` (JSON),
+    /// this scene's state dir.
+    fn runtime_config(&self, settings: &str) -> PathBuf {
+        let settings_path = self.path().join("hardened.json");
+        std::fs::write(&settings_path, settings).unwrap();
         let path = self.path().join("runtime.toml");
         std::fs::write(
             &path,
             format!(
-                "policies = [\"{HARDENED}\"]\nstate_dir = \"{}\"\nreal_runtime = \"runc\"\n",
+                "policies = [\"{HARDENED}:{}\"]\nstate_dir = \"{}\"\nreal_runtime = \"runc\"\n",
+                settings_path.display(),
                 self.state().display()
             ),
         )
@@ -368,7 +372,7 @@ fn containerd_runs_a_container_through_the_wrapper_as_its_runc_binary() {
             .arg("--config")
             .arg(&config)
             // The shim passes the wrapper no flags of ours: the file does.
-            .env("SPECWRIGHT_RUNTIME_CONFIG", scene.runtime_config()),
+            .env("SPECWRIGHT_RUNTIME_CONFIG", scene.runtime_config("{}")),
         &root.join("containerd.log"),
         || ctr().arg("version").output().is_ok_and(|o| o.status.success()),
     );
@@ -378,7 +382,8 @@ fn containerd_runs_a_container_through_the_wrapper_as_its_runc_binary() {
     let ctr_run = |id: &str, extra: &[&str], script: &str| {
         let mut command = ctr();
         command
-            .args(["run", "--rm", "--snapshotter", "native", "--runc-binary", WRAPPER])
+            // ctr adds no seccomp filter unless asked; hardened wants one.
+            .args(["run", "--rm", "--seccomp", "--snapshotter", "native", "--runc-binary", WRAPPER])
             .args(extra)
             .args(["localhost/busybox:test", id, "sh", "-c", script]);
         command
@@ -446,7 +451,14 @@ fn dockers_buildkit_runs_its_run_steps_through_the_wrapper_installed_as_runc() {
             .arg(docker_root.join("docker.pid"))
             .args(["--storage-driver", "vfs", "--bridge=none", "--iptables=false"])
             .env("PATH", &path)
-            .env("SPECWRIGHT_RUNTIME_CONFIG", scene.runtime_config()),
+            // dockerd's own hook (libnetwork-setkey) runs dockerd itself.
+            .env(
+                "SPECWRIGHT_RUNTIME_CONFIG",
+                scene.runtime_config(&format!(
+                    r#"{{"allowed_hooks": [{:?}]}}"#,
+                    std::fs::canonicalize(tool("dockerd")).unwrap()
+                )),
+            ),
         &docker_root.join("dockerd.log"),
         || docker().arg("version").output().is_ok_and(|o| o.status.success()),
     );

@@ -137,13 +137,26 @@ pub const HOST_NAMESPACE_PATHS: &[(&str, &str)] = &[
 
 /// The host paths a spec names beyond its derived request, which a policy
 /// may ask the host about (`canonical-path`, `exists`): every namespace
-/// it joins by path.
+/// it joins by path, and every hook's program.
 pub fn spec_host_paths(spec: &Spec) -> Vec<String> {
     let namespaces = spec.linux.as_ref().map_or(&[][..], |l| &l.namespaces[..]);
+    let hooks = spec.hooks.iter().flat_map(|h| {
+        [
+            &h.prestart,
+            &h.create_runtime,
+            &h.create_container,
+            &h.start_container,
+            &h.poststart,
+            &h.poststop,
+        ]
+        .into_iter()
+        .flatten()
+    });
     namespaces
         .iter()
-        .filter(|n| n.path.starts_with('/'))
         .map(|n| n.path.to_string())
+        .chain(hooks.map(|h| h.path.clone()))
+        .filter(|p| p.starts_with('/'))
         .collect()
 }
 

@@ -17,8 +17,10 @@
 //!   action lets a call through (unless `allow_unconfined_seccomp`);
 //! - a device cgroup rule that allows every device, or a block device;
 //! - host device nodes (`linux.devices`) but those in `allowed_devices`;
-//! - hooks (which run as root, most of them on the host) but those in
-//!   `allowed_hooks`.
+//! - hooks (which run as root, most of them on the host) but those whose
+//!   program, as the host resolves it, is in `allowed_hooks` (Docker's
+//!   `libnetwork-setkey` hook runs `/proc/<dockerd's pid>/exe`, which is
+//!   `/usr/sbin/dockerd`).
 //!
 //! Then it drops CAP_NET_RAW and CAP_MKNOD from every capability set,
 //! sets NoNewPrivileges and makes the rootfs read-only. Every denial
@@ -143,7 +145,9 @@ pub fn request_denial(request: &Request) -> Option<String> {
 
 /// Why `spec` is denied, if it is: namespaces it joins, and what it grants.
 pub fn spec_denial(spec: &Spec, facts: &HostFacts, settings: &Settings, host: &mut impl Paths) -> Option<String> {
-    namespace_denial(spec, settings, host).or_else(|| privilege_denial(spec, facts, settings))
+    namespace_denial(spec, settings, host)
+        .or_else(|| privilege_denial(spec, facts, settings))
+        .or_else(|| hook_denial(spec, settings, host))
 }
 
 fn namespace_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> Option<String> {
@@ -261,21 +265,40 @@ fn privilege_denial(spec: &Spec, facts: &HostFacts, settings: &Settings) -> Opti
             ));
         }
     }
-    if let Some(hooks) = &spec.hooks {
-        let all = [
-            ("prestart", &hooks.prestart),
-            ("createRuntime", &hooks.create_runtime),
-            ("createContainer", &hooks.create_container),
-            ("startContainer", &hooks.start_container),
-            ("poststart", &hooks.poststart),
-            ("poststop", &hooks.poststop),
-        ];
-        for (when, list) in all {
-            if let Some(hook) = list.iter().find(|h| !settings.allowed_hooks.contains(&h.path)) {
-                return Some(format!(
-                    "a {when} hook runs {} as root (settings: allowed_hooks)",
-                    hook.path
-                ));
+    None
+}
+
+fn hook_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> Option<String> {
+    let hooks = spec.hooks.as_ref()?;
+    let all = [
+        ("prestart", &hooks.prestart),
+        ("createRuntime", &hooks.create_runtime),
+        ("createContainer", &hooks.create_container),
+        ("startContainer", &hooks.start_container),
+        ("poststart", &hooks.poststart),
+        ("poststop", &hooks.poststop),
+    ];
+    for (when, list) in all {
+        for hook in list.iter() {
+            let real = host.canonical(&hook.path);
+            let allowed = |path: &str| settings.allowed_hooks.iter().any(|a| a == path);
+            if allowed(&hook.path) && real.as_ref().is_ok_and(|real| real == &hook.path) {
+                continue;
+            }
+            match real {
+                Ok(real) if allowed(&real) => continue,
+                Ok(real) if real != hook.path => {
+                    return Some(format!(
+                        "a {when} hook runs {} (really {real}) as root (settings: allowed_hooks)",
+                        hook.path
+                    ))
+                }
+                _ => {
+                    return Some(format!(
+                        "a {when} hook runs {} as root (settings: allowed_hooks)",
+                        hook.path
+                    ))
+                }
             }
         }
     }
@@ -356,6 +379,7 @@ mod tests {
                 "/proc/77/ns/ipc" => "ipc:[4026532998]".to_string(),
                 "/proc/1/ns/ipc" => "ipc:[4026531839]".to_string(),
                 "/missing" => return Err(HostError::Failed("ENOENT".into())),
+                "/proc/99/exe" => "/usr/sbin/dockerd".to_string(),
                 other => other.to_string(),
             })
         }
