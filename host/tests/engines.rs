@@ -383,7 +383,15 @@ fn containerd_runs_a_container_through_the_wrapper_as_its_runc_binary() {
         let mut command = ctr();
         command
             // ctr adds no seccomp filter unless asked; hardened wants one.
-            .args(["run", "--rm", "--seccomp", "--snapshotter", "native", "--runc-binary", WRAPPER])
+            .args([
+                "run",
+                "--rm",
+                "--seccomp",
+                "--snapshotter",
+                "native",
+                "--runc-binary",
+                WRAPPER,
+            ])
             .args(extra)
             .args(["localhost/busybox:test", id, "sh", "-c", script]);
         command

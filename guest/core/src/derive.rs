@@ -121,18 +121,19 @@ pub fn request_from_spec(id: &str, spec: &Spec) -> Result<Request, PolicyError> 
     Ok(request)
 }
 
-/// `/proc/1/ns/<name>` for each namespace type runtime-spec names: the
-/// namespaces of the host's init, which a policy compares a namespace a
+/// `/proc/self/ns/<name>` for each namespace type runtime-spec names, as
+/// the host resolves it: the namespaces the host itself runs in (an
+/// engine's, which are the host's), which a policy compares a namespace a
 /// spec joins with (`canonical-path` names one `net:[4026531840]`).
 pub const HOST_NAMESPACE_PATHS: &[(&str, &str)] = &[
-    ("pid", "/proc/1/ns/pid"),
-    ("network", "/proc/1/ns/net"),
-    ("mount", "/proc/1/ns/mnt"),
-    ("ipc", "/proc/1/ns/ipc"),
-    ("uts", "/proc/1/ns/uts"),
-    ("user", "/proc/1/ns/user"),
-    ("cgroup", "/proc/1/ns/cgroup"),
-    ("time", "/proc/1/ns/time"),
+    ("pid", "/proc/self/ns/pid"),
+    ("network", "/proc/self/ns/net"),
+    ("mount", "/proc/self/ns/mnt"),
+    ("ipc", "/proc/self/ns/ipc"),
+    ("uts", "/proc/self/ns/uts"),
+    ("user", "/proc/self/ns/user"),
+    ("cgroup", "/proc/self/ns/cgroup"),
+    ("time", "/proc/self/ns/time"),
 ];
 
 /// The host paths a spec names beyond its derived request, which a policy

@@ -10,7 +10,7 @@
 //!   `{"network": ["/run/netns"]}`, where `ip netns` and CNI put them),
 //!   or, with `join_process_namespaces`, another process's namespace
 //!   (`/proc/<pid>/ns/<type>`, as a pod's containers join their
-//!   sandbox's), never the host's own (init's);
+//!   sandbox's), never the host's own (the one specwright runs in);
 //! - a capability in any set outside the default set (containerd's,
 //!   Docker's and BuildKit's 14) but those in `allowed_capabilities`;
 //! - no seccomp filter on a host that has seccomp, or one whose default
@@ -367,17 +367,17 @@ mod tests {
 
     /// A host where `/run/netns/evil` is a symlink to the host's network
     /// namespace, `/proc/77/ns/*` another process's namespaces, and
-    /// `/proc/1/ns/*` the host's.
+    /// `/proc/self/ns/*` (the host's own) and `/proc/1/ns/*` the host's.
     struct FakeHost;
 
     impl Paths for FakeHost {
         fn canonical(&mut self, path: &str) -> Result<String, HostError> {
             Ok(match path {
-                "/proc/1/ns/net" | "/run/netns/evil" => "net:[4026531840]".to_string(),
-                "/proc/1/ns/pid" => "pid:[4026531836]".to_string(),
+                "/proc/self/ns/net" | "/proc/1/ns/net" | "/run/netns/evil" => "net:[4026531840]".to_string(),
+                "/proc/self/ns/pid" | "/proc/1/ns/pid" => "pid:[4026531836]".to_string(),
                 "/proc/77/ns/pid" => "pid:[4026532999]".to_string(),
                 "/proc/77/ns/ipc" => "ipc:[4026532998]".to_string(),
-                "/proc/1/ns/ipc" => "ipc:[4026531839]".to_string(),
+                "/proc/self/ns/ipc" => "ipc:[4026531839]".to_string(),
                 "/missing" => return Err(HostError::Failed("ENOENT".into())),
                 "/proc/99/exe" => "/usr/sbin/dockerd".to_string(),
                 other => other.to_string(),

@@ -1,0 +1,522 @@
+//! What `specwright-runc` approves is what the real runtimes run: runc and
+//! crun from Debian's packages, each in its own state root under a
+//! temporary directory, running a busybox container. A spec the runtimes
+//! would read otherwise than the policies is refused before either runs
+//! it (and, run by the runtime directly, it would do what the test says
+//! it would, so the test could fail); what is approved is checked from
+//! inside the container: `/proc/self/status`, its mounts, namespaces and
+//! cgroup limits.
+//!
+//! crun refuses this host's hybrid cgroups; its commands run in a private
+//! mount namespace without `/sys/fs/cgroup/unified`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
+const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runtime {
+    Runc,
+    Crun,
+}
+
+impl Runtime {
+    fn name(self) -> &'static str {
+        match self {
+            Runtime::Runc => "runc",
+            Runtime::Crun => "crun",
+        }
+    }
+
+    fn path(self) -> PathBuf {
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(self.name()))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{} is not installed (apt-get install {})", self.name(), self.name()))
+    }
+
+    /// `program args`, in a private mount namespace without the unified
+    /// cgroup hierarchy for crun.
+    fn command(self, program: &Path, args: &[String]) -> Command {
+        match self {
+            Runtime::Runc => {
+                let mut command = Command::new(program);
+                command.args(args);
+                command
+            }
+            Runtime::Crun => {
+                let mut command = Command::new("unshare");
+                command
+                    .args(["-m", "--propagation", "private", "sh", "-c"])
+                    .arg("umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"")
+                    .arg(program)
+                    .args(args);
+                command
+            }
+        }
+    }
+}
+
+/// A busybox bundle, a runtime state root and a wrapper state dir.
+struct Scene {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    bundle: PathBuf,
+    runtime: Runtime,
+}
+
+impl Scene {
+    fn new(runtime: Runtime) -> Scene {
+        let dir = tempfile::Builder::new().prefix("sw-rt").tempdir_in("/tmp").unwrap();
+        let root = dir.path().to_path_buf();
+        let bundle = root.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::copy(
+            ["/bin/busybox", "/usr/bin/busybox"]
+                .iter()
+                .find(|p| Path::new(p).exists())
+                .expect("busybox is not installed (apt-get install busybox-static)"),
+            rootfs.join("bin/busybox"),
+        )
+        .unwrap();
+        for applet in ["sh", "cat", "grep", "sleep", "readlink", "touch", "echo", "id"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        for sub in ["proc", "sys", "dev", "tmp", "etc"] {
+            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+        }
+        let out = Command::new(Runtime::Runc.path())
+            .args(["spec", "--bundle"])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "runc spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let scene = Scene {
+            _dir: dir,
+            root,
+            bundle,
+            runtime,
+        };
+        // As engines write it: not on a terminal, BuildKit's seccomp
+        // profile, CAP_NET_RAW granted (so that only a policy takes it).
+        scene.edit_spec(|spec| {
+            spec["process"]["terminal"] = json!(false);
+            spec["linux"]["seccomp"] = engine_seccomp();
+            for set in ["bounding", "effective", "permitted"] {
+                spec["process"]["capabilities"][set]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("CAP_NET_RAW"));
+            }
+        });
+        scene
+    }
+
+    fn config(&self) -> PathBuf {
+        self.bundle.join("config.json")
+    }
+
+    fn spec(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.config()).unwrap()).unwrap()
+    }
+
+    fn edit_spec(&self, edit: impl FnOnce(&mut Value)) {
+        let mut spec = self.spec();
+        edit(&mut spec);
+        std::fs::write(self.config(), serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+    }
+
+    fn set_args(&self, script: &str) {
+        self.edit_spec(|spec| spec["process"]["args"] = json!(["sh", "-c", script]));
+    }
+
+    fn state_root(&self) -> String {
+        self.root.join("runtime-state").display().to_string()
+    }
+
+    /// The wrapper, with hardened and this scene's state, in front of the
+    /// runtime: `args` after the global flags.
+    fn wrapper(&self, args: &[&str]) -> Output {
+        self.wrapper_command(args).output().unwrap()
+    }
+
+    /// [`Self::wrapper`] for a `create`: the container keeps its standard
+    /// output and error, so they go to a file, not a pipe waited on.
+    fn wrapper_create(&self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        let log = self.root.join("create.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let status = self
+            .wrapper_command(args)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .status()
+            .unwrap();
+        (status, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
+    fn wrapper_command(&self, args: &[&str]) -> Command {
+        let config = self.root.join("runtime.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "policies = [\"{HARDENED}\"]\nreal_runtime = \"{}\"\nstate_dir = \"{}\"\n",
+                self.runtime.path().display(),
+                self.root.join("sw-state").display()
+            ),
+        )
+        .unwrap();
+        let mut all = vec!["--root".to_string(), self.state_root()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut command = self.runtime.command(Path::new(WRAPPER), &all);
+        command.env("SPECWRIGHT_RUNTIME_CONFIG", &config).stdin(Stdio::null());
+        command
+    }
+
+    /// The runtime itself, without the wrapper.
+    fn direct(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--root".to_string(), self.state_root()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        self.runtime
+            .command(&self.runtime.path(), &all)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn bundle_arg(&self) -> String {
+        self.bundle.display().to_string()
+    }
+
+    fn exists(&self, id: &str) -> bool {
+        self.direct(&["state", id]).status.success()
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        let listed = self.direct(&["list", "-q"]);
+        for id in String::from_utf8_lossy(&listed.stdout).lines() {
+            let _ = self.direct(&["delete", "--force", id]);
+        }
+    }
+}
+
+/// BuildKit's default seccomp profile, as engines write one.
+fn engine_seccomp() -> Value {
+    let request = specwright_core::Request::from_json(r#"{"id": "x", "args": ["sh"]}"#).unwrap();
+    let facts = specwright_core::HostFacts {
+        kernel_release: "6.1".into(),
+        seccomp: true,
+        arch: "amd64".into(),
+        ..specwright_core::HostFacts::default()
+    };
+    let spec = specwright_core::buildkit::generate_without_mounts(&request, &facts).unwrap();
+    serde_json::to_value(spec.linux.unwrap().seccomp.unwrap()).unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The value of `field` in `/proc/self/status` output.
+fn status_field<'a>(output: &'a str, field: &str) -> &'a str {
+    output
+        .lines()
+        .find_map(|l| l.split_once(&format!("{field}:")).map(|(_, v)| v.trim()))
+        .unwrap_or_else(|| panic!("no {field} in:\n{output}"))
+}
+
+fn capability_mask(output: &str, field: &str) -> u64 {
+    u64::from_str_radix(status_field(output, field), 16).unwrap()
+}
+
+/// The mask of capability names, by their numbers.
+fn mask_of(names: &[Value]) -> u64 {
+    names
+        .iter()
+        .map(|n| {
+            let n = n.as_str().unwrap();
+            let bit = specwright_core::facts::CAPABILITY_NAMES
+                .iter()
+                .position(|c| *c == n)
+                .unwrap();
+            1u64 << bit
+        })
+        .fold(0, |a, b| a | b)
+}
+
+const CAP_SYS_ADMIN_BIT: u64 = 1 << 21;
+const CAP_NET_RAW_BIT: u64 = 1 << 13;
+
+/// The hostile spec, the runtime it fools (`None`: both), and what the
+/// container would show if it ran (a test of the control run).
+struct Hostile {
+    name: &'static str,
+    edit: fn(&str) -> String,
+    fools: Option<Runtime>,
+    shows: fn(&str) -> bool,
+}
+
+fn with_top(base: &str, extra: &str) -> String {
+    let open = base.trim_end().strip_suffix('}').unwrap();
+    format!("{open},\n{extra}\n}}\n")
+}
+
+fn hostile_specs() -> Vec<Hostile> {
+    vec![
+        Hostile {
+            name: "a second Process object",
+            edit: |base| {
+                let mut spec: Value = serde_json::from_str(base).unwrap();
+                let mut process = spec["process"].clone();
+                process["capabilities"]["bounding"] = json!(["CAP_SYS_ADMIN"]);
+                process["capabilities"]["effective"] = json!(["CAP_SYS_ADMIN"]);
+                process["capabilities"]["permitted"] = json!(["CAP_SYS_ADMIN"]);
+                process["noNewPrivileges"] = json!(false);
+                spec.as_object_mut().unwrap().remove("process");
+                let first = serde_json::to_string(&base_process(base)).unwrap();
+                with_top(
+                    &with_top(&spec.to_string(), &format!("\"process\": {first}")),
+                    &format!("\"Process\": {process}"),
+                )
+            },
+            fools: Some(Runtime::Runc),
+            shows: |status| capability_mask(status, "CapEff") & CAP_SYS_ADMIN_BIT != 0,
+        },
+        Hostile {
+            name: "proceſs (Unicode folding)",
+            edit: |base| {
+                let mut spec: Value = serde_json::from_str(base).unwrap();
+                let mut process = spec["process"].clone();
+                process["capabilities"]["effective"] = json!(["CAP_SYS_ADMIN"]);
+                process["capabilities"]["bounding"] = json!(["CAP_SYS_ADMIN"]);
+                process["capabilities"]["permitted"] = json!(["CAP_SYS_ADMIN"]);
+                spec.as_object_mut().unwrap().remove("process");
+                with_top(
+                    &with_top(&spec.to_string(), &format!("\"process\": {}", base_process(base))),
+                    &format!("\"proce\\u017fs\": {process}"),
+                )
+            },
+            fools: Some(Runtime::Runc),
+            shows: |status| capability_mask(status, "CapEff") & CAP_SYS_ADMIN_BIT != 0,
+        },
+        Hostile {
+            name: "a Capabilities object one level down",
+            edit: |base| {
+                let mut spec: Value = serde_json::from_str(base).unwrap();
+                spec["process"]["Capabilities"] = json!({"bounding": ["CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_SYS_ADMIN"]});
+                spec.to_string()
+            },
+            fools: Some(Runtime::Runc),
+            shows: |status| capability_mask(status, "CapEff") & CAP_SYS_ADMIN_BIT != 0,
+        },
+        Hostile {
+            name: "two network namespaces, the second the host's",
+            edit: |base| {
+                let mut spec: Value = serde_json::from_str(base).unwrap();
+                spec["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "network", "path": "/proc/self/ns/net"}));
+                spec.to_string()
+            },
+            fools: Some(Runtime::Crun),
+            shows: |status| status.contains(&host_netns()),
+        },
+        Hostile {
+            name: "a lower-case capability name",
+            edit: |base| {
+                let mut spec: Value = serde_json::from_str(base).unwrap();
+                for set in ["bounding", "effective", "permitted"] {
+                    spec["process"]["capabilities"][set]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!("cap_sys_admin"));
+                }
+                spec.to_string()
+            },
+            fools: Some(Runtime::Crun),
+            shows: |status| capability_mask(status, "CapEff") & CAP_SYS_ADMIN_BIT != 0,
+        },
+    ]
+}
+
+fn base_process(base: &str) -> Value {
+    serde_json::from_str::<Value>(base).unwrap()["process"].clone()
+}
+
+/// The kernel's name of the host's network namespace (`net:[...]`).
+fn host_netns() -> String {
+    std::fs::read_link("/proc/self/ns/net").unwrap().display().to_string()
+}
+
+/// What the container prints: its status, its network namespace, and
+/// whether its rootfs takes a write.
+const PROBE: &str =
+    "grep -E 'NoNewPrivs|CapEff|CapBnd' /proc/self/status; readlink /proc/self/ns/net; touch /written 2>&1 || true";
+
+fn hostile_specs_never_reach(runtime: Runtime) {
+    let scene = Scene::new(runtime);
+    scene.set_args(PROBE);
+    let base = std::fs::read_to_string(scene.config()).unwrap();
+    for (i, hostile) in hostile_specs().into_iter().enumerate() {
+        let text = (hostile.edit)(&base);
+        std::fs::write(scene.config(), &text).unwrap();
+        let id = format!("hostile{i}");
+        let out = scene.wrapper(&["run", "--bundle", &scene.bundle_arg(), &id]);
+        assert_eq!(out.status.code(), Some(1), "{}: {}", hostile.name, text_of(&out));
+        assert!(
+            text_of(&out).contains("is not read the same way"),
+            "{}: {}",
+            hostile.name,
+            text_of(&out)
+        );
+        assert!(!scene.exists(&id), "{}: a container was made", hostile.name);
+        assert_eq!(
+            std::fs::read_to_string(scene.config()).unwrap(),
+            text,
+            "{}",
+            hostile.name
+        );
+        // The control: the runtime it fools, given the spec directly,
+        // runs what the policy never saw.
+        if hostile.fools.is_none_or(|fooled| fooled == runtime) {
+            let control = format!("control{i}");
+            let out = scene.direct(&["run", "--bundle", &scene.bundle_arg(), &control]);
+            let shown = text_of(&out);
+            assert!(
+                (hostile.shows)(&shown),
+                "{}: {} read the spec as the policy did, so the test proves nothing:\n{shown}",
+                hostile.name,
+                runtime.name()
+            );
+        }
+    }
+}
+
+fn text_of(out: &Output) -> String {
+    text(out)
+}
+
+#[test]
+fn runc_never_runs_a_spec_it_would_read_otherwise_than_the_policies() {
+    hostile_specs_never_reach(Runtime::Runc);
+}
+
+#[test]
+fn crun_never_runs_a_spec_it_would_read_otherwise_than_the_policies() {
+    hostile_specs_never_reach(Runtime::Crun);
+}
+
+fn runs_as_approved(runtime: Runtime) {
+    let scene = Scene::new(runtime);
+    scene.set_args(PROBE);
+    let out = scene.wrapper(&["run", "--bundle", &scene.bundle_arg(), "approved"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    let approved = scene.spec();
+    assert_eq!(approved["process"]["noNewPrivileges"], true);
+    assert_eq!(status_field(&shown, "NoNewPrivs"), "1", "{shown}");
+    let caps = &approved["process"]["capabilities"];
+    assert_eq!(
+        capability_mask(&shown, "CapBnd"),
+        mask_of(caps["bounding"].as_array().unwrap()),
+        "{shown}"
+    );
+    assert_eq!(capability_mask(&shown, "CapEff") & CAP_NET_RAW_BIT, 0, "{shown}");
+    assert!(shown.contains("Read-only file system"), "{shown}");
+    assert!(!shown.contains(&host_netns()), "{shown}");
+}
+
+#[test]
+fn runc_runs_what_the_chain_approved() {
+    runs_as_approved(Runtime::Runc);
+}
+
+#[test]
+fn crun_runs_what_the_chain_approved() {
+    runs_as_approved(Runtime::Crun);
+}
+
+fn exec_and_update_run_as_approved(runtime: Runtime) {
+    let scene = Scene::new(runtime);
+    scene.set_args("sleep 60");
+    let bundle = scene.bundle_arg();
+    let (status, shown) = scene.wrapper_create(&["create", "--bundle", &bundle, "box"]);
+    assert_eq!(status.code(), Some(0), "{shown}");
+    let out = scene.wrapper(&["start", "box"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A process document that clears NoNewPrivileges and adds CAP_NET_RAW.
+    let doc = scene.root.join("process.json");
+    std::fs::write(
+        &doc,
+        serde_json::to_string(&json!({
+            "user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["sh", "-c", "grep -E 'NoNewPrivs|CapEff' /proc/self/status"],
+            "env": ["PATH=/bin"], "noNewPrivileges": false,
+            "capabilities": {"bounding": ["CAP_NET_RAW", "CAP_KILL"], "effective": ["CAP_NET_RAW", "CAP_KILL"], "permitted": ["CAP_NET_RAW", "CAP_KILL"]}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&doc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = scene.wrapper(&["exec", "--process", doc.to_str().unwrap(), "box"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    assert_eq!(status_field(&shown, "NoNewPrivs"), "1", "{shown}");
+    assert_eq!(capability_mask(&shown, "CapEff") & CAP_NET_RAW_BIT, 0, "{shown}");
+    // Flags: runc's reading of them, whichever runtime runs the process.
+    let out = scene.wrapper(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "grep NoNewPrivs /proc/self/status; id -u; pwd",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    assert_eq!(status_field(&shown, "NoNewPrivs"), "1", "{shown}");
+    // A privileged exec is refused; the container keeps running.
+    let out = scene.wrapper(&["exec", "--cap", "CAP_SYS_ADMIN", "box", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("insecure mode"), "{}", text(&out));
+    // An update, reviewed and applied.
+    let out = scene.wrapper(&["update", "--memory", "64m", "box"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = scene.direct(&["exec", "box", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]);
+    assert_eq!(text(&out).trim(), "67108864", "{}", text(&out));
+    let rules = scene.root.join("devices.json");
+    std::fs::write(&rules, r#"{"devices": [{"allow": true, "access": "rwm"}]}"#).unwrap();
+    let out = scene.wrapper(&["update", "--resources", rules.to_str().unwrap(), "box"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = scene.wrapper(&["delete", "--force", "box"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!scene.exists("box"));
+    // Its approved spec went with it: a new exec finds nothing to review.
+    let out = scene.wrapper(&["exec", "box", "true"]);
+    assert!(text(&out).contains("no spec approved for it"), "{}", text(&out));
+}
+
+#[test]
+fn runc_execs_and_updates_as_the_chain_approved() {
+    exec_and_update_run_as_approved(Runtime::Runc);
+}
+
+#[test]
+fn crun_execs_and_updates_as_the_chain_approved() {
+    exec_and_update_run_as_approved(Runtime::Crun);
+}
