@@ -286,18 +286,12 @@ fn run_policy(
                 message: e.to_string(),
             })
     });
-    let outcome = match &checked {
-        Ok((_, value)) => Ok(json!({"changed": changed_fields(before, value)})),
-        Err(e) => Err(e.to_string()),
+    let message = checked.as_ref().err().map(ToString::to_string);
+    let outcome = match (&checked, &message) {
+        (Ok((_, value)), _) => Ok(json!({"changed": changed_fields(before, value)})),
+        (Err(_), message) => Err(message.as_deref().unwrap_or_default()),
     };
-    audit.record(
-        &request.id,
-        &policy.name,
-        "policy",
-        json!({}),
-        outcome.as_ref().map(Clone::clone).map_err(String::as_str),
-        start.elapsed(),
-    );
+    audit.record(&request.id, &policy.name, "policy", json!({}), outcome, start.elapsed());
     (step, checked.map_err(SpecError::from))
 }
 

@@ -332,6 +332,53 @@ fn podman_runs_a_container_through_the_wrapper() {
     let out = run(&mut podman_run("exit 3"));
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(scene.reviewed().len(), 2);
+    // podman exec: reviewed as the container's approved spec with the
+    // process; a privileged one (every capability) is denied.
+    let podman = |args: &[&str]| {
+        let mut command = scene.libpod("podman");
+        command.args(scene.runtime_flags()).args(args);
+        command
+    };
+    let id = ok(&mut podman(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "localhost/busybox:test",
+        "sh",
+        "-c",
+        "sleep 60",
+    ]));
+    let id = id.trim();
+    let out = ok(&mut podman(&[
+        "exec",
+        id,
+        "grep",
+        "-E",
+        "NoNewPrivs|CapEff",
+        "/proc/self/status",
+    ]));
+    assert_eq!(status_field(&out, "NoNewPrivs"), "1", "{out}");
+    let denied = run(&mut podman(&[
+        "exec",
+        "--privileged",
+        id,
+        "mount",
+        "-o",
+        "remount,rw",
+        "/",
+    ]));
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("insecure mode is not allowed"),
+        "podman shows the policy's message:\n{stderr}"
+    );
+    ok(&mut podman(&["rm", "-f", "-t", "0", id]));
     scene.assert_nothing_mounted();
 }
 

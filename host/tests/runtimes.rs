@@ -86,7 +86,9 @@ impl Scene {
             rootfs.join("bin/busybox"),
         )
         .unwrap();
-        for applet in ["sh", "cat", "grep", "sleep", "readlink", "touch", "echo", "id"] {
+        for applet in [
+            "sh", "cat", "grep", "sleep", "readlink", "touch", "echo", "id", "ls", "mount", "pwd",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         for sub in ["proc", "sys", "dev", "tmp", "etc"] {
@@ -519,4 +521,236 @@ fn runc_execs_and_updates_as_the_chain_approved() {
 #[test]
 fn crun_execs_and_updates_as_the_chain_approved() {
     exec_and_update_run_as_approved(Runtime::Crun);
+}
+
+const MOUNT_ALLOWLIST: &str = env!("SPECWRIGHT_MOUNT_ALLOWLIST_WASM");
+
+/// A claim of an example policy: a spec edit it denies (with `message`),
+/// and, where runc shows it, what the container would see if runc ran
+/// the spec directly, so that the denial is not of a harmless spec.
+struct Claim {
+    name: &'static str,
+    edit: Box<dyn Fn(&mut Value)>,
+    message: &'static str,
+    /// The probe the container runs, and what its output shows when runc
+    /// runs the spec directly.
+    control: Option<(&'static str, Shows)>,
+}
+
+/// Whether a container's output shows what a claim is about.
+type Shows = Box<dyn Fn(&str) -> bool>;
+
+impl Scene {
+    /// The wrapper with `policy` as the file's chain, over `runc run`.
+    fn wrapper_with(&self, policy: &str, args: &[&str]) -> Output {
+        let config = self.root.join("claims.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "policies = [\"{policy}\"]\nreal_runtime = \"{}\"\nstate_dir = \"{}\"\n",
+                self.runtime.path().display(),
+                self.root.join("sw-state").display()
+            ),
+        )
+        .unwrap();
+        let mut all = vec!["--root".to_string(), self.state_root()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        self.runtime
+            .command(Path::new(WRAPPER), &all)
+            .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Each claim: denied through the wrapper (no container made), and
+    /// shown by runc run directly.
+    fn check_claims(&self, policy: &str, claims: Vec<Claim>) {
+        let base = self.spec();
+        for (i, claim) in claims.into_iter().enumerate() {
+            let mut spec = base.clone();
+            (claim.edit)(&mut spec);
+            if let Some((probe, _)) = &claim.control {
+                spec["process"]["args"] = json!(["sh", "-c", probe]);
+            }
+            std::fs::write(self.config(), serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+            let id = format!("claim{i}");
+            let out = self.wrapper_with(policy, &["run", "--bundle", &self.bundle_arg(), &id]);
+            assert_eq!(out.status.code(), Some(1), "{}: {}", claim.name, text(&out));
+            assert!(text(&out).contains(claim.message), "{}: {}", claim.name, text(&out));
+            assert!(!self.exists(&id), "{}: a container was made", claim.name);
+            if let Some((_, shows)) = &claim.control {
+                let control = format!("control{i}");
+                let out = self.direct(&["run", "--bundle", &self.bundle_arg(), &control]);
+                assert!(
+                    shows(&text(&out)),
+                    "{}: runc's own run does not show it, so the denial proves nothing:\n{}",
+                    claim.name,
+                    text(&out)
+                );
+            }
+        }
+        std::fs::write(self.config(), serde_json::to_string_pretty(&base).unwrap()).unwrap();
+    }
+}
+
+fn namespace_path(spec: &mut Value, kind: &str, path: &str) {
+    let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    namespaces.retain(|n| n["type"] != kind);
+    namespaces.push(json!({"type": kind, "path": path}));
+}
+
+#[test]
+fn hardened_keeps_its_claims_through_runc() {
+    let scene = Scene::new(Runtime::Runc);
+    let hooked = scene.root.join("hooked");
+    let hook_script = format!("touch {}", hooked.display());
+    let host_pid_ns = std::fs::read_link("/proc/self/ns/pid").unwrap().display().to_string();
+    let hooked_check = hooked.clone();
+    let claims = vec![
+        Claim {
+            name: "the host's PID namespace joined by path",
+            edit: Box::new(|spec| namespace_path(spec, "pid", "/proc/self/ns/pid")),
+            message: "is the host's own",
+            control: Some((
+                "readlink /proc/self/ns/pid",
+                Box::new(move |shown: &str| shown.contains(&host_pid_ns)),
+            )),
+        },
+        Claim {
+            name: "every capability but CAP_SYS_ADMIN (--cap-add ALL --cap-drop SYS_ADMIN)",
+            edit: Box::new(|spec| {
+                // Every one this host has (some sandboxes lack CAP_SYS_RESOURCE).
+                let status = std::fs::read_to_string("/proc/self/status").unwrap();
+                let host = capability_mask(&status, "CapEff");
+                let all: Vec<Value> = specwright_core::facts::CAPABILITY_NAMES
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, c)| **c != "CAP_SYS_ADMIN" && host & (1 << bit) != 0)
+                    .map(|(_, c)| json!(c))
+                    .collect();
+                for set in ["bounding", "effective", "permitted"] {
+                    spec["process"]["capabilities"][set] = Value::Array(all.clone());
+                }
+            }),
+            message: "outside the default set",
+            control: Some((
+                "grep CapEff /proc/self/status",
+                Box::new(|shown: &str| capability_mask(shown, "CapEff") & (1 << 19) != 0),
+            )),
+        },
+        Claim {
+            name: "seccomp removed",
+            edit: Box::new(|spec| {
+                spec["linux"].as_object_mut().unwrap().remove("seccomp");
+            }),
+            message: "no seccomp filter",
+            control: Some((
+                "grep Seccomp: /proc/self/status",
+                Box::new(|shown: &str| status_field(shown, "Seccomp") == "0"),
+            )),
+        },
+        Claim {
+            name: "a device rule that allows every device",
+            edit: Box::new(|spec| {
+                spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+            }),
+            message: "allows every device",
+            control: None,
+        },
+        Claim {
+            name: "a host device node",
+            edit: Box::new(|spec| {
+                spec["linux"]["devices"] =
+                    json!([{"path": "/dev/loop-control", "type": "c", "major": 10, "minor": 237, "fileMode": 432}]);
+                spec["linux"]["resources"]["devices"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"allow": true, "type": "c", "major": 10, "minor": 237, "access": "rwm"}));
+            }),
+            message: "host device /dev/loop-control",
+            control: Some((
+                "ls -l /dev/loop-control",
+                Box::new(|shown: &str| shown.contains("10,") && shown.contains("237")),
+            )),
+        },
+        Claim {
+            name: "a createRuntime hook, which runs as root on the host",
+            edit: Box::new(move |spec| {
+                spec["hooks"] =
+                    json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", hook_script.clone()]}]});
+            }),
+            message: "createRuntime hook runs /bin/sh",
+            control: Some(("true", Box::new(move |_| hooked_check.exists()))),
+        },
+    ];
+    scene.check_claims(HARDENED, claims);
+    assert!(hooked.exists(), "the control ran the hook");
+}
+
+#[test]
+fn mount_allowlist_keeps_its_claims_through_runc() {
+    let scene = Scene::new(Runtime::Runc);
+    let allowed = scene.root.join("allowed");
+    for dir in ["x", "upper", "work"] {
+        std::fs::create_dir_all(allowed.join(dir)).unwrap();
+    }
+    std::fs::write(allowed.join("x/only-here"), "").unwrap();
+    let settings = scene.root.join("allow.json");
+    std::fs::write(&settings, json!({"allowed_sources": [allowed]}).to_string()).unwrap();
+    let policy = format!("{MOUNT_ALLOWLIST}:{}", settings.display());
+    let mount = |kind: &'static str, source: &'static str| -> Box<dyn Fn(&mut Value)> {
+        Box::new(move |spec: &mut Value| {
+            spec["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"destination": "/mnt", "type": kind, "source": source}));
+        })
+    };
+    let allowed_str = allowed.display().to_string();
+    let claims = vec![
+        Claim {
+            name: "devtmpfs: the host's devices",
+            edit: mount("devtmpfs", "devtmpfs"),
+            message: "not a filesystem mount-allowlist knows",
+            control: Some(("ls /mnt", Box::new(|shown: &str| shown.contains("kmsg")))),
+        },
+        Claim {
+            name: "binfmt_misc: the host's binary formats",
+            edit: mount("binfmt_misc", "binfmt_misc"),
+            message: "not a filesystem mount-allowlist knows",
+            control: None,
+        },
+        Claim {
+            name: "debugfs",
+            edit: mount("debugfs", "debugfs"),
+            message: "not a filesystem mount-allowlist knows",
+            control: None,
+        },
+        Claim {
+            name: "securityfs",
+            edit: mount("securityfs", "securityfs"),
+            message: "not a filesystem mount-allowlist knows",
+            control: None,
+        },
+        Claim {
+            name: "a second lowerdir inside an allowed one's value",
+            edit: Box::new(move |spec: &mut Value| {
+                spec["mounts"].as_array_mut().unwrap().push(json!({
+                    "destination": "/mnt", "type": "overlay", "source": "overlay",
+                    "options": [
+                        format!("lowerdir={allowed_str}/x,lowerdir=/etc"),
+                        format!("upperdir={allowed_str}/upper"),
+                        format!("workdir={allowed_str}/work"),
+                    ]
+                }));
+            }),
+            message: "holds a comma",
+            control: Some((
+                "ls /mnt",
+                Box::new(|shown: &str| shown.contains("passwd") && !shown.contains("only-here")),
+            )),
+        },
+    ];
+    scene.check_claims(&policy, claims);
 }

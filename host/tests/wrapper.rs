@@ -854,7 +854,7 @@ fn an_interrupted_review_leaves_no_lock_and_no_change() {
     ]);
     let config = f.root.join("open.toml");
     std::fs::write(&config, "allow_flag_overrides = true\n").unwrap();
-    let mut child = Command::new(WRAPPER)
+    let child = Command::new(WRAPPER)
         .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
         .args(&args)
         .stdin(Stdio::null())

@@ -201,6 +201,43 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         specwright_host_core::sys::RealSyscalls.remove_given_bundle(bundle)
     }
 
+    fn open_engine_bundle(&self, dir: &Path) -> Result<specwright_host_core::state::GivenBundle, StateError> {
+        specwright_host_core::sys::RealSyscalls.open_engine_bundle(dir)
+    }
+
+    fn read_engine_config(
+        &self,
+        bundle: &specwright_host_core::state::GivenBundle,
+        max: u64,
+    ) -> Result<specwright_host_core::state::EngineConfig, StateError> {
+        specwright_host_core::sys::RealSyscalls.read_engine_config(bundle, max)
+    }
+
+    fn write_engine_config(
+        &self,
+        bundle: &specwright_host_core::state::GivenBundle,
+        bytes: &[u8],
+        ownership: specwright_host_core::state::Ownership,
+    ) -> Result<PathBuf, StateError> {
+        specwright_host_core::sys::RealSyscalls.write_engine_config(bundle, bytes, ownership)
+    }
+
+    fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        specwright_host_core::sys::RealSyscalls.read_reviewed(state, key)
+    }
+
+    fn write_reviewed(&self, state: &StateDir, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        specwright_host_core::sys::RealSyscalls.write_reviewed(state, key, bytes)
+    }
+
+    fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError> {
+        specwright_host_core::sys::RealSyscalls.remove_reviewed(state, key)
+    }
+
+    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
+        specwright_host_core::sys::RealSyscalls.reviewed_keys(state)
+    }
+
     fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError> {
         specwright_host_core::sys::RealSyscalls.open_state_dir(root)
     }

@@ -477,7 +477,7 @@ fn the_example_policies_close_the_known_bypasses() {
     let hardened_cases = [
         (
             json!({"network": {"mode": "path", "path": "/proc/self/ns/net"}}),
-            "really net:[",
+            "is the host's own (net:[",
         ),
         (json!({"process_mode": "no-sandbox"}), "no-sandbox"),
     ];

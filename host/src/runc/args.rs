@@ -600,11 +600,19 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgsError> {
         (true, _) | (_, None) => Command::Nothing,
         (false, Some((subcommand, args))) => {
             let subcommand = subcommand.to_string_lossy().into_owned();
-            let (command, why) = read_command(&subcommand, args)?;
-            if let Some(why) = why {
-                uncertain.get_or_insert(why);
+            match read_command(&subcommand, args) {
+                Ok((command, why)) => {
+                    if let Some(why) = why {
+                        uncertain.get_or_insert(why);
+                    }
+                    command
+                }
+                // The runtime's to report when nothing is reviewed.
+                Err(e) => {
+                    uncertain.get_or_insert(format!("{subcommand}: {e}"));
+                    Command::Unknown(subcommand)
+                }
             }
-            command
         }
     };
     Ok(Invocation {
@@ -953,5 +961,8 @@ mod tests {
         assert!(err.contains("--policy-timeout-ms") && err.contains("soon"), "{err}");
         let inv = parse(&args("create --bundle")).unwrap();
         assert!(inv.uncertain.is_some());
+        // A value of the runtime's that cannot be read: its to report.
+        let inv = parse(&args("exec --preserve-fds many c sh")).unwrap();
+        assert!(inv.uncertain.unwrap().contains("--preserve-fds"));
     }
 }

@@ -132,9 +132,15 @@ fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> R
     match &invocation.command {
         Command::Nothing | Command::PassThrough(_) => Ok(Handoff::unchanged(invocation)),
         Command::Delete(id) => {
-            let reviewer = Reviewer::open_state(settings)?;
-            let key = container_key(invocation, real, id)?;
-            reviewer.sys.remove_reviewed(&reviewer.state, &key.name)?;
+            // Forgetting is best effort: a spec kept too long is pruned
+            // later, and a delete must not fail for it.
+            let forgotten = Reviewer::open_state(settings).and_then(|reviewer| {
+                let key = container_key(invocation, real, id)?;
+                Ok(reviewer.sys.remove_reviewed(&reviewer.state, &key.name)?)
+            });
+            if let Err(e) = forgotten {
+                eprintln!("specwright-runc: warning: forgetting container {id}'s approved spec: {e:#}");
+            }
             Ok(Handoff::unchanged(invocation))
         }
         Command::Unknown(name) => bail!(
