@@ -636,11 +636,18 @@ fn update_is_laid_over_the_approved_spec_and_reviewed_again() {
     let resources = f.document();
     assert_eq!(resources["memory"]["limit"], 67108864);
     assert_eq!(resources["pids"]["limit"], 100);
-    // The update is kept: the next one builds on it.
+    // The update is kept: the next one builds on it; the runtime gets
+    // only what is asked.
     let out = update(&["--resources", "-", "up1"], Some(r#"{"cpu": {"shares": 512}}"#));
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(f.passed().is_some());
-    let resources = f.document();
+    assert_eq!(f.document(), json!({"cpu": {"shares": 512}}));
+    let kept: Vec<Value> = std::fs::read_dir(f.state.join("reviewed"))
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    let resources = &kept[0]["spec"]["linux"]["resources"];
     assert_eq!(
         (resources["cpu"]["shares"].clone(), resources["pids"]["limit"].clone()),
         (json!(512), json!(100))

@@ -427,7 +427,10 @@ fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: 
 }
 
 /// `update`: the resources laid over the container's approved spec and
-/// reviewed; the runtime gets the approved resources as `--resources`.
+/// reviewed; the runtime gets the update, approved unchanged, as
+/// `--resources` (only what it asks for, as both runtimes read a
+/// resources document: crun would apply a whole `linux.resources` again,
+/// device rules included).
 fn review_update(reviewer: &Reviewer, invocation: &Invocation, update: &Update, real: &RealRuntime) -> Result<Handoff> {
     let key = container_key(invocation, real, &update.id)?;
     let mut container = reviewer.kept(&key)?.spec;
@@ -451,11 +454,16 @@ fn review_update(reviewer: &Reviewer, invocation: &Invocation, update: &Update, 
     };
     let resources = process::update_resources(update, document.as_deref())?;
     let spec = process::updated_spec(&container, &resources)?;
+    let asked = spec.linux.as_ref().and_then(|l| l.resources.clone());
     let approved = reviewer.review(&step_id(&update.id, "update"), spec)?;
-    let approved_resources = approved.linux.as_ref().and_then(|l| l.resources.clone());
-    let text = serde_json::to_string_pretty(&approved_resources.clone().unwrap_or_default())
-        .context("encoding the approved resources")?;
-    container.linux_mut().resources = approved_resources;
+    let approved = approved.linux.as_ref().and_then(|l| l.resources.clone());
+    // The runtime applies the update as asked, so the chain must approve
+    // it as asked: a chain that changes it is not overruled by the runtime.
+    if approved != asked {
+        bail!("the chain approved other resources than the update asks for; specwright-runc applies an update only as the chain approves it unchanged");
+    }
+    let text = serde_json::to_string_pretty(&resources).context("encoding the approved resources")?;
+    container.linux_mut().resources = approved;
     reviewer.keep(&key, &container)?;
     let document = sealed_document(text.as_bytes(), 3 + listen_fds())?;
     let mut args = invocation.global.clone();
