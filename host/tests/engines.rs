@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{capability_mask, status_field};
+
 const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
 
@@ -52,16 +55,8 @@ fn ok(command: &mut Command) -> String {
 }
 
 /// The value of `field` in the output of `grep field /proc/self/status`.
-fn status_field<'a>(output: &'a str, field: &str) -> &'a str {
-    output
-        .lines()
-        .find_map(|l| l.split_once(&format!("{field}:")).map(|(_, v)| v.trim()))
-        .unwrap_or_else(|| panic!("no {field} in:\n{output}"))
-}
-
 fn has_net_raw(output: &str) -> bool {
-    let caps = u64::from_str_radix(status_field(output, "CapEff"), 16).unwrap();
-    caps & (1 << CAP_NET_RAW_BIT) != 0
+    capability_mask(output, "CapEff") & (1 << CAP_NET_RAW_BIT) != 0
 }
 
 /// A temporary directory for one test: podman's and buildah's storage and

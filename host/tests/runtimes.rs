@@ -16,6 +16,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::{capability_mask, engine_seccomp, status_field};
+
 const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
 
@@ -130,13 +133,11 @@ impl Scene {
     }
 
     fn spec(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.config()).unwrap()).unwrap()
+        common::read_spec(&self.config())
     }
 
     fn edit_spec(&self, edit: impl FnOnce(&mut Value)) {
-        let mut spec = self.spec();
-        edit(&mut spec);
-        std::fs::write(self.config(), serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+        common::edit_spec(&self.config(), edit)
     }
 
     fn set_args(&self, script: &str) {
@@ -214,37 +215,12 @@ impl Drop for Scene {
     }
 }
 
-/// BuildKit's default seccomp profile, as engines write one.
-fn engine_seccomp() -> Value {
-    let request = specwright_core::Request::from_json(r#"{"id": "x", "args": ["sh"]}"#).unwrap();
-    let facts = specwright_core::HostFacts {
-        kernel_release: "6.1".into(),
-        seccomp: true,
-        arch: "amd64".into(),
-        ..specwright_core::HostFacts::default()
-    };
-    let spec = specwright_core::buildkit::generate_without_mounts(&request, &facts).unwrap();
-    serde_json::to_value(spec.linux.unwrap().seccomp.unwrap()).unwrap()
-}
-
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// The value of `field` in `/proc/self/status` output.
-fn status_field<'a>(output: &'a str, field: &str) -> &'a str {
-    output
-        .lines()
-        .find_map(|l| l.split_once(&format!("{field}:")).map(|(_, v)| v.trim()))
-        .unwrap_or_else(|| panic!("no {field} in:\n{output}"))
-}
-
-fn capability_mask(output: &str, field: &str) -> u64 {
-    u64::from_str_radix(status_field(output, field), 16).unwrap()
 }
 
 /// The mask of capability names, by their numbers.

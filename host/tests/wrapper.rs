@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
+mod common;
+
 const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
 const MOUNT_ALLOWLIST: &str = env!("SPECWRIGHT_MOUNT_ALLOWLIST_WASM");
@@ -42,7 +44,10 @@ impl Fixture {
             "runc spec: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        with_engine_seccomp(&bundle.join("config.json"));
+        // The seccomp profile engines write.
+        common::edit_spec(&bundle.join("config.json"), |spec| {
+            spec["linux"]["seccomp"] = common::engine_seccomp();
+        });
         let fake = root.join("fake-runtime");
         std::fs::write(
             &fake,
@@ -69,13 +74,11 @@ impl Fixture {
     }
 
     fn spec(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.config()).unwrap()).unwrap()
+        common::read_spec(&self.config())
     }
 
     fn edit_spec(&self, edit: impl FnOnce(&mut Value)) {
-        let mut spec = self.spec();
-        edit(&mut spec);
-        std::fs::write(self.config(), serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+        common::edit_spec(&self.config(), edit)
     }
 
     /// Runs the wrapper with `args` and a configuration file that lets the
@@ -146,22 +149,6 @@ impl Fixture {
             .filter(|r| r["op"] == "policy" && r["step"].as_str().is_some_and(|s| s.starts_with(step)))
             .count()
     }
-}
-
-/// Gives a spec `runc spec` wrote the seccomp profile engines write
-/// (BuildKit's default, as the default policy makes it).
-fn with_engine_seccomp(config: &Path) {
-    let mut spec: Value = serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
-    let request = specwright_core::Request::from_json(r#"{"id": "x", "args": ["sh"]}"#).unwrap();
-    let facts = specwright_core::HostFacts {
-        kernel_release: "6.1".into(),
-        seccomp: true,
-        arch: "amd64".into(),
-        ..specwright_core::HostFacts::default()
-    };
-    let generated = specwright_core::buildkit::generate_without_mounts(&request, &facts).unwrap();
-    spec["linux"]["seccomp"] = serde_json::to_value(generated.linux.unwrap().seccomp.unwrap()).unwrap();
-    std::fs::write(config, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
 }
 
 fn stderr(out: &Output) -> String {

@@ -413,17 +413,7 @@ fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: 
     let process = approved.process.context("the approved spec has no process")?;
     let text = serde_json::to_string_pretty(&process).context("encoding the approved process")?;
     let floor = 3 + exec.preserve_fds + listen_fds();
-    let document = sealed_document(text.as_bytes(), floor)?;
-    let mut args = invocation.global.clone();
-    args.push("exec".into());
-    args.extend(exec.kept.iter().cloned());
-    args.push("--process".into());
-    args.push(format!("/proc/self/fd/{}", document.as_raw_fd()).into());
-    push_id(&mut args, &exec.id);
-    Ok(Handoff {
-        args,
-        _documents: vec![document],
-    })
+    handoff_with_document(invocation, "exec", &exec.kept, "--process", &text, floor, &exec.id)
 }
 
 /// `update`: the resources laid over the container's approved spec and
@@ -465,13 +455,36 @@ fn review_update(reviewer: &Reviewer, invocation: &Invocation, update: &Update, 
     let text = serde_json::to_string_pretty(&resources).context("encoding the approved resources")?;
     container.linux_mut().resources = approved;
     reviewer.keep(&key, &container)?;
-    let document = sealed_document(text.as_bytes(), 3 + listen_fds())?;
+    handoff_with_document(
+        invocation,
+        "update",
+        &update.kept,
+        "--resources",
+        &text,
+        3 + listen_fds(),
+        &update.id,
+    )
+}
+
+/// The runtime's command line for `subcommand` of container `id`: the
+/// global flags, the `kept` ones, and `flag` naming `document` (in a
+/// sealed file above descriptor `floor`).
+fn handoff_with_document(
+    invocation: &Invocation,
+    subcommand: &str,
+    kept: &[OsString],
+    flag: &str,
+    document: &str,
+    floor: u32,
+    id: &str,
+) -> Result<Handoff> {
+    let document = sealed_document(document.as_bytes(), floor)?;
     let mut args = invocation.global.clone();
-    args.push("update".into());
-    args.extend(update.kept.iter().cloned());
-    args.push("--resources".into());
+    args.push(subcommand.into());
+    args.extend(kept.iter().cloned());
+    args.push(flag.into());
     args.push(format!("/proc/self/fd/{}", document.as_raw_fd()).into());
-    push_id(&mut args, &update.id);
+    push_id(&mut args, id);
     Ok(Handoff {
         args,
         _documents: vec![document],

@@ -242,6 +242,39 @@ fn place_atomically(
     written
 }
 
+/// Opens regular file `name` of `dir` with `flags` (and `mode` when it is
+/// created), never through a symlink and never waiting (a FIFO is
+/// refused, not blocked on); checked on the opened descriptor.
+pub(super) fn open_regular_at(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    name: &str,
+    flags: OFlag,
+    mode: u32,
+) -> Result<(OwnedFd, FileStat), StateError> {
+    let fd = openat(
+        dir,
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| match e {
+        Errno::ELOOP => StateError::Untrusted {
+            path: path.to_path_buf(),
+            why: "a symlink".to_string(),
+        },
+        e => io_at(path)(e),
+    })?;
+    let stat = fstat(&fd).map_err(io_at(path))?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(StateError::Untrusted {
+            path: path.to_path_buf(),
+            why: "not a regular file".to_string(),
+        });
+    }
+    Ok((fd, stat))
+}
+
 /// Reads regular file `name` of `dir`, refusing a symlink, a FIFO or
 /// device, and anything over `max` bytes; `None` when it does not exist.
 pub(super) fn read_bounded(

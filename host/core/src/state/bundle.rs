@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::at::{check_trusted, io_at, write_atomically, write_atomically_as, Dir, Ownership};
+use super::at::{check_trusted, io_at, open_regular_at, write_atomically, write_atomically_as, Dir, Ownership};
 use super::StateError;
 
 /// The most entries of a bundle `release` removes.
@@ -139,36 +139,9 @@ impl GivenBundle {
     /// with its mode and owner, to be kept when it is written back.
     pub fn read_config(&self, max: u64) -> Result<EngineConfig, StateError> {
         use std::io::Read;
-        use std::os::unix::fs::MetadataExt;
         let path = self.dir.path.join("config.json");
-        let fd = nix::fcntl::openat(
-            self.dir.fd(),
-            "config.json",
-            nix::fcntl::OFlag::O_RDONLY
-                | nix::fcntl::OFlag::O_NOFOLLOW
-                | nix::fcntl::OFlag::O_NONBLOCK
-                | nix::fcntl::OFlag::O_NOCTTY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| match e {
-            Errno::ELOOP => StateError::Untrusted {
-                path: path.clone(),
-                why: "a symlink".to_string(),
-            },
-            e => io_at(&path)(e),
-        })?;
+        let (fd, stat) = open_regular_at(self.dir.fd(), &path, "config.json", nix::fcntl::OFlag::O_RDONLY, 0)?;
         let file = std::fs::File::from(fd);
-        let meta = file.metadata().map_err(|e| StateError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        if !meta.file_type().is_file() {
-            return Err(StateError::Untrusted {
-                path,
-                why: "not a regular file".to_string(),
-            });
-        }
         let mut bytes = Vec::new();
         file.take(max + 1).read_to_end(&mut bytes).map_err(|e| StateError::Io {
             path: path.clone(),
@@ -183,9 +156,9 @@ impl GivenBundle {
         Ok(EngineConfig {
             bytes,
             ownership: Ownership {
-                mode: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
+                mode: stat.st_mode & 0o7777,
+                uid: stat.st_uid,
+                gid: stat.st_gid,
             },
         })
     }

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fstat, fstatat, mkdirat, Mode, SFlag};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fstat, fstatat, mkdirat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use super::at::{
-    check_trusted, create_atomically, io_at, open_existing_subdir, open_subdir, read_bounded, remove_file_at,
-    write_atomically, Dir, DIR_MODE,
+    check_trusted, create_atomically, io_at, open_existing_subdir, open_regular_at, open_subdir, read_bounded,
+    remove_file_at, write_atomically, Dir, DIR_MODE,
 };
 use super::bundle::Bundle;
 use super::lock::StepLock;
@@ -140,31 +140,13 @@ impl StateDir {
     pub fn open_audit_log(&self) -> Result<File, StateError> {
         let open = self.opened()?;
         let path = self.audit_log();
-        let fd = openat(
+        let (fd, stat) = open_regular_at(
             open.root.fd(),
+            &path,
             "audit.jsonl",
-            OFlag::O_WRONLY
-                | OFlag::O_APPEND
-                | OFlag::O_CREAT
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_NONBLOCK
-                | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| match e {
-            Errno::ELOOP => StateError::Untrusted {
-                path: path.clone(),
-                why: "a symlink".to_string(),
-            },
-            e => io_at(&path)(e),
-        })?;
-        let stat = fstat(&fd).map_err(io_at(&path))?;
-        if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-            return Err(StateError::Untrusted {
-                path,
-                why: "not a regular file".to_string(),
-            });
-        }
+            OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT,
+            0o600,
+        )?;
         // Appending through a planted hard link would write elsewhere.
         if stat.st_nlink != 1 {
             return Err(StateError::Untrusted {
