@@ -169,11 +169,16 @@ impl Scene {
     }
 
     fn wrapper_command(&self, args: &[&str]) -> Command {
+        self.wrapper_command_with(HARDENED, args)
+    }
+
+    /// The wrapper with `policy` as the configuration file's chain.
+    fn wrapper_command_with(&self, policy: &str, args: &[&str]) -> Command {
         let config = self.root.join("runtime.toml");
         std::fs::write(
             &config,
             format!(
-                "policies = [\"{HARDENED}\"]\nreal_runtime = \"{}\"\nstate_dir = \"{}\"\n",
+                "policies = [\"{policy}\"]\nreal_runtime = \"{}\"\nstate_dir = \"{}\"\n",
                 self.runtime.path().display(),
                 self.root.join("sw-state").display()
             ),
@@ -517,26 +522,9 @@ struct Claim {
 type Shows = Box<dyn Fn(&str) -> bool>;
 
 impl Scene {
-    /// The wrapper with `policy` as the file's chain, over `runc run`.
+    /// The wrapper with `policy` as the file's chain.
     fn wrapper_with(&self, policy: &str, args: &[&str]) -> Output {
-        let config = self.root.join("claims.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "policies = [\"{policy}\"]\nreal_runtime = \"{}\"\nstate_dir = \"{}\"\n",
-                self.runtime.path().display(),
-                self.root.join("sw-state").display()
-            ),
-        )
-        .unwrap();
-        let mut all = vec!["--root".to_string(), self.state_root()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        self.runtime
-            .command(Path::new(WRAPPER), &all)
-            .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.wrapper_command_with(policy, args).output().unwrap()
     }
 
     /// Each claim: denied through the wrapper (no container made), and
