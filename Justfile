@@ -11,7 +11,7 @@ test:
 
 # Run the embedded default policy on the example request.
 demo:
-    cargo run --release -p specwright -- spec --request examples/minimal.request.json --host-facts examples/host-facts.json --state-dir target/demo-state
+    cargo run -p specwright -- spec --request examples/minimal.request.json --host-facts examples/host-facts.json --state-dir target/demo-state
 
 # Benchmarks side by side; writes BENCHMARKS.md.
 bench:
