@@ -422,7 +422,11 @@ fn runs_as_approved(runtime: Runtime) {
         "{shown}"
     );
     assert_eq!(capability_mask(&shown, "CapEff") & CAP_NET_RAW_BIT, 0, "{shown}");
-    assert!(shown.contains("Read-only file system"), "{shown}");
+    assert_eq!(
+        shown.contains("Read-only file system"),
+        approved["root"]["readonly"] == true,
+        "{shown}"
+    );
     assert!(!shown.contains(&host_netns()), "{shown}");
 }
 

@@ -162,7 +162,6 @@ fn words(line: &str) -> Vec<String> {
 /// `hardened`'s changes to a spec it allows.
 fn hardened(mut spec: Value) -> Value {
     spec["process"]["noNewPrivileges"] = Value::Bool(true);
-    spec["root"]["readonly"] = Value::Bool(true);
     for set in ["bounding", "effective", "inheritable", "permitted", "ambient"] {
         if let Some(caps) = spec
             .pointer_mut(&format!("/process/capabilities/{set}"))
@@ -947,4 +946,25 @@ fn a_container_start_compiles_nothing_once_the_cache_holds_the_policy() {
     let out = f.create(HARDENED, "second");
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert_eq!(cache(), compiled, "the second start wrote nothing to the cache");
+}
+
+/// Regression: a settings file whose name does not end in `.json` was
+/// read as part of the policy's path (`reading policy.wasm:settings`).
+#[test]
+fn a_settings_file_may_have_any_name_and_an_argument_read_two_ways_is_an_error() {
+    let f = Fixture::new();
+    let settings = f.root.join("allow-settings");
+    std::fs::write(&settings, r#"{"allowed_sources": ["/"]}"#).unwrap();
+    let out = f.create(&format!("{MOUNT_ALLOWLIST}:{}", settings.display()), "named");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    // `P:S` where P and S are files, and `P:S` is one too (a directory
+    // `p:` holding the settings' path): the argument reads two ways.
+    let policy = f.root.join("p");
+    std::fs::copy(MOUNT_ALLOWLIST, &policy).unwrap();
+    let arg = format!("{}:{}", policy.display(), settings.display());
+    std::fs::create_dir_all(Path::new(&arg).parent().unwrap()).unwrap();
+    std::fs::copy(MOUNT_ALLOWLIST, &arg).unwrap();
+    let out = f.create(&arg, "two-ways");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("reads two ways"), "{}", stderr(&out));
 }

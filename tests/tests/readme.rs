@@ -50,10 +50,11 @@ fn readmes_first_command_prints_the_default_policys_spec() {
     // scripts/setup prints its own lines first; config.json is the JSON.
     let json = &stdout[stdout.find("{\n").expect("no JSON on standard output")..];
     let spec: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("examples/minimal.request.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("examples/minimal.request.json")).unwrap()).unwrap();
     assert_eq!(spec["process"]["args"], expected["args"], "{json}");
-    assert!(spec["ociVersion"].is_string() && spec["linux"]["seccomp"].is_object(), "{json}");
+    assert!(
+        spec["ociVersion"].is_string() && spec["linux"]["seccomp"].is_object(),
+        "{json}"
+    );
 }

@@ -22,9 +22,11 @@
 //!   `libnetwork-setkey` hook runs `/proc/<dockerd's pid>/exe`, which is
 //!   `/usr/sbin/dockerd`).
 //!
-//! Then it drops CAP_NET_RAW and CAP_MKNOD from every capability set,
-//! sets NoNewPrivileges and makes the rootfs read-only. Every denial
-//! names the setting that would allow it, where one does.
+//! Then it drops CAP_NET_RAW and CAP_MKNOD from every capability set and
+//! sets NoNewPrivileges; with `readonly_rootfs`, it makes the rootfs
+//! read-only too (a build step writes files, so by default it stays as
+//! the spec says). Every denial names the setting that would allow it,
+//! where one does.
 
 use std::collections::BTreeMap;
 
@@ -77,6 +79,9 @@ pub struct Settings {
     /// by default.
     #[serde(default)]
     pub allow_unconfined_seccomp: bool,
+    /// Whether the rootfs is made read-only.
+    #[serde(default)]
+    pub readonly_rootfs: bool,
 }
 
 impl Settings {
@@ -306,7 +311,7 @@ fn hook_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> Optio
 }
 
 /// The hardening itself, on any spec.
-pub fn harden(mut spec: Spec) -> Spec {
+pub fn harden(mut spec: Spec, settings: &Settings) -> Spec {
     let process = spec.process_mut();
     process.no_new_privileges = true;
     if let Some(caps) = process.capabilities.as_mut() {
@@ -317,7 +322,9 @@ pub fn harden(mut spec: Spec) -> Spec {
             }
         }
     }
-    spec.root.get_or_insert_with(Default::default).readonly = true;
+    if settings.readonly_rootfs {
+        spec.root.get_or_insert_with(Default::default).readonly = true;
+    }
     spec
 }
 
@@ -325,7 +332,7 @@ impl Policy for Hardened {
     const NAME: &'static str = "hardened";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
-        "Denies insecure mode, the host PID namespace and network, namespaces joined outside allowed paths, capabilities beyond the default set, no seccomp, host devices and hooks; drops CAP_NET_RAW and CAP_MKNOD; sets NoNewPrivileges; read-only rootfs.";
+        "Denies insecure mode, the host PID namespace and network, namespaces joined outside allowed paths, capabilities beyond the default set, no seccomp, host devices and hooks; drops CAP_NET_RAW and CAP_MKNOD; sets NoNewPrivileges; a read-only rootfs if its settings ask.";
 
     fn generate(input: Input, host: &mut Host) -> Result<Spec, PolicyError> {
         let settings = Settings::from_value(&input.settings)?;
@@ -339,7 +346,7 @@ impl Policy for Hardened {
         if let Some(reason) = spec_denial(&spec, &input.facts, &settings, host) {
             return Err(PolicyError::Denied(reason));
         }
-        Ok(harden(spec))
+        Ok(harden(spec, &settings))
     }
 }
 
@@ -533,7 +540,7 @@ mod tests {
 
     #[test]
     fn hardening_drops_caps_and_privileges() {
-        let spec = harden(base());
+        let spec = harden(base(), &settings(serde_json::Value::Null));
         let process = spec.process.as_ref().unwrap();
         assert!(process.no_new_privileges);
         let caps = process.capabilities.as_ref().unwrap();
@@ -544,6 +551,8 @@ mod tests {
             assert!(!set.iter().any(|c| c == "CAP_NET_RAW" || c == "CAP_MKNOD"));
             assert!(set.iter().any(|c| c == "CAP_CHOWN"));
         }
+        assert!(!spec.root.unwrap().readonly, "a build step writes files");
+        let spec = harden(base(), &settings(serde_json::json!({"readonly_rootfs": true})));
         assert!(spec.root.unwrap().readonly);
     }
 }

@@ -279,7 +279,7 @@ impl PolicyRuntime {
         spec: &str,
         read: fn(&Path, u64) -> std::io::Result<Vec<u8>>,
     ) -> Result<LoadedPolicy, PolicyError> {
-        let (file, settings_file) = split_policy_arg(spec);
+        let (file, settings_file) = split_policy_arg(spec, Path::new(""))?;
         let settings = match settings_file {
             Some(path) => read(&path, crate::input::MAX_SETTINGS_BYTES)
                 .and_then(|bytes| {
@@ -441,14 +441,39 @@ impl PolicyRuntime {
     }
 }
 
-/// Splits `FILE[:SETTINGS.json]` at the last colon that is followed by a
-/// path ending in `.json`, so file names with colons still work.
-pub fn split_policy_arg(arg: &str) -> (PathBuf, Option<PathBuf>) {
-    match arg.rsplit_once(':') {
-        Some((file, settings)) if settings.ends_with(".json") && !file.is_empty() => {
-            (PathBuf::from(file), Some(PathBuf::from(settings)))
-        }
-        _ => (PathBuf::from(arg), None),
+/// A policy argument, `FILE[:SETTINGS]`: a policy file (or an embedded
+/// policy's name) and, after the last colon, its settings file, whatever
+/// the settings file is called; relative paths are taken from `base`
+/// (`""`: the working directory). An argument that names existing files
+/// both ways (a file whose name holds the colon, and a policy and settings
+/// either side of it) is an error that says so; one that names nothing
+/// either way is read as a policy and settings when it has a colon, so
+/// that the error names what is missing.
+pub fn split_policy_arg(arg: &str, base: &Path) -> Result<(PathBuf, Option<PathBuf>), PolicyError> {
+    let policy = |p: &Path| embedded_policy(p).is_some() || base.join(p).is_file();
+    let located = |p: &Path| match embedded_policy(p) {
+        Some(_) => p.to_path_buf(),
+        None => base.join(p),
+    };
+    let whole = Path::new(arg);
+    let split = arg
+        .rsplit_once(':')
+        .filter(|(file, settings)| !file.is_empty() && !settings.is_empty())
+        .map(|(file, settings)| (Path::new(file), Path::new(settings)));
+    let as_whole = policy(whole);
+    let as_split = split.is_some_and(|(file, settings)| policy(file) && base.join(settings).is_file());
+    match split {
+        Some((file, settings)) if as_whole && as_split => Err(PolicyError::Load {
+            policy: arg.to_string(),
+            message: format!(
+                "reads two ways: the policy {} without settings, or the policy {} with settings {}; rename one",
+                located(whole).display(),
+                located(file).display(),
+                base.join(settings).display()
+            ),
+        }),
+        Some((file, settings)) if !as_whole => Ok((located(file), Some(base.join(settings)))),
+        _ => Ok((located(whole), None)),
     }
 }
 
@@ -501,13 +526,41 @@ mod tests {
         }
     }
 
+    /// Regression: a settings file not ending in `.json` became part of
+    /// the policy's path (`reading p.wasm:settings: No such file`).
     #[test]
-    fn policy_argument_splits_settings_off() {
-        assert_eq!(split_policy_arg("p.wasm"), (PathBuf::from("p.wasm"), None));
+    fn a_policy_argument_means_the_same_whatever_the_settings_are_called() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        for name in ["p.wasm", "s.json", "settings", "a:b.wasm", "a"] {
+            std::fs::write(base.join(name), "").unwrap();
+        }
+        let split = |arg: &str| split_policy_arg(arg, base);
+        assert_eq!(split("p.wasm").unwrap(), (base.join("p.wasm"), None));
         assert_eq!(
-            split_policy_arg("p.wasm:s.json"),
-            (PathBuf::from("p.wasm"), Some(PathBuf::from("s.json")))
+            split("p.wasm:s.json").unwrap(),
+            (base.join("p.wasm"), Some(base.join("s.json")))
         );
-        assert_eq!(split_policy_arg("dir:x/p.wasm"), (PathBuf::from("dir:x/p.wasm"), None));
+        assert_eq!(
+            split("p.wasm:settings").unwrap(),
+            (base.join("p.wasm"), Some(base.join("settings")))
+        );
+        assert_eq!(
+            split("default:settings").unwrap(),
+            (PathBuf::from("default"), Some(base.join("settings")))
+        );
+        assert_eq!(split("default").unwrap(), (PathBuf::from("default"), None));
+        // A file whose name holds the colon, when nothing else is meant.
+        std::fs::write(base.join("x:y.wasm"), "").unwrap();
+        assert_eq!(split("x:y.wasm").unwrap(), (base.join("x:y.wasm"), None));
+        // Both ways: `a:b.wasm` is a file, and so are `a` and `b.wasm`.
+        std::fs::write(base.join("b.wasm"), "").unwrap();
+        let err = split("a:b.wasm").unwrap_err().to_string();
+        assert!(err.contains("reads two ways"), "{err}");
+        // Nothing there: read as policy and settings, to name them.
+        assert_eq!(
+            split("none.wasm:none.json").unwrap(),
+            (base.join("none.wasm"), Some(base.join("none.json")))
+        );
     }
 }

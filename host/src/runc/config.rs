@@ -111,7 +111,15 @@ impl RuntimeConfig {
             message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("/"));
-        config.policies = config.policies.iter().map(|p| relative_to(base, p)).collect();
+        config.policies = config
+            .policies
+            .iter()
+            .map(|p| relative_to(base, p))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("policies: {e}"),
+            })?;
         Ok(config)
     }
 }
@@ -169,18 +177,14 @@ impl Loaded {
     }
 }
 
-/// `FILE[:SETTINGS.json]` with relative paths taken from `base`; an
-/// embedded policy's name (`default:settings.json`) stays a name.
-fn relative_to(base: &Path, policy: &str) -> String {
-    let (file, settings) = split_policy_arg(policy);
-    let file = match crate::policy::embedded_policy(&file) {
-        Some(_) => file,
-        None => base.join(file),
-    };
-    match settings {
-        Some(settings) => format!("{}:{}", file.display(), base.join(settings).display()),
+/// `FILE[:SETTINGS]` with relative paths taken from `base`; an embedded
+/// policy's name (`default:settings.json`) stays a name.
+fn relative_to(base: &Path, policy: &str) -> Result<String, crate::policy::PolicyError> {
+    let (file, settings) = split_policy_arg(policy, base)?;
+    Ok(match settings {
+        Some(settings) => format!("{}:{}", file.display(), settings.display()),
         None => file.display().to_string(),
-    }
+    })
 }
 
 #[cfg(test)]
