@@ -32,17 +32,22 @@ fn compiled_policies() -> &'static Path {
 }
 
 fn check_case(cases: &Path, name: &str, policy: &str, way: &str) -> Result<(), String> {
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    check_case_in(cases, name, policy, way, work.path())
+}
+
+/// [`check_case`], the case's directories made under `work`.
+fn check_case_in(cases: &Path, name: &str, policy: &str, way: &str, work: &Path) -> Result<(), String> {
     let expected_text =
         std::fs::read_to_string(cases.join(format!("{name}.expected.json"))).map_err(|e| e.to_string())?;
     let expected: Value = serde_json::from_str(&expected_text).map_err(|e| e.to_string())?;
-    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let out = run_in_private_mount_namespace(
         HELPER.as_ref(),
         &[
             "oracle",
             cases.to_str().unwrap(),
             name,
-            work.path().to_str().unwrap(),
+            work.to_str().unwrap(),
             policy,
             way,
             compiled_policies().to_str().unwrap(),
@@ -185,4 +190,22 @@ fn every_v0_8_case_is_reproduced_by_buildkit_v0_8_through_the_cli() {
 #[test]
 fn every_v0_8_case_is_reproduced_by_buildkit_v0_8_through_the_api() {
     check_all("oracle", 31, "buildkit-v0.8", "api");
+}
+
+/// Regression: BuildKit's long overlay (18 lower layers of some 230
+/// characters) made under a temporary path of about 30 characters has
+/// more options than the kernel's one page of mount data, and mounting it
+/// failed (ENOENT: the kernel had cut the last layer's name).
+#[test]
+fn an_overlay_of_long_layers_mounts_under_a_long_temporary_path() {
+    let cases = shared_dir().join("oracle-v0.32").join("cases");
+    for way in ["cli", "api"] {
+        let work = tempfile::Builder::new()
+            .prefix("specwright-long-work-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        assert!(work.path().as_os_str().len() >= 30, "{}", work.path().display());
+        check_case_in(&cases, "v32_overlay_long_options", "default", way, work.path())
+            .unwrap_or_else(|e| panic!("{way}: {e}"));
+    }
 }

@@ -502,3 +502,65 @@ echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts 
     assert!(out.contains("state=1"), "the container is gone: {out}");
     assert_eq!(report.left, "left=0 dirs=0 records=0 bundles=0 locks=0", "{out}");
 }
+
+/// A step whose mount is an image of 128 layers at snapshot paths as
+/// containerd names them (some 11 KB of overlay options, past the
+/// kernel's page of mount data): `specwright run` mounts it and the
+/// container sees every layer; `specwright spec` holds it until
+/// `release`; nothing stays.
+#[test]
+fn an_image_of_128_layers_mounts_in_run_and_spec() {
+    let (_dir, work) = workdir();
+    let rootfs = work.join("rootfs");
+    make_busybox_rootfs(&rootfs).unwrap();
+    let snapshots = work.join("var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots");
+    let lower: Vec<String> = (0..128)
+        .rev()
+        .map(|n| {
+            let fs = snapshots.join(n.to_string()).join("fs");
+            std::fs::create_dir_all(&fs).unwrap();
+            std::fs::write(fs.join(format!("layer-{n}")), n.to_string()).unwrap();
+            fs.display().to_string()
+        })
+        .collect();
+    let (upper, scratch) = (work.join("upper"), work.join("scratch"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mount = json!([{"dest": "/image", "mountable": [{"type": "overlay", "source": "overlay", "options": [
+        format!("lowerdir={}", lower.join(":")),
+        format!("upperdir={}", upper.display()),
+        format!("workdir={}", scratch.display()),
+    ]}]}]);
+    let o = run_step(
+        "runc",
+        &work,
+        &rootfs,
+        "ls /image | wc -l; cat /image/layer-127 /image/layer-0; echo",
+        |r| {
+            r["mounts"] = mount.clone();
+        },
+    );
+    assert_eq!(o.code, 0, "{}", o.output);
+    let lines: Vec<&str> = o.output.lines().map(str::trim).collect();
+    assert!(lines.starts_with(&["128", "1270"]), "{}", o.output);
+    assert_eq!(o.left, "left=0 dirs=0 records=0 bundles=0 locks=0");
+
+    let request = write_json(
+        &work.join("image-request.json"),
+        &json!({"id": "image-step", "args": ["/bin/true"], "mounts": mount}),
+    );
+    let state = work.join("state-spec");
+    let shell = format!(
+        r#"{HELPER} cli spec --request {request} --state-dir {state} > /dev/null || echo spec-failed
+echo "held=$(grep -c ' {state}/' /proc/self/mountinfo) layers=$(ls {state}/mounts/*/ 2>/dev/null | grep -c '^layer-')"
+{HELPER} cli release --state-dir {state} image-step || echo release-failed
+echo "rc=0"
+echo "left=$(grep -c ' {state}/' /proc/self/mountinfo) dirs=$(ls {state}/mounts | wc -l) records=$(ls {state}/steps | wc -l)""#,
+        request = request.display(),
+        state = state.display(),
+    );
+    let report = run_script_in_private_mount_namespace(&shell);
+    assert!(report.stdout.contains("held=1 layers=128"), "{}", report.stdout);
+    assert!(!report.stdout.contains("failed"), "{}", report.stdout);
+    assert_eq!(report.left, "left=0 dirs=0 records=0");
+}

@@ -47,13 +47,50 @@ fn main() {
         Some("faults") if args.len() == 3 => report(faults(Path::new(&args[2]))),
         Some("busy") if args.len() == 3 => report(busy(Path::new(&args[2]))),
         Some("api") if args.len() == 3 => report(api(Path::new(&args[2]))),
+        Some("overlay") if args.len() == 5 => report(overlay_layers(Path::new(&args[2]), &args[3], &args[4])),
         _ => {
             eprintln!(
-                "usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR POLICY api|cli | faults WORKDIR | busy WORKDIR | api WORKDIR"
+                "usage: sw-testhelper cli ARGS... | oracle CASES_DIR NAME WORKDIR POLICY api|cli | faults WORKDIR | busy WORKDIR | api WORKDIR | overlay WORKDIR LAYERS mount|compacted"
             );
             std::process::exit(2);
         }
     }
+}
+
+/// An overlay of `layers` lower layers at snapshot-like paths under
+/// `work` (`.../snapshots/<n>/fs`, each holding a file of its own),
+/// mounted the host's way (`mount`) or by compaction alone (`compacted`),
+/// then unmounted: how many entries the mount showed.
+fn overlay_layers(work: &Path, layers: &str, how: &str) -> Result<Value> {
+    let layers: usize = layers.parse()?;
+    let snapshots = work.join("var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots");
+    let mut lower = Vec::new();
+    for n in (0..layers).rev() {
+        let fs = snapshots.join(n.to_string()).join("fs");
+        std::fs::create_dir_all(&fs)?;
+        std::fs::write(fs.join(format!("layer-{n}")), n.to_string())?;
+        lower.push(fs.display().to_string());
+    }
+    let (upper, workdir, target) = (work.join("upper"), work.join("work"), work.join("target"));
+    for dir in [&upper, &workdir, &target] {
+        std::fs::create_dir_all(dir)?;
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        workdir.display()
+    );
+    let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
+    match how {
+        "mount" => RealSyscalls.mount(Some("overlay"), &target, Some("overlay"), flags, Some(&data))?,
+        "compacted" => specwright_host_core::sys::overlay::compacted(&target, flags, &data)?,
+        other => anyhow::bail!("unknown way {other}"),
+    }
+    let entries = std::fs::read_dir(&target)?.count();
+    let top = std::fs::read_to_string(target.join(format!("layer-{}", layers - 1)))?;
+    RealSyscalls.unmount(&target, nix::mount::MntFlags::empty())?;
+    Ok(json!({"data_bytes": data.len(), "entries": entries, "top": top, "after": mounts_below(work)?.len()}))
 }
 
 fn report(result: Result<Value>) {

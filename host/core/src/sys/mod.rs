@@ -11,6 +11,7 @@ use crate::resolve::{ResolveError, Resolved};
 use crate::state::{Bundle, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock, StepRecord};
 use specwright_core::selinux::McsLevel;
 
+pub mod overlay;
 mod recording;
 pub use recording::RecordingSyscalls;
 
@@ -282,7 +283,11 @@ impl Syscalls for RealSyscalls {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno> {
-        nix::mount::mount(source, target, fstype, flags, data)
+        match data {
+            // An overlay of more layers than one page of options names.
+            Some(data) if overlay::is_long(fstype, Some(data)) => overlay::mount_long(target, flags, data),
+            _ => nix::mount::mount(source, target, fstype, flags, data),
+        }
     }
 
     fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
