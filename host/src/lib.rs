@@ -172,9 +172,9 @@ pub(crate) fn prepare_step(
 }
 
 /// The spec an engine wrote, read as every runtime reads it or refused
-/// ([`validate::validate_json`]), before any policy runs.
+/// ([`validate::validate_engine_json`]), before any policy runs.
 pub(crate) fn read_engine_spec(text: &str) -> Result<Spec, SpecError> {
-    let value = validate::validate_json(text).map_err(|e| SpecError::EngineSpec(e.to_string()))?;
+    let value = validate::validate_engine_json(text).map_err(|e| SpecError::EngineSpec(e.to_string()))?;
     Spec::deserialize(&value).map_err(|e| SpecError::EngineSpec(format!("does not fit the spec model: {e}")))
 }
 

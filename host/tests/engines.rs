@@ -15,6 +15,18 @@ use common::{capability_mask, status_field};
 
 const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
+const MOUNT_ALLOWLIST: &str = env!("SPECWRIGHT_MOUNT_ALLOWLIST_WASM");
+
+/// What a container shows of itself, for comparing two runs: its
+/// credentials and seccomp state, its mounts (mount point and options),
+/// its devices (mode, owner, numbers, name), its ids and id map, its
+/// cgroup limits, and whether its rootfs and volumes take writes.
+const PROBE: &str = "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; echo ---; \
+    awk '{print $5, $6}' /proc/self/mountinfo | sort; echo ---; \
+    ls -ln /dev | awk 'NR > 1 {print $1, $3, $4, $5, $6, $NF}' | sort; echo ---; \
+    id; cat /proc/self/uid_map /proc/self/gid_map; \
+    cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null; \
+    touch /probe 2>&1 | head -1; touch /data/probe 2>&1 | head -1; touch /rw/probe 2>&1 | head -1; echo end";
 
 /// Held while a scene's first podman command runs (see `import_busybox`).
 static PODMAN_LOCK_CREATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -116,7 +128,9 @@ impl Scene {
             .find(|p| Path::new(p).exists())
             .expect("busybox is not installed (apt-get install busybox-static)");
         std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
-        for applet in ["sh", "grep", "touch", "true", "echo"] {
+        for applet in [
+            "sh", "grep", "touch", "true", "echo", "awk", "sort", "ls", "id", "cat", "head", "mkdir", "sleep",
+        ] {
             std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
         }
         for sub in ["etc", "proc", "sys", "dev", "tmp"] {
@@ -157,6 +171,22 @@ impl Scene {
             WRAPPER.into(),
             "--runtime-flag".into(),
             format!("policy={HARDENED}"),
+            "--runtime-flag".into(),
+            format!("state-dir={}", self.state().display()),
+        ]
+    }
+
+    /// The flags that make podman use the wrapper with a permissive chain:
+    /// `mount-allowlist` allowing every host path, which reviews every
+    /// spec (read strictly, each source resolved) and approves it as is.
+    fn permissive_flags(&self) -> Vec<String> {
+        let settings = self.path().join("allow-all.json");
+        std::fs::write(&settings, r#"{"allowed_sources": ["/"]}"#).unwrap();
+        vec![
+            "--runtime".into(),
+            WRAPPER.into(),
+            "--runtime-flag".into(),
+            format!("policy={MOUNT_ALLOWLIST}:{}", settings.display()),
             "--runtime-flag".into(),
             format!("state-dir={}", self.state().display()),
         ]
@@ -533,5 +563,70 @@ fn dockers_buildkit_runs_its_run_steps_through_the_wrapper_installed_as_runc() {
         "the wrapper reviewed the container"
     );
     drop(daemon);
+    scene.assert_nothing_mounted();
+}
+
+/// Through specwright-runc, with a chain that approves the spec as it is,
+/// every engine feature gives the container plain runc gives it: the same
+/// exit code, credentials, mounts, devices, ids, limits.
+#[test]
+fn podman_features_give_the_same_container_through_the_wrapper_as_through_runc() {
+    let scene = Scene::new();
+    scene.import_busybox();
+    let data = scene.path().join("data");
+    let rw = scene.path().join("rw");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&rw).unwrap();
+    let ro_volume = format!("{}:/data:ro", data.display());
+    let rw_volume = format!("{}:/rw", rw.display());
+    let runc = ["--runtime".to_string(), tool("runc").display().to_string()];
+    let permissive = scene.permissive_flags();
+    let features: &[(&str, &[&str])] = &[
+        ("--device", &["--device", "/dev/loop0"]),
+        ("--privileged", &["--privileged"]),
+        ("--cap-add/--cap-drop", &["--cap-add", "SYS_PTRACE", "--cap-drop", "CHOWN"]),
+        ("seccomp=unconfined", &["--security-opt", "seccomp=unconfined"]),
+        ("--read-only", &["--read-only"]),
+        ("--tmpfs", &["--tmpfs", "/scratch:size=1m"]),
+        ("-v ro and rw", &["-v", &ro_volume, "-v", &rw_volume]),
+        ("--uidmap/--gidmap", &["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"]),
+        ("--pids-limit", &["--pids-limit", "100"]),
+        ("--memory", &["--memory", "64m"]),
+    ];
+    let mut differences = Vec::new();
+    for (name, flags) in features {
+        let podman = |runtime: &[String]| {
+            let mut command = scene.libpod("podman");
+            command
+                .args(runtime)
+                .args(["run", "--rm", "--network", "none"])
+                .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+                .args(*flags)
+                .args(["localhost/busybox:test", "sh", "-c", PROBE]);
+            run(&mut command)
+        };
+        let plain = podman(&runc);
+        let wrapped = podman(&permissive);
+        let shown = |out: &Output| {
+            format!(
+                "exit {:?}\n{}{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        assert!(plain.status.success(), "{name} through runc:\n{}", shown(&plain));
+        let out = shown(&plain);
+        assert!(out.contains("CapEff") && out.contains("\n/proc ") && out.contains("\nend\n"), "{name}: {out}");
+        if shown(&plain) != shown(&wrapped) {
+            differences.push(format!(
+                "--- {name}\nrunc:\n{}\nspecwright-runc:\n{}",
+                shown(&plain),
+                shown(&wrapped)
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    assert!(scene.reviewed().len() >= features.len(), "the wrapper reviewed every container");
     scene.assert_nothing_mounted();
 }

@@ -181,6 +181,32 @@ pub fn pretty(spec: &impl serde::Serialize) -> Result<String, SpecValidationErro
     Ok(text)
 }
 
+/// What engines write that runc and crun accept but runtime-spec's schema
+/// does not, made what the schema takes and the runtimes read the same
+/// way: a device's `fileMode` with its file-type bits (podman writes
+/// `0o20666`, over the schema's maximum of 512), which both runtimes OR
+/// with the device's type anyway, keeps its permission bits.
+pub fn normalize_engine_spec(spec: &mut Value) {
+    const FILE_TYPE_BITS: u64 = 0o170000;
+    let devices = spec.pointer_mut("/linux/devices").and_then(Value::as_array_mut);
+    for device in devices.into_iter().flatten() {
+        if let Some(mode) = device.get("fileMode").and_then(Value::as_u64) {
+            if mode & !0o7777 != 0 && mode & !(0o7777 | FILE_TYPE_BITS) == 0 {
+                device["fileMode"] = Value::from(mode & 0o7777);
+            }
+        }
+    }
+}
+
+/// [`validate_json`] for the spec an engine wrote, first made what the
+/// schema takes where runtimes read it alike ([`normalize_engine_spec`]).
+pub fn validate_engine_json(spec: &str) -> Result<Value, SpecValidationError> {
+    let mut value = crate::strict_json::parse(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
+    normalize_engine_spec(&mut value);
+    validate_spec(&value)?;
+    Ok(value)
+}
+
 /// Parses (once, refusing what JSON parsers read differently: a key given
 /// twice, a NUL in a string; see [`crate::strict_json`]) and validates a
 /// spec's text: a policy's output or an engine's config.json.
@@ -385,5 +411,23 @@ mod tests {
         assert_eq!(err.matches("`extension").count(), Problems::SHOWN, "{err}");
         assert!(err.ends_with("and 35 more"), "{err}");
         assert!(err.len() < 600, "{} bytes: {err}", err.len());
+    }
+
+    /// podman writes a device's `fileMode` with its type bits, which the
+    /// schema refuses and runc and crun accept.
+    #[test]
+    fn an_engines_file_mode_with_type_bits_keeps_its_permissions() {
+        let mut spec = minimal();
+        spec["linux"]["devices"] = serde_json::json!([
+            {"path": "/dev/loop0", "type": "b", "major": 7, "minor": 0, "fileMode": 0o60660},
+            {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o20666}
+        ]);
+        assert!(validate_json(&spec.to_string()).is_err());
+        let value = validate_engine_json(&spec.to_string()).unwrap();
+        assert_eq!(value["linux"]["devices"][0]["fileMode"], 0o660);
+        assert_eq!(value["linux"]["devices"][1]["fileMode"], 0o666);
+        // Bits that are no file type are not the engine's quirk: refused.
+        spec["linux"]["devices"][0]["fileMode"] = serde_json::json!(0o1000000);
+        assert!(validate_engine_json(&spec.to_string()).is_err());
     }
 }

@@ -379,6 +379,7 @@ fn review_creation(
     let text = std::str::from_utf8(&config.bytes)
         .with_context(|| format!("the engine's spec {}: not UTF-8", config_path.display()))?;
     let spec = crate::read_engine_spec(text).with_context(|| format!("{}", config_path.display()))?;
+    vouch_for_owner(&bundle, &spec)?;
     let approved = reviewer.review(&creation.id, spec)?;
     let text = crate::validate::config_json(&approved)?;
     let key = container_key(invocation, real, &creation.id)?;
@@ -389,6 +390,29 @@ fn review_creation(
         .with_context(|| format!("writing {}", config_path.display()))?;
     if creation.kind != CreateKind::Restore {
         reviewer.prune(SystemTime::now());
+    }
+    Ok(())
+}
+
+/// A bundle owned by another user than this one (or root) is accepted
+/// only when the spec maps that user to the container's root (podman's
+/// with `--uidmap`): that user is the container's, whom no host process
+/// should run as. Anyone else could change the bundle under the runtime.
+fn vouch_for_owner(bundle: &crate::state::GivenBundle, spec: &Spec) -> Result<()> {
+    let owner = bundle.owner();
+    if owner == 0 || owner == nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    let maps_root = spec.linux.as_ref().is_some_and(|l| {
+        l.uid_mappings
+            .iter()
+            .any(|m| m.container_id == 0 && m.host_id == owner && m.size > 0)
+    });
+    if !maps_root {
+        bail!(
+            "bundle {}: not trusted: owned by uid {owner}, which is neither root nor the user the spec maps to the container's root",
+            bundle.path().display()
+        );
     }
     Ok(())
 }

@@ -71,6 +71,8 @@ pub struct GivenBundle {
     dir: Dir,
     /// The directories opening it made, outermost first.
     created: Vec<PathBuf>,
+    /// Who owns the directory.
+    owner: u32,
 }
 
 /// An engine's config.json: its bytes, mode and owner.
@@ -101,7 +103,11 @@ impl GivenBundle {
                 })
             });
         match opened {
-            Ok(dir) => Ok(GivenBundle { dir, created }),
+            Ok(dir) => Ok(GivenBundle {
+                dir,
+                created,
+                owner: nix::unistd::geteuid().as_raw(),
+            }),
             Err(e) => {
                 remove_created(&created);
                 Err(e)
@@ -109,8 +115,12 @@ impl GivenBundle {
         }
     }
 
-    /// Opens the bundle directory an engine made at `given`, checked as
-    /// [`GivenBundle::open`] checks one; nothing is made.
+    /// Opens the bundle directory an engine made at `given`, reached as
+    /// [`GivenBundle::open`] reaches one (nothing is made): a directory no
+    /// one but its owner may write. Its owner is this user, or another
+    /// one the caller must vouch for ([`GivenBundle::owner`]): podman
+    /// hands a user-namespaced container's bundle to the user it maps to
+    /// the container's root.
     pub fn open_existing(given: &Path) -> Result<GivenBundle, StateError> {
         let given = std::path::absolute(given).map_err(|e| StateError::Io {
             path: given.to_path_buf(),
@@ -119,14 +129,35 @@ impl GivenBundle {
         let mut created = Vec::new();
         let (fd, real) = super::walk::open_trusted_dir(&given, None, &mut created)?;
         let stat = nix::sys::stat::fstat(&fd).map_err(io_at(&real))?;
-        check_trusted(&real, &stat)?;
+        let euid = nix::unistd::geteuid().as_raw();
+        if stat.st_uid == euid {
+            check_trusted(&real, &stat)?;
+        } else if stat.st_mode & 0o022 != 0
+            || nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
+                != nix::sys::stat::SFlag::S_IFDIR
+        {
+            return Err(StateError::Untrusted {
+                path: real,
+                why: format!(
+                    "owned by uid {} and mode {:o}: others may write it",
+                    stat.st_uid,
+                    stat.st_mode & 0o7777
+                ),
+            });
+        }
         Ok(GivenBundle {
             dir: Dir {
                 fd: std::sync::Arc::new(fd),
                 path: real,
             },
             created,
+            owner: stat.st_uid,
         })
+    }
+
+    /// Who owns the directory (see [`GivenBundle::open_existing`]).
+    pub fn owner(&self) -> u32 {
+        self.owner
     }
 
     pub fn path(&self) -> &Path {
