@@ -129,7 +129,8 @@ impl Scene {
             .expect("busybox is not installed (apt-get install busybox-static)");
         std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
         for applet in [
-            "sh", "grep", "touch", "true", "echo", "awk", "sort", "ls", "id", "cat", "head", "mkdir", "sleep",
+            "sh", "grep", "touch", "true", "echo", "awk", "sort", "ls", "id", "cat", "head", "mkdir", "sleep", "cut",
+            "chown",
         ] {
             std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
         }
@@ -230,6 +231,56 @@ impl Scene {
     }
 }
 
+/// A multi-stage build as users write them: COPY, WORKDIR, ENV, RUN steps
+/// that write files, a cache mount (whose content a second build sees),
+/// a tmpfs mount, and a final stage that switches to a non-root USER.
+const DOCKERFILE: &str = r#"FROM localhost/busybox:test AS builder
+# A build of another NONCE runs every step again (and keeps cache mounts).
+ARG NONCE
+WORKDIR /src
+ENV GREETING=hello
+COPY input.txt ./
+RUN mkdir -p /opt/out && echo "$GREETING from $(pwd)" > /opt/out/greeting && cat input.txt >> /opt/out/greeting
+RUN --mount=type=cache,target=/cache (cat /cache/stamp 2>/dev/null || echo none) > /opt/out/cache-before && echo cached > /cache/stamp
+RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/t && cat /scratch/t > /opt/out/tmpfs-seen && grep " /scratch " /proc/mounts | cut -d" " -f3 > /opt/out/scratch-fs
+RUN grep NoNewPrivs /proc/self/status | cut -f2 > /opt/out/no-new-privs
+
+FROM localhost/busybox:test
+COPY --from=builder /opt/out/ /opt/out/
+RUN mkdir -p /home/app && chown 1000:1000 /home/app
+USER 1000:1000
+WORKDIR /home/app
+RUN id -u > /home/app/uid && echo written-as-user > /home/app/file
+"#;
+
+/// A build context holding [`DOCKERFILE`] (as `Dockerfile` and
+/// `Containerfile`) and its input.
+fn build_context(scene: &Scene) -> PathBuf {
+    let context = scene.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    for name in ["Dockerfile", "Containerfile"] {
+        std::fs::write(context.join(name), DOCKERFILE).unwrap();
+    }
+    std::fs::write(context.join("input.txt"), "input line\n").unwrap();
+    context
+}
+
+/// Checks the final stage's files, one by one; `cache_before` is what the
+/// cache mount held when the build began, `no_new_privs` what the RUN
+/// steps ran with.
+fn check_built(root: &Path, cache_before: &str, no_new_privs: &str) {
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path} in {}: {e}", root.display()))
+    };
+    assert_eq!(read("opt/out/greeting"), "hello from /src\ninput line\n");
+    assert_eq!(read("opt/out/cache-before"), format!("{cache_before}\n"));
+    assert_eq!(read("opt/out/tmpfs-seen"), "temp\n");
+    assert_eq!(read("opt/out/scratch-fs"), "tmpfs\n");
+    assert_eq!(read("opt/out/no-new-privs"), format!("{no_new_privs}\n"));
+    assert_eq!(read("home/app/uid"), "1000\n");
+    assert_eq!(read("home/app/file"), "written-as-user\n");
+}
+
 /// A daemon a test started; stopped (SIGTERM, then SIGKILL) when dropped.
 struct Daemon {
     child: Child,
@@ -280,6 +331,61 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A real build through the wrapper, under `hardened` and under
+/// `mount-allowlist` allowing the engine's own paths (its storage and its
+/// temporary directory, where it keeps cache mounts and the files it
+/// binds), checked file by file; the cache mount's content is seen by the
+/// next build.
+#[test]
+fn buildah_builds_a_multi_stage_image_under_hardened_and_mount_allowlist() {
+    let scene = Scene::new();
+    scene.import_busybox();
+    let context = build_context(&scene);
+    let tmp = scene.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let allow = scene.path().join("allow-buildah.json");
+    std::fs::write(
+        &allow,
+        serde_json::json!({"allowed_sources": [scene.path()]}).to_string(),
+    )
+    .unwrap();
+    let allowlist = vec![
+        "--runtime".to_string(),
+        WRAPPER.to_string(),
+        "--runtime-flag".to_string(),
+        format!("policy={MOUNT_ALLOWLIST}:{}", allow.display()),
+        "--runtime-flag".to_string(),
+        format!("state-dir={}", scene.state().display()),
+    ];
+    for (n, (name, runtime)) in [("hardened", scene.runtime_flags()), ("mount-allowlist", allowlist)]
+        .into_iter()
+        .enumerate()
+    {
+        let tag = format!("built-{n}");
+        ok(scene
+            .libpod("buildah")
+            .env("TMPDIR", &tmp)
+            .arg("bud")
+            .args(&runtime)
+            .args(["--network", "none", "--layers=false", "-t", &tag])
+            .arg(&context));
+        let container = ok(scene.libpod("buildah").args(["from", &tag]));
+        let container = container.lines().last().unwrap().trim().to_string();
+        let root = ok(scene.libpod("buildah").args(["mount", &container]));
+        let root = PathBuf::from(root.trim());
+        let (cache_before, no_new_privs) = if n == 0 { ("none", "1") } else { ("cached", "0") };
+        check_built(&root, cache_before, no_new_privs);
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(root.join("home/app/file")).unwrap());
+        assert_eq!(owner, 1000, "{name}: written as the USER");
+        ok(scene.libpod("buildah").args(["rm", &container]));
+    }
+    assert!(
+        scene.reviewed().len() >= 10,
+        "every RUN step of both builds was reviewed"
+    );
+    scene.assert_nothing_mounted();
 }
 
 #[test]
@@ -487,19 +593,21 @@ fn containerd_runs_a_container_through_the_wrapper_as_its_runc_binary() {
     scene.assert_nothing_mounted();
 }
 
+/// Docker: its builder (BuildKit v0.8, embedded in dockerd) runs every
+/// RUN step of a real multi-stage build through the wrapper installed as
+/// `runc` on dockerd's PATH, under `hardened` and then under
+/// `mount-allowlist` allowing dockerd's data root, checked file by file;
+/// `docker run --runtime specwright` (daemon.json as README gives it) runs
+/// under `hardened`; and `--privileged` and `--device` through a runtime
+/// with a chain that approves the spec as it is give what runc gives.
 #[test]
-fn dockers_buildkit_runs_its_run_steps_through_the_wrapper_installed_as_runc() {
+fn docker_builds_and_runs_through_the_wrapper() {
     let scene = Scene::new();
     // dockerd's builder looks `runc` up on PATH.
     let bin = scene.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::os::unix::fs::symlink(WRAPPER, bin.join("runc")).unwrap();
-    let context = scene.busybox_dir("context");
-    std::fs::write(
-        context.join("Dockerfile"),
-        "FROM scratch\nCOPY bin/busybox /bin/busybox\nRUN [\"/bin/busybox\", \"grep\", \"-E\", \"NoNewPrivs|CapEff\", \"/proc/self/status\"]\n",
-    )
-    .unwrap();
+    let context = build_context(&scene);
     let docker_root = scene.path().join("docker");
     let socket = docker_root.join("docker.sock");
     std::fs::create_dir(&docker_root).unwrap();
@@ -513,16 +621,47 @@ fn dockers_buildkit_runs_its_run_steps_through_the_wrapper_installed_as_runc() {
         command
     };
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    // daemon.json as README gives it, for `docker run --runtime specwright`.
+    // A runtime whose chain approves any spec as it is: the wrapper with a
+    // configuration file of its own.
+    let open_config = scene.path().join("open.toml");
+    let allow_all = scene.path().join("allow-all.json");
+    std::fs::write(&allow_all, r#"{"allowed_sources": ["/"]}"#).unwrap();
+    std::fs::write(
+        &open_config,
+        format!(
+            "policies = [\"{MOUNT_ALLOWLIST}:{}\"]\nstate_dir = \"{}\"\nreal_runtime = \"runc\"\n",
+            allow_all.display(),
+            scene.state().display()
+        ),
+    )
+    .unwrap();
+    let open_runtime = scene.path().join("specwright-open");
+    std::fs::write(
+        &open_runtime,
+        format!(
+            "#!/bin/sh\nSPECWRIGHT_RUNTIME_CONFIG={} exec {WRAPPER} \"$@\"\n",
+            open_config.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&open_runtime, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // daemon.json as README gives it (and the permissive runtime beside).
     let daemon_json = docker_root.join("daemon.json");
     std::fs::write(
         &daemon_json,
-        format!(r#"{{"runtimes": {{"specwright": {{"path": "{WRAPPER}"}}}}}}"#),
+        format!(
+            r#"{{"runtimes": {{"specwright": {{"path": "{WRAPPER}"}}, "specwright-open": {{"path": "{}"}}}}}}"#,
+            open_runtime.display()
+        ),
     )
     .unwrap();
+    // hardened as README configures it for Docker: dockerd's own hook
+    // (libnetwork-setkey) runs dockerd itself.
+    let dockerd = std::fs::canonicalize(tool("dockerd")).unwrap();
+    let runtime_toml = scene.runtime_config(&format!(r#"{{"allowed_hooks": [{dockerd:?}]}}"#));
     let daemon = Daemon::start(
         "dockerd",
-        Command::new(tool("dockerd"))
+        Command::new(&dockerd)
             .arg("--config-file")
             .arg(&daemon_json)
             .arg("--data-root")
@@ -534,34 +673,105 @@ fn dockers_buildkit_runs_its_run_steps_through_the_wrapper_installed_as_runc() {
             .arg(docker_root.join("docker.pid"))
             .args(["--storage-driver", "vfs", "--bridge=none", "--iptables=false"])
             .env("PATH", &path)
-            // dockerd's own hook (libnetwork-setkey) runs dockerd itself.
-            .env(
-                "SPECWRIGHT_RUNTIME_CONFIG",
-                scene.runtime_config(&format!(
-                    r#"{{"allowed_hooks": [{:?}]}}"#,
-                    std::fs::canonicalize(tool("dockerd")).unwrap()
-                )),
-            ),
+            .env("SPECWRIGHT_RUNTIME_CONFIG", &runtime_toml),
         &docker_root.join("dockerd.log"),
         || docker().arg("version").output().is_ok_and(|o| o.status.success()),
     );
-    let out = ok(docker()
-        .args(["build", "--network", "none", "--progress", "plain", "-t", "sw-test"])
-        .arg(&context));
-    assert_eq!(status_field(&out, "NoNewPrivs"), "1", "{out}");
-    assert!(!has_net_raw(&out), "{out}");
+    let rootfs = scene.busybox_dir("rootfs");
+    let tarball = scene.path().join("busybox.tar");
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("."));
+    ok(docker().arg("import").arg(&tarball).arg("localhost/busybox:test"));
+
+    let build = |out: &Path, nonce: &str| {
+        ok(docker()
+            .args([
+                "build",
+                "--build-arg",
+                &format!("NONCE={nonce}"),
+                "--network",
+                "none",
+                "--progress",
+                "plain",
+            ])
+            .arg("-o")
+            .arg(format!("type=local,dest={}", out.display()))
+            .arg(&context))
+    };
+    let out = scene.path().join("out-hardened");
+    build(&out, "1");
+    check_built(&out, "none", "1");
     let reviewed_by_build = scene.reviewed().len();
-    assert!(reviewed_by_build > 0, "the wrapper reviewed the RUN step");
-    // The image just built, run through the registered runtime.
+    assert!(reviewed_by_build >= 6, "the wrapper reviewed every RUN step");
+
+    // The image run through the registered runtime, under hardened.
     let out = ok(docker()
-        .args(["run", "--rm", "--runtime", "specwright", "--network", "none", "sw-test"])
-        .args(["/bin/busybox", "grep", "-E", "NoNewPrivs|CapEff", "/proc/self/status"]));
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            "specwright",
+            "--network",
+            "none",
+            "localhost/busybox:test",
+        ])
+        .args(["grep", "-E", "NoNewPrivs|CapEff", "/proc/self/status"]));
     assert_eq!(status_field(&out, "NoNewPrivs"), "1", "{out}");
     assert!(!has_net_raw(&out), "{out}");
     assert!(
         scene.reviewed().len() > reviewed_by_build,
         "the wrapper reviewed the container"
     );
+
+    // The same build under mount-allowlist, dockerd's data root allowed;
+    // the cache mount keeps what the first build left.
+    let allow = scene.path().join("allow-docker.json");
+    std::fs::write(
+        &allow,
+        serde_json::json!({"allowed_sources": [docker_root.join("data")]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        &runtime_toml,
+        format!(
+            "policies = [\"{MOUNT_ALLOWLIST}:{}\"]\nstate_dir = \"{}\"\nreal_runtime = \"runc\"\n",
+            allow.display(),
+            scene.state().display()
+        ),
+    )
+    .unwrap();
+    let out = scene.path().join("out-allowlist");
+    build(&out, "2");
+    check_built(&out, "cached", "0");
+
+    // --privileged and --device: what plain runc gives (on this host,
+    // which lacks CAP_SYS_RESOURCE, runc refuses --privileged: so must the
+    // wrapper's runc, the same way).
+    for flags in [&["--privileged"][..], &["--device", "/dev/loop0"][..]] {
+        let docker_run = |runtime: &str| {
+            run(docker()
+                .args(["run", "--rm", "--network", "none", "--runtime", runtime])
+                .args(flags)
+                .args(["localhost/busybox:test", "sh", "-c", PROBE]))
+        };
+        let plain = docker_run("runc");
+        let wrapped = docker_run("specwright-open");
+        assert_eq!(plain.status.code(), wrapped.status.code(), "{flags:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&plain.stdout),
+            String::from_utf8_lossy(&wrapped.stdout),
+            "{flags:?}"
+        );
+        let error = |out: &Output| {
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            text.split("OCI runtime create failed: ").nth(1).map(str::to_string)
+        };
+        assert_eq!(error(&plain), error(&wrapped), "{flags:?}");
+    }
     drop(daemon);
     scene.assert_nothing_mounted();
 }
@@ -584,12 +794,18 @@ fn podman_features_give_the_same_container_through_the_wrapper_as_through_runc()
     let features: &[(&str, &[&str])] = &[
         ("--device", &["--device", "/dev/loop0"]),
         ("--privileged", &["--privileged"]),
-        ("--cap-add/--cap-drop", &["--cap-add", "SYS_PTRACE", "--cap-drop", "CHOWN"]),
+        (
+            "--cap-add/--cap-drop",
+            &["--cap-add", "SYS_PTRACE", "--cap-drop", "CHOWN"],
+        ),
         ("seccomp=unconfined", &["--security-opt", "seccomp=unconfined"]),
         ("--read-only", &["--read-only"]),
         ("--tmpfs", &["--tmpfs", "/scratch:size=1m"]),
         ("-v ro and rw", &["-v", &ro_volume, "-v", &rw_volume]),
-        ("--uidmap/--gidmap", &["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"]),
+        (
+            "--uidmap/--gidmap",
+            &["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"],
+        ),
         ("--pids-limit", &["--pids-limit", "100"]),
         ("--memory", &["--memory", "64m"]),
     ];
@@ -617,7 +833,10 @@ fn podman_features_give_the_same_container_through_the_wrapper_as_through_runc()
         };
         assert!(plain.status.success(), "{name} through runc:\n{}", shown(&plain));
         let out = shown(&plain);
-        assert!(out.contains("CapEff") && out.contains("\n/proc ") && out.contains("\nend\n"), "{name}: {out}");
+        assert!(
+            out.contains("CapEff") && out.contains("\n/proc ") && out.contains("\nend\n"),
+            "{name}: {out}"
+        );
         if shown(&plain) != shown(&wrapped) {
             differences.push(format!(
                 "--- {name}\nrunc:\n{}\nspecwright-runc:\n{}",
@@ -627,6 +846,9 @@ fn podman_features_give_the_same_container_through_the_wrapper_as_through_runc()
         }
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
-    assert!(scene.reviewed().len() >= features.len(), "the wrapper reviewed every container");
+    assert!(
+        scene.reviewed().len() >= features.len(),
+        "the wrapper reviewed every container"
+    );
     scene.assert_nothing_mounted();
 }
