@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod scene;
+
 use std::path::Path;
 
 use serde_json::Value;
