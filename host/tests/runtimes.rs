@@ -263,6 +263,27 @@ fn with_top(base: &str, extra: &str) -> String {
 fn hostile_specs() -> Vec<Hostile> {
     vec![
         Hostile {
+            name: "a seccomp filter of crun's annotation (run.oci.seccomp_bpf_data)",
+            edit: |base| {
+                let mut spec: Value = serde_json::from_str(base).unwrap();
+                // BPF: return SECCOMP_RET_ALLOW.
+                spec["annotations"] = json!({"run.oci.seccomp_bpf_data": "BgAAAAAA/38="});
+                spec.to_string()
+            },
+            fools: Some(Runtime::Crun),
+            shows: |status| status.contains("UNSHARE-ALLOWED"),
+        },
+        Hostile {
+            name: "a uid past 2^31 (crun keeps root)",
+            edit: |base| {
+                let mut spec: Value = serde_json::from_str(base).unwrap();
+                spec["process"]["user"] = json!({"uid": 4294967295u64, "gid": 4294967295u64});
+                spec.to_string()
+            },
+            fools: Some(Runtime::Crun),
+            shows: |status| status_field(status, "Uid").starts_with("0\t"),
+        },
+        Hostile {
             name: "a second Process object",
             edit: |base| {
                 let mut spec: Value = serde_json::from_str(base).unwrap();
@@ -350,8 +371,8 @@ fn host_netns() -> String {
 
 /// What the container prints: its status, its network namespace, and
 /// whether its rootfs takes a write.
-const PROBE: &str =
-    "grep -E 'NoNewPrivs|CapEff|CapBnd' /proc/self/status; readlink /proc/self/ns/net; touch /written 2>&1 || true";
+const PROBE: &str = "grep -E 'NoNewPrivs|CapEff|CapBnd|Uid' /proc/self/status; readlink /proc/self/ns/net; \
+    touch /written 2>&1 || true; unshare -U true 2>/dev/null && echo UNSHARE-ALLOWED; true";
 
 fn hostile_specs_never_reach(runtime: Runtime) {
     let scene = Scene::new(runtime);
@@ -619,6 +640,31 @@ fn hardened_keeps_its_claims_through_runc() {
             )),
         },
         Claim {
+            name: "a namespace path through /proc/self/cwd (each process resolves it in its own directory)",
+            edit: Box::new(|spec| namespace_path(spec, "network", "/proc/self/cwd/netns")),
+            message: "goes through a link of the kernel's",
+            control: None,
+        },
+        Claim {
+            name: "/proc's kernel knobs writable",
+            edit: Box::new(|spec| {
+                spec["linux"]["readonlyPaths"] = json!([]);
+                spec["linux"]["maskedPaths"] = json!([]);
+            }),
+            message: "is neither read-only nor masked",
+            control: Some((
+                "test -w /proc/sys/kernel/core_pattern && echo KNOBS-WRITABLE",
+                Box::new(|shown: &str| shown.contains("KNOBS-WRITABLE")),
+            )),
+        },
+        Claim {
+            name: "the host's root cgroup",
+            edit: Box::new(|spec| spec["linux"]["cgroupsPath"] = json!("/")),
+            message: "the host's root cgroup",
+            // runc's own run of it removes the host's empty cgroups.
+            control: None,
+        },
+        Claim {
             name: "a device rule that allows every device",
             edit: Box::new(|spec| {
                 spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
@@ -665,7 +711,12 @@ fn mount_allowlist_keeps_its_claims_through_runc() {
     }
     std::fs::write(allowed.join("x/only-here"), "").unwrap();
     let settings = scene.root.join("allow.json");
-    std::fs::write(&settings, json!({"allowed_sources": [allowed]}).to_string()).unwrap();
+    // The bundle (its rootfs) and the allowed directory.
+    std::fs::write(
+        &settings,
+        json!({"allowed_sources": [allowed, scene.bundle]}).to_string(),
+    )
+    .unwrap();
     let policy = format!("{MOUNT_ALLOWLIST}:{}", settings.display());
     let mount = |kind: &'static str, source: &'static str| -> Box<dyn Fn(&mut Value)> {
         Box::new(move |spec: &mut Value| {
@@ -676,6 +727,10 @@ fn mount_allowlist_keeps_its_claims_through_runc() {
         })
     };
     let allowed_str = allowed.display().to_string();
+    let hosts_file = allowed.join("hosts").display().to_string();
+    std::fs::write(&hosts_file, "127.0.0.1 localhost\n").unwrap();
+    // What runc's own run resolves /proc/self/cwd/data to: its rootfs's.
+    std::os::unix::fs::symlink("/etc", scene.bundle.join("rootfs/data")).unwrap();
     let claims = vec![
         Claim {
             name: "devtmpfs: the host's devices",
@@ -702,6 +757,44 @@ fn mount_allowlist_keeps_its_claims_through_runc() {
             control: None,
         },
         Claim {
+            name: "cgroup2: the host's whole cgroup tree",
+            edit: mount("cgroup2", "cgroup2"),
+            message: "not a filesystem mount-allowlist knows",
+            control: None,
+        },
+        Claim {
+            name: "a source through /proc/self/cwd (runc resolves it in the rootfs)",
+            edit: Box::new(|spec: &mut Value| {
+                spec["mounts"].as_array_mut().unwrap().push(json!({
+                    "destination": "/mnt", "type": "bind", "source": "/proc/self/cwd/data", "options": ["rbind", "ro"]
+                }));
+            }),
+            message: "goes through a link of the kernel's",
+            control: Some((
+                "head -1 /mnt/passwd",
+                Box::new(|shown: &str| shown.starts_with("root:")),
+            )),
+        },
+        Claim {
+            name: "an earlier bind at /etc/hosts, shadowed by a later one",
+            edit: Box::new(move |spec: &mut Value| {
+                let mounts = spec["mounts"].as_array_mut().unwrap();
+                mounts.push(
+                    json!({"destination": "/etc/hosts", "type": "bind", "source": "/", "options": ["rbind", "ro"]}),
+                );
+                mounts.push(json!({"destination": "/etc/hosts", "type": "bind", "source": hosts_file.clone(), "options": ["rbind", "ro"]}));
+            }),
+            message: "mount /etc/hosts uses /,",
+            control: None,
+        },
+        Claim {
+            name: "a rootfs of the host's",
+            edit: Box::new(|spec: &mut Value| spec["root"]["path"] = json!("/usr")),
+            message: "the rootfs /usr",
+            // runc's own run of it makes directories in the host's /usr.
+            control: None,
+        },
+        Claim {
             name: "a second lowerdir inside an allowed one's value",
             edit: Box::new(move |spec: &mut Value| {
                 spec["mounts"].as_array_mut().unwrap().push(json!({
@@ -721,4 +814,150 @@ fn mount_allowlist_keeps_its_claims_through_runc() {
         },
     ];
     scene.check_claims(&policy, claims);
+}
+
+/// Regression (red team): the runtime read the engine's config.json by
+/// path after the review; whoever could write the bundle swapped it in
+/// between. Here the "runtime" swaps it before running runc: what runs is
+/// still what the chain approved.
+#[test]
+fn a_config_json_swapped_after_the_review_is_not_what_runs() {
+    let scene = Scene::new(Runtime::Runc);
+    scene.set_args("grep -E 'CapEff|Seccomp:' /proc/self/status");
+    let mut evil = scene.spec();
+    for set in ["bounding", "effective", "permitted"] {
+        evil["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SYS_ADMIN"));
+    }
+    evil["linux"].as_object_mut().unwrap().remove("seccomp");
+    let evil_file = scene.root.join("evil.json");
+    std::fs::write(&evil_file, evil.to_string()).unwrap();
+    let swapper = scene.root.join("swapping-runc");
+    std::fs::write(
+        &swapper,
+        format!(
+            "#!/bin/sh\ncp {} {}\nexec {} \"$@\"\n",
+            evil_file.display(),
+            scene.config().display(),
+            Runtime::Runc.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&swapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = scene.root.join("swap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [\"{HARDENED}\"]\nreal_runtime = \"{}\"\nstate_dir = \"{}\"\n",
+            swapper.display(),
+            scene.root.join("sw-state").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(WRAPPER)
+        .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+        .args([
+            "--root",
+            &scene.state_root(),
+            "run",
+            "--bundle",
+            &scene.bundle_arg(),
+            "swapped",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert_eq!(scene.spec(), evil, "the engine's file was swapped");
+    assert_eq!(capability_mask(&shown, "CapEff") & CAP_SYS_ADMIN_BIT, 0, "{shown}");
+    assert_eq!(status_field(&shown, "Seccomp"), "2", "{shown}");
+}
+
+/// Regression (red team): a `create` of an id the runtime already has
+/// failed in the runtime but left an approved spec, and an `exec` into
+/// the container the chain never saw got through.
+#[test]
+fn a_container_the_wrapper_did_not_make_gets_no_exec() {
+    let scene = Scene::new(Runtime::Runc);
+    scene.set_args("sleep 60");
+    let bundle = scene.bundle_arg();
+    let log = scene.root.join("victim.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let status = scene
+        .runtime
+        .command(
+            &Runtime::Runc.path(),
+            &[
+                "--root".to_string(),
+                scene.state_root(),
+                "create".into(),
+                "--bundle".into(),
+                bundle.clone(),
+                "victim".into(),
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let out = scene.wrapper(&["exec", "victim", "true"]);
+    assert!(text(&out).contains("no spec approved for it"), "{}", text(&out));
+    let (status, shown) = scene.wrapper_create(&["create", "--bundle", &bundle, "victim"]);
+    assert_eq!(status.code(), Some(1), "{shown}");
+    assert!(shown.contains("a container of this id already"), "{shown}");
+    let out = scene.wrapper(&["exec", "victim", "true"]);
+    assert!(text(&out).contains("no spec approved for it"), "{}", text(&out));
+}
+
+/// Regression (red team): the host's network namespace bound under
+/// `/run/netns` (`ip netns attach host 1`) was named by its path, under
+/// hardened's allowed prefix.
+#[test]
+fn the_hosts_namespace_bound_under_an_allowed_prefix_is_still_the_hosts() {
+    let scene = Scene::new(Runtime::Runc);
+    let netns = scene.root.join("netns");
+    std::fs::create_dir_all(&netns).unwrap();
+    let bound = netns.join("hostnet");
+    std::fs::write(&bound, "").unwrap();
+    let settings = scene.root.join("hardened.json");
+    std::fs::write(
+        &settings,
+        json!({"allowed_namespaces": {"network": [netns]}}).to_string(),
+    )
+    .unwrap();
+    scene.edit_spec(|spec| namespace_path(spec, "network", bound.to_str().unwrap()));
+    let config = scene.root.join("bound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [\"{HARDENED}:{}\"]\nreal_runtime = \"runc\"\nstate_dir = \"{}\"\n",
+            settings.display(),
+            scene.root.join("sw-state").display()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind /proc/self/ns/net {bound} && SPECWRIGHT_RUNTIME_CONFIG={config} {WRAPPER} --root {root} run --bundle {bundle} bound",
+        bound = bound.display(),
+        config = config.display(),
+        root = scene.state_root(),
+        bundle = scene.bundle_arg(),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is the host's own"), "{}", text(&out));
+    assert!(!scene.exists("bound"));
 }

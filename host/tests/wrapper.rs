@@ -33,7 +33,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let bundle = root.join("bundle");
-        std::fs::create_dir(&bundle).unwrap();
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
         let out = Command::new("runc")
             .args(["spec", "--bundle"])
             .arg(&bundle)
@@ -52,10 +52,9 @@ impl Fixture {
         std::fs::write(
             &fake,
             format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$@\" > {root}/args\ncp {bundle}/config.json {root}/seen.json\n\
-                 prev=\nfor a in \"$@\"; do\n  case \"$prev\" in --process|--resources) cat \"$a\" > {root}/document.json ;; esac\n  prev=\"$a\"\ndone\nexit 7\n",
-                root = root.display(),
-                bundle = bundle.display()
+                "#!/bin/sh\nprintf '%s\\n' \"$@\" > {root}/args\n\
+                 prev=\nfor a in \"$@\"; do\n  case \"$prev\" in\n    --process|--resources) cat \"$a\" > {root}/document.json ;;\n    --bundle|-b) cp \"$a/config.json\" {root}/seen.json ;;\n  esac\n  prev=\"$a\"\ndone\nexit 7\n",
+                root = root.display()
             ),
         )
         .unwrap();
@@ -203,15 +202,30 @@ fn create_runs_the_chain_over_the_engines_spec_then_hands_the_real_runtime_the_e
     ]);
     // The real runtime replaced the wrapper: its exit code is the engine's.
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    // The engine's arguments, but the bundle: one of the wrapper's, which
+    // no one else can change before the runtime reads it.
+    let passed = f.passed().unwrap();
+    let reviewed = passed[passed.len() - 2].clone();
+    assert!(
+        reviewed.starts_with(&f.state.join("reviewed").display().to_string()),
+        "{passed:?}"
+    );
     assert_eq!(
-        f.passed().unwrap(),
+        passed,
         words(&format!(
-            "--root /run/test-runc --log {log} --log-format json --systemd-cgroup create --bundle {bundle} --pid-file /run/x.pid box1"
+            "--root /run/test-runc --log {log} --log-format json --systemd-cgroup create --pid-file /run/x.pid --bundle {reviewed} box1"
         ))
     );
     // What runc wrote, with exactly hardened's changes (its other fields,
-    // the ones specwright's model does not name too, kept as they were).
-    let expected = hardened(before);
+    // the ones specwright's model does not name too, kept as they were),
+    // the rootfs named by its real path.
+    let mut expected = hardened(before);
+    expected["root"]["path"] = Value::String(
+        std::fs::canonicalize(f.bundle.join("rootfs"))
+            .unwrap()
+            .display()
+            .to_string(),
+    );
     assert!(f.seen() == expected, "the runtime got other than hardened's changes");
     assert!(f.spec() == expected, "config.json is written back");
     assert_eq!(
@@ -239,7 +253,9 @@ fn a_spec_is_written_back_canonical_with_its_owner_even_when_no_policy_changes_i
     let out = f.create(&policy, "same1");
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let canonical = std::fs::read_to_string(f.config()).unwrap();
-    assert_eq!(serde_json::from_str::<Value>(&canonical).unwrap(), spec);
+    let mut anchored = spec.clone();
+    anchored["root"]["path"] = Value::String(f.bundle.join("rootfs").display().to_string());
+    assert_eq!(serde_json::from_str::<Value>(&canonical).unwrap(), anchored);
     assert_ne!(canonical, engines, "written anew, not left as the engine wrote it");
     // Keys out of order, spaced as no serializer would: the same bytes.
     let mut shuffled = serde_json::Map::new();
@@ -368,6 +384,15 @@ fn specs_runtimes_would_read_otherwise_are_refused_before_any_policy_runs() {
         .unwrap()
         .push(json!({"destination": "/proc\u{0}/x", "type": "bind", "source": "/etc"}));
     nested.push((spec.to_string(), "NUL character"));
+    // crun runs 4294967295 as root; crun and CRIU act on annotations.
+    let mut spec = f.spec();
+    spec["process"]["user"]["uid"] = json!(4294967295u64);
+    nested.push((spec.to_string(), "`process.user.uid`: 4294967295"));
+    for annotation in ["run.oci.seccomp.plugins", "run.oci.seccomp_bpf_data", "org.criu.config"] {
+        let mut spec = f.spec();
+        spec["annotations"] = json!({annotation: "/tmp/x"});
+        nested.push((spec.to_string(), "the runtime acts on it"));
+    }
     for (i, (text, needle)) in cases
         .iter()
         .map(|(t, n)| (t.as_str(), *n))
@@ -479,6 +504,7 @@ fn command_lines_the_runtimes_read_differently_are_refused_with_policies() {
         (format!("create --HANG=1 -b {bundle} c1"), "--HANG"),
         (format!("create -b {bundle} -b {evil} c1"), "given twice"),
         ("mounts add c1 /x".to_string(), "not one specwright-runc reviews"),
+        ("--criu /tmp/evil checkpoint c1".to_string(), "--criu names a program"),
         ("init".to_string(), "not one specwright-runc reviews"),
     ] {
         let mut args = f.with_state(&["--policy", HARDENED]);
@@ -505,11 +531,12 @@ fn exec_is_reviewed_as_the_containers_approved_spec_with_its_process() {
     let f = Fixture::new();
     let out = f.create(HARDENED, "ex1");
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-    let exec = |extra: &[&str]| {
-        let mut args = f.with_state(&["--policy", HARDENED, "--root", "/run/test-root-unused"]);
+    let exec_in = |root: &Path, extra: &[&str]| {
+        let mut args = f.with_state(&["--policy", HARDENED, "--root", root.to_str().unwrap()]);
         args.extend(["exec"].iter().chain(extra).map(|a| a.to_string()));
         f.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
+    let exec = |extra: &[&str]| exec_in(Path::new("/run/test-root-unused"), extra);
     // Created without --root, the exec names the same root: found.
     let plain = |extra: &[&str]| {
         let mut args = f.with_state(&["--policy", HARDENED, "exec"]);
@@ -588,6 +615,26 @@ fn exec_is_reviewed_as_the_containers_approved_spec_with_its_process() {
     assert!(stderr(&out).contains("no spec approved for it"), "{}", stderr(&out));
     let out = plain(&["nobody", "sh"]);
     assert_eq!(out.status.code(), Some(1));
+    // crun would leave the container's cgroups for `..`.
+    let out = plain(&["--cgroup", "..", "ex1", "sh"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not below the container's cgroup"),
+        "{}",
+        stderr(&out)
+    );
+    // Descriptors said to go to the process but not open here: runc would
+    // hand it its own (a handle on the host's /sys/fs/cgroup).
+    let out = plain(&["--preserve-fds", "1", "ex1", "sh"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("descriptor 3"), "{}", stderr(&out));
+    // A runtime root another user could change.
+    let evil_root = f.root.join("evil-root");
+    std::fs::create_dir(&evil_root).unwrap();
+    nix::unistd::chown(&evil_root, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+    let out = exec_in(&evil_root, &["ex1", "sh"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("owned by uid 4242"), "{}", stderr(&out));
     assert_eq!(f.passed(), None);
 }
 
@@ -630,7 +677,7 @@ fn update_is_laid_over_the_approved_spec_and_reviewed_again() {
     assert_eq!(f.document(), json!({"cpu": {"shares": 512}}));
     let kept: Vec<Value> = std::fs::read_dir(f.state.join("reviewed"))
         .unwrap()
-        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path().join("kept.json")).unwrap()).unwrap())
         .collect();
     assert_eq!(kept.len(), 1);
     let resources = &kept[0]["spec"]["linux"]["resources"];
@@ -652,7 +699,7 @@ fn update_is_laid_over_the_approved_spec_and_reviewed_again() {
 }
 
 #[test]
-fn restore_reviews_its_bundle_like_create() {
+fn restore_is_refused_unless_allowed_and_then_reviews_its_bundle_like_create() {
     let f = Fixture::new();
     f.edit_spec(|spec| {
         spec["linux"]["namespaces"]
@@ -671,7 +718,15 @@ fn restore_reviews_its_bundle_like_create() {
         &bundle,
         "r1",
     ]);
+    // A checkpoint's processes keep what CRIU saved of them: by default,
+    // no restore.
     let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("allow_restore"), "{}", stderr(&out));
+    let config = f.root.join("restore.toml");
+    std::fs::write(&config, "allow_flag_overrides = true\nallow_restore = true\n").unwrap();
+    let restore = |args: &[String]| f.run_with_config(&args.iter().map(String::as_str).collect::<Vec<_>>(), &config);
+    let out = restore(&args);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("the host network is not allowed"),
@@ -680,7 +735,7 @@ fn restore_reviews_its_bundle_like_create() {
     );
     args.truncate(args.len() - 1);
     args.extend(["--lsm-profile", "apparmor:unconfined", "r1"].map(str::to_string));
-    let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = restore(&args);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--lsm-profile"), "{}", stderr(&out));
     assert_eq!(f.passed(), None);

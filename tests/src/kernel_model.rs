@@ -226,8 +226,14 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         specwright_host_core::sys::RealSyscalls.read_reviewed(state, key)
     }
 
-    fn write_reviewed(&self, state: &StateDir, key: &str, bytes: &[u8]) -> Result<(), StateError> {
-        specwright_host_core::sys::RealSyscalls.write_reviewed(state, key, bytes)
+    fn write_reviewed(
+        &self,
+        state: &StateDir,
+        key: &str,
+        kept: &[u8],
+        config: Option<&[u8]>,
+    ) -> Result<PathBuf, StateError> {
+        specwright_host_core::sys::RealSyscalls.write_reviewed(state, key, kept, config)
     }
 
     fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError> {

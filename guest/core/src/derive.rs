@@ -21,15 +21,14 @@ pub fn request_from_spec(id: &str, spec: &Spec) -> Result<Request, PolicyError> 
     let linux = spec.linux.as_ref();
     let namespaces = linux.map_or(&[][..], |l| &l.namespaces[..]);
     let namespace = |kind: &str| namespaces.iter().find(|n| n.kind == kind);
-    let bind_source = |dest: &str| {
-        spec.mounts
-            .iter()
-            .rev()
-            .find(|m| m.destination == dest && binds(m))
-            .map(|m| m.source.to_string())
-    };
-    let resolv_conf = bind_source("/etc/resolv.conf").unwrap_or_default();
-    let hosts_file = bind_source("/etc/hosts").unwrap_or_default();
+    // The last bind at a destination is what the container sees there;
+    // an earlier one is mounted too (and reachable through a later mount),
+    // so it stays among `mounts`.
+    let last_bind = |dest: &str| spec.mounts.iter().rposition(|m| m.destination == dest && binds(m));
+    let (resolv_at, hosts_at) = (last_bind("/etc/resolv.conf"), last_bind("/etc/hosts"));
+    let bind_source = |at: Option<usize>| at.map(|i| spec.mounts[i].source.to_string());
+    let resolv_conf = bind_source(resolv_at).unwrap_or_default();
+    let hosts_file = bind_source(hosts_at).unwrap_or_default();
     let privileged = process
         .and_then(|p| p.capabilities.as_ref())
         .is_some_and(|c| c.bounding.iter().any(|cap| cap == PRIVILEGED_CAPABILITY));
@@ -49,8 +48,9 @@ pub fn request_from_spec(id: &str, spec: &Spec) -> Result<Request, PolicyError> 
     let mounts = spec
         .mounts
         .iter()
-        .filter(|m| !(binds(m) && (m.destination == "/etc/resolv.conf" || m.destination == "/etc/hosts")))
-        .map(mount_request)
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != resolv_at && Some(*i) != hosts_at)
+        .map(|(_, m)| mount_request(m))
         .collect();
     let ulimits = process
         .map(|p| &p.rlimits[..])
@@ -138,7 +138,7 @@ pub const HOST_NAMESPACE_PATHS: &[(&str, &str)] = &[
 
 /// The host paths a spec names beyond its derived request, which a policy
 /// may ask the host about (`canonical-path`, `exists`): every namespace
-/// it joins by path, and every hook's program.
+/// it joins by path, every hook's program, and its rootfs.
 pub fn spec_host_paths(spec: &Spec) -> Vec<String> {
     let namespaces = spec.linux.as_ref().map_or(&[][..], |l| &l.namespaces[..]);
     let hooks = spec.hooks.iter().flat_map(|h| {
@@ -157,6 +157,7 @@ pub fn spec_host_paths(spec: &Spec) -> Vec<String> {
         .iter()
         .map(|n| n.path.to_string())
         .chain(hooks.map(|h| h.path.clone()))
+        .chain(spec.root.iter().map(|r| r.path.to_string()))
         .filter(|p| p.starts_with('/'))
         .collect()
 }
@@ -314,6 +315,25 @@ mod tests {
         assert_eq!(request.process_mode, ProcessMode::NoSandbox);
         assert!(request.mounts.is_empty());
         assert!(request.resources.is_none());
+    }
+
+    /// Regression (red team): an earlier bind at /etc/hosts was dropped
+    /// with the last one, so no policy checked its source.
+    #[test]
+    fn only_the_last_bind_at_resolv_conf_and_hosts_leaves_the_mounts() {
+        let text = PODMAN_LIKE.replace(
+            r#"{"destination": "/etc/hosts", "source": "/run/c/hosts", "options": ["rbind"]},"#,
+            r#"{"destination": "/etc/hosts", "type": "bind", "source": "/", "options": ["rbind"]},
+               {"destination": "/etc/hosts", "source": "/run/c/hosts", "options": ["rbind"]},"#,
+        );
+        let request = request_from_spec("abc", &spec(&text)).unwrap();
+        assert_eq!(request.hosts_file, "/run/c/hosts");
+        let sources: Vec<&str> = request
+            .mounts
+            .iter()
+            .map(|m| m.mountable.as_ref().unwrap()[0].source.as_str())
+            .collect();
+        assert!(sources.contains(&"/"), "{sources:?}");
     }
 
     #[test]

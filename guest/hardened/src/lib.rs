@@ -16,6 +16,11 @@
 //! - no seccomp filter on a host that has seccomp, or one whose default
 //!   action lets a call through (unless `allow_unconfined_seccomp`);
 //! - a device cgroup rule that allows every device, or a block device;
+//! - /proc's kernel knobs writable (`/proc/sys`, `/proc/sysrq-trigger`,
+//!   ...) or the host's files in it unmasked (`/proc/kcore`, ...), as
+//!   every engine's default spec keeps them, unless `allow_unmasked_proc`;
+//! - the host's root cgroup, or a cgroup path that leaves the container's
+//!   (`..`);
 //! - host device nodes (`linux.devices`) but those in `allowed_devices`;
 //! - hooks (which run as root, most of them on the host) but those whose
 //!   program, as the host resolves it, is in `allowed_hooks` (Docker's
@@ -82,6 +87,10 @@ pub struct Settings {
     /// Whether the rootfs is made read-only.
     #[serde(default)]
     pub readonly_rootfs: bool,
+    /// Whether /proc's kernel knobs may be writable and the host's files
+    /// in it unmasked (engines' default specs keep them).
+    #[serde(default)]
+    pub allow_unmasked_proc: bool,
 }
 
 impl Settings {
@@ -110,11 +119,11 @@ impl Settings {
         }
     }
 
-    fn allows_path(&self, kind: &str, real: &str) -> bool {
-        real.starts_with('/')
+    fn allows_path(&self, kind: &str, path: &str) -> bool {
+        path.starts_with('/')
             && self.prefixes(kind).iter().any(|prefix| {
                 let prefix = clean_absolute(prefix);
-                clean_absolute(real)
+                clean_absolute(path)
                     .strip_prefix(&prefix)
                     .is_some_and(|rest| rest.starts_with('/'))
             })
@@ -159,25 +168,15 @@ fn namespace_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> 
     let namespaces = spec.linux.as_ref().map_or(&[][..], |l| &l.namespaces[..]);
     for ns in namespaces.iter().filter(|n| !n.path.is_empty()) {
         let (kind, path) = (&*ns.kind, &*ns.path);
+        // The host names a namespace by the kernel's name for it
+        // (`net:[4026531840]`), however the path reaches it.
         let real = match host.canonical(path) {
             Ok(real) => real,
             Err(e) => return Some(format!("{kind} namespace {path}: the host cannot resolve it: {e}")),
         };
         if real.starts_with('/') {
-            if settings.allows_path(kind, &real) {
-                continue;
-            }
-            return Some(format!(
-                "{kind} namespace {path}{} is not under the allowed {:?} (settings: allowed_namespaces.{kind})",
-                if real == path {
-                    String::new()
-                } else {
-                    format!(" (really {real})")
-                },
-                settings.prefixes(kind)
-            ));
+            return Some(format!("{kind} namespace {path} (really {real}) is no namespace"));
         }
-        // Another process's namespace, by the kernel's name for it.
         let hosts = HOST_NAMESPACE_PATHS
             .iter()
             .find(|(k, _)| *k == kind)
@@ -186,12 +185,7 @@ fn namespace_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> 
             Some(Ok(hosts)) if hosts == real => {
                 return Some(format!("{kind} namespace {path} is the host's own ({real})"));
             }
-            Some(Ok(_)) if settings.join_process_namespaces => {}
-            Some(Ok(_)) => {
-                return Some(format!(
-                    "{kind} namespace {path} ({real}) is another process's (settings: join_process_namespaces)"
-                ))
-            }
+            Some(Ok(_)) => {}
             Some(Err(e)) => {
                 return Some(format!(
                     "the host's {kind} namespace cannot be compared with {path}: {e}"
@@ -199,11 +193,46 @@ fn namespace_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> 
             }
             None => return Some(format!("{kind} namespace {path}: not a namespace type hardened knows")),
         }
+        // Another namespace than the host's: by where it is named.
+        if settings.allows_path(kind, path) {
+            continue;
+        }
+        if settings.join_process_namespaces && is_process_namespace(path) {
+            continue;
+        }
+        return Some(if is_process_namespace(path) {
+            format!("{kind} namespace {path} ({real}) is another process's (settings: join_process_namespaces)")
+        } else {
+            format!(
+                "{kind} namespace {path} is not under the allowed {:?} (settings: allowed_namespaces.{kind})",
+                settings.prefixes(kind)
+            )
+        });
     }
     None
 }
 
+/// Whether `path` is `/proc/<pid>/ns/<name>`: another process's namespace.
+fn is_process_namespace(path: &str) -> bool {
+    let cleaned = clean_absolute(path);
+    let mut parts = cleaned.trim_start_matches('/').split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("proc"), Some(pid), Some("ns"), Some(name), None)
+            if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+    )
+}
+
+/// What of /proc and /sys every engine's default spec keeps from a
+/// container: read-only (or masked) knobs of the kernel, and masked files
+/// of the host's.
+const READONLY_PATHS: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/bus", "/proc/fs", "/proc/irq"];
+const MASKED_PATHS: &[&str] = &["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"];
+
 fn privilege_denial(spec: &Spec, facts: &HostFacts, settings: &Settings) -> Option<String> {
+    if let Some(reason) = proc_denial(spec, settings).or_else(|| cgroup_denial(spec)) {
+        return Some(reason);
+    }
     let process = spec.process.as_ref();
     if let Some(caps) = process.and_then(|p| p.capabilities.as_ref()) {
         let sets = [
@@ -269,6 +298,48 @@ fn privilege_denial(spec: &Spec, facts: &HostFacts, settings: &Settings) -> Opti
                 rule.minor.map_or("*".to_string(), |m| m.to_string())
             ));
         }
+    }
+    None
+}
+
+/// A container with /proc must not write the kernel's knobs
+/// (`/proc/sys/kernel/core_pattern` runs a program as root on the host)
+/// nor read the host's masked files.
+fn proc_denial(spec: &Spec, settings: &Settings) -> Option<String> {
+    if settings.allow_unmasked_proc || !spec.mounts.iter().any(|m| m.destination == "/proc") {
+        return None;
+    }
+    let linux = spec.linux.as_ref();
+    let masked = linux.map_or(&[][..], |l| &l.masked_paths[..]);
+    let readonly = linux.map_or(&[][..], |l| &l.readonly_paths[..]);
+    let listed = |list: &[specwright_sdk::spec::Name], path: &str| list.iter().any(|p| p == path);
+    if let Some(path) = READONLY_PATHS
+        .iter()
+        .find(|p| !listed(readonly, p) && !listed(masked, p))
+    {
+        return Some(format!(
+            "{path} is neither read-only nor masked: the container could write the kernel's settings (settings: allow_unmasked_proc)"
+        ));
+    }
+    if let Some(path) = MASKED_PATHS.iter().find(|p| !listed(masked, p)) {
+        return Some(format!("{path} is not masked (settings: allow_unmasked_proc)"));
+    }
+    None
+}
+
+/// The root cgroup, or a path out of where the container's is put, would
+/// give the container the host's limits (and its removal the host's
+/// cgroups).
+fn cgroup_denial(spec: &Spec) -> Option<String> {
+    let path = spec.linux.as_ref().map(|l| l.cgroups_path.as_str()).unwrap_or_default();
+    // systemd's "slice:prefix:name" names no path.
+    if path.contains(':') {
+        return None;
+    }
+    if !path.is_empty() && (path.trim_matches('/').is_empty() || path.split('/').any(|c| c == "..")) {
+        return Some(format!(
+            "linux.cgroupsPath {path:?} is the host's root cgroup or leaves the container's"
+        ));
     }
     None
 }
@@ -372,9 +443,11 @@ mod tests {
         }
     }
 
-    /// A host where `/run/netns/evil` is a symlink to the host's network
-    /// namespace, `/proc/77/ns/*` another process's namespaces, and
-    /// `/proc/self/ns/*` (the host's own) and `/proc/1/ns/*` the host's.
+    /// A host where `/run/netns/evil` is the host's network namespace
+    /// bound there (`ip netns attach evil 1`), `/proc/77/ns/*` another
+    /// process's namespaces, `/proc/self/ns/*` (the host's own) and
+    /// `/proc/1/ns/*` the host's, and the other namespace paths name
+    /// namespaces of their own.
     struct FakeHost;
 
     impl Paths for FakeHost {
@@ -385,6 +458,12 @@ mod tests {
                 "/proc/77/ns/pid" => "pid:[4026532999]".to_string(),
                 "/proc/77/ns/ipc" => "ipc:[4026532998]".to_string(),
                 "/proc/self/ns/ipc" => "ipc:[4026531839]".to_string(),
+                "/proc/self/ns/uts" => "uts:[4026531838]".to_string(),
+                "/run/netns/cni-1" | "/run/netnsx/a" | "/var/run/cni/n1" | "/run/netns/x" => {
+                    "net:[4026532100]".to_string()
+                }
+                "/var/run/ipc-ns" => "ipc:[4026532101]".to_string(),
+                "/etc/passwd" => "/etc/passwd".to_string(),
                 "/missing" => return Err(HostError::Failed("ENOENT".into())),
                 "/proc/99/exe" => "/usr/sbin/dockerd".to_string(),
                 other => other.to_string(),
@@ -444,6 +523,7 @@ mod tests {
             ("pid", "/proc/77/ns/pid", "join_process_namespaces"),
             ("ipc", "/var/run/ipc-ns", "allowed_namespaces.ipc"),
             ("uts", "/missing", "cannot resolve"),
+            ("uts", "/etc/passwd", "is no namespace"),
         ] {
             let reason = denied(&joining(kind, path), &none).unwrap_or_else(|| panic!("{kind} {path} allowed"));
             assert!(reason.contains(needle), "{kind} {path}: {reason}");
@@ -536,6 +616,34 @@ mod tests {
             denied(&hooked, &settings(serde_json::json!({"allowed_hooks": ["/bin/sh"]}))),
             None
         );
+    }
+
+    /// Regression (red team): /proc unmasked let a container open the
+    /// host's core_pattern for writing; a cgroupsPath of "/" made runc's
+    /// cleanup remove the host's cgroups.
+    #[test]
+    fn proc_knobs_and_the_root_cgroup_are_denied() {
+        let none = settings(serde_json::Value::Null);
+        let mut unmasked = base();
+        unmasked.linux_mut().readonly_paths = Default::default();
+        assert!(denied(&unmasked, &none)
+            .unwrap()
+            .contains("/proc/sys is neither read-only nor masked"));
+        let mut unmasked = base();
+        unmasked.linux_mut().masked_paths = Default::default();
+        assert!(denied(&unmasked, &none).unwrap().contains("/proc/kcore is not masked"));
+        assert_eq!(
+            denied(&unmasked, &settings(serde_json::json!({"allow_unmasked_proc": true}))),
+            None
+        );
+        for path in ["/", "//", "/a/../../b"] {
+            let mut rooted = base();
+            rooted.linux_mut().cgroups_path = path.to_string();
+            assert!(denied(&rooted, &none).unwrap().contains("cgroupsPath"), "{path}");
+        }
+        let mut systemd = base();
+        systemd.linux_mut().cgroups_path = "machine.slice:libpod:abc".to_string();
+        assert_eq!(denied(&systemd, &none), None);
     }
 
     #[test]

@@ -15,12 +15,13 @@
 //! really is is compared with the prefixes component by component
 //! (`/srv/cache` allows `/srv/cache/x`, not `/srv/cachex`). The pseudo
 //! filesystems that take no host path (tmpfs, proc, sysfs, devpts, mqueue,
-//! cgroup, cgroup2) pass. Everything else is denied, not let through: a
+//! cgroup) pass. Everything else is denied, not let through: a
 //! filesystem it does not know (devtmpfs, binfmt_misc, debugfs,
 //! securityfs, nfs, ...), an overlay option it does not know, and a comma
 //! inside an option (the kernel would read a second option there:
 //! `lowerdir=/srv/x,lowerdir=/etc`) or a backslash in an overlay path (an
-//! escape the kernel reads and this policy would not). The prefixes
+//! escape the kernel reads and this policy would not). In a spec an
+//! engine wrote, the rootfs (`root.path`) is a host path too. The prefixes
 //! themselves are taken as written: give real paths.
 
 use serde::Deserialize;
@@ -58,8 +59,10 @@ impl Settings {
     }
 }
 
-/// Filesystems that take no host path.
-pub const PSEUDO_FILESYSTEMS: &[&str] = &["tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+/// Filesystems that take no host path. `cgroup` is the runtimes' view of
+/// the container's own cgroups; an explicit `cgroup2` mount is the host's
+/// whole cgroup tree without a cgroup namespace, and is not here.
+pub const PSEUDO_FILESYSTEMS: &[&str] = &["tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup"];
 
 /// Filesystems on a block device (or an image file), whose source is the
 /// host path checked.
@@ -182,6 +185,29 @@ pub fn denial(
     Ok(None)
 }
 
+/// Why the rootfs of `spec` is denied, if it is: a host path (one an
+/// engine named absolutely) outside the allowed prefixes.
+pub fn rootfs_denial(
+    spec: &Spec,
+    settings: &Settings,
+    mut canonical: impl FnMut(&str) -> Result<String, HostError>,
+) -> Option<String> {
+    let path = spec.root.as_ref().map(|r| &*r.path).filter(|p| p.starts_with('/'))?;
+    match canonical(path) {
+        Err(e) => Some(format!("the rootfs {path}: the host cannot resolve it: {e}")),
+        Ok(real) if !settings.allows(&real) => Some(format!(
+            "the rootfs {path}{} is outside the allowed sources {:?}",
+            if real == path {
+                String::new()
+            } else {
+                format!(" (really {real})")
+            },
+            settings.allowed_sources
+        )),
+        Ok(_) => None,
+    }
+}
+
 impl Policy for MountAllowlist {
     const NAME: &'static str = "mount-allowlist";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -194,7 +220,12 @@ impl Policy for MountAllowlist {
             return Err(PolicyError::Denied(reason));
         }
         match input.previous {
-            Some(spec) => Ok(spec),
+            Some(spec) => {
+                if let Some(reason) = rootfs_denial(&spec, &settings, |p| host.canonical_path(p)) {
+                    return Err(PolicyError::Denied(reason));
+                }
+                Ok(spec)
+            }
             None => buildkit::generate(&input.request, &input.facts, host),
         }
     }
@@ -312,6 +343,11 @@ mod tests {
                 serde_json::json!([{"dest": "/s", "mountable": [{"type": "securityfs", "source": "securityfs"}]}]),
                 "not a filesystem mount-allowlist knows",
             ),
+            // The host's whole cgroup tree.
+            (
+                serde_json::json!([{"dest": "/c", "mountable": [{"type": "cgroup2", "source": "cgroup2"}]}]),
+                "not a filesystem mount-allowlist knows",
+            ),
             // A second lowerdir in one option's value.
             (
                 serde_json::json!([{"dest": "/o", "mountable": [{"type": "overlay", "source": "overlay",
@@ -347,5 +383,23 @@ mod tests {
         assert!(Settings::from_value(&serde_json::Value::Null).is_err());
         assert!(Settings::from_value(&serde_json::json!({"allowed": []})).is_err());
         assert!(Settings::from_value(&serde_json::json!({"allowed_sources": ["/x"]})).is_ok());
+    }
+
+    /// Regression (red team): no policy looked at the rootfs; `/usr` as a
+    /// container's root made runc write into the host's `/usr`.
+    #[test]
+    fn an_engines_rootfs_outside_the_allowed_sources_is_denied() {
+        let s = settings(&["/srv"]);
+        let spec = |path: &str| -> Spec {
+            serde_json::from_value(serde_json::json!({"ociVersion": "1.0.2", "root": {"path": path}})).unwrap()
+        };
+        assert_eq!(rootfs_denial(&spec("/srv/c/rootfs"), &s, canonical), None);
+        assert_eq!(rootfs_denial(&spec("rootfs"), &s, canonical), None, "a bundle's own");
+        assert!(rootfs_denial(&spec("/usr"), &s, canonical)
+            .unwrap()
+            .contains("the rootfs /usr"));
+        assert!(rootfs_denial(&spec("/srv/link"), &s, canonical)
+            .unwrap()
+            .contains("really /etc"));
     }
 }

@@ -48,6 +48,9 @@ pub enum ResolveError {
     /// What [`read_in_root`] found is not a file it reads.
     #[error("{path}: {why}")]
     NotReadable { path: String, why: String },
+    /// A path that another process would resolve otherwise.
+    #[error("{path}: {why}")]
+    Ambiguous { path: String, why: &'static str },
 }
 
 struct Step {
@@ -81,15 +84,108 @@ fn joined(root: &Path, stack: &[Step], upto: usize) -> PathBuf {
 }
 
 /// The real path of host path `path`, every symlink followed, as the
-/// kernel names the object it reaches (`net:[4026531840]` for a namespace).
+/// kernel names the object it reaches; a namespace, however reached (a
+/// process's `/proc/<pid>/ns/net`, or a file `ip netns` bound), by the
+/// kernel's name for it (`net:[4026531840]`), so that what is compared is
+/// its identity. A path is refused where another process would resolve it
+/// otherwise: one through a link of the kernel's own (`/proc/self/cwd`,
+/// `/proc/<pid>/root`, `/dev/fd/N`) but the last component of a
+/// process's namespace file (`/proc/<pid>/ns/<name>`, `/proc/self/ns/<name>`,
+/// whose namespaces every process of the host's shares) or program
+/// (`/proc/<pid>/exe`, Docker's hooks), or one naming this process's own
+/// files (`/proc/self/...`).
 pub fn canonical_host_path(path: &str) -> Result<String, ResolveError> {
+    use nix::fcntl::{openat2, OpenHow, ResolveFlag};
     if path.contains('\0') {
         return Err(ResolveError::Nul(path.to_string()));
     }
-    let fd = open(Path::new(path), OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| io_error(Path::new(path), e))?;
+    let refused = |why: &'static str| ResolveError::Ambiguous {
+        path: path.to_string(),
+        why,
+    };
+    let no_magic = |at: &str, flags: OFlag| {
+        openat2(
+            nix::fcntl::AT_FDCWD,
+            Path::new(at),
+            OpenHow::new()
+                .flags(flags | OFlag::O_PATH | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS),
+        )
+    };
+    let magic_link =
+        "goes through a link of the kernel's (such as /proc/self/cwd), which each process resolves to its own";
+    let fd = match kernel_link_file(path) {
+        // Everything before the last component resolved without magic
+        // links; the last is the kernel's link to the namespace or program.
+        Some((dir, name)) => {
+            let dir = no_magic(dir, OFlag::O_DIRECTORY).map_err(|e| match e {
+                Errno::ELOOP => refused(magic_link),
+                e => io_error(Path::new(path), e),
+            })?;
+            openat(&dir, name, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| io_error(Path::new(path), e))?
+        }
+        None => no_magic(path, OFlag::empty()).map_err(|e| match e {
+            Errno::ELOOP => refused(magic_link),
+            e => io_error(Path::new(path), e),
+        })?,
+    };
+    if let Some(kind) = namespace_kind(&fd) {
+        let inode = fstat(&fd).map_err(|e| io_error(Path::new(path), e))?.st_ino;
+        return Ok(format!("{kind}:[{inode}]"));
+    }
     let real = fd_path(&fd).map_err(|e| io_error(Path::new(path), e))?;
+    let own = format!("/proc/{}", std::process::id());
+    if real.starts_with(&own) {
+        return Err(refused(
+            "names this process's own files (/proc/self), which each process resolves to its own",
+        ));
+    }
     into_string(real)
+}
+
+/// `/proc/<pid>/ns/<name>`, `/proc/self/ns/<name>` or `/proc/<pid>/exe`,
+/// split into the directory and the last name.
+fn kernel_link_file(path: &str) -> Option<(&str, &str)> {
+    let (dir, name) = path.rsplit_once('/')?;
+    let numeric = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let rest = dir.strip_prefix("/proc/")?;
+    let linked = match rest.strip_suffix("/ns") {
+        Some(process) => (numeric(process) || process == "self") && !name.is_empty() && !name.contains('.'),
+        None => numeric(rest) && name == "exe",
+    };
+    linked.then_some((dir, name))
+}
+
+/// The kind of namespace `fd` is (`net`, `pid`, ...), when it is one.
+fn namespace_kind(fd: &OwnedFd) -> Option<&'static str> {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let statfs = nix::sys::statfs::fstatfs(fd).ok()?;
+    if statfs.filesystem_type().0 as i64 != NSFS_MAGIC {
+        return None;
+    }
+    // NS_GET_NSTYPE needs a descriptor that is not O_PATH.
+    let readable = open(
+        Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns the
+    // namespace's CLONE_NEW* type; `readable` is an open nsfs descriptor.
+    let kind = unsafe { ns_get_nstype(readable.as_raw_fd()) }.ok()?;
+    Some(match kind {
+        0x4000_0000 => "net",
+        0x2000_0000 => "pid",
+        0x0002_0000 => "mnt",
+        0x0800_0000 => "ipc",
+        0x0400_0000 => "uts",
+        0x1000_0000 => "user",
+        0x0200_0000 => "cgroup",
+        0x0000_0080 => "time",
+        _ => "ns",
+    })
 }
 
 /// What a selector names.
@@ -479,5 +575,39 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         swapper.join().unwrap();
         assert!(seen > 100, "only {seen} resolutions succeeded");
+    }
+
+    /// Regression: a path through `/proc/self/cwd` resolved in the
+    /// wrapper's working directory, while the runtime resolved it in the
+    /// bundle or the rootfs; a namespace bound under `/run/netns` was
+    /// named by its path, hiding that it was the host's.
+    #[test]
+    fn a_canonical_host_path_is_what_every_process_resolves_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let real = std::fs::canonicalize(&plain).unwrap().display().to_string();
+        assert_eq!(canonical_host_path(plain.to_str().unwrap()).unwrap(), real);
+        let own_net = std::fs::read_link("/proc/self/ns/net").unwrap().display().to_string();
+        let program = std::fs::canonicalize("/proc/self/exe").unwrap().display().to_string();
+        let pid = std::process::id();
+        assert_eq!(canonical_host_path(&format!("/proc/{pid}/exe")).unwrap(), program);
+        assert_eq!(canonical_host_path("/proc/self/ns/net").unwrap(), own_net);
+        assert_eq!(canonical_host_path(&format!("/proc/{pid}/ns/net")).unwrap(), own_net);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/proc/self/cwd", &link).unwrap();
+        for refused in [
+            "/proc/self/cwd".to_string(),
+            "/proc/self/cwd/etc".to_string(),
+            format!("/proc/{pid}/root/etc"),
+            "/dev/fd/0".to_string(),
+            "/proc/self/environ".to_string(),
+            "/proc/self/exe".to_string(),
+            format!("/proc/{pid}/cwd"),
+            format!("{}/x", link.display()),
+        ] {
+            let err = canonical_host_path(&refused).unwrap_err();
+            assert!(matches!(err, ResolveError::Ambiguous { .. }), "{refused}: {err}");
+        }
     }
 }

@@ -145,12 +145,54 @@ pub fn check_unambiguous(spec: &Value) -> Result<(), SpecValidationError> {
             }
         }
     }
+    // runc refuses ids past 2^31 - 1; crun hands 4294967295 to
+    // setresuid, which reads it as "unchanged": root stays root.
+    let user = spec.pointer("/process/user");
+    let ids = ["uid", "gid"]
+        .into_iter()
+        .filter_map(|field| {
+            user.and_then(|u| u.get(field))
+                .map(|v| (format!("process.user.{field}"), v))
+        })
+        .chain(
+            user.and_then(|u| u.get("additionalGids"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, v)| (format!("process.user.additionalGids[{i}]"), v)),
+        );
+    for (place, id) in ids {
+        if id.as_u64().is_some_and(|id| id > MAX_ID) {
+            problems.push(format!(
+                "`{place}`: {id} is past {MAX_ID} (runc refuses it; crun runs the process as root)"
+            ));
+        }
+    }
+    // Annotations the runtimes act on: crun loads `run.oci.seccomp.plugins`
+    // into its own process on the host, takes `run.oci.seccomp_bpf_data`
+    // for the seccomp filter, ...; CRIU reads `org.criu.config`.
+    let annotations = spec.get("annotations").and_then(Value::as_object);
+    for key in annotations.into_iter().flatten().map(|(k, _)| k) {
+        if RUNTIME_ANNOTATION_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            problems.push(format!(
+                "`annotations.{key}`: the runtime acts on it outside the spec the policies review"
+            ));
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(SpecValidationError::Ambiguous(Problems(problems)))
     }
 }
+
+/// The largest user or group id both runtimes take as one.
+const MAX_ID: u64 = (1 << 31) - 1;
+
+/// Prefixes of the annotations runtimes act on themselves: crun's
+/// (`run.oci.*`) and CRIU's (`org.criu.*`, read by runc and crun).
+pub const RUNTIME_ANNOTATION_PREFIXES: &[&str] = &["run.oci.", "org.criu."];
 
 /// Validates a parsed spec: the schema ([`validate_value`]), that every
 /// runtime reads it alike ([`check_unambiguous`]), then the `oci-spec`
@@ -429,5 +471,30 @@ mod tests {
         // Bits that are no file type are not the engine's quirk: refused.
         spec["linux"]["devices"][0]["fileMode"] = serde_json::json!(0o1000000);
         assert!(validate_engine_json(&spec.to_string()).is_err());
+    }
+
+    /// Regression: crun ran uid 4294967295 as root, and acted on
+    /// annotations no policy sees (a library loaded into crun on the host,
+    /// a seccomp filter of the annotation's).
+    #[test]
+    fn ids_past_2_31_and_annotations_runtimes_act_on_are_refused() {
+        let mut spec = minimal();
+        spec["process"]["user"] =
+            serde_json::json!({"uid": 4294967295u64, "gid": 0, "additionalGids": [5, 2147483648u64]});
+        let err = ambiguity(&spec.to_string());
+        assert!(err.contains("`process.user.uid`: 4294967295"), "{err}");
+        assert!(err.contains("`process.user.additionalGids[1]`"), "{err}");
+        for key in [
+            "run.oci.seccomp.plugins",
+            "run.oci.seccomp_bpf_data",
+            "run.oci.keep_original_groups",
+            "org.criu.config",
+        ] {
+            let mut spec = minimal();
+            spec["annotations"] = serde_json::json!({key: "x", "io.kubernetes.cri.container-type": "container"});
+            let err = ambiguity(&spec.to_string());
+            assert!(err.contains(&format!("`annotations.{key}`")), "{err}");
+            assert!(!err.contains("io.kubernetes"), "{err}");
+        }
     }
 }

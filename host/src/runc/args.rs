@@ -35,6 +35,8 @@ pub struct OwnFlags {
     pub policy_timeout_ms: Option<u64>,
     /// `--policy-memory-mib MIB`.
     pub policy_memory_mib: Option<usize>,
+    /// `allow_restore` of the configuration file (no flag sets it).
+    pub allow_restore: bool,
 }
 
 impl OwnFlags {
@@ -77,6 +79,11 @@ pub struct Creation {
     /// `restore --lsm-profile`/`--lsm-mount-context`, which give the
     /// restored process labels config.json does not hold.
     pub lsm_override: Option<String>,
+    /// The subcommand's flags as given, but `--bundle` and `--config`
+    /// (the wrapper hands the runtime a bundle of its own).
+    pub kept: Vec<OsString>,
+    /// `--preserve-fds N`: descriptors 3 to 3+N-1 go to the container.
+    pub preserve_fds: u32,
 }
 
 /// `exec`: a process to start in a running container.
@@ -103,6 +110,8 @@ pub struct Exec {
     pub kept: Vec<OsString>,
     /// `--preserve-fds N`: descriptors 3 to 3+N-1 go to the process.
     pub preserve_fds: u32,
+    /// `--cgroup [CONTROLLER:]PATH`: sub-cgroups of the container's.
+    pub cgroups: Vec<String>,
 }
 
 /// `update`: new resources for a running container.
@@ -215,7 +224,6 @@ const GLOBAL_FLAGS: &[Flag] = &[
     ("log-format", None, Value),
     ("log-level", None, Value),
     ("root", None, Value),
-    ("criu", None, Value),
     ("systemd-cgroup", None, Bool),
     ("cgroup-manager", None, Value),
 ];
@@ -537,7 +545,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgsError> {
         };
         let own_flag = OWN_FLAGS.contains(&name);
         let known = GLOBAL_FLAGS.iter().find(|f| f.0 == name);
-        let takes_value = own_flag || known.is_some_and(|f| f.2 != Bool) || name == "rootless";
+        let takes_value = own_flag || known.is_some_and(|f| f.2 != Bool) || ["rootless", "criu"].contains(&name);
         if !own_flag && known.is_none() {
             if HELP_FLAGS.contains(&arg.to_string_lossy().as_ref()) {
                 help = true;
@@ -547,6 +555,8 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgsError> {
                         "--rootless: crun reads it as the state root, runc as a mode; not accepted with policies"
                             .to_string()
                     }
+                    "criu" => "--criu names a program the runtime runs as root, which no policy reviews; not accepted with policies"
+                        .to_string(),
                     _ => format!("global flag --{name} is not one specwright-runc reads as runc and crun both do"),
                 });
             }
@@ -685,12 +695,24 @@ fn read_command(subcommand: &str, args: &[OsString]) -> Result<(Command, Option<
                 .into_iter()
                 .find(|f| flags.has(f))
                 .map(|f| format!("--{f}"));
+            let kept = flags
+                .written
+                .iter()
+                .filter(|(name, _)| !["bundle", "config"].contains(name))
+                .flat_map(|(_, written)| written.iter().cloned())
+                .collect();
             Command::Create(Creation {
                 kind,
                 id,
                 bundle: path("bundle"),
                 config: path("config"),
                 lsm_override,
+                kept,
+                preserve_fds: flags
+                    .value("preserve-fds")
+                    .map(|v| number("preserve-fds", v))
+                    .transpose()?
+                    .unwrap_or(0),
             })
         }
         ("exec", _) => {
@@ -719,6 +741,7 @@ fn read_command(subcommand: &str, args: &[OsString]) -> Result<(Command, Option<
                     .map(|v| number("preserve-fds", v))
                     .transpose()?
                     .unwrap_or(0),
+                cgroups: strings("cgroup")?,
             })
         }
         _ => {
@@ -870,6 +893,7 @@ mod tests {
             // crun's hidden options.
             ("create --HANG=1 c1", "--HANG=1"),
             ("--rootless true create c1", "--rootless"),
+            ("--criu /tmp/evil checkpoint c1", "--criu names a program"),
             // A value on a flag that takes none.
             ("--debug=false create c1", "--debug takes no value"),
             ("run --detach=false c1", "--detach takes no value"),

@@ -10,6 +10,7 @@
 //! policy_timeout_ms = 1000
 //! policy_memory_mib = 64
 //! allow_flag_overrides = false
+//! allow_restore = false
 //! ```
 //!
 //! Relative paths in `policies` are taken from the file's directory (the
@@ -31,8 +32,8 @@ use crate::policy::split_policy_arg;
 /// missing (then nothing is configured).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/specwright/runtime.toml";
 
-/// The environment variable naming another configuration file (which must
-/// exist).
+/// The environment variable naming the configuration file when the
+/// administrator's does not exist (it must then exist).
 pub const CONFIG_ENV: &str = "SPECWRIGHT_RUNTIME_CONFIG";
 
 /// The most a configuration file may hold.
@@ -53,6 +54,11 @@ pub struct RuntimeConfig {
     /// policies in front of it).
     #[serde(default)]
     pub allow_flag_overrides: bool,
+    /// Whether `restore` may run: a checkpoint's processes keep what CRIU
+    /// saved of them (credentials, seccomp filters, memory), which no
+    /// policy reviews; only the restored bundle's config.json is.
+    #[serde(default)]
+    pub allow_restore: bool,
 }
 
 /// Why the configuration could not be read; it names the file.
@@ -83,24 +89,49 @@ pub struct Loaded {
 }
 
 impl RuntimeConfig {
-    /// The configuration in effect: the file `env_value` names (the value
-    /// of `SPECWRIGHT_RUNTIME_CONFIG`), or the default file if there is
-    /// one; a file must be trusted ([`crate::input::open_trusted`]).
+    /// The configuration in effect: the administrator's file,
+    /// `/etc/specwright/runtime.toml`, when it exists; else the file
+    /// `env_value` names (the value of `SPECWRIGHT_RUNTIME_CONFIG`, which
+    /// must then exist); else none. The environment cannot put another
+    /// file (say, an empty one) in the administrator's place. A file must
+    /// be trusted ([`crate::input::open_trusted`]).
     pub fn load(env_value: Option<&std::ffi::OsStr>) -> Result<Loaded, ConfigError> {
-        let (path, required) = match env_value {
-            Some(v) if !v.is_empty() => (PathBuf::from(v), true),
-            _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
-        };
-        match crate::input::read_trusted_text(&path, MAX_CONFIG_BYTES) {
-            Ok(text) => Ok(Loaded {
-                config: RuntimeConfig::parse(&path, &text)?,
-                path: Some(path),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match required {
-                true => Err(ConfigError::Missing { path }),
-                false => Ok(Loaded::default()),
+        Self::load_from(Path::new(DEFAULT_CONFIG_PATH), env_value)
+    }
+
+    /// [`Self::load`], the administrator's file at `default`.
+    pub fn load_from(default: &Path, env_value: Option<&std::ffi::OsStr>) -> Result<Loaded, ConfigError> {
+        let named = env_value.filter(|v| !v.is_empty()).map(PathBuf::from);
+        match Self::read(default)? {
+            Some(loaded) => {
+                if let Some(named) = named.filter(|n| n.as_path() != default) {
+                    eprintln!(
+                        "specwright-runc: warning: {CONFIG_ENV} names {}, but {} is in effect",
+                        named.display(),
+                        default.display()
+                    );
+                }
+                Ok(loaded)
+            }
+            None => match named {
+                Some(path) => Self::read(&path)?.ok_or(ConfigError::Missing { path }),
+                None => Ok(Loaded::default()),
             },
-            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// The file at `path`, if there is one.
+    fn read(path: &Path) -> Result<Option<Loaded>, ConfigError> {
+        match crate::input::read_trusted_text(path, MAX_CONFIG_BYTES) {
+            Ok(text) => Ok(Some(Loaded {
+                config: RuntimeConfig::parse(path, &text)?,
+                path: Some(path.to_path_buf()),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
@@ -147,6 +178,7 @@ impl Loaded {
                 state_dir: flags.state_dir.or(config.state_dir),
                 policy_timeout_ms: flags.policy_timeout_ms.or(config.policy_timeout_ms),
                 policy_memory_mib: flags.policy_memory_mib.or(config.policy_memory_mib),
+                allow_restore: config.allow_restore,
             });
         }
         let refused = |flag| {
@@ -173,6 +205,7 @@ impl Loaded {
             state_dir: config.state_dir,
             policy_timeout_ms: config.policy_timeout_ms,
             policy_memory_mib: config.policy_memory_mib,
+            allow_restore: config.allow_restore,
         })
     }
 }
@@ -220,6 +253,7 @@ mod tests {
                 policy_timeout_ms: Some(200),
                 policy_memory_mib: Some(96),
                 allow_flag_overrides: true,
+                allow_restore: false,
             }
         );
     }
@@ -239,6 +273,7 @@ mod tests {
             policy_timeout_ms: Some(5),
             policy_memory_mib: None,
             allow_flag_overrides: false,
+            allow_restore: false,
         }
     }
 
@@ -293,6 +328,7 @@ mod tests {
             state_dir: None,
             policy_timeout_ms: Some(9),
             policy_memory_mib: Some(32),
+            allow_restore: false,
         })
         .unwrap();
         assert_eq!(merged.policies, ["/b.wasm"]);
@@ -312,6 +348,7 @@ mod tests {
             state_dir: Some("/s".into()),
             policy_timeout_ms: Some(1),
             policy_memory_mib: Some(2),
+            allow_restore: false,
         };
         assert_eq!(Loaded::default().with_flags(flags.clone()).unwrap(), flags);
     }
@@ -328,21 +365,44 @@ mod tests {
         assert!(err.contains("policy_timeout_ms"), "{err}");
     }
 
+    /// Regression: the environment named an empty root-owned file
+    /// (`/etc/subuid`) in place of the administrator's, and every policy
+    /// was gone.
+    #[test]
+    fn the_administrators_file_is_in_effect_whatever_the_environment_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = dir.path().join("runtime.toml");
+        std::fs::write(&admin, "policies = [\"default\"]\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        let loaded = RuntimeConfig::load_from(&admin, Some(empty.as_os_str())).unwrap();
+        assert_eq!(loaded.config.policies, ["default"]);
+        assert_eq!(loaded.path.as_deref(), Some(admin.as_path()));
+        std::fs::remove_file(&admin).unwrap();
+        let loaded = RuntimeConfig::load_from(&admin, Some(empty.as_os_str())).unwrap();
+        assert_eq!(loaded.path.as_deref(), Some(empty.as_path()));
+    }
+
     #[test]
     fn a_named_file_must_exist_and_be_trusted_the_default_need_not_exist() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.toml");
-        let err = RuntimeConfig::load(Some(missing.as_os_str())).unwrap_err().to_string();
+        let absent = dir.path().join("absent-default.toml");
+        let err = RuntimeConfig::load_from(&absent, Some(missing.as_os_str()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("none.toml") && err.contains(CONFIG_ENV), "{err}");
         let file = dir.path().join("r.toml");
         std::fs::write(&file, "real_runtime = \"runc\"\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let loaded = RuntimeConfig::load(Some(file.as_os_str())).unwrap();
+        let loaded = RuntimeConfig::load_from(&absent, Some(file.as_os_str())).unwrap();
         assert_eq!(loaded.config.real_runtime.as_deref(), Some("runc"));
         assert_eq!(loaded.path.as_deref(), Some(file.as_path()));
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let err = RuntimeConfig::load(Some(file.as_os_str())).unwrap_err().to_string();
+        let err = RuntimeConfig::load_from(&absent, Some(file.as_os_str()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("r.toml") && err.contains("lets others write"), "{err}");
     }
 }

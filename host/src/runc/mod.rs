@@ -68,7 +68,6 @@ const PRUNE_AT_MOST: usize = 8;
 /// failure otherwise.
 pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    crate::cli::stop_on_signals();
     let invocation = match args::parse(&args) {
         Ok(invocation) => invocation,
         Err(e) => {
@@ -76,7 +75,10 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    match run(&invocation) {
+    // Before this process opens anything of its own.
+    let passed = passed_fds(&invocation);
+    crate::cli::stop_on_signals();
+    match run(&invocation, passed) {
         Ok(never) => match never {},
         Err(e) => {
             let message = format!("specwright-runc: {e:#}");
@@ -95,7 +97,7 @@ pub fn main() -> i32 {
 /// What cannot happen: `run` only returns with an error.
 enum Never {}
 
-fn run(invocation: &Invocation) -> Result<Never> {
+fn run(invocation: &Invocation, passed: PassedFds) -> Result<Never> {
     runtime::check_not_handed_to()?;
     let loaded = RuntimeConfig::load(std::env::var_os(CONFIG_ENV).as_deref())?;
     let settings = loaded.with_flags(invocation.own.clone())?;
@@ -103,6 +105,7 @@ fn run(invocation: &Invocation) -> Result<Never> {
     let handoff = if settings.policies.is_empty() {
         Handoff::unchanged(invocation)
     } else {
+        passed.check()?;
         review(invocation, &settings, &real)?
     };
     Err(real.exec(&handoff.args))
@@ -149,9 +152,8 @@ fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> R
         ),
         Command::Create(creation) => {
             let reviewer = Reviewer::open(settings)?;
-            review_creation(&reviewer, invocation, creation, real)
-                .with_context(|| format!("container {}", creation.id))?;
-            Ok(Handoff::unchanged(invocation))
+            review_creation(&reviewer, invocation, creation, real, settings)
+                .with_context(|| format!("container {}", creation.id))
         }
         Command::Exec(exec) => {
             let reviewer = Reviewer::open(settings)?;
@@ -263,14 +265,18 @@ impl Reviewer {
         serde_json::from_slice(&bytes).context("the kept spec is corrupt")
     }
 
-    fn keep(&self, key: &ContainerKey, spec: &Spec) -> Result<()> {
+    /// Keeps `spec` as the container's approved spec, and `config` (its
+    /// text) as the config.json of the bundle the runtime is handed;
+    /// returns that bundle.
+    fn keep(&self, key: &ContainerKey, spec: &Spec, config: Option<&str>) -> Result<PathBuf> {
         let kept = Kept {
             runtime_state: key.runtime_state.clone(),
             spec: spec.clone(),
         };
         let bytes = serde_json::to_vec(&kept).context("encoding the approved spec")?;
-        self.sys.write_reviewed(&self.state, &key.name, &bytes)?;
-        Ok(())
+        Ok(self
+            .sys
+            .write_reviewed(&self.state, &key.name, &bytes, config.map(str::as_bytes))?)
     }
 
     /// Forgets kept specs whose container is gone, a few at a time.
@@ -351,7 +357,8 @@ fn review_creation(
     invocation: &Invocation,
     creation: &Creation,
     real: &RealRuntime,
-) -> Result<()> {
+    settings: &OwnFlags,
+) -> Result<Handoff> {
     if let Some(config) = &creation.config {
         if config != Path::new("config.json") {
             bail!(
@@ -360,8 +367,19 @@ fn review_creation(
             );
         }
     }
+    if creation.kind == CreateKind::Restore && !settings.allow_restore {
+        bail!("restore: a checkpoint's processes keep the credentials, seccomp filters and memory CRIU saved, which no policy reviews; refused unless the configuration file says allow_restore = true");
+    }
     if let Some(flag) = &creation.lsm_override {
         bail!("restore {flag} labels the restored process otherwise than its config.json; refused with policies configured");
+    }
+    let key = container_key(invocation, real, &creation.id)?;
+    check_runtime_root(&key)?;
+    if key.runtime_state.exists() {
+        bail!(
+            "the runtime has a container of this id already ({}); nothing is kept for it",
+            key.runtime_state.display()
+        );
     }
     let bundle_dir = match &creation.bundle {
         Some(dir) => dir.clone(),
@@ -378,12 +396,15 @@ fn review_creation(
         .with_context(|| format!("the engine's spec {}", config_path.display()))?;
     let text = std::str::from_utf8(&config.bytes)
         .with_context(|| format!("the engine's spec {}: not UTF-8", config_path.display()))?;
-    let spec = crate::read_engine_spec(text).with_context(|| format!("{}", config_path.display()))?;
+    let mut spec = crate::read_engine_spec(text).with_context(|| format!("{}", config_path.display()))?;
     vouch_for_owner(&bundle, &spec)?;
+    anchor_to_bundle(&mut spec, bundle.path()).with_context(|| format!("{}", config_path.display()))?;
     let approved = reviewer.review(&creation.id, spec)?;
     let text = crate::validate::config_json(&approved)?;
-    let key = container_key(invocation, real, &creation.id)?;
-    reviewer.keep(&key, &approved)?;
+    // The runtime is handed a bundle of the wrapper's, which no one else
+    // can change between this review and its reading; the engine's
+    // config.json says the same, for the engine.
+    let reviewed_bundle = reviewer.keep(&key, &approved, Some(&text))?;
     reviewer
         .sys
         .write_engine_config(&bundle, text.as_bytes(), config.ownership)
@@ -391,6 +412,92 @@ fn review_creation(
     if creation.kind != CreateKind::Restore {
         reviewer.prune(SystemTime::now());
     }
+    let mut args = invocation.global.clone();
+    args.push(invocation.rest[0].clone());
+    args.extend(creation.kept.iter().cloned());
+    args.push("--bundle".into());
+    args.push(reviewed_bundle.into_os_string());
+    push_id(&mut args, &creation.id);
+    Ok(Handoff {
+        args,
+        _documents: Vec::new(),
+    })
+}
+
+/// What the spec names relative to its bundle, named absolutely: the
+/// rootfs (its real path, every symlink resolved now) and the source of
+/// every bind given relative to the bundle. The runtime is handed another
+/// bundle; the policies see, and the runtime gets, the same paths.
+fn anchor_to_bundle(spec: &mut Spec, bundle: &Path) -> Result<()> {
+    if let Some(root) = spec.root.as_mut() {
+        let path = bundle.join(&*root.path);
+        let real = std::fs::canonicalize(&path).with_context(|| format!("root.path {}", path.display()))?;
+        let real = real
+            .to_str()
+            .with_context(|| format!("root.path {}: not UTF-8", real.display()))?;
+        root.path = real.to_string().into();
+    }
+    for mount in spec.mounts.iter_mut() {
+        let binds =
+            mount.kind == "bind" || mount.kind == "rbind" || mount.options.iter().any(|o| o == "bind" || o == "rbind");
+        if binds && !mount.source.is_empty() && !mount.source.starts_with('/') {
+            let source = bundle.join(&*mount.source);
+            let source = source
+                .to_str()
+                .with_context(|| format!("mount {}: source not UTF-8", mount.destination))?;
+            mount.source = source.to_string().into();
+        }
+    }
+    Ok(())
+}
+
+/// Whether the descriptors the engine says go to the container
+/// (`--preserve-fds N`, `LISTEN_FDS`: 3 and up) are open in this process
+/// as it starts; the first that is not, if one is not.
+struct PassedFds(Option<i32>);
+
+impl PassedFds {
+    /// Refuses descriptors said to be passed but not open: the runtime
+    /// would hand the container descriptors of its own there (runc's
+    /// handle on the host's /sys/fs/cgroup).
+    fn check(&self) -> Result<()> {
+        if let Some(fd) = self.0 {
+            bail!(
+                "descriptor {fd} is to go to the container (--preserve-fds, LISTEN_FDS) but is not open: the runtime would hand it one of its own"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn passed_fds(invocation: &Invocation) -> PassedFds {
+    let preserve = match &invocation.command {
+        Command::Create(c) => c.preserve_fds,
+        Command::Exec(e) => e.preserve_fds,
+        _ => 0,
+    };
+    let passed = preserve.saturating_add(listen_fds());
+    let closed = (3..3u32.saturating_add(passed)).find_map(|fd| {
+        let fd = i32::try_from(fd).unwrap_or(i32::MAX);
+        // SAFETY: the descriptor is only asked about, never used or closed.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD)
+            .is_err()
+            .then_some(fd)
+    });
+    PassedFds(closed)
+}
+
+/// The runtime's state root holds what it trusts about its containers
+/// (their init process, namespaces, seccomp): when there is one, it must
+/// be a directory no other user can change (without one, the runtime has
+/// no container to act on).
+fn check_runtime_root(key: &ContainerKey) -> Result<()> {
+    let root = key.runtime_state.parent().context("the runtime's state root")?;
+    if !root.exists() {
+        return Ok(());
+    }
+    crate::state::check_trusted_dir(root).with_context(|| format!("the runtime's state root {}", root.display()))?;
     Ok(())
 }
 
@@ -420,7 +527,14 @@ fn vouch_for_owner(bundle: &crate::state::GivenBundle, spec: &Spec) -> Result<()
 /// `exec`: the process reviewed as the container's approved spec with it;
 /// the runtime gets the approved process as `--process`.
 fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: &RealRuntime) -> Result<Handoff> {
+    for cgroup in &exec.cgroups {
+        let path = cgroup.split_once(':').map_or(cgroup.as_str(), |(_, path)| path);
+        if path.split('/').any(|c| c == "..") {
+            bail!("--cgroup {cgroup:?}: not below the container's cgroup (crun would leave it)");
+        }
+    }
     let key = container_key(invocation, real, &exec.id)?;
+    check_runtime_root(&key)?;
     let container = reviewer.kept(&key)?.spec;
     let document = match &exec.process_file {
         Some(path) => Some(
@@ -447,6 +561,7 @@ fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: 
 /// device rules included).
 fn review_update(reviewer: &Reviewer, invocation: &Invocation, update: &Update, real: &RealRuntime) -> Result<Handoff> {
     let key = container_key(invocation, real, &update.id)?;
+    check_runtime_root(&key)?;
     let mut container = reviewer.kept(&key)?.spec;
     let document = match &update.resources_file {
         Some(path) if path == Path::new("-") => {
@@ -478,7 +593,7 @@ fn review_update(reviewer: &Reviewer, invocation: &Invocation, update: &Update, 
     }
     let text = serde_json::to_string_pretty(&resources).context("encoding the approved resources")?;
     container.linux_mut().resources = approved;
-    reviewer.keep(&key, &container)?;
+    reviewer.keep(&key, &container, None)?;
     handoff_with_document(
         invocation,
         "update",

@@ -27,8 +27,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/specwright";
 /// mountpoints a step may hold) is far smaller.
 pub(super) const MAX_RECORD_BYTES: u64 = 1 << 20;
 
-/// The largest reviewed spec read: an engine's spec may be 16 MiB, and a
-/// reviewed one carries a little more.
+/// The largest record of a reviewed container read: an engine's spec may
+/// be 16 MiB, and a record carries a little more.
 const MAX_REVIEWED_BYTES: u64 = 17 << 20;
 
 /// The largest MCS reservation read: a step id.
@@ -314,47 +314,65 @@ impl StateDir {
         }
     }
 
-    /// The name of a reviewed spec's file: a key made of hex digits.
-    fn reviewed_name(key: &str) -> Result<String, StateError> {
+    /// The name of a reviewed container's directory: a key of hex digits.
+    fn reviewed_name(key: &str) -> Result<&str, StateError> {
         if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(StateError::BadId { id: key.to_string() });
         }
-        Ok(format!("{key}.json"))
+        Ok(key)
     }
 
-    /// Keeps the spec `specwright-runc`'s chain approved for a container
-    /// (`reviewed/<key>.json`), written atomically: what its `exec` and
-    /// `update` are reviewed against.
-    pub fn write_reviewed(&self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+    /// Keeps what `specwright-runc`'s chain approved for a container in
+    /// `reviewed/<key>/`: `kept.json` (what its `exec` and `update` are
+    /// reviewed against) and, when given, `config.json` (the bundle the
+    /// runtime is handed, which no one but this user can change). Each
+    /// file is written atomically. Returns the directory.
+    pub fn write_reviewed(&self, key: &str, kept: &[u8], config: Option<&[u8]>) -> Result<PathBuf, StateError> {
         let name = Self::reviewed_name(key)?;
         let open = self.opened()?;
-        let dir = open_subdir(&open.root, "reviewed", true)?;
-        write_atomically(dir.fd(), &dir.path, &name, &[bytes], 0o600, false)
+        let reviewed = open_subdir(&open.root, "reviewed", true)?;
+        let dir = open_subdir(&reviewed, name, true)?;
+        if let Some(config) = config {
+            write_atomically(dir.fd(), &dir.path, "config.json", &[config], 0o600, true)?;
+        }
+        write_atomically(dir.fd(), &dir.path, "kept.json", &[kept], 0o600, false)?;
+        Ok(dir.path)
     }
 
-    /// The spec kept for `key`; `None` when there is none.
+    /// The record kept for `key`; `None` when there is none.
     pub fn read_reviewed(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let name = Self::reviewed_name(key)?;
         let Some(open) = &self.open else {
             return Ok(None);
         };
-        let Some(dir) = open_existing_subdir(&open.root, "reviewed")? else {
+        let Some(reviewed) = open_existing_subdir(&open.root, "reviewed")? else {
             return Ok(None);
         };
-        read_bounded(dir.fd(), &dir.path.join(&name), &name, MAX_REVIEWED_BYTES)
+        let Some(dir) = open_existing_subdir(&reviewed, name)? else {
+            return Ok(None);
+        };
+        read_bounded(dir.fd(), &dir.path.join("kept.json"), "kept.json", MAX_REVIEWED_BYTES)
     }
 
-    /// Forgets the spec kept for `key`.
+    /// Forgets what was kept for `key`: the files of its directory, then
+    /// the directory. Nothing is followed.
     pub fn remove_reviewed(&self, key: &str) -> Result<(), StateError> {
         let name = Self::reviewed_name(key)?;
         let open = self.opened()?;
-        let Some(dir) = open_existing_subdir(&open.root, "reviewed")? else {
+        let Some(reviewed) = open_existing_subdir(&open.root, "reviewed")? else {
             return Ok(());
         };
-        remove_file_at(dir.fd(), &dir.path, &name)
+        let Some(dir) = open_existing_subdir(&reviewed, name)? else {
+            return Ok(());
+        };
+        Bundle { dir }.remove_files()?;
+        match unlinkat(reviewed.fd(), name, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(io_at(&reviewed.path.join(name))(e)),
+        }
     }
 
-    /// The keys of every kept spec, with when each was written.
+    /// The keys of every reviewed container, with when each was written.
     pub fn reviewed_keys(&self) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
         let open = self.opened()?;
         let Some(dir) = open_existing_subdir(&open.root, "reviewed")? else {
@@ -368,24 +386,15 @@ impl StateDir {
         let mut keys = Vec::new();
         for entry in std::fs::read_dir(listing).map_err(io)? {
             let entry = entry.map_err(io)?;
-            let Some(key) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .map(str::to_string)
-            else {
+            let Some(key) = entry.file_name().to_str().map(str::to_string) else {
                 continue;
             };
             if Self::reviewed_name(&key).is_err() {
                 continue;
             }
-            let written = fstatat(
-                dir.fd(),
-                entry.file_name().as_os_str(),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map(|st| std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64))
-            .map_err(io_at(&dir.path.join(entry.file_name())))?;
+            let written = fstatat(dir.fd(), key.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map(|st| std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64))
+                .map_err(io_at(&dir.path.join(&key)))?;
             keys.push((key, written));
         }
         keys.sort();

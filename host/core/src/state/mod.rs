@@ -7,7 +7,8 @@
 //! <state>/locks/<step>.lock      held (flock) by the one process working on the step
 //! <state>/bundles/<step>/        what `specwright run` writes for the step
 //! <state>/selinux/<level>        an SELinux MCS level a step holds (its id inside)
-//! <state>/reviewed/<key>.json    the spec specwright-runc's chain approved for a container
+//! <state>/reviewed/<key>/        what specwright-runc's chain approved for a container:
+//!                                kept.json (its record), config.json (the runtime's bundle)
 //! <state>/cache/                 precompiled policies
 //! <state>/audit.jsonl            the audit trail
 //! ```
@@ -35,7 +36,22 @@ pub use record::{
     is_mountpoint_of, ContainerRecord, HeldMount, MountpointKind, Owner, StepRecord, MAX_MOUNTPOINTS, MAX_STACKED,
 };
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Checks that the directory at `path` (which must exist) is one no other
+/// user can change: reached through directories and symlinks of root or
+/// this user (as the state dir is), itself this user's and writable by no
+/// one else. For a directory whose contents decide what runs (a runtime's
+/// state root).
+pub fn check_trusted_dir(path: &Path) -> Result<(), StateError> {
+    let given = std::path::absolute(path).map_err(|e| StateError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let (fd, real) = walk::open_trusted_dir(&given, None, &mut Vec::new())?;
+    let stat = nix::sys::stat::fstat(&fd).map_err(at::io_at(&real))?;
+    at::check_trusted(&real, &stat)
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -201,8 +201,15 @@ pub trait Syscalls: Send + Sync {
     ) -> Result<PathBuf, StateError>;
     /// The spec kept for a reviewed container ([`StateDir::read_reviewed`]).
     fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError>;
-    /// Keeps the spec of a reviewed container ([`StateDir::write_reviewed`]).
-    fn write_reviewed(&self, state: &StateDir, key: &str, bytes: &[u8]) -> Result<(), StateError>;
+    /// Keeps what was approved for a container, and the runtime's bundle
+    /// ([`StateDir::write_reviewed`]); returns the bundle directory.
+    fn write_reviewed(
+        &self,
+        state: &StateDir,
+        key: &str,
+        kept: &[u8],
+        config: Option<&[u8]>,
+    ) -> Result<PathBuf, StateError>;
     /// Forgets it ([`StateDir::remove_reviewed`]).
     fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError>;
     /// Every kept spec, with when it was written ([`StateDir::reviewed_keys`]).
@@ -417,8 +424,14 @@ impl Syscalls for RealSyscalls {
         state.read_reviewed(key)
     }
 
-    fn write_reviewed(&self, state: &StateDir, key: &str, bytes: &[u8]) -> Result<(), StateError> {
-        state.write_reviewed(key, bytes)
+    fn write_reviewed(
+        &self,
+        state: &StateDir,
+        key: &str,
+        kept: &[u8],
+        config: Option<&[u8]>,
+    ) -> Result<PathBuf, StateError> {
+        state.write_reviewed(key, kept, config)
     }
 
     fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError> {

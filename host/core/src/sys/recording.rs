@@ -386,12 +386,18 @@ impl Syscalls for RecordingSyscalls {
         )
     }
 
-    fn write_reviewed(&self, state: &StateDir, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+    fn write_reviewed(
+        &self,
+        state: &StateDir,
+        key: &str,
+        kept: &[u8],
+        config: Option<&[u8]>,
+    ) -> Result<PathBuf, StateError> {
         self.pass_state(
             Op::WriteReviewed(key.to_string()),
             state_fault(state.root()),
-            |s| s.write_reviewed(state, key, bytes),
-            || Ok(()),
+            |s| s.write_reviewed(state, key, kept, config),
+            || Ok(state.root().join("reviewed").join(key)),
         )
     }
 
