@@ -364,18 +364,7 @@ fn docker_builds_and_runs_through_the_wrapper() {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     // A runtime whose chain approves any spec as it is: the wrapper with a
     // configuration file of its own.
-    let open_config = scene.path().join("open.toml");
-    let allow_all = scene.path().join("allow-all.json");
-    std::fs::write(&allow_all, r#"{"allowed_sources": ["/"]}"#).unwrap();
-    std::fs::write(
-        &open_config,
-        format!(
-            "policies = [\"{MOUNT_ALLOWLIST}:{}\"]\nstate_dir = \"{}\"\nreal_runtime = \"runc\"\n",
-            allow_all.display(),
-            scene.state().display()
-        ),
-    )
-    .unwrap();
+    let open_config = scene.write_runtime_config("open.toml", MOUNT_ALLOWLIST, r#"{"allowed_sources": ["/"]}"#);
     let open_runtime = scene.path().join("specwright-open");
     std::fs::write(
         &open_runtime,
@@ -418,14 +407,7 @@ fn docker_builds_and_runs_through_the_wrapper() {
         &docker_root.join("dockerd.log"),
         || docker().arg("version").output().is_ok_and(|o| o.status.success()),
     );
-    let rootfs = scene.busybox_dir("rootfs");
-    let tarball = scene.path().join("busybox.tar");
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("."));
+    let tarball = scene.busybox_tarball();
     ok(docker().arg("import").arg(&tarball).arg("localhost/busybox:test"));
 
     let build = |out: &Path, nonce: &str| {
@@ -470,21 +452,11 @@ fn docker_builds_and_runs_through_the_wrapper() {
 
     // The same build under mount-allowlist, dockerd's data root allowed;
     // the cache mount keeps what the first build left.
-    let allow = scene.path().join("allow-docker.json");
-    std::fs::write(
-        &allow,
-        serde_json::json!({"allowed_sources": [docker_root.join("data")]}).to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        &runtime_toml,
-        format!(
-            "policies = [\"{MOUNT_ALLOWLIST}:{}\"]\nstate_dir = \"{}\"\nreal_runtime = \"runc\"\n",
-            allow.display(),
-            scene.state().display()
-        ),
-    )
-    .unwrap();
+    scene.write_runtime_config(
+        "runtime.toml",
+        MOUNT_ALLOWLIST,
+        &serde_json::json!({"allowed_sources": [docker_root.join("data")]}).to_string(),
+    );
     let out = scene.path().join("out-allowlist");
     build(&out, "2");
     check_built(&out, "cached", "0");

@@ -144,18 +144,11 @@ fn a_pod_runs_through_containerds_cri_plugin_and_a_denied_container_fails_with_t
     // The node's policies: mount-allowlist allowing containerd's own
     // directories (where the CRI keeps each pod's hosts, hostname,
     // resolv.conf and /dev/shm), so a hostPath volume elsewhere is denied.
-    let allow = scene.path().join("allow-node.json");
-    std::fs::write(&allow, serde_json::json!({"allowed_sources": [&root]}).to_string()).unwrap();
-    let runtime_toml = scene.path().join("runtime.toml");
-    std::fs::write(
-        &runtime_toml,
-        format!(
-            "policies = [\"{MOUNT_ALLOWLIST}:{}\"]\nstate_dir = \"{}\"\nreal_runtime = \"runc\"\n",
-            allow.display(),
-            scene.state().display()
-        ),
-    )
-    .unwrap();
+    let runtime_toml = scene.write_runtime_config(
+        "runtime.toml",
+        MOUNT_ALLOWLIST,
+        &serde_json::json!({"allowed_sources": [&root]}).to_string(),
+    );
     let ctr = || {
         let mut command = Command::new(tool("ctr"));
         command.arg("--address").arg(&socket).args(["--namespace", "k8s.io"]);

@@ -294,23 +294,8 @@ const EXEC_KEPT: &[&str] = &[
     "ignore-paused",
 ];
 
-/// The resource flags of `update`, runc's and crun's.
-pub const UPDATE_RESOURCE_FLAGS: &[&str] = &[
-    "blkio-weight",
-    "cpu-period",
-    "cpu-quota",
-    "cpu-share",
-    "cpu-rt-period",
-    "cpu-rt-runtime",
-    "cpuset-cpus",
-    "cpuset-mems",
-    "kernel-memory",
-    "kernel-memory-tcp",
-    "memory",
-    "memory-reservation",
-    "memory-swap",
-    "pids-limit",
-];
+/// `update` flags that are not resource values: they go to the runtime.
+const UPDATE_KEPT: &[&str] = &["l3-cache-schema", "mem-bw-schema"];
 
 const UPDATE_FLAGS: &[Flag] = &[
     ("resources", Some('r'), Value),
@@ -748,13 +733,13 @@ fn read_command(subcommand: &str, args: &[OsString]) -> Result<(Command, Option<
             let values = flags
                 .given
                 .iter()
-                .filter(|(name, _)| UPDATE_RESOURCE_FLAGS.contains(name))
+                .filter(|(name, _)| *name != "resources" && !UPDATE_KEPT.contains(name))
                 .map(|(name, v)| Ok((name.to_string(), text(name, v)?)))
                 .collect::<Result<Vec<_>, ArgsError>>()?;
             let kept = flags
                 .written
                 .iter()
-                .filter(|(name, _)| ["l3-cache-schema", "mem-bw-schema"].contains(name))
+                .filter(|(name, _)| UPDATE_KEPT.contains(name))
                 .flat_map(|(_, written)| written.iter().cloned())
                 .collect();
             Command::Update(Update {

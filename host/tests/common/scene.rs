@@ -125,9 +125,8 @@ impl Scene {
         dir
     }
 
-    /// `localhost/busybox:test`, imported into podman's storage (which
-    /// buildah shares) from a rootfs tarball.
-    pub fn import_busybox(&self) {
+    /// A tarball of a busybox rootfs, for an engine's `import`.
+    pub fn busybox_tarball(&self) -> PathBuf {
         let rootfs = self.busybox_dir("rootfs");
         let tarball = self.path().join("busybox.tar");
         ok(Command::new("tar")
@@ -136,6 +135,13 @@ impl Scene {
             .arg("-cf")
             .arg(&tarball)
             .arg("."));
+        tarball
+    }
+
+    /// `localhost/busybox:test`, imported into podman's storage (which
+    /// buildah shares) from a rootfs tarball.
+    pub fn import_busybox(&self) {
+        let tarball = self.busybox_tarball();
         // podman's lock manager is one shared-memory segment for every
         // storage (/dev/shm/libpod_lock): two podman processes that both
         // find it missing both create it, and one fails ("file exists").
@@ -181,13 +187,20 @@ impl Scene {
     /// The wrapper's configuration file: hardened with `settings` (JSON),
     /// this scene's state dir.
     pub fn runtime_config(&self, settings: &str) -> PathBuf {
-        let settings_path = self.path().join("hardened.json");
+        self.write_runtime_config("runtime.toml", HARDENED, settings)
+    }
+
+    /// Writes the wrapper's configuration file `name` in the scene: the
+    /// one policy `policy` with `settings` (JSON), this scene's state dir,
+    /// runc as the real runtime.
+    pub fn write_runtime_config(&self, name: &str, policy: &str, settings: &str) -> PathBuf {
+        let settings_path = self.path().join(format!("{name}.settings.json"));
         std::fs::write(&settings_path, settings).unwrap();
-        let path = self.path().join("runtime.toml");
+        let path = self.path().join(name);
         std::fs::write(
             &path,
             format!(
-                "policies = [\"{HARDENED}:{}\"]\nstate_dir = \"{}\"\nreal_runtime = \"runc\"\n",
+                "policies = [\"{policy}:{}\"]\nstate_dir = \"{}\"\nreal_runtime = \"runc\"\n",
                 settings_path.display(),
                 self.state().display()
             ),
