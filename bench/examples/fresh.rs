@@ -14,6 +14,9 @@ use specwright_core::Request;
 use specwright_host_core::state::StateDir;
 
 fn main() -> Result<()> {
+    if std::env::var_os("SPECWRIGHT_PERF_MAP").is_some() {
+        specwright::write_perf_map();
+    }
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_else(|| "minimal".to_string());
     let runs: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;

@@ -31,6 +31,8 @@ fn op_path(op: &Op) -> Option<&Path> {
         Op::WriteBundleFile(p)
         | Op::OpenGivenBundle(p)
         | Op::OpenEngineBundle(p)
+        | Op::CheckTrustedDir(p)
+        | Op::CheckFixedPath(p)
         | Op::ReadEngineConfig(p)
         | Op::RemoveGivenBundle(p)
         | Op::OpenStateDir(p)

@@ -58,8 +58,8 @@ use specwright_host_core::{audit, facts, input, interrupt, resolve, state, step,
 
 pub use api::{Chain, Engine, Error, Host, Step};
 pub use policy::{
-    import_use, ImportUse, Inspection, Limits, LoadedPolicy, PolicyError, PolicyRuntime, ReusedInstance,
-    DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, WASI_LINKED, WASI_OUTPUT_BYTES, WASI_TRAPPED,
+    import_use, write_perf_map, ImportUse, Inspection, Limits, LoadedPolicy, PolicyError, PolicyRuntime,
+    ReusedInstance, DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, WASI_LINKED, WASI_OUTPUT_BYTES, WASI_TRAPPED,
 };
 pub use run::{RunError, Runtime};
 pub use specwright_core::spec::Spec;

@@ -481,7 +481,10 @@ fn docker_builds_and_runs_through_the_wrapper() {
         );
         let error = |out: &Output| {
             let text = String::from_utf8_lossy(&out.stderr).into_owned();
-            text.split("OCI runtime create failed: ").nth(1).map(str::to_string)
+            // The runtime's error, on its line (docker may add a line of
+            // its own after it, "error waiting for container", or not).
+            let after = text.split("OCI runtime create failed: ").nth(1)?;
+            after.lines().next().map(str::to_string)
         };
         assert_eq!(error(&plain), error(&wrapped), "{flags:?}");
     }

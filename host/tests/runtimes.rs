@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{json, Value};
 
 mod common;
-use common::{capability_mask, engine_seccomp, status_field};
+use common::{capability_mask, engine_seccomp, namespace_path, status_field};
 
 const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
@@ -174,6 +174,11 @@ impl Scene {
 
     /// The wrapper with `policy` as the configuration file's chain.
     fn wrapper_command_with(&self, policy: &str, args: &[&str]) -> Command {
+        self.wrapper_command_at(&self.state_root(), policy, args)
+    }
+
+    /// [`Self::wrapper_command_with`] with the runtime's state root `root`.
+    fn wrapper_command_at(&self, root: &str, policy: &str, args: &[&str]) -> Command {
         let config = self.root.join("runtime.toml");
         std::fs::write(
             &config,
@@ -184,7 +189,7 @@ impl Scene {
             ),
         )
         .unwrap();
-        let mut all = vec!["--root".to_string(), self.state_root()];
+        let mut all = vec!["--root".to_string(), root.to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         let mut command = self.runtime.command(Path::new(WRAPPER), &all);
         command.env("SPECWRIGHT_RUNTIME_CONFIG", &config).stdin(Stdio::null());
@@ -193,7 +198,12 @@ impl Scene {
 
     /// The runtime itself, without the wrapper.
     fn direct(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--root".to_string(), self.state_root()];
+        self.direct_at(&self.state_root(), args)
+    }
+
+    /// [`Self::direct`] with the runtime's state root `root`.
+    fn direct_at(&self, root: &str, args: &[&str]) -> Output {
+        let mut all = vec!["--root".to_string(), root.to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         self.runtime
             .command(&self.runtime.path(), &all)
@@ -502,6 +512,26 @@ fn exec_and_update_run_as_approved(runtime: Runtime) {
     let out = scene.wrapper(&["exec", "--cap", "CAP_SYS_ADMIN", "box", "true"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("insecure mode"), "{}", text(&out));
+    // Regression (red team, round 2): crun leaves a process whose
+    // sub-cgroup does not exist in the engine's cgroups (outside the
+    // container's device rules and limits), and says nothing.
+    if runtime == Runtime::Crun {
+        let out = scene.wrapper(&["exec", "--cgroup", "sub", "box", "cat", "/proc/self/cgroup"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("refused with crun"), "{}", text(&out));
+        let devices = |args: &[&str]| {
+            let out = scene.direct(args);
+            assert!(out.status.success(), "{args:?}: {}", text(&out));
+            text(&out).lines().find(|l| l.contains(":devices:")).map(str::to_string)
+        };
+        let inside = devices(&["exec", "box", "cat", "/proc/self/cgroup"]);
+        let escaped = devices(&["exec", "--cgroup", "sub", "box", "cat", "/proc/self/cgroup"]);
+        assert!(inside.is_some());
+        assert_ne!(
+            inside, escaped,
+            "crun put the process in the container's devices cgroup after all"
+        );
+    }
     // An update, reviewed and applied.
     let out = scene.wrapper(&["update", "--memory", "64m", "box"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -581,12 +611,6 @@ impl Scene {
         }
         std::fs::write(self.config(), serde_json::to_string_pretty(&base).unwrap()).unwrap();
     }
-}
-
-fn namespace_path(spec: &mut Value, kind: &str, path: &str) {
-    let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
-    namespaces.retain(|n| n["type"] != kind);
-    namespaces.push(json!({"type": kind, "path": path}));
 }
 
 #[test]
@@ -916,6 +940,17 @@ fn a_container_the_wrapper_did_not_make_gets_no_exec() {
     assert!(shown.contains("a container of this id already"), "{shown}");
     let out = scene.wrapper(&["exec", "victim", "true"]);
     assert!(text(&out).contains("no spec approved for it"), "{}", text(&out));
+    // Round 2: the same root spelled through a missing directory and `..`,
+    // which runc cleans to the root itself.
+    let odd = format!("{}/nx/..", scene.state_root());
+    for args in [
+        &["create", "--bundle", &bundle, "victim"][..],
+        &["exec", "victim", "true"],
+    ] {
+        let out = scene.wrapper_command_at(&odd, HARDENED, args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("not spelled plainly"), "{}", text(&out));
+    }
 }
 
 /// Regression (red team): the host's network namespace bound under
@@ -960,4 +995,129 @@ fn the_hosts_namespace_bound_under_an_allowed_prefix_is_still_the_hosts() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("is the host's own"), "{}", text(&out));
     assert!(!scene.exists("bound"));
+}
+
+/// Regression (red team, round 2): runc's `delete` runs the poststop hooks
+/// its state.json names, crun's those of the config.json it saved; with a
+/// state root another user can write, that user's hook ran as root on the
+/// host. The wrapper refuses every subcommand on such a root.
+fn a_hook_planted_in_another_users_state_root_never_runs(runtime: Runtime) {
+    let scene = Scene::new(runtime);
+    scene.set_args("sleep 60");
+    let root = scene.root.join("their-root");
+    let root_arg = root.display().to_string();
+    let bundle = scene.bundle_arg();
+    let log = scene.root.join("planted.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let status = scene
+        .runtime
+        .command(
+            &runtime.path(),
+            &[
+                "--root".to_string(),
+                root_arg.clone(),
+                "create".into(),
+                "--bundle".into(),
+                bundle,
+                "planted".into(),
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let marker = scene.root.join("HOOK-RAN");
+    let hook = json!({"path": "/bin/sh", "args": ["sh", "-c", format!("touch {}", marker.display())]});
+    match runtime {
+        Runtime::Runc => common::edit_spec(&root.join("planted/state.json"), |state| {
+            if !state["config"]["Hooks"].is_object() {
+                state["config"]["Hooks"] = json!({});
+            }
+            state["config"]["Hooks"]["poststop"] = json!([hook]);
+        }),
+        Runtime::Crun => common::edit_spec(&root.join("planted/config.json"), |config| {
+            config["hooks"] = json!({"poststop": [hook]});
+        }),
+    }
+    let own = |uid: u32| {
+        let out = Command::new("chown")
+            .arg("-R")
+            .arg(uid.to_string())
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    own(65534);
+    for args in [
+        &["delete", "--force", "planted"][..],
+        &["kill", "planted", "KILL"],
+        &["start", "planted"],
+        &["state", "planted"],
+    ] {
+        let out = scene.wrapper_command_at(&root_arg, HARDENED, args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("not trusted"), "{args:?}: {}", text(&out));
+        assert!(!marker.exists(), "{args:?} ran the planted hook");
+    }
+    // The hook was live: the runtime, on a root it trusts, runs it.
+    own(0);
+    let out = scene.direct_at(&root_arg, &["delete", "--force", "planted"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(marker.exists(), "the runtime did not run the planted hook");
+}
+
+#[test]
+fn runc_runs_no_hook_planted_in_another_users_state_root() {
+    a_hook_planted_in_another_users_state_root_never_runs(Runtime::Runc);
+}
+
+#[test]
+fn crun_runs_no_hook_planted_in_another_users_state_root() {
+    a_hook_planted_in_another_users_state_root_never_runs(Runtime::Crun);
+}
+
+/// Regression (red team, round 2): crun opens the rootfs by its path again
+/// when it runs, following symlinks; a rootfs reached through another
+/// user's directory was swapped, once approved, for one the chain denies.
+#[test]
+fn crun_gets_no_rootfs_another_user_could_swap_after_the_review() {
+    let scene = Scene::new(Runtime::Crun);
+    scene.set_args("cat /MARKER 2>/dev/null || echo the-approved-rootfs");
+    let theirs = scene.root.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let outside = scene.root.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    for copy in [&theirs, &outside] {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(scene.bundle.join("rootfs"))
+            .arg(copy)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    std::fs::write(outside.join("rootfs/MARKER"), "the-swapped-rootfs\n").unwrap();
+    let out = Command::new("chown").arg("65534").arg(&theirs).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let rootfs = theirs.join("rootfs");
+    scene.edit_spec(|spec| spec["root"]["path"] = json!(rootfs.display().to_string()));
+    let bundle = scene.bundle_arg();
+    let (status, shown) = scene.wrapper_create(&["run", "--bundle", &bundle, "swappable"]);
+    assert_eq!(status.code(), Some(1), "{shown}");
+    assert!(shown.contains("another user could put something else there"), "{shown}");
+    assert!(shown.contains(&format!("root.path {}", rootfs.display())), "{shown}");
+    assert!(!scene.exists("swappable"));
+    // What the owner of that directory could do once it was approved, and
+    // crun's reading of it: the swapped rootfs runs.
+    std::fs::rename(&rootfs, theirs.join("was-rootfs")).unwrap();
+    std::os::unix::fs::symlink(outside.join("rootfs"), &rootfs).unwrap();
+    let out = scene.direct(&["run", "--bundle", &bundle, "swapped"]);
+    assert!(text(&out).contains("the-swapped-rootfs"), "{}", text(&out));
 }

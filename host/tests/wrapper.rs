@@ -1023,3 +1023,269 @@ fn a_settings_file_may_have_any_name_and_an_argument_read_two_ways_is_an_error()
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("reads two ways"), "{}", stderr(&out));
 }
+
+fn chown(path: &Path, uid: u32) {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// Regression (red team, round 2): runc's `delete` runs the poststop hooks
+/// its state file names (crun's, those of the config it saved), `kill`
+/// signals the pid it names: a state root another user could write is
+/// refused for every subcommand that acts on one, and so is one spelled so
+/// that the runtime reaches another directory than the wrapper checked.
+#[test]
+fn a_runtime_state_root_another_user_could_write_is_refused_for_every_subcommand() {
+    let f = Fixture::new();
+    let bundle = f.bundle.display().to_string();
+    let theirs = f.root.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    chown(&theirs, 65534);
+    let sticky = f.root.join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let create = format!("create --bundle {bundle} c1");
+    let lines = [
+        "delete --force c1",
+        "delete c1",
+        "kill c1 KILL",
+        "start c1",
+        "pause c1",
+        "resume c1",
+        "state c1",
+        "ps c1",
+        "events c1",
+        "list",
+        "checkpoint --image-path /tmp/i c1",
+        "exec c1 true",
+        "update --memory 1 c1",
+        &create,
+    ];
+    // Another user's; missing below another user's (the runtime would make
+    // it there); missing in a directory anyone may write.
+    for root in [theirs.clone(), theirs.join("runc"), sticky.join("runc")] {
+        for line in lines {
+            let mut args = f.with_state(&["--policy", HARDENED, "--root", root.to_str().unwrap()]);
+            args.extend(line.split_whitespace().map(str::to_string));
+            let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{} {line}: {}",
+                root.display(),
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains("the runtime's state root") && stderr(&out).contains("not trusted"),
+                "{} {line}: {}",
+                stderr(&out),
+                root.display()
+            );
+            assert_eq!(f.passed(), None, "{line}");
+        }
+    }
+    // runc cleans `--root`; crun makes what is missing, then walks `..`:
+    // both reach the directory above, which the wrapper did not check.
+    for root in [
+        format!("{}/nx/..", theirs.display()),
+        format!("{}/./runc", f.root.display()),
+        format!("{}/", f.root.display()),
+        format!("/{}", f.root.display()),
+    ] {
+        for line in ["delete --force c1", "exec c1 true", create.as_str()] {
+            let mut args = f.with_state(&["--policy", HARDENED, "--root", &root]);
+            args.extend(line.split_whitespace().map(str::to_string));
+            let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            assert_eq!(out.status.code(), Some(1), "{root} {line}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("not spelled plainly"),
+                "{root} {line}: {}",
+                stderr(&out)
+            );
+            assert_eq!(f.passed(), None, "{root} {line}");
+        }
+    }
+    // crun as root takes its root from XDG_RUNTIME_DIR when no --root is
+    // given: the wrapper checks that one.
+    let fake_crun = f.root.join("fake-crun");
+    std::fs::copy(&f.fake, &fake_crun).unwrap();
+    let config = f.root.join("open.toml");
+    std::fs::write(&config, "allow_flag_overrides = true\n").unwrap();
+    let state = f.state.display().to_string();
+    let out = Command::new(WRAPPER)
+        .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+        .env("XDG_RUNTIME_DIR", &theirs)
+        .args(["--policy", HARDENED, "--state-dir", &state, "--real-runtime"])
+        .arg(&fake_crun)
+        .args(["delete", "--force", "c1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{}/crun", theirs.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.passed(), None);
+    // `spec` and `features` act on no state root; a trusted root passes.
+    let trusted = f.root.join("runc-root").display().to_string();
+    for line in ["spec --bundle /tmp/b", "features", "delete --force c1", "kill c1 KILL"] {
+        let mut args = f.with_state(&["--policy", HARDENED, "--root"]);
+        let root = if line.starts_with('s') || line.starts_with('f') {
+            theirs.display().to_string()
+        } else {
+            trusted.clone()
+        };
+        args.push(root.clone());
+        args.extend(line.split_whitespace().map(str::to_string));
+        let out = f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.status.code(), Some(7), "{line}: {}", stderr(&out));
+        assert_eq!(f.passed().unwrap(), words(&format!("--root {root} {line}")), "{line}");
+    }
+}
+
+/// Regression (red team, round 2): crun follows the rootfs path again when
+/// it runs, so a rootfs reached through another user's directory could be
+/// swapped for a symlink to anywhere once approved. No user but root (and
+/// the one the spec maps to the container's root) may be able to redirect
+/// a host path the runtime opens after the review.
+#[test]
+fn a_host_path_another_user_could_redirect_after_the_review_is_refused() {
+    let f = Fixture::new();
+    let settings = f.root.join("allow-all.json");
+    std::fs::write(&settings, r#"{"allowed_sources": ["/"]}"#).unwrap();
+    let policy = format!("{MOUNT_ALLOWLIST}:{}", settings.display());
+    let theirs = f.root.join("theirs");
+    for dir in ["rootfs", "data", "lower"] {
+        std::fs::create_dir_all(theirs.join(dir)).unwrap();
+    }
+    std::fs::write(theirs.join("netns"), "").unwrap();
+    std::fs::write(theirs.join("hook"), "").unwrap();
+    chown(&theirs, 65534);
+    let sticky = f.root.join("sticky");
+    for dir in ["nobodys", "roots", "data"] {
+        std::fs::create_dir_all(sticky.join(dir)).unwrap();
+    }
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    chown(&sticky.join("nobodys"), 65534);
+    let link = f.root.join("link");
+    std::os::unix::fs::symlink(sticky.join("data"), &link).unwrap();
+    chown(&link, 65534);
+    let original = f.spec();
+    let at = |path: &Path| path.display().to_string();
+    let bind = |source: String| json!({"destination": "/data", "type": "bind", "source": source, "options": ["rbind"]});
+    let mounts = original["mounts"].as_array().unwrap().len();
+    type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
+    let cases: Vec<(Edit, String)> = vec![
+        (
+            Box::new(|spec| spec["root"]["path"] = json!(at(&theirs.join("rootfs")))),
+            format!("root.path {}", at(&theirs.join("rootfs"))),
+        ),
+        (
+            Box::new(|spec| spec["root"]["path"] = json!(at(&sticky.join("nobodys")))),
+            "(uid 65534) may be moved by its owner".to_string(),
+        ),
+        (
+            Box::new(|spec| {
+                spec["mounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(bind(at(&theirs.join("data"))))
+            }),
+            format!("mounts[{mounts}].source"),
+        ),
+        (
+            Box::new(|spec| spec["mounts"].as_array_mut().unwrap().push(bind(at(&link)))),
+            "is a symlink of uid 65534".to_string(),
+        ),
+        (
+            Box::new(|spec| {
+                spec["mounts"].as_array_mut().unwrap().push(json!({
+                    "destination": "/o", "type": "overlay", "source": "overlay",
+                    "options": [format!("lowerdir={}:{}", at(&sticky.join("roots")), at(&theirs.join("lower")))],
+                }))
+            }),
+            format!("mounts[{mounts}].options"),
+        ),
+        (
+            Box::new(|spec| common::namespace_path(spec, "network", &at(&theirs.join("netns")))),
+            "linux.namespaces[".to_string(),
+        ),
+        (
+            Box::new(|spec| spec["hooks"] = json!({"poststop": [{"path": at(&theirs.join("hook"))}]})),
+            "hooks.poststop[0].path".to_string(),
+        ),
+    ];
+    for (i, (edit, needle)) in cases.iter().enumerate() {
+        let mut spec = original.clone();
+        edit(&mut spec);
+        std::fs::write(f.config(), spec.to_string()).unwrap();
+        let out = f.create(&policy, &format!("r{i}"));
+        assert_eq!(out.status.code(), Some(1), "{needle}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{needle}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("another user could put something else there"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(f.passed(), None, "{needle}");
+    }
+    // Root's, in a sticky directory; another user's whom the spec maps to
+    // the container's root (podman's storage with --uidmap); a namespace
+    // named by the kernel's link: each stays what was approved.
+    let accepted: Vec<Edit> = vec![
+        Box::new(|spec| {
+            spec["root"]["path"] = json!(at(&sticky.join("roots")));
+            spec["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(bind(at(&sticky.join("data"))));
+        }),
+        Box::new(|spec| {
+            spec["root"]["path"] = json!(at(&sticky.join("nobodys")));
+            spec["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 65534, "size": 1}]);
+            spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 65534, "size": 1}]);
+        }),
+        Box::new(|spec| common::namespace_path(spec, "network", "/proc/self/ns/net")),
+    ];
+    for (i, edit) in accepted.iter().enumerate() {
+        let mut spec = original.clone();
+        edit(&mut spec);
+        std::fs::write(f.config(), spec.to_string()).unwrap();
+        let out = f.create(&policy, &format!("a{i}"));
+        assert_eq!(out.status.code(), Some(7), "case {i}: {}", stderr(&out));
+        assert!(f.passed().is_some());
+    }
+}
+
+/// runc takes ids such as `a+b` and `.hidden`; none with a `/`.
+#[test]
+fn container_ids_the_runtimes_take_are_taken_and_paths_are_not() {
+    let f = Fixture::new();
+    for id in ["a+b", ".hidden", "a,b"] {
+        let out = f.create(HARDENED, id);
+        assert_eq!(out.status.code(), Some(7), "{id}: {}", stderr(&out));
+        assert_eq!(f.passed().unwrap().last().map(String::as_str), Some(id));
+    }
+    for id in ["../x", "a/b", ".."] {
+        let out = f.create(HARDENED, id);
+        assert_eq!(out.status.code(), Some(1), "{id}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not one a runtime keeps"),
+            "{id}: {}",
+            stderr(&out)
+        );
+        assert_eq!(f.passed(), None);
+    }
+}

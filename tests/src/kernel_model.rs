@@ -205,6 +205,14 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         specwright_host_core::sys::RealSyscalls.open_engine_bundle(dir)
     }
 
+    fn check_trusted_dir(&self, dir: &Path) -> Result<(), StateError> {
+        specwright_host_core::sys::RealSyscalls.check_trusted_dir(dir)
+    }
+
+    fn check_fixed_path(&self, path: &Path, owners: &[u32]) -> Result<(), StateError> {
+        specwright_host_core::sys::RealSyscalls.check_fixed_path(path, owners)
+    }
+
     fn read_engine_config(
         &self,
         bundle: &specwright_host_core::state::GivenBundle,

@@ -172,6 +172,9 @@ where
     let parent = std::os::unix::process::parent_id();
     stop_on_signals();
     init_tracing();
+    if std::env::var_os("SPECWRIGHT_PERF_MAP").is_some() {
+        crate::policy::write_perf_map();
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

@@ -83,6 +83,8 @@ fn op_json(op: &Op) -> serde_json::Value {
         Op::OpenGivenBundle(p) => json!({"op": "open-bundle", "path": p}),
         Op::RemoveGivenBundle(p) => json!({"op": "remove-bundle-dirs", "path": p}),
         Op::OpenEngineBundle(p) => json!({"op": "open-engine-bundle", "path": p}),
+        Op::CheckTrustedDir(p) => json!({"op": "check-trusted-dir", "path": p}),
+        Op::CheckFixedPath(p) => json!({"op": "check-fixed-path", "path": p}),
         Op::ReadEngineConfig(p) => json!({"op": "read-engine-config", "path": p}),
         Op::ReadReviewed(key) => json!({"op": "read-reviewed", "key": key}),
         Op::WriteReviewed(key) => json!({"op": "write-reviewed", "key": key}),

@@ -102,6 +102,17 @@ pub struct LoadedPolicy {
     pre: bindings::PolicyPre<PolicyState>,
 }
 
+/// Whether runtimes made from now on write `/tmp/perf-<pid>.map`.
+static PERF_MAP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every policy runtime made from now on write `/tmp/perf-<pid>.map`,
+/// which names the policies' compiled functions for `perf report`: for a
+/// profiling run only (`specwright` with `SPECWRIGHT_PERF_MAP=1`; never
+/// specwright-runc, which runs as root with an engine's environment).
+pub fn write_perf_map() {
+    PERF_MAP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The engine and linker every policy runs under.
 pub struct PolicyRuntime {
     engine: Engine,
@@ -169,7 +180,7 @@ impl PolicyRuntime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // Names the policies' compiled functions for `perf report`.
-        if std::env::var_os("SPECWRIGHT_PERF_MAP").is_some() {
+        if PERF_MAP.load(std::sync::atomic::Ordering::Relaxed) {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         config.wasm_component_model(true);

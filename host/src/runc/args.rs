@@ -589,6 +589,10 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgsError> {
         uncertain.get_or_insert_with(|| {
             "--root is relative (runc takes it from the working directory, crun from the bundle)".to_string()
         });
+    } else if root.as_ref().is_some_and(|r| !is_plain_absolute(r)) {
+        uncertain.get_or_insert_with(|| {
+            "--root is not spelled plainly ('.', '..', '//' or a trailing '/': runc cleans it, crun makes what is missing and walks '..' after it)".to_string()
+        });
     }
     let rest: Vec<OsString> = subcommand_at.map(|at| args[at..].to_vec()).unwrap_or_default();
     let command = match (help, rest.split_first()) {
@@ -619,6 +623,20 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgsError> {
         command,
         uncertain,
     })
+}
+
+/// Whether `path` is absolute and spelled plainly: every component a name
+/// (no `.`, `..` or empty one, so no `//` and no trailing `/`), so that
+/// cleaning it lexically changes nothing.
+pub fn is_plain_absolute(path: &std::ffi::OsStr) -> bool {
+    let bytes = path.as_encoded_bytes();
+    match bytes.strip_prefix(b"/") {
+        Some(b"") => true,
+        Some(rest) => rest
+            .split(|b| *b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b".."),
+        None => false,
+    }
 }
 
 /// The command a subcommand and its arguments stand for, and why it is
@@ -886,10 +904,37 @@ mod tests {
             ("create -b /a --bundle /b c1", "given twice"),
             ("create --bogus c1", "--bogus"),
             ("--root run/r create c1", "--root is relative"),
+            // runc cleans a root lexically; crun makes the missing part
+            // and walks `..` after it: both reach /r, not /r/nx/...
+            ("--root /r/nx/.. create c1", "not spelled plainly"),
+            ("--root /r/./x exec c1 sh", "not spelled plainly"),
+            ("--root //r delete c1", "not spelled plainly"),
+            ("--root /r/ state c1", "not spelled plainly"),
         ] {
             let inv = parse(&args(line)).unwrap();
             let why = inv.uncertain.unwrap_or_else(|| panic!("{line}: taken as certain"));
             assert!(why.contains(needle), "{line}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_plain_absolute_path_is_one_cleaning_leaves_alone() {
+        for plain in ["/", "/run/runc", "/a.b/..c/d.", "/run/user/0/crun"] {
+            assert!(is_plain_absolute(plain.as_ref()), "{plain}");
+        }
+        for odd in [
+            "",
+            "run",
+            "//",
+            "/r/",
+            "/r//x",
+            "/r/.",
+            "/r/./x",
+            "/r/..",
+            "/r/x/../y",
+            "./r",
+        ] {
+            assert!(!is_plain_absolute(odd.as_ref()), "{odd}");
         }
     }
 

@@ -132,6 +132,18 @@ fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> R
     if let Some(why) = &invocation.uncertain {
         bail!("{why}; with policies configured, specwright-runc refuses a command line it cannot read exactly as the runtime would");
     }
+    // What the runtime does with a container, it does from what its state
+    // root says (runc's delete runs the poststop hooks its state.json
+    // names): the root must be one no other user can write, whatever the
+    // subcommand.
+    let acts_on_state = match &invocation.command {
+        Command::Nothing | Command::Unknown(_) => false,
+        Command::PassThrough(name) => !matches!(name.as_str(), "spec" | "features"),
+        Command::Delete(_) | Command::Create(_) | Command::Exec(_) | Command::Update(_) => true,
+    };
+    if acts_on_state {
+        check_runtime_root(&runtime_root(invocation, real)?)?;
+    }
     match &invocation.command {
         Command::Nothing | Command::PassThrough(_) => Ok(Handoff::unchanged(invocation)),
         Command::Delete(id) => {
@@ -320,13 +332,8 @@ struct ContainerKey {
 }
 
 fn container_key(invocation: &Invocation, real: &RealRuntime, id: &str) -> Result<ContainerKey> {
-    let root = match &invocation.root {
-        Some(root) => PathBuf::from(root),
-        None => real.default_root(),
-    };
-    if !root.is_absolute() {
-        bail!("--root {}: not an absolute path", root.display());
-    }
+    check_container_id(id)?;
+    let root = runtime_root(invocation, real)?;
     let mut hash = sha2::Sha256::new();
     hash.update(root.as_os_str().as_encoded_bytes());
     hash.update([0]);
@@ -337,6 +344,34 @@ fn container_key(invocation: &Invocation, real: &RealRuntime, id: &str) -> Resul
         name,
         runtime_state: root.join(id),
     })
+}
+
+/// The runtime's state root as the runtime names it: `--root`, else its
+/// default; absolute and spelled plainly (no `.` or `..` component, no
+/// `//`, no trailing `/`), so that the wrapper and the runtime (which
+/// cleans a path, or makes what is missing and walks `..` after it) name
+/// one directory by one spelling.
+fn runtime_root(invocation: &Invocation, real: &RealRuntime) -> Result<PathBuf> {
+    let root = match &invocation.root {
+        Some(root) => PathBuf::from(root),
+        None => real.default_root(),
+    };
+    if !args::is_plain_absolute(root.as_os_str()) {
+        bail!(
+            "the runtime's state root {}: not an absolute path spelled plainly (without '.', '..', '//' or a trailing '/')",
+            root.display()
+        );
+    }
+    Ok(root)
+}
+
+/// A container id the runtimes keep at `<root>/<id>`: runc and crun
+/// refuse the others.
+fn check_container_id(id: &str) -> Result<()> {
+    if id.is_empty() || id == "." || id == ".." || id.contains('/') || id.contains('\0') {
+        bail!("container id {id:?}: not one a runtime keeps in its state root");
+    }
+    Ok(())
 }
 
 /// The step a review of `id` takes: the container id for a creation, one
@@ -374,8 +409,7 @@ fn review_creation(
         bail!("restore {flag} labels the restored process otherwise than its config.json; refused with policies configured");
     }
     let key = container_key(invocation, real, &creation.id)?;
-    check_runtime_root(&key)?;
-    if key.runtime_state.exists() {
+    if std::fs::symlink_metadata(&key.runtime_state).is_ok() {
         bail!(
             "the runtime has a container of this id already ({}); nothing is kept for it",
             key.runtime_state.display()
@@ -399,7 +433,8 @@ fn review_creation(
     let mut spec = crate::read_engine_spec(text).with_context(|| format!("{}", config_path.display()))?;
     vouch_for_owner(&bundle, &spec)?;
     anchor_to_bundle(&mut spec, bundle.path()).with_context(|| format!("{}", config_path.display()))?;
-    let approved = reviewer.review(&creation.id, spec)?;
+    let approved = reviewer.review(&creation_step_id(&creation.id), spec)?;
+    check_fixed_paths(reviewer.sys.as_ref(), &approved)?;
     let text = crate::validate::config_json(&approved)?;
     // The runtime is handed a bundle of the wrapper's, which no one else
     // can change between this review and its reading; the engine's
@@ -422,6 +457,75 @@ fn review_creation(
         args,
         _documents: Vec::new(),
     })
+}
+
+/// The step a creation's review takes: the container's id, or one of its
+/// own when the id is not a step id (runc's `a+b`).
+fn creation_step_id(id: &str) -> String {
+    if specwright_core::request::is_valid_id(id) {
+        id.to_string()
+    } else {
+        format!("create-{}", std::process::id())
+    }
+}
+
+/// The host paths the runtime opens after the review, each with the field
+/// that names it: the rootfs, every absolute path a mount names (its
+/// source, the directories in its options), every namespace joined by
+/// path, and every hook run in the runtime's namespace.
+fn runtime_host_paths(spec: &Spec) -> Vec<(String, String)> {
+    let mut paths = Vec::new();
+    if let Some(root) = &spec.root {
+        paths.push(("root.path".to_string(), root.path.to_string()));
+    }
+    for (i, mount) in spec.mounts.iter().enumerate() {
+        paths.push((format!("mounts[{i}].source"), mount.source.to_string()));
+        for option in mount.options.iter() {
+            if let Some((_, value)) = option.split_once('=') {
+                for part in value.split(':') {
+                    paths.push((format!("mounts[{i}].options"), part.to_string()));
+                }
+            }
+        }
+    }
+    if let Some(linux) = &spec.linux {
+        for (i, namespace) in linux.namespaces.iter().enumerate() {
+            paths.push((format!("linux.namespaces[{i}].path"), namespace.path.to_string()));
+        }
+    }
+    if let Some(hooks) = &spec.hooks {
+        for (name, list) in [
+            ("prestart", &hooks.prestart),
+            ("createRuntime", &hooks.create_runtime),
+            ("poststart", &hooks.poststart),
+            ("poststop", &hooks.poststop),
+        ] {
+            for (i, hook) in list.iter().enumerate() {
+                paths.push((format!("hooks.{name}[{i}].path"), hook.path.to_string()));
+            }
+        }
+    }
+    paths.retain(|(_, path)| path.starts_with('/'));
+    paths
+}
+
+/// What the chain approved is what the runtime opens: no user but root,
+/// this one and the one the spec maps to the container's root (podman's
+/// storage with `--uidmap`) may be able to swap a host path the runtime
+/// opens after the review (a rootfs for a symlink, which crun follows).
+fn check_fixed_paths(sys: &dyn Syscalls, spec: &Spec) -> Result<()> {
+    let owners: Vec<u32> = spec
+        .linux
+        .iter()
+        .flat_map(|l| &l.uid_mappings)
+        .filter(|m| m.container_id == 0 && m.size > 0)
+        .map(|m| m.host_id)
+        .collect();
+    for (field, path) in runtime_host_paths(spec) {
+        sys.check_fixed_path(Path::new(&path), &owners)
+            .with_context(|| format!("{field} {path}"))?;
+    }
+    Ok(())
 }
 
 /// What the spec names relative to its bundle, named absolutely: the
@@ -489,15 +593,18 @@ fn passed_fds(invocation: &Invocation) -> PassedFds {
 }
 
 /// The runtime's state root holds what it trusts about its containers
-/// (their init process, namespaces, seccomp): when there is one, it must
-/// be a directory no other user can change (without one, the runtime has
-/// no container to act on).
-fn check_runtime_root(key: &ContainerKey) -> Result<()> {
-    let root = key.runtime_state.parent().context("the runtime's state root")?;
-    if !root.exists() {
-        return Ok(());
-    }
-    crate::state::check_trusted_dir(root).with_context(|| format!("the runtime's state root {}", root.display()))?;
+/// (their init process, namespaces, seccomp, hooks): it must be a directory
+/// no other user can change. One that does not exist yet is made by the
+/// runtime below its nearest existing directory, which must be such a
+/// directory itself.
+fn check_runtime_root(root: &Path) -> Result<()> {
+    let existing = root
+        .ancestors()
+        .find(|dir| std::fs::symlink_metadata(dir).is_ok())
+        .unwrap_or(Path::new("/"));
+    RealSyscalls
+        .check_trusted_dir(existing)
+        .with_context(|| format!("the runtime's state root {}", root.display()))?;
     Ok(())
 }
 
@@ -527,6 +634,9 @@ fn vouch_for_owner(bundle: &crate::state::GivenBundle, spec: &Spec) -> Result<()
 /// `exec`: the process reviewed as the container's approved spec with it;
 /// the runtime gets the approved process as `--process`.
 fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: &RealRuntime) -> Result<Handoff> {
+    if !exec.cgroups.is_empty() && real.flavor == runtime::Flavor::Crun {
+        bail!("--cgroup: crun leaves a process whose sub-cgroup does not exist in the engine's own cgroups, outside the container's limits; refused with crun");
+    }
     for cgroup in &exec.cgroups {
         let path = cgroup.split_once(':').map_or(cgroup.as_str(), |(_, path)| path);
         if path.split('/').any(|c| c == "..") {
@@ -534,7 +644,6 @@ fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: 
         }
     }
     let key = container_key(invocation, real, &exec.id)?;
-    check_runtime_root(&key)?;
     let container = reviewer.kept(&key)?.spec;
     let document = match &exec.process_file {
         Some(path) => Some(
@@ -561,7 +670,6 @@ fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: 
 /// device rules included).
 fn review_update(reviewer: &Reviewer, invocation: &Invocation, update: &Update, real: &RealRuntime) -> Result<Handoff> {
     let key = container_key(invocation, real, &update.id)?;
-    check_runtime_root(&key)?;
     let mut container = reviewer.kept(&key)?.spec;
     let document = match &update.resources_file {
         Some(path) if path == Path::new("-") => {

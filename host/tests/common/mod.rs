@@ -48,3 +48,10 @@ pub fn status_field<'a>(output: &'a str, field: &str) -> &'a str {
 pub fn capability_mask(output: &str, field: &str) -> u64 {
     u64::from_str_radix(status_field(output, field), 16).unwrap()
 }
+
+/// Makes the spec join the namespace of type `kind` at `path`.
+pub fn namespace_path(spec: &mut Value, kind: &str, path: &str) {
+    let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    namespaces.retain(|n| n["type"] != kind);
+    namespaces.push(serde_json::json!({"type": kind, "path": path}));
+}

@@ -53,6 +53,13 @@ pub fn check_trusted_dir(path: &Path) -> Result<(), StateError> {
     at::check_trusted(&real, &stat)
 }
 
+/// Checks that the host path `path` (absolute) names an object no user but
+/// root, this one and `owners` can swap for another between a review and
+/// the runtime's opening it (see `walk::check_fixed` for the rules).
+pub fn check_fixed_path(path: &Path, owners: &[u32]) -> Result<(), StateError> {
+    walk::check_fixed(path, owners)
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {

@@ -264,3 +264,74 @@ fn a_temporary_name_says_whose_it_is() {
     assert_eq!(temporary_owner("abc-0.cwasm"), None);
     assert_eq!(temporary_owner("abc-0.tmp12"), None);
 }
+
+#[test]
+fn a_fixed_path_is_one_no_other_user_can_redirect() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let own = |path: &std::path::Path, uid: u32| {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            None,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    };
+    std::fs::create_dir_all(root.join("mine/sub")).unwrap();
+    std::fs::create_dir_all(root.join("theirs/sub")).unwrap();
+    own(&root.join("theirs"), 4242);
+    std::fs::create_dir_all(root.join("sticky/roots")).unwrap();
+    std::fs::create_dir_all(root.join("sticky/theirs")).unwrap();
+    std::fs::set_permissions(
+        root.join("sticky"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    own(&root.join("sticky/theirs"), 4242);
+    std::os::unix::fs::symlink(root.join("mine/sub"), root.join("my-link")).unwrap();
+    std::os::unix::fs::symlink(root.join("mine/sub"), root.join("their-link")).unwrap();
+    own(&root.join("their-link"), 4242);
+    let fixed = |path: &str, owners: &[u32]| check_fixed_path(&root.join(path), owners).map_err(|e| e.to_string());
+    // Another user's object in a directory only root may write: its owner
+    // may change what is in it, not put another in its place.
+    for path in [
+        "mine/sub",
+        "mine/missing",
+        "sticky/roots",
+        "my-link",
+        "my-link/x",
+        "mine/sub/../sub",
+        "theirs",
+    ] {
+        assert_eq!(fixed(path, &[]), Ok(()), "{path}");
+    }
+    for (path, needle) in [
+        ("theirs/sub", "theirs (uid 4242, mode 755) is another user's to change"),
+        ("sticky/theirs", "(uid 4242) may be moved by its owner"),
+        ("sticky/missing", "lets others make it"),
+        ("their-link", "is a symlink of uid 4242"),
+    ] {
+        let error = fixed(path, &[]).unwrap_err();
+        assert!(error.contains(needle), "{path}: {error}");
+    }
+    // The user the container's root is, trusted for its own storage.
+    assert_eq!(fixed("theirs/sub", &[4242]), Ok(()));
+    assert_eq!(fixed("sticky/theirs", &[4242]), Ok(()));
+    // The kernel's links: a namespace or a process's executable at the
+    // end (the process's directory checked), none on the way.
+    for path in ["/proc/self/ns/net", "/proc/1/ns/mnt", "/proc/thread-self/exe"] {
+        assert_eq!(
+            check_fixed_path(std::path::Path::new(path), &[]).map_err(|e| e.to_string()),
+            Ok(()),
+            "{path}"
+        );
+    }
+    for path in ["/proc/self/root/etc/shadow", "/proc/self/cwd/x", "/proc/1/root/etc"] {
+        let error = check_fixed_path(std::path::Path::new(path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("link of the kernel's"), "{path}: {error}");
+    }
+}

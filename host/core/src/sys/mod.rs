@@ -71,6 +71,12 @@ pub enum Op {
     RemoveGivenBundle(PathBuf),
     /// A bundle directory an engine made opened (nothing made).
     OpenEngineBundle(PathBuf),
+    /// A directory whose contents decide what runs checked to be one no
+    /// other user can change ([`crate::state::check_trusted_dir`]).
+    CheckTrustedDir(PathBuf),
+    /// A host path checked to be one no other user can redirect
+    /// ([`crate::state::check_fixed_path`]).
+    CheckFixedPath(PathBuf),
     /// An engine bundle's config.json read.
     ReadEngineConfig(PathBuf),
     /// The spec kept for a container `specwright-runc` reviewed, read.
@@ -190,6 +196,11 @@ pub trait Syscalls: Send + Sync {
     fn remove_given_bundle(&self, bundle: GivenBundle);
     /// Opens the bundle directory an engine made ([`GivenBundle::open_existing`]).
     fn open_engine_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError>;
+    /// Checks a directory whose contents decide what runs ([`crate::state::check_trusted_dir`]).
+    fn check_trusted_dir(&self, dir: &Path) -> Result<(), StateError>;
+    /// Checks that no user but root, this one and `owners` can redirect a
+    /// host path ([`crate::state::check_fixed_path`]).
+    fn check_fixed_path(&self, path: &Path, owners: &[u32]) -> Result<(), StateError>;
     /// Reads its config.json ([`GivenBundle::read_config`]).
     fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError>;
     /// Writes its config.json back as the engine had it ([`GivenBundle::write_config_as`]).
@@ -405,6 +416,14 @@ impl Syscalls for RealSyscalls {
 
     fn open_engine_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
         GivenBundle::open_existing(dir)
+    }
+
+    fn check_trusted_dir(&self, dir: &Path) -> Result<(), StateError> {
+        crate::state::check_trusted_dir(dir)
+    }
+
+    fn check_fixed_path(&self, path: &Path, owners: &[u32]) -> Result<(), StateError> {
+        crate::state::check_fixed_path(path, owners)
     }
 
     fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError> {

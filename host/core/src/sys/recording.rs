@@ -352,6 +352,26 @@ impl Syscalls for RecordingSyscalls {
         )
     }
 
+    /// A dry run performs the check (it only looks).
+    fn check_trusted_dir(&self, dir: &Path) -> Result<(), StateError> {
+        self.pass(
+            Op::CheckTrustedDir(dir.to_path_buf()),
+            state_fault(dir),
+            |s| s.check_trusted_dir(dir),
+            || super::RealSyscalls.check_trusted_dir(dir),
+        )
+    }
+
+    /// A dry run performs the check (it only looks).
+    fn check_fixed_path(&self, path: &Path, owners: &[u32]) -> Result<(), StateError> {
+        self.pass(
+            Op::CheckFixedPath(path.to_path_buf()),
+            state_fault(path),
+            |s| s.check_fixed_path(path, owners),
+            || super::RealSyscalls.check_fixed_path(path, owners),
+        )
+    }
+
     fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError> {
         let path = bundle.path().join("config.json");
         self.pass_state(
