@@ -620,6 +620,15 @@ fn hardened_keeps_its_claims_through_runc() {
     let hook_script = format!("touch {}", hooked.display());
     let host_pid_ns = std::fs::read_link("/proc/self/ns/pid").unwrap().display().to_string();
     let hooked_check = hooked.clone();
+    // A device node in the image itself (a rootfs is the image's).
+    let node = scene.bundle.join("rootfs/loop-control");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(10, 237),
+    )
+    .unwrap();
     let claims = vec![
         Claim {
             name: "the host's PID namespace joined by path",
@@ -695,6 +704,20 @@ fn hardened_keeps_its_claims_through_runc() {
             }),
             message: "allows every device",
             control: None,
+        },
+        Claim {
+            name: "a character device rule for a node the image brings (not a device node given)",
+            edit: Box::new(|spec| {
+                spec["linux"]["resources"]["devices"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"allow": true, "type": "c", "major": 10, "minor": 237, "access": "rwm"}));
+            }),
+            message: "character device 10:237",
+            control: Some((
+                "exec 3</loop-control && echo OPENED",
+                Box::new(|shown: &str| shown.contains("OPENED")),
+            )),
         },
         Claim {
             name: "a host device node",

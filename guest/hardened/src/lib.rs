@@ -15,7 +15,10 @@
 //!   Docker's and BuildKit's 14) but those in `allowed_capabilities`;
 //! - no seccomp filter on a host that has seccomp, or one whose default
 //!   action lets a call through (unless `allow_unconfined_seccomp`);
-//! - a device cgroup rule that allows every device, or a block device;
+//! - a device cgroup rule that allows every device, a block device, or a
+//!   character device to be opened beyond the engines' defaults (null,
+//!   zero, full, random, urandom, tty, console, ptmx, pts, tun) and those
+//!   given in `linux.devices`;
 //! - /proc's kernel knobs writable (`/proc/sys`, `/proc/sysrq-trigger`,
 //!   ...) or the host's files in it unmasked (`/proc/kcore`, ...), as
 //!   every engine's default spec keeps them, unless `allow_unmasked_proc`;
@@ -54,6 +57,22 @@ const DENYING_ACTIONS: &[&str] = &[
     "SCMP_ACT_KILL_PROCESS",
     "SCMP_ACT_KILL_THREAD",
     "SCMP_ACT_TRAP",
+];
+
+/// The character devices engines let every container open (runc's and
+/// Docker's defaults): null, zero, full, random, urandom, tty, console,
+/// ptmx, the pseudo-terminals, tun. `None` is any minor.
+const DEFAULT_CHAR_DEVICES: &[(i64, Option<i64>)] = &[
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(1)),
+    (5, Some(2)),
+    (136, None),
+    (10, Some(200)),
 ];
 
 /// Where network namespaces may be joined from, by default.
@@ -291,11 +310,28 @@ fn privilege_denial(spec: &Spec, facts: &HostFacts, settings: &Settings) -> Opti
         let listed = devices
             .iter()
             .any(|d| d.kind == rule.kind && Some(d.major) == rule.major && rule.minor.is_none_or(|m| m == d.minor));
-        if rule.kind == "b" && !listed {
-            return Some(format!(
-                "a device cgroup rule that allows block device {}:{}",
+        let shown = || {
+            format!(
+                "{}:{}",
                 rule.major.unwrap_or(-1),
                 rule.minor.map_or("*".to_string(), |m| m.to_string())
+            )
+        };
+        if rule.kind == "b" && !listed {
+            return Some(format!("a device cgroup rule that allows block device {}", shown()));
+        }
+        // A character device the engines allow by default, or one given
+        // (and so checked against allowed_devices), or mknod alone; not
+        // the host's consoles, input devices or kernel log through a node
+        // the image brings.
+        let opens = rule.access.contains('r') || rule.access.contains('w');
+        let default = DEFAULT_CHAR_DEVICES
+            .iter()
+            .any(|(major, minor)| rule.major == Some(*major) && (minor.is_none() || *minor == rule.minor));
+        if rule.kind == "c" && opens && !listed && !default {
+            return Some(format!(
+                "a device cgroup rule that allows character device {} (settings: allowed_devices, for the node given)",
+                shown()
             ));
         }
     }
@@ -589,6 +625,33 @@ mod tests {
             extra: Default::default(),
         }];
         assert!(denied(&devices, &none).unwrap().contains("allows every device"));
+        // The host's kernel log, opened through a node the image brings.
+        let rule = |kind: &'static str, major: i64, minor: Option<i64>, access: &'static str| {
+            specwright_sdk::spec::DeviceCgroup {
+                allow: true,
+                kind: kind.into(),
+                major: Some(major),
+                minor,
+                access: access.into(),
+                extra: Default::default(),
+            }
+        };
+        for (kmsg, expected) in [
+            (rule("c", 1, Some(11), "rwm"), Some("character device 1:11")),
+            (rule("c", 13, None, "r"), Some("character device 13:*")),
+            (rule("c", 136, Some(4), "rw"), None),
+            (rule("c", 1, Some(3), "rwm"), None),
+            (rule("c", 1, Some(11), "m"), None),
+            (rule("c", 1, None, "rwm"), Some("character device 1:*")),
+        ] {
+            let mut spec = base();
+            spec.linux_mut().resources.get_or_insert_with(Default::default).devices = vec![kmsg];
+            let got = denied(&spec, &none);
+            match expected {
+                Some(needle) => assert!(got.as_deref().is_some_and(|g| g.contains(needle)), "{got:?}"),
+                None => assert_eq!(got, None),
+            }
+        }
         let mut loop_device = base();
         loop_device.linux_mut().devices = vec![specwright_sdk::spec::Device {
             path: "/dev/loop0".into(),
