@@ -157,10 +157,15 @@ impl Scene {
     /// [`Self::wrapper`] for a `create`: the container keeps its standard
     /// output and error, so they go to a file, not a pipe waited on.
     fn wrapper_create(&self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        self.wrapper_create_with(HARDENED, args)
+    }
+
+    /// [`Self::wrapper_create`] with `policy` as the chain.
+    fn wrapper_create_with(&self, policy: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
         let log = self.root.join("create.log");
         let file = std::fs::File::create(&log).unwrap();
         let status = self
-            .wrapper_command(args)
+            .wrapper_command_with(policy, args)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .status()
@@ -1143,4 +1148,45 @@ fn crun_gets_no_rootfs_another_user_could_swap_after_the_review() {
     std::os::unix::fs::symlink(outside.join("rootfs"), &rootfs).unwrap();
     let out = scene.direct(&["run", "--bundle", &bundle, "swapped"]);
     assert!(text(&out).contains("the-swapped-rootfs"), "{}", text(&out));
+}
+
+/// Regression (red team, round 3): crun runs an approved poststop hook on
+/// `delete` from the config.json of the bundle it was handed, which the
+/// wrapper's `delete` removed first. Through the wrapper each runtime runs
+/// it as it does directly.
+fn an_approved_poststop_hook_runs_on_delete(runtime: Runtime) {
+    let scene = Scene::new(runtime);
+    scene.set_args("sleep 60");
+    let marker = scene.root.join("POSTSTOP-RAN");
+    scene.edit_spec(|spec| {
+        spec["hooks"] =
+            json!({"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("touch {}", marker.display())]}]});
+    });
+    let settings = scene.root.join("allow-all.json");
+    std::fs::write(&settings, r#"{"allowed_sources": ["/"]}"#).unwrap();
+    let policy = format!("{MOUNT_ALLOWLIST}:{}", settings.display());
+    let bundle = scene.bundle_arg();
+    let (status, shown) = scene.wrapper_create_with(&policy, &["create", "--bundle", &bundle, "hooked"]);
+    assert_eq!(status.code(), Some(0), "{shown}");
+    assert!(!marker.exists());
+    let out = scene
+        .wrapper_command_with(&policy, &["delete", "--force", "hooked"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!scene.exists("hooked"));
+    assert!(marker.exists(), "the approved poststop hook did not run");
+    // Its approved spec is forgotten all the same.
+    let out = scene.wrapper_with(&policy, &["exec", "hooked", "true"]);
+    assert!(text(&out).contains("no spec approved for it"), "{}", text(&out));
+}
+
+#[test]
+fn runc_runs_an_approved_poststop_hook_on_delete() {
+    an_approved_poststop_hook_runs_on_delete(Runtime::Runc);
+}
+
+#[test]
+fn crun_runs_an_approved_poststop_hook_on_delete() {
+    an_approved_poststop_hook_runs_on_delete(Runtime::Crun);
 }

@@ -1178,6 +1178,22 @@ fn a_host_path_another_user_could_redirect_after_the_review_is_refused() {
     let link = f.root.join("link");
     std::os::unix::fs::symlink(sticky.join("data"), &link).unwrap();
     chown(&link, 65534);
+    // Storage of the user a spec maps to the container's root (podman's
+    // with --uidmap: subordinate ids), in a directory every user may enter.
+    let storage = f.root.join("storage");
+    std::fs::create_dir_all(storage.join("mapped/rootfs")).unwrap();
+    std::fs::write(storage.join("mapped/hook"), "").unwrap();
+    std::fs::set_permissions(&storage, std::fs::Permissions::from_mode(0o711)).unwrap();
+    chown(&storage.join("mapped"), 100000);
+    chown(&storage.join("mapped/rootfs"), 100000);
+    let mapped = |spec: &mut Value, host: u32| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+        spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+    };
     let original = f.spec();
     let at = |path: &Path| path.display().to_string();
     let bind = |source: String| json!({"destination": "/data", "type": "bind", "source": source, "options": ["rbind"]});
@@ -1222,6 +1238,53 @@ fn a_host_path_another_user_could_redirect_after_the_review_is_refused() {
             Box::new(|spec| spec["hooks"] = json!({"poststop": [{"path": at(&theirs.join("hook"))}]})),
             "hooks.poststop[0].path".to_string(),
         ),
+        // Resolved by the runtime before pivot_root, in the host's files.
+        (
+            Box::new(|spec| spec["hooks"] = json!({"createContainer": [{"path": at(&theirs.join("hook"))}]})),
+            "hooks.createContainer[0].path".to_string(),
+        ),
+        // Regression (red team, round 3): mapping the container's root to
+        // the attacker made the attacker's directories trusted. The mapped
+        // user counts only with a user namespace the spec creates, every
+        // id it maps a subordinate one, and only for what the container
+        // opens.
+        (
+            Box::new(|spec| {
+                mapped(spec, 65534);
+                spec["root"]["path"] = json!(at(&theirs.join("rootfs")));
+            }),
+            "(uid 65534, mode 755) is another user's to change".to_string(),
+        ),
+        (
+            Box::new(|spec| {
+                mapped(spec, 100000);
+                spec["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|n| n["type"] != "user");
+                spec["root"]["path"] = json!(at(&storage.join("mapped/rootfs")));
+            }),
+            "(uid 100000, mode 755) is another user's to change".to_string(),
+        ),
+        (
+            Box::new(|spec| {
+                mapped(spec, 100000);
+                spec["linux"]["uidMappings"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"containerID": 65536, "hostID": 0, "size": 1}));
+                spec["root"]["path"] = json!(at(&storage.join("mapped/rootfs")));
+            }),
+            "(uid 100000, mode 755) is another user's to change".to_string(),
+        ),
+        (
+            Box::new(|spec| {
+                mapped(spec, 100000);
+                spec["root"]["path"] = json!(at(&storage.join("mapped/rootfs")));
+                spec["hooks"] = json!({"poststop": [{"path": at(&storage.join("mapped/hook"))}]});
+            }),
+            "hooks.poststop[0].path".to_string(),
+        ),
     ];
     for (i, (edit, needle)) in cases.iter().enumerate() {
         let mut spec = original.clone();
@@ -1237,8 +1300,9 @@ fn a_host_path_another_user_could_redirect_after_the_review_is_refused() {
         );
         assert_eq!(f.passed(), None, "{needle}");
     }
-    // Root's, in a sticky directory; another user's whom the spec maps to
-    // the container's root (podman's storage with --uidmap); a namespace
+    // Root's, in a sticky directory; the storage of the subordinate user
+    // the spec maps to the container's root (podman's with --uidmap); a
+    // namespace
     // named by the kernel's link: each stays what was approved.
     let accepted: Vec<Edit> = vec![
         Box::new(|spec| {
@@ -1249,13 +1313,8 @@ fn a_host_path_another_user_could_redirect_after_the_review_is_refused() {
                 .push(bind(at(&sticky.join("data"))));
         }),
         Box::new(|spec| {
-            spec["root"]["path"] = json!(at(&sticky.join("nobodys")));
-            spec["linux"]["namespaces"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!({"type": "user"}));
-            spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 65534, "size": 1}]);
-            spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 65534, "size": 1}]);
+            mapped(spec, 100000);
+            spec["root"]["path"] = json!(at(&storage.join("mapped/rootfs")));
         }),
         Box::new(|spec| common::namespace_path(spec, "network", "/proc/self/ns/net")),
     ];
@@ -1288,4 +1347,60 @@ fn container_ids_the_runtimes_take_are_taken_and_paths_are_not() {
         );
         assert_eq!(f.passed(), None);
     }
+}
+
+/// Regression (red team, round 3): runc writes `--pid-file` as root,
+/// following symlinks, appends to `--log`, and hands the container's
+/// terminal to whatever listens at `--console-socket`: each must be a path
+/// no other user can redirect.
+#[test]
+fn files_the_runtime_writes_as_root_must_be_where_no_other_user_can_redirect_them() {
+    let f = Fixture::new();
+    let bundle = f.bundle.display().to_string();
+    let theirs = f.root.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    chown(&theirs, 65534);
+    let pid_file = theirs.join("init.pid").display().to_string();
+    let log = theirs.join("log.json").display().to_string();
+    let socket = theirs.join("console.sock").display().to_string();
+    // A container made through the wrapper, for the exec below.
+    let out = f.create(HARDENED, "c1");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    f.passed();
+    for (args, needle) in [
+        (
+            vec!["create", "--bundle", &bundle, "--pid-file", &pid_file, "c1"],
+            "--pid-file",
+        ),
+        (
+            vec!["run", "--bundle", &bundle, "--console-socket", &socket, "c1"],
+            "--console-socket",
+        ),
+        (vec!["--log", &log, "create", "--bundle", &bundle, "c1"], "--log"),
+        (vec!["--log", &log, "delete", "--force", "c1"], "--log"),
+        (vec!["exec", "--pid-file", &pid_file, "c1", "true"], "--pid-file"),
+    ] {
+        let mut all = f.with_state(&["--policy", HARDENED]);
+        all.extend(args.iter().map(|a| a.to_string()));
+        let out = f.run(&all.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(needle) && stderr(&out).contains("another user could put something else there"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(f.passed(), None, "{args:?}");
+        assert!(
+            !theirs.join("log.json").exists(),
+            "the wrapper wrote its error through the log path"
+        );
+    }
+    // Where only root may write, they pass to the runtime.
+    let pid_file = f.root.join("init.pid").display().to_string();
+    let log = f.root.join("log.json").display().to_string();
+    let mut all = f.with_state(&["--policy", HARDENED, "--log", &log]);
+    all.extend(["create", "--bundle", &bundle, "--pid-file", &pid_file, "c2"].map(str::to_string));
+    let out = f.run(&all.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(f.passed().unwrap().contains(&pid_file));
 }

@@ -244,8 +244,8 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         specwright_host_core::sys::RealSyscalls.write_reviewed(state, key, kept, config)
     }
 
-    fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError> {
-        specwright_host_core::sys::RealSyscalls.remove_reviewed(state, key)
+    fn remove_reviewed(&self, state: &StateDir, key: &str, keep_bundle: bool) -> Result<(), StateError> {
+        specwright_host_core::sys::RealSyscalls.remove_reviewed(state, key, keep_bundle)
     }
 
     fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {

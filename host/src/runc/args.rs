@@ -84,6 +84,9 @@ pub struct Creation {
     pub kept: Vec<OsString>,
     /// `--preserve-fds N`: descriptors 3 to 3+N-1 go to the container.
     pub preserve_fds: u32,
+    /// Host files the runtime writes or connects to as root, by flag:
+    /// `--pid-file`, `--console-socket`.
+    pub host_files: Vec<(&'static str, PathBuf)>,
 }
 
 /// `exec`: a process to start in a running container.
@@ -112,6 +115,8 @@ pub struct Exec {
     pub preserve_fds: u32,
     /// `--cgroup [CONTROLLER:]PATH`: sub-cgroups of the container's.
     pub cgroups: Vec<String>,
+    /// As [`Creation::host_files`].
+    pub host_files: Vec<(&'static str, PathBuf)>,
 }
 
 /// `update`: new resources for a running container.
@@ -293,6 +298,10 @@ const EXEC_KEPT: &[&str] = &[
     "cgroup",
     "ignore-paused",
 ];
+
+/// Flags naming a host file the runtime writes (`--pid-file`) or hands
+/// the container's terminal to (`--console-socket`), as root.
+const HOST_FILE_FLAGS: &[&str] = &["pid-file", "console-socket"];
 
 /// `update` flags that are not resource values: they go to the runtime.
 const UPDATE_KEPT: &[&str] = &["l3-cache-schema", "mem-bw-schema"];
@@ -690,6 +699,10 @@ fn read_command(subcommand: &str, args: &[OsString]) -> Result<(Command, Option<
         });
     }
     let path = |name: &str| flags.value(name).map(PathBuf::from);
+    let host_files: Vec<(&'static str, PathBuf)> = HOST_FILE_FLAGS
+        .iter()
+        .filter_map(|name| Some((*name, PathBuf::from(flags.value(name)?))))
+        .collect();
     let string = |name: &str| flags.value(name).map(|v| text(name, v)).transpose();
     let strings = |name: &str| flags.values(name).map(|v| text(name, v)).collect::<Result<Vec<_>, _>>();
     let command = match (subcommand, kind) {
@@ -716,6 +729,7 @@ fn read_command(subcommand: &str, args: &[OsString]) -> Result<(Command, Option<
                     .map(|v| number("preserve-fds", v))
                     .transpose()?
                     .unwrap_or(0),
+                host_files,
             })
         }
         ("exec", _) => {
@@ -745,6 +759,7 @@ fn read_command(subcommand: &str, args: &[OsString]) -> Result<(Command, Option<
                     .transpose()?
                     .unwrap_or(0),
                 cgroups: strings("cgroup")?,
+                host_files,
             })
         }
         _ => {

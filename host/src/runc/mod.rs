@@ -144,6 +144,13 @@ fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> R
     if acts_on_state {
         check_runtime_root(&runtime_root(invocation, real)?)?;
     }
+    // The runtime appends to its log as root.
+    if let Some(log) = &invocation.log.file {
+        let path = std::path::absolute(log).with_context(|| format!("--log {}", log.display()))?;
+        RealSyscalls
+            .check_fixed_path(&path, &[])
+            .with_context(|| format!("--log {}", log.display()))?;
+    }
     match &invocation.command {
         Command::Nothing | Command::PassThrough(_) => Ok(Handoff::unchanged(invocation)),
         Command::Delete(id) => {
@@ -151,7 +158,7 @@ fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> R
             // later, and a delete must not fail for it.
             let forgotten = Reviewer::open_state(settings).and_then(|reviewer| {
                 let key = container_key(invocation, real, id)?;
-                Ok(reviewer.sys.remove_reviewed(&reviewer.state, &key.name)?)
+                Ok(reviewer.sys.remove_reviewed(&reviewer.state, &key.name, true)?)
             });
             if let Err(e) = forgotten {
                 eprintln!("specwright-runc: warning: forgetting container {id}'s approved spec: {e:#}");
@@ -306,11 +313,13 @@ impl Reviewer {
                 Ok(Some(bytes)) => {
                     serde_json::from_slice::<Kept>(&bytes).map_or(true, |kept| !kept.runtime_state.exists())
                 }
-                Ok(None) => false,
+                // Forgotten by a delete, which kept the runtime's bundle
+                // for the runtime's own delete, long done.
+                Ok(None) => true,
                 Err(_) => true,
             };
             if gone {
-                let _ = self.sys.remove_reviewed(&self.state, &key);
+                let _ = self.sys.remove_reviewed(&self.state, &key, false);
             }
         }
     }
@@ -434,7 +443,7 @@ fn review_creation(
     vouch_for_owner(&bundle, &spec)?;
     anchor_to_bundle(&mut spec, bundle.path()).with_context(|| format!("{}", config_path.display()))?;
     let approved = reviewer.review(&creation_step_id(&creation.id), spec)?;
-    check_fixed_paths(reviewer.sys.as_ref(), &approved)?;
+    check_fixed_paths(reviewer.sys.as_ref(), &approved, &flag_files(&creation.host_files)?)?;
     let text = crate::validate::config_json(&approved)?;
     // The runtime is handed a bundle of the wrapper's, which no one else
     // can change between this review and its reading; the engine's
@@ -469,63 +478,130 @@ fn creation_step_id(id: &str) -> String {
     }
 }
 
-/// The host paths the runtime opens after the review, each with the field
-/// that names it: the rootfs, every absolute path a mount names (its
-/// source, the directories in its options), every namespace joined by
-/// path, and every hook run in the runtime's namespace.
-fn runtime_host_paths(spec: &Spec) -> Vec<(String, String)> {
+/// A host path the runtime opens after the review, with the field (or
+/// flag) that names it.
+struct HostPath {
+    field: String,
+    path: PathBuf,
+    /// Whether it may belong to the user the container's root is: what
+    /// the container itself opens (its rootfs, a mount's source) and the
+    /// files an engine keeps with it (podman's pid file), not what runs or
+    /// is joined on the host (hooks, namespaces).
+    container_may_own: bool,
+}
+
+/// The host paths the runtime opens after the review: the rootfs, every
+/// absolute path a mount names (its source, the directories in its
+/// options), every namespace joined by path, and every hook resolved in
+/// the host's mount namespace (createContainer hooks too: the runtime
+/// resolves them before pivot_root, where the host's files are visible).
+fn runtime_host_paths(spec: &Spec) -> Vec<HostPath> {
     let mut paths = Vec::new();
+    let mut add = |field: String, path: &str, container_may_own: bool| {
+        if path.starts_with('/') {
+            paths.push(HostPath {
+                field,
+                path: PathBuf::from(path),
+                container_may_own,
+            });
+        }
+    };
     if let Some(root) = &spec.root {
-        paths.push(("root.path".to_string(), root.path.to_string()));
+        add("root.path".to_string(), &root.path, true);
     }
     for (i, mount) in spec.mounts.iter().enumerate() {
-        paths.push((format!("mounts[{i}].source"), mount.source.to_string()));
+        add(format!("mounts[{i}].source"), &mount.source, true);
         for option in mount.options.iter() {
             if let Some((_, value)) = option.split_once('=') {
                 for part in value.split(':') {
-                    paths.push((format!("mounts[{i}].options"), part.to_string()));
+                    add(format!("mounts[{i}].options"), part, true);
                 }
             }
         }
     }
     if let Some(linux) = &spec.linux {
         for (i, namespace) in linux.namespaces.iter().enumerate() {
-            paths.push((format!("linux.namespaces[{i}].path"), namespace.path.to_string()));
+            add(format!("linux.namespaces[{i}].path"), &namespace.path, false);
         }
     }
     if let Some(hooks) = &spec.hooks {
         for (name, list) in [
             ("prestart", &hooks.prestart),
             ("createRuntime", &hooks.create_runtime),
+            ("createContainer", &hooks.create_container),
             ("poststart", &hooks.poststart),
             ("poststop", &hooks.poststop),
         ] {
             for (i, hook) in list.iter().enumerate() {
-                paths.push((format!("hooks.{name}[{i}].path"), hook.path.to_string()));
+                add(format!("hooks.{name}[{i}].path"), &hook.path, false);
             }
         }
     }
-    paths.retain(|(_, path)| path.starts_with('/'));
     paths
 }
 
-/// What the chain approved is what the runtime opens: no user but root,
-/// this one and the one the spec maps to the container's root (podman's
-/// storage with `--uidmap`) may be able to swap a host path the runtime
-/// opens after the review (a rootfs for a symlink, which crun follows).
-fn check_fixed_paths(sys: &dyn Syscalls, spec: &Spec) -> Result<()> {
-    let owners: Vec<u32> = spec
-        .linux
+/// The lowest host id a user namespace may map for its storage to count
+/// as the container's own: subordinate ids (podman's `--uidmap
+/// 0:100000:65536`, `/etc/subuid`), never root's, a system account's or a
+/// login user's.
+const FIRST_SUBORDINATE_ID: u32 = 65536;
+
+/// The user the spec maps to the container's root, whose storage (podman's
+/// with `--uidmap`) is the container's own: only when the spec creates a
+/// user namespace (runc and crun ignore mappings without one) and every
+/// id it maps, user or group, is a subordinate one. Whoever acts as those
+/// ids on the host can change the container's files in place anyway;
+/// a mapping that reaches root's or another user's ids would let such a
+/// swap put the container's processes, as those ids, on any host path.
+fn container_root_owner(spec: &Spec) -> Option<u32> {
+    let linux = spec.linux.as_ref()?;
+    let creates_userns = linux.namespaces.iter().any(|n| n.kind == "user" && n.path.is_empty());
+    let subordinate = linux
+        .uid_mappings
         .iter()
-        .flat_map(|l| &l.uid_mappings)
-        .filter(|m| m.container_id == 0 && m.size > 0)
+        .chain(&linux.gid_mappings)
+        .all(|m| m.host_id >= FIRST_SUBORDINATE_ID);
+    if !creates_userns || !subordinate {
+        return None;
+    }
+    linux
+        .uid_mappings
+        .iter()
+        .find(|m| m.container_id == 0 && m.size > 0)
         .map(|m| m.host_id)
-        .collect();
-    for (field, path) in runtime_host_paths(spec) {
-        sys.check_fixed_path(Path::new(&path), &owners)
-            .with_context(|| format!("{field} {path}"))?;
+}
+
+/// What the chain approved is what the runtime opens: no user but root
+/// and this one may be able to swap a host path the runtime opens after
+/// the review (a rootfs for a symlink, which crun follows; a hook's
+/// program). The user the container's root is counts too where
+/// [`HostPath::container_may_own`] says so.
+fn check_fixed_paths(sys: &dyn Syscalls, spec: &Spec, files: &[HostPath]) -> Result<()> {
+    let owner: Vec<u32> = container_root_owner(spec).into_iter().collect();
+    for host in runtime_host_paths(spec).iter().chain(files) {
+        let owners = if host.container_may_own { &owner[..] } else { &[] };
+        sys.check_fixed_path(&host.path, owners)
+            .with_context(|| format!("{} {}", host.field, host.path.display()))?;
     }
     Ok(())
+}
+
+/// The files a subcommand's flags have the runtime write or connect to
+/// as root (`--pid-file`, `--console-socket`), named absolutely against
+/// the working directory, as both runtimes name them. podman keeps them
+/// in a directory of the container's root (with `--uidmap`).
+fn flag_files(flags: &[(&'static str, PathBuf)]) -> Result<Vec<HostPath>> {
+    flags
+        .iter()
+        .map(|(flag, file)| {
+            let path = std::path::absolute(file).with_context(|| format!("--{flag} {}", file.display()))?;
+            Ok(HostPath {
+                field: format!("--{flag}"),
+                path,
+                container_may_own: true,
+            })
+        })
+        .collect()
 }
 
 /// What the spec names relative to its bundle, named absolutely: the
@@ -645,6 +721,13 @@ fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: 
     }
     let key = container_key(invocation, real, &exec.id)?;
     let container = reviewer.kept(&key)?.spec;
+    let owner: Vec<u32> = container_root_owner(&container).into_iter().collect();
+    for file in flag_files(&exec.host_files)? {
+        reviewer
+            .sys
+            .check_fixed_path(&file.path, &owner)
+            .with_context(|| format!("{} {}", file.field, file.path.display()))?;
+    }
     let document = match &exec.process_file {
         Some(path) => Some(
             crate::input::read_trusted_text(path, MAX_DOCUMENT_BYTES)
@@ -800,10 +883,15 @@ fn write_log(log: &LogTarget, message: &str) -> Result<()> {
     } else {
         format!("time=\"{}\" level=error msg={:?}\n", rfc3339_now(), message)
     };
+    // Written as root: only where no other user can redirect it.
+    let path = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
+    RealSyscalls
+        .check_fixed_path(&path, &[])
+        .with_context(|| format!("{}", path.display()))?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)
+        .open(&path)
         .with_context(|| format!("{}", path.display()))?;
     file.write_all(line.as_bytes())
         .with_context(|| format!("{}", path.display()))?;

@@ -354,9 +354,11 @@ impl StateDir {
         read_bounded(dir.fd(), &dir.path.join("kept.json"), "kept.json", MAX_REVIEWED_BYTES)
     }
 
-    /// Forgets what was kept for `key`: the files of its directory, then
-    /// the directory. Nothing is followed.
-    pub fn remove_reviewed(&self, key: &str) -> Result<(), StateError> {
+    /// Forgets what was kept for `key`: its record (kept.json), and unless
+    /// `keep_bundle` the other files of its directory, then the directory
+    /// (a runtime's delete may still read the bundle's config.json: crun
+    /// runs the poststop hooks it names). Nothing is followed.
+    pub fn remove_reviewed(&self, key: &str, keep_bundle: bool) -> Result<(), StateError> {
         let name = Self::reviewed_name(key)?;
         let open = self.opened()?;
         let Some(reviewed) = open_existing_subdir(&open.root, "reviewed")? else {
@@ -365,6 +367,12 @@ impl StateDir {
         let Some(dir) = open_existing_subdir(&reviewed, name)? else {
             return Ok(());
         };
+        if keep_bundle {
+            return match unlinkat(dir.fd(), "kept.json", UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(io_at(&dir.path.join("kept.json"))(e)),
+            };
+        }
         Bundle { dir }.remove_files()?;
         match unlinkat(reviewed.fd(), name, UnlinkatFlags::RemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),

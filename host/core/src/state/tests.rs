@@ -316,9 +316,10 @@ fn a_fixed_path_is_one_no_other_user_can_redirect() {
         let error = fixed(path, &[]).unwrap_err();
         assert!(error.contains(needle), "{path}: {error}");
     }
-    // The user the container's root is, trusted for its own storage.
+    // The user a container's root is, trusted for its own storage.
     assert_eq!(fixed("theirs/sub", &[4242]), Ok(()));
     assert_eq!(fixed("sticky/theirs", &[4242]), Ok(()));
+    assert_eq!(fixed("their-link", &[4242]), Ok(()));
     // The kernel's links: a namespace or a process's executable at the
     // end (the process's directory checked), none on the way.
     for path in ["/proc/self/ns/net", "/proc/1/ns/mnt", "/proc/thread-self/exe"] {

@@ -173,16 +173,20 @@ fn on_procfs(dir: &OwnedFd) -> bool {
     nix::sys::statfs::fstatfs(dir).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
 }
 
-/// Checks that `given` (absolute) names an object no user outside
-/// `owners` can swap for another: every directory on the way belongs to
+/// Checks that `given` (absolute) names an object no user but root and
+/// this one can swap for another: every directory on the way belongs to
 /// one of them and is writable by no one else unless sticky, every symlink
 /// followed belongs to one of them, and the object itself, when its
 /// directory is sticky and writable by others, belongs to one of them (a
-/// missing one may not be in a directory others can write). On procfs the
-/// kernel's own links are not followed: the last component may be one (a
-/// namespace, a process's executable), whose process's directory was
-/// checked like any other; one on the way is refused (`/proc/self` and
-/// `/proc/thread-self` excepted).
+/// missing one may not be in a directory others can write).
+///
+/// `owners` (the user a container's root is, for its own storage) count
+/// as trusted too.
+///
+/// On procfs the kernel's own links are not followed: the last component
+/// may be one (a namespace, a process's executable), whose process's
+/// directory was checked like any other; one on the way is refused
+/// (`/proc/self` and `/proc/thread-self` excepted).
 pub(super) fn check_fixed(given: &Path, owners: &[u32]) -> Result<(), StateError> {
     let io = |at: &Path, errno: Errno| StateError::Io {
         path: at.to_path_buf(),
@@ -213,28 +217,41 @@ pub(super) fn check_fixed(given: &Path, owners: &[u32]) -> Result<(), StateError
     if !given.is_absolute() {
         return Err(io(given, Errno::EINVAL));
     }
+    struct Entered {
+        fd: OwnedFd,
+        path: PathBuf,
+        stat: FileStat,
+    }
     let root = open("/", dir_flags(), Mode::empty()).map_err(|e| io(Path::new("/"), e))?;
     let root_stat = fstat(&root).map_err(|e| io(Path::new("/"), e))?;
     passable(Path::new("/"), &root_stat)?;
-    let mut stack: Vec<(OwnedFd, PathBuf, FileStat)> = vec![(root, PathBuf::from("/"), root_stat)];
+    let mut stack = vec![Entered {
+        fd: root,
+        path: PathBuf::from("/"),
+        stat: root_stat,
+    }];
     let mut pending: Vec<OsString> = components_reversed(given);
     let mut symlinks = 0;
     while let Some(name) = pending.pop() {
-        let (dir, dir_path, dir_stat) = stack.last().expect("the root is never popped");
+        let dir = stack.last().expect("the root is never popped");
         if name == ".." {
             if stack.len() > 1 {
                 stack.pop();
             }
             continue;
         }
-        let at = dir_path.join(&name);
+        let at = dir.path.join(&name);
         let last = pending.is_empty();
-        let others_write = dir_stat.st_mode & 0o022 != 0;
-        let stat = match fstatat(dir.as_fd(), name.as_os_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let others_write = dir.stat.st_mode & 0o022 != 0;
+        let stat = match fstatat(
+            dir.fd.as_fd(),
+            name.as_os_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
             Ok(stat) => stat,
             Err(Errno::ENOENT) if last && !others_write => return Ok(()),
             Err(Errno::ENOENT) if last => {
-                return Err(replaceable(dir_path, "lets others make it".to_string()));
+                return Err(replaceable(&dir.path, "lets others make it".to_string()));
             }
             Err(e) => return Err(io(&at, e)),
         };
@@ -248,7 +265,7 @@ pub(super) fn check_fixed(given: &Path, owners: &[u32]) -> Result<(), StateError
             if !trusted(stat.st_uid) {
                 return Err(replaceable(&at, format!("is a symlink of uid {}", stat.st_uid)));
             }
-            if on_procfs(dir) {
+            if on_procfs(&dir.fd) {
                 let plain = stack.len() == 2 && (name == "self" || name == "thread-self");
                 if last {
                     return Ok(());
@@ -264,7 +281,7 @@ pub(super) fn check_fixed(given: &Path, owners: &[u32]) -> Result<(), StateError
             if symlinks > MAX_SYMLINKS {
                 return Err(io(&at, Errno::ELOOP));
             }
-            let target = PathBuf::from(readlinkat(dir.as_fd(), name.as_os_str()).map_err(|e| io(&at, e))?);
+            let target = PathBuf::from(readlinkat(dir.fd.as_fd(), name.as_os_str()).map_err(|e| io(&at, e))?);
             if target.is_absolute() {
                 stack.truncate(1);
             }
@@ -274,10 +291,10 @@ pub(super) fn check_fixed(given: &Path, owners: &[u32]) -> Result<(), StateError
         if last {
             return Ok(());
         }
-        let fd = openat(dir.as_fd(), name.as_os_str(), dir_flags(), Mode::empty()).map_err(|e| io(&at, e))?;
+        let fd = openat(dir.fd.as_fd(), name.as_os_str(), dir_flags(), Mode::empty()).map_err(|e| io(&at, e))?;
         let stat = fstat(&fd).map_err(|e| io(&at, e))?;
         passable(&at, &stat)?;
-        stack.push((fd, at, stat));
+        stack.push(Entered { fd, path: at, stat });
     }
     Ok(())
 }

@@ -221,8 +221,9 @@ pub trait Syscalls: Send + Sync {
         kept: &[u8],
         config: Option<&[u8]>,
     ) -> Result<PathBuf, StateError>;
-    /// Forgets it ([`StateDir::remove_reviewed`]).
-    fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError>;
+    /// Forgets it, keeping the runtime's bundle when `keep_bundle`
+    /// ([`StateDir::remove_reviewed`]).
+    fn remove_reviewed(&self, state: &StateDir, key: &str, keep_bundle: bool) -> Result<(), StateError>;
     /// Every kept spec, with when it was written ([`StateDir::reviewed_keys`]).
     fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError>;
     /// Opens (making what is missing) the state directory at `root`
@@ -453,8 +454,8 @@ impl Syscalls for RealSyscalls {
         state.write_reviewed(key, kept, config)
     }
 
-    fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError> {
-        state.remove_reviewed(key)
+    fn remove_reviewed(&self, state: &StateDir, key: &str, keep_bundle: bool) -> Result<(), StateError> {
+        state.remove_reviewed(key, keep_bundle)
     }
 
     fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {

@@ -421,11 +421,11 @@ impl Syscalls for RecordingSyscalls {
         )
     }
 
-    fn remove_reviewed(&self, state: &StateDir, key: &str) -> Result<(), StateError> {
+    fn remove_reviewed(&self, state: &StateDir, key: &str, keep_bundle: bool) -> Result<(), StateError> {
         self.pass_state(
             Op::RemoveReviewed(key.to_string()),
             state_fault(state.root()),
-            |s| s.remove_reviewed(state, key),
+            |s| s.remove_reviewed(state, key, keep_bundle),
             || Ok(()),
         )
     }
