@@ -1404,3 +1404,114 @@ fn files_the_runtime_writes_as_root_must_be_where_no_other_user_can_redirect_the
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(f.passed().unwrap().contains(&pid_file));
 }
+
+/// Regression (red team, round 4): a poststop hook named
+/// `/proc/<pid>/exe` ran, at `delete`, whatever process had that pid by
+/// then (anyone's, after the pids wrapped). The chain judges, and the
+/// runtime runs, the program the process runs at review; any other hook
+/// path under /proc is refused.
+#[test]
+fn a_hook_named_through_a_process_is_named_by_its_program() {
+    let f = Fixture::new();
+    let settings = f.root.join("allow-all.json");
+    std::fs::write(&settings, r#"{"allowed_sources": ["/"]}"#).unwrap();
+    let policy = format!("{MOUNT_ALLOWLIST}:{}", settings.display());
+    let mut sleeper = Command::new("sleep").arg("60").stdin(Stdio::null()).spawn().unwrap();
+    let exe = format!("/proc/{}/exe", sleeper.id());
+    let program = std::fs::read_link(&exe).unwrap().display().to_string();
+    let original = f.spec();
+    let mut spec = original.clone();
+    spec["hooks"] = json!({
+        "poststop": [{"path": exe, "args": ["sleep", "0"]}],
+        "startContainer": [{"path": "/proc/self/exe"}],
+    });
+    std::fs::write(f.config(), spec.to_string()).unwrap();
+    let out = f.create(&policy, "h1");
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    f.passed();
+    let seen = f.seen();
+    assert_eq!(seen["hooks"]["poststop"][0]["path"], json!(program), "{seen}");
+    assert_eq!(seen["hooks"]["poststop"][0]["args"], json!(["sleep", "0"]));
+    // Resolved in the container, after pivot_root: left as it is.
+    assert_eq!(seen["hooks"]["startContainer"][0]["path"], json!("/proc/self/exe"));
+    for path in ["/proc/self/exe", "/proc/1/root/bin/sh", "/proc/thread-self/exe"] {
+        let mut spec = original.clone();
+        spec["hooks"] = json!({"createRuntime": [{"path": path}]});
+        std::fs::write(f.config(), spec.to_string()).unwrap();
+        let out = f.create(&policy, "h2");
+        assert_eq!(out.status.code(), Some(1), "{path}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("a hook under /proc other than a process's exe"),
+            "{path}: {}",
+            stderr(&out)
+        );
+        assert_eq!(f.passed(), None);
+    }
+}
+
+/// Regression (red team, round 4): the runtime hands the container's
+/// seccomp notifications to whoever listens at `listenerPath`, which can
+/// answer its syscalls: the socket must be one no other user can
+/// redirect, and hardened denies an agent its settings do not name.
+#[test]
+fn a_seccomp_agent_is_checked_like_every_host_path_and_hardened_names_the_allowed_ones() {
+    let f = Fixture::new();
+    let theirs = f.root.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    chown(&theirs, 65534);
+    let settings = f.root.join("allow-all.json");
+    std::fs::write(&settings, r#"{"allowed_sources": ["/"]}"#).unwrap();
+    let open = format!("{MOUNT_ALLOWLIST}:{}", settings.display());
+    let original = f.spec();
+    let with_agent = |path: &Path| {
+        let mut spec = original.clone();
+        spec["linux"]["seccomp"]["listenerPath"] = json!(path.display().to_string());
+        std::fs::write(f.config(), spec.to_string()).unwrap();
+    };
+    with_agent(&theirs.join("agent.sock"));
+    let out = f.create(&open, "s1");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("linux.seccomp.listenerPath"), "{}", stderr(&out));
+    assert_eq!(f.passed(), None);
+    let agent = f.root.join("agent.sock");
+    with_agent(&agent);
+    let out = f.create(HARDENED, "s2");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("allowed_seccomp_agents"), "{}", stderr(&out));
+    assert_eq!(f.passed(), None);
+    let allowed = f.root.join("agents.json");
+    std::fs::write(&allowed, json!({"allowed_seccomp_agents": [agent]}).to_string()).unwrap();
+    let out = f.create(&format!("{HARDENED}:{}", allowed.display()), "s3");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(f.passed().is_some());
+}
+
+/// Regression (red team, round 4): crun reads `LISTEN_FDS=3x` as 3, runc
+/// as nothing; the wrapper checked none of them.
+#[test]
+fn a_listen_fds_the_runtimes_read_differently_is_refused() {
+    let f = Fixture::new();
+    let bundle = f.bundle.display().to_string();
+    let config = f.root.join("open.toml");
+    std::fs::write(&config, "allow_flag_overrides = true\n").unwrap();
+    let args = f.with_state(&["--policy", HARDENED, "create", "--bundle", &bundle, "l1"]);
+    for (value, refused) in [("1x", true), (" 1", true), ("+1", true), ("", false), ("0", false)] {
+        let out = Command::new(WRAPPER)
+            .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+            .env("LISTEN_FDS", value)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if refused {
+            assert_eq!(out.status.code(), Some(1), "{value:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains("LISTEN_FDS"), "{value:?}: {}", stderr(&out));
+            assert_eq!(f.passed(), None);
+        } else {
+            assert_eq!(out.status.code(), Some(7), "{value:?}: {}", stderr(&out));
+            f.passed();
+        }
+    }
+}

@@ -14,7 +14,8 @@
 //! - a capability in any set outside the default set (containerd's,
 //!   Docker's and BuildKit's 14) but those in `allowed_capabilities`;
 //! - no seccomp filter on a host that has seccomp, or one whose default
-//!   action lets a call through (unless `allow_unconfined_seccomp`);
+//!   action lets a call through (unless `allow_unconfined_seccomp`), or a
+//!   seccomp agent (`listenerPath`) not in `allowed_seccomp_agents`;
 //! - a device cgroup rule that allows every device, a block device, or a
 //!   character device to be opened beyond the engines' defaults (null,
 //!   zero, full, random, urandom, tty, console, ptmx, pts, tun) and those
@@ -99,6 +100,10 @@ pub struct Settings {
     /// Hook programs a spec may run.
     #[serde(default)]
     pub allowed_hooks: Vec<String>,
+    /// Seccomp agents' sockets (`linux.seccomp.listenerPath`) a spec may
+    /// hand its notified syscalls to.
+    #[serde(default)]
+    pub allowed_seccomp_agents: Vec<String>,
     /// Whether a container may run without a seccomp filter that denies
     /// by default.
     #[serde(default)]
@@ -288,6 +293,19 @@ fn privilege_denial(spec: &Spec, facts: &HostFacts, settings: &Settings) -> Opti
                 ))
             }
             _ => {}
+        }
+    }
+    // A seccomp agent answers the container's notified syscalls (it can
+    // make them succeed, fail, or hand back files of its own).
+    let listener = linux
+        .and_then(|l| l.seccomp.as_ref())
+        .and_then(|s| s.extra.get("listenerPath"));
+    if let Some(listener) = listener {
+        let path = listener.as_str().unwrap_or_default();
+        if !settings.allowed_seccomp_agents.iter().any(|a| a == path) {
+            return Some(format!(
+                "a seccomp agent at {listener}, which would answer the container's syscalls (settings: allowed_seccomp_agents)"
+            ));
         }
     }
     let devices = linux.map_or(&[][..], |l| &l.devices[..]);
@@ -611,6 +629,15 @@ mod tests {
         let unconfined_ok = settings(serde_json::json!({"allow_unconfined_seccomp": true}));
         assert_eq!(denied(&allow_all, &unconfined_ok), None);
         assert_eq!(denied(&unconfined, &unconfined_ok), None);
+        let mut agent = base();
+        if let Some(seccomp) = agent.linux_mut().seccomp.as_mut() {
+            seccomp
+                .extra
+                .insert("listenerPath".to_string(), serde_json::json!("/run/agent.sock"));
+        }
+        assert!(denied(&agent, &none).unwrap().contains("allowed_seccomp_agents"));
+        let agent_ok = settings(serde_json::json!({"allowed_seccomp_agents": ["/run/agent.sock"]}));
+        assert_eq!(denied(&agent, &agent_ok), None);
         let mut devices = base();
         devices
             .linux_mut()

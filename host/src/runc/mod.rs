@@ -24,6 +24,7 @@
 
 pub mod args;
 pub mod config;
+mod paths;
 mod process;
 mod runtime;
 
@@ -48,6 +49,7 @@ use crate::sys::{RealSyscalls, Syscalls};
 use crate::StepContext;
 use args::{Command, CreateKind, Creation, Exec, Invocation, LogTarget, OwnFlags, Update};
 use config::{RuntimeConfig, CONFIG_ENV};
+use paths::{anchor_to_bundle, check_fixed_files, check_fixed_paths, flag_files};
 use runtime::RealRuntime;
 
 /// The most an engine's config.json may hold.
@@ -443,7 +445,8 @@ fn review_creation(
     vouch_for_owner(&bundle, &spec)?;
     anchor_to_bundle(&mut spec, bundle.path()).with_context(|| format!("{}", config_path.display()))?;
     let approved = reviewer.review(&creation_step_id(&creation.id), spec)?;
-    check_fixed_paths(reviewer.sys.as_ref(), &approved, &flag_files(&creation.host_files)?)?;
+    check_fixed_paths(reviewer.sys.as_ref(), &approved)?;
+    check_fixed_files(reviewer.sys.as_ref(), &approved, &flag_files(&creation.host_files)?)?;
     let text = crate::validate::config_json(&approved)?;
     // The runtime is handed a bundle of the wrapper's, which no one else
     // can change between this review and its reading; the engine's
@@ -478,170 +481,28 @@ fn creation_step_id(id: &str) -> String {
     }
 }
 
-/// A host path the runtime opens after the review, with the field (or
-/// flag) that names it.
-struct HostPath {
-    field: String,
-    path: PathBuf,
-    /// Whether it may belong to the user the container's root is: what
-    /// the container itself opens (its rootfs, a mount's source) and the
-    /// files an engine keeps with it (podman's pid file), not what runs or
-    /// is joined on the host (hooks, namespaces).
-    container_may_own: bool,
-}
-
-/// The host paths the runtime opens after the review: the rootfs, every
-/// absolute path a mount names (its source, the directories in its
-/// options), every namespace joined by path, and every hook resolved in
-/// the host's mount namespace (createContainer hooks too: the runtime
-/// resolves them before pivot_root, where the host's files are visible).
-fn runtime_host_paths(spec: &Spec) -> Vec<HostPath> {
-    let mut paths = Vec::new();
-    let mut add = |field: String, path: &str, container_may_own: bool| {
-        if path.starts_with('/') {
-            paths.push(HostPath {
-                field,
-                path: PathBuf::from(path),
-                container_may_own,
-            });
-        }
-    };
-    if let Some(root) = &spec.root {
-        add("root.path".to_string(), &root.path, true);
-    }
-    for (i, mount) in spec.mounts.iter().enumerate() {
-        add(format!("mounts[{i}].source"), &mount.source, true);
-        for option in mount.options.iter() {
-            if let Some((_, value)) = option.split_once('=') {
-                for part in value.split(':') {
-                    add(format!("mounts[{i}].options"), part, true);
-                }
-            }
-        }
-    }
-    if let Some(linux) = &spec.linux {
-        for (i, namespace) in linux.namespaces.iter().enumerate() {
-            add(format!("linux.namespaces[{i}].path"), &namespace.path, false);
-        }
-    }
-    if let Some(hooks) = &spec.hooks {
-        for (name, list) in [
-            ("prestart", &hooks.prestart),
-            ("createRuntime", &hooks.create_runtime),
-            ("createContainer", &hooks.create_container),
-            ("poststart", &hooks.poststart),
-            ("poststop", &hooks.poststop),
-        ] {
-            for (i, hook) in list.iter().enumerate() {
-                add(format!("hooks.{name}[{i}].path"), &hook.path, false);
-            }
-        }
-    }
-    paths
-}
-
-/// The lowest host id a user namespace may map for its storage to count
-/// as the container's own: subordinate ids (podman's `--uidmap
-/// 0:100000:65536`, `/etc/subuid`), never root's, a system account's or a
-/// login user's.
-const FIRST_SUBORDINATE_ID: u32 = 65536;
-
-/// The user the spec maps to the container's root, whose storage (podman's
-/// with `--uidmap`) is the container's own: only when the spec creates a
-/// user namespace (runc and crun ignore mappings without one) and every
-/// id it maps, user or group, is a subordinate one. Whoever acts as those
-/// ids on the host can change the container's files in place anyway;
-/// a mapping that reaches root's or another user's ids would let such a
-/// swap put the container's processes, as those ids, on any host path.
-fn container_root_owner(spec: &Spec) -> Option<u32> {
-    let linux = spec.linux.as_ref()?;
-    let creates_userns = linux.namespaces.iter().any(|n| n.kind == "user" && n.path.is_empty());
-    let subordinate = linux
-        .uid_mappings
-        .iter()
-        .chain(&linux.gid_mappings)
-        .all(|m| m.host_id >= FIRST_SUBORDINATE_ID);
-    if !creates_userns || !subordinate {
-        return None;
-    }
-    linux
-        .uid_mappings
-        .iter()
-        .find(|m| m.container_id == 0 && m.size > 0)
-        .map(|m| m.host_id)
-}
-
-/// What the chain approved is what the runtime opens: no user but root
-/// and this one may be able to swap a host path the runtime opens after
-/// the review (a rootfs for a symlink, which crun follows; a hook's
-/// program). The user the container's root is counts too where
-/// [`HostPath::container_may_own`] says so.
-fn check_fixed_paths(sys: &dyn Syscalls, spec: &Spec, files: &[HostPath]) -> Result<()> {
-    let owner: Vec<u32> = container_root_owner(spec).into_iter().collect();
-    for host in runtime_host_paths(spec).iter().chain(files) {
-        let owners = if host.container_may_own { &owner[..] } else { &[] };
-        sys.check_fixed_path(&host.path, owners)
-            .with_context(|| format!("{} {}", host.field, host.path.display()))?;
-    }
-    Ok(())
-}
-
-/// The files a subcommand's flags have the runtime write or connect to
-/// as root (`--pid-file`, `--console-socket`), named absolutely against
-/// the working directory, as both runtimes name them. podman keeps them
-/// in a directory of the container's root (with `--uidmap`).
-fn flag_files(flags: &[(&'static str, PathBuf)]) -> Result<Vec<HostPath>> {
-    flags
-        .iter()
-        .map(|(flag, file)| {
-            let path = std::path::absolute(file).with_context(|| format!("--{flag} {}", file.display()))?;
-            Ok(HostPath {
-                field: format!("--{flag}"),
-                path,
-                container_may_own: true,
-            })
-        })
-        .collect()
-}
-
-/// What the spec names relative to its bundle, named absolutely: the
-/// rootfs (its real path, every symlink resolved now) and the source of
-/// every bind given relative to the bundle. The runtime is handed another
-/// bundle; the policies see, and the runtime gets, the same paths.
-fn anchor_to_bundle(spec: &mut Spec, bundle: &Path) -> Result<()> {
-    if let Some(root) = spec.root.as_mut() {
-        let path = bundle.join(&*root.path);
-        let real = std::fs::canonicalize(&path).with_context(|| format!("root.path {}", path.display()))?;
-        let real = real
-            .to_str()
-            .with_context(|| format!("root.path {}: not UTF-8", real.display()))?;
-        root.path = real.to_string().into();
-    }
-    for mount in spec.mounts.iter_mut() {
-        let binds =
-            mount.kind == "bind" || mount.kind == "rbind" || mount.options.iter().any(|o| o == "bind" || o == "rbind");
-        if binds && !mount.source.is_empty() && !mount.source.starts_with('/') {
-            let source = bundle.join(&*mount.source);
-            let source = source
-                .to_str()
-                .with_context(|| format!("mount {}: source not UTF-8", mount.destination))?;
-            mount.source = source.to_string().into();
-        }
-    }
-    Ok(())
-}
-
 /// Whether the descriptors the engine says go to the container
 /// (`--preserve-fds N`, `LISTEN_FDS`: 3 and up) are open in this process
-/// as it starts; the first that is not, if one is not.
-struct PassedFds(Option<i32>);
+/// as it starts (the first that is not, if one is not), and whether
+/// `LISTEN_FDS` reads alike to both runtimes.
+struct PassedFds {
+    closed: Option<i32>,
+    /// `LISTEN_FDS` when it is not a plain decimal number.
+    odd_listen_fds: Option<String>,
+}
 
 impl PassedFds {
-    /// Refuses descriptors said to be passed but not open: the runtime
-    /// would hand the container descriptors of its own there (runc's
-    /// handle on the host's /sys/fs/cgroup).
+    /// Refuses descriptors said to be passed but not open (the runtime
+    /// would hand the container descriptors of its own there: runc's
+    /// handle on the host's /sys/fs/cgroup), and a `LISTEN_FDS` runc and
+    /// crun read differently.
     fn check(&self) -> Result<()> {
-        if let Some(fd) = self.0 {
+        if let Some(value) = &self.odd_listen_fds {
+            bail!(
+                "LISTEN_FDS={value:?} is not a plain decimal number: runc ignores it, crun reads its leading digits and hands the container that many descriptors; refused with policies configured"
+            );
+        }
+        if let Some(fd) = self.closed {
             bail!(
                 "descriptor {fd} is to go to the container (--preserve-fds, LISTEN_FDS) but is not open: the runtime would hand it one of its own"
             );
@@ -665,7 +526,10 @@ fn passed_fds(invocation: &Invocation) -> PassedFds {
             .is_err()
             .then_some(fd)
     });
-    PassedFds(closed)
+    let odd_listen_fds = std::env::var_os("LISTEN_FDS")
+        .filter(|v| !v.as_encoded_bytes().iter().all(u8::is_ascii_digit))
+        .map(|v| v.to_string_lossy().into_owned());
+    PassedFds { closed, odd_listen_fds }
 }
 
 /// The runtime's state root holds what it trusts about its containers
@@ -721,13 +585,7 @@ fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: 
     }
     let key = container_key(invocation, real, &exec.id)?;
     let container = reviewer.kept(&key)?.spec;
-    let owner: Vec<u32> = container_root_owner(&container).into_iter().collect();
-    for file in flag_files(&exec.host_files)? {
-        reviewer
-            .sys
-            .check_fixed_path(&file.path, &owner)
-            .with_context(|| format!("{} {}", file.field, file.path.display()))?;
-    }
+    check_fixed_files(reviewer.sys.as_ref(), &container, &flag_files(&exec.host_files)?)?;
     let document = match &exec.process_file {
         Some(path) => Some(
             crate::input::read_trusted_text(path, MAX_DOCUMENT_BYTES)
@@ -742,7 +600,7 @@ fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: 
     let approved = reviewer.review(&step_id(&exec.id, "exec"), spec)?;
     let process = approved.process.context("the approved spec has no process")?;
     let text = serde_json::to_string_pretty(&process).context("encoding the approved process")?;
-    let floor = 3 + exec.preserve_fds + listen_fds();
+    let floor = 3u32.saturating_add(exec.preserve_fds).saturating_add(listen_fds());
     handoff_with_document(invocation, "exec", &exec.kept, "--process", &text, floor, &exec.id)
 }
 
@@ -791,7 +649,7 @@ fn review_update(reviewer: &Reviewer, invocation: &Invocation, update: &Update, 
         &update.kept,
         "--resources",
         &text,
-        3 + listen_fds(),
+        3u32.saturating_add(listen_fds()),
         &update.id,
     )
 }
@@ -830,11 +688,17 @@ fn push_id(args: &mut Vec<OsString>, id: &str) {
 
 /// Descriptors the runtime passes on to the container by systemd's
 /// socket activation (`LISTEN_FDS`, from 3 up).
+/// How many descriptors `LISTEN_FDS` passes, as crun reads it (its
+/// leading digits, after blanks): the most either runtime passes.
 fn listen_fds() -> u32 {
-    std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let value = std::env::var_os("LISTEN_FDS").unwrap_or_default();
+    let digits: String = value
+        .to_string_lossy()
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap_or(if digits.is_empty() { 0 } else { u32::MAX })
 }
 
 /// `bytes` in a sealed in-memory file the runtime reads as
