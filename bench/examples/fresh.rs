@@ -8,7 +8,7 @@ use std::sync::Barrier;
 use std::time::Instant;
 
 use anyhow::Result;
-use specwright::{Limits, LoadedPolicy, PolicyRuntime};
+use specwright::{Engine, Limits, LoadedPolicy};
 use specwright_bench::{dry_step, oracle_facts, oracle_request};
 use specwright_core::Request;
 use specwright_host_core::state::StateDir;
@@ -26,7 +26,7 @@ fn main() -> Result<()> {
     let json = oracle_request(&case, work.path())?;
     let facts = oracle_facts()?;
     let state = StateDir::open(&work.path().join("state"))?;
-    let runtime = PolicyRuntime::pooled(Limits::default(), 16)?;
+    let runtime = Engine::pooled(Limits::default(), 16)?;
     let policy = runtime.load_default()?;
     // Each worker's runtime is made before any thread starts, so that a
     // failure stops the example instead of leaving the others waiting.
@@ -43,12 +43,12 @@ fn main() -> Result<()> {
     // Workers start timing together.
     let ready = Barrier::new(threads as usize + 1);
 
-    let worker = |own: &Option<(PolicyRuntime, LoadedPolicy)>| -> Result<()> {
+    let worker = |own: &Option<(Engine, LoadedPolicy)>| -> Result<()> {
         let (runtime, policy) = own.as_ref().map_or((&runtime, &policy), |(r, p)| (r, p));
         ready.wait();
         for _ in 0..runs {
             let request = Request::from_json(&json)?;
-            let (_, spec) = runtime.run(policy, dry_step(&state, &request)?, &json, &facts, None);
+            let (_, spec) = runtime.call(policy, dry_step(&state, &request)?, &json, &facts, None);
             spec?;
         }
         Ok(())

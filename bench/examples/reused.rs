@@ -4,7 +4,7 @@
 //! this runtime allocates on demand, and loads the compiled policy from
 //! the cache dir, which the first run under valgrind fills).
 use anyhow::Result;
-use specwright::{Limits, PolicyRuntime};
+use specwright::{Engine, Limits};
 use specwright_bench::{dry_step, oracle_facts, oracle_request};
 use specwright_core::Request;
 use specwright_host_core::state::StateDir;
@@ -19,7 +19,7 @@ fn main() -> Result<()> {
     let facts = oracle_facts()?;
     let state = StateDir::open(&work.path().join("state"))?;
     std::fs::create_dir_all(&cache)?;
-    let runtime = PolicyRuntime::new(Limits::default())?.with_cache(&cache)?;
+    let runtime = Engine::new(Limits::default())?.with_cache(&cache)?;
     let policy = runtime.load_default()?;
     let request = Request::from_json(&json)?;
     let mut reused = runtime.reused_instance(&policy, dry_step(&state, &request)?)?;

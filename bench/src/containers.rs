@@ -74,7 +74,7 @@ fn busybox_rootfs(dir: &Path) -> Result<()> {
 }
 
 fn find(name: &str) -> Result<PathBuf> {
-    specwright::Runtime::find(name)
+    specwright::OciRuntime::find(name)
         .map(|r| r.path)
         .with_context(|| format!("{name} is not installed (scripts/setup)"))
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use specwright::{Limits, PolicyRuntime};
+use specwright::{Engine, Limits};
 use specwright_bench::dry_step;
 use specwright_core::{HostFacts, Request};
 use specwright_host_core::state::StateDir;
@@ -85,7 +85,7 @@ pub fn languages(
         ("JavaScript", js),
     ];
     // Instances allocated on demand, as the command line's runtime does.
-    let runtime = PolicyRuntime::new(Limits::default())?;
+    let runtime = Engine::new(Limits::default())?;
     let mut policies = Vec::new();
     let mut languages = Vec::new();
     for (name, file) in &files {
@@ -96,14 +96,14 @@ pub fn languages(
         let mut cached = Vec::new();
         for n in 0..3 {
             let cache = work.join(format!("cache-{name}-{n}"));
-            let cold = PolicyRuntime::new(Limits::default())?.with_cache(&cache)?;
+            let cold = Engine::new(Limits::default())?.with_cache(&cache)?;
             let start = Instant::now();
-            cold.load_bytes(name, &bytes, String::new())?;
+            cold.load_bytes(name, &bytes, &serde_json::Value::Null)?;
             compiles.push(start.elapsed().as_secs_f64());
             for _ in 0..3 {
-                let warm = PolicyRuntime::new(Limits::default())?.with_cache(&cache)?;
+                let warm = Engine::new(Limits::default())?.with_cache(&cache)?;
                 let start = Instant::now();
-                warm.load_bytes(name, &bytes, String::new())?;
+                warm.load_bytes(name, &bytes, &serde_json::Value::Null)?;
                 cached.push(start.elapsed().as_secs_f64());
             }
         }
@@ -115,7 +115,7 @@ pub fn languages(
             compile_seconds: compiles[compiles.len() / 2],
             cached_load_seconds: cached[cached.len() / 2],
         });
-        policies.push((name, runtime.load_bytes(name, &bytes, String::new())?));
+        policies.push((name, runtime.load_bytes(name, &bytes, &serde_json::Value::Null)?));
     }
     let request = Request::from_json(json)?;
     let ops = policies
@@ -126,7 +126,7 @@ pub fn languages(
                 format!("minimal: env-guard alone in {name}, fresh instance"),
                 move || {
                     let step = dry_step(state, request)?;
-                    let (_, result) = runtime.run(policy, step, json, facts, None);
+                    let (_, result) = runtime.call(policy, step, json, facts, None);
                     result.map(drop).map_err(anyhow::Error::from)
                 },
             )

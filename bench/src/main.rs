@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use specwright::{Limits, LoadedPolicy, PolicyRuntime};
+use specwright::{Engine, Limits, LoadedPolicy};
 use specwright_bench::{cases_dir, dry_step, oracle_facts, oracle_request};
 use specwright_core::buildkit::Release;
 use specwright_core::{HostFacts, Mounter, Request};
@@ -41,7 +41,7 @@ fn native_generate_release(release: Release, json: &str, facts: &HostFacts, stat
 }
 
 fn wasm_fresh(
-    runtime: &PolicyRuntime,
+    runtime: &Engine,
     policy: &LoadedPolicy,
     json: &str,
     facts: &HostFacts,
@@ -49,7 +49,7 @@ fn wasm_fresh(
 ) -> Result<String> {
     let request = Request::from_json(json)?;
     let step = dry_step(state, &request)?;
-    let (_, result) = runtime.run(policy, step, json, facts, None);
+    let (_, result) = runtime.call(policy, step, json, facts, None);
     Ok(result?)
 }
 
@@ -101,7 +101,7 @@ fn main() -> Result<()> {
     let work_path = std::fs::canonicalize(work.path())?;
     let state = StateDir::open(&work_path.join("state"))?;
     let facts = oracle_facts()?;
-    let runtime = PolicyRuntime::pooled(Limits::default(), 16)?;
+    let runtime = Engine::pooled(Limits::default(), 16)?;
     let policy = runtime.load_default()?;
     let mut figures: Vec<Figure> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
@@ -187,7 +187,7 @@ fn main() -> Result<()> {
 
     // The default (BuildKit v0.32.2) beside `buildkit-v0.8` (v0.8.1, the
     // default before it) on the same requests, natively and as policies.
-    let v0_8 = runtime.load_spec("buildkit-v0.8")?;
+    let v0_8 = runtime.load_arg("buildkit-v0.8")?;
     let v0_32_facts: HostFacts = serde_json::from_str(&std::fs::read_to_string(
         cases_dir().join("../../oracle-v0.32/cases/minimal.host.json"),
     )?)?;
@@ -275,7 +275,7 @@ fn main() -> Result<()> {
         }),
     ];
     for runtime_bin in ["crun", "runc"] {
-        let Ok(specwright::Runtime { path }) = specwright::Runtime::find(runtime_bin) else {
+        let Ok(specwright::OciRuntime { path }) = specwright::OciRuntime::find(runtime_bin) else {
             eprintln!("{runtime_bin}: not installed, skipped");
             continue;
         };
@@ -361,7 +361,7 @@ fn main() -> Result<()> {
     figures.extend([host_sel, raw_sel]);
 
     // 6. Steps per second, 1 and 2 threads (four_mounts, fresh instance per
-    // step), each thread with a runtime of its own, as `PolicyRuntime::for_worker`
+    // step), each thread with a runtime of its own, as `Engine::for_worker`
     // advises (a shared one is shown beside it).
     let json = oracle_request("four_mounts", &work_path)?;
     let throughput = steps_per_second(|| {

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime::Engine;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -64,7 +63,7 @@ impl CompileCache {
 
     /// The file name of the precompiled form, for `engine`, of the
     /// component whose SHA-256 is `digest`.
-    fn entry_name(engine: &Engine, digest: &[u8; 32]) -> String {
+    fn entry_name(engine: &wasmtime::Engine, digest: &[u8; 32]) -> String {
         let mut config = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut config);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -77,7 +76,7 @@ impl CompileCache {
     /// (the length and CRC-32 in its header match): a renamed entry of
     /// another policy, or one truncated or corrupted on disk, is compiled
     /// over, not run.
-    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
+    pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let name = Self::entry_name(engine, &digest);
         let path = self.dir.join(&name);
@@ -180,7 +179,7 @@ impl EntryTrailer {
 
 /// The entry at `path`, if it is a regular file of ours, for the
 /// component whose SHA-256 is `digest`, with its code whole.
-fn read_entry(engine: &Engine, path: &Path, digest: &[u8; 32]) -> Option<Component> {
+fn read_entry(engine: &wasmtime::Engine, path: &Path, digest: &[u8; 32]) -> Option<Component> {
     use std::io::Read;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -200,7 +199,7 @@ fn read_entry(engine: &Engine, path: &Path, digest: &[u8; 32]) -> Option<Compone
     map_entry(engine, path).ok()
 }
 
-fn map_entry(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+fn map_entry(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: `path` is a regular file in a cache directory owned by this
     // user and writable by no one else (checked for the directory and the
     // file), written by `precompile_component` of an engine with the same
@@ -234,7 +233,7 @@ fn sweep_abandoned(dir: &Path) {
 
 /// `component`, compiled by another engine of this process with the same
 /// configuration, made usable in `engine` without compiling it again.
-pub fn copy_component(component: &Component, engine: &Engine) -> wasmtime::Result<Component> {
+pub fn copy_component(component: &Component, engine: &wasmtime::Engine) -> wasmtime::Result<Component> {
     let bytes = component.serialize()?;
     // SAFETY: `bytes` was produced a moment ago by `serialize` of a
     // component this process already holds (compiled here, or taken from
@@ -243,7 +242,7 @@ pub fn copy_component(component: &Component, engine: &Engine) -> wasmtime::Resul
     unsafe { Component::deserialize(engine, &bytes) }
 }
 
-fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+fn deserialize_bytes(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `bytes` was produced a moment ago by `precompile_component`
     // of this very engine.
     unsafe { Component::deserialize(engine, bytes) }

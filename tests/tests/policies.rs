@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use specwright::{Limits, LoadedPolicy, PolicyRuntime};
+use specwright::{Engine, Limits, LoadedPolicy};
 use specwright_host_core::state::StateDir;
 use specwright_host_core::sys::RecordingSyscalls;
 use specwright_tests::{
@@ -219,14 +219,14 @@ fn inspect_shows_world_exports_and_metadata() {
 
 /// The default policy followed by the test policy counting its calls
 /// (it names the host `call-N`), and the oracle's minimal request and facts.
-fn counting_chain(runtime: &PolicyRuntime) -> (Vec<LoadedPolicy>, String, specwright_core::HostFacts) {
+fn counting_chain(runtime: &Engine) -> (Vec<LoadedPolicy>, String, specwright_core::HostFacts) {
     let chain = vec![
         runtime.load_default().unwrap(),
         runtime
             .load_bytes(
                 "count",
                 &std::fs::read(TEST_POLICY).unwrap(),
-                r#"{"mode": "count"}"#.into(),
+                &serde_json::json!({"mode": "count"}),
             )
             .unwrap(),
     ];
@@ -251,7 +251,7 @@ fn dry_step_host(work: &Path, request: &specwright::Request) -> specwright_host_
 /// The spec `chain` makes for `request` in a dry run, each policy run on
 /// the runtime given (the previous one's spec passed on).
 fn dry_spec(
-    runtime: &PolicyRuntime,
+    runtime: &Engine,
     chain: &[LoadedPolicy],
     request: &str,
     facts: &specwright_core::HostFacts,
@@ -262,7 +262,7 @@ fn dry_spec(
     let canonical = serde_json::to_string(&request).unwrap();
     let mut previous: Option<String> = None;
     for policy in chain {
-        let (returned, spec) = runtime.run(policy, step, &canonical, facts, previous.as_deref());
+        let (returned, spec) = runtime.call(policy, step, &canonical, facts, previous.as_deref());
         step = returned;
         previous = Some(spec.unwrap());
     }
@@ -272,7 +272,7 @@ fn dry_spec(
 #[test]
 fn each_step_gets_a_fresh_instance() {
     let (_dir, work) = workdir();
-    let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+    let runtime = Engine::new(Limits::default()).unwrap();
     let (chain, request, facts) = counting_chain(&runtime);
     for _ in 0..3 {
         let spec = dry_spec(&runtime, &chain, &request, &facts, &work);
@@ -286,7 +286,7 @@ fn each_step_gets_a_fresh_instance() {
 #[test]
 fn a_worker_runtime_runs_adopted_policies_as_their_first_runtime_does() {
     let (_dir, work) = workdir();
-    let runtime = PolicyRuntime::pooled(Limits::default(), 4).unwrap();
+    let runtime = Engine::pooled(Limits::default(), 4).unwrap();
     let (chain, request, facts) = counting_chain(&runtime);
     let first = dry_spec(&runtime, &chain, &request, &facts, &work);
     assert_eq!(first["hostname"], "call-1", "the counting policy ran with its settings");
@@ -396,9 +396,9 @@ fn the_template_policy_builds_and_runs_after_the_default() {
 #[test]
 fn the_guest_stack_holds_a_previous_spec_nested_to_the_parser_limit() {
     let (_dir, work) = workdir();
-    let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+    let runtime = Engine::new(Limits::default()).unwrap();
     let hardened = runtime
-        .load_bytes("hardened", &std::fs::read(HARDENED).unwrap(), String::new())
+        .load_bytes("hardened", &std::fs::read(HARDENED).unwrap(), &Value::Null)
         .unwrap();
     let request_text = std::fs::read_to_string(oracle_cases_dir().join("minimal.request.json")).unwrap();
     let request = specwright_core::Request::from_json(&request_text).unwrap();
@@ -421,7 +421,7 @@ fn the_guest_stack_holds_a_previous_spec_nested_to_the_parser_limit() {
     for depth in 110..=130 {
         let step = dry_step_host(&work, &request);
         let text = previous(depth);
-        match runtime.run(&hardened, step, &request_text, &facts, Some(&text)).1 {
+        match runtime.call(&hardened, step, &request_text, &facts, Some(&text)).1 {
             Ok(spec) => {
                 let spec: Value = serde_json::from_str(&spec).unwrap();
                 let sent: Value = serde_json::from_str(&text).unwrap();

@@ -2,17 +2,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::audit::Audit;
-use crate::policy::{Limits, PolicyRuntime};
-use crate::state::{Owner, StateDir, DEFAULT_STATE_DIR};
-use crate::step::{gc, release_step, GcOutcome, Mounting, StepOptions};
+use crate::oci_runtime::OciRuntime;
+use crate::policy::{Engine, Limits};
+use crate::state::{Owner, DEFAULT_STATE_DIR};
+use crate::step::{GcOutcome, Mounting, StepOptions};
 use crate::sys::{RealSyscalls, Syscalls};
-use crate::StepContext;
+use crate::Workspace;
 
 mod policy;
 mod spec;
@@ -77,10 +76,10 @@ enum Command {
         #[arg(long, value_name = "PID")]
         owner_pid: Option<u32>,
         /// Time limit of one policy call, in milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        #[arg(long, value_name = "MS", default_value_t = Limits::DEFAULT_TIMEOUT_MS)]
         policy_timeout_ms: u64,
         /// Memory limit of one policy instance, in MiB.
-        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_MIB)]
         policy_memory_mib: usize,
     },
     /// Run one step under an OCI runtime: prepare a bundle, run the policy
@@ -114,9 +113,9 @@ enum Command {
         /// /etc/selinux/<SELINUXTYPE>/contexts/lxc_contexts.
         #[arg(long, value_name = "FILE")]
         selinux_contexts: Option<PathBuf>,
-        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        #[arg(long, value_name = "MS", default_value_t = Limits::DEFAULT_TIMEOUT_MS)]
         policy_timeout_ms: u64,
-        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_MIB)]
         policy_memory_mib: usize,
     },
     /// Unmount and remove everything `spec` made for step ID.
@@ -218,13 +217,18 @@ fn init_tracing() {
     }
 }
 
-fn open_state(dir: &Path) -> Result<(StateDir, Arc<Audit>)> {
-    let sys = RealSyscalls;
-    let state = sys
-        .open_state_dir(dir)
-        .with_context(|| format!("state dir {}", dir.display()))?;
-    let audit = sys.open_audit(&state).context("audit log")?;
-    Ok((state, Arc::new(audit)))
+/// The workspace at `dir`, its operations performed by `sys`.
+fn open_workspace(dir: &Path, sys: Arc<dyn Syscalls>) -> Result<Workspace> {
+    Workspace::open_with(dir, sys).with_context(|| format!("state dir {}", dir.display()))
+}
+
+/// How the binaries' steps are treated: as given, cancelled by the
+/// process's SIGINT and SIGTERM.
+pub(crate) fn step_options(options: StepOptions) -> StepOptions {
+    StepOptions {
+        cancel: crate::interrupt::process().clone(),
+        ..options
+    }
 }
 
 /// Who owns a step `spec` makes: `--owner-pid`, or the caller. A caller
@@ -265,45 +269,38 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             policy_memory_mib,
         } => {
             crate::validate::prepare_in_background();
-            let limits = Limits {
-                time: time_limit(policy_timeout_ms)?,
-                memory_bytes: memory_limit(policy_memory_mib)?,
-            };
-            let oci_runtime = crate::run::Runtime::find(&runtime)?;
+            let limits = Limits::from_flags(Some(policy_timeout_ms), Some(policy_memory_mib))?;
+            let oci_runtime = OciRuntime::find(&runtime)?;
             let request = read_request(&request)?;
-            let (state, audit) = open_state(&state_dir)?;
-            let cache_dir = RealSyscalls.open_cache_dir(&state)?;
+            let workspace =
+                open_workspace(&state_dir, Arc::new(RealSyscalls))?.with_options(step_options(StepOptions {
+                    pin_selectors,
+                    owner: Owner::this_process(),
+                    cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
+                    mounting: Mounting::Host,
+                    selinux_contexts,
+                    ..StepOptions::default()
+                }));
+            let cache_dir = workspace.cache_dir()?;
+            // Asked while the policies load.
             let declared_version =
                 crate::run::probe::DeclaredVersion::start(&RealSyscalls, &oci_runtime, Some(&cache_dir));
             let facts = match &host_facts {
                 Some(path) => crate::facts::read_facts_file(path)?,
                 None => crate::facts::detect()?,
             };
-            let policy_runtime = PolicyRuntime::new(limits)?.with_cache(&cache_dir)?;
-            let chain = load_chain(&policy_runtime, &policies)?;
-            let ctx = StepContext {
-                state,
-                sys: Arc::new(RealSyscalls),
-                audit,
-                options: StepOptions {
-                    pin_selectors,
-                    owner: Owner::this_process(),
-                    cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
-                    mounting: Mounting::Host,
-                    selinux_contexts,
-                },
-            };
+            let engine = Engine::new(limits)?.with_cache(&cache_dir)?;
+            let chain = engine.load_chain(&policies)?;
             let _holding = crate::interrupt::Holding::start();
-            Ok(crate::run::run(crate::run::RunArgs {
-                runtime: &policy_runtime,
-                chain: &chain,
-                request_json: &request,
-                facts: &facts,
-                rootfs: &rootfs,
-                oci_runtime,
+            Ok(engine.run_declared(
+                &chain,
+                &workspace,
+                &request,
+                &facts,
+                &rootfs,
+                &oci_runtime,
                 declared_version,
-                ctx,
-            })?)
+            )?)
         }
         Command::Spec {
             policies,
@@ -319,7 +316,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             policy_timeout_ms,
             policy_memory_mib,
         } => {
-            let memory_bytes = memory_limit(policy_memory_mib)?;
+            let limits = Limits::from_flags(Some(policy_timeout_ms), Some(policy_memory_mib))?;
             let owner = step_owner(owner_pid, parent)?;
             spec(SpecArgs {
                 policies,
@@ -328,17 +325,15 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 state_dir,
                 bundle,
                 dry_run,
-                options: StepOptions {
+                options: step_options(StepOptions {
                     pin_selectors,
                     owner,
                     cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
                     mounting: Mounting::Host,
                     selinux_contexts,
-                },
-                limits: Limits {
-                    time: time_limit(policy_timeout_ms)?,
-                    memory_bytes,
-                },
+                    ..StepOptions::default()
+                }),
+                limits,
             })
             .map(|()| 0)
         }
@@ -346,9 +341,8 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             if !specwright_core::request::is_valid_id(&id) {
                 bail!("{id:?} is not a valid step id");
             }
-            let (state, audit) = open_state(&state_dir)?;
-            let report =
-                release_step(&state, &RealSyscalls, &audit, &id).with_context(|| format!("releasing step {id}"))?;
+            let workspace = open_workspace(&state_dir, Arc::new(RealSyscalls))?;
+            let report = workspace.release(&id).with_context(|| format!("releasing step {id}"))?;
             for warning in report.warnings() {
                 eprintln!("specwright: warning: {warning}");
             }
@@ -356,9 +350,9 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
         }
         Command::Policy { command } => policy_command(command).map(|()| 0),
         Command::Gc { state_dir } => {
-            let (state, audit) = open_state(&state_dir)?;
+            let workspace = open_workspace(&state_dir, Arc::new(RealSyscalls))?;
             let mut failed = 0;
-            for outcome in gc(&state, &RealSyscalls, &audit)? {
+            for outcome in workspace.gc()? {
                 match outcome {
                     GcOutcome::Kept { id, owner } => {
                         println!("kept {id}: owner {owner} still runs")
@@ -384,34 +378,4 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-fn load_chain(runtime: &PolicyRuntime, policies: &[String]) -> Result<Vec<crate::policy::LoadedPolicy>> {
-    if policies.is_empty() {
-        return Ok(vec![runtime.load_default()?]);
-    }
-    Ok(policies
-        .iter()
-        .map(|p| runtime.load_spec(p))
-        .collect::<Result<Vec<_>, _>>()?)
-}
-
-/// The memory limit in bytes: at least 1 MiB and at most the 4 GiB a
-/// 32-bit WebAssembly memory can address.
-pub(crate) fn memory_limit(mib: usize) -> Result<usize> {
-    const MAX_MIB: usize = 4096;
-    if mib == 0 || mib > MAX_MIB {
-        bail!("--policy-memory-mib {mib}: must be between 1 and {MAX_MIB} (a policy's memory is 32-bit)");
-    }
-    Ok(mib << 20)
-}
-
-/// The time limit of one policy call: at least 1 ms (counted in 10 ms
-/// ticks) and at most an hour, so a typo cannot lift it.
-pub(crate) fn time_limit(ms: u64) -> Result<Duration> {
-    const MAX_MS: u64 = 3_600_000;
-    if ms == 0 || ms > MAX_MS {
-        bail!("--policy-timeout-ms {ms}: must be between 1 and {MAX_MS} (one hour)");
-    }
-    Ok(Duration::from_millis(ms))
 }

@@ -1,21 +1,20 @@
 //! `specwright policy compile|inspect`.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 
-use super::{open_state, PolicyCommand};
+use super::{open_workspace, PolicyCommand};
 use crate::cache::CacheUse;
-use crate::policy::{ImportUse, Limits, PolicyRuntime};
+use crate::policy::{Engine, ImportUse, Limits};
 
 pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Compile { state_dir, files } => {
-            let (state, _) = open_state(&state_dir)?;
-            let runtime = PolicyRuntime::new(Limits::default())?.with_cache(&crate::sys::Syscalls::open_cache_dir(
-                &crate::sys::RealSyscalls,
-                &state,
-            )?)?;
+            let workspace = open_workspace(&state_dir, Arc::new(crate::sys::RealSyscalls))?;
+            let runtime = Engine::new(Limits::default())?.with_cache(&workspace.cache_dir()?)?;
             for file in files {
-                let (name, bytes) = PolicyRuntime::read_policy_file(&file)?;
+                let (name, bytes) = Engine::read_policy_file(&file)?;
                 let (_, used) = runtime.compile(&name, &bytes)?;
                 let verb = match used {
                     Some(CacheUse::Hit) => "already cached",
@@ -26,8 +25,8 @@ pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
             Ok(())
         }
         PolicyCommand::Inspect { file, json } => {
-            let runtime = PolicyRuntime::new(Limits::default())?;
-            let (name, bytes) = PolicyRuntime::read_policy_file(&file)?;
+            let runtime = Engine::new(Limits::default())?;
+            let (name, bytes) = Engine::read_policy_file(&file)?;
             let info = runtime.inspect(&name, &bytes)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);

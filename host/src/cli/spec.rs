@@ -8,12 +8,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::{load_chain, open_state};
-use crate::policy::{Limits, PolicyRuntime};
-use crate::state::GivenBundle;
+use super::open_workspace;
+use crate::policy::{Engine, Limits};
 use crate::step::StepOptions;
-use crate::sys::{Op, RealSyscalls, RecordingSyscalls, Syscalls};
-use crate::{Request, SpecError, StepContext};
+use crate::sys::{Op, RealSyscalls, RecordingSyscalls};
+use crate::{Error, Request, Step};
 
 pub(super) struct SpecArgs {
     pub(super) policies: Vec<String>,
@@ -104,7 +103,7 @@ fn op_json(op: &Op) -> serde_json::Value {
 
 pub(super) fn spec(args: SpecArgs) -> Result<()> {
     crate::validate::prepare_in_background();
-    let request = Request::from_json(&read_request(&args.request)?).map_err(SpecError::Request)?;
+    let request = Request::from_json(&read_request(&args.request)?).map_err(Error::Request)?;
     let facts = match &args.host_facts {
         Some(path) => crate::facts::read_facts_file(path)?,
         None => crate::facts::detect()?,
@@ -112,95 +111,61 @@ pub(super) fn spec(args: SpecArgs) -> Result<()> {
     if args.dry_run {
         return plan(&args, &request, &facts);
     }
-    let (state, audit) = open_state(&args.state_dir)?;
-    let runtime = PolicyRuntime::new(args.limits)?.with_cache(&RealSyscalls.open_cache_dir(&state)?)?;
-    let chain = load_chain(&runtime, &args.policies)?;
-    let ctx = StepContext {
-        state,
-        sys: Arc::new(RealSyscalls),
-        audit,
-        options: args.options.clone(),
-    };
-    // The bundle directory, and any parent of it, this step creates is
-    // removed again if it fails.
-    let bundle = match &args.bundle {
-        Some(dir) => Some(
-            ctx.sys
-                .open_given_bundle(dir)
-                .with_context(|| format!("bundle dir {}", dir.display()))?,
-        ),
-        None => None,
-    };
-    let result = spec_into(&args, &runtime, &chain, &request, &facts, &ctx, bundle.as_ref());
-    if result.is_err() {
-        // Only what this step made: empty directories (the config is
-        // written last, and only on success).
-        if let Some(bundle) = bundle {
-            ctx.sys.remove_given_bundle(bundle);
+    let workspace = open_workspace(&args.state_dir, Arc::new(RealSyscalls))?.with_options(args.options.clone());
+    let engine = Engine::new(args.limits)?.with_cache(&workspace.cache_dir()?)?;
+    let chain = engine.load_chain(&args.policies)?;
+    let _holding = crate::interrupt::Holding::start();
+    let step = engine.prepare(&chain, &workspace, &request, &facts)?;
+    match write_out(&args, &step) {
+        Ok(()) => {
+            step.keep();
+            Ok(())
+        }
+        Err(e) => match step.release() {
+            Ok(_) => Err(e),
+            Err(release) => Err(e.context(format!("releasing the step's mounts also failed: {release}"))),
+        },
+    }
+}
+
+/// config.json into the bundle directory, or to standard output, unless
+/// the step was interrupted or its owner exited while it was made.
+fn write_out(args: &SpecArgs, step: &Step) -> Result<()> {
+    if let Some(signal) = args.options.cancel.requested() {
+        bail!("interrupted by {}; released the step", crate::interrupt::name(signal));
+    }
+    if !args.options.owner.is_alive() {
+        bail!(
+            "the step's owner, pid {}, exited while the step was made; released it",
+            args.options.owner.pid
+        );
+    }
+    match &args.bundle {
+        Some(dir) => step
+            .write_bundle(dir)
+            .map(|_| ())
+            .with_context(|| format!("bundle dir {}", dir.display())),
+        None => {
+            let text = step.config_json()?;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing the spec to standard output")
         }
     }
-    result
 }
 
 /// `--dry-run`: the step planned through a recording implementation that
 /// performs nothing (no state dir, no compile cache, no mount), printed
 /// with the operations it would make.
 fn plan(args: &SpecArgs, request: &Request, facts: &specwright_core::HostFacts) -> Result<()> {
-    let runtime = PolicyRuntime::new(args.limits)?;
-    let chain = load_chain(&runtime, &args.policies)?;
+    let engine = Engine::new(args.limits)?;
+    let chain = engine.load_chain(&args.policies)?;
     let recorder = Arc::new(RecordingSyscalls::dry_run());
-    let state = recorder.open_state_dir(&args.state_dir)?;
-    let ctx = StepContext {
-        audit: Arc::new(recorder.open_audit(&state)?),
-        state,
-        sys: recorder.clone(),
-        options: args.options.clone(),
-    };
-    let (spec, _planned) = crate::prepare_step(&runtime, &chain, request, facts, ctx)?;
+    let workspace = open_workspace(&args.state_dir, recorder.clone())?.with_options(args.options.clone());
+    let step = engine.prepare(&chain, &workspace, request, facts)?;
     let operations: Vec<_> = recorder.ops().iter().map(op_json).collect();
-    let plan = json!({"spec": spec, "operations": operations});
+    let plan = json!({"spec": step.spec(), "operations": operations});
+    step.keep();
     println!("{}", serde_json::to_string_pretty(&plan).context("encoding the plan")?);
-    Ok(())
-}
-
-fn spec_into(
-    args: &SpecArgs,
-    runtime: &PolicyRuntime,
-    chain: &[crate::policy::LoadedPolicy],
-    request: &Request,
-    facts: &specwright_core::HostFacts,
-    ctx: &StepContext,
-    bundle: Option<&GivenBundle>,
-) -> Result<()> {
-    let (state, sys, audit) = (&ctx.state, &ctx.sys, &ctx.audit);
-    let _holding = crate::interrupt::Holding::start();
-    let (spec, lock) = crate::prepare_step(runtime, chain, request, facts, ctx.clone())?;
-    let written = (|| -> Result<()> {
-        if let Some(signal) = crate::interrupt::requested() {
-            bail!("interrupted by {}; released the step", crate::interrupt::name(signal));
-        }
-        if !args.options.owner.is_alive() {
-            bail!(
-                "the step's owner, pid {}, exited while the step was made; released it",
-                args.options.owner.pid
-            );
-        }
-        let text = crate::validate::pretty(&spec).context("encoding the spec")?;
-        match bundle {
-            Some(bundle) => sys
-                .write_config(bundle, text.as_bytes())
-                .map(|_| ())
-                .with_context(|| format!("writing {}", bundle.path().join("config.json").display())),
-            None => std::io::stdout()
-                .write_all(text.as_bytes())
-                .context("writing the spec to standard output"),
-        }
-    })();
-    if let Err(e) = written {
-        if let Err(release) = crate::step::release_locked(state, sys.as_ref(), audit, lock) {
-            return Err(e.context(format!("releasing the step's mounts also failed: {release}")));
-        }
-        return Err(e);
-    }
     Ok(())
 }

@@ -1,16 +1,16 @@
 //! One sandboxed call into a policy: a fresh store with the time and
 //! memory limits in force, and every way it can end turned into a
-//! [`PolicyError`] that names the policy and the limit.
+//! [`PolicyFailure`] that names the policy and the limit.
 
 use std::time::Duration;
 
 use specwright_core::HostFacts;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap};
 
-use super::bindings::{self, specwright::policy::types as wit_types};
+use super::bindings::specwright::policy::types as wit_types;
 use super::host::{policy_error, PolicyState};
-use super::{LoadedPolicy, PolicyError, PolicyRuntime};
+use super::{Engine, LoadedPolicy, PolicyFailure};
 use crate::step::StepHost;
 
 /// A policy call stopped because the process was asked to stop.
@@ -34,13 +34,52 @@ pub struct Limits {
     pub memory_bytes: usize,
 }
 
+impl Limits {
+    /// The time limit of one call when none is given, in milliseconds.
+    pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+    /// The memory limit of one instance when none is given, in MiB.
+    pub const DEFAULT_MEMORY_MIB: usize = 64;
+    /// The most time a limit may give a call (an hour: a typo cannot lift it).
+    pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+    /// The most memory a limit may give an instance (the 4 GiB a 32-bit
+    /// WebAssembly memory can address).
+    pub const MAX_MEMORY_MIB: usize = 4096;
+
+    /// The limits `--policy-timeout-ms` and `--policy-memory-mib` (or a
+    /// configuration file's `policy_timeout_ms`, `policy_memory_mib`)
+    /// give, the defaults for what is not given.
+    pub fn from_flags(timeout_ms: Option<u64>, memory_mib: Option<usize>) -> Result<Limits, LimitsError> {
+        let ms = timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS);
+        if ms == 0 || ms > Self::MAX_TIMEOUT_MS {
+            return Err(LimitsError::Timeout(ms));
+        }
+        let mib = memory_mib.unwrap_or(Self::DEFAULT_MEMORY_MIB);
+        if mib == 0 || mib > Self::MAX_MEMORY_MIB {
+            return Err(LimitsError::Memory(mib));
+        }
+        Ok(Limits {
+            time: Duration::from_millis(ms),
+            memory_bytes: mib << 20,
+        })
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            time: Duration::from_secs(1),
-            memory_bytes: 64 << 20,
+            time: Duration::from_millis(Self::DEFAULT_TIMEOUT_MS),
+            memory_bytes: Self::DEFAULT_MEMORY_MIB << 20,
         }
     }
+}
+
+/// A limit out of the range [`Limits::from_flags`] takes.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    #[error("--policy-timeout-ms {0}: must be between 1 and {max} (one hour)", max = Limits::MAX_TIMEOUT_MS)]
+    Timeout(u64),
+    #[error("--policy-memory-mib {0}: must be between 1 and {max} (a policy's memory is 32-bit)", max = Limits::MAX_MEMORY_MIB)]
+    Memory(usize),
 }
 
 /// Memory a pooled slot keeps mapped between instances.
@@ -76,20 +115,22 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-impl PolicyRuntime {
+impl Engine {
     /// One instance kept across calls: only for measuring what a fresh
     /// instance per step costs (production never reuses instances).
-    pub fn reused_instance(&self, policy: &LoadedPolicy, step: StepHost) -> Result<ReusedInstance, PolicyError> {
+    #[cfg(feature = "bench")]
+    pub fn reused_instance(&self, policy: &LoadedPolicy, step: StepHost) -> Result<ReusedInstance, PolicyFailure> {
         let mut store = self.store(step);
         let instance = policy
             .pre
             .instantiate(&mut store)
-            .map_err(|e| self.trap_error(&policy.name, e, false))?;
+            .map_err(|e| trap_error(&self.limits, &policy.name, e, false))?;
         Ok(ReusedInstance {
             store,
             instance,
             name: policy.name.clone(),
             ticks: self.deadline_ticks(),
+            limits: self.limits,
         })
     }
 
@@ -99,6 +140,7 @@ impl PolicyRuntime {
 
     /// A fresh store for one call, with the sandbox limits in force.
     fn store(&self, step: StepHost) -> Store<PolicyState> {
+        let cancel = step.cancel().clone();
         let state = PolicyState {
             step,
             table: ResourceTable::new(),
@@ -110,13 +152,13 @@ impl PolicyRuntime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        // Every tick asks whether the process was asked to stop; the time
+        // Every tick asks whether the step was asked to stop; the time
         // limit is counted in ticks.
         let limit = self.deadline_ticks();
         let mut ticks = 0;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if let Some(signal) = specwright_host_core::interrupt::requested() {
+            if let Some(signal) = cancel.requested() {
                 return Err(wasmtime::Error::new(Interrupted(signal)));
             }
             ticks += 1;
@@ -130,14 +172,14 @@ impl PolicyRuntime {
 
     /// Runs one policy for a step; returns the step back whatever happens,
     /// so the caller decides what to keep or release.
-    pub fn run(
+    pub fn call(
         &self,
         policy: &LoadedPolicy,
         step: StepHost,
         request_json: &str,
         facts: &HostFacts,
         previous: Option<&str>,
-    ) -> (StepHost, Result<String, PolicyError>) {
+    ) -> (StepHost, Result<String, PolicyFailure>) {
         let mut store = self.store(step);
         let facts = wit_types::HostFacts::from(facts);
         let result = policy
@@ -147,7 +189,7 @@ impl PolicyRuntime {
         let result = match result {
             Ok(Ok(spec)) => Ok(spec),
             Ok(Err(e)) => Err(policy_error(&policy.name, e)),
-            Err(e) => Err(self.trap_error(&policy.name, e, store.data().limits.hit)),
+            Err(e) => Err(trap_error(&self.limits, &policy.name, e, store.data().limits.hit)),
         };
         let state = store.into_data();
         (state.step, result.map_err(|e| with_output(e, state.wasi.as_ref())))
@@ -156,7 +198,8 @@ impl PolicyRuntime {
     /// A fresh instance of `policy` asked only for its name: what every step
     /// costs before the policy does any work (the benchmarks' floor for a
     /// fresh instance).
-    pub fn fresh_instance_name(&self, policy: &LoadedPolicy, step: StepHost) -> Result<String, PolicyError> {
+    #[cfg(feature = "bench")]
+    pub fn fresh_instance_name(&self, policy: &LoadedPolicy, step: StepHost) -> Result<String, PolicyFailure> {
         self.fresh_metadata(policy, step).map(|metadata| metadata.name)
     }
 
@@ -164,49 +207,51 @@ impl PolicyRuntime {
         &self,
         policy: &LoadedPolicy,
         step: StepHost,
-    ) -> Result<wit_types::PolicyMetadata, PolicyError> {
+    ) -> Result<wit_types::PolicyMetadata, PolicyFailure> {
         let mut store = self.store(step);
         policy
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.call_metadata(&mut store))
-            .map_err(|e| self.trap_error(&policy.name, e, false))
+            .map_err(|e| trap_error(&self.limits, &policy.name, e, false))
     }
+}
 
-    fn trap_error(&self, policy: &str, e: wasmtime::Error, memory_limit_hit: bool) -> PolicyError {
-        let policy = policy.to_string();
-        if let Some(Interrupted(signal)) = e.downcast_ref::<Interrupted>() {
-            return PolicyError::Interrupted {
-                policy,
-                signal: specwright_host_core::interrupt::name(*signal),
-            };
-        }
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => PolicyError::Limit {
-                policy,
-                limit: format!("time limit ({:?}; raise it with --policy-timeout-ms)", self.limits.time),
-                output: String::new(),
-            },
-            _ if memory_limit_hit => PolicyError::Limit {
-                policy,
-                limit: format!(
-                    "memory limit ({} MiB; raise it with --policy-memory-mib)",
-                    self.limits.memory_bytes >> 20
-                ),
-                output: String::new(),
-            },
-            _ if e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => PolicyError::Trapped {
-                policy,
-                message: format!(
-                    "it called exit({}): a policy returns a spec or an error",
-                    e.downcast_ref::<wasmtime_wasi::I32Exit>().map_or(0, |exit| exit.0)
-                ),
-            },
-            _ => PolicyError::Trapped {
-                policy,
-                message: trap_message(&e),
-            },
-        }
+/// What stopped a policy call that did not return: a cancellation, one of
+/// `limits`, an exit, or a trap.
+fn trap_error(limits: &Limits, policy: &str, e: wasmtime::Error, memory_limit_hit: bool) -> PolicyFailure {
+    let policy = policy.to_string();
+    if let Some(Interrupted(signal)) = e.downcast_ref::<Interrupted>() {
+        return PolicyFailure::Interrupted {
+            policy,
+            signal: specwright_host_core::interrupt::name(*signal),
+        };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PolicyFailure::Limit {
+            policy,
+            limit: format!("time limit ({:?}; raise it with --policy-timeout-ms)", limits.time),
+            output: String::new(),
+        },
+        _ if memory_limit_hit => PolicyFailure::Limit {
+            policy,
+            limit: format!(
+                "memory limit ({} MiB; raise it with --policy-memory-mib)",
+                limits.memory_bytes >> 20
+            ),
+            output: String::new(),
+        },
+        _ if e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => PolicyFailure::Trapped {
+            policy,
+            message: format!(
+                "it called exit({}): a policy returns a spec or an error",
+                e.downcast_ref::<wasmtime_wasi::I32Exit>().map_or(0, |exit| exit.0)
+            ),
+        },
+        _ => PolicyFailure::Trapped {
+            policy,
+            message: trap_message(&e),
+        },
     }
 }
 
@@ -223,33 +268,36 @@ fn trap_message(e: &wasmtime::Error) -> String {
 /// `error` with what the policy wrote to stderr and stdout, when it fails
 /// on its own (a trap, a limit, an internal error); a denial or an invalid
 /// request says all it means.
-fn with_output(error: PolicyError, wasi: Option<&super::wasi::WasiState>) -> PolicyError {
+fn with_output(error: PolicyFailure, wasi: Option<&super::wasi::WasiState>) -> PolicyFailure {
     let output = wasi.map(super::wasi::WasiState::output).unwrap_or_default();
     if output.is_empty() {
         return error;
     }
     match error {
-        PolicyError::Trapped { policy, message } => PolicyError::Trapped {
+        PolicyFailure::Trapped { policy, message } => PolicyFailure::Trapped {
             policy,
             message: message + &output,
         },
-        PolicyError::Failed { policy, message } => PolicyError::Failed {
+        PolicyFailure::Failed { policy, message } => PolicyFailure::Failed {
             policy,
             message: message + &output,
         },
-        PolicyError::Limit { policy, limit, .. } => PolicyError::Limit { policy, limit, output },
+        PolicyFailure::Limit { policy, limit, .. } => PolicyFailure::Limit { policy, limit, output },
         other => other,
     }
 }
 
-/// See [`PolicyRuntime::reused_instance`].
+/// See [`Engine::reused_instance`].
+#[cfg(feature = "bench")]
 pub struct ReusedInstance {
     store: Store<PolicyState>,
-    instance: bindings::Policy,
+    instance: super::bindings::Policy,
     name: String,
     ticks: u64,
+    limits: Limits,
 }
 
+#[cfg(feature = "bench")]
 impl ReusedInstance {
     /// One `generate` call of the kept instance for a step of its own: a
     /// step's limits on host work count per step, not per instance.
@@ -259,7 +307,7 @@ impl ReusedInstance {
         request_json: &str,
         facts: &HostFacts,
         settings: &str,
-    ) -> Result<String, PolicyError> {
+    ) -> Result<String, PolicyFailure> {
         self.store.data_mut().step = step;
         self.store.set_epoch_deadline(self.ticks);
         let facts = wit_types::HostFacts::from(facts);
@@ -269,16 +317,13 @@ impl ReusedInstance {
         {
             Ok(Ok(spec)) => Ok(spec),
             Ok(Err(e)) => Err(policy_error(&self.name, e)),
-            Err(e) => Err(PolicyError::Trapped {
-                policy: self.name.clone(),
-                message: format!("{e:#}"),
-            }),
+            Err(e) => Err(trap_error(&self.limits, &self.name, e, self.store.data().limits.hit)),
         }
     }
 }
 
 /// Advances the engine's epoch until the engine is gone.
-pub(super) fn start_epoch_ticker(engine: &Engine) {
+pub(super) fn start_epoch_ticker(engine: &wasmtime::Engine) {
     let weak = engine.weak();
     std::thread::spawn(move || loop {
         std::thread::sleep(EPOCH_TICK);

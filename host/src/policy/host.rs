@@ -8,7 +8,7 @@ use wasmtime::component::{Resource, ResourceTable};
 
 use super::bindings::specwright::policy::{host as wit_host, types as wit_types};
 use super::call::MemoryLimiter;
-use super::PolicyError;
+use super::PolicyFailure;
 use crate::step::{RootId, SourceId, StepHost};
 
 /// Host-side state of a `materialized` handle.
@@ -71,12 +71,12 @@ impl From<&HostFacts> for wit_types::HostFacts {
     }
 }
 
-pub(super) fn policy_error(policy: &str, e: wit_types::PolicyError) -> PolicyError {
+pub(super) fn policy_error(policy: &str, e: wit_types::PolicyError) -> PolicyFailure {
     let policy = policy.to_string();
     match e {
-        wit_types::PolicyError::InvalidRequest(message) => PolicyError::InvalidRequest { policy, message },
-        wit_types::PolicyError::Denied(reason) => PolicyError::Denied { policy, reason },
-        wit_types::PolicyError::Internal(message) => PolicyError::Failed { policy, message },
+        wit_types::PolicyError::InvalidRequest(message) => PolicyFailure::InvalidRequest { policy, message },
+        wit_types::PolicyError::Denied(reason) => PolicyFailure::Denied { policy, reason },
+        wit_types::PolicyError::Internal(message) => PolicyFailure::Failed { policy, message },
     }
 }
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::{CacheUse, CompileCache};
 use crate::state::StateDir;
@@ -18,8 +18,10 @@ mod call;
 mod host;
 mod wasi;
 
+#[cfg(feature = "bench")]
+pub use call::ReusedInstance;
 use call::{start_epoch_ticker, KEEP_RESIDENT_BYTES};
-pub use call::{Limits, ReusedInstance};
+pub use call::{Limits, LimitsError};
 use host::PolicyState;
 pub use wasi::{LINKED as WASI_LINKED, OUTPUT_BYTES as WASI_OUTPUT_BYTES, TRAPPED as WASI_TRAPPED};
 
@@ -71,7 +73,7 @@ const WIT_VERSIONS: &[&str] = &["0.2.0", "0.2.1"];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PolicyError {
+pub enum PolicyFailure {
     #[error("policy {policy}: {message}")]
     Load { policy: String, message: String },
     #[error("policy {policy}: invalid request: {message}")]
@@ -114,8 +116,8 @@ pub fn write_perf_map() {
 }
 
 /// The engine and linker every policy runs under.
-pub struct PolicyRuntime {
-    engine: Engine,
+pub struct Engine {
+    engine: wasmtime::Engine,
     limits: Limits,
     /// The instance pool's size, for a pooled runtime.
     pool_slots: Option<u32>,
@@ -161,10 +163,10 @@ pub fn import_use(import: &str) -> ImportUse {
     }
 }
 
-impl PolicyRuntime {
+impl Engine {
     /// A runtime that allocates each instance on demand: cheapest to start,
     /// for a process that runs one step (the command line).
-    pub fn new(limits: Limits) -> Result<PolicyRuntime, PolicyError> {
+    pub fn new(limits: Limits) -> Result<Engine, PolicyFailure> {
         Self::with_config(limits, None)
     }
 
@@ -172,11 +174,11 @@ impl PolicyRuntime {
     /// preallocated with copy-on-write memory images, so a fresh instance
     /// per step costs a few page-table updates instead of mmap and munmap
     /// (which also serialize threads on the kernel's mm lock).
-    pub fn pooled(limits: Limits, slots: u32) -> Result<PolicyRuntime, PolicyError> {
+    pub fn pooled(limits: Limits, slots: u32) -> Result<Engine, PolicyFailure> {
         Self::with_config(limits, Some(slots))
     }
 
-    fn with_config(limits: Limits, pooled: Option<u32>) -> Result<PolicyRuntime, PolicyError> {
+    fn with_config(limits: Limits, pooled: Option<u32>) -> Result<Engine, PolicyFailure> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // Names the policies' compiled functions for `perf report`.
@@ -200,12 +202,12 @@ impl PolicyRuntime {
                 .table_keep_resident(KEEP_RESIDENT_BYTES / 16);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         }
-        let engine = Engine::new(&config).map_err(|e| PolicyError::Load {
+        let engine = wasmtime::Engine::new(&config).map_err(|e| PolicyFailure::Load {
             policy: "(engine)".to_string(),
             message: e.to_string(),
         })?;
         start_epoch_ticker(&engine);
-        Ok(PolicyRuntime {
+        Ok(Engine {
             engine,
             limits,
             pool_slots: pooled,
@@ -219,8 +221,8 @@ impl PolicyRuntime {
     /// take each other's freshly released slots, whose memory then moves
     /// between the cores' caches at every step (two threads: ~1.5x one
     /// thread's steps sharing a runtime, ~1.85x with a runtime each;
-    /// BENCHMARKS.md). Load policies into it with [`PolicyRuntime::adopt`].
-    pub fn for_worker(&self) -> Result<PolicyRuntime, PolicyError> {
+    /// BENCHMARKS.md). Load policies into it with [`Engine::adopt`].
+    pub fn for_worker(&self) -> Result<Engine, PolicyFailure> {
         let mut worker = Self::with_config(self.limits, self.pool_slots)?;
         worker.cache = self.cache.clone();
         Ok(worker)
@@ -228,8 +230,8 @@ impl PolicyRuntime {
 
     /// `policy`, as another runtime of this process loaded it, made ready
     /// to run here: its compiled code is copied, not compiled again.
-    pub fn adopt(&self, policy: &LoadedPolicy) -> Result<LoadedPolicy, PolicyError> {
-        let load_error = |message: String| PolicyError::Load {
+    pub fn adopt(&self, policy: &LoadedPolicy) -> Result<LoadedPolicy, PolicyFailure> {
+        let load_error = |message: String| PolicyFailure::Load {
             policy: policy.name.clone(),
             message,
         };
@@ -239,8 +241,8 @@ impl PolicyRuntime {
     }
 
     /// Keeps precompiled policies in `dir` (e.g. `<state>/cache`).
-    pub fn with_cache(mut self, dir: &Path) -> Result<PolicyRuntime, PolicyError> {
-        let cache = CompileCache::open(dir).map_err(|e| PolicyError::Load {
+    pub fn with_cache(mut self, dir: &Path) -> Result<Engine, PolicyFailure> {
+        let cache = CompileCache::open(dir).map_err(|e| PolicyFailure::Load {
             policy: "(cache)".to_string(),
             message: e.to_string(),
         })?;
@@ -248,48 +250,54 @@ impl PolicyRuntime {
         Ok(self)
     }
 
-    /// Loads the embedded default policy.
-    pub fn load_default(&self) -> Result<LoadedPolicy, PolicyError> {
-        self.load_bytes(DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, String::new())
+    /// Loads the embedded default policy (BuildKit v0.32.2's `GenerateSpec`).
+    pub fn load_default(&self) -> Result<LoadedPolicy, PolicyFailure> {
+        self.load_text_settings(DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, String::new())
+    }
+
+    /// Whether `policy` was loaded by this engine (or adopted into it).
+    pub fn owns(&self, policy: &LoadedPolicy) -> bool {
+        wasmtime::Engine::same(policy.pre.instance_pre().component().engine(), &self.engine)
     }
 
     /// Reads `FILE`, or an embedded policy for its name (`default`,
     /// `buildkit`, `buildkit-v0.8`).
-    pub fn read_policy_file(file: &Path) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyError> {
+    pub fn read_policy_file(file: &Path) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyFailure> {
         Self::read_policy_file_with(file, crate::input::read_bounded)
     }
 
     fn read_policy_file_with(
         file: &Path,
         read: fn(&Path, u64) -> std::io::Result<Vec<u8>>,
-    ) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyError> {
+    ) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyFailure> {
         if let Some((name, bytes)) = embedded_policy(file) {
             return Ok((name.to_string(), bytes.into()));
         }
-        let bytes = read(file, crate::input::MAX_POLICY_BYTES).map_err(|e| PolicyError::Load {
+        let bytes = read(file, crate::input::MAX_POLICY_BYTES).map_err(|e| PolicyFailure::Load {
             policy: file.display().to_string(),
             message: format!("reading {}: {e}", file.display()),
         })?;
         Ok((file.display().to_string(), bytes.into()))
     }
 
-    /// Loads `FILE[:SETTINGS.json]`, or `default[:SETTINGS.json]` for the embedded policy.
-    pub fn load_spec(&self, spec: &str) -> Result<LoadedPolicy, PolicyError> {
-        self.load_spec_with(spec, crate::input::read_bounded)
+    /// Loads `FILE[:SETTINGS.json]` as `--policy` takes it, or
+    /// `default[:SETTINGS.json]` for the embedded policy.
+    pub fn load_arg(&self, arg: &str) -> Result<LoadedPolicy, PolicyFailure> {
+        self.load_arg_with(arg, crate::input::read_bounded)
     }
 
-    /// [`Self::load_spec`] for files that decide what containers may do
+    /// [`Self::load_arg`] for files that decide what containers may do
     /// (`specwright-runc`'s chain): the policy and its settings must be
     /// trusted files ([`crate::input::open_trusted`]).
-    pub fn load_trusted_spec(&self, spec: &str) -> Result<LoadedPolicy, PolicyError> {
-        self.load_spec_with(spec, crate::input::read_trusted)
+    pub fn load_trusted_arg(&self, arg: &str) -> Result<LoadedPolicy, PolicyFailure> {
+        self.load_arg_with(arg, crate::input::read_trusted)
     }
 
-    fn load_spec_with(
+    fn load_arg_with(
         &self,
         spec: &str,
         read: fn(&Path, u64) -> std::io::Result<Vec<u8>>,
-    ) -> Result<LoadedPolicy, PolicyError> {
+    ) -> Result<LoadedPolicy, PolicyFailure> {
         let (file, settings_file) = split_policy_arg(spec, Path::new(""))?;
         let settings = match settings_file {
             Some(path) => read(&path, crate::input::MAX_SETTINGS_BYTES)
@@ -297,19 +305,19 @@ impl PolicyRuntime {
                     String::from_utf8(bytes)
                         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
                 })
-                .map_err(|e| PolicyError::Load {
+                .map_err(|e| PolicyFailure::Load {
                     policy: file.display().to_string(),
                     message: format!("reading settings {}: {e}", path.display()),
                 })?,
             None => String::new(),
         };
         let (name, bytes) = Self::read_policy_file_with(&file, read)?;
-        self.load_bytes(&name, &bytes, settings)
+        self.load_text_settings(&name, &bytes, settings)
     }
 
     /// A component from bytes, through the cache when there is one.
-    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<(Component, Option<CacheUse>), PolicyError> {
-        let load_error = |message: String| PolicyError::Load {
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<(Component, Option<CacheUse>), PolicyFailure> {
+        let load_error = |message: String| PolicyFailure::Load {
             policy: name.to_string(),
             message,
         };
@@ -329,15 +337,33 @@ impl PolicyRuntime {
         }
     }
 
-    /// Compiles and links a component; every problem is listed in the error.
-    pub fn load_bytes(&self, name: &str, bytes: &[u8], settings: String) -> Result<LoadedPolicy, PolicyError> {
+    /// A policy component from `bytes`, called `name` in messages and the
+    /// audit log, given `settings` (`Value::Null`: none) on every call.
+    /// Compiled (through the cache, when there is one) and linked; every
+    /// problem is listed in the error.
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: &serde_json::Value,
+    ) -> Result<LoadedPolicy, PolicyFailure> {
+        let settings = match settings {
+            serde_json::Value::Null => String::new(),
+            value => value.to_string(),
+        };
+        self.load_text_settings(name, bytes, settings)
+    }
+
+    /// [`Self::load_bytes`] with the settings' text as given (a settings
+    /// file's, passed on unchanged).
+    fn load_text_settings(&self, name: &str, bytes: &[u8], settings: String) -> Result<LoadedPolicy, PolicyFailure> {
         let (component, _) = self.compile(name, bytes)?;
         self.link(name, &component, settings)
     }
 
     /// A compiled component linked against the host, ready to instantiate.
-    fn link(&self, name: &str, component: &Component, settings: String) -> Result<LoadedPolicy, PolicyError> {
-        let load_error = |message: String| PolicyError::Load {
+    fn link(&self, name: &str, component: &Component, settings: String) -> Result<LoadedPolicy, PolicyFailure> {
+        let load_error = |message: String| PolicyFailure::Load {
             policy: name.to_string(),
             message,
         };
@@ -358,14 +384,14 @@ impl PolicyRuntime {
     }
 
     /// The names a component imports, as the linker sees them.
-    pub fn component_imports(&self, bytes: &[u8]) -> Result<Vec<String>, PolicyError> {
+    pub fn component_imports(&self, bytes: &[u8]) -> Result<Vec<String>, PolicyFailure> {
         let (component, _) = self.compile("(component)", bytes)?;
         let ty = component.component_type();
         Ok(ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect())
     }
 
     /// What a policy is: its world, imports, exports, size and metadata.
-    pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<Inspection, PolicyError> {
+    pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<Inspection, PolicyFailure> {
         let (component, _) = self.compile(name, bytes)?;
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
@@ -374,8 +400,8 @@ impl PolicyRuntime {
             .iter()
             .find_map(|i| i.strip_prefix(&format!("{WIT_PACKAGE}/host@")))
             .map(|version| format!("{WIT_PACKAGE}@{version} (world policy)"));
-        let policy = self.load_bytes(name, bytes, String::new())?;
-        let request = Request::from_json(r#"{"id": "inspect"}"#).map_err(|e| PolicyError::Load {
+        let policy = self.load_text_settings(name, bytes, String::new())?;
+        let request = Request::from_json(r#"{"id": "inspect"}"#).map_err(|e| PolicyFailure::Load {
             policy: name.to_string(),
             message: e.to_string(),
         })?;
@@ -387,7 +413,7 @@ impl PolicyRuntime {
             &request,
             crate::state::StepLock::planned(&request.id),
         )
-        .map_err(|e| PolicyError::Load {
+        .map_err(|e| PolicyFailure::Load {
             policy: name.to_string(),
             message: e.to_string(),
         })?;
@@ -460,7 +486,7 @@ impl PolicyRuntime {
 /// either side of it) is an error that says so; one that names nothing
 /// either way is read as a policy and settings when it has a colon, so
 /// that the error names what is missing.
-pub fn split_policy_arg(arg: &str, base: &Path) -> Result<(PathBuf, Option<PathBuf>), PolicyError> {
+pub fn split_policy_arg(arg: &str, base: &Path) -> Result<(PathBuf, Option<PathBuf>), PolicyFailure> {
     let policy = |p: &Path| embedded_policy(p).is_some() || base.join(p).is_file();
     let located = |p: &Path| match embedded_policy(p) {
         Some(_) => p.to_path_buf(),
@@ -474,7 +500,7 @@ pub fn split_policy_arg(arg: &str, base: &Path) -> Result<(PathBuf, Option<PathB
     let as_whole = policy(whole);
     let as_split = split.is_some_and(|(file, settings)| policy(file) && base.join(settings).is_file());
     match split {
-        Some((file, settings)) if as_whole && as_split => Err(PolicyError::Load {
+        Some((file, settings)) if as_whole && as_split => Err(PolicyFailure::Load {
             policy: arg.to_string(),
             message: format!(
                 "reads two ways: the policy {} without settings, or the policy {} with settings {}; rename one",
@@ -503,13 +529,13 @@ mod tests {
     /// either ours, the fixed seed, or a trap.
     #[test]
     fn default_policy_imports_only_our_host_and_std_plumbing() {
-        let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+        let runtime = Engine::new(Limits::default()).unwrap();
         for (name, wasm) in EMBEDDED_POLICIES {
             embedded_policy_imports(&runtime, name, wasm);
         }
     }
 
-    fn embedded_policy_imports(runtime: &PolicyRuntime, name: &str, wasm: &[u8]) {
+    fn embedded_policy_imports(runtime: &Engine, name: &str, wasm: &[u8]) {
         let imports = runtime.component_imports(wasm).unwrap();
         eprintln!("{name} imports: {imports:?}");
         eprintln!("default policy imports: {imports:?}");

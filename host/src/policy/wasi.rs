@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Linker, LinkerInstance, Resource, ResourceType};
-use wasmtime::Engine;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
@@ -388,7 +387,7 @@ impl tokio::io::AsyncWrite for CapturedOutput {
 /// type that serves it: an interface of [`TRAPPED`] that uses one (a body's
 /// `input-stream`) must name the very type the linked interface defines.
 pub fn io_resources(
-    engine: &Engine,
+    engine: &wasmtime::Engine,
     component: &wasmtime::component::types::Component,
 ) -> Vec<(ResourceType, ResourceType)> {
     let host_type = |import: &str, name: &str| match (import.split_once('@').map(|(i, _)| i), name) {
@@ -418,7 +417,7 @@ pub fn io_resources(
 /// (`io` from [`io_resources`]).
 pub fn define_as_traps(
     linker: &mut Linker<PolicyState>,
-    engine: &Engine,
+    engine: &wasmtime::Engine,
     import: &str,
     item: &ComponentItem,
     io: &[(ResourceType, ResourceType)],

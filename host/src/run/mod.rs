@@ -11,10 +11,11 @@ use std::process::Command;
 use specwright_core::request::parse_user;
 use specwright_core::{HostFacts, Request};
 
-use crate::policy::{LoadedPolicy, PolicyRuntime};
+use crate::oci_runtime::OciRuntime;
+use crate::pipeline::Workspace;
+use crate::policy::{Engine, LoadedPolicy};
 use crate::state::{Bundle, StepLock};
 use crate::step::StepHost;
-use crate::StepContext;
 
 pub mod edits;
 pub mod etc;
@@ -31,10 +32,9 @@ pub enum RunError {
     /// The request does not parse or validate (the message names the field).
     #[error(transparent)]
     Request(specwright_core::PolicyError),
-    #[error("runtime {0} does not exist")]
-    RuntimeMissing(String),
-    #[error("runtime {0} is not on PATH (apt-get install {0})")]
-    RuntimeNotOnPath(String),
+    /// The OCI runtime named is not there.
+    #[error(transparent)]
+    FindRuntime(#[from] crate::oci_runtime::FindError),
     #[error("crun refuses this host's hybrid cgroups (cgroup v1 with cgroup2 at /sys/fs/cgroup/unified); use --runtime runc, or run in a private mount namespace with /sys/fs/cgroup/unified unmounted")]
     HybridCgroups,
     #[error("rootfs: {source}")]
@@ -73,7 +73,7 @@ pub enum RunError {
     #[error("deleting the container: {0}")]
     DeleteContainer(crate::step::ReleaseError),
     #[error(transparent)]
-    Spec(#[from] crate::SpecError),
+    Spec(#[from] crate::pipeline::Error),
     #[error("running {runtime}: {source}")]
     Runtime { runtime: String, source: std::io::Error },
     #[error("the container exited with {code}, but releasing the step failed: {release}")]
@@ -88,39 +88,6 @@ pub enum RunError {
     },
 }
 
-/// Which OCI runtime, and how to call it.
-#[derive(Debug, Clone)]
-pub struct Runtime {
-    pub path: PathBuf,
-}
-
-impl Runtime {
-    /// `crun`, `runc` (looked up on PATH), or a path to a runtime binary.
-    pub fn find(name: &str) -> Result<Runtime, RunError> {
-        if name.contains('/') {
-            let path = PathBuf::from(name);
-            return if path.exists() {
-                Ok(Runtime { path })
-            } else {
-                Err(RunError::RuntimeMissing(name.to_string()))
-            };
-        }
-        let dirs = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&dirs)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-            .map(|path| Runtime { path })
-            .ok_or_else(|| RunError::RuntimeNotOnPath(name.to_string()))
-    }
-
-    fn name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-}
-
 /// A cgroup v2 hierarchy mounted at /sys/fs/cgroup/unified beside v1
 /// controllers: crun refuses to run there.
 pub fn hybrid_cgroups() -> bool {
@@ -133,16 +100,16 @@ pub fn hybrid_cgroups() -> bool {
 }
 
 pub(crate) struct RunArgs<'a> {
-    pub runtime: &'a PolicyRuntime,
+    pub engine: &'a Engine,
     pub chain: &'a [LoadedPolicy],
     pub request_json: &'a str,
     pub facts: &'a HostFacts,
     pub rootfs: &'a Path,
-    pub oci_runtime: Runtime,
+    pub oci_runtime: OciRuntime,
     /// What `oci_runtime --version` declares: remembered, or being asked
     /// since as early as the caller could.
     pub declared_version: probe::DeclaredVersion,
-    pub ctx: StepContext,
+    pub workspace: Workspace,
 }
 
 /// Runs the step; returns the container's exit code. Everything the step
@@ -152,7 +119,7 @@ pub(crate) struct RunArgs<'a> {
 pub(crate) fn run(mut args: RunArgs<'_>) -> Result<i32, RunError> {
     let declared_version = std::mem::take(&mut args.declared_version);
     let mut request = Request::parse_json(args.request_json).map_err(RunError::Request)?;
-    let (state, sys) = (&args.ctx.state, args.ctx.sys.as_ref());
+    let (state, sys) = (&args.workspace.state, args.workspace.sys.as_ref());
     let lock = sys.lock_step(state, &request.id)?;
     if sys.read_record(state, &request.id)?.is_some() || sys.has_bundle(state, &request.id)? {
         return Err(RunError::NotReleased(request.id.clone()));
@@ -188,7 +155,7 @@ fn prepare_request(
     request: &mut Request,
     bundle: &Bundle,
 ) -> Result<(PathBuf, ResolvedUser), RunError> {
-    let sys = args.ctx.sys.as_ref();
+    let sys = args.workspace.sys.as_ref();
     if args.oci_runtime.name() == "crun" && hybrid_cgroups() {
         return Err(RunError::HybridCgroups);
     }
@@ -248,14 +215,21 @@ fn run_in_bundle(
         Ok(prepared) => prepared,
         Err(e) => {
             // Nothing was recorded: the step's lock file goes too.
-            if let Err(lock_error) = args.ctx.sys.remove_lock(lock) {
+            if let Err(lock_error) = args.workspace.sys.remove_lock(lock) {
                 tracing::warn!(step = %request.id, error = %lock_error, "removing the step's lock file");
             }
             return Err(e);
         }
     };
-    let step = args.ctx.step_host(request, lock)?;
-    let (mut step, spec) = crate::run_chain(args.runtime, args.chain, step, request, args.facts, &args.ctx.audit)?;
+    let step = args.workspace.step_host(request, lock)?;
+    let (mut step, spec) = crate::pipeline::run_chain(
+        args.engine,
+        args.chain,
+        step,
+        request,
+        args.facts,
+        &args.workspace.audit,
+    )?;
     let prepared = Prepared {
         rootfs,
         user,
@@ -289,7 +263,7 @@ fn start_container(
     let root = step
         .bind_rootfs(rootfs, request.readonly_rootfs)
         .map_err(RunError::BindRootfs)?;
-    let sys = args.ctx.sys.as_ref();
+    let sys = args.workspace.sys.as_ref();
     let host = edits::HostView {
         bounding: edits::host_bounding_set(),
         // A path that cannot be checked is left for the runtime to report.
@@ -313,8 +287,10 @@ fn start_container(
     }
     // The policies' output was validated; what the runner changed is too.
     let text = crate::validate::config_json(&spec).map_err(RunError::Invalid)?;
-    args.ctx.sys.write_bundle_file(bundle, "config.json", text.as_bytes())?;
-    if let Some(signal) = crate::interrupt::requested() {
+    args.workspace
+        .sys
+        .write_bundle_file(bundle, "config.json", text.as_bytes())?;
+    if let Some(signal) = step.cancel().requested() {
         return Err(RunError::Interrupted(crate::interrupt::name(signal)));
     }
     step.record_container(&args.oci_runtime.path)
@@ -352,7 +328,7 @@ impl RuntimeEnded {
 /// Runs the container in the foreground, forwarding SIGINT and SIGTERM to
 /// the runtime (which passes them to the container); returns how the
 /// runtime ended.
-fn run_container(runtime: &Runtime, bundle: &Path, id: &str) -> Result<RuntimeEnded, RunError> {
+fn run_container(runtime: &OciRuntime, bundle: &Path, id: &str) -> Result<RuntimeEnded, RunError> {
     use std::os::unix::process::ExitStatusExt;
     let failed = |source: std::io::Error| RunError::Runtime {
         runtime: runtime.path.display().to_string(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use super::edits::DeclaredSpecVersion;
-use super::Runtime;
+use crate::oci_runtime::OciRuntime;
 use crate::sys::Syscalls;
 
 /// Bytes of `--version` output read, and remembered, at most.
@@ -55,7 +55,7 @@ pub enum DeclaredVersion {
 impl DeclaredVersion {
     /// What `runtime` declares, from `cache_dir` (read through `sys`) when
     /// it was asked before; otherwise `<runtime> --version` is started.
-    pub fn start(sys: &dyn Syscalls, runtime: &Runtime, cache_dir: Option<&Path>) -> DeclaredVersion {
+    pub fn start(sys: &dyn Syscalls, runtime: &OciRuntime, cache_dir: Option<&Path>) -> DeclaredVersion {
         let identity = RuntimeIdentity::of(&runtime.path);
         let remember = cache_dir
             .zip(identity)
@@ -141,7 +141,7 @@ mod tests {
         };
         std::fs::write(&bin, script("1.0.2")).unwrap();
         std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let runtime = Runtime { path: bin.clone() };
+        let runtime = OciRuntime { path: bin.clone() };
         let times_asked = || std::fs::read_to_string(&asked).unwrap_or_default().lines().count();
         let declared = |d: Option<DeclaredSpecVersion>| d.map(|v| format!("{v:?}"));
         let first = DeclaredVersion::start(&RealSyscalls, &runtime, Some(&cache));
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn without_a_cache_dir_every_step_asks() {
-        let runtime = Runtime {
+        let runtime = OciRuntime {
             path: PathBuf::from("/nonexistent/runtime"),
         };
         assert!(matches!(

@@ -42,7 +42,7 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// The file's keys; any other key is an error.
 #[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
+pub struct WrapperConfig {
     #[serde(default)]
     pub policies: Vec<String>,
     pub real_runtime: Option<String>,
@@ -82,13 +82,13 @@ pub enum ConfigError {
 /// The configuration in effect: the file, if there is one, and where.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    pub config: RuntimeConfig,
+    pub config: WrapperConfig,
     /// The file it came from; `None` when there is none (nothing is
     /// configured, and the engine's flags say everything).
     pub path: Option<PathBuf>,
 }
 
-impl RuntimeConfig {
+impl WrapperConfig {
     /// The configuration in effect: the administrator's file,
     /// `/etc/specwright/runtime.toml`, when it exists; else the file
     /// `env_value` names (the value of `SPECWRIGHT_RUNTIME_CONFIG`, which
@@ -124,7 +124,7 @@ impl RuntimeConfig {
     fn read(path: &Path) -> Result<Option<Loaded>, ConfigError> {
         match crate::input::read_trusted_text(path, MAX_CONFIG_BYTES) {
             Ok(text) => Ok(Some(Loaded {
-                config: RuntimeConfig::parse(path, &text)?,
+                config: WrapperConfig::parse(path, &text)?,
                 path: Some(path.to_path_buf()),
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -136,8 +136,8 @@ impl RuntimeConfig {
     }
 
     /// The file at `path` whose text is `text`.
-    pub fn parse(path: &Path, text: &str) -> Result<RuntimeConfig, ConfigError> {
-        let mut config: RuntimeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    pub fn parse(path: &Path, text: &str) -> Result<WrapperConfig, ConfigError> {
+        let mut config: WrapperConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -212,7 +212,7 @@ impl Loaded {
 
 /// `FILE[:SETTINGS]` with relative paths taken from `base`; an embedded
 /// policy's name (`default:settings.json`) stays a name.
-fn relative_to(base: &Path, policy: &str) -> Result<String, crate::policy::PolicyError> {
+fn relative_to(base: &Path, policy: &str) -> Result<String, crate::policy::PolicyFailure> {
     let (file, settings) = split_policy_arg(policy, base)?;
     Ok(match settings {
         Some(settings) => format!("{}:{}", file.display(), settings.display()),
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_key_is_read_and_relative_policies_are_the_files() {
-        let config = RuntimeConfig::parse(
+        let config = WrapperConfig::parse(
             Path::new("/etc/specwright/runtime.toml"),
             r#"
                 policies = ["hardened.wasm", "/opt/allow.wasm:allow.json", "default", "buildkit-v0.8:v8.json"]
@@ -240,7 +240,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             config,
-            RuntimeConfig {
+            WrapperConfig {
                 policies: vec![
                     "/etc/specwright/hardened.wasm".into(),
                     "/opt/allow.wasm:/etc/specwright/allow.json".into(),
@@ -258,15 +258,15 @@ mod tests {
         );
     }
 
-    fn file(config: RuntimeConfig) -> Loaded {
+    fn file(config: WrapperConfig) -> Loaded {
         Loaded {
             config,
             path: Some("/etc/specwright/runtime.toml".into()),
         }
     }
 
-    fn admin() -> RuntimeConfig {
-        RuntimeConfig {
+    fn admin() -> WrapperConfig {
+        WrapperConfig {
             policies: vec!["/a.wasm".into()],
             real_runtime: Some("crun".into()),
             state_dir: Some("/s".into()),
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn with_overrides_allowed_flags_override_the_file_key_by_key() {
-        let merged = file(RuntimeConfig {
+        let merged = file(WrapperConfig {
             allow_flag_overrides: true,
             ..admin()
         })
@@ -355,11 +355,11 @@ mod tests {
 
     #[test]
     fn an_unknown_key_or_a_bad_value_names_the_file_and_the_key() {
-        let err = RuntimeConfig::parse(Path::new("/x/runtime.toml"), "policy = []")
+        let err = WrapperConfig::parse(Path::new("/x/runtime.toml"), "policy = []")
             .unwrap_err()
             .to_string();
         assert!(err.contains("/x/runtime.toml") && err.contains("policy"), "{err}");
-        let err = RuntimeConfig::parse(Path::new("/x/runtime.toml"), "policy_timeout_ms = \"fast\"")
+        let err = WrapperConfig::parse(Path::new("/x/runtime.toml"), "policy_timeout_ms = \"fast\"")
             .unwrap_err()
             .to_string();
         assert!(err.contains("policy_timeout_ms"), "{err}");
@@ -375,11 +375,11 @@ mod tests {
         std::fs::write(&admin, "policies = [\"default\"]\n").unwrap();
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "").unwrap();
-        let loaded = RuntimeConfig::load_from(&admin, Some(empty.as_os_str())).unwrap();
+        let loaded = WrapperConfig::load_from(&admin, Some(empty.as_os_str())).unwrap();
         assert_eq!(loaded.config.policies, ["default"]);
         assert_eq!(loaded.path.as_deref(), Some(admin.as_path()));
         std::fs::remove_file(&admin).unwrap();
-        let loaded = RuntimeConfig::load_from(&admin, Some(empty.as_os_str())).unwrap();
+        let loaded = WrapperConfig::load_from(&admin, Some(empty.as_os_str())).unwrap();
         assert_eq!(loaded.path.as_deref(), Some(empty.as_path()));
     }
 
@@ -389,18 +389,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.toml");
         let absent = dir.path().join("absent-default.toml");
-        let err = RuntimeConfig::load_from(&absent, Some(missing.as_os_str()))
+        let err = WrapperConfig::load_from(&absent, Some(missing.as_os_str()))
             .unwrap_err()
             .to_string();
         assert!(err.contains("none.toml") && err.contains(CONFIG_ENV), "{err}");
         let file = dir.path().join("r.toml");
         std::fs::write(&file, "real_runtime = \"runc\"\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let loaded = RuntimeConfig::load_from(&absent, Some(file.as_os_str())).unwrap();
+        let loaded = WrapperConfig::load_from(&absent, Some(file.as_os_str())).unwrap();
         assert_eq!(loaded.config.real_runtime.as_deref(), Some("runc"));
         assert_eq!(loaded.path.as_deref(), Some(file.as_path()));
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let err = RuntimeConfig::load_from(&absent, Some(file.as_os_str()))
+        let err = WrapperConfig::load_from(&absent, Some(file.as_os_str()))
             .unwrap_err()
             .to_string();
         assert!(err.contains("r.toml") && err.contains("lets others write"), "{err}");

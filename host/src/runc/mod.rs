@@ -32,7 +32,6 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -41,14 +40,13 @@ use sha2::Digest;
 use specwright_core::spec::Spec;
 use specwright_core::HostFacts;
 
-use crate::audit::Audit;
-use crate::policy::{Limits, LoadedPolicy, PolicyRuntime};
-use crate::state::{Owner, StateDir, DEFAULT_STATE_DIR};
+use crate::pipeline::{Chain, Workspace};
+use crate::policy::{Engine, Limits};
+use crate::state::DEFAULT_STATE_DIR;
 use crate::step::StepOptions;
 use crate::sys::{RealSyscalls, Syscalls};
-use crate::StepContext;
 use args::{Command, CreateKind, Creation, Exec, Invocation, LogTarget, OwnFlags, Update};
-use config::{RuntimeConfig, CONFIG_ENV};
+use config::{WrapperConfig, CONFIG_ENV};
 use paths::{anchor_to_bundle, check_fixed_files, check_fixed_paths, flag_files};
 use runtime::RealRuntime;
 
@@ -101,7 +99,7 @@ enum Never {}
 
 fn run(invocation: &Invocation, passed: PassedFds) -> Result<Never> {
     runtime::check_not_handed_to()?;
-    let loaded = RuntimeConfig::load(std::env::var_os(CONFIG_ENV).as_deref())?;
+    let loaded = WrapperConfig::load(std::env::var_os(CONFIG_ENV).as_deref())?;
     let settings = loaded.with_flags(invocation.own.clone())?;
     let real = RealRuntime::find(settings.real_runtime.as_deref())?;
     let handoff = if settings.policies.is_empty() {
@@ -160,7 +158,7 @@ fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> R
             // later, and a delete must not fail for it.
             let forgotten = Reviewer::open_state(settings).and_then(|reviewer| {
                 let key = container_key(invocation, real, id)?;
-                Ok(reviewer.sys.remove_reviewed(&reviewer.state, &key.name, true)?)
+                Ok(reviewer.sys().remove_reviewed(&reviewer.workspace.state, &key.name, true)?)
             });
             if let Err(e) = forgotten {
                 eprintln!("specwright-runc: warning: forgetting container {id}'s approved spec: {e:#}");
@@ -188,38 +186,33 @@ fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> R
     }
 }
 
-/// What a review needs: the state dir, the chain, the host facts. While
-/// it lives, SIGINT and SIGTERM finish the review (releasing its step)
-/// before the process exits.
+/// What a review needs: the workspace (the state dir, where approved
+/// specs are kept), the chain, the host facts. While it lives, SIGINT and
+/// SIGTERM finish the review (releasing its step) before the process
+/// exits.
 struct Reviewer {
-    sys: Arc<dyn Syscalls>,
-    state: StateDir,
-    audit: Arc<Audit>,
-    runtime: Option<PolicyRuntime>,
-    chain: Vec<LoadedPolicy>,
+    workspace: Workspace,
+    /// The engine and its chain; `None` for a reviewer that only keeps
+    /// and forgets (`delete`).
+    chain: Option<(Engine, Chain)>,
     facts: HostFacts,
     _holding: crate::interrupt::Holding,
 }
 
 impl Reviewer {
-    /// The state dir only (for `delete`).
+    /// The workspace only (for `delete`).
     fn open_state(settings: &OwnFlags) -> Result<Reviewer> {
         let holding = crate::interrupt::Holding::start();
-        let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
         let state_dir = settings
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let state = sys
-            .open_state_dir(&state_dir)
-            .with_context(|| format!("state dir {}", state_dir.display()))?;
-        let audit = Arc::new(sys.open_audit(&state).context("audit log")?);
+        let workspace = Workspace::open(&state_dir)
+            .with_context(|| format!("state dir {}", state_dir.display()))?
+            .with_options(crate::cli::step_options(StepOptions::default()));
         Ok(Reviewer {
-            sys,
-            state,
-            audit,
-            runtime: None,
-            chain: Vec::new(),
+            workspace,
+            chain: None,
             facts: HostFacts::default(),
             _holding: holding,
         })
@@ -230,57 +223,32 @@ impl Reviewer {
     fn open(settings: &OwnFlags) -> Result<Reviewer> {
         crate::validate::prepare_in_background();
         let mut reviewer = Reviewer::open_state(settings)?;
-        let limits = Limits {
-            time: crate::cli::time_limit(
-                settings
-                    .policy_timeout_ms
-                    .unwrap_or(Limits::default().time.as_millis() as u64),
-            )?,
-            memory_bytes: crate::cli::memory_limit(
-                settings
-                    .policy_memory_mib
-                    .unwrap_or(Limits::default().memory_bytes >> 20),
-            )?,
-        };
-        let cache = reviewer.sys.open_cache_dir(&reviewer.state)?;
-        let runtime = PolicyRuntime::new(limits)?.with_cache(&cache)?;
-        reviewer.chain = settings
-            .policies
-            .iter()
-            .map(|p| runtime.load_trusted_spec(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        reviewer.runtime = Some(runtime);
+        let limits = Limits::from_flags(settings.policy_timeout_ms, settings.policy_memory_mib)?;
+        let engine = Engine::new(limits)?.with_cache(&reviewer.workspace.cache_dir()?)?;
+        let chain = engine.load_trusted_chain(&settings.policies)?;
+        reviewer.chain = Some((engine, chain));
         reviewer.facts = crate::facts::detect()?;
         Ok(reviewer)
     }
 
+    fn sys(&self) -> &dyn Syscalls {
+        self.workspace.sys.as_ref()
+    }
+
     /// Runs the chain over `spec` as step `step_id`; what it approved.
     fn review(&self, step_id: &str, spec: Spec) -> Result<Spec> {
-        let runtime = self.runtime.as_ref().context("no policy runtime")?;
-        let ctx = StepContext {
-            state: self.state.clone(),
-            sys: self.sys.clone(),
-            audit: self.audit.clone(),
-            options: StepOptions {
-                owner: Owner::this_process(),
-                ..StepOptions::default()
-            },
-        };
-        let approved = crate::review_engine_spec(runtime, &self.chain, step_id, spec, &self.facts, ctx)?;
-        if let Some(signal) = crate::interrupt::requested() {
-            bail!("interrupted by {}", crate::interrupt::name(signal));
-        }
-        Ok(approved)
+        let (engine, chain) = self.chain.as_ref().context("no policy chain loaded")?;
+        Ok(engine.review_spec(chain, &self.workspace, step_id, spec, &self.facts)?)
     }
 
     fn kept(&self, key: &ContainerKey) -> Result<Kept> {
         let bytes = self
-            .sys
-            .read_reviewed(&self.state, &key.name)?
+            .sys()
+            .read_reviewed(&self.workspace.state, &key.name)?
             .with_context(|| {
                 format!(
                     "no spec approved for it is kept in {}: it was not made through specwright-runc with policies, or under another --root",
-                    self.state.root().display()
+                    self.workspace.state.root().display()
                 )
             })?;
         serde_json::from_slice(&bytes).context("the kept spec is corrupt")
@@ -296,13 +264,13 @@ impl Reviewer {
         };
         let bytes = serde_json::to_vec(&kept).context("encoding the approved spec")?;
         Ok(self
-            .sys
-            .write_reviewed(&self.state, &key.name, &bytes, config.map(str::as_bytes))?)
+            .sys()
+            .write_reviewed(&self.workspace.state, &key.name, &bytes, config.map(str::as_bytes))?)
     }
 
     /// Forgets kept specs whose container is gone, a few at a time.
     fn prune(&self, now: SystemTime) {
-        let Ok(keys) = self.sys.reviewed_keys(&self.state) else {
+        let Ok(keys) = self.sys().reviewed_keys(&self.workspace.state) else {
             return;
         };
         let mut old: Vec<(String, SystemTime)> = keys
@@ -311,7 +279,7 @@ impl Reviewer {
             .collect();
         old.sort_by_key(|(_, written)| *written);
         for (key, _) in old.into_iter().take(PRUNE_AT_MOST) {
-            let gone = match self.sys.read_reviewed(&self.state, &key) {
+            let gone = match self.sys().read_reviewed(&self.workspace.state, &key) {
                 Ok(Some(bytes)) => {
                     serde_json::from_slice::<Kept>(&bytes).map_or(true, |kept| !kept.runtime_state.exists())
                 }
@@ -321,7 +289,7 @@ impl Reviewer {
                 Err(_) => true,
             };
             if gone {
-                let _ = self.sys.remove_reviewed(&self.state, &key, false);
+                let _ = self.sys().remove_reviewed(&self.workspace.state, &key, false);
             }
         }
     }
@@ -431,29 +399,29 @@ fn review_creation(
         None => std::env::current_dir().context("the working directory (the bundle, as no --bundle was given)")?,
     };
     let bundle = reviewer
-        .sys
+        .sys()
         .open_engine_bundle(&bundle_dir)
         .with_context(|| format!("bundle {}", bundle_dir.display()))?;
     let config_path = bundle.path().join("config.json");
     let config = reviewer
-        .sys
+        .sys()
         .read_engine_config(&bundle, MAX_ENGINE_SPEC_BYTES)
         .with_context(|| format!("the engine's spec {}", config_path.display()))?;
     let text = std::str::from_utf8(&config.bytes)
         .with_context(|| format!("the engine's spec {}: not UTF-8", config_path.display()))?;
-    let mut spec = crate::read_engine_spec(text).with_context(|| format!("{}", config_path.display()))?;
+    let mut spec = crate::pipeline::read_engine_spec(text).with_context(|| format!("{}", config_path.display()))?;
     vouch_for_owner(&bundle, &spec)?;
     anchor_to_bundle(&mut spec, bundle.path()).with_context(|| format!("{}", config_path.display()))?;
     let approved = reviewer.review(&creation_step_id(&creation.id), spec)?;
-    check_fixed_paths(reviewer.sys.as_ref(), &approved)?;
-    check_fixed_files(reviewer.sys.as_ref(), &approved, &flag_files(&creation.host_files)?)?;
+    check_fixed_paths(reviewer.sys(), &approved)?;
+    check_fixed_files(reviewer.sys(), &approved, &flag_files(&creation.host_files)?)?;
     let text = crate::validate::config_json(&approved)?;
     // The runtime is handed a bundle of the wrapper's, which no one else
     // can change between this review and its reading; the engine's
     // config.json says the same, for the engine.
     let reviewed_bundle = reviewer.keep(&key, &approved, Some(&text))?;
     reviewer
-        .sys
+        .sys()
         .write_engine_config(&bundle, text.as_bytes(), config.ownership)
         .with_context(|| format!("writing {}", config_path.display()))?;
     if creation.kind != CreateKind::Restore {
@@ -585,7 +553,7 @@ fn review_exec(reviewer: &Reviewer, invocation: &Invocation, exec: &Exec, real: 
     }
     let key = container_key(invocation, real, &exec.id)?;
     let container = reviewer.kept(&key)?.spec;
-    check_fixed_files(reviewer.sys.as_ref(), &container, &flag_files(&exec.host_files)?)?;
+    check_fixed_files(reviewer.sys(), &container, &flag_files(&exec.host_files)?)?;
     let document = match &exec.process_file {
         Some(path) => Some(
             crate::input::read_trusted_text(path, MAX_DOCUMENT_BYTES)

@@ -15,18 +15,10 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 
+use crate::oci_runtime::{on_path, SYSTEM_PATH};
+
 /// Set in the real runtime's environment: the path it was handed as.
 pub const HANDED_TO_ENV: &str = "SPECWRIGHT_RUNC_HANDED_TO";
-
-/// Where a runtime is looked for after PATH.
-const SYSTEM_PATH: &[&str] = &[
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
 
 /// Which command line a runtime reads, for its default state root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,17 +70,8 @@ impl RealRuntime {
             Some(name) => &[name][..],
             None => &["runc", "crun"],
         };
-        // Engines do not always pass PATH on (podman's cleanup `delete`
-        // runs without one): the system directories come after it.
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let dirs: Vec<PathBuf> = std::env::split_paths(&path)
-            .chain(SYSTEM_PATH.iter().map(PathBuf::from))
-            .collect();
         for name in names {
-            for candidate in dirs.iter().map(|d| d.join(name)) {
-                if !candidate.is_file() {
-                    continue;
-                }
+            for candidate in on_path(name) {
                 let (fd, stat) = open_checked(&candidate)?;
                 if !is_this(&stat) {
                     return Ok(RealRuntime::new(candidate, fd));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use specwright::Limits;
-use specwright::{Chain, Engine, Host, Request};
+use specwright::{Chain, Engine, Request, Workspace};
 use specwright_core::HostFacts;
 use specwright_host_core::audit::Audit;
 use specwright_host_core::state::StateDir;
@@ -178,7 +178,7 @@ fn faults(work: &Path) -> Result<Value> {
         "process = \"u:r:container_t:s0\"\nfile = \"u:object_r:f_t:s0\"\n",
     )?;
     let engine = Engine::new(Limits::default())?;
-    let chain = Chain::new(vec![engine.default_policy()?]);
+    let chain = Chain::new(vec![engine.load_default()?]);
     let mut problems = Vec::new();
     let mut runs = Vec::new();
     for pin in [false, true] {
@@ -193,7 +193,7 @@ fn faults(work: &Path) -> Result<Value> {
             };
             // The step is kept and its lock let go at once: it is then
             // anyone's to release.
-            let outcome = Host::open_with(&state_root, recorder.clone())
+            let outcome = Workspace::open_with(&state_root, recorder.clone())
                 .and_then(|host| engine.prepare(&chain, &host.with_options(options), &request, &facts))
                 .map(specwright::Step::keep)
                 .map_err(|e| e.to_string());
@@ -299,8 +299,8 @@ fn api(work: &Path) -> Result<Value> {
     let facts = oracle_facts()?;
     let state_root = work.join("state");
     let engine = specwright::Engine::new(Limits::default())?;
-    let chain = specwright::Chain::new(vec![engine.default_policy()?]);
-    let host = specwright::Host::open(&state_root)?;
+    let chain = specwright::Chain::new(vec![engine.load_default()?]);
+    let host = specwright::Workspace::open(&state_root)?;
     let held = || mounts_below(&state_root.join("mounts")).map(|m| m.len());
 
     let step = engine.prepare(&chain, &host, &request, &facts)?;
@@ -329,8 +329,8 @@ fn api(work: &Path) -> Result<Value> {
     )?;
 
     let denying = specwright::Chain::new(vec![
-        engine.default_policy()?,
-        engine.load(&format!(
+        engine.load_default()?,
+        engine.load_arg(&format!(
             "{}:{}",
             env!("SPECWRIGHT_TEST_POLICY_WASM"),
             write_settings(&work, "deny")?
@@ -464,12 +464,12 @@ fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: boo
     } else {
         // Through the library's API, as an embedder makes a step.
         let engine = Engine::new(Limits::default())?.with_cache(&cache_dir)?;
-        let chain = Chain::new(vec![engine.load(policy)?]);
+        let chain = Chain::new(vec![engine.load_arg(policy)?]);
         let options = specwright::StepOptions {
             cdi_spec_dirs: Arc::new(vec![cdi_dir.clone()]),
             ..specwright::StepOptions::default()
         };
-        let host = Host::open(&state_root)?.with_options(options);
+        let host = Workspace::open(&state_root)?.with_options(options);
         let prepared = Request::from_json(&request)
             .map_err(|e| e.to_string())
             .and_then(|request| {

@@ -58,6 +58,9 @@ pub struct StepOptions {
     /// /usr/share/containers/selinux/contexts, else the policy's
     /// /etc/selinux/<SELINUXTYPE>/contexts/lxc_contexts).
     pub selinux_contexts: Option<std::path::PathBuf>,
+    /// Stops the step between operations when cancelled (its holdings
+    /// released); the binaries pass the token their signals cancel.
+    pub cancel: crate::interrupt::Cancel,
 }
 
 /// Who makes a step's mounts.
@@ -84,6 +87,7 @@ impl Default for StepOptions {
             cdi_spec_dirs: Arc::new(DEFAULT_CDI_SPEC_DIRS.iter().map(std::path::PathBuf::from).collect()),
             mounting: Mounting::Host,
             selinux_contexts: None,
+            cancel: crate::interrupt::Cancel::new(),
         }
     }
 }
@@ -181,6 +185,11 @@ impl StepHost {
         &self.id
     }
 
+    /// The token that stops this step.
+    pub fn cancel(&self) -> &crate::interrupt::Cancel {
+        &self.options.cancel
+    }
+
     /// For a step whose spec an engine wrote ([`Mounting::Engine`]): the
     /// request the next policy is given (derived from the spec it
     /// receives), and the host paths that spec names beyond it
@@ -226,7 +235,7 @@ impl StepHost {
     ) -> Result<T, HostError> {
         let start = Instant::now();
         self.calls += 1;
-        let result = if let Some(signal) = crate::interrupt::requested() {
+        let result = if let Some(signal) = self.options.cancel.requested() {
             Err(HostError::Failed(format!(
                 "interrupted by {}",
                 crate::interrupt::name(signal)

@@ -1,0 +1,191 @@
+//! Running a chain: each policy in a fresh instance, its output checked
+//! (parsed once, strictly, against the runtime-spec schema), audited, and
+//! handed to the next; whatever happens, the step's holdings are released
+//! on failure.
+
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use specwright_core::spec::Spec;
+use specwright_core::{HostFacts, Request};
+
+use super::Error;
+use crate::audit::Audit;
+use crate::policy::{Engine, LoadedPolicy, PolicyFailure};
+use crate::step::StepHost;
+use crate::validate;
+
+/// The spec an engine wrote, read as every runtime reads it or refused
+/// ([`validate::validate_engine_json`]), before any policy runs.
+pub(crate) fn read_engine_spec(text: &str) -> Result<Spec, Error> {
+    let value = validate::validate_engine_json(text).map_err(|e| Error::EngineSpec(e.to_string()))?;
+    Spec::deserialize(&value).map_err(|e| Error::EngineSpec(format!("does not fit the spec model: {e}")))
+}
+
+/// Runs `chain` for `request` on `step`, validating each policy's output
+/// ([`run_policy`]) and keeping the last one typed; on failure everything
+/// the step holds is released.
+pub(crate) fn run(
+    engine: &Engine,
+    chain: &[LoadedPolicy],
+    mut step: StepHost,
+    request: &Request,
+    facts: &HostFacts,
+    audit: &Audit,
+) -> Result<(StepHost, Spec), Error> {
+    let Some(last) = chain.last() else {
+        return Err(release_after(step, Error::EmptyChain));
+    };
+    let mut previous: Option<String> = None;
+    let mut spec = Value::Null;
+    for policy in chain {
+        let (returned, outcome) = run_policy(engine, policy, step, request, facts, previous.as_deref(), &spec, audit);
+        step = returned;
+        match outcome {
+            Ok((json, value)) => {
+                previous = Some(json);
+                spec = value;
+            }
+            Err(e) => return Err(release_after(step, e)),
+        }
+    }
+    match Spec::deserialize(&spec) {
+        Ok(spec) => Ok((step, spec)),
+        Err(e) => Err(release_after(step, not_a_spec(last, e).into())),
+    }
+}
+
+/// Runs `chain` over `spec`, the spec an engine already wrote for
+/// container `id` and the host read strictly (`specwright-runc`), on
+/// `step` (whose host mounts nothing: [`Mounting::Engine`]). Each policy
+/// gets the spec the one before it returned (the engine's for the first),
+/// as its canonical JSON, and the request derived from that spec
+/// ([`specwright_core::derive`]), so that no policy judges a request the
+/// spec no longer stands for; the host answers `canonical-path` for the
+/// namespaces the spec joins. Returns what the last policy approved. The
+/// step is released before this returns, whatever happens.
+///
+/// [`Mounting::Engine`]: crate::step::Mounting::Engine
+pub(crate) fn review(
+    engine: &Engine,
+    chain: &[LoadedPolicy],
+    mut step: StepHost,
+    id: &str,
+    spec: Spec,
+    facts: &HostFacts,
+    audit: &Audit,
+) -> Result<Spec, Error> {
+    let mut current = spec;
+    for policy in chain {
+        let request = match specwright_core::derive::request_from_spec(id, &current) {
+            Ok(request) => request,
+            Err(e) => {
+                let error = PolicyFailure::InvalidSpec {
+                    policy: policy.name.clone(),
+                    message: format!("the spec it was given stands for no request: {e}"),
+                };
+                return Err(release_after(step, error.into()));
+            }
+        };
+        if let Err(e) = step.set_engine_request(&request, &specwright_core::derive::spec_host_paths(&current)) {
+            return Err(release_after(step, e.into()));
+        }
+        let before = match serde_json::to_value(&current) {
+            Ok(value) => value,
+            Err(e) => return Err(release_after(step, Error::EncodeRequest(e))),
+        };
+        let previous = current.to_json();
+        let (returned, outcome) = run_policy(engine, policy, step, &request, facts, Some(&previous), &before, audit);
+        step = returned;
+        let value = match outcome {
+            Ok((_, value)) => value,
+            Err(e) => return Err(release_after(step, e)),
+        };
+        current = match Spec::deserialize(&value) {
+            Ok(spec) => spec,
+            Err(e) => return Err(release_after(step, not_a_spec(policy, e).into())),
+        };
+    }
+    let cancelled = step_cancelled(&step);
+    step.release_all()?;
+    match cancelled {
+        Some(signal) => Err(Error::Interrupted(signal)),
+        None => Ok(current),
+    }
+}
+
+fn step_cancelled(step: &StepHost) -> Option<&'static str> {
+    step.cancel().requested().map(crate::interrupt::name)
+}
+
+fn not_a_spec(policy: &LoadedPolicy, e: serde_json::Error) -> PolicyFailure {
+    PolicyFailure::InvalidSpec {
+        policy: policy.name.clone(),
+        message: format!("does not fit the spec model: {e}"),
+    }
+}
+
+/// Runs one policy of a chain on `step` and checks what it returns (parsed
+/// once, strictly, against the runtime-spec schema and for what runtimes
+/// would read otherwise); audits the outcome, with the top-level fields it
+/// changed from `before`. On success, the output's text and value.
+#[allow(clippy::too_many_arguments)]
+fn run_policy(
+    engine: &Engine,
+    policy: &LoadedPolicy,
+    mut step: StepHost,
+    request: &Request,
+    facts: &HostFacts,
+    previous: Option<&str>,
+    before: &Value,
+    audit: &Audit,
+) -> (StepHost, Result<(String, Value), Error>) {
+    if let Some(signal) = step_cancelled(&step) {
+        return (step, Err(Error::Interrupted(signal)));
+    }
+    let canonical = match serde_json::to_string(request) {
+        Ok(text) => text,
+        Err(e) => return (step, Err(Error::EncodeRequest(e))),
+    };
+    step.set_actor(&policy.name);
+    let start = Instant::now();
+    let (step, result) = engine.call(policy, step, &canonical, facts, previous);
+    let checked = result.and_then(|json| {
+        validate::validate_json(&json)
+            .map(|value| (json, value))
+            .map_err(|e| PolicyFailure::InvalidSpec {
+                policy: policy.name.clone(),
+                message: e.to_string(),
+            })
+    });
+    let message = checked.as_ref().err().map(ToString::to_string);
+    let outcome = match (&checked, &message) {
+        (Ok((_, value)), _) => Ok(json!({"changed": changed_fields(before, value)})),
+        (Err(_), message) => Err(message.as_deref().unwrap_or_default()),
+    };
+    audit.record(&request.id, &policy.name, "policy", json!({}), outcome, start.elapsed());
+    (step, checked.map_err(Error::from))
+}
+
+/// Top-level spec fields that differ between two policies' outputs.
+fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let b = before.as_object().unwrap_or(&empty);
+    let a = after.as_object().unwrap_or(&empty);
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().filter(|k| b.get(*k) != a.get(*k)).cloned().collect()
+}
+
+/// Releases everything after `error`, reporting both if the release fails too.
+pub(crate) fn release_after(step: StepHost, error: Error) -> Error {
+    match step.release_all() {
+        Ok(_) => error,
+        Err(release) => Error::ReleaseAfterError {
+            error: Box::new(error),
+            release,
+        },
+    }
+}

@@ -1,0 +1,381 @@
+//! The front door: every way in (the `specwright` command line, the
+//! `specwright-runc` wrapper, a library user) goes through these types.
+//!
+//! - [`Workspace`]: where a step's privileged work happens, opened once
+//!   (the state directory, the [`Syscalls`] every operation goes through,
+//!   the audit log, the step options); it also releases and collects
+//!   steps ([`Workspace::release`], [`Workspace::gc`]).
+//! - [`Engine`]: the policy sandbox and its [`Limits`](crate::Limits); it loads policies
+//!   into a [`Chain`] tied to it.
+//! - A step's life: [`Engine::prepare`] (the chain run for a request, the
+//!   mounts held by the returned [`Step`]), [`Step::write_bundle`],
+//!   [`Step::release`] or [`Step::keep`]; [`Engine::run`] does all of it
+//!   around an OCI runtime's `run`; [`Engine::review`] runs the chain over
+//!   a spec an engine already wrote (the wrapper's `create`).
+//!
+//! Each step stops between operations when its [`Cancel`] token (in its
+//! [`StepOptions`]) is cancelled, releasing what it holds.
+
+mod chain;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use specwright_core::spec::Spec;
+use specwright_core::{HostFacts, Request};
+
+use crate::audit::Audit;
+use crate::interrupt::Cancel;
+use crate::oci_runtime::OciRuntime;
+use crate::policy::{Engine, LoadedPolicy, PolicyFailure};
+use crate::state::{StateDir, StateError, StepLock};
+use crate::step::{gc, release_locked, release_step, GcOutcome, ReleaseError, ReleaseReport, StepHost, StepOptions};
+use crate::sys::{RealSyscalls, Syscalls};
+
+pub(crate) use chain::{read_engine_spec, run as run_chain};
+
+/// Why a step could not be prepared, reviewed, written or released; each
+/// variant keeps its cause's type. A policy's denial is always
+/// [`Error::Policy`] with [`PolicyFailure::Denied`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request does not parse or validate (the message names the field).
+    #[error(transparent)]
+    Request(specwright_core::PolicyError),
+    /// The request could not be encoded for the policies.
+    #[error("encoding the request: {0}")]
+    EncodeRequest(serde_json::Error),
+    /// The state dir: the step's lock or record, a bundle directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The host refused or failed to start the step.
+    #[error(transparent)]
+    Host(#[from] specwright_core::HostError),
+    /// The step's token was cancelled (or a signal arrived) between two
+    /// policies.
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
+    /// Loading, running or validating a policy, and a policy's denial.
+    #[error(transparent)]
+    Policy(#[from] PolicyFailure),
+    #[error("{error}; releasing the step's mounts also failed: {release}")]
+    ReleaseAfterError { error: Box<Error>, release: ReleaseError },
+    /// A chain without a policy makes no spec.
+    #[error("the chain has no policy")]
+    EmptyChain,
+    /// A policy of the chain was loaded by another engine.
+    #[error("policy {0} was loaded by another engine than the one asked to run it (load it with this engine, or Engine::adopt it)")]
+    ForeignPolicy(String),
+    /// The spec an engine wrote (`specwright-runc`) is not one.
+    #[error("the engine's spec: {0}")]
+    EngineSpec(String),
+    /// Releasing what the step held.
+    #[error("releasing the step: {0}")]
+    Release(#[from] ReleaseError),
+    /// Encoding the spec.
+    #[error("encoding the spec: {0}")]
+    Encode(#[from] crate::validate::SpecValidationError),
+}
+
+/// Where a step's privileged work happens: the state directory, the
+/// syscalls (real ones, or a recording implementation for a dry run or
+/// fault injection), the audit log, and how steps are treated.
+#[derive(Clone)]
+pub struct Workspace {
+    pub(crate) state: StateDir,
+    pub(crate) sys: Arc<dyn Syscalls>,
+    pub(crate) audit: Arc<Audit>,
+    pub(crate) options: StepOptions,
+}
+
+impl Workspace {
+    /// Opens (creating if needed) the state directory at `state_dir`, with
+    /// real syscalls and the audit log in it.
+    pub fn open(state_dir: &Path) -> Result<Workspace, Error> {
+        Workspace::open_with(state_dir, Arc::new(RealSyscalls))
+    }
+
+    /// Opens the state directory at `state_dir` and its audit log through
+    /// `sys`, which performs every operation of the workspace's steps: a
+    /// recording implementation makes a dry run (nothing is made, not even
+    /// the state dir) or injects faults.
+    pub fn open_with(state_dir: &Path, sys: Arc<dyn Syscalls>) -> Result<Workspace, Error> {
+        let state = sys.open_state_dir(state_dir)?;
+        let audit = Arc::new(sys.open_audit(&state)?);
+        Ok(Workspace {
+            state,
+            sys,
+            audit,
+            options: StepOptions::default(),
+        })
+    }
+
+    /// The same workspace treating steps as `options` say (pinned
+    /// selectors, the owner process `gc` watches, the cancellation token).
+    pub fn with_options(mut self, options: StepOptions) -> Workspace {
+        self.options = options;
+        self
+    }
+
+    /// The token that stops this workspace's steps.
+    pub fn cancel_token(&self) -> &Cancel {
+        &self.options.cancel
+    }
+
+    /// The state dir's compile cache, for [`Engine::with_cache`].
+    pub fn cache_dir(&self) -> Result<PathBuf, Error> {
+        Ok(self.sys.open_cache_dir(&self.state)?)
+    }
+
+    /// Unmounts and removes everything a kept step `id` made (what
+    /// `specwright release ID` does).
+    pub fn release(&self, id: &str) -> Result<ReleaseReport, Error> {
+        Ok(release_step(&self.state, self.sys.as_ref(), &self.audit, id)?)
+    }
+
+    /// Releases every step whose owner process is gone (`specwright gc`).
+    pub fn gc(&self) -> Result<Vec<GcOutcome>, Error> {
+        Ok(gc(&self.state, self.sys.as_ref(), &self.audit)?)
+    }
+
+    /// Takes step `id` for this process (a planned lock for a dry run).
+    fn lock(&self, id: &str) -> Result<StepLock, Error> {
+        Ok(self.sys.lock_step(&self.state, id)?)
+    }
+
+    /// The host side of a step this process holds.
+    pub(crate) fn step_host(&self, request: &Request, lock: StepLock) -> Result<StepHost, Error> {
+        StepHost::new(
+            self.state.clone(),
+            self.sys.clone(),
+            self.audit.clone(),
+            self.options.clone(),
+            request,
+            lock,
+        )
+        .map_err(Error::from)
+    }
+}
+
+/// The policies a step runs through, in order; each gets the previous
+/// one's spec. A chain runs only on the engine that loaded its policies.
+pub struct Chain {
+    policies: Vec<LoadedPolicy>,
+}
+
+impl Chain {
+    /// `policies`, run in the order given.
+    pub fn new(policies: Vec<LoadedPolicy>) -> Chain {
+        Chain { policies }
+    }
+
+    /// The policies, in order.
+    pub fn policies(&self) -> &[LoadedPolicy] {
+        &self.policies
+    }
+}
+
+impl Engine {
+    /// The chain `--policy` arguments name (`FILE[:SETTINGS.json]`,
+    /// `default`, `buildkit-v0.8`); the embedded default alone for none.
+    pub fn load_chain(&self, args: &[String]) -> Result<Chain, Error> {
+        if args.is_empty() {
+            return Ok(Chain::new(vec![self.load_default()?]));
+        }
+        let policies = args.iter().map(|a| self.load_arg(a)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Chain::new(policies))
+    }
+
+    /// [`Engine::load_chain`] for a chain that decides what containers may
+    /// do (`specwright-runc`'s): every policy and settings file must be a
+    /// trusted file; no policy, no chain.
+    pub fn load_trusted_chain(&self, args: &[String]) -> Result<Chain, Error> {
+        let policies = args
+            .iter()
+            .map(|a| self.load_trusted_arg(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Chain::new(policies))
+    }
+
+    /// The chain's policies, each checked to be this engine's.
+    fn policies_of<'c>(&self, chain: &'c Chain) -> Result<&'c [LoadedPolicy], Error> {
+        if chain.policies.is_empty() {
+            return Err(Error::EmptyChain);
+        }
+        match chain.policies.iter().find(|p| !self.owns(p)) {
+            Some(foreign) => Err(Error::ForeignPolicy(foreign.name.clone())),
+            None => Ok(&chain.policies),
+        }
+    }
+
+    /// Runs `chain` for `request` in `workspace`: the step is this
+    /// process's until the returned [`Step`] lets it go. On any failure
+    /// nothing the step made is left.
+    pub fn prepare(
+        &self,
+        chain: &Chain,
+        workspace: &Workspace,
+        request: &Request,
+        facts: &HostFacts,
+    ) -> Result<Step, Error> {
+        let policies = self.policies_of(chain)?;
+        let lock = workspace.lock(&request.id)?;
+        let step = workspace.step_host(request, lock)?;
+        let (step, spec) = chain::run(self, policies, step, request, facts, &workspace.audit)?;
+        Ok(Step {
+            spec,
+            lock: Some(step.keep()),
+            workspace: workspace.clone(),
+        })
+    }
+
+    /// Runs `chain` over `spec_json`, the spec an engine already wrote for
+    /// container `id` (what `specwright-runc` does on `create` and `run`):
+    /// read strictly (refused when runtimes would read it otherwise), then
+    /// each policy gets the spec before it, with the request derived from
+    /// that spec (README's table). The host mounts nothing here, so
+    /// nothing is held once this returns; each policy's result is
+    /// validated as the engine's spec was.
+    pub fn review(
+        &self,
+        chain: &Chain,
+        workspace: &Workspace,
+        id: &str,
+        spec_json: &str,
+        facts: &HostFacts,
+    ) -> Result<Spec, Error> {
+        self.review_spec(chain, workspace, id, read_engine_spec(spec_json)?, facts)
+    }
+
+    /// [`Engine::review`] of a spec already read strictly.
+    pub(crate) fn review_spec(
+        &self,
+        chain: &Chain,
+        workspace: &Workspace,
+        id: &str,
+        spec: Spec,
+        facts: &HostFacts,
+    ) -> Result<Spec, Error> {
+        let policies = self.policies_of(chain)?;
+        let request = specwright_core::derive::request_from_spec(id, &spec).map_err(Error::Request)?;
+        let mut engine_workspace = workspace.clone();
+        engine_workspace.options.mounting = crate::step::Mounting::Engine;
+        let lock = engine_workspace.lock(&request.id)?;
+        let step = engine_workspace.step_host(&request, lock)?;
+        chain::review(self, policies, step, id, spec, facts, &workspace.audit)
+    }
+
+    /// Runs one step under `runtime` (`specwright run`): the rootfs bound,
+    /// the user resolved in it, resolv.conf and hosts made, the chain run,
+    /// config.json written, the container run in the foreground; everything
+    /// released before this returns. The container's exit code.
+    pub fn run(
+        &self,
+        chain: &Chain,
+        workspace: &Workspace,
+        request_json: &str,
+        facts: &HostFacts,
+        rootfs: &Path,
+        runtime: &OciRuntime,
+    ) -> Result<i32, crate::run::RunError> {
+        let declared_version = crate::run::probe::DeclaredVersion::start(
+            workspace.sys.as_ref(),
+            runtime,
+            workspace.cache_dir().ok().as_deref(),
+        );
+        self.run_declared(chain, workspace, request_json, facts, rootfs, runtime, declared_version)
+    }
+
+    /// [`Engine::run`] with the runtime's declared version asked for
+    /// already (the command line asks as early as it can).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_declared(
+        &self,
+        chain: &Chain,
+        workspace: &Workspace,
+        request_json: &str,
+        facts: &HostFacts,
+        rootfs: &Path,
+        runtime: &OciRuntime,
+        declared_version: crate::run::probe::DeclaredVersion,
+    ) -> Result<i32, crate::run::RunError> {
+        let policies = self.policies_of(chain)?;
+        crate::run::run(crate::run::RunArgs {
+            engine: self,
+            chain: policies,
+            request_json,
+            facts,
+            rootfs,
+            oci_runtime: runtime.clone(),
+            declared_version,
+            workspace: workspace.clone(),
+        })
+    }
+}
+
+/// A prepared step: its validated spec and the mounts it holds. Dropping
+/// it releases them (errors are logged); [`Step::release`] reports them.
+pub struct Step {
+    spec: Spec,
+    /// `None` once released or kept.
+    lock: Option<StepLock>,
+    workspace: Workspace,
+}
+
+impl Step {
+    /// The spec the last policy returned.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// config.json's text: runtime-spec's field order, two-space indents.
+    pub fn config_json(&self) -> Result<String, Error> {
+        Ok(crate::validate::pretty(&self.spec)?)
+    }
+
+    /// Writes config.json into `dir` (made if missing; refused when
+    /// another user could change it) atomically; returns its path. The
+    /// directories this made are removed again when writing fails.
+    pub fn write_bundle(&self, dir: &Path) -> Result<PathBuf, Error> {
+        let text = self.config_json()?;
+        let sys = self.workspace.sys.as_ref();
+        let bundle = sys.open_given_bundle(dir)?;
+        match sys.write_config(&bundle, text.as_bytes()) {
+            Ok(path) => Ok(path),
+            Err(e) => {
+                sys.remove_given_bundle(bundle);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Unmounts and removes everything the step holds.
+    pub fn release(mut self) -> Result<ReleaseReport, Error> {
+        Ok(self.release_held()?)
+    }
+
+    /// Leaves the mounts in place beyond this process:
+    /// [`Workspace::release`] (or `gc`, once the owner is gone) undoes them.
+    pub fn keep(mut self) {
+        self.lock = None;
+    }
+
+    fn release_held(&mut self) -> Result<ReleaseReport, ReleaseError> {
+        match self.lock.take() {
+            Some(lock) if lock.is_held() => {
+                let ws = &self.workspace;
+                release_locked(&ws.state, ws.sys.as_ref(), &ws.audit, lock)
+            }
+            _ => Ok(ReleaseReport::default()),
+        }
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_held() {
+            tracing::error!(error = %e, "releasing a dropped step");
+        }
+    }
+}
