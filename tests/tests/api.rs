@@ -27,6 +27,33 @@ fn a_step_holds_its_mounts_until_released_dropped_or_kept() {
         r["again"].as_str().is_some_and(|e| e.contains("already holds mounts")),
         "a kept step is not prepared twice: {r}"
     );
+    assert_eq!(r["released_by_id"], 7, "Workspace::release undoes a kept step: {r}");
+    assert_eq!(r["after_release_by_id"], 0, "{r}");
+    assert_eq!(r["held_orphaned"], 7, "{r}");
+    assert_eq!(
+        r["collected"],
+        json!(["released faulty"]),
+        "gc collects the orphan: {r}"
+    );
+    assert_eq!(r["after_gc"], 0, "{r}");
+    assert!(
+        r["foreign"]
+            .as_str()
+            .is_some_and(|e| e.contains("loaded by another engine")),
+        "a chain of another engine is an error, not a panic: {r}"
+    );
+    assert_eq!(r["counted_hostname"], "call-1", "settings given as a value: {r}");
+    assert!(
+        r["held_when_cancelled"].as_u64().is_some_and(|n| n > 0),
+        "the policy held a mount when the token was cancelled: {r}"
+    );
+    assert!(
+        r["cancelled"]
+            .as_str()
+            .is_some_and(|e| e.contains("interrupted by cancellation")),
+        "the step stopped for the token, not the ten-minute limit: {r}"
+    );
+    assert_eq!(r["after_cancel"], 0, "a cancelled step leaves no mount: {r}");
     assert!(
         r["denied"].as_str().is_some_and(|e| e.contains("denied on purpose")),
         "{r}"

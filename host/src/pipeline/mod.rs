@@ -119,6 +119,21 @@ impl Workspace {
     }
 
     /// The token that stops this workspace's steps.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use specwright::{Chain, Engine, Error, Limits, Request, StepOptions, Workspace};
+    /// let state = tempfile::tempdir()?;
+    /// let workspace = Workspace::open(state.path())?.with_options(StepOptions::default());
+    /// let engine = Engine::new(Limits::default())?;
+    /// let chain = Chain::new(vec![engine.load_default()?]);
+    /// let request = Request::from_json(r#"{"id": "stopped", "args": ["/bin/true"]}"#)?;
+    /// workspace.cancel_token().cancel();
+    /// let stopped = engine.prepare(&chain, &workspace, &request, &specwright::HostFacts::default());
+    /// assert!(matches!(stopped, Err(Error::Interrupted("cancellation"))));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn cancel_token(&self) -> &Cancel {
         &self.options.cancel
     }
@@ -129,12 +144,38 @@ impl Workspace {
     }
 
     /// Unmounts and removes everything a kept step `id` made (what
-    /// `specwright release ID` does).
+    /// `specwright release ID` does); releasing a step that holds nothing
+    /// is no error.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use specwright::{Chain, Engine, Limits, Request, Workspace};
+    /// let state = tempfile::tempdir()?;
+    /// let workspace = Workspace::open(state.path())?;
+    /// let engine = Engine::new(Limits::default())?;
+    /// let chain = Chain::new(vec![engine.load_default()?]);
+    /// let request = Request::from_json(r#"{"id": "kept", "args": ["/bin/true"]}"#)?;
+    /// engine.prepare(&chain, &workspace, &request, &specwright::HostFacts::default())?.keep();
+    /// let report = workspace.release("kept")?;
+    /// assert!(report.busy.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn release(&self, id: &str) -> Result<ReleaseReport, Error> {
         Ok(release_step(&self.state, self.sys.as_ref(), &self.audit, id)?)
     }
 
-    /// Releases every step whose owner process is gone (`specwright gc`).
+    /// Releases every step whose owner process is gone (`specwright gc`);
+    /// what happened to each step.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let state = tempfile::tempdir()?;
+    /// let workspace = specwright::Workspace::open(state.path())?;
+    /// assert!(workspace.gc()?.is_empty(), "no step, nothing to collect");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn gc(&self) -> Result<Vec<GcOutcome>, Error> {
         Ok(gc(&self.state, self.sys.as_ref(), &self.audit)?)
     }
@@ -237,6 +278,26 @@ impl Engine {
     /// that spec (README's table). The host mounts nothing here, so
     /// nothing is held once this returns; each policy's result is
     /// validated as the engine's spec was.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use specwright::{Chain, Engine, Limits, Request, Workspace};
+    /// let state = tempfile::tempdir()?;
+    /// let workspace = Workspace::open(state.path())?;
+    /// let engine = Engine::new(Limits::default())?;
+    /// let chain = Chain::new(vec![engine.load_default()?]);
+    /// let facts = specwright::HostFacts::default();
+    /// // A spec as an engine would write it: here, the default policy's.
+    /// let request = Request::from_json(r#"{"id": "written", "args": ["/bin/sh"]}"#)?;
+    /// let written = engine.prepare(&chain, &workspace, &request, &facts)?.config_json()?;
+    /// let approved = engine.review(&chain, &workspace, "ctr-1", &written, &facts)?;
+    /// assert_eq!(approved.process.map(|p| p.args), Some(vec!["/bin/sh".to_string()]));
+    /// // A spec runtimes would read otherwise than the policies is refused.
+    /// let doubled = written.replacen("{", r#"{"Process": {"args": ["/evil"]},"#, 1);
+    /// assert!(engine.review(&chain, &workspace, "ctr-2", &doubled, &facts).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn review(
         &self,
         chain: &Chain,
@@ -270,6 +331,25 @@ impl Engine {
     /// the user resolved in it, resolv.conf and hosts made, the chain run,
     /// config.json written, the container run in the foreground; everything
     /// released before this returns. The container's exit code.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use specwright::{Engine, Limits, OciRuntime, Workspace};
+    /// let workspace = Workspace::open("/var/lib/specwright".as_ref())?;
+    /// let engine = Engine::new(Limits::default())?.with_cache(&workspace.cache_dir()?)?;
+    /// let chain = engine.load_chain(&[])?;
+    /// let code = engine.run(
+    ///     &chain,
+    ///     &workspace,
+    ///     r#"{"id": "step-1", "args": ["/bin/sh", "-c", "echo hi > /out"]}"#,
+    ///     &specwright::detect_host_facts()?,
+    ///     "/var/lib/rootfs/busybox".as_ref(),
+    ///     &OciRuntime::find("runc")?,
+    /// )?;
+    /// assert_eq!(code, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn run(
         &self,
         chain: &Chain,

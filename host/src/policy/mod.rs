@@ -341,6 +341,18 @@ impl Engine {
     /// audit log, given `settings` (`Value::Null`: none) on every call.
     /// Compiled (through the cache, when there is one) and linked; every
     /// problem is listed in the error.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use specwright::{Engine, Limits, DEFAULT_POLICY_WASM};
+    /// let engine = Engine::new(Limits::default())?;
+    /// let policy = engine.load_bytes("mine", DEFAULT_POLICY_WASM, &serde_json::json!({"strict": true}))?;
+    /// assert_eq!(policy.name, "mine");
+    /// assert_eq!(policy.settings, r#"{"strict":true}"#);
+    /// assert!(engine.load_bytes("junk", b"not wasm", &serde_json::Value::Null).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn load_bytes(
         &self,
         name: &str,

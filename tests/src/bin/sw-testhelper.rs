@@ -291,8 +291,11 @@ fn busy(work: &Path) -> Result<Value> {
 }
 
 /// The library API on a four-mount step: a step released explicitly, one
-/// dropped, one kept (then released by id), one whose chain fails, and a
-/// bundle written; the mounts held and left after each.
+/// dropped, one kept (then released by id), one kept by an owner that is
+/// gone (then collected), one whose chain fails, one whose chain another
+/// engine loaded, one cancelled in the middle of a policy, one whose
+/// policy gets settings as a value, and a bundle written; the mounts held
+/// and left after each.
 fn api(work: &Path) -> Result<Value> {
     let work = std::fs::canonicalize(work)?;
     let request = specwright_core::Request::from_json(&multi_mount_request(&work)?)?;
@@ -321,12 +324,87 @@ fn api(work: &Path) -> Result<Value> {
         .prepare(&chain, &host, &request, &facts)
         .err()
         .map(|e| e.to_string());
-    release_step(
-        &StateDir::open(&state_root)?,
-        &RealSyscalls,
-        &Audit::events_only(),
-        "faulty",
-    )?;
+    let released_by_id = host.release(&request.id)?.released;
+    let after_release_by_id = held()?;
+
+    // A step whose owner is gone is gc's to release.
+    let mut gone = std::process::Command::new("true").spawn()?;
+    let gone_pid = gone.id();
+    gone.wait()?;
+    let orphaned = host.clone().with_options(specwright::StepOptions {
+        owner: specwright::Owner::of_pid(gone_pid),
+        ..specwright::StepOptions::default()
+    });
+    engine.prepare(&chain, &orphaned, &request, &facts)?.keep();
+    let held_orphaned = held()?;
+    let collected: Vec<String> = host
+        .gc()?
+        .into_iter()
+        .map(|outcome| match outcome {
+            specwright::GcOutcome::Released { id, .. } => format!("released {id}"),
+            _ => "other".to_string(),
+        })
+        .collect();
+    let after_gc = held()?;
+
+    // Policies another engine loaded are refused, not run.
+    let other = specwright::Engine::new(Limits::default())?;
+    let foreign = engine
+        .prepare(
+            &specwright::Chain::new(vec![other.load_default()?]),
+            &host,
+            &request,
+            &facts,
+        )
+        .err()
+        .map(|e| e.to_string());
+
+    // Settings as a value, as an embedder holds them.
+    let test_policy = std::fs::read(env!("SPECWRIGHT_TEST_POLICY_WASM"))?;
+    let counting = specwright::Chain::new(vec![
+        engine.load_default()?,
+        engine.load_bytes("count", &test_policy, &json!({"mode": "count"}))?,
+    ]);
+    let counted = engine.prepare(&counting, &host, &request, &facts)?;
+    let counted_hostname = counted.spec().hostname.clone();
+    counted.release()?;
+
+    // A token cancelled while a policy spins holding a mount: the step
+    // stops and releases the mount, long before the time limit.
+    let patient = specwright::Engine::new(Limits::from_flags(Some(600_000), None)?)?;
+    let spinning = specwright::Chain::new(vec![
+        patient.load_default()?,
+        patient.load_bytes("spin", &test_policy, &json!({"mode": "spin-after-mount"}))?,
+    ]);
+    let token = specwright::Cancel::new();
+    let cancellable = host.clone().with_options(specwright::StepOptions {
+        cancel: token.clone(),
+        ..specwright::StepOptions::default()
+    });
+    let canceller = {
+        let token = token.clone();
+        let mounts = state_root.join("mounts");
+        std::thread::spawn(move || {
+            // Once the policy holds its mount.
+            for _ in 0..600 {
+                if mounts_below(&mounts).is_ok_and(|m| !m.is_empty()) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let held = mounts_below(&mounts).map(|m| m.len()).unwrap_or(0);
+            token.cancel();
+            held
+        })
+    };
+    let cancelled = patient
+        .prepare(&spinning, &cancellable, &request, &facts)
+        .err()
+        .map(|e| e.to_string());
+    let held_when_cancelled = canceller
+        .join()
+        .map_err(|_| anyhow::anyhow!("the canceller panicked"))?;
+    let after_cancel = held()?;
 
     let denying = specwright::Chain::new(vec![
         engine.load_default()?,
@@ -348,6 +426,16 @@ fn api(work: &Path) -> Result<Value> {
         "after_drop": after_drop,
         "after_keep": after_keep,
         "again": again,
+        "released_by_id": released_by_id,
+        "after_release_by_id": after_release_by_id,
+        "held_orphaned": held_orphaned,
+        "collected": collected,
+        "after_gc": after_gc,
+        "foreign": foreign,
+        "counted_hostname": counted_hostname,
+        "held_when_cancelled": held_when_cancelled,
+        "cancelled": cancelled,
+        "after_cancel": after_cancel,
         "denied": denied,
         "written_args": written["process"]["args"],
         "left": leftovers(&state_root)?,
