@@ -418,15 +418,9 @@ mod tests {
 
     fn facts() -> HostFacts {
         HostFacts {
-            kernel_release: "6.1.0".into(),
-            seccomp: true,
             first_free_loop: 3,
-            in_user_namespace: false,
-            arch: "amd64".into(),
             capabilities: vec!["CAP_CHOWN".into(), "CAP_SYS_ADMIN".into()],
-            cgroup_namespace: false,
-            apparmor: false,
-            selinux: false,
+            ..HostFacts::example()
         }
     }
 

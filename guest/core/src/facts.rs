@@ -36,6 +36,25 @@ fn default_arch() -> String {
     "amd64".to_string()
 }
 
+impl HostFacts {
+    /// A plain Linux host, for tests and examples: kernel 6.1.0 on amd64
+    /// with seccomp, not in a user namespace, the first free loop device
+    /// 0, no capabilities listed, no cgroup namespace, AppArmor or SELinux.
+    pub fn example() -> HostFacts {
+        HostFacts {
+            kernel_release: "6.1.0".into(),
+            seccomp: true,
+            first_free_loop: 0,
+            in_user_namespace: false,
+            arch: default_arch(),
+            capabilities: Vec::new(),
+            cgroup_namespace: false,
+            apparmor: false,
+            selinux: false,
+        }
+    }
+}
+
 /// A kernel release reduced to what seccomp rules compare: major and minor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KernelVersion {

@@ -191,11 +191,8 @@ mod tests {
     fn facts(kernel: &str, arch: &str) -> HostFacts {
         HostFacts {
             kernel_release: kernel.into(),
-            seccomp: true,
-            first_free_loop: 0,
-            in_user_namespace: false,
             arch: arch.into(),
-            ..HostFacts::default()
+            ..HostFacts::example()
         }
     }
 

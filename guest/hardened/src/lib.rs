@@ -487,14 +487,7 @@ mod tests {
     }
 
     fn facts() -> HostFacts {
-        HostFacts {
-            kernel_release: "6.1".into(),
-            seccomp: true,
-            first_free_loop: 0,
-            in_user_namespace: false,
-            arch: "amd64".into(),
-            ..HostFacts::default()
-        }
+        HostFacts::example()
     }
 
     /// A host where `/run/netns/evil` is the host's network namespace

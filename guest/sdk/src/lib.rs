@@ -391,14 +391,7 @@ mod tests {
     #[test]
     fn an_oci_policy_sees_and_returns_the_spec() {
         let request = Request::from_json(r#"{"id": "s", "args": ["/bin/true"]}"#).unwrap();
-        let facts = HostFacts {
-            kernel_release: "6.1".into(),
-            seccomp: true,
-            first_free_loop: 0,
-            in_user_namespace: false,
-            arch: "amd64".into(),
-            ..HostFacts::default()
-        };
+        let facts = HostFacts::example();
         let base = buildkit::generate_without_mounts(&request, &facts).unwrap();
         let input = Input {
             request,

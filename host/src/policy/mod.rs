@@ -150,8 +150,8 @@ pub struct ImportUse {
 pub fn import_use(import: &str) -> ImportUse {
     let gets = if import.starts_with(&format!("{WIT_PACKAGE}/")) {
         "the specwright host's interface".to_string()
-    } else if let Some((_, what)) = wasi::linked(import) {
-        what.to_string()
+    } else if let Some(linked) = wasi::linked(import) {
+        linked.gets.to_string()
     } else if wasi::is_trapped(import) {
         "loads, but every function traps: a policy has no network".to_string()
     } else {
@@ -467,11 +467,13 @@ impl Engine {
                         WIT_VERSIONS.join(", @")
                     ));
                 }
-            } else if let Some((interface, _)) = wasi::linked(import) {
+            } else if let Some(interface) = wasi::linked(import) {
                 // One definition serves every 0.2 version of an interface.
-                if !linked.contains(&interface) {
-                    wasi::add_to_linker(&mut linker, interface).map_err(|e| format!("linking {import}: {e:#}"))?;
-                    linked.push(interface);
+                if !linked.contains(&interface.interface) {
+                    interface
+                        .add_to(&mut linker)
+                        .map_err(|e| format!("linking {import}: {e:#}"))?;
+                    linked.push(interface.interface);
                 }
             } else if wasi::is_trapped(import) {
                 let io = wasi::io_resources(&self.engine, &ty);

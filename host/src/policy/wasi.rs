@@ -24,59 +24,169 @@ use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
 use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use specwright_host_core::sys::SplitMix64;
+
 use super::host::PolicyState;
 
-/// The interfaces a policy may import (any `0.2.x`), and what their
-/// functions do here. README's table is this list.
-pub const LINKED: &[(&str, &str)] = &[
-    (
-        "wasi:cli/environment",
-        "no variables, no arguments, no initial directory",
-    ),
-    ("wasi:cli/exit", "ends the call: the policy fails, naming the status"),
-    ("wasi:cli/stdin", "closed: a read ends at once"),
-    (
-        "wasi:cli/stdout",
-        "kept (the first 64 KiB) and shown with the policy's error",
-    ),
-    (
-        "wasi:cli/stderr",
-        "kept (the first 64 KiB) and shown with the policy's error",
-    ),
-    ("wasi:cli/terminal-input", "no terminal"),
-    ("wasi:cli/terminal-output", "no terminal"),
-    ("wasi:cli/terminal-stdin", "no terminal"),
-    ("wasi:cli/terminal-stdout", "no terminal"),
-    ("wasi:cli/terminal-stderr", "no terminal"),
-    ("wasi:clocks/wall-clock", "always 1970-01-01T00:00:00Z, resolution 1 ns"),
-    (
-        "wasi:clocks/monotonic-clock",
-        "always 0, resolution 1 ns; a wait for any time is over at once",
-    ),
-    (
-        "wasi:random/random",
-        "a generator with a fixed seed: the same bytes every call",
-    ),
-    (
-        "wasi:random/insecure",
-        "a generator with a fixed seed: the same bytes every call",
-    ),
-    ("wasi:random/insecure-seed", "a fixed seed"),
-    ("wasi:io/error", "the errors of stdin, stdout and stderr"),
-    (
-        "wasi:io/poll",
-        "waits on stdin, stdout, stderr and the clock: all ready at once",
-    ),
-    ("wasi:io/streams", "stdin (closed), stdout and stderr (kept)"),
-    ("wasi:filesystem/preopens", "no directory"),
-    ("wasi:filesystem/types", "no file: a policy holds no descriptor"),
-    ("wasi:sockets/network", "a network that permits nothing"),
-    ("wasi:sockets/instance-network", "a network that permits nothing"),
-    ("wasi:sockets/tcp-create-socket", "refused (access-denied)"),
-    ("wasi:sockets/tcp", "no socket exists to use"),
-    ("wasi:sockets/udp-create-socket", "refused (access-denied)"),
-    ("wasi:sockets/udp", "no socket exists to use"),
-    ("wasi:sockets/ip-name-lookup", "refused (access-denied)"),
+/// An interface a policy may import, what it gets, and how it is linked.
+pub struct Linked {
+    /// The interface, without its version: one definition serves every
+    /// 0.2 version.
+    pub interface: &'static str,
+    /// What a policy gets from it, for `policy inspect` and README.
+    pub gets: &'static str,
+    add: fn(&mut Linker<PolicyState>) -> wasmtime::Result<()>,
+}
+
+impl Linked {
+    /// Adds the interface to `linker`: a policy is linked exactly what it
+    /// imports.
+    pub fn add_to(&self, linker: &mut Linker<PolicyState>) -> wasmtime::Result<()> {
+        (self.add)(linker)
+    }
+}
+
+/// The interfaces a policy may import (any `0.2.x`) besides specwright's
+/// own, what their functions do here, and how each is linked. README's
+/// table is this list.
+pub const LINKED: &[Linked] = &[
+    Linked {
+        interface: "wasi:cli/environment",
+        gets: "no variables, no arguments, no initial directory",
+        add: |l| wasi::cli::environment::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:cli/exit",
+        gets: "ends the call: the policy fails, naming the status",
+        add: |l| wasi::cli::exit::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:cli/stdin",
+        gets: "closed: a read ends at once",
+        add: |l| wasi::cli::stdin::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:cli/stdout",
+        gets: "kept (the first 64 KiB) and shown with the policy's error",
+        add: |l| wasi::cli::stdout::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:cli/stderr",
+        gets: "kept (the first 64 KiB) and shown with the policy's error",
+        add: |l| wasi::cli::stderr::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:cli/terminal-input",
+        gets: "no terminal",
+        add: |l| wasi::cli::terminal_input::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:cli/terminal-output",
+        gets: "no terminal",
+        add: |l| wasi::cli::terminal_output::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:cli/terminal-stdin",
+        gets: "no terminal",
+        add: |l| wasi::cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:cli/terminal-stdout",
+        gets: "no terminal",
+        add: |l| wasi::cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:cli/terminal-stderr",
+        gets: "no terminal",
+        add: |l| wasi::cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
+    },
+    Linked {
+        interface: "wasi:clocks/wall-clock",
+        gets: "always 1970-01-01T00:00:00Z, resolution 1 ns",
+        add: |l| wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, WasiClocksView::clocks),
+    },
+    Linked {
+        interface: "wasi:clocks/monotonic-clock",
+        gets: "always 0, resolution 1 ns; a wait for any time is over at once",
+        add: |l| add_monotonic_clock(l),
+    },
+    Linked {
+        interface: "wasi:random/random",
+        gets: "a generator with a fixed seed: the same bytes every call",
+        add: |l| wasi::random::random::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random),
+    },
+    Linked {
+        interface: "wasi:random/insecure",
+        gets: "a generator with a fixed seed: the same bytes every call",
+        add: |l| wasi::random::insecure::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random),
+    },
+    Linked {
+        interface: "wasi:random/insecure-seed",
+        gets: "a fixed seed",
+        add: |l| wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random),
+    },
+    Linked {
+        interface: "wasi:io/error",
+        gets: "the errors of stdin, stdout and stderr",
+        add: |l| wasi_sync::io::error::add_to_linker::<_, Table>(l, |s| &mut s.table),
+    },
+    Linked {
+        interface: "wasi:io/poll",
+        gets: "waits on stdin, stdout, stderr and the clock: all ready at once",
+        add: |l| wasi_sync::io::poll::add_to_linker::<_, Table>(l, |s| &mut s.table),
+    },
+    Linked {
+        interface: "wasi:io/streams",
+        gets: "stdin (closed), stdout and stderr (kept)",
+        add: |l| wasi_sync::io::streams::add_to_linker::<_, Table>(l, |s| &mut s.table),
+    },
+    Linked {
+        interface: "wasi:filesystem/preopens",
+        gets: "no directory",
+        add: |l| wasi::filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, WasiFilesystemView::filesystem),
+    },
+    Linked {
+        interface: "wasi:filesystem/types",
+        gets: "no file: a policy holds no descriptor",
+        add: |l| wasi_sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(l, WasiFilesystemView::filesystem),
+    },
+    Linked {
+        interface: "wasi:sockets/network",
+        gets: "a network that permits nothing",
+        add: |l| {
+            wasi::sockets::network::add_to_linker::<_, WasiSockets>(l, &Default::default(), WasiSocketsView::sockets)
+        },
+    },
+    Linked {
+        interface: "wasi:sockets/instance-network",
+        gets: "a network that permits nothing",
+        add: |l| wasi::sockets::instance_network::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
+    },
+    Linked {
+        interface: "wasi:sockets/tcp-create-socket",
+        gets: "refused (access-denied)",
+        add: |l| wasi::sockets::tcp_create_socket::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
+    },
+    Linked {
+        interface: "wasi:sockets/tcp",
+        gets: "no socket exists to use",
+        add: |l| wasi_sync::sockets::tcp::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
+    },
+    Linked {
+        interface: "wasi:sockets/udp-create-socket",
+        gets: "refused (access-denied)",
+        add: |l| wasi_sync::sockets::udp_create_socket::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
+    },
+    Linked {
+        interface: "wasi:sockets/udp",
+        gets: "no socket exists to use",
+        add: |l| wasi_sync::sockets::udp::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
+    },
+    Linked {
+        interface: "wasi:sockets/ip-name-lookup",
+        gets: "refused (access-denied)",
+        add: |l| wasi::sockets::ip_name_lookup::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
+    },
 ];
 
 /// Interfaces that load, whose every function traps naming itself (a
@@ -94,11 +204,10 @@ pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 /// The seed of every generator a policy gets.
 const SEED: u64 = 0x5eed_5eed_5eed_5eed;
 
-/// The interface of [`LINKED`] that `import` is a version of, and what it
-/// does here.
-pub fn linked(import: &str) -> Option<(&'static str, &'static str)> {
+/// The interface of [`LINKED`] that `import` is a version of.
+pub fn linked(import: &str) -> Option<&'static Linked> {
     let (name, _) = import.split_once("@0.2.")?;
-    LINKED.iter().copied().find(|(linked, _)| *linked == name)
+    LINKED.iter().find(|linked| linked.interface == name)
 }
 
 /// Whether `import` is an interface every function of which traps.
@@ -157,61 +266,6 @@ impl WasiView for PolicyState {
     }
 }
 
-/// Adds `interface` of [`LINKED`] (unversioned: one definition serves
-/// every 0.2 version) to `linker`: a policy is linked exactly what it
-/// imports.
-pub fn add_to_linker(linker: &mut Linker<PolicyState>, interface: &str) -> wasmtime::Result<()> {
-    let l = linker;
-    match interface {
-        "wasi:io/error" => wasi_sync::io::error::add_to_linker::<_, Table>(l, |s| &mut s.table),
-        "wasi:io/poll" => wasi_sync::io::poll::add_to_linker::<_, Table>(l, |s| &mut s.table),
-        "wasi:io/streams" => wasi_sync::io::streams::add_to_linker::<_, Table>(l, |s| &mut s.table),
-        "wasi:clocks/wall-clock" => wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, WasiClocksView::clocks),
-        "wasi:clocks/monotonic-clock" => add_monotonic_clock(l),
-        "wasi:random/random" => wasi::random::random::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random),
-        "wasi:random/insecure" => wasi::random::insecure::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random),
-        "wasi:random/insecure-seed" => {
-            wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(l, WasiRandomView::random)
-        }
-        "wasi:cli/exit" => wasi::cli::exit::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:cli/environment" => wasi::cli::environment::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:cli/stdin" => wasi::cli::stdin::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:cli/stdout" => wasi::cli::stdout::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:cli/stderr" => wasi::cli::stderr::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:cli/terminal-input" => wasi::cli::terminal_input::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:cli/terminal-output" => wasi::cli::terminal_output::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:cli/terminal-stdin" => wasi::cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:cli/terminal-stdout" => wasi::cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:cli/terminal-stderr" => wasi::cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, WasiCliView::cli),
-        "wasi:filesystem/preopens" => {
-            wasi::filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, WasiFilesystemView::filesystem)
-        }
-        "wasi:filesystem/types" => {
-            wasi_sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(l, WasiFilesystemView::filesystem)
-        }
-        "wasi:sockets/network" => {
-            wasi::sockets::network::add_to_linker::<_, WasiSockets>(l, &Default::default(), WasiSocketsView::sockets)
-        }
-        "wasi:sockets/instance-network" => {
-            wasi::sockets::instance_network::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)
-        }
-        "wasi:sockets/tcp-create-socket" => {
-            wasi::sockets::tcp_create_socket::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)
-        }
-        "wasi:sockets/tcp" => wasi_sync::sockets::tcp::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
-        "wasi:sockets/udp-create-socket" => {
-            wasi_sync::sockets::udp_create_socket::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)
-        }
-        "wasi:sockets/udp" => wasi_sync::sockets::udp::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets),
-        "wasi:sockets/ip-name-lookup" => {
-            wasi::sockets::ip_name_lookup::add_to_linker::<_, WasiSockets>(l, WasiSocketsView::sockets)
-        }
-        other => Err(wasmtime::Error::msg(format!(
-            "{other} is not an interface this host links"
-        ))),
-    }
-}
-
 /// The resource table, for `wasi:io`.
 struct Table;
 
@@ -263,11 +317,11 @@ impl HostWallClock for FixedWallClock {
 
 /// SplitMix64 from [`SEED`]: well-mixed bits, the same sequence for every
 /// call.
-struct FixedSeedRng(u64);
+struct FixedSeedRng(SplitMix64);
 
 impl FixedSeedRng {
     fn new() -> FixedSeedRng {
-        FixedSeedRng(SEED)
+        FixedSeedRng(SplitMix64(SEED))
     }
 }
 
@@ -279,11 +333,7 @@ impl rand_core::TryRng for FixedSeedRng {
     }
 
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Ok(z ^ (z >> 31))
+        Ok(self.0.next())
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {

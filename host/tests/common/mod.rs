@@ -26,12 +26,7 @@ pub fn edit_spec(path: &Path, edit: impl FnOnce(&mut Value)) {
 /// default policy makes).
 pub fn engine_seccomp() -> Value {
     let request = specwright_core::Request::from_json(r#"{"id": "x", "args": ["sh"]}"#).unwrap();
-    let facts = specwright_core::HostFacts {
-        kernel_release: "6.1".into(),
-        seccomp: true,
-        arch: "amd64".into(),
-        ..specwright_core::HostFacts::default()
-    };
+    let facts = specwright_core::HostFacts::example();
     let spec = specwright_core::buildkit::generate_without_mounts(&request, &facts).unwrap();
     serde_json::to_value(spec.linux.unwrap().seccomp.unwrap()).unwrap()
 }

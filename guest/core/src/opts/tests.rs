@@ -2,15 +2,9 @@ use super::*;
 
 fn facts(first_free_loop: u32, in_user_namespace: bool) -> HostFacts {
     HostFacts {
-        kernel_release: "6.1.0".into(),
-        seccomp: true,
         first_free_loop,
         in_user_namespace,
-        arch: "amd64".into(),
-        capabilities: Vec::new(),
-        cgroup_namespace: false,
-        apparmor: false,
-        selinux: false,
+        ..HostFacts::example()
     }
 }
 

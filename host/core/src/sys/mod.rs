@@ -13,7 +13,7 @@ use specwright_core::selinux::McsLevel;
 
 pub mod overlay;
 mod recording;
-pub use recording::RecordingSyscalls;
+pub use recording::{RecordingSyscalls, SplitMix64};
 
 /// One privileged operation, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -117,12 +117,28 @@ impl RecordingSyscalls {
     }
 }
 
-/// SplitMix64's output for state `n`: well-mixed bits from a counter.
+/// SplitMix64, the one generator of fixed sequences the host uses (a dry
+/// run's draws here, a policy's WASI randomness): each call advances the
+/// state by the golden gamma and returns its mix.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 well-mixed bits.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// SplitMix64's `n`-th output (from 0) from state 0: well-mixed bits from
+/// a counter.
 fn split_mix(n: u64) -> u64 {
-    let mut z = n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    SplitMix64(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).next()
 }
 
 /// A fault injected into an operation on the state dir or a bundle; its
