@@ -398,13 +398,47 @@ fn review_creation(
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("the working directory (the bundle, as no --bundle was given)")?,
     };
-    let bundle = reviewer
-        .sys()
-        .open_engine_bundle(&bundle_dir)
-        .with_context(|| format!("bundle {}", bundle_dir.display()))?;
+    // load → review → write back → exec.
+    let engine_spec = load_engine_spec(reviewer.sys(), &bundle_dir)?;
+    let approved = review_engine_spec(
+        reviewer,
+        &creation_step_id(&creation.id),
+        &engine_spec,
+        &creation.host_files,
+    )?;
+    let reviewed_bundle = write_back(reviewer, &key, &engine_spec, &approved)?;
+    if creation.kind != CreateKind::Restore {
+        reviewer.prune(SystemTime::now());
+    }
+    Ok(Handoff {
+        args: creation_args(invocation, creation, &reviewed_bundle),
+        _documents: Vec::new(),
+    })
+}
+
+/// What a creation reviews: the engine's bundle, its config.json as read
+/// (for its mode and owner), and the spec in it, read strictly once and
+/// anchored to the bundle (a relative rootfs, `/proc/<pid>/exe` hooks).
+struct EngineSpec {
+    bundle: crate::state::GivenBundle,
+    config: crate::state::EngineConfig,
+    spec: Spec,
+}
+
+impl EngineSpec {
+    fn config_path(&self) -> PathBuf {
+        self.bundle.path().join("config.json")
+    }
+}
+
+/// Load: the bundle at `dir` (trusted as its owner is vouched for) and its
+/// config.json, read as every runtime reads it or refused.
+fn load_engine_spec(sys: &dyn Syscalls, dir: &Path) -> Result<EngineSpec> {
+    let bundle = sys
+        .open_engine_bundle(dir)
+        .with_context(|| format!("bundle {}", dir.display()))?;
     let config_path = bundle.path().join("config.json");
-    let config = reviewer
-        .sys()
+    let config = sys
         .read_engine_config(&bundle, MAX_ENGINE_SPEC_BYTES)
         .with_context(|| format!("the engine's spec {}", config_path.display()))?;
     let text = std::str::from_utf8(&config.bytes)
@@ -412,31 +446,52 @@ fn review_creation(
     let mut spec = crate::pipeline::read_engine_spec(text).with_context(|| format!("{}", config_path.display()))?;
     vouch_for_owner(&bundle, &spec)?;
     anchor_to_bundle(&mut spec, bundle.path()).with_context(|| format!("{}", config_path.display()))?;
-    let approved = reviewer.review(&creation_step_id(&creation.id), spec)?;
+    Ok(EngineSpec { bundle, config, spec })
+}
+
+/// Review: the chain over the engine's spec, what it approved named
+/// absolutely, then the host paths the runtime will open (the spec's, and
+/// the files its flags name) checked as ones no other user can redirect.
+fn review_engine_spec(
+    reviewer: &Reviewer,
+    step_id: &str,
+    engine_spec: &EngineSpec,
+    host_files: &[(&'static str, PathBuf)],
+) -> Result<Spec> {
+    let mut approved = reviewer.review(step_id, engine_spec.spec.clone())?;
+    // What a policy names relative to the bundle is the engine's bundle's,
+    // as the runtime would read it there, not the wrapper's.
+    anchor_to_bundle(&mut approved, engine_spec.bundle.path())
+        .with_context(|| format!("the approved spec for {}", engine_spec.config_path().display()))?;
     check_fixed_paths(reviewer.sys(), &approved)?;
-    check_fixed_files(reviewer.sys(), &approved, &flag_files(&creation.host_files)?)?;
-    let text = crate::validate::config_json(&approved)?;
-    // The runtime is handed a bundle of the wrapper's, which no one else
-    // can change between this review and its reading; the engine's
-    // config.json says the same, for the engine.
-    let reviewed_bundle = reviewer.keep(&key, &approved, Some(&text))?;
+    check_fixed_files(reviewer.sys(), &approved, &flag_files(host_files)?)?;
+    Ok(approved)
+}
+
+/// Write back: the approved spec kept for the container, its canonical
+/// config.json in a bundle of the wrapper's (which no one else can change
+/// between this review and the runtime's reading) and in the engine's
+/// bundle with the mode and owner it had. The wrapper's bundle.
+fn write_back(reviewer: &Reviewer, key: &ContainerKey, engine_spec: &EngineSpec, approved: &Spec) -> Result<PathBuf> {
+    let text = crate::validate::config_json(approved)?;
+    let reviewed_bundle = reviewer.keep(key, approved, Some(&text))?;
     reviewer
         .sys()
-        .write_engine_config(&bundle, text.as_bytes(), config.ownership)
-        .with_context(|| format!("writing {}", config_path.display()))?;
-    if creation.kind != CreateKind::Restore {
-        reviewer.prune(SystemTime::now());
-    }
+        .write_engine_config(&engine_spec.bundle, text.as_bytes(), engine_spec.config.ownership)
+        .with_context(|| format!("writing {}", engine_spec.config_path().display()))?;
+    Ok(reviewed_bundle)
+}
+
+/// Exec's command line for a creation: the global flags, the subcommand,
+/// the flags kept, the wrapper's bundle, the id.
+fn creation_args(invocation: &Invocation, creation: &Creation, reviewed_bundle: &Path) -> Vec<OsString> {
     let mut args = invocation.global.clone();
     args.push(invocation.rest[0].clone());
     args.extend(creation.kept.iter().cloned());
     args.push("--bundle".into());
-    args.push(reviewed_bundle.into_os_string());
+    args.push(reviewed_bundle.as_os_str().to_owned());
     push_id(&mut args, &creation.id);
-    Ok(Handoff {
-        args,
-        _documents: Vec::new(),
-    })
+    args
 }
 
 /// The step a creation's review takes: the container's id, or one of its
@@ -763,6 +818,157 @@ fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A reviewer whose chain is the embedded default, on a fresh state dir.
+    fn reviewer(work: &Path) -> Reviewer {
+        let workspace = Workspace::open(&work.join("state")).unwrap();
+        let engine = Engine::new(Limits::default()).unwrap();
+        let chain = engine.load_chain(&[]).unwrap();
+        Reviewer {
+            workspace,
+            chain: Some((engine, chain)),
+            facts: HostFacts::example(),
+            _holding: crate::interrupt::Holding::start(),
+        }
+    }
+
+    /// An engine's bundle: the default policy's spec for `args`, its rootfs
+    /// `rootfs` beside it, config.json with `mode`.
+    fn engine_bundle(work: &Path, args: &[&str], mode: u32) -> PathBuf {
+        let r = reviewer(work);
+        let (engine, chain) = r.chain.as_ref().unwrap();
+        let request =
+            specwright_core::Request::from_json(&serde_json::json!({"id": "made", "args": args}).to_string()).unwrap();
+        let step = engine.prepare(chain, &r.workspace, &request, &r.facts).unwrap();
+        let mut spec = step.spec().clone();
+        step.release().unwrap();
+        if let Some(root) = spec.root.as_mut() {
+            root.path = "rootfs".into();
+        }
+        let bundle = work.join("bundle");
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        let config = bundle.join("config.json");
+        std::fs::write(&config, serde_json::to_string(&spec).unwrap()).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+        bundle
+    }
+
+    fn key(work: &Path, id: &str) -> ContainerKey {
+        ContainerKey {
+            name: id.bytes().map(|b| format!("{b:02x}")).collect(),
+            runtime_state: work.join("runtime").join(id),
+        }
+    }
+
+    #[test]
+    fn load_reads_the_spec_strictly_and_anchors_the_rootfs() {
+        let work = tempfile::tempdir().unwrap();
+        let bundle = engine_bundle(work.path(), &["/bin/sh"], 0o600);
+        let loaded = load_engine_spec(&RealSyscalls, &bundle).unwrap();
+        assert_eq!(
+            loaded
+                .spec
+                .root
+                .as_ref()
+                .map(|r| PathBuf::from(r.path.as_ref() as &str)),
+            Some(bundle.join("rootfs")),
+            "a relative rootfs is the engine's bundle's"
+        );
+        let config = bundle.join("config.json");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, text.replacen('{', r#"{"Process": {"args": ["/evil"]},"#, 1)).unwrap();
+        let err = format!("{:#}", load_engine_spec(&RealSyscalls, &bundle).err().unwrap());
+        assert!(err.contains("Process") && err.contains("config.json"), "{err}");
+    }
+
+    #[test]
+    fn review_then_write_back_keeps_and_writes_what_the_chain_approved() {
+        let work = tempfile::tempdir().unwrap();
+        let bundle = engine_bundle(work.path(), &["/bin/sh", "-c", "true"], 0o600);
+        let r = reviewer(work.path());
+        let loaded = load_engine_spec(r.sys(), &bundle).unwrap();
+        let approved = review_engine_spec(&r, "ctr-1", &loaded, &[]).unwrap();
+        assert_eq!(
+            approved.process.as_ref().map(|p| p.args.clone()),
+            Some(vec!["/bin/sh".to_string(), "-c".into(), "true".into()])
+        );
+        assert_eq!(
+            approved.root.as_ref().map(|r| PathBuf::from(r.path.as_ref() as &str)),
+            Some(bundle.join("rootfs")),
+            "the default policy's relative rootfs is the engine bundle's"
+        );
+        let key = key(work.path(), "ctr-1");
+        let reviewed = write_back(&r, &key, &loaded, &approved).unwrap();
+        let canonical = crate::validate::config_json(&approved).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(reviewed.join("config.json")).unwrap(),
+            canonical
+        );
+        let engine_config = bundle.join("config.json");
+        assert_eq!(std::fs::read_to_string(&engine_config).unwrap(), canonical);
+        assert_eq!(
+            std::fs::metadata(&engine_config).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "the engine's mode is kept"
+        );
+        assert_eq!(r.kept(&key).unwrap().spec, approved);
+    }
+
+    #[test]
+    fn review_refuses_a_bind_source_another_user_can_redirect() {
+        let work = tempfile::tempdir().unwrap();
+        let bundle = engine_bundle(work.path(), &["/bin/true"], 0o644);
+        let theirs = work.path().join("theirs");
+        std::fs::create_dir_all(theirs.join("data")).unwrap();
+        nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        let config = bundle.join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/data", "type": "bind", "source": theirs.join("data"), "options": ["rbind", "ro"]
+        }));
+        std::fs::write(&config, spec.to_string()).unwrap();
+        let r = reviewer(work.path());
+        let loaded = load_engine_spec(r.sys(), &bundle).unwrap();
+        let err = format!("{:#}", review_engine_spec(&r, "ctr-2", &loaded, &[]).unwrap_err());
+        assert!(err.contains("4242") && err.contains("theirs"), "{err}");
+    }
+
+    #[test]
+    fn the_runtime_gets_the_flags_kept_the_wrappers_bundle_and_the_id() {
+        let given: Vec<OsString> = [
+            "--root",
+            "/run/x",
+            "create",
+            "--bundle",
+            "/engine",
+            "--pid-file",
+            "/p",
+            "ctr1",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let invocation = args::parse(&given).unwrap();
+        let Command::Create(creation) = &invocation.command else {
+            panic!("{:?}", invocation.command)
+        };
+        let args = creation_args(&invocation, creation, Path::new("/state/reviewed/k"));
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "--root",
+                "/run/x",
+                "create",
+                "--pid-file",
+                "/p",
+                "--bundle",
+                "/state/reviewed/k",
+                "ctr1"
+            ]
+        );
+    }
 
     #[test]
     fn log_times_are_rfc3339_utc() {
