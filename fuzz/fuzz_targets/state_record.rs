@@ -9,7 +9,6 @@
 
 #![no_main]
 
-use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use specwright_host_core::audit::Audit;
@@ -20,51 +19,6 @@ use specwright_host_core::sys::{Op, RealSyscalls, RecordingSyscalls};
 /// A directory entry's name that the file system accepts.
 fn file_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 200 && !name.contains('/') && !name.contains('\0')
-}
-
-/// The path an operation acts on; `None` for deleting a container or
-/// writing a record, which name no path (their step id is checked instead).
-fn op_path(op: &Op) -> Option<&Path> {
-    match op {
-        Op::CreateDir(p) | Op::RemoveDir(p) | Op::CreateFile(p) | Op::RemoveFile(p) | Op::HasSubmounts(p) => Some(p),
-        Op::Mount { target, .. } | Op::Unmount { target, .. } => Some(target),
-        Op::WriteBundleFile(p)
-        | Op::OpenGivenBundle(p)
-        | Op::OpenEngineBundle(p)
-        | Op::CheckTrustedDir(p)
-        | Op::CheckFixedPath(p)
-        | Op::ReadEngineConfig(p)
-        | Op::RemoveGivenBundle(p)
-        | Op::OpenStateDir(p)
-        | Op::ReadHostFile(p)
-        | Op::IsDirectory(p)
-        | Op::Exists(p)
-        | Op::ListDir(p)
-        | Op::NodeInfo(p)
-        | Op::MountFlags(p) => Some(p),
-        Op::DeleteContainer { .. }
-        | Op::WriteRecord(_)
-        | Op::RemoveRecord(_)
-        | Op::LockStep(_)
-        | Op::RemoveLock(_)
-        | Op::ReadRecord(_)
-        | Op::HasBundle(_)
-        | Op::CreateBundle(_)
-        | Op::RemoveBundle(_)
-        | Op::ListSteps
-        | Op::OpenAuditLog
-        | Op::OpenCacheDir
-        | Op::Resolve { .. }
-        | Op::ReadInRoot { .. }
-        | Op::CanonicalPath(_)
-        | Op::Random
-        | Op::ReserveMcsLevel(_)
-        | Op::ReleaseMcsLevel(_)
-        | Op::ReadReviewed(_)
-        | Op::WriteReviewed(_)
-        | Op::RemoveReviewed(_)
-        | Op::ListReviewed => None,
-    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -108,19 +62,19 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(container, id, "another step's container was deleted");
             continue;
         }
-        if let Op::WriteRecord(step)
-        | Op::RemoveRecord(step)
-        | Op::ReadRecord(step)
-        | Op::LockStep(step)
-        | Op::RemoveLock(step)
-        | Op::HasBundle(step)
-        | Op::CreateBundle(step)
-        | Op::RemoveBundle(step) = &op
+        if let Op::WriteRecord { step }
+        | Op::RemoveRecord { step }
+        | Op::ReadRecord { step }
+        | Op::LockStep { step }
+        | Op::RemoveLock { step }
+        | Op::HasBundle { step }
+        | Op::CreateBundle { step }
+        | Op::RemoveBundle { step } = &op
         {
             assert_eq!(step, id, "another step's files were touched");
             continue;
         }
-        let Some(path) = op_path(&op) else { continue };
+        let Some(path) = op.path() else { continue };
         assert!(
             path.parent() == Some(mounts.as_path()) && path.file_name().is_some_and(|n| n != ".." && n != "."),
             "{op:?} is not on a mountpoint under {}\nrecord {id:?}: {content}",

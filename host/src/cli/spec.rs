@@ -11,7 +11,7 @@ use serde_json::json;
 use super::open_workspace;
 use crate::policy::{Engine, Limits};
 use crate::step::StepOptions;
-use crate::sys::{Op, RealSyscalls, RecordingSyscalls};
+use crate::sys::{RealSyscalls, RecordingSyscalls};
 use crate::{Error, Request, Step};
 
 pub(super) struct SpecArgs {
@@ -43,62 +43,6 @@ pub(super) fn read_request(arg: &str) -> Result<String> {
     }
     let mut file = std::fs::File::open(arg).with_context(|| format!("reading request file {arg}"))?;
     bounded(&mut file, &format!("request file {arg}"))
-}
-
-fn op_json(op: &Op) -> serde_json::Value {
-    match op {
-        Op::CreateDir(p) => json!({"op": "mkdir", "path": p}),
-        Op::RemoveDir(p) => json!({"op": "rmdir", "path": p}),
-        Op::CreateFile(p) => json!({"op": "create-file", "path": p}),
-        Op::RemoveFile(p) => json!({"op": "remove-file", "path": p}),
-        Op::Mount {
-            source,
-            target,
-            fstype,
-            flags,
-            data,
-        } => {
-            json!({"op": "mount", "source": source, "target": target, "fstype": fstype, "flags": format!("{:?}", nix::mount::MsFlags::from_bits_truncate(*flags)), "data": data})
-        }
-        Op::Unmount { target, flags } => json!({"op": "umount", "target": target, "flags": flags}),
-        Op::DeleteContainer { runtime, id } => json!({"op": "delete-container", "runtime": runtime, "id": id}),
-        Op::HasSubmounts(p) => json!({"op": "list-submounts", "path": p}),
-        Op::WriteRecord(id) => json!({"op": "write-record", "step": id}),
-        Op::RemoveRecord(id) => json!({"op": "remove-record", "step": id}),
-        Op::Resolve { root, selector } => json!({"op": "resolve", "root": root, "selector": selector}),
-        Op::CanonicalPath(path) => json!({"op": "canonical-path", "path": path}),
-        Op::Exists(path) => json!({"op": "exists", "path": path}),
-        Op::MountFlags(path) => json!({"op": "mount-flags", "path": path}),
-        Op::ListDir(path) => json!({"op": "list-dir", "path": path}),
-        Op::NodeInfo(path) => json!({"op": "stat-node", "path": path}),
-        Op::LockStep(id) => json!({"op": "lock-step", "step": id}),
-        Op::RemoveLock(id) => json!({"op": "remove-lock", "step": id}),
-        Op::ReadRecord(id) => json!({"op": "read-record", "step": id}),
-        Op::ListSteps => json!({"op": "list-steps"}),
-        Op::HasBundle(id) => json!({"op": "has-bundle", "step": id}),
-        Op::CreateBundle(id) => json!({"op": "create-bundle", "step": id}),
-        Op::WriteBundleFile(p) => json!({"op": "write-bundle-file", "path": p}),
-        Op::RemoveBundle(id) => json!({"op": "remove-bundle", "step": id}),
-        Op::OpenGivenBundle(p) => json!({"op": "open-bundle", "path": p}),
-        Op::RemoveGivenBundle(p) => json!({"op": "remove-bundle-dirs", "path": p}),
-        Op::OpenEngineBundle(p) => json!({"op": "open-engine-bundle", "path": p}),
-        Op::CheckTrustedDir(p) => json!({"op": "check-trusted-dir", "path": p}),
-        Op::CheckFixedPath(p) => json!({"op": "check-fixed-path", "path": p}),
-        Op::ReadEngineConfig(p) => json!({"op": "read-engine-config", "path": p}),
-        Op::ReadReviewed(key) => json!({"op": "read-reviewed", "key": key}),
-        Op::WriteReviewed(key) => json!({"op": "write-reviewed", "key": key}),
-        Op::RemoveReviewed(key) => json!({"op": "remove-reviewed", "key": key}),
-        Op::ListReviewed => json!({"op": "list-reviewed"}),
-        Op::ReadInRoot { root, path } => json!({"op": "read-in-root", "root": root, "path": path}),
-        Op::OpenStateDir(p) => json!({"op": "open-state-dir", "path": p}),
-        Op::OpenAuditLog => json!({"op": "open-audit-log"}),
-        Op::OpenCacheDir => json!({"op": "open-cache-dir"}),
-        Op::ReadHostFile(p) => json!({"op": "read-host-file", "path": p}),
-        Op::IsDirectory(p) => json!({"op": "is-directory", "path": p}),
-        Op::Random => json!({"op": "random"}),
-        Op::ReserveMcsLevel(level) => json!({"op": "reserve-mcs-level", "level": level}),
-        Op::ReleaseMcsLevel(level) => json!({"op": "release-mcs-level", "level": level}),
-    }
 }
 
 pub(super) fn spec(args: SpecArgs) -> Result<()> {
@@ -163,7 +107,7 @@ fn plan(args: &SpecArgs, request: &Request, facts: &specwright_core::HostFacts) 
     let recorder = Arc::new(RecordingSyscalls::dry_run());
     let workspace = open_workspace(&args.state_dir, recorder.clone())?.with_options(args.options.clone());
     let step = engine.prepare(&chain, &workspace, request, facts)?;
-    let operations: Vec<_> = recorder.ops().iter().map(op_json).collect();
+    let operations = recorder.ops();
     let plan = json!({"spec": step.spec(), "operations": operations});
     step.keep();
     println!("{}", serde_json::to_string_pretty(&plan).context("encoding the plan")?);

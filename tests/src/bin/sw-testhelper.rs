@@ -210,7 +210,8 @@ fn faults(work: &Path) -> Result<Value> {
             .filter(|op| {
                 matches!(
                     op,
-                    specwright_host_core::sys::Op::WriteRecord(_) | specwright_host_core::sys::Op::RemoveRecord(_)
+                    specwright_host_core::sys::Op::WriteRecord { step: _ }
+                        | specwright_host_core::sys::Op::RemoveRecord { step: _ }
                 )
             })
             .count();

@@ -246,7 +246,7 @@ mod tests {
         let tries = sys
             .ops()
             .into_iter()
-            .filter(|op| matches!(op, Op::ReserveMcsLevel(_)))
+            .filter(|op| matches!(op, Op::ReserveMcsLevel { level: _ }))
             .count();
         assert_eq!(tries, 2, "{:?}", sys.ops());
         assert_eq!(reservations(&f).len(), 2);
@@ -295,7 +295,7 @@ mod tests {
         assert!(!sys
             .ops()
             .iter()
-            .any(|op| matches!(op, Op::ReserveMcsLevel(_) | Op::Random)));
+            .any(|op| matches!(op, Op::ReserveMcsLevel { level: _ } | Op::Random)));
         assert!(!a.holds_mounts());
     }
 

@@ -49,10 +49,10 @@ fn out_of_range_and_released_handles_are_refused_and_name_the_policy() {
     let err = host.resolve_in_root(root, "x").unwrap_err().to_string();
     assert!(err.contains("already released"), "{err}");
     assert!(sys.ops().iter().all(|op| match op {
-        Op::CreateDir(p) | Op::RemoveDir(p) => p.starts_with(dir.path().join("mounts")),
+        Op::CreateDir { path: p } | Op::RemoveDir { path: p } => p.starts_with(dir.path().join("mounts")),
         Op::Mount { target, .. } | Op::Unmount { target, .. } => target.starts_with(dir.path().join("mounts")),
-        Op::ReadRecord(id) | Op::WriteRecord(id) | Op::RemoveRecord(id) => id == "s1",
-        Op::HasSubmounts(p) => p.starts_with(dir.path().join("mounts")),
+        Op::ReadRecord { step: id } | Op::WriteRecord { step: id } | Op::RemoveRecord { step: id } => id == "s1",
+        Op::HasSubmounts { path: p } => p.starts_with(dir.path().join("mounts")),
         other => panic!("unexpected {other:?}"),
     }));
 }
@@ -81,9 +81,9 @@ fn a_dry_run_plans_without_touching_the_state_dir() {
     assert!(path.ends_with("/mounts/s1-0/b"), "{path}");
     let point = root.join("mounts/s1-0");
     let ops = sys.ops();
-    assert_eq!(ops.first(), Some(&Op::ReadRecord("s1".into())), "{ops:?}");
-    assert!(ops.contains(&Op::WriteRecord("s1".into())), "{ops:?}");
-    assert!(ops.contains(&Op::CreateDir(point.clone())), "{ops:?}");
+    assert_eq!(ops.first(), Some(&Op::ReadRecord { step: "s1".into() }), "{ops:?}");
+    assert!(ops.contains(&Op::WriteRecord { step: "s1".into() }), "{ops:?}");
+    assert!(ops.contains(&Op::CreateDir { path: point.clone() }), "{ops:?}");
     let mounts = ops
         .iter()
         .filter(|op| matches!(op, Op::Mount { target, .. } if *target == point));
@@ -96,10 +96,10 @@ fn a_dry_run_plans_without_touching_the_state_dir() {
     drop(host);
     let ops = sys.ops();
     assert!(
-        ops.contains(&Op::RemoveDir(point)),
+        ops.contains(&Op::RemoveDir { path: point }),
         "dropped without keep: released: {ops:?}"
     );
-    assert!(ops.contains(&Op::RemoveRecord("s1".into())), "{ops:?}");
+    assert!(ops.contains(&Op::RemoveRecord { step: "s1".into() }), "{ops:?}");
     assert!(!root.exists(), "a dry run made the state dir");
 }
 
@@ -166,7 +166,7 @@ fn ids_that_are_not_plain_names_are_reported_and_nothing_is_removed() {
     }
     assert!(state_root.join("mounts").is_dir() && state_root.join("steps/...json").is_file());
     assert!(outside.join("bundles").is_dir());
-    let only_looked = |op: &Op| matches!(op, Op::ListSteps | Op::LockStep(_));
+    let only_looked = |op: &Op| matches!(op, Op::ListSteps | Op::LockStep { step: _ });
     assert!(sys.ops().iter().all(only_looked), "{:?}", sys.ops());
 }
 
@@ -205,7 +205,7 @@ fn a_record_claiming_more_than_the_host_makes_is_corrupt() {
         assert!(err.contains("corrupt") && err.contains(says), "{err}");
         assert_eq!(
             sys.ops(),
-            [Op::LockStep("s1".into()), Op::ReadRecord("s1".into())],
+            [Op::LockStep { step: "s1".into() }, Op::ReadRecord { step: "s1".into() }],
             "a corrupt record was trusted"
         );
     }
@@ -242,7 +242,7 @@ fn a_step_with_many_mountpoints_is_released_by_a_few_threads() {
     assert!(sys
         .ops()
         .iter()
-        .any(|op| matches!(op, Op::RemoveRecord(id) if id == "s1")));
+        .any(|op| matches!(op, Op::RemoveRecord { step: id } if id == "s1")));
     assert!(state.read_record("s1").unwrap().is_none(), "the record was not removed");
 }
 
@@ -260,7 +260,7 @@ fn a_policy_cannot_stack_more_than_the_limit_on_one_mountpoint() {
         err.contains("at most") && err.contains("may not mount-temporary"),
         "{err}"
     );
-    assert_eq!(sys.ops(), [Op::ReadRecord("s1".into())], "nothing was mounted");
+    assert_eq!(sys.ops(), [Op::ReadRecord { step: "s1".into() }], "nothing was mounted");
 }
 
 #[test]
@@ -382,5 +382,9 @@ fn mount_flags_are_planned_in_a_dry_run() {
     let req = request(json!([{"dest": "/a", "source": "/srv/x"}]));
     let (mut host, sys) = dry_host(dir.path(), &req);
     assert_eq!(host.mount_flags("/srv/x").unwrap(), 0);
-    assert!(sys.ops().contains(&Op::MountFlags("/srv/x".into())), "{:?}", sys.ops());
+    assert!(
+        sys.ops().contains(&Op::MountFlags { path: "/srv/x".into() }),
+        "{:?}",
+        sys.ops()
+    );
 }

@@ -15,20 +15,34 @@ pub mod overlay;
 mod recording;
 pub use recording::{RecordingSyscalls, SplitMix64};
 
-/// One privileged operation, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One privileged operation, as recorded; a dry run prints the list as
+/// JSON, each `{"op": NAME, ...its fields}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
-    CreateDir(PathBuf),
-    RemoveDir(PathBuf),
-    CreateFile(PathBuf),
-    RemoveFile(PathBuf),
+    #[serde(rename = "mkdir")]
+    CreateDir {
+        path: PathBuf,
+    },
+    #[serde(rename = "rmdir")]
+    RemoveDir {
+        path: PathBuf,
+    },
+    CreateFile {
+        path: PathBuf,
+    },
+    RemoveFile {
+        path: PathBuf,
+    },
     Mount {
         source: Option<String>,
         target: PathBuf,
         fstype: Option<String>,
+        #[serde(serialize_with = "ms_flags")]
         flags: u64,
         data: Option<String>,
     },
+    #[serde(rename = "umount")]
     Unmount {
         target: PathBuf,
         flags: i32,
@@ -37,54 +51,97 @@ pub enum Op {
         runtime: PathBuf,
         id: String,
     },
-    HasSubmounts(PathBuf),
+    #[serde(rename = "list-submounts")]
+    HasSubmounts {
+        path: PathBuf,
+    },
     /// A step's record written (`steps/<id>.json`).
-    WriteRecord(String),
+    WriteRecord {
+        step: String,
+    },
     /// A step's record removed.
-    RemoveRecord(String),
+    RemoveRecord {
+        step: String,
+    },
     /// A selector resolved inside a root, by descriptor.
     Resolve {
         root: PathBuf,
         selector: String,
     },
     /// A host path the request names resolved to what it really is.
-    CanonicalPath(String),
+    CanonicalPath {
+        path: String,
+    },
     /// A step taken for this process (`locks/<id>.lock`).
-    LockStep(String),
+    LockStep {
+        step: String,
+    },
     /// A step's lock file removed (the step holds nothing any more).
-    RemoveLock(String),
+    RemoveLock {
+        step: String,
+    },
     /// A step's record read.
-    ReadRecord(String),
+    ReadRecord {
+        step: String,
+    },
     /// The steps with a record listed (`gc`).
     ListSteps,
     /// Whether a step has a bundle directory in the state dir.
-    HasBundle(String),
+    HasBundle {
+        step: String,
+    },
     /// A step's bundle directory made in the state dir (`run`).
-    CreateBundle(String),
+    CreateBundle {
+        step: String,
+    },
     /// A file of a bundle written.
-    WriteBundleFile(PathBuf),
+    WriteBundleFile {
+        path: PathBuf,
+    },
     /// A step's bundle directory and its files removed.
-    RemoveBundle(String),
+    RemoveBundle {
+        step: String,
+    },
     /// A bundle directory an operator names opened (made if missing).
-    OpenGivenBundle(PathBuf),
+    #[serde(rename = "open-bundle")]
+    OpenGivenBundle {
+        path: PathBuf,
+    },
     /// The directories opening a given bundle made removed again.
-    RemoveGivenBundle(PathBuf),
+    #[serde(rename = "remove-bundle-dirs")]
+    RemoveGivenBundle {
+        path: PathBuf,
+    },
     /// A bundle directory an engine made opened (nothing made).
-    OpenEngineBundle(PathBuf),
+    OpenEngineBundle {
+        path: PathBuf,
+    },
     /// A directory whose contents decide what runs checked to be one no
     /// other user can change ([`crate::state::check_trusted_dir`]).
-    CheckTrustedDir(PathBuf),
+    CheckTrustedDir {
+        path: PathBuf,
+    },
     /// A host path checked to be one no other user can redirect
     /// ([`crate::state::check_fixed_path`]).
-    CheckFixedPath(PathBuf),
+    CheckFixedPath {
+        path: PathBuf,
+    },
     /// An engine bundle's config.json read.
-    ReadEngineConfig(PathBuf),
+    ReadEngineConfig {
+        path: PathBuf,
+    },
     /// The spec kept for a container `specwright-runc` reviewed, read.
-    ReadReviewed(String),
+    ReadReviewed {
+        key: String,
+    },
     /// The spec kept for a reviewed container written.
-    WriteReviewed(String),
+    WriteReviewed {
+        key: String,
+    },
     /// The spec kept for a reviewed container removed.
-    RemoveReviewed(String),
+    RemoveReviewed {
+        key: String,
+    },
     /// The kept specs listed.
     ListReviewed,
     /// A file read inside a root, by descriptor (the rootfs's /etc/passwd).
@@ -93,29 +150,105 @@ pub enum Op {
         path: String,
     },
     /// The state directory opened (made if missing, its ownership checked).
-    OpenStateDir(PathBuf),
+    OpenStateDir {
+        path: PathBuf,
+    },
     /// The state dir's audit log opened for appending.
     OpenAuditLog,
     /// The state dir's compile cache opened (made if missing).
     OpenCacheDir,
     /// A file of the host read, bounded (`run`'s /etc/resolv.conf).
-    ReadHostFile(PathBuf),
+    ReadHostFile {
+        path: PathBuf,
+    },
     /// Whether a host path is a directory (`run`'s rootfs).
-    IsDirectory(PathBuf),
+    IsDirectory {
+        path: PathBuf,
+    },
     /// Whether a host path exists (a tracing socket).
-    Exists(PathBuf),
+    Exists {
+        path: PathBuf,
+    },
     /// The names in a directory (a CDI spec directory).
-    ListDir(PathBuf),
+    ListDir {
+        path: PathBuf,
+    },
     /// What a device node is (a CDI device).
-    NodeInfo(PathBuf),
+    #[serde(rename = "stat-node")]
+    NodeInfo {
+        path: PathBuf,
+    },
     /// The flags of the file system holding a bind's source.
-    MountFlags(PathBuf),
+    MountFlags {
+        path: PathBuf,
+    },
     /// Random bits drawn (an SELinux MCS level).
     Random,
     /// An SELinux MCS level reserved for a step (`selinux/<level>`).
-    ReserveMcsLevel(String),
+    ReserveMcsLevel {
+        level: String,
+    },
     /// A step's SELinux MCS level let go.
-    ReleaseMcsLevel(String),
+    ReleaseMcsLevel {
+        level: String,
+    },
+}
+
+impl Op {
+    /// The host path the operation acts on; `None` for one that names a
+    /// step, a key or a level instead, and for resolutions and reads inside
+    /// a root (which act within a path the request names).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Op::CreateDir { path }
+            | Op::RemoveDir { path }
+            | Op::CreateFile { path }
+            | Op::RemoveFile { path }
+            | Op::HasSubmounts { path }
+            | Op::WriteBundleFile { path }
+            | Op::OpenGivenBundle { path }
+            | Op::RemoveGivenBundle { path }
+            | Op::OpenEngineBundle { path }
+            | Op::CheckTrustedDir { path }
+            | Op::CheckFixedPath { path }
+            | Op::ReadEngineConfig { path }
+            | Op::OpenStateDir { path }
+            | Op::ReadHostFile { path }
+            | Op::IsDirectory { path }
+            | Op::Exists { path }
+            | Op::ListDir { path }
+            | Op::NodeInfo { path }
+            | Op::MountFlags { path } => Some(path),
+            Op::Mount { target, .. } | Op::Unmount { target, .. } => Some(target),
+            Op::DeleteContainer { .. }
+            | Op::WriteRecord { .. }
+            | Op::RemoveRecord { .. }
+            | Op::LockStep { .. }
+            | Op::RemoveLock { .. }
+            | Op::ReadRecord { .. }
+            | Op::HasBundle { .. }
+            | Op::CreateBundle { .. }
+            | Op::RemoveBundle { .. }
+            | Op::ListSteps
+            | Op::OpenAuditLog
+            | Op::OpenCacheDir
+            | Op::Resolve { .. }
+            | Op::ReadInRoot { .. }
+            | Op::CanonicalPath { .. }
+            | Op::Random
+            | Op::ReserveMcsLevel { .. }
+            | Op::ReleaseMcsLevel { .. }
+            | Op::ReadReviewed { .. }
+            | Op::WriteReviewed { .. }
+            | Op::RemoveReviewed { .. }
+            | Op::ListReviewed => None,
+        }
+    }
+}
+
+/// Mount flags as their names (`MS_BIND | MS_REC`), for a dry run's plan.
+fn ms_flags<S: serde::Serializer>(flags: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{:?}", MsFlags::from_bits_truncate(*flags)))
 }
 
 /// Why a container could not be deleted.

@@ -168,19 +168,39 @@ fn not_in_a_dry_run<T>(path: &Path) -> Result<T, StateError> {
 
 impl Syscalls for RecordingSyscalls {
     fn create_dir(&self, path: &Path) -> Result<(), Errno> {
-        self.record(Op::CreateDir(path.to_path_buf()), |s| s.create_dir(path))
+        self.record(
+            Op::CreateDir {
+                path: path.to_path_buf(),
+            },
+            |s| s.create_dir(path),
+        )
     }
 
     fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
-        self.record(Op::RemoveDir(path.to_path_buf()), |s| s.remove_dir(path))
+        self.record(
+            Op::RemoveDir {
+                path: path.to_path_buf(),
+            },
+            |s| s.remove_dir(path),
+        )
     }
 
     fn create_file(&self, path: &Path) -> Result<(), Errno> {
-        self.record(Op::CreateFile(path.to_path_buf()), |s| s.create_file(path))
+        self.record(
+            Op::CreateFile {
+                path: path.to_path_buf(),
+            },
+            |s| s.create_file(path),
+        )
     }
 
     fn remove_file(&self, path: &Path) -> Result<(), Errno> {
-        self.record(Op::RemoveFile(path.to_path_buf()), |s| s.remove_file(path))
+        self.record(
+            Op::RemoveFile {
+                path: path.to_path_buf(),
+            },
+            |s| s.remove_file(path),
+        )
     }
 
     fn mount(
@@ -210,7 +230,9 @@ impl Syscalls for RecordingSyscalls {
     }
 
     fn has_submounts(&self, target: &Path) -> Result<bool, Errno> {
-        let op = Op::HasSubmounts(target.to_path_buf());
+        let op = Op::HasSubmounts {
+            path: target.to_path_buf(),
+        };
         self.pass(op, |e| e, |s| s.has_submounts(target), || Ok(false))
     }
 
@@ -227,7 +249,9 @@ impl Syscalls for RecordingSyscalls {
     }
 
     fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
-        let op = Op::WriteRecord(record.id.clone());
+        let op = Op::WriteRecord {
+            step: record.id.clone(),
+        };
         self.pass_state(
             op,
             state_fault(state.root()),
@@ -237,7 +261,7 @@ impl Syscalls for RecordingSyscalls {
     }
 
     fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
-        let op = Op::RemoveRecord(id.to_string());
+        let op = Op::RemoveRecord { step: id.to_string() };
         self.pass_state(op, state_fault(state.root()), |s| s.remove_record(state, id), || Ok(()))
     }
 
@@ -256,7 +280,7 @@ impl Syscalls for RecordingSyscalls {
     }
 
     fn canonical_path(&self, path: &str) -> Result<String, ResolveError> {
-        let op = Op::CanonicalPath(path.to_string());
+        let op = Op::CanonicalPath { path: path.to_string() };
         self.pass(
             op,
             resolve_fault(Path::new(path)),
@@ -281,7 +305,7 @@ impl Syscalls for RecordingSyscalls {
 
     /// A dry run takes no lock: a planned one.
     fn lock_step(&self, state: &StateDir, id: &str) -> Result<StepLock, StateError> {
-        let op = Op::LockStep(id.to_string());
+        let op = Op::LockStep { step: id.to_string() };
         self.pass_state(
             op,
             state_fault(state.root()),
@@ -291,13 +315,15 @@ impl Syscalls for RecordingSyscalls {
     }
 
     fn remove_lock(&self, lock: StepLock) -> Result<(), StateError> {
-        let op = Op::RemoveLock(lock.id().to_string());
+        let op = Op::RemoveLock {
+            step: lock.id().to_string(),
+        };
         let file = Path::new("locks").join(lock.id());
         self.pass_state(op, state_fault(&file), |s| s.remove_lock(lock), || Ok(()))
     }
 
     fn read_record(&self, state: &StateDir, id: &str) -> Result<Option<StepRecord>, StateError> {
-        let op = Op::ReadRecord(id.to_string());
+        let op = Op::ReadRecord { step: id.to_string() };
         self.pass_state(op, state_fault(state.root()), |s| s.read_record(state, id), || Ok(None))
     }
 
@@ -311,12 +337,12 @@ impl Syscalls for RecordingSyscalls {
     }
 
     fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError> {
-        let op = Op::HasBundle(id.to_string());
+        let op = Op::HasBundle { step: id.to_string() };
         self.pass_state(op, state_fault(state.root()), |s| s.has_bundle(state, id), || Ok(false))
     }
 
     fn create_bundle(&self, state: &StateDir, id: &str) -> Result<Bundle, StateError> {
-        let op = Op::CreateBundle(id.to_string());
+        let op = Op::CreateBundle { step: id.to_string() };
         self.pass_state(
             op,
             state_fault(state.root()),
@@ -328,7 +354,7 @@ impl Syscalls for RecordingSyscalls {
     fn write_bundle_file(&self, bundle: &Bundle, name: &str, bytes: &[u8]) -> Result<PathBuf, StateError> {
         let path = bundle.path().join(name);
         self.pass_state(
-            Op::WriteBundleFile(path.clone()),
+            Op::WriteBundleFile { path: path.clone() },
             state_fault(&path),
             |s| s.write_bundle_file(bundle, name, bytes),
             || not_in_a_dry_run(&path),
@@ -336,13 +362,15 @@ impl Syscalls for RecordingSyscalls {
     }
 
     fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
-        let op = Op::RemoveBundle(id.to_string());
+        let op = Op::RemoveBundle { step: id.to_string() };
         self.pass_state(op, state_fault(state.root()), |s| s.remove_bundle(state, id), || Ok(()))
     }
 
     fn open_given_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
         self.pass_state(
-            Op::OpenGivenBundle(dir.to_path_buf()),
+            Op::OpenGivenBundle {
+                path: dir.to_path_buf(),
+            },
             state_fault(dir),
             |s| s.open_given_bundle(dir),
             || not_in_a_dry_run(dir),
@@ -352,7 +380,7 @@ impl Syscalls for RecordingSyscalls {
     fn write_config(&self, bundle: &GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError> {
         let path = bundle.path().join("config.json");
         self.pass_state(
-            Op::WriteBundleFile(path.clone()),
+            Op::WriteBundleFile { path: path.clone() },
             state_fault(&path),
             |s| s.write_config(bundle, bytes),
             || not_in_a_dry_run(&path),
@@ -361,7 +389,9 @@ impl Syscalls for RecordingSyscalls {
 
     fn open_engine_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
         self.pass_state(
-            Op::OpenEngineBundle(dir.to_path_buf()),
+            Op::OpenEngineBundle {
+                path: dir.to_path_buf(),
+            },
             state_fault(dir),
             |s| s.open_engine_bundle(dir),
             || not_in_a_dry_run(dir),
@@ -371,7 +401,9 @@ impl Syscalls for RecordingSyscalls {
     /// A dry run performs the check (it only looks).
     fn check_trusted_dir(&self, dir: &Path) -> Result<(), StateError> {
         self.pass(
-            Op::CheckTrustedDir(dir.to_path_buf()),
+            Op::CheckTrustedDir {
+                path: dir.to_path_buf(),
+            },
             state_fault(dir),
             |s| s.check_trusted_dir(dir),
             || super::RealSyscalls.check_trusted_dir(dir),
@@ -381,7 +413,9 @@ impl Syscalls for RecordingSyscalls {
     /// A dry run performs the check (it only looks).
     fn check_fixed_path(&self, path: &Path, owners: &[u32]) -> Result<(), StateError> {
         self.pass(
-            Op::CheckFixedPath(path.to_path_buf()),
+            Op::CheckFixedPath {
+                path: path.to_path_buf(),
+            },
             state_fault(path),
             |s| s.check_fixed_path(path, owners),
             || super::RealSyscalls.check_fixed_path(path, owners),
@@ -391,7 +425,7 @@ impl Syscalls for RecordingSyscalls {
     fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError> {
         let path = bundle.path().join("config.json");
         self.pass_state(
-            Op::ReadEngineConfig(path.clone()),
+            Op::ReadEngineConfig { path: path.clone() },
             state_fault(&path),
             |s| s.read_engine_config(bundle, max),
             || not_in_a_dry_run(&path),
@@ -406,7 +440,7 @@ impl Syscalls for RecordingSyscalls {
     ) -> Result<PathBuf, StateError> {
         let path = bundle.path().join("config.json");
         self.pass_state(
-            Op::WriteBundleFile(path.clone()),
+            Op::WriteBundleFile { path: path.clone() },
             state_fault(&path),
             |s| s.write_engine_config(bundle, bytes, ownership),
             || not_in_a_dry_run(&path),
@@ -415,7 +449,7 @@ impl Syscalls for RecordingSyscalls {
 
     fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         self.pass_state(
-            Op::ReadReviewed(key.to_string()),
+            Op::ReadReviewed { key: key.to_string() },
             state_fault(state.root()),
             |s| s.read_reviewed(state, key),
             || Ok(None),
@@ -430,7 +464,7 @@ impl Syscalls for RecordingSyscalls {
         config: Option<&[u8]>,
     ) -> Result<PathBuf, StateError> {
         self.pass_state(
-            Op::WriteReviewed(key.to_string()),
+            Op::WriteReviewed { key: key.to_string() },
             state_fault(state.root()),
             |s| s.write_reviewed(state, key, kept, config),
             || Ok(state.root().join("reviewed").join(key)),
@@ -439,7 +473,7 @@ impl Syscalls for RecordingSyscalls {
 
     fn remove_reviewed(&self, state: &StateDir, key: &str, keep_bundle: bool) -> Result<(), StateError> {
         self.pass_state(
-            Op::RemoveReviewed(key.to_string()),
+            Op::RemoveReviewed { key: key.to_string() },
             state_fault(state.root()),
             |s| s.remove_reviewed(state, key, keep_bundle),
             || Ok(()),
@@ -456,7 +490,9 @@ impl Syscalls for RecordingSyscalls {
     }
 
     fn remove_given_bundle(&self, bundle: GivenBundle) {
-        let op = Op::RemoveGivenBundle(bundle.path().to_path_buf());
+        let op = Op::RemoveGivenBundle {
+            path: bundle.path().to_path_buf(),
+        };
         let mut bundle = Some(bundle);
         let _ = self.pass_state(
             op,
@@ -474,7 +510,9 @@ impl Syscalls for RecordingSyscalls {
     /// A dry run opens nothing: the state dir is only planned.
     fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError> {
         self.pass_state(
-            Op::OpenStateDir(root.to_path_buf()),
+            Op::OpenStateDir {
+                path: root.to_path_buf(),
+            },
             state_fault(root),
             |s| s.open_state_dir(root),
             || Ok(StateDir::at(root)),
@@ -504,7 +542,9 @@ impl Syscalls for RecordingSyscalls {
     /// it plans from it (SELinux labels) is what a step would get.
     fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {
         self.pass(
-            Op::ReadHostFile(path.to_path_buf()),
+            Op::ReadHostFile {
+                path: path.to_path_buf(),
+            },
             std::io::Error::other,
             |s| s.read_host_file(path, bound),
             || super::RealSyscalls.read_host_file(path, bound),
@@ -513,14 +553,18 @@ impl Syscalls for RecordingSyscalls {
 
     /// A dry run plans the path as the directory it should be.
     fn is_directory(&self, path: &Path) -> Result<bool, Errno> {
-        let op = Op::IsDirectory(path.to_path_buf());
+        let op = Op::IsDirectory {
+            path: path.to_path_buf(),
+        };
         self.pass(op, |e| e, |s| s.is_directory(path), || Ok(true))
     }
 
     /// A dry run plans the file system as mounted with no flags.
     fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
         self.pass(
-            Op::MountFlags(path.to_path_buf()),
+            Op::MountFlags {
+                path: path.to_path_buf(),
+            },
             |e| e,
             |s| s.mount_flags(path),
             || Ok(0),
@@ -529,13 +573,22 @@ impl Syscalls for RecordingSyscalls {
 
     /// A dry run plans the path as present.
     fn exists(&self, path: &Path) -> Result<bool, Errno> {
-        self.pass(Op::Exists(path.to_path_buf()), |e| e, |s| s.exists(path), || Ok(true))
+        self.pass(
+            Op::Exists {
+                path: path.to_path_buf(),
+            },
+            |e| e,
+            |s| s.exists(path),
+            || Ok(true),
+        )
     }
 
     /// A dry run reads no directory: it is planned as missing.
     fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>> {
         self.pass(
-            Op::ListDir(path.to_path_buf()),
+            Op::ListDir {
+                path: path.to_path_buf(),
+            },
             std::io::Error::other,
             |s| s.list_dir(path),
             || Ok(None),
@@ -551,7 +604,9 @@ impl Syscalls for RecordingSyscalls {
             mode: 0o666,
         };
         self.pass(
-            Op::NodeInfo(path.to_path_buf()),
+            Op::NodeInfo {
+                path: path.to_path_buf(),
+            },
             |e| e,
             |s| s.node_info(path),
             || Ok(planned),
@@ -568,7 +623,9 @@ impl Syscalls for RecordingSyscalls {
     /// A dry run plans every level as free.
     fn reserve_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<bool, StateError> {
         self.pass_state(
-            Op::ReserveMcsLevel(level.to_string()),
+            Op::ReserveMcsLevel {
+                level: level.to_string(),
+            },
             state_fault(&state.selinux_dir()),
             |s| s.reserve_mcs_level(state, id, level),
             || Ok(true),
@@ -577,7 +634,9 @@ impl Syscalls for RecordingSyscalls {
 
     fn release_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<(), StateError> {
         self.pass_state(
-            Op::ReleaseMcsLevel(level.to_string()),
+            Op::ReleaseMcsLevel {
+                level: level.to_string(),
+            },
             state_fault(&state.selinux_dir()),
             |s| s.release_mcs_level(state, id, level),
             || Ok(()),
