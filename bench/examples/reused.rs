@@ -18,8 +18,7 @@ fn main() -> Result<()> {
     let json = oracle_request(&case, work.path())?;
     let facts = oracle_facts()?;
     let state = StateDir::open(&work.path().join("state"))?;
-    std::fs::create_dir_all(&cache)?;
-    let runtime = Engine::new(Limits::default())?.with_cache(&cache)?;
+    let runtime = Engine::new(Limits::default())?.with_cache(specwright::Workspace::open(&cache)?.compile_cache()?);
     let policy = runtime.load_default()?;
     let request = Request::from_json(&json)?;
     let mut reused = runtime.reused_instance(&policy, dry_step(&state, &request)?)?;

@@ -95,13 +95,13 @@ pub fn languages(
         let mut compiles = Vec::new();
         let mut cached = Vec::new();
         for n in 0..3 {
-            let cache = work.join(format!("cache-{name}-{n}"));
-            let cold = Engine::new(Limits::default())?.with_cache(&cache)?;
+            let cache = specwright::Workspace::open(&work.join(format!("state-{name}-{n}")))?.compile_cache()?;
+            let cold = Engine::new(Limits::default())?.with_cache(cache.clone());
             let start = Instant::now();
             cold.load_bytes(name, &bytes, &serde_json::Value::Null)?;
             compiles.push(start.elapsed().as_secs_f64());
             for _ in 0..3 {
-                let warm = Engine::new(Limits::default())?.with_cache(&cache)?;
+                let warm = Engine::new(Limits::default())?.with_cache(cache.clone());
                 let start = Instant::now();
                 warm.load_bytes(name, &bytes, &serde_json::Value::Null)?;
                 cached.push(start.elapsed().as_secs_f64());

@@ -3,8 +3,10 @@
 //! once, not on every step.
 
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use specwright_host_core::state::{CacheDir, CacheEntry, StateError};
+use specwright_host_core::sys::Syscalls;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -12,21 +14,20 @@ use wasmtime::component::Component;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: not trusted as a cache ({why})")]
-    Untrusted { path: PathBuf, why: String },
+    /// Reading or writing the cache's directory.
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("compiling: {0}")]
     Compile(String),
 }
 
+/// Precompiled policies in the state dir's `cache/`, read and written
+/// through the [`Store`] like every other state file (a dry run finds
+/// nothing there, a fault can be injected into any of it).
 #[derive(Clone)]
 pub struct CompileCache {
-    dir: PathBuf,
+    dir: CacheDir,
+    store: Arc<dyn Syscalls>,
 }
 
 /// What a load found.
@@ -37,28 +38,14 @@ pub enum CacheUse {
 }
 
 impl CompileCache {
-    /// Opens (creating, mode 0700) the cache directory. Precompiled code is
-    /// trusted code, so the directory must belong to us and be writable by
-    /// no one else.
-    pub fn open(dir: &Path) -> Result<CompileCache, CacheError> {
-        let io = |source| CacheError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
-        let meta = std::fs::symlink_metadata(dir).map_err(io)?;
-        if !meta.is_dir() {
-            return Err(CacheError::Untrusted {
-                path: dir.to_path_buf(),
-                why: "not a directory (a symlink?)".to_string(),
-            });
-        }
-        check_trusted(dir, &meta)?;
-        Ok(CompileCache { dir: dir.to_path_buf() })
+    /// The cache in `dir`, read and written through `store`.
+    pub fn new(dir: CacheDir, store: Arc<dyn Syscalls>) -> CompileCache {
+        CompileCache { dir, store }
+    }
+
+    /// Its directory, open.
+    pub fn dir(&self) -> &CacheDir {
+        &self.dir
     }
 
     /// The file name of the precompiled form, for `engine`, of the
@@ -79,45 +66,26 @@ impl CompileCache {
     pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let name = Self::entry_name(engine, &digest);
-        let path = self.dir.join(&name);
-        if let Some(component) = read_entry(engine, &path, &digest) {
-            return Ok((component, CacheUse::Hit));
+        if let Some(entry) = self.store.read_cache_entry(&self.dir, &name, MAX_ENTRY_BYTES)? {
+            if let Some(component) = checked_entry(engine, &entry, &digest) {
+                return Ok((component, CacheUse::Hit));
+            }
         }
         // Missing, stale, foreign or broken: compile again and replace it.
-        sweep_abandoned(&self.dir);
+        if let Err(e) = self.store.sweep_cache(&self.dir) {
+            tracing::debug!(error = %e, "sweeping the compile cache");
+        }
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
-        crate::state::write_file_in(
+        self.store.write_cache_entry(
             &self.dir,
             &name,
             &[&compiled, &EntryTrailer::of(&digest, &compiled).to_bytes()],
-            0o600,
-        )
-        .map_err(|e| CacheError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+        )?;
         let component = deserialize_bytes(engine, &compiled).map_err(|e| CacheError::Compile(format!("{e:#}")))?;
         Ok((component, CacheUse::Compiled))
     }
-}
-
-fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), CacheError> {
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
-        return Err(CacheError::Untrusted {
-            path: path.to_path_buf(),
-            why: format!("owned by uid {}, not {euid}", meta.uid()),
-        });
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(CacheError::Untrusted {
-            path: path.to_path_buf(),
-            why: format!("mode {:o} lets others write", meta.mode() & 0o777),
-        });
-    }
-    Ok(())
 }
 
 /// What a cache entry ends with: this magic, then the SHA-256 of the
@@ -177,58 +145,30 @@ impl EntryTrailer {
     }
 }
 
-/// The entry at `path`, if it is a regular file of ours, for the
-/// component whose SHA-256 is `digest`, with its code whole.
-fn read_entry(engine: &wasmtime::Engine, path: &Path, digest: &[u8; 32]) -> Option<Component> {
-    use std::io::Read;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.file_type().is_file() || check_trusted(path, &meta).is_err() || meta.len() > MAX_ENTRY_BYTES {
-        return None;
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
-    let (code, trailer) = EntryTrailer::split(&bytes)?;
+/// The component in `entry` (read by descriptor, a regular file of this
+/// user's that no one else may write), if it is for the component whose
+/// SHA-256 is `digest` and its code is whole.
+fn checked_entry(engine: &wasmtime::Engine, entry: &CacheEntry, digest: &[u8; 32]) -> Option<Component> {
+    let (code, trailer) = EntryTrailer::split(&entry.bytes)?;
     if trailer != EntryTrailer::of(digest, code) {
         return None;
     }
-    map_entry(engine, path).ok()
+    map_entry(engine, entry).ok()
 }
 
-fn map_entry(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: `path` is a regular file in a cache directory owned by this
-    // user and writable by no one else (checked for the directory and the
-    // file), written by `precompile_component` of an engine with the same
-    // configuration (its hash is in the file name) for this very component
-    // (its SHA-256 is in the trailer), and whole (its length and CRC-32
-    // match the trailer's; wasmtime ignores what follows its ELF image).
-    // Entries are only ever replaced by renaming a new file over them,
-    // never changed in place, so the mapping keeps the bytes checked here.
-    // wasmtime also checks its own header and rejects an incompatible
-    // engine.
-    unsafe { Component::deserialize_file(engine, path) }
-}
-
-/// Removes temporary files of compiles whose process is gone (killed
-/// while writing its entry).
-fn sweep_abandoned(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let owner = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(crate::state::temporary_owner);
-        if let Some(pid) = owner {
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
+fn map_entry(engine: &wasmtime::Engine, entry: &CacheEntry) -> wasmtime::Result<Component> {
+    // SAFETY: the path names the very file `entry` holds open, through
+    // this process's descriptor: a regular file in the cache directory
+    // (owned by this user and writable by no one else, checked on its
+    // descriptor like the file), written by `precompile_component` of an
+    // engine with the same configuration (its hash is in the file name) for
+    // this very component (its SHA-256 is in the trailer), and whole (its
+    // length and CRC-32 match the trailer's; wasmtime ignores what follows
+    // its ELF image). Entries are only ever replaced by renaming a new
+    // file over them, never changed in place, so the mapping keeps the
+    // bytes checked here. wasmtime also checks its own header and rejects
+    // an incompatible engine.
+    unsafe { Component::deserialize_file(engine, entry.fd_path()) }
 }
 
 /// `component`, compiled by another engine of this process with the same

@@ -61,6 +61,7 @@ pub mod runc;
 // names.
 use specwright_host_core::{audit, facts, input, interrupt, resolve, state, step, strict_json, sys, validate};
 
+pub use cache::{CacheError, CompileCache};
 pub use oci_runtime::{FindError, OciRuntime};
 pub use pipeline::{Chain, Error, Step, Workspace};
 #[cfg(feature = "bench")]

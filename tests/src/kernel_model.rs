@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use specwright_host_core::state::{StateDir, StateError};
-
 /// The kernel's mount table and directory entries as a model, for property
 /// tests of the host's bookkeeping: creating what exists is EEXIST,
 /// removing a mountpoint EBUSY, unmounting what is not mounted EINVAL, a
@@ -50,7 +48,7 @@ impl KernelModel {
     }
 }
 
-impl specwright_host_core::sys::Syscalls for KernelModel {
+impl specwright_host_core::sys::Kernel for KernelModel {
     fn create_dir(&self, path: &Path) -> Result<(), nix::errno::Errno> {
         self.create(path)
     }
@@ -103,23 +101,6 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         Ok(())
     }
 
-    /// Records are the state dir's own files, in the test's directory.
-    fn write_record(
-        &self,
-        state: &specwright_host_core::state::StateDir,
-        record: &specwright_host_core::state::StepRecord,
-    ) -> Result<(), specwright_host_core::state::StateError> {
-        state.write_record(record)
-    }
-
-    fn remove_record(
-        &self,
-        state: &specwright_host_core::state::StateDir,
-        id: &str,
-    ) -> Result<(), specwright_host_core::state::StateError> {
-        state.remove_record(id)
-    }
-
     /// Resolution looks at the test's real directories.
     fn resolve(
         &self,
@@ -140,128 +121,6 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         bound: u64,
     ) -> Result<Option<Vec<u8>>, specwright_host_core::resolve::ResolveError> {
         specwright_host_core::sys::RealSyscalls.read_in_root(root, path, bound)
-    }
-
-    /// Locks, records and bundles are the state dir's own files, in the
-    /// test's directory.
-    fn lock_step(&self, state: &StateDir, id: &str) -> Result<specwright_host_core::state::StepLock, StateError> {
-        specwright_host_core::sys::RealSyscalls.lock_step(state, id)
-    }
-
-    fn remove_lock(&self, lock: specwright_host_core::state::StepLock) -> Result<(), StateError> {
-        specwright_host_core::sys::RealSyscalls.remove_lock(lock)
-    }
-
-    fn read_record(
-        &self,
-        state: &StateDir,
-        id: &str,
-    ) -> Result<Option<specwright_host_core::state::StepRecord>, StateError> {
-        specwright_host_core::sys::RealSyscalls.read_record(state, id)
-    }
-
-    fn step_ids(&self, state: &StateDir) -> Result<Vec<String>, StateError> {
-        specwright_host_core::sys::RealSyscalls.step_ids(state)
-    }
-
-    fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError> {
-        specwright_host_core::sys::RealSyscalls.has_bundle(state, id)
-    }
-
-    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<specwright_host_core::state::Bundle, StateError> {
-        specwright_host_core::sys::RealSyscalls.create_bundle(state, id)
-    }
-
-    fn write_bundle_file(
-        &self,
-        bundle: &specwright_host_core::state::Bundle,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<PathBuf, StateError> {
-        specwright_host_core::sys::RealSyscalls.write_bundle_file(bundle, name, bytes)
-    }
-
-    fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
-        specwright_host_core::sys::RealSyscalls.remove_bundle(state, id)
-    }
-
-    fn open_given_bundle(&self, dir: &Path) -> Result<specwright_host_core::state::GivenBundle, StateError> {
-        specwright_host_core::sys::RealSyscalls.open_given_bundle(dir)
-    }
-
-    fn write_config(
-        &self,
-        bundle: &specwright_host_core::state::GivenBundle,
-        bytes: &[u8],
-    ) -> Result<PathBuf, StateError> {
-        specwright_host_core::sys::RealSyscalls.write_config(bundle, bytes)
-    }
-
-    fn remove_given_bundle(&self, bundle: specwright_host_core::state::GivenBundle) {
-        specwright_host_core::sys::RealSyscalls.remove_given_bundle(bundle)
-    }
-
-    fn open_engine_bundle(&self, dir: &Path) -> Result<specwright_host_core::state::GivenBundle, StateError> {
-        specwright_host_core::sys::RealSyscalls.open_engine_bundle(dir)
-    }
-
-    fn check_trusted_dir(&self, dir: &Path) -> Result<(), StateError> {
-        specwright_host_core::sys::RealSyscalls.check_trusted_dir(dir)
-    }
-
-    fn check_fixed_path(&self, path: &Path, owners: &[u32]) -> Result<(), StateError> {
-        specwright_host_core::sys::RealSyscalls.check_fixed_path(path, owners)
-    }
-
-    fn read_engine_config(
-        &self,
-        bundle: &specwright_host_core::state::GivenBundle,
-        max: u64,
-    ) -> Result<specwright_host_core::state::EngineConfig, StateError> {
-        specwright_host_core::sys::RealSyscalls.read_engine_config(bundle, max)
-    }
-
-    fn write_engine_config(
-        &self,
-        bundle: &specwright_host_core::state::GivenBundle,
-        bytes: &[u8],
-        ownership: specwright_host_core::state::Ownership,
-    ) -> Result<PathBuf, StateError> {
-        specwright_host_core::sys::RealSyscalls.write_engine_config(bundle, bytes, ownership)
-    }
-
-    fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        specwright_host_core::sys::RealSyscalls.read_reviewed(state, key)
-    }
-
-    fn write_reviewed(
-        &self,
-        state: &StateDir,
-        key: &str,
-        kept: &[u8],
-        config: Option<&[u8]>,
-    ) -> Result<PathBuf, StateError> {
-        specwright_host_core::sys::RealSyscalls.write_reviewed(state, key, kept, config)
-    }
-
-    fn remove_reviewed(&self, state: &StateDir, key: &str, keep_bundle: bool) -> Result<(), StateError> {
-        specwright_host_core::sys::RealSyscalls.remove_reviewed(state, key, keep_bundle)
-    }
-
-    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
-        specwright_host_core::sys::RealSyscalls.reviewed_keys(state)
-    }
-
-    fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError> {
-        specwright_host_core::sys::RealSyscalls.open_state_dir(root)
-    }
-
-    fn open_audit(&self, state: &StateDir) -> Result<specwright_host_core::audit::Audit, StateError> {
-        specwright_host_core::sys::RealSyscalls.open_audit(state)
-    }
-
-    fn open_cache_dir(&self, state: &StateDir) -> Result<PathBuf, StateError> {
-        specwright_host_core::sys::RealSyscalls.open_cache_dir(state)
     }
 
     fn is_directory(&self, path: &Path) -> Result<bool, nix::errno::Errno> {
@@ -295,25 +154,6 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         specwright_host_core::sys::RealSyscalls.random()
     }
 
-    /// Reservations are the state dir's own files, in the test's directory.
-    fn reserve_mcs_level(
-        &self,
-        state: &StateDir,
-        id: &str,
-        level: &specwright_core::selinux::McsLevel,
-    ) -> Result<bool, StateError> {
-        state.reserve_mcs_level(id, level)
-    }
-
-    fn release_mcs_level(
-        &self,
-        state: &StateDir,
-        id: &str,
-        level: &specwright_core::selinux::McsLevel,
-    ) -> Result<(), StateError> {
-        state.release_mcs_level(id, level)
-    }
-
     fn unmount(&self, target: &Path, _flags: nix::mount::MntFlags) -> Result<(), nix::errno::Errno> {
         let mut state = self.lock();
         match state.mounted.get_mut(target) {
@@ -329,3 +169,7 @@ impl specwright_host_core::sys::Syscalls for KernelModel {
         }
     }
 }
+
+/// Locks, records and bundles are the state dir's own files, in the test's
+/// directory: the store's real operations.
+impl specwright_host_core::sys::Store for KernelModel {}

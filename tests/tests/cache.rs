@@ -137,3 +137,82 @@ fn a_damaged_cache_entry_is_compiled_over_not_run() {
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// The cache's entries go through the workspace's syscalls like every
+/// other state file: a load reads, sweeps and writes through them, a
+/// second load only reads, a fault in the write fails the load naming the
+/// entry, and a dry run reads nothing back and writes nothing.
+#[test]
+fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
+    use specwright::{Engine, Limits, Op, RealSyscalls, RecordingSyscalls, Workspace};
+    use std::sync::Arc;
+    let (_dir, work) = workdir();
+    let cache_ops = |recorder: &RecordingSyscalls| -> Vec<Op> {
+        recorder
+            .ops()
+            .into_iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    Op::ReadCacheEntry { .. } | Op::WriteCacheEntry { .. } | Op::SweepCache
+                )
+            })
+            .collect()
+    };
+    let load = |state: &Path, recorder: Arc<RecordingSyscalls>| {
+        let workspace = Workspace::open_with(state, recorder).unwrap();
+        let engine = Engine::new(Limits::default())
+            .unwrap()
+            .with_cache(workspace.compile_cache().unwrap());
+        engine.load_default().map(|_| ())
+    };
+
+    let state = work.join("state");
+    let first = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), None));
+    load(&state, first.clone()).unwrap();
+    let ops = cache_ops(&first);
+    assert!(
+        matches!(
+            &ops[..],
+            [Op::ReadCacheEntry { .. }, Op::SweepCache, Op::WriteCacheEntry { name }] if name.ends_with(".cwasm")
+        ),
+        "{ops:?}"
+    );
+    let second = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), None));
+    load(&state, second.clone()).unwrap();
+    assert!(
+        matches!(&cache_ops(&second)[..], [Op::ReadCacheEntry { .. }]),
+        "{:?}",
+        second.ops()
+    );
+
+    let faulty_state = work.join("faulty");
+    let write_at = first
+        .ops()
+        .iter()
+        .position(|op| matches!(op, Op::WriteCacheEntry { .. }))
+        .unwrap();
+    let faulty = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), Some(write_at)));
+    let err = load(&faulty_state, faulty).unwrap_err().to_string();
+    assert!(err.contains("EIO") && err.contains(".cwasm"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(faulty_state.join("cache")).unwrap().collect();
+    assert!(left.is_empty(), "the failed write left {left:?}");
+
+    let planned = Arc::new(RecordingSyscalls::dry_run_over_state(Box::new(RealSyscalls)));
+    let dry_state = work.join("dry");
+    let workspace = Workspace::open_with(&dry_state, planned.clone()).unwrap();
+    let cache = workspace.compile_cache().unwrap();
+    let recorder = Arc::new(RecordingSyscalls::dry_run());
+    let planned_cache = specwright::CompileCache::new(cache.dir().clone(), recorder.clone());
+    Engine::new(Limits::default())
+        .unwrap()
+        .with_cache(planned_cache)
+        .load_default()
+        .unwrap();
+    assert_eq!(cache_ops(&recorder).len(), 3, "{:?}", recorder.ops());
+    assert_eq!(
+        std::fs::read_dir(dry_state.join("cache")).unwrap().count(),
+        0,
+        "a dry run writes no entry"
+    );
+}

@@ -281,15 +281,15 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                     selinux_contexts,
                     ..StepOptions::default()
                 }));
-            let cache_dir = workspace.cache_dir()?;
+            let cache = workspace.compile_cache()?;
             // Asked while the policies load.
             let declared_version =
-                crate::run::probe::DeclaredVersion::start(&RealSyscalls, &oci_runtime, Some(&cache_dir));
+                crate::run::probe::DeclaredVersion::start(&RealSyscalls, &oci_runtime, Some(cache.dir()));
             let facts = match &host_facts {
                 Some(path) => crate::facts::read_facts_file(path)?,
                 None => crate::facts::detect()?,
             };
-            let engine = Engine::new(limits)?.with_cache(&cache_dir)?;
+            let engine = Engine::new(limits)?.with_cache(cache);
             let chain = engine.load_chain(&policies)?;
             let _holding = crate::interrupt::Holding::start();
             Ok(engine.run_declared(

@@ -12,7 +12,7 @@ pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Compile { state_dir, files } => {
             let workspace = open_workspace(&state_dir, Arc::new(crate::sys::RealSyscalls))?;
-            let runtime = Engine::new(Limits::default())?.with_cache(&workspace.cache_dir()?)?;
+            let runtime = Engine::new(Limits::default())?.with_cache(workspace.compile_cache()?);
             for file in files {
                 let (name, bytes) = Engine::read_policy_file(&file)?;
                 let (_, used) = runtime.compile(&name, &bytes)?;

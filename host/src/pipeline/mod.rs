@@ -25,6 +25,7 @@ use specwright_core::spec::Spec;
 use specwright_core::{HostFacts, Request};
 
 use crate::audit::Audit;
+use crate::cache::CompileCache;
 use crate::interrupt::Cancel;
 use crate::oci_runtime::OciRuntime;
 use crate::policy::{Engine, LoadedPolicy, PolicyFailure};
@@ -138,9 +139,14 @@ impl Workspace {
         &self.options.cancel
     }
 
-    /// The state dir's compile cache, for [`Engine::with_cache`].
-    pub fn cache_dir(&self) -> Result<PathBuf, Error> {
-        Ok(self.sys.open_cache_dir(&self.state)?)
+    /// The state dir's compile cache (made if missing), for
+    /// [`Engine::with_cache`]; its entries are read and written through
+    /// this workspace's syscalls.
+    pub fn compile_cache(&self) -> Result<CompileCache, Error> {
+        Ok(CompileCache::new(
+            self.sys.open_cache_dir(&self.state)?,
+            self.sys.clone(),
+        ))
     }
 
     /// Unmounts and removes everything a kept step `id` made (what
@@ -336,7 +342,7 @@ impl Engine {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use specwright::{Engine, Limits, OciRuntime, Workspace};
     /// let workspace = Workspace::open("/var/lib/specwright".as_ref())?;
-    /// let engine = Engine::new(Limits::default())?.with_cache(&workspace.cache_dir()?)?;
+    /// let engine = Engine::new(Limits::default())?.with_cache(workspace.compile_cache()?);
     /// let chain = engine.load_chain(&[])?;
     /// let code = engine.run(
     ///     &chain,
@@ -359,11 +365,9 @@ impl Engine {
         rootfs: &Path,
         runtime: &OciRuntime,
     ) -> Result<i32, crate::run::RunError> {
-        let declared_version = crate::run::probe::DeclaredVersion::start(
-            workspace.sys.as_ref(),
-            runtime,
-            workspace.cache_dir().ok().as_deref(),
-        );
+        let cache = workspace.sys.open_cache_dir(&workspace.state).ok();
+        let declared_version =
+            crate::run::probe::DeclaredVersion::start(workspace.sys.as_ref(), runtime, cache.as_ref());
         self.run_declared(chain, workspace, request_json, facts, rootfs, runtime, declared_version)
     }
 

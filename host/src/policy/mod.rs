@@ -240,14 +240,11 @@ impl Engine {
         self.link(&policy.name, &component, policy.settings.clone())
     }
 
-    /// Keeps precompiled policies in `dir` (e.g. `<state>/cache`).
-    pub fn with_cache(mut self, dir: &Path) -> Result<Engine, PolicyFailure> {
-        let cache = CompileCache::open(dir).map_err(|e| PolicyFailure::Load {
-            policy: "(cache)".to_string(),
-            message: e.to_string(),
-        })?;
+    /// Keeps precompiled policies in `cache` (a workspace's:
+    /// [`Workspace::compile_cache`](crate::Workspace::compile_cache)).
+    pub fn with_cache(mut self, cache: CompileCache) -> Engine {
         self.cache = Some(cache);
-        Ok(self)
+        self
     }
 
     /// Loads the embedded default policy (BuildKit v0.32.2's `GenerateSpec`).

@@ -233,7 +233,7 @@ fn run_in_bundle(
     let prepared = Prepared {
         rootfs,
         user,
-        runtime_spec: declared_version.declared(),
+        runtime_spec: declared_version.declared(args.workspace.sys.as_ref()),
     };
     let result = start_container(args, &mut step, spec, &prepared, request, bundle);
     let released = step.release_all().map(|report| {

@@ -3,11 +3,12 @@
 //! in the state dir's cache: a step then starts no extra process.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use super::edits::DeclaredSpecVersion;
 use crate::oci_runtime::OciRuntime;
+use crate::state::CacheDir;
 use crate::sys::Syscalls;
 
 /// Bytes of `--version` output read, and remembered, at most.
@@ -55,14 +56,12 @@ pub enum DeclaredVersion {
 impl DeclaredVersion {
     /// What `runtime` declares, from `cache_dir` (read through `sys`) when
     /// it was asked before; otherwise `<runtime> --version` is started.
-    pub fn start(sys: &dyn Syscalls, runtime: &OciRuntime, cache_dir: Option<&Path>) -> DeclaredVersion {
+    pub fn start(sys: &dyn Syscalls, runtime: &OciRuntime, cache: Option<&CacheDir>) -> DeclaredVersion {
         let identity = RuntimeIdentity::of(&runtime.path);
-        let remember = cache_dir
-            .zip(identity)
-            .map(|(dir, id)| (dir.to_path_buf(), id.file_name()));
+        let remember = cache.zip(identity).map(|(dir, id)| (dir.clone(), id.file_name()));
         if let Some((dir, name)) = &remember {
-            // The cache dir is this user's alone (the compile cache's check).
-            if let Ok(Some(output)) = sys.read_host_file(&dir.join(name), MAX_OUTPUT_BYTES) {
+            if let Ok(Some(entry)) = sys.read_cache_entry(dir, name, MAX_OUTPUT_BYTES) {
+                let output = String::from_utf8_lossy(&entry.bytes);
                 return DeclaredVersion::Remembered(DeclaredSpecVersion::from_version_output(&output));
             }
         }
@@ -81,7 +80,7 @@ impl DeclaredVersion {
     /// The version the runtime declares, if its output names one. Output
     /// of a `--version` that succeeded is remembered (a cache that cannot
     /// be written is only a missed saving).
-    pub fn declared(self) -> Option<DeclaredSpecVersion> {
+    pub fn declared(self, sys: &dyn Syscalls) -> Option<DeclaredSpecVersion> {
         use std::io::Read;
         match self {
             DeclaredVersion::Remembered(declared) => declared,
@@ -95,7 +94,7 @@ impl DeclaredVersion {
                     .map(|out| out.take(MAX_OUTPUT_BYTES).read_to_string(&mut output));
                 let succeeded = asking.child.wait().is_ok_and(|status| status.success());
                 if let (Some(Ok(_)), true, Some((dir, name))) = (read, succeeded, asking.remember.take()) {
-                    if let Err(e) = crate::state::write_file_in(&dir, &name, &[output.as_bytes()], 0o600) {
+                    if let Err(e) = sys.write_cache_entry(&dir, &name, &[output.as_bytes()]) {
                         tracing::debug!(error = %e, "remembering the runtime's --version");
                     }
                 }
@@ -110,7 +109,7 @@ impl DeclaredVersion {
 /// and waited for when dropped unread.
 pub struct Asking {
     child: Child,
-    remember: Option<(PathBuf, String)>,
+    remember: Option<(CacheDir, String)>,
 }
 
 impl Drop for Asking {
@@ -130,8 +129,11 @@ mod tests {
     #[test]
     fn a_runtime_is_asked_once_until_its_binary_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let (bin, cache) = (dir.path().join("fake-runtime"), dir.path().join("cache"));
-        std::fs::create_dir(&cache).unwrap();
+        let bin = dir.path().join("fake-runtime");
+        let cache = crate::state::StateDir::open(&dir.path().join("state"))
+            .unwrap()
+            .open_cache_dir()
+            .unwrap();
         let asked = dir.path().join("asked");
         let script = |version: &str| {
             format!(
@@ -146,17 +148,17 @@ mod tests {
         let declared = |d: Option<DeclaredSpecVersion>| d.map(|v| format!("{v:?}"));
         let first = DeclaredVersion::start(&RealSyscalls, &runtime, Some(&cache));
         assert!(matches!(first, DeclaredVersion::Asking(_)));
-        let first = declared(first.declared());
+        let first = declared(first.declared(&RealSyscalls));
         assert!(first.as_deref().is_some_and(|v| v.contains("1.0.2")), "{first:?}");
         let second = DeclaredVersion::start(&RealSyscalls, &runtime, Some(&cache));
         assert!(matches!(second, DeclaredVersion::Remembered(_)));
-        assert_eq!(declared(second.declared()), first);
+        assert_eq!(declared(second.declared(&RealSyscalls)), first);
         assert_eq!(times_asked(), 1);
 
         // Another size, so that the identity differs whatever the clock's
         // granularity.
         std::fs::write(&bin, script("1.2.0-rc1")).unwrap();
-        let third = declared(DeclaredVersion::start(&RealSyscalls, &runtime, Some(&cache)).declared());
+        let third = declared(DeclaredVersion::start(&RealSyscalls, &runtime, Some(&cache)).declared(&RealSyscalls));
         assert!(third.as_deref().is_some_and(|v| v.contains("1.2.0-rc1")), "{third:?}");
         assert_eq!(times_asked(), 2);
     }
@@ -164,7 +166,7 @@ mod tests {
     #[test]
     fn without_a_cache_dir_every_step_asks() {
         let runtime = OciRuntime {
-            path: PathBuf::from("/nonexistent/runtime"),
+            path: std::path::PathBuf::from("/nonexistent/runtime"),
         };
         assert!(matches!(
             DeclaredVersion::start(&RealSyscalls, &runtime, None),

@@ -44,7 +44,7 @@ use crate::pipeline::{Chain, Workspace};
 use crate::policy::{Engine, Limits};
 use crate::state::DEFAULT_STATE_DIR;
 use crate::step::StepOptions;
-use crate::sys::{RealSyscalls, Syscalls};
+use crate::sys::{RealSyscalls, Store, Syscalls};
 use args::{Command, CreateKind, Creation, Exec, Invocation, LogTarget, OwnFlags, Update};
 use config::{WrapperConfig, CONFIG_ENV};
 use paths::{anchor_to_bundle, check_fixed_files, check_fixed_paths, flag_files};
@@ -224,7 +224,7 @@ impl Reviewer {
         crate::validate::prepare_in_background();
         let mut reviewer = Reviewer::open_state(settings)?;
         let limits = Limits::from_flags(settings.policy_timeout_ms, settings.policy_memory_mib)?;
-        let engine = Engine::new(limits)?.with_cache(&reviewer.workspace.cache_dir()?)?;
+        let engine = Engine::new(limits)?.with_cache(reviewer.workspace.compile_cache()?);
         let chain = engine.load_trusted_chain(&settings.policies)?;
         reviewer.chain = Some((engine, chain));
         reviewer.facts = crate::facts::detect()?;

@@ -21,7 +21,7 @@ use specwright_host_core::audit::Audit;
 use specwright_host_core::state::StateDir;
 use specwright_host_core::step::release_step;
 use specwright_host_core::step::{StepHost, StepOptions};
-use specwright_host_core::sys::{RealSyscalls, RecordingSyscalls, Syscalls};
+use specwright_host_core::sys::{Kernel, RealSyscalls, RecordingSyscalls, Syscalls};
 use specwright_tests::{make_oracle_source_tree, mounts_below};
 
 fn main() {
@@ -536,7 +536,7 @@ fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: boo
     let state_root = work.join("state");
     let state = StateDir::open(&state_root)?;
     let cache_dir = state.open_cache_dir()?;
-    link_entries(compiled, &cache_dir)?;
+    link_entries(compiled, cache_dir.path())?;
     let mounts_root = state.mounts_dir();
     let sys: Arc<dyn Syscalls> = Arc::new(RealSyscalls);
     let audit = Audit::events_only();
@@ -552,7 +552,7 @@ fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: boo
         )?
     } else {
         // Through the library's API, as an embedder makes a step.
-        let engine = Engine::new(Limits::default())?.with_cache(&cache_dir)?;
+        let engine = Engine::new(Limits::default())?.with_cache(Workspace::open(&state_root)?.compile_cache()?);
         let chain = Chain::new(vec![engine.load_arg(policy)?]);
         let options = specwright::StepOptions {
             cdi_spec_dirs: Arc::new(vec![cdi_dir.clone()]),
@@ -578,7 +578,7 @@ fn oracle_case(cases: &Path, name: &str, work: &Path, policy: &str, via_cli: boo
             Err(e) => (None, Some(e), String::new(), mounts_during),
         }
     };
-    link_entries(&cache_dir, compiled)?;
+    link_entries(cache_dir.path(), compiled)?;
     let mapped = match &spec {
         Some(spec) => Some(map_back(spec, &mounts_root, &placeholders)?),
         None => None,

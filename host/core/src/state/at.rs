@@ -331,20 +331,6 @@ pub(super) fn remove_file_at(dir: BorrowedFd<'_>, path: &Path, name: &str) -> Re
     }
 }
 
-/// Writes `parts`, one after another, as file `name` of the directory at
-/// `dir` (one this process trusts, such as the compile cache) the way every
-/// state file is written: an exclusively created temporary file, fsynced,
-/// then a rename.
-pub fn write_file_in(dir: &Path, name: &str, parts: &[&[u8]], mode: u32) -> Result<(), StateError> {
-    let fd = nix::fcntl::open(
-        dir,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_at(dir))?;
-    write_atomically(fd.as_fd(), dir, name, parts, mode, true)
-}
-
 /// The pid in the name of a temporary file [`write_atomically`] made
 /// (`.<name>.<pid>.<n>.tmp`): a sweep removes those whose process is gone.
 pub fn temporary_owner(file_name: &str) -> Option<u32> {

@@ -15,6 +15,7 @@ use super::at::{
     remove_file_at, write_atomically, Dir, DIR_MODE,
 };
 use super::bundle::Bundle;
+use super::cache::CacheDir;
 use super::lock::StepLock;
 use super::record::{is_plain_name, StepRecord};
 use super::StateError;
@@ -125,9 +126,11 @@ impl StateDir {
     }
 
     /// Opens (creating) the cache directory, checked like the rest.
-    pub fn open_cache_dir(&self) -> Result<PathBuf, StateError> {
+    pub fn open_cache_dir(&self) -> Result<CacheDir, StateError> {
         let open = self.opened()?;
-        Ok(open_subdir(&open.root, "cache", true)?.path)
+        Ok(CacheDir {
+            dir: open_subdir(&open.root, "cache", true)?,
+        })
     }
 
     /// Where privileged operations are logged, one JSON object a line.

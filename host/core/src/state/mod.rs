@@ -21,6 +21,7 @@
 
 mod at;
 mod bundle;
+mod cache;
 mod dir;
 mod lock;
 mod record;
@@ -28,8 +29,9 @@ mod record;
 mod tests;
 mod walk;
 
-pub use at::{temporary_owner, write_file_in, Ownership};
+pub use at::{temporary_owner, Ownership};
 pub use bundle::{Bundle, EngineConfig, GivenBundle};
+pub use cache::{CacheDir, CacheEntry};
 pub use dir::{StateDir, DEFAULT_STATE_DIR};
 pub use lock::StepLock;
 pub use record::{

@@ -255,11 +255,13 @@ fn a_temporary_name_says_whose_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let next = TMP_SEQ.load(Ordering::Relaxed);
     let pid = std::process::id();
+    let cache = StateDir::open(dir.path()).unwrap().open_cache_dir().unwrap();
     for n in next..next + 4 {
-        std::os::unix::fs::symlink("/nonexistent", dir.path().join(format!(".abc-0.cwasm.{pid}.{n}.tmp"))).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", cache.path().join(format!(".abc-0.cwasm.{pid}.{n}.tmp"))).unwrap();
     }
-    write_file_in(dir.path(), "abc-0.cwasm", &[b"head", b"code"], 0o600).unwrap();
-    assert_eq!(std::fs::read(dir.path().join("abc-0.cwasm")).unwrap(), b"headcode");
+    cache.write_entry("abc-0.cwasm", &[b"head", b"code"]).unwrap();
+    assert_eq!(cache.read_entry("abc-0.cwasm", 64).unwrap().unwrap().bytes, b"headcode");
+    assert!(cache.read_entry("abc-0.cwasm", 4).unwrap().is_none(), "over the bound");
     assert_eq!(temporary_owner(&format!(".abc-0.cwasm.{pid}.{next}.tmp")), Some(pid));
     assert_eq!(temporary_owner("abc-0.cwasm"), None);
     assert_eq!(temporary_owner("abc-0.tmp12"), None);

@@ -1,5 +1,7 @@
-//! Every privileged syscall the host makes, behind one trait: the real one
-//! performs them; the recording one serves dry runs and fault injection.
+//! Every privileged operation the host makes, behind two traits: the
+//! [`Kernel`]'s (mounts, resolution, opens) and the [`Store`]'s (the state
+//! dir's files). The real implementation performs them; the recording one
+//! serves dry runs and fault injection, recording each as an [`Op`].
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,9 @@ use nix::mount::{MntFlags, MsFlags};
 
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
-use crate::state::{Bundle, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock, StepRecord};
+use crate::state::{
+    Bundle, CacheDir, CacheEntry, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock, StepRecord,
+};
 use specwright_core::selinux::McsLevel;
 
 pub mod overlay;
@@ -157,6 +161,17 @@ pub enum Op {
     OpenAuditLog,
     /// The state dir's compile cache opened (made if missing).
     OpenCacheDir,
+    /// A compile cache entry read (a precompiled policy, a runtime's
+    /// remembered `--version`).
+    ReadCacheEntry {
+        name: String,
+    },
+    /// A compile cache entry written.
+    WriteCacheEntry {
+        name: String,
+    },
+    /// Temporary files of compiles whose process is gone removed.
+    SweepCache,
     /// A file of the host read, bounded (`run`'s /etc/resolv.conf).
     ReadHostFile {
         path: PathBuf,
@@ -232,6 +247,9 @@ impl Op {
             | Op::ListSteps
             | Op::OpenAuditLog
             | Op::OpenCacheDir
+            | Op::ReadCacheEntry { .. }
+            | Op::WriteCacheEntry { .. }
+            | Op::SweepCache
             | Op::Resolve { .. }
             | Op::ReadInRoot { .. }
             | Op::CanonicalPath { .. }
@@ -267,12 +285,21 @@ pub enum ContainerError {
     },
 }
 
-pub trait Syscalls: Send + Sync {
+/// What the host kernel does for a step: mounts, directories and files
+/// for mountpoints, resolution and reads by descriptor, node and
+/// file-system facts, randomness, and the runtime's `delete`. Each
+/// implementation ([`RealSyscalls`], [`RecordingSyscalls`], a test's
+/// model of the kernel) implements every operation.
+pub trait Kernel: Send + Sync {
     fn create_dir(&self, path: &Path) -> Result<(), Errno>;
+
     fn remove_dir(&self, path: &Path) -> Result<(), Errno>;
+
     /// Creates an empty file (a mountpoint for a file), failing if it exists.
     fn create_file(&self, path: &Path) -> Result<(), Errno>;
+
     fn remove_file(&self, path: &Path) -> Result<(), Errno>;
+
     fn mount(
         &self,
         source: Option<&str>,
@@ -281,70 +308,170 @@ pub trait Syscalls: Send + Sync {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno>;
+
     fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno>;
+
     /// Kills and deletes container `id` of OCI runtime `runtime`
     /// (`runtime delete --force id`); one that does not exist is deleted.
     fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), ContainerError>;
+
     /// Whether anything is mounted below `target` (a recursive bind of a
     /// tree with mounts of its own).
     fn has_submounts(&self, target: &Path) -> Result<bool, Errno>;
-    /// Writes a step's record into the state dir (before each mount, after
-    /// each release), so that a dry run writes none and a fault can be
-    /// injected here too.
-    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError>;
-    /// Removes a step's record (the step holds nothing any more).
-    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError>;
+
     /// Resolves `selector` inside `root` as if `root` were `/`, by
     /// descriptor ([`crate::resolve::resolve_in_root`]).
     fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError>;
+
     /// What host path `path` really is, symlinks resolved
     /// ([`crate::resolve::canonical_host_path`]).
     fn canonical_path(&self, path: &str) -> Result<String, ResolveError>;
+
     /// Reads the regular file `path` names inside `root` (resolved as
     /// [`Self::resolve`] does), at most `bound` bytes; `None` when nothing
     /// is there ([`crate::resolve::read_in_root`]).
     fn read_in_root(&self, root: &Path, path: &str, bound: u64) -> Result<Option<Vec<u8>>, ResolveError>;
+
+    /// The text of host file `path`, at most `bound` bytes; `None` when it
+    /// does not exist.
+    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>>;
+
+    /// Whether `path` is a directory (following symlinks); `false` when
+    /// nothing is there.
+    fn is_directory(&self, path: &Path) -> Result<bool, Errno>;
+
+    /// Whether anything is at `path` (following symlinks).
+    fn exists(&self, path: &Path) -> Result<bool, Errno>;
+
+    /// The names in directory `path`, sorted; `None` when it does not exist.
+    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>>;
+
+    /// What the node at `path` is (following symlinks).
+    fn node_info(&self, path: &Path) -> Result<NodeInfo, Errno>;
+
+    /// `statfs(2)`'s `f_flags` for `path` (following symlinks).
+    fn mount_flags(&self, path: &Path) -> Result<u64, Errno>;
+
+    /// 64 random bits from the kernel.
+    fn random(&self) -> Result<u64, Errno>;
+
+    /// Whether releasing may unmount on several threads at once (a
+    /// recording implementation keeps one order).
+    fn releases_concurrently(&self) -> bool {
+        true
+    }
+}
+
+/// The state dir and the bundles: records, locks, bundles, kept specs,
+/// the audit log, the compile cache and reservations. Each operation's
+/// default is the real one, on the state dir's descriptors; a recording
+/// implementation overrides every one (a dry run makes nothing, a fault
+/// can be injected anywhere).
+pub trait Store: Send + Sync {
+    /// Writes a step's record into the state dir (before each mount, after
+    /// each release), so that a dry run writes none and a fault can be
+    /// injected here too.
+    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
+        state.write_record(record)
+    }
+
+    /// Removes a step's record (the step holds nothing any more).
+    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
+        state.remove_record(id)
+    }
+
     /// Takes step `id` for this process ([`StateDir::lock`]).
-    fn lock_step(&self, state: &StateDir, id: &str) -> Result<StepLock, StateError>;
+    fn lock_step(&self, state: &StateDir, id: &str) -> Result<StepLock, StateError> {
+        state.lock(id)
+    }
+
     /// Lets a step that holds nothing go and deletes its lock file (the
     /// step is let go even when deleting the file fails).
-    fn remove_lock(&self, lock: StepLock) -> Result<(), StateError>;
+    fn remove_lock(&self, lock: StepLock) -> Result<(), StateError> {
+        lock.remove()
+    }
+
     /// A step's record; `None` when the step holds nothing.
-    fn read_record(&self, state: &StateDir, id: &str) -> Result<Option<StepRecord>, StateError>;
+    fn read_record(&self, state: &StateDir, id: &str) -> Result<Option<StepRecord>, StateError> {
+        state.read_record(id)
+    }
+
     /// The ids of every step with a record.
-    fn step_ids(&self, state: &StateDir) -> Result<Vec<String>, StateError>;
+    fn step_ids(&self, state: &StateDir) -> Result<Vec<String>, StateError> {
+        state.step_ids()
+    }
+
     /// Whether step `id` has a bundle directory in the state dir.
-    fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError>;
+    fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError> {
+        state.has_bundle(id)
+    }
+
     /// Makes step `id`'s bundle directory in the state dir.
-    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<Bundle, StateError>;
+    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<Bundle, StateError> {
+        state.create_bundle(id)
+    }
+
     /// Writes file `name` of a bundle atomically; returns its path.
-    fn write_bundle_file(&self, bundle: &Bundle, name: &str, bytes: &[u8]) -> Result<PathBuf, StateError>;
+    fn write_bundle_file(&self, bundle: &Bundle, name: &str, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        bundle.write(name, bytes)
+    }
+
     /// Removes step `id`'s bundle directory and its files.
-    fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError>;
+    fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
+        state.remove_bundle(id)
+    }
+
     /// Opens (making what is missing) a bundle directory an operator names.
-    fn open_given_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError>;
+    fn open_given_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
+        GivenBundle::open(dir)
+    }
+
     /// Writes a given bundle's config.json atomically; returns its path.
-    fn write_config(&self, bundle: &GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError>;
+    fn write_config(&self, bundle: &GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        bundle.write_config(bytes)
+    }
+
     /// Removes the directories opening `bundle` made (a step that failed).
-    fn remove_given_bundle(&self, bundle: GivenBundle);
+    fn remove_given_bundle(&self, bundle: GivenBundle) {
+        bundle.remove_created();
+    }
+
     /// Opens the bundle directory an engine made ([`GivenBundle::open_existing`]).
-    fn open_engine_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError>;
+    fn open_engine_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
+        GivenBundle::open_existing(dir)
+    }
+
     /// Checks a directory whose contents decide what runs ([`crate::state::check_trusted_dir`]).
-    fn check_trusted_dir(&self, dir: &Path) -> Result<(), StateError>;
+    fn check_trusted_dir(&self, dir: &Path) -> Result<(), StateError> {
+        crate::state::check_trusted_dir(dir)
+    }
+
     /// Checks that no user but root, this one and `owners` can redirect a
     /// host path ([`crate::state::check_fixed_path`]).
-    fn check_fixed_path(&self, path: &Path, owners: &[u32]) -> Result<(), StateError>;
+    fn check_fixed_path(&self, path: &Path, owners: &[u32]) -> Result<(), StateError> {
+        crate::state::check_fixed_path(path, owners)
+    }
+
     /// Reads its config.json ([`GivenBundle::read_config`]).
-    fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError>;
+    fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError> {
+        bundle.read_config(max)
+    }
+
     /// Writes its config.json back as the engine had it ([`GivenBundle::write_config_as`]).
     fn write_engine_config(
         &self,
         bundle: &GivenBundle,
         bytes: &[u8],
         ownership: Ownership,
-    ) -> Result<PathBuf, StateError>;
+    ) -> Result<PathBuf, StateError> {
+        bundle.write_config_as(bytes, ownership)
+    }
+
     /// The spec kept for a reviewed container ([`StateDir::read_reviewed`]).
-    fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        state.read_reviewed(key)
+    }
+
     /// Keeps what was approved for a container, and the runtime's bundle
     /// ([`StateDir::write_reviewed`]); returns the bundle directory.
     fn write_reviewed(
@@ -353,46 +480,70 @@ pub trait Syscalls: Send + Sync {
         key: &str,
         kept: &[u8],
         config: Option<&[u8]>,
-    ) -> Result<PathBuf, StateError>;
+    ) -> Result<PathBuf, StateError> {
+        state.write_reviewed(key, kept, config)
+    }
+
     /// Forgets it, keeping the runtime's bundle when `keep_bundle`
     /// ([`StateDir::remove_reviewed`]).
-    fn remove_reviewed(&self, state: &StateDir, key: &str, keep_bundle: bool) -> Result<(), StateError>;
+    fn remove_reviewed(&self, state: &StateDir, key: &str, keep_bundle: bool) -> Result<(), StateError> {
+        state.remove_reviewed(key, keep_bundle)
+    }
+
     /// Every kept spec, with when it was written ([`StateDir::reviewed_keys`]).
-    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError>;
+    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
+        state.reviewed_keys()
+    }
+
     /// Opens (making what is missing) the state directory at `root`
     /// ([`StateDir::open`]).
-    fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError>;
+    fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError> {
+        StateDir::open(root)
+    }
+
     /// The audit log of `state`, opened for appending.
-    fn open_audit(&self, state: &StateDir) -> Result<Audit, StateError>;
+    fn open_audit(&self, state: &StateDir) -> Result<Audit, StateError> {
+        Ok(Audit::to_file(state.open_audit_log()?))
+    }
+
     /// The compile cache's directory in `state` (made if missing).
-    fn open_cache_dir(&self, state: &StateDir) -> Result<PathBuf, StateError>;
-    /// The text of host file `path`, at most `bound` bytes; `None` when it
-    /// does not exist.
-    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>>;
-    /// Whether `path` is a directory (following symlinks); `false` when
-    /// nothing is there.
-    fn is_directory(&self, path: &Path) -> Result<bool, Errno>;
-    /// Whether anything is at `path` (following symlinks).
-    fn exists(&self, path: &Path) -> Result<bool, Errno>;
-    /// The names in directory `path`, sorted; `None` when it does not exist.
-    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>>;
-    /// What the node at `path` is (following symlinks).
-    fn node_info(&self, path: &Path) -> Result<NodeInfo, Errno>;
-    /// `statfs(2)`'s `f_flags` for `path` (following symlinks).
-    fn mount_flags(&self, path: &Path) -> Result<u64, Errno>;
-    /// 64 random bits from the kernel.
-    fn random(&self) -> Result<u64, Errno>;
+    fn open_cache_dir(&self, state: &StateDir) -> Result<CacheDir, StateError> {
+        state.open_cache_dir()
+    }
+
+    /// Entry `name` of the compile cache, at most `max` bytes; `None` when
+    /// missing or not one to trust ([`CacheDir::read_entry`]).
+    fn read_cache_entry(&self, cache: &CacheDir, name: &str, max: u64) -> Result<Option<CacheEntry>, StateError> {
+        cache.read_entry(name, max)
+    }
+
+    /// Writes entry `name` of the compile cache atomically
+    /// ([`CacheDir::write_entry`]).
+    fn write_cache_entry(&self, cache: &CacheDir, name: &str, parts: &[&[u8]]) -> Result<(), StateError> {
+        cache.write_entry(name, parts)
+    }
+
+    /// Removes what compiles killed midway left ([`CacheDir::sweep_abandoned`]).
+    fn sweep_cache(&self, cache: &CacheDir) -> Result<(), StateError> {
+        cache.sweep_abandoned()
+    }
+
     /// Reserves SELinux MCS `level` for step `id` ([`StateDir::reserve_mcs_level`]):
     /// `false` when another step holds it.
-    fn reserve_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<bool, StateError>;
+    fn reserve_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<bool, StateError> {
+        state.reserve_mcs_level(id, level)
+    }
+
     /// Lets step `id`'s reservation of `level` go ([`StateDir::release_mcs_level`]).
-    fn release_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<(), StateError>;
-    /// Whether releasing may unmount on several threads at once (a
-    /// recording implementation keeps one order).
-    fn releases_concurrently(&self) -> bool {
-        true
+    fn release_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<(), StateError> {
+        state.release_mcs_level(id, level)
     }
 }
+
+/// Every operation of a step: the kernel's and the store's.
+pub trait Syscalls: Kernel + Store {}
+
+impl<T: Kernel + Store + ?Sized> Syscalls for T {}
 
 /// The kernel.
 #[derive(Debug, Default, Clone, Copy)]
@@ -402,7 +553,7 @@ fn io_errno(e: std::io::Error) -> Errno {
     e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
 }
 
-impl Syscalls for RealSyscalls {
+impl Kernel for RealSyscalls {
     fn create_dir(&self, path: &Path) -> Result<(), Errno> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new().mode(0o700).create(path).map_err(io_errno)
@@ -446,21 +597,6 @@ impl Syscalls for RealSyscalls {
         nix::mount::umount2(target, flags)
     }
 
-    fn has_submounts(&self, target: &Path) -> Result<bool, Errno> {
-        use std::io::BufRead;
-        let file = std::fs::File::open("/proc/thread-self/mountinfo").map_err(io_errno)?;
-        let below = format!("{}/", target.display());
-        for line in std::io::BufReader::new(file).lines() {
-            let line = line.map_err(io_errno)?;
-            // Field 5 is the mountpoint, with space, tab, newline and
-            // backslash escaped as octal; our mountpoints have none.
-            if line.split(' ').nth(4).is_some_and(|m| m.starts_with(&below)) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), ContainerError> {
         let out = std::process::Command::new(runtime)
             .args(["delete", "--force", id])
@@ -484,12 +620,19 @@ impl Syscalls for RealSyscalls {
         }
     }
 
-    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
-        state.write_record(record)
-    }
-
-    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
-        state.remove_record(id)
+    fn has_submounts(&self, target: &Path) -> Result<bool, Errno> {
+        use std::io::BufRead;
+        let file = std::fs::File::open("/proc/thread-self/mountinfo").map_err(io_errno)?;
+        let below = format!("{}/", target.display());
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(io_errno)?;
+            // Field 5 is the mountpoint, with space, tab, newline and
+            // backslash escaped as octal; our mountpoints have none.
+            if line.split(' ').nth(4).is_some_and(|m| m.starts_with(&below)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
@@ -504,117 +647,6 @@ impl Syscalls for RealSyscalls {
         crate::resolve::read_in_root(root, path, bound)
     }
 
-    fn lock_step(&self, state: &StateDir, id: &str) -> Result<StepLock, StateError> {
-        state.lock(id)
-    }
-
-    fn remove_lock(&self, lock: StepLock) -> Result<(), StateError> {
-        lock.remove()
-    }
-
-    fn read_record(&self, state: &StateDir, id: &str) -> Result<Option<StepRecord>, StateError> {
-        state.read_record(id)
-    }
-
-    fn step_ids(&self, state: &StateDir) -> Result<Vec<String>, StateError> {
-        state.step_ids()
-    }
-
-    fn has_bundle(&self, state: &StateDir, id: &str) -> Result<bool, StateError> {
-        state.has_bundle(id)
-    }
-
-    fn create_bundle(&self, state: &StateDir, id: &str) -> Result<Bundle, StateError> {
-        state.create_bundle(id)
-    }
-
-    fn write_bundle_file(&self, bundle: &Bundle, name: &str, bytes: &[u8]) -> Result<PathBuf, StateError> {
-        bundle.write(name, bytes)
-    }
-
-    fn remove_bundle(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
-        state.remove_bundle(id)
-    }
-
-    fn open_given_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
-        GivenBundle::open(dir)
-    }
-
-    fn write_config(&self, bundle: &GivenBundle, bytes: &[u8]) -> Result<PathBuf, StateError> {
-        bundle.write_config(bytes)
-    }
-
-    fn remove_given_bundle(&self, bundle: GivenBundle) {
-        bundle.remove_created();
-    }
-
-    fn open_engine_bundle(&self, dir: &Path) -> Result<GivenBundle, StateError> {
-        GivenBundle::open_existing(dir)
-    }
-
-    fn check_trusted_dir(&self, dir: &Path) -> Result<(), StateError> {
-        crate::state::check_trusted_dir(dir)
-    }
-
-    fn check_fixed_path(&self, path: &Path, owners: &[u32]) -> Result<(), StateError> {
-        crate::state::check_fixed_path(path, owners)
-    }
-
-    fn read_engine_config(&self, bundle: &GivenBundle, max: u64) -> Result<EngineConfig, StateError> {
-        bundle.read_config(max)
-    }
-
-    fn write_engine_config(
-        &self,
-        bundle: &GivenBundle,
-        bytes: &[u8],
-        ownership: Ownership,
-    ) -> Result<PathBuf, StateError> {
-        bundle.write_config_as(bytes, ownership)
-    }
-
-    fn read_reviewed(&self, state: &StateDir, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        state.read_reviewed(key)
-    }
-
-    fn write_reviewed(
-        &self,
-        state: &StateDir,
-        key: &str,
-        kept: &[u8],
-        config: Option<&[u8]>,
-    ) -> Result<PathBuf, StateError> {
-        state.write_reviewed(key, kept, config)
-    }
-
-    fn remove_reviewed(&self, state: &StateDir, key: &str, keep_bundle: bool) -> Result<(), StateError> {
-        state.remove_reviewed(key, keep_bundle)
-    }
-
-    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
-        state.reviewed_keys()
-    }
-
-    fn open_state_dir(&self, root: &Path) -> Result<StateDir, StateError> {
-        StateDir::open(root)
-    }
-
-    fn open_audit(&self, state: &StateDir) -> Result<Audit, StateError> {
-        Ok(Audit::to_file(state.open_audit_log()?))
-    }
-
-    fn open_cache_dir(&self, state: &StateDir) -> Result<PathBuf, StateError> {
-        state.open_cache_dir()
-    }
-
-    fn is_directory(&self, path: &Path) -> Result<bool, Errno> {
-        match std::fs::metadata(path) {
-            Ok(meta) => Ok(meta.is_dir()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_errno(e)),
-        }
-    }
-
     fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {
         match crate::input::read_bounded_text(path, bound) {
             Ok(text) => Ok(Some(text)),
@@ -623,25 +655,12 @@ impl Syscalls for RealSyscalls {
         }
     }
 
-    fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
-        nix::sys::statvfs::statvfs(path).map(|st| st.flags().bits())
-    }
-
-    fn random(&self) -> Result<u64, Errno> {
-        use std::io::Read;
-        let mut bytes = [0u8; 8];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut bytes))
-            .map_err(io_errno)?;
-        Ok(u64::from_ne_bytes(bytes))
-    }
-
-    fn reserve_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<bool, StateError> {
-        state.reserve_mcs_level(id, level)
-    }
-
-    fn release_mcs_level(&self, state: &StateDir, id: &str, level: &McsLevel) -> Result<(), StateError> {
-        state.release_mcs_level(id, level)
+    fn is_directory(&self, path: &Path) -> Result<bool, Errno> {
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(meta.is_dir()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_errno(e)),
+        }
     }
 
     fn exists(&self, path: &Path) -> Result<bool, Errno> {
@@ -680,7 +699,22 @@ impl Syscalls for RealSyscalls {
             mode: st.st_mode & 0o777,
         })
     }
+
+    fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
+        nix::sys::statvfs::statvfs(path).map(|st| st.flags().bits())
+    }
+
+    fn random(&self) -> Result<u64, Errno> {
+        use std::io::Read;
+        let mut bytes = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(io_errno)?;
+        Ok(u64::from_ne_bytes(bytes))
+    }
 }
+
+impl Store for RealSyscalls {}
 
 /// A device node as CDI fills one in: `c`, `b`, `p`, or `?` for anything
 /// else, its numbers and its permission bits.

@@ -8,10 +8,12 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{ContainerError, Op, Syscalls};
+use super::{ContainerError, Kernel, Op, Store, Syscalls};
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
-use crate::state::{Bundle, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock, StepRecord};
+use crate::state::{
+    Bundle, CacheDir, CacheEntry, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock, StepRecord,
+};
 use specwright_core::selinux::McsLevel;
 
 /// Records every operation; performs each through `inner` (none for a dry
@@ -166,7 +168,7 @@ fn not_in_a_dry_run<T>(path: &Path) -> Result<T, StateError> {
     })
 }
 
-impl Syscalls for RecordingSyscalls {
+impl Kernel for RecordingSyscalls {
     fn create_dir(&self, path: &Path) -> Result<(), Errno> {
         self.record(
             Op::CreateDir {
@@ -248,23 +250,6 @@ impl Syscalls for RecordingSyscalls {
         self.pass(op, fault, |s| s.delete_container(runtime, id), || Ok(()))
     }
 
-    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
-        let op = Op::WriteRecord {
-            step: record.id.clone(),
-        };
-        self.pass_state(
-            op,
-            state_fault(state.root()),
-            |s| s.write_record(state, record),
-            || Ok(()),
-        )
-    }
-
-    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
-        let op = Op::RemoveRecord { step: id.to_string() };
-        self.pass_state(op, state_fault(state.root()), |s| s.remove_record(state, id), || Ok(()))
-    }
-
     /// A dry run resolves lexically: nothing is looked at.
     fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
         let op = Op::Resolve {
@@ -301,6 +286,113 @@ impl Syscalls for RecordingSyscalls {
             |s| s.read_in_root(root, path, bound),
             || Ok(None),
         )
+    }
+
+    /// A dry run reads the file (reading changes nothing), so that what
+    /// it plans from it (SELinux labels) is what a step would get.
+    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {
+        self.pass(
+            Op::ReadHostFile {
+                path: path.to_path_buf(),
+            },
+            std::io::Error::other,
+            |s| s.read_host_file(path, bound),
+            || super::RealSyscalls.read_host_file(path, bound),
+        )
+    }
+
+    /// A dry run plans the path as the directory it should be.
+    fn is_directory(&self, path: &Path) -> Result<bool, Errno> {
+        let op = Op::IsDirectory {
+            path: path.to_path_buf(),
+        };
+        self.pass(op, |e| e, |s| s.is_directory(path), || Ok(true))
+    }
+
+    /// A dry run plans the file system as mounted with no flags.
+    fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
+        self.pass(
+            Op::MountFlags {
+                path: path.to_path_buf(),
+            },
+            |e| e,
+            |s| s.mount_flags(path),
+            || Ok(0),
+        )
+    }
+
+    /// A dry run plans the path as present.
+    fn exists(&self, path: &Path) -> Result<bool, Errno> {
+        self.pass(
+            Op::Exists {
+                path: path.to_path_buf(),
+            },
+            |e| e,
+            |s| s.exists(path),
+            || Ok(true),
+        )
+    }
+
+    /// A dry run reads no directory: it is planned as missing.
+    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>> {
+        self.pass(
+            Op::ListDir {
+                path: path.to_path_buf(),
+            },
+            std::io::Error::other,
+            |s| s.list_dir(path),
+            || Ok(None),
+        )
+    }
+
+    /// A dry run plans a character device 0:0.
+    fn node_info(&self, path: &Path) -> Result<super::NodeInfo, Errno> {
+        let planned = super::NodeInfo {
+            kind: 'c',
+            major: 0,
+            minor: 0,
+            mode: 0o666,
+        };
+        self.pass(
+            Op::NodeInfo {
+                path: path.to_path_buf(),
+            },
+            |e| e,
+            |s| s.node_info(path),
+            || Ok(planned),
+        )
+    }
+
+    /// A dry run draws from a fixed sequence (SplitMix64 of the draw's
+    /// number), so its plan is the same every time.
+    fn random(&self) -> Result<u64, Errno> {
+        let n = self.ops().iter().filter(|op| matches!(op, Op::Random)).count() as u64;
+        self.pass(Op::Random, |e| e, |s| s.random(), || Ok(split_mix(n)))
+    }
+
+    /// One thread, so that the operations come in one order and the n-th
+    /// is the same one every time.
+    fn releases_concurrently(&self) -> bool {
+        false
+    }
+}
+
+impl Store for RecordingSyscalls {
+    fn write_record(&self, state: &StateDir, record: &StepRecord) -> Result<(), StateError> {
+        let op = Op::WriteRecord {
+            step: record.id.clone(),
+        };
+        self.pass_state(
+            op,
+            state_fault(state.root()),
+            |s| s.write_record(state, record),
+            || Ok(()),
+        )
+    }
+
+    fn remove_record(&self, state: &StateDir, id: &str) -> Result<(), StateError> {
+        let op = Op::RemoveRecord { step: id.to_string() };
+        self.pass_state(op, state_fault(state.root()), |s| s.remove_record(state, id), || Ok(()))
     }
 
     /// A dry run takes no lock: a planned one.
@@ -529,7 +621,7 @@ impl Syscalls for RecordingSyscalls {
         )
     }
 
-    fn open_cache_dir(&self, state: &StateDir) -> Result<PathBuf, StateError> {
+    fn open_cache_dir(&self, state: &StateDir) -> Result<CacheDir, StateError> {
         self.pass_state(
             Op::OpenCacheDir,
             state_fault(state.root()),
@@ -538,86 +630,32 @@ impl Syscalls for RecordingSyscalls {
         )
     }
 
-    /// A dry run reads the file (reading changes nothing), so that what
-    /// it plans from it (SELinux labels) is what a step would get.
-    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {
-        self.pass(
-            Op::ReadHostFile {
-                path: path.to_path_buf(),
-            },
-            std::io::Error::other,
-            |s| s.read_host_file(path, bound),
-            || super::RealSyscalls.read_host_file(path, bound),
-        )
-    }
-
-    /// A dry run plans the path as the directory it should be.
-    fn is_directory(&self, path: &Path) -> Result<bool, Errno> {
-        let op = Op::IsDirectory {
-            path: path.to_path_buf(),
-        };
-        self.pass(op, |e| e, |s| s.is_directory(path), || Ok(true))
-    }
-
-    /// A dry run plans the file system as mounted with no flags.
-    fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
-        self.pass(
-            Op::MountFlags {
-                path: path.to_path_buf(),
-            },
-            |e| e,
-            |s| s.mount_flags(path),
-            || Ok(0),
-        )
-    }
-
-    /// A dry run plans the path as present.
-    fn exists(&self, path: &Path) -> Result<bool, Errno> {
-        self.pass(
-            Op::Exists {
-                path: path.to_path_buf(),
-            },
-            |e| e,
-            |s| s.exists(path),
-            || Ok(true),
-        )
-    }
-
-    /// A dry run reads no directory: it is planned as missing.
-    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>> {
-        self.pass(
-            Op::ListDir {
-                path: path.to_path_buf(),
-            },
-            std::io::Error::other,
-            |s| s.list_dir(path),
+    /// A dry run finds nothing cached.
+    fn read_cache_entry(&self, cache: &CacheDir, name: &str, max: u64) -> Result<Option<CacheEntry>, StateError> {
+        self.pass_state(
+            Op::ReadCacheEntry { name: name.to_string() },
+            state_fault(&cache.path().join(name)),
+            |s| s.read_cache_entry(cache, name, max),
             || Ok(None),
         )
     }
 
-    /// A dry run plans a character device 0:0.
-    fn node_info(&self, path: &Path) -> Result<super::NodeInfo, Errno> {
-        let planned = super::NodeInfo {
-            kind: 'c',
-            major: 0,
-            minor: 0,
-            mode: 0o666,
-        };
-        self.pass(
-            Op::NodeInfo {
-                path: path.to_path_buf(),
-            },
-            |e| e,
-            |s| s.node_info(path),
-            || Ok(planned),
+    fn write_cache_entry(&self, cache: &CacheDir, name: &str, parts: &[&[u8]]) -> Result<(), StateError> {
+        self.pass_state(
+            Op::WriteCacheEntry { name: name.to_string() },
+            state_fault(&cache.path().join(name)),
+            |s| s.write_cache_entry(cache, name, parts),
+            || Ok(()),
         )
     }
 
-    /// A dry run draws from a fixed sequence (SplitMix64 of the draw's
-    /// number), so its plan is the same every time.
-    fn random(&self) -> Result<u64, Errno> {
-        let n = self.ops().iter().filter(|op| matches!(op, Op::Random)).count() as u64;
-        self.pass(Op::Random, |e| e, |s| s.random(), || Ok(split_mix(n)))
+    fn sweep_cache(&self, cache: &CacheDir) -> Result<(), StateError> {
+        self.pass_state(
+            Op::SweepCache,
+            state_fault(cache.path()),
+            |s| s.sweep_cache(cache),
+            || Ok(()),
+        )
     }
 
     /// A dry run plans every level as free.
@@ -641,11 +679,5 @@ impl Syscalls for RecordingSyscalls {
             |s| s.release_mcs_level(state, id, level),
             || Ok(()),
         )
-    }
-
-    /// One thread, so that the operations come in one order and the n-th
-    /// is the same one every time.
-    fn releases_concurrently(&self) -> bool {
-        false
     }
 }
