@@ -13,7 +13,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use specwright::{Engine, Limits, LoadedPolicy};
 use specwright_bench::{cases_dir, dry_step, oracle_facts, oracle_request};
 use specwright_core::buildkit::Release;
-use specwright_core::{HostFacts, Mounter, Request};
+use specwright_core::{HostCalls, HostFacts, Request};
 use specwright_host_core::audit::Audit;
 use specwright_host_core::state::StateDir;
 use specwright_host_core::step::{StepHost, StepOptions};
@@ -321,9 +321,9 @@ fn main() -> Result<()> {
                     lock,
                 )
                 .map_err(anyhow::Error::msg)?;
-                let (source, _) = Mounter::materialize(&mut step, 0)?;
-                let root = Mounter::mount_temporary(&mut step, &source, &[0])?;
-                Mounter::resolve_in_root(&mut step, &root, "sub/dir")?;
+                let (source, _) = HostCalls::materialize(&mut step, 0)?;
+                let root = HostCalls::mount_temporary(&mut step, &source, &[0])?;
+                HostCalls::resolve_in_root(&mut step, &root, "sub/dir")?;
                 step.release_all()?;
                 Ok(())
             }),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::json;
-use specwright_core::{HostFacts, Request};
+use specwright_core::{HostCalls, HostFacts, Request};
 use specwright_host_core::audit::Audit;
 use specwright_host_core::resolve::{resolve_in_root, ResolveError};
 use specwright_host_core::state::StateDir;
@@ -269,14 +269,14 @@ proptest! {
                 }
                 StepOp::MountTemporary(pick, entries) => {
                     if let Some(source) = sources.get(*pick) {
-                        if let Ok(root) = host.mount_temporary(*source, entries) {
+                        if let Ok(root) = host.mount_temporary(source, entries) {
                             roots.push(root);
                         }
                     }
                 }
                 StepOp::ReleaseRoot(pick) => {
                     if let Some(root) = roots.get(*pick) {
-                        let _ = host.release_root(*root);
+                        let _ = host.release(*root);
                     }
                 }
             }

@@ -5,7 +5,7 @@
 use crate::facts::HostFacts;
 use crate::mounts::{
     with_deduplicated_mounts, with_pinned_request_mounts, with_request_mounts, with_unprivileged_bind_options,
-    HostError, Mounter,
+    HostCalls,
 };
 use crate::opts::*;
 use crate::request::{parse_user, ProcessMode, Request, SecurityMode};
@@ -49,12 +49,12 @@ impl Release {
 
 /// The spec today's BuildKit would generate for `request` on a host with
 /// `facts`, asking `mounter` for the step's mounts.
-pub fn generate<M: Mounter>(request: &Request, facts: &HostFacts, mounter: &mut M) -> Result<Spec, PolicyError> {
+pub fn generate<M: HostCalls>(request: &Request, facts: &HostFacts, mounter: &mut M) -> Result<Spec, PolicyError> {
     generate_release(Release::DEFAULT, request, facts, mounter)
 }
 
 /// The spec `release` would generate.
-pub fn generate_release<M: Mounter>(
+pub fn generate_release<M: HostCalls>(
     release: Release,
     request: &Request,
     facts: &HostFacts,
@@ -85,7 +85,7 @@ pub fn generate_release<M: Mounter>(
 /// sets the exporter variables and binds the socket only then (its code
 /// sets the variables for any socket it is given; the specs it produced
 /// for a socket that does not exist have neither).
-fn tracing_socket<'r, M: Mounter>(request: &'r Request, mounter: &mut M) -> Result<Option<&'r str>, PolicyError> {
+fn tracing_socket<'r, M: HostCalls>(request: &'r Request, mounter: &mut M) -> Result<Option<&'r str>, PolicyError> {
     let Some(socket) = request.tracing_socket.as_deref() else {
         return Ok(None);
     };
@@ -135,7 +135,7 @@ fn check_v0_8_fields(request: &Request) -> Result<(), PolicyError> {
     }
 }
 
-fn spec_before_mounts<M: Mounter>(
+fn spec_before_mounts<M: HostCalls>(
     release: Release,
     request: &Request,
     facts: &HostFacts,
@@ -251,7 +251,7 @@ fn spec_before_mounts<M: Mounter>(
 
 /// The step's SELinux labels from the host (`label.InitLabels(nil)`, or
 /// `InitLabels(["disable"])` for a privileged step).
-fn selinux_labels<M: Mounter>(mounter: &mut M, privileged: bool) -> Result<crate::selinux::Labels, PolicyError> {
+fn selinux_labels<M: HostCalls>(mounter: &mut M, privileged: bool) -> Result<crate::selinux::Labels, PolicyError> {
     mounter
         .selinux_labels(privileged)
         .map_err(|e| PolicyError::Internal(format!("SELinux labels: {e}")))
@@ -260,47 +260,9 @@ fn selinux_labels<M: Mounter>(mounter: &mut M, privileged: bool) -> Result<crate
 /// A host that performs nothing: for the parts of a spec that need none.
 struct NoHost;
 
-impl Mounter for NoHost {
+impl HostCalls for NoHost {
     type Source = ();
     type Root = ();
-
-    fn materialize(&mut self, _: u32) -> Result<((), Vec<crate::request::Mountable>), HostError> {
-        Err(no_host())
-    }
-    fn resolve_in_source(&mut self, _: &(), _: u32, _: &str) -> Result<String, HostError> {
-        Err(no_host())
-    }
-    fn mount_temporary(&mut self, _: &(), _: &[u32]) -> Result<(), HostError> {
-        Err(no_host())
-    }
-    fn resolve_in_root(&mut self, _: &(), _: &str) -> Result<String, HostError> {
-        Err(no_host())
-    }
-    fn pin_in_source(&mut self, _: &(), _: u32, _: &str) -> Result<(), HostError> {
-        Err(no_host())
-    }
-    fn pin_in_root(&mut self, _: &(), _: &str) -> Result<(), HostError> {
-        Err(no_host())
-    }
-    fn root_path(&mut self, _: &()) -> Result<String, HostError> {
-        Err(no_host())
-    }
-    fn exists(&mut self, _: &str) -> Result<bool, HostError> {
-        Err(no_host())
-    }
-    fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError> {
-        Err(no_host())
-    }
-    fn mount_flags(&mut self, _: &str) -> Result<u64, HostError> {
-        Err(no_host())
-    }
-    fn selinux_labels(&mut self, _: bool) -> Result<crate::selinux::Labels, HostError> {
-        Err(no_host())
-    }
-}
-
-fn no_host() -> HostError {
-    HostError::Refused("no host to ask (a spec without mounts)".to_string())
 }
 
 #[cfg(test)]
@@ -319,7 +281,7 @@ mod tests {
         fail_resolve: Option<String>,
     }
 
-    impl Mounter for FakeHost {
+    impl HostCalls for FakeHost {
         type Source = usize;
         type Root = String;
 

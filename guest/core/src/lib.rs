@@ -3,7 +3,7 @@
 //! Everything here is deterministic code over plain data: it compiles to
 //! wasm for policies and natively for tests and benchmarks. Privileged work
 //! (mounting, resolving paths on the host) is reached only through the
-//! [`Mounter`] trait, which the policy SDK implements over WIT imports and
+//! [`HostCalls`] trait, which the policy SDK implements over WIT imports and
 //! the host implements directly.
 
 pub mod buildkit;
@@ -21,7 +21,7 @@ pub mod spec;
 pub mod static_lists;
 
 pub use facts::HostFacts;
-pub use mounts::{HostError, Mounter};
+pub use mounts::{HostCalls, HostError};
 pub use request::Request;
 pub use spec::Spec;
 

@@ -14,56 +14,110 @@ pub enum HostError {
     Failed(String),
 }
 
-/// The privileged operations a policy may ask of the host. The policy SDK
-/// implements this over the WIT imports; the host implements it natively.
-pub trait Mounter {
+/// The privileged operations a policy may ask of the host: WIT's `host`
+/// interface as one Rust trait. The host implements it once (`StepHost`,
+/// which its WIT host and the native pipelines call), the policy SDK over
+/// the WIT imports, and a test double only what it fakes: every operation
+/// it does not implement is refused ([`not_offered`]).
+pub trait HostCalls {
     /// A materialized request mount.
     type Source;
     /// A temporary mountpoint the host made.
     type Root;
 
     /// Expands request mount `index` into its mounts.
-    fn materialize(&mut self, index: u32) -> Result<(Self::Source, Vec<Mountable>), HostError>;
+    fn materialize(&mut self, index: u32) -> Result<(Self::Source, Vec<Mountable>), HostError> {
+        let _ = index;
+        Err(not_offered("materialize"))
+    }
 
     /// Resolves `selector` inside the source of a read-write bind entry.
-    fn resolve_in_source(&mut self, source: &Self::Source, entry: u32, selector: &str) -> Result<String, HostError>;
+    fn resolve_in_source(&mut self, source: &Self::Source, entry: u32, selector: &str) -> Result<String, HostError> {
+        let _ = (source, entry, selector);
+        Err(not_offered("resolve"))
+    }
 
     /// Mounts `entries` of `source` on a fresh temporary mountpoint.
-    fn mount_temporary(&mut self, source: &Self::Source, entries: &[u32]) -> Result<Self::Root, HostError>;
+    fn mount_temporary(&mut self, source: &Self::Source, entries: &[u32]) -> Result<Self::Root, HostError> {
+        let _ = (source, entries);
+        Err(not_offered("mount-temporary"))
+    }
 
     /// Resolves `selector` inside a temporary mountpoint.
-    fn resolve_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<String, HostError>;
+    fn resolve_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<String, HostError> {
+        let _ = (root, selector);
+        Err(not_offered("resolve"))
+    }
 
     /// Binds what `selector` names inside the source of a read-write bind
     /// entry, opened by file descriptor, onto a temporary mountpoint of
     /// its own; naming nothing is an error.
-    fn pin_in_source(&mut self, source: &Self::Source, entry: u32, selector: &str) -> Result<Self::Root, HostError>;
+    fn pin_in_source(&mut self, source: &Self::Source, entry: u32, selector: &str) -> Result<Self::Root, HostError> {
+        let _ = (source, entry, selector);
+        Err(not_offered("pin"))
+    }
 
     /// Binds what `selector` names inside a temporary mountpoint, opened
     /// by file descriptor, onto one of its own; naming nothing is an error.
-    fn pin_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<Self::Root, HostError>;
+    fn pin_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<Self::Root, HostError> {
+        let _ = (root, selector);
+        Err(not_offered("pin"))
+    }
 
     /// The host path of a temporary mountpoint (for a pinned file, the file).
-    fn root_path(&mut self, root: &Self::Root) -> Result<String, HostError>;
+    fn root_path(&mut self, root: &Self::Root) -> Result<String, HostError> {
+        let _ = root;
+        Err(not_offered("path"))
+    }
+
+    /// Unmounts a temporary mountpoint now, before the step is released.
+    fn release(&mut self, root: Self::Root) -> Result<(), HostError> {
+        let _ = root;
+        Err(not_offered("release"))
+    }
+
+    /// What host path `path` (one the request names) really is, every
+    /// symlink resolved.
+    fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
+        let _ = path;
+        Err(not_offered("canonical-path"))
+    }
 
     /// Whether `path`, a host path the request names, exists.
-    fn exists(&mut self, path: &str) -> Result<bool, HostError>;
+    fn exists(&mut self, path: &str) -> Result<bool, HostError> {
+        let _ = path;
+        Err(not_offered("exists"))
+    }
 
     /// The CDI devices the host has registered (its CDI spec files).
-    fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError>;
+    fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError> {
+        Err(not_offered("cdi-registry"))
+    }
 
     /// `statfs(2)`'s `f_flags` for `path`, the source of a bind in the
     /// spec: a host path the request names, a temporary mountpoint of the
     /// step's (or a path in one), a CDI mount's host path, or the host's
     /// /proc for a no-sandbox step.
-    fn mount_flags(&mut self, path: &str) -> Result<u64, HostError>;
+    fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
+        let _ = path;
+        Err(not_offered("mount-flags"))
+    }
 
     /// The step's SELinux labels, as go-selinux's `label.InitLabels` makes
     /// them from the host's container contexts: for a sandboxed step a
     /// process and a mount label at an MCS level reserved for the step
     /// until it is released (asking again gives the same labels); for a
     /// `privileged` step no process label and the privileged mount label.
-    fn selinux_labels(&mut self, privileged: bool) -> Result<crate::selinux::Labels, HostError>;
+    fn selinux_labels(&mut self, privileged: bool) -> Result<crate::selinux::Labels, HostError> {
+        let _ = privileged;
+        Err(not_offered("selinux-labels"))
+    }
+}
+
+/// What a host that does not offer an operation answers (a test double,
+/// or the spec parts that need no host).
+pub fn not_offered(op: &str) -> HostError {
+    HostError::Refused(format!("this host offers no {op}"))
 }
 
 /// Go's `path.Clean` for the absolute path `"/" + p`.
@@ -105,7 +159,11 @@ fn selector_bind_options(original: &Mountable) -> Names {
 /// names: a read-write bind is resolved on its source directly; anything
 /// else is mounted once on a temporary mountpoint (shared by later
 /// selectors into an identical mount) and resolved there.
-pub fn with_request_mounts<M: Mounter>(spec: &mut Spec, request: &Request, mounter: &mut M) -> Result<(), PolicyError> {
+pub fn with_request_mounts<M: HostCalls>(
+    spec: &mut Spec,
+    request: &Request,
+    mounter: &mut M,
+) -> Result<(), PolicyError> {
     // Fail before any privileged work if a mount has no source.
     for m in &request.mounts {
         m.check_source()?;
@@ -189,7 +247,7 @@ enum Parent<R> {
 /// shared by identical mounts of the step) and every distinct selector of
 /// a parent is pinned by file descriptor onto a temporary mountpoint of its
 /// own, which the spec binds.
-pub fn with_pinned_request_mounts<M: Mounter>(
+pub fn with_pinned_request_mounts<M: HostCalls>(
     spec: &mut Spec,
     request: &Request,
     mounter: &mut M,

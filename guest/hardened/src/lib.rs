@@ -44,7 +44,7 @@ use specwright_sdk::derive::HOST_NAMESPACE_PATHS;
 use specwright_sdk::mounts::clean_absolute;
 use specwright_sdk::opts::DEFAULT_CAPS;
 use specwright_sdk::request::{Network, ProcessMode, SecurityMode};
-use specwright_sdk::{buildkit, Host, HostError, HostFacts, Input, Policy, PolicyError, Request, Spec};
+use specwright_sdk::{buildkit, Host, HostCalls, HostFacts, Input, Policy, PolicyError, Request, Spec};
 
 pub struct Hardened;
 
@@ -154,19 +154,6 @@ impl Settings {
     }
 }
 
-/// What the policy asks the host about a path the spec names.
-pub trait Paths {
-    /// What `path` really is: a host path, or the kernel's name of a
-    /// namespace (`net:[4026531840]`).
-    fn canonical(&mut self, path: &str) -> Result<String, HostError>;
-}
-
-impl Paths for Host {
-    fn canonical(&mut self, path: &str) -> Result<String, HostError> {
-        self.canonical_path(path)
-    }
-}
-
 /// Why the request is denied, if it is.
 pub fn request_denial(request: &Request) -> Option<String> {
     if request.security_mode == SecurityMode::Insecure {
@@ -182,19 +169,19 @@ pub fn request_denial(request: &Request) -> Option<String> {
 }
 
 /// Why `spec` is denied, if it is: namespaces it joins, and what it grants.
-pub fn spec_denial(spec: &Spec, facts: &HostFacts, settings: &Settings, host: &mut impl Paths) -> Option<String> {
+pub fn spec_denial(spec: &Spec, facts: &HostFacts, settings: &Settings, host: &mut impl HostCalls) -> Option<String> {
     namespace_denial(spec, settings, host)
         .or_else(|| privilege_denial(spec, facts, settings))
         .or_else(|| hook_denial(spec, settings, host))
 }
 
-fn namespace_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> Option<String> {
+fn namespace_denial(spec: &Spec, settings: &Settings, host: &mut impl HostCalls) -> Option<String> {
     let namespaces = spec.linux.as_ref().map_or(&[][..], |l| &l.namespaces[..]);
     for ns in namespaces.iter().filter(|n| !n.path.is_empty()) {
         let (kind, path) = (&*ns.kind, &*ns.path);
         // The host names a namespace by the kernel's name for it
         // (`net:[4026531840]`), however the path reaches it.
-        let real = match host.canonical(path) {
+        let real = match host.canonical_path(path) {
             Ok(real) => real,
             Err(e) => return Some(format!("{kind} namespace {path}: the host cannot resolve it: {e}")),
         };
@@ -204,7 +191,7 @@ fn namespace_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> 
         let hosts = HOST_NAMESPACE_PATHS
             .iter()
             .find(|(k, _)| *k == kind)
-            .map(|(_, host_path)| host.canonical(host_path));
+            .map(|(_, host_path)| host.canonical_path(host_path));
         match hosts {
             Some(Ok(hosts)) if hosts == real => {
                 return Some(format!("{kind} namespace {path} is the host's own ({real})"));
@@ -398,7 +385,7 @@ fn cgroup_denial(spec: &Spec) -> Option<String> {
     None
 }
 
-fn hook_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> Option<String> {
+fn hook_denial(spec: &Spec, settings: &Settings, host: &mut impl HostCalls) -> Option<String> {
     let hooks = spec.hooks.as_ref()?;
     let all = [
         ("prestart", &hooks.prestart),
@@ -410,7 +397,7 @@ fn hook_denial(spec: &Spec, settings: &Settings, host: &mut impl Paths) -> Optio
     ];
     for (when, list) in all {
         for hook in list.iter() {
-            let real = host.canonical(&hook.path);
+            let real = host.canonical_path(&hook.path);
             let allowed = |path: &str| settings.allowed_hooks.iter().any(|a| a == path);
             if allowed(&hook.path) && real.as_ref().is_ok_and(|real| real == &hook.path) {
                 continue;
@@ -480,6 +467,7 @@ specwright_sdk::export_policy!(Hardened);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use specwright_sdk::HostError;
     use specwright_sdk::buildkit::generate_without_mounts;
 
     fn request(extra: &str) -> Request {
@@ -497,8 +485,11 @@ mod tests {
     /// namespaces of their own.
     struct FakeHost;
 
-    impl Paths for FakeHost {
-        fn canonical(&mut self, path: &str) -> Result<String, HostError> {
+    impl HostCalls for FakeHost {
+        type Source = ();
+        type Root = ();
+
+        fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
             Ok(match path {
                 "/proc/self/ns/net" | "/proc/1/ns/net" | "/run/netns/evil" => "net:[4026531840]".to_string(),
                 "/proc/self/ns/pid" | "/proc/1/ns/pid" => "pid:[4026531836]".to_string(),

@@ -27,7 +27,7 @@
 use serde::Deserialize;
 use specwright_sdk::mounts::clean_absolute;
 use specwright_sdk::request::Mountable;
-use specwright_sdk::{buildkit, Host, HostError, Input, Policy, PolicyError, Request, Spec};
+use specwright_sdk::{buildkit, Host, HostCalls, HostError, Input, Policy, PolicyError, Request, Spec};
 
 pub struct MountAllowlist;
 

@@ -28,7 +28,7 @@
 //! arrives in [`Input`], and everything privileged goes through [`Host`].
 
 pub use specwright_core::{
-    buildkit, cdi, derive, facts, mounts, opts, request, spec, HostError, HostFacts, Mounter, PolicyError, Request,
+    buildkit, cdi, derive, facts, mounts, opts, request, spec, HostCalls, HostError, HostFacts, PolicyError, Request,
     Spec,
 };
 
@@ -71,8 +71,9 @@ pub trait Policy {
     fn generate(input: Input, host: &mut Host) -> Result<Spec, PolicyError>;
 }
 
-/// The host's privileged operations, as safe Rust. Also a [`Mounter`], so
-/// the pipelines in `specwright_core` run on it unchanged.
+/// The host's privileged operations, as safe Rust: a [`HostCalls`] over
+/// the WIT imports, so the pipelines in `specwright_core` run on it
+/// unchanged (bring the trait into scope: `use specwright_sdk::HostCalls`).
 #[derive(Debug, Default)]
 pub struct Host {
     _private: (),
@@ -143,20 +144,7 @@ impl From<PolicyError> for wit_types::PolicyError {
     }
 }
 
-impl Host {
-    /// Unmounts a temporary mountpoint before the step is released.
-    pub fn release(&mut self, root: MountedRoot) -> Result<(), HostError> {
-        wit_host::release(root.handle).map_err(HostError::from)
-    }
-
-    /// What host path `path` really names, symlinks resolved; `path` must
-    /// be one the request names (see `canonical-path` in the WIT).
-    pub fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
-        wit_host::canonical_path(path).map_err(HostError::from)
-    }
-}
-
-impl Mounter for Host {
+impl HostCalls for Host {
     type Source = Source;
     type Root = MountedRoot;
 
@@ -197,6 +185,14 @@ impl Mounter for Host {
 
     fn root_path(&mut self, root: &MountedRoot) -> Result<String, HostError> {
         Ok(root.path())
+    }
+
+    fn release(&mut self, root: MountedRoot) -> Result<(), HostError> {
+        wit_host::release(root.handle).map_err(HostError::from)
+    }
+
+    fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
+        wit_host::canonical_path(path).map_err(HostError::from)
     }
 
     fn exists(&mut self, path: &str) -> Result<bool, HostError> {

@@ -3,7 +3,7 @@
 //! the boundary through `From`, one conversion per type.
 
 use specwright_core::request::Mountable;
-use specwright_core::HostFacts;
+use specwright_core::{HostCalls, HostFacts};
 use wasmtime::component::{Resource, ResourceTable};
 
 use super::bindings::specwright::policy::{host as wit_host, types as wit_types};
@@ -96,7 +96,7 @@ impl wit_host::Host for PolicyState {
         entries: Vec<u32>,
     ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
         let id = self.table.get(&source)?.0;
-        match self.step.mount_temporary(id, &entries) {
+        match self.step.mount_temporary(&id, &entries) {
             Ok(root) => Ok(Ok(self.table.push(MountedRootRep(root))?)),
             Err(e) => Ok(Err(e.into())),
         }
@@ -131,7 +131,7 @@ impl wit_host::Host for PolicyState {
 
     fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {
         let id = self.table.delete(root)?.0;
-        Ok(self.step.release_root(id).map_err(Into::into))
+        Ok(self.step.release(id).map_err(Into::into))
     }
 }
 
@@ -149,7 +149,7 @@ impl wit_host::HostMaterialized for PolicyState {
         selector: String,
     ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
         let id = self.table.get(&source)?.0;
-        Ok(self.step.resolve_in_source(id, entry, &selector).map_err(Into::into))
+        Ok(self.step.resolve_in_source(&id, entry, &selector).map_err(Into::into))
     }
 
     fn pin(
@@ -159,7 +159,7 @@ impl wit_host::HostMaterialized for PolicyState {
         selector: String,
     ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
         let id = self.table.get(&source)?.0;
-        match self.step.pin_in_source(id, entry, &selector) {
+        match self.step.pin_in_source(&id, entry, &selector) {
             Ok(root) => Ok(Ok(self.table.push(MountedRootRep(root))?)),
             Err(e) => Ok(Err(e.into())),
         }
@@ -174,7 +174,7 @@ impl wit_host::HostMaterialized for PolicyState {
 impl wit_host::HostMountedRoot for PolicyState {
     fn path(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<String> {
         let id = self.table.get(&root)?.0;
-        self.step.root_path(id).map_err(wasmtime::Error::msg)
+        self.step.root_path(&id).map_err(wasmtime::Error::msg)
     }
 
     fn resolve(
@@ -183,7 +183,7 @@ impl wit_host::HostMountedRoot for PolicyState {
         selector: String,
     ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
         let id = self.table.get(&root)?.0;
-        Ok(self.step.resolve_in_root(id, &selector).map_err(Into::into))
+        Ok(self.step.resolve_in_root(&id, &selector).map_err(Into::into))
     }
 
     fn pin(
@@ -192,7 +192,7 @@ impl wit_host::HostMountedRoot for PolicyState {
         selector: String,
     ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
         let id = self.table.get(&root)?.0;
-        match self.step.pin_in_root(id, &selector) {
+        match self.step.pin_in_root(&id, &selector) {
             Ok(pinned) => Ok(Ok(self.table.push(MountedRootRep(pinned))?)),
             Err(e) => Ok(Err(e.into())),
         }

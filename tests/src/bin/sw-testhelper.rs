@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use specwright::Limits;
 use specwright::{Chain, Engine, Request, Workspace};
-use specwright_core::HostFacts;
+use specwright_core::{HostCalls, HostFacts};
 use specwright_host_core::audit::Audit;
 use specwright_host_core::state::StateDir;
 use specwright_host_core::step::release_step;
@@ -276,8 +276,8 @@ fn busy(work: &Path) -> Result<Value> {
         lock,
     )?;
     let (source, _) = step.materialize(0)?;
-    let root = step.mount_temporary(source, &[0])?;
-    let mountpoint = PathBuf::from(step.root_path(root)?);
+    let root = step.mount_temporary(&source, &[0])?;
+    let mountpoint = PathBuf::from(step.root_path(&root)?);
     drop(step.keep());
     let held = std::fs::File::open(mountpoint.join("sub/dir/file"))?;
     let report = release_step(&state, sys.as_ref(), &Audit::events_only(), "busy")?;

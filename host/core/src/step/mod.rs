@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use specwright_core::request::{Mountable, Request};
-use specwright_core::{HostError, Mounter};
+use specwright_core::HostError;
 
 use crate::audit::Audit;
 use crate::state::{Owner, StateDir, StepLock, StepRecord};
@@ -314,55 +314,5 @@ impl Drop for StepHost {
             }
         }
         self.let_go();
-    }
-}
-
-/// The native path: the pure pipelines in `specwright_core` drive the host directly.
-impl Mounter for StepHost {
-    type Source = SourceId;
-    type Root = RootId;
-
-    fn materialize(&mut self, index: u32) -> Result<(SourceId, Vec<Mountable>), HostError> {
-        StepHost::materialize(self, index)
-    }
-
-    fn resolve_in_source(&mut self, source: &SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
-        StepHost::resolve_in_source(self, *source, entry, selector)
-    }
-
-    fn mount_temporary(&mut self, source: &SourceId, entries: &[u32]) -> Result<RootId, HostError> {
-        StepHost::mount_temporary(self, *source, entries)
-    }
-
-    fn resolve_in_root(&mut self, root: &RootId, selector: &str) -> Result<String, HostError> {
-        StepHost::resolve_in_root(self, *root, selector)
-    }
-
-    fn pin_in_source(&mut self, source: &SourceId, entry: u32, selector: &str) -> Result<RootId, HostError> {
-        StepHost::pin_in_source(self, *source, entry, selector)
-    }
-
-    fn pin_in_root(&mut self, root: &RootId, selector: &str) -> Result<RootId, HostError> {
-        StepHost::pin_in_root(self, *root, selector)
-    }
-
-    fn root_path(&mut self, root: &RootId) -> Result<String, HostError> {
-        StepHost::root_path(self, *root)
-    }
-
-    fn exists(&mut self, path: &str) -> Result<bool, HostError> {
-        StepHost::exists(self, path)
-    }
-
-    fn cdi_registry(&mut self) -> Result<specwright_core::cdi::Registry, HostError> {
-        StepHost::cdi_registry(self)
-    }
-
-    fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
-        StepHost::mount_flags(self, path)
-    }
-
-    fn selinux_labels(&mut self, privileged: bool) -> Result<specwright_core::selinux::Labels, HostError> {
-        StepHost::selinux_labels(self, privileged)
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use specwright_core::request::{Mountable, Request};
-use specwright_core::HostError;
+use specwright_core::{HostCalls, HostError};
 
 use super::release::release_mountpoint;
 use super::{limits, StepHost};
@@ -94,8 +94,70 @@ fn mountable_json(m: &Mountable) -> Value {
 }
 
 impl StepHost {
+    fn source_entry(&self, source: SourceId, entry: u32) -> Result<&Mountable, HostError> {
+        let index = *self
+            .sources
+            .get(source.0)
+            .ok_or_else(|| HostError::Refused("unknown source handle".to_string()))?;
+        self.request_mounts[index].get(entry as usize).ok_or_else(|| {
+            HostError::Refused(format!(
+                "entry {entry} is out of range (request mount {index} has {} entries)",
+                self.request_mounts[index].len()
+            ))
+        })
+    }
+
+    /// Mounts that a source handle stands for.
+    pub fn source_mounts(&self, source: SourceId) -> Result<Vec<Mountable>, HostError> {
+        let index = *self
+            .sources
+            .get(source.0)
+            .ok_or_else(|| HostError::Refused("mounts: unknown source handle".to_string()))?;
+        Ok(self.request_mounts[index].clone())
+    }
+
+    fn root(&self, root: RootId) -> Result<&Root, HostError> {
+        match self.roots.get(root.0) {
+            Some(r) if !r.released => Ok(r),
+            Some(_) => Err(HostError::Refused("the mountpoint was already released".to_string())),
+            None => Err(HostError::Refused("unknown mountpoint handle".to_string())),
+        }
+    }
+
+    fn pinned_root(&mut self, resolved: crate::resolve::Resolved) -> Result<RootId, HostError> {
+        let (name, path, kind) = self.pin(resolved)?;
+        self.roots.push(Root {
+            name,
+            path,
+            kind,
+            released: false,
+        });
+        Ok(RootId(self.roots.len() - 1))
+    }
+
+    fn may_ask_mount_flags(&self, path: &str) -> bool {
+        let in_a_root = !path.split('/').any(|c| c == "..")
+            && self
+                .roots
+                .iter()
+                .any(|r| !r.released && std::path::Path::new(path).starts_with(&r.path));
+        // A no-sandbox step binds the host's /proc.
+        let host_proc = path == "/proc" && self.host_proc_bound;
+        in_a_root
+            || host_proc
+            || self.request_paths.iter().any(|p| p == path)
+            || self.cdi_mount_sources.iter().any(|p| p == path)
+    }
+}
+
+/// What a policy asks of the host, for this step: the one implementation
+/// (the WIT host and the native pipelines call it).
+impl HostCalls for StepHost {
+    type Source = SourceId;
+    type Root = RootId;
+
     /// Expands request mount `index`.
-    pub fn materialize(&mut self, index: u32) -> Result<(SourceId, Vec<Mountable>), HostError> {
+    fn materialize(&mut self, index: u32) -> Result<(SourceId, Vec<Mountable>), HostError> {
         self.audited(
             "materialize",
             || json!({"index": index}),
@@ -120,21 +182,8 @@ impl StepHost {
         )
     }
 
-    fn source_entry(&self, source: SourceId, entry: u32) -> Result<&Mountable, HostError> {
-        let index = *self
-            .sources
-            .get(source.0)
-            .ok_or_else(|| HostError::Refused("unknown source handle".to_string()))?;
-        self.request_mounts[index].get(entry as usize).ok_or_else(|| {
-            HostError::Refused(format!(
-                "entry {entry} is out of range (request mount {index} has {} entries)",
-                self.request_mounts[index].len()
-            ))
-        })
-    }
-
     /// What host path `path` (one the request names) really is.
-    pub fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
+    fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
         self.audited(
             "canonical-path",
             || json!({"path": shown(path)}),
@@ -153,17 +202,9 @@ impl StepHost {
         )
     }
 
-    /// Mounts that a source handle stands for.
-    pub fn source_mounts(&self, source: SourceId) -> Result<Vec<Mountable>, HostError> {
-        let index = *self
-            .sources
-            .get(source.0)
-            .ok_or_else(|| HostError::Refused("mounts: unknown source handle".to_string()))?;
-        Ok(self.request_mounts[index].clone())
-    }
-
     /// Resolves a selector directly on the source of a read-write bind entry.
-    pub fn resolve_in_source(&mut self, source: SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
+    fn resolve_in_source(&mut self, source: &SourceId, entry: u32, selector: &str) -> Result<String, HostError> {
+        let source = *source;
         self.audited(
             "resolve",
             || json!({"entry": entry, "selector": shown(selector)}),
@@ -189,7 +230,8 @@ impl StepHost {
     }
 
     /// Mounts the given entries of a source on a fresh temporary mountpoint.
-    pub fn mount_temporary(&mut self, source: SourceId, entries: &[u32]) -> Result<RootId, HostError> {
+    fn mount_temporary(&mut self, source: &SourceId, entries: &[u32]) -> Result<RootId, HostError> {
+        let source = *source;
         self.audited(
             "mount-temporary",
             || json!({"entries": entries}),
@@ -231,22 +273,16 @@ impl StepHost {
         )
     }
 
-    fn root(&self, root: RootId) -> Result<&Root, HostError> {
-        match self.roots.get(root.0) {
-            Some(r) if !r.released => Ok(r),
-            Some(_) => Err(HostError::Refused("the mountpoint was already released".to_string())),
-            None => Err(HostError::Refused("unknown mountpoint handle".to_string())),
-        }
-    }
-
     /// Where a root's mount is: the mountpoint, or a pinned file in it.
-    pub fn root_path(&self, root: RootId) -> Result<String, HostError> {
+    fn root_path(&mut self, root: &RootId) -> Result<String, HostError> {
+        let root = *root;
         let root = self.root(root)?;
         Ok(root.kind.target(&root.path).display().to_string())
     }
 
     /// Pins what `selector` names in the source of read-write bind `entry`.
-    pub fn pin_in_source(&mut self, source: SourceId, entry: u32, selector: &str) -> Result<RootId, HostError> {
+    fn pin_in_source(&mut self, source: &SourceId, entry: u32, selector: &str) -> Result<RootId, HostError> {
+        let source = *source;
         self.audited(
             "pin",
             || json!({"entry": entry, "selector": shown(selector)}),
@@ -272,7 +308,8 @@ impl StepHost {
     }
 
     /// Pins what `selector` names inside a temporary mountpoint.
-    pub fn pin_in_root(&mut self, root: RootId, selector: &str) -> Result<RootId, HostError> {
+    fn pin_in_root(&mut self, root: &RootId, selector: &str) -> Result<RootId, HostError> {
+        let root = *root;
         self.audited(
             "pin",
             || json!({"root": root.0, "selector": shown(selector)}),
@@ -289,19 +326,8 @@ impl StepHost {
         )
     }
 
-    fn pinned_root(&mut self, resolved: crate::resolve::Resolved) -> Result<RootId, HostError> {
-        let (name, path, kind) = self.pin(resolved)?;
-        self.roots.push(Root {
-            name,
-            path,
-            kind,
-            released: false,
-        });
-        Ok(RootId(self.roots.len() - 1))
-    }
-
     /// Whether `path` (one the request names) exists on the host.
-    pub fn exists(&mut self, path: &str) -> Result<bool, HostError> {
+    fn exists(&mut self, path: &str) -> Result<bool, HostError> {
         self.audited(
             "exists",
             || json!({"path": shown(path)}),
@@ -321,7 +347,7 @@ impl StepHost {
     }
 
     /// The CDI devices registered in the step's CDI spec directories.
-    pub fn cdi_registry(&mut self) -> Result<specwright_core::cdi::Registry, HostError> {
+    fn cdi_registry(&mut self) -> Result<specwright_core::cdi::Registry, HostError> {
         let dirs = self.options.cdi_spec_dirs.clone();
         self.audited(
             "cdi-registry",
@@ -346,7 +372,7 @@ impl StepHost {
     /// `statfs`'s `f_flags` for `path`, the source of a bind in the spec:
     /// a host path the request names, a path in one of this step's
     /// temporary mountpoints, or a CDI mount's host path.
-    pub fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
+    fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
         self.audited(
             "mount-flags",
             || json!({"path": shown(path)}),
@@ -365,21 +391,8 @@ impl StepHost {
         )
     }
 
-    fn may_ask_mount_flags(&self, path: &str) -> bool {
-        let in_a_root = !path.split('/').any(|c| c == "..")
-            && self
-                .roots
-                .iter()
-                .any(|r| !r.released && std::path::Path::new(path).starts_with(&r.path));
-        // A no-sandbox step binds the host's /proc.
-        let host_proc = path == "/proc" && self.host_proc_bound;
-        in_a_root
-            || host_proc
-            || self.request_paths.iter().any(|p| p == path)
-            || self.cdi_mount_sources.iter().any(|p| p == path)
-    }
-
-    pub fn resolve_in_root(&mut self, root: RootId, selector: &str) -> Result<String, HostError> {
+    fn resolve_in_root(&mut self, root: &RootId, selector: &str) -> Result<String, HostError> {
+        let root = *root;
         self.audited(
             "resolve",
             || json!({"root": root.0, "selector": shown(selector)}),
@@ -397,7 +410,7 @@ impl StepHost {
     }
 
     /// Unmounts one temporary mountpoint now.
-    pub fn release_root(&mut self, root: RootId) -> Result<(), HostError> {
+    fn release(&mut self, root: RootId) -> Result<(), HostError> {
         self.audited(
             "release",
             || json!({"root": root.0}),
@@ -421,5 +434,9 @@ impl StepHost {
             },
             |_, _| Value::Null,
         )
+    }
+
+    fn selinux_labels(&mut self, privileged: bool) -> Result<specwright_core::selinux::Labels, HostError> {
+        self.labels(privileged)
     }
 }

@@ -24,7 +24,7 @@ const LEVEL_DRAWS: usize = 4096;
 impl StepHost {
     /// The step's labels (see the WIT `selinux-labels`). A sandboxed step's
     /// are made once; asking again gives the same ones.
-    pub fn selinux_labels(&mut self, privileged: bool) -> Result<Labels, HostError> {
+    pub(super) fn labels(&mut self, privileged: bool) -> Result<Labels, HostError> {
         self.audited(
             "selinux-labels",
             || json!({"privileged": privileged}),
@@ -162,6 +162,7 @@ mod tests {
     use crate::audit::Audit;
     use crate::state::{Owner, StateDir};
     use crate::sys::{Op, RealSyscalls, RecordingSyscalls};
+    use specwright_core::HostCalls;
 
     const CONTEXTS: &str =
         "process = \"system_u:system_r:container_t:s0\"\nfile = \"system_u:object_r:container_file_t:s0\"\n";

@@ -1,5 +1,6 @@
 //! StepHost on a dry run and on real state dirs.
 
+use specwright_core::HostCalls;
 use std::path::Path;
 
 use serde_json::json;
@@ -40,13 +41,13 @@ fn out_of_range_and_released_handles_are_refused_and_name_the_policy() {
         "{err}"
     );
     let (src, _) = host.materialize(0).unwrap();
-    let err = host.mount_temporary(src, &[3]).unwrap_err().to_string();
+    let err = host.mount_temporary(&src, &[3]).unwrap_err().to_string();
     assert!(err.contains("mount-temporary") && err.contains("entry 3"), "{err}");
-    let err = host.resolve_in_source(src, 0, "x").unwrap_err().to_string();
+    let err = host.resolve_in_source(&src, 0, "x").unwrap_err().to_string();
     assert!(err.contains("read-only"), "{err}");
-    let root = host.mount_temporary(src, &[0]).unwrap();
-    host.release_root(root).unwrap();
-    let err = host.resolve_in_root(root, "x").unwrap_err().to_string();
+    let root = host.mount_temporary(&src, &[0]).unwrap();
+    host.release(root).unwrap();
+    let err = host.resolve_in_root(&root, "x").unwrap_err().to_string();
     assert!(err.contains("already released"), "{err}");
     assert!(sys.ops().iter().all(|op| match op {
         Op::CreateDir { path: p } | Op::RemoveDir { path: p } => p.starts_with(dir.path().join("mounts")),
@@ -76,8 +77,8 @@ fn a_dry_run_plans_without_touching_the_state_dir() {
     )
     .unwrap();
     let (src, _) = host.materialize(0).unwrap();
-    let mounted = host.mount_temporary(src, &[0]).unwrap();
-    let path = host.resolve_in_root(mounted, "a/../b").unwrap();
+    let mounted = host.mount_temporary(&src, &[0]).unwrap();
+    let path = host.resolve_in_root(&mounted, "a/../b").unwrap();
     assert!(path.ends_with("/mounts/s1-0/b"), "{path}");
     let point = root.join("mounts/s1-0");
     let ops = sys.ops();
@@ -253,7 +254,7 @@ fn a_policy_cannot_stack_more_than_the_limit_on_one_mountpoint() {
     let (mut host, sys) = dry_host(dir.path(), &req);
     let (src, _) = host.materialize(0).unwrap();
     let err = host
-        .mount_temporary(src, &[0; MAX_STACKED + 1])
+        .mount_temporary(&src, &[0; MAX_STACKED + 1])
         .unwrap_err()
         .to_string();
     assert!(
@@ -270,7 +271,7 @@ fn a_policy_s_host_work_is_bounded_per_step() {
     let (mut host, _) = dry_host(dir.path(), &req);
     let (src, _) = host.materialize(0).unwrap();
     let err = host
-        .resolve_in_source(src, 0, &"a/".repeat(limits::MAX_SELECTOR_BYTES))
+        .resolve_in_source(&src, 0, &"a/".repeat(limits::MAX_SELECTOR_BYTES))
         .unwrap_err()
         .to_string();
     assert!(err.contains("at most 4096"), "{err}");
@@ -288,9 +289,9 @@ fn a_policy_s_host_work_is_bounded_per_step() {
     );
     let (mut host, _) = dry_host(dir.path(), &req);
     for _ in 0..limits::MAX_HOST_CALLS {
-        let _ = host.resolve_in_source(SourceId(0), 0, "x");
+        let _ = host.resolve_in_source(&SourceId(0), 0, "x");
     }
-    let err = host.resolve_in_source(SourceId(0), 0, "x").unwrap_err().to_string();
+    let err = host.resolve_in_source(&SourceId(0), 0, "x").unwrap_err().to_string();
     assert!(err.contains("limit of 4096 host calls"), "{err}");
 }
 
@@ -308,7 +309,7 @@ fn audit_bytes_are_bounded_per_step() {
     let mut last = String::new();
     for _ in 0..limits::MAX_HOST_CALLS {
         // Each fails (nothing is there) and is audited, arguments and all.
-        if let Err(e) = host.resolve_in_source(src, 0, &long) {
+        if let Err(e) = host.resolve_in_source(&src, 0, &long) {
             last = e.to_string();
             if last.contains("limit") {
                 break;
