@@ -109,7 +109,7 @@ pub struct Applied {
 }
 
 /// What the runner knows of the host for its edits.
-pub struct HostView<F: Fn(&Path) -> bool> {
+pub struct HostHas<F: Fn(&Path) -> bool> {
     /// The capability bounding set (`None`: unknown, nothing dropped).
     pub bounding: Option<u64>,
     /// Whether a host path exists.
@@ -122,7 +122,7 @@ pub fn apply<F: Fn(&Path) -> bool>(
     spec: &mut Spec,
     root: &Path,
     user: &ResolvedUser,
-    host: HostView<F>,
+    host: HostHas<F>,
 ) -> Result<Applied, EditError> {
     with_root_path(spec, root)?;
     with_additional_gids(spec, &user.additional_gids)?;
@@ -271,7 +271,7 @@ mod tests {
             &mut spec,
             Path::new("/state/mounts/s-0"),
             &user(vec![10, 29]),
-            HostView {
+            HostHas {
                 bounding: Some(!(1u64 << 24)),
                 has_path: |_: &Path| true,
             },
@@ -317,8 +317,8 @@ mod tests {
         .unwrap();
     }
 
-    fn unknown_host() -> HostView<fn(&Path) -> bool> {
-        HostView {
+    fn unknown_host() -> HostHas<fn(&Path) -> bool> {
+        HostHas {
             bounding: None,
             has_path: |_| true,
         }

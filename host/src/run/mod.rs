@@ -264,7 +264,7 @@ fn start_container(
         .bind_rootfs(rootfs, request.readonly_rootfs)
         .map_err(RunError::BindRootfs)?;
     let sys = args.workspace.sys.as_ref();
-    let host = edits::HostView {
+    let host = edits::HostHas {
         bounding: edits::host_bounding_set(),
         // A path that cannot be checked is left for the runtime to report.
         has_path: |path: &Path| sys.exists(path).unwrap_or(true),
