@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(spec.to_json(), by_serde, "to_json differs from serde_json for {text}");
     }
     match validate_json(text) {
-        Ok(value) => {
+        Ok((value, _)) => {
             // What was accepted round-trips and passes again: validation
             // does not depend on how the policy formatted its output.
             let again = serde_json::to_string(&value).expect("a parsed value serializes");

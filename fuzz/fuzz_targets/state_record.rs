@@ -9,7 +9,6 @@
 
 #![no_main]
 
-
 use libfuzzer_sys::fuzz_target;
 use specwright_host_core::audit::Audit;
 use specwright_host_core::state::StateDir;

@@ -467,8 +467,8 @@ specwright_sdk::export_policy!(Hardened);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use specwright_sdk::HostError;
     use specwright_sdk::buildkit::generate_without_mounts;
+    use specwright_sdk::HostError;
 
     fn request(extra: &str) -> Request {
         Request::from_json(&format!(r#"{{"id": "s", "args": ["/bin/true"]{extra}}}"#)).unwrap()

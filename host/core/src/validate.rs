@@ -3,7 +3,9 @@
 
 use std::sync::OnceLock;
 
+use serde::Deserialize;
 use serde_json::Value;
+use specwright_core::spec::Spec;
 
 use crate::schema::Schema;
 
@@ -34,8 +36,9 @@ pub enum SpecValidationError {
     /// namespace type given twice, a capability name that is not one.
     #[error("is not read the same way by every runtime: {0}")]
     Ambiguous(Problems),
-    #[error("does not parse as an OCI runtime spec (oci-spec): {0}")]
-    OciSpec(String),
+    /// The schema holds but the typed model does not take it.
+    #[error("does not fit the spec model: {0}")]
+    Model(String),
     #[error("the embedded runtime-spec schema does not load: {0}")]
     BadSchema(String),
 }
@@ -195,24 +198,22 @@ const MAX_ID: u64 = (1 << 31) - 1;
 pub const RUNTIME_ANNOTATION_PREFIXES: &[&str] = &["run.oci.", "org.criu."];
 
 /// Validates a parsed spec: the schema ([`validate_value`]), that every
-/// runtime reads it alike ([`check_unambiguous`]), then the `oci-spec`
-/// crate's typed model, read from the parsed value rather than by parsing
-/// the text again.
-pub fn validate_spec(spec: &Value) -> Result<(), SpecValidationError> {
+/// runtime reads it alike ([`check_unambiguous`]), then read into the typed
+/// model the host keeps (from the parsed value, not the text again).
+pub fn validate_spec(spec: &Value) -> Result<Spec, SpecValidationError> {
     validate_value(spec)?;
     check_unambiguous(spec)?;
-    <oci_spec::runtime::Spec as serde::Deserialize>::deserialize(spec)
-        .map_err(|e| SpecValidationError::OciSpec(e.to_string()))?;
-    Ok(())
+    Spec::deserialize(spec).map_err(|e| SpecValidationError::Model(e.to_string()))
 }
 
 /// config.json's text for a spec the host changed after the policies ran:
 /// the whole spec checked once more ([`validate_spec`]), then written in
 /// runtime-spec field order and indented, as `runc spec` and BuildKit
 /// write it.
-pub fn config_json(spec: &specwright_core::spec::Spec) -> Result<String, SpecValidationError> {
+pub fn config_json(spec: &Spec) -> Result<String, SpecValidationError> {
     let value = serde_json::to_value(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
-    validate_spec(&value)?;
+    validate_value(&value)?;
+    check_unambiguous(&value)?;
     pretty(&value)
 }
 
@@ -242,20 +243,20 @@ pub fn normalize_engine_spec(spec: &mut Value) {
 
 /// [`validate_json`] for the spec an engine wrote, first made what the
 /// schema takes where runtimes read it alike ([`normalize_engine_spec`]).
-pub fn validate_engine_json(spec: &str) -> Result<Value, SpecValidationError> {
+pub fn validate_engine_json(spec: &str) -> Result<Spec, SpecValidationError> {
     let mut value = crate::strict_json::parse(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
     normalize_engine_spec(&mut value);
-    validate_spec(&value)?;
-    Ok(value)
+    validate_spec(&value)
 }
 
 /// Parses (once, refusing what JSON parsers read differently: a key given
 /// twice, a NUL in a string; see [`crate::strict_json`]) and validates a
 /// spec's text: a policy's output or an engine's config.json.
-pub fn validate_json(spec: &str) -> Result<Value, SpecValidationError> {
+/// The parsed value and the typed spec.
+pub fn validate_json(spec: &str) -> Result<(Value, Spec), SpecValidationError> {
     let value = crate::strict_json::parse(spec).map_err(|e| SpecValidationError::NotJson(e.to_string()))?;
-    validate_spec(&value)?;
-    Ok(value)
+    let typed = validate_spec(&value)?;
+    Ok((value, typed))
 }
 
 #[cfg(test)]
@@ -465,9 +466,9 @@ mod tests {
             {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o20666}
         ]);
         assert!(validate_json(&spec.to_string()).is_err());
-        let value = validate_engine_json(&spec.to_string()).unwrap();
-        assert_eq!(value["linux"]["devices"][0]["fileMode"], 0o660);
-        assert_eq!(value["linux"]["devices"][1]["fileMode"], 0o666);
+        let read = validate_engine_json(&spec.to_string()).unwrap();
+        let modes: Vec<_> = read.linux.unwrap().devices.iter().map(|d| d.file_mode).collect();
+        assert_eq!(modes, [Some(0o660), Some(0o666)]);
         // Bits that are no file type are not the engine's quirk: refused.
         spec["linux"]["devices"][0]["fileMode"] = serde_json::json!(0o1000000);
         assert!(validate_engine_json(&spec.to_string()).is_err());

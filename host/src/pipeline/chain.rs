@@ -5,22 +5,20 @@
 
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use specwright_core::spec::Spec;
 use specwright_core::{HostFacts, Request};
 
 use super::Error;
 use crate::audit::Audit;
-use crate::policy::{Engine, LoadedPolicy, PolicyFailure};
+use crate::policy::{Engine, LoadedPolicy, PolicyFacts, PolicyFailure};
 use crate::step::StepHost;
 use crate::validate;
 
 /// The spec an engine wrote, read as every runtime reads it or refused
 /// ([`validate::validate_engine_json`]), before any policy runs.
 pub(crate) fn read_engine_spec(text: &str) -> Result<Spec, Error> {
-    let value = validate::validate_engine_json(text).map_err(|e| Error::EngineSpec(e.to_string()))?;
-    Spec::deserialize(&value).map_err(|e| Error::EngineSpec(format!("does not fit the spec model: {e}")))
+    validate::validate_engine_json(text).map_err(|e| Error::EngineSpec(e.to_string()))
 }
 
 /// Runs `chain` for `request` on `step`, validating each policy's output
@@ -34,25 +32,27 @@ pub(crate) fn run(
     facts: &HostFacts,
     audit: &Audit,
 ) -> Result<(StepHost, Spec), Error> {
-    let Some(last) = chain.last() else {
-        return Err(release_after(step, Error::EmptyChain));
+    let input = match Input::of(request) {
+        Ok(input) => input,
+        Err(e) => return Err(release_after(step, e)),
     };
-    let mut previous: Option<String> = None;
-    let mut spec = Value::Null;
+    let facts = PolicyFacts::from(facts);
+    let mut last: Option<Output> = None;
     for policy in chain {
-        let (returned, outcome) = run_policy(engine, policy, step, request, facts, previous.as_deref(), &spec, audit);
+        let (previous, before) = match &last {
+            Some(out) => (Some(out.text.as_str()), &out.value),
+            None => (None, &Value::Null),
+        };
+        let (returned, outcome) = run_policy(engine, policy, step, &input, &facts, previous, before, audit);
         step = returned;
         match outcome {
-            Ok((json, value)) => {
-                previous = Some(json);
-                spec = value;
-            }
+            Ok(out) => last = Some(out),
             Err(e) => return Err(release_after(step, e)),
         }
     }
-    match Spec::deserialize(&spec) {
-        Ok(spec) => Ok((step, spec)),
-        Err(e) => Err(release_after(step, not_a_spec(last, e).into())),
+    match last {
+        Some(out) => Ok((step, out.spec)),
+        None => Err(release_after(step, Error::EmptyChain)),
     }
 }
 
@@ -76,6 +76,7 @@ pub(crate) fn review(
     facts: &HostFacts,
     audit: &Audit,
 ) -> Result<Spec, Error> {
+    let facts = PolicyFacts::from(facts);
     let mut current = spec;
     for policy in chain {
         let request = match specwright_core::derive::request_from_spec(id, &current) {
@@ -96,15 +97,15 @@ pub(crate) fn review(
             Err(e) => return Err(release_after(step, Error::EncodeRequest(e))),
         };
         let previous = current.to_json();
-        let (returned, outcome) = run_policy(engine, policy, step, &request, facts, Some(&previous), &before, audit);
-        step = returned;
-        let value = match outcome {
-            Ok((_, value)) => value,
+        let input = match Input::of(&request) {
+            Ok(input) => input,
             Err(e) => return Err(release_after(step, e)),
         };
-        current = match Spec::deserialize(&value) {
-            Ok(spec) => spec,
-            Err(e) => return Err(release_after(step, not_a_spec(policy, e).into())),
+        let (returned, outcome) = run_policy(engine, policy, step, &input, &facts, Some(&previous), &before, audit);
+        step = returned;
+        current = match outcome {
+            Ok(out) => out.spec,
+            Err(e) => return Err(release_after(step, e)),
         };
     }
     let cancelled = step_cancelled(&step);
@@ -119,41 +120,54 @@ fn step_cancelled(step: &StepHost) -> Option<&'static str> {
     step.cancel().requested().map(crate::interrupt::name)
 }
 
-fn not_a_spec(policy: &LoadedPolicy, e: serde_json::Error) -> PolicyFailure {
-    PolicyFailure::InvalidSpec {
-        policy: policy.name.clone(),
-        message: format!("does not fit the spec model: {e}"),
+/// A policy's request: its step id, and its canonical JSON (made once).
+struct Input<'r> {
+    id: &'r str,
+    json: String,
+}
+
+impl<'r> Input<'r> {
+    fn of(request: &'r Request) -> Result<Input<'r>, Error> {
+        Ok(Input {
+            id: &request.id,
+            json: serde_json::to_string(request).map_err(Error::EncodeRequest)?,
+        })
     }
+}
+
+/// What a policy returned, checked: its text (handed to the next policy
+/// as it was written), the parsed value (for the audit's changed fields)
+/// and the typed spec.
+struct Output {
+    text: String,
+    value: Value,
+    spec: Spec,
 }
 
 /// Runs one policy of a chain on `step` and checks what it returns (parsed
 /// once, strictly, against the runtime-spec schema and for what runtimes
 /// would read otherwise); audits the outcome, with the top-level fields it
-/// changed from `before`. On success, the output's text and value.
+/// changed from `before`.
 #[allow(clippy::too_many_arguments)]
 fn run_policy(
     engine: &Engine,
     policy: &LoadedPolicy,
     mut step: StepHost,
-    request: &Request,
-    facts: &HostFacts,
+    request: &Input<'_>,
+    facts: &PolicyFacts,
     previous: Option<&str>,
     before: &Value,
     audit: &Audit,
-) -> (StepHost, Result<(String, Value), Error>) {
+) -> (StepHost, Result<Output, Error>) {
     if let Some(signal) = step_cancelled(&step) {
         return (step, Err(Error::Interrupted(signal)));
     }
-    let canonical = match serde_json::to_string(request) {
-        Ok(text) => text,
-        Err(e) => return (step, Err(Error::EncodeRequest(e))),
-    };
     step.set_actor(&policy.name);
     let start = Instant::now();
-    let (step, result) = engine.call(policy, step, &canonical, facts, previous);
-    let checked = result.and_then(|json| {
-        validate::validate_json(&json)
-            .map(|value| (json, value))
+    let (step, result) = engine.call_with(policy, step, &request.json, facts, previous);
+    let checked = result.and_then(|text| {
+        validate::validate_json(&text)
+            .map(|(value, spec)| Output { text, value, spec })
             .map_err(|e| PolicyFailure::InvalidSpec {
                 policy: policy.name.clone(),
                 message: e.to_string(),
@@ -161,10 +175,10 @@ fn run_policy(
     });
     let message = checked.as_ref().err().map(ToString::to_string);
     let outcome = match (&checked, &message) {
-        (Ok((_, value)), _) => Ok(json!({"changed": changed_fields(before, value)})),
+        (Ok(out), _) => Ok(json!({"changed": changed_fields(before, &out.value)})),
         (Err(_), message) => Err(message.as_deref().unwrap_or_default()),
     };
-    audit.record(&request.id, &policy.name, "policy", json!({}), outcome, start.elapsed());
+    audit.record(request.id, &policy.name, "policy", json!({}), outcome, start.elapsed());
     (step, checked.map_err(Error::from))
 }
 

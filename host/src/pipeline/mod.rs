@@ -257,8 +257,9 @@ impl Engine {
     }
 
     /// Runs `chain` for `request` in `workspace`: the step is this
-    /// process's until the returned [`Step`] lets it go. On any failure
-    /// nothing the step made is left.
+    /// process's until the returned [`Step`] lets it go. The request is
+    /// validated here (its fields are public; no policy is trusted to
+    /// check it). On any failure nothing the step made is left.
     pub fn prepare(
         &self,
         chain: &Chain,
@@ -266,6 +267,7 @@ impl Engine {
         request: &Request,
         facts: &HostFacts,
     ) -> Result<Step, Error> {
+        request.validate().map_err(Error::Request)?;
         let policies = self.policies_of(chain)?;
         let lock = workspace.lock(&request.id)?;
         let step = workspace.step_host(request, lock)?;
@@ -461,5 +463,28 @@ impl Drop for Step {
         if let Err(e) = self.release_held() {
             tracing::error!(error = %e, "releasing a dropped step");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Limits;
+
+    #[test]
+    fn the_host_validates_a_request_built_by_hand() {
+        let state = tempfile::tempdir().unwrap();
+        let workspace = Workspace::open(state.path()).unwrap();
+        let engine = Engine::new(Limits::default()).unwrap();
+        let chain = Chain::new(vec![engine.load_default().unwrap()]);
+        let mut request = Request::from_json(r#"{"id": "fine", "args": ["/bin/true"]}"#).unwrap();
+        request.id = "../../etc".into();
+        let err = engine
+            .prepare(&chain, &workspace, &request, &HostFacts::example())
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Request(_)), "{err}");
+        let locks: Vec<_> = std::fs::read_dir(state.path().join("locks")).unwrap().collect();
+        assert!(locks.is_empty(), "nothing taken: {locks:?}");
     }
 }

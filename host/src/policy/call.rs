@@ -25,6 +25,16 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// The host facts as the policies receive them, converted once for a
+/// chain.
+pub(crate) struct PolicyFacts(wit_types::HostFacts);
+
+impl From<&HostFacts> for PolicyFacts {
+    fn from(facts: &HostFacts) -> PolicyFacts {
+        PolicyFacts(wit_types::HostFacts::from(facts))
+    }
+}
+
 /// Sandbox limits applied to every policy call.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -180,12 +190,25 @@ impl Engine {
         facts: &HostFacts,
         previous: Option<&str>,
     ) -> (StepHost, Result<String, PolicyFailure>) {
+        self.call_with(policy, step, request_json, &PolicyFacts::from(facts), previous)
+    }
+
+    /// [`Engine::call`] with the facts converted for the policies once (a
+    /// chain's calls share them).
+    pub(crate) fn call_with(
+        &self,
+        policy: &LoadedPolicy,
+        step: StepHost,
+        request_json: &str,
+        facts: &PolicyFacts,
+        previous: Option<&str>,
+    ) -> (StepHost, Result<String, PolicyFailure>) {
         let mut store = self.store(step);
-        let facts = wit_types::HostFacts::from(facts);
+        let facts = &facts.0;
         let result = policy
             .pre
             .instantiate(&mut store)
-            .and_then(|instance| instance.call_generate(&mut store, request_json, &facts, &policy.settings, previous));
+            .and_then(|instance| instance.call_generate(&mut store, request_json, facts, &policy.settings, previous));
         let result = match result {
             Ok(Ok(spec)) => Ok(spec),
             Ok(Err(e)) => Err(policy_error(&policy.name, e)),

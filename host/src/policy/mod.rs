@@ -18,6 +18,7 @@ mod call;
 mod host;
 mod wasi;
 
+pub(crate) use call::PolicyFacts;
 #[cfg(feature = "bench")]
 pub use call::ReusedInstance;
 use call::{start_epoch_ticker, KEEP_RESIDENT_BYTES};

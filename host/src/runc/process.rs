@@ -30,8 +30,7 @@ pub fn exec_spec(container: &Spec, exec: &Exec, process_file: Option<&str>) -> R
             let value = crate::strict_json::parse(text).context("not JSON as every runtime reads it")?;
             let mut whole = serde_json::to_value(container).context("encoding the container's spec")?;
             whole["process"] = value;
-            crate::validate::validate_spec(&whole)?;
-            let mut process = spec_from(whole)?.process.context("no process")?;
+            let mut process = crate::validate::validate_spec(&whole)?.process.context("no process")?;
             // What runc's libcontainer takes from the container when the
             // document leaves it out; written here so that every runtime
             // runs the same.
@@ -224,8 +223,7 @@ pub fn updated_spec(container: &Spec, resources: &Value) -> Result<Spec> {
         linux["resources"] = Value::Object(Map::new());
     }
     lay_over(&mut linux["resources"], resources);
-    crate::validate::validate_spec(&whole)?;
-    spec_from(whole)
+    Ok(crate::validate::validate_spec(&whole)?)
 }
 
 fn lay_over(target: &mut Value, update: &Value) {
@@ -248,10 +246,6 @@ fn lay_over(target: &mut Value, update: &Value) {
 }
 
 /// The spec as the model holds it, from a checked value.
-fn spec_from(value: Value) -> Result<Spec> {
-    serde_json::from_value(value).context("does not fit the spec model")
-}
-
 /// Capabilities' sets as names, for tests.
 #[cfg(test)]
 fn names(set: &Names) -> Vec<&str> {
