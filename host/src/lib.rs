@@ -45,6 +45,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cli")]
+mod binary;
 mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -59,7 +61,9 @@ pub mod runc;
 // wasmtime (for the fuzz targets, and for whoever audits them); embedders
 // and tests reach its modules there, this crate re-exports what its API
 // names.
-use specwright_host_core::{audit, facts, input, interrupt, resolve, state, step, strict_json, sys, validate};
+use specwright_host_core::{audit, input, interrupt, resolve, state, step, sys, validate};
+#[cfg(feature = "cli")]
+use specwright_host_core::{facts, strict_json};
 
 pub use cache::{CacheError, CompileCache};
 pub use oci_runtime::{FindError, OciRuntime};

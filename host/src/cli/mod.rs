@@ -169,7 +169,7 @@ where
 {
     // Read first: a caller that exits at once leaves us to pid 1 soon.
     let parent = std::os::unix::process::parent_id();
-    stop_on_signals();
+    crate::binary::stop_on_signals();
     init_tracing();
     if std::env::var_os("SPECWRIGHT_PERF_MAP").is_some() {
         crate::policy::write_perf_map();
@@ -193,20 +193,6 @@ where
     }
 }
 
-/// SIGINT and SIGTERM ask the process to stop: at once while it holds
-/// nothing, after releasing what it holds otherwise (see `interrupt`).
-pub(crate) fn stop_on_signals() {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
-        return;
-    };
-    let _ = std::thread::Builder::new().name("signals".to_string()).spawn(move || {
-        for signal in signals.forever() {
-            crate::interrupt::request(signal);
-        }
-    });
-}
-
 /// Tracing events go to stderr when `SPECWRIGHT_LOG` is set (e.g. `info`).
 fn init_tracing() {
     if let Ok(filter) = std::env::var("SPECWRIGHT_LOG") {
@@ -220,15 +206,6 @@ fn init_tracing() {
 /// The workspace at `dir`, its operations performed by `sys`.
 fn open_workspace(dir: &Path, sys: Arc<dyn Syscalls>) -> Result<Workspace> {
     Workspace::open_with(dir, sys).with_context(|| format!("state dir {}", dir.display()))
-}
-
-/// How the binaries' steps are treated: as given, cancelled by the
-/// process's SIGINT and SIGTERM.
-pub(crate) fn step_options(options: StepOptions) -> StepOptions {
-    StepOptions {
-        cancel: crate::interrupt::process().clone(),
-        ..options
-    }
 }
 
 /// Who owns a step `spec` makes: `--owner-pid`, or the caller. A caller
@@ -272,15 +249,16 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             let limits = Limits::from_flags(Some(policy_timeout_ms), Some(policy_memory_mib))?;
             let oci_runtime = OciRuntime::find(&runtime)?;
             let request = read_request(&request)?;
-            let workspace =
-                open_workspace(&state_dir, Arc::new(RealSyscalls))?.with_options(step_options(StepOptions {
+            let workspace = open_workspace(&state_dir, Arc::new(RealSyscalls))?.with_options(
+                crate::binary::step_options(StepOptions {
                     pin_selectors,
                     owner: Owner::this_process(),
                     cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),
                     mounting: Mounting::Host,
                     selinux_contexts,
                     ..StepOptions::default()
-                }));
+                }),
+            );
             let cache = workspace.compile_cache()?;
             // Asked while the policies load.
             let declared_version =
@@ -325,7 +303,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 state_dir,
                 bundle,
                 dry_run,
-                options: step_options(StepOptions {
+                options: crate::binary::step_options(StepOptions {
                     pin_selectors,
                     owner,
                     cdi_spec_dirs: cdi_dirs(cdi_spec_dirs),

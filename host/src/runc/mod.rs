@@ -77,7 +77,7 @@ pub fn main() -> i32 {
     };
     // Before this process opens anything of its own.
     let passed = passed_fds(&invocation);
-    crate::cli::stop_on_signals();
+    crate::binary::stop_on_signals();
     match run(&invocation, passed) {
         Ok(never) => match never {},
         Err(e) => {
@@ -209,7 +209,7 @@ impl Reviewer {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let workspace = Workspace::open(&state_dir)
             .with_context(|| format!("state dir {}", state_dir.display()))?
-            .with_options(crate::cli::step_options(StepOptions::default()));
+            .with_options(crate::binary::step_options(StepOptions::default()));
         Ok(Reviewer {
             workspace,
             chain: None,
