@@ -18,6 +18,10 @@ bench:
     cargo build --release -p specwright -p specwright-bench
     target/release/specwright-bench --write BENCHMARKS.md
 
+# This build's binaries beside an earlier commit's, in one run.
+bench-baseline commit:
+    scripts/bench-baseline {{commit}}
+
 # Every cargo fuzz target for a bounded time (seconds each); installs
 # nightly and cargo-fuzz when missing. CI runs it for 30 s a target.
 fuzz seconds="60":

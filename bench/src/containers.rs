@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use crate::measure::{measure_together, timed, Figure};
 
 /// The example policy the starts are reviewed by (built with the host).
-const HARDENED: &str = concat!(
+pub const HARDENED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../target/guest/wasm32-wasip2/guest/specwright_policy_hardened.wasm"
 );
@@ -30,7 +30,7 @@ pub struct Comparison {
 /// Runs `program` with its output discarded and its stderr kept in a file
 /// for the error: a pipe would stay open in a created container's
 /// `runc init`, which inherits the runtime's standard streams.
-fn quiet(program: &Path, args: &[String], envs: &[(&str, &Path)]) -> Result<()> {
+pub fn quiet(program: &Path, args: &[String], envs: &[(&str, &Path)]) -> Result<()> {
     use std::io::{Read, Seek};
     let mut stderr = tempfile::tempfile().context("a file for stderr")?;
     let mut command = Command::new(program);
@@ -54,11 +54,11 @@ fn quiet(program: &Path, args: &[String], envs: &[(&str, &Path)]) -> Result<()> 
     Ok(())
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
+pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-fn busybox_rootfs(dir: &Path) -> Result<()> {
+pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("bin"))?;
     for sub in ["etc", "proc", "sys", "dev", "tmp"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -73,7 +73,31 @@ fn busybox_rootfs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn find(name: &str) -> Result<PathBuf> {
+/// Makes `bundle` with `runc spec`'s config.json changed to run /bin/true
+/// in `rootfs` without a terminal, under BuildKit's seccomp profile (as
+/// engines confine a container; hardened denies one without); that
+/// config.json's text.
+pub fn true_bundle(runc: &Path, bundle: &Path, rootfs: &Path) -> Result<String> {
+    std::fs::create_dir_all(bundle)?;
+    quiet(
+        runc,
+        &strings(&["spec", "--bundle", bundle.to_str().unwrap_or_default()]),
+        &[],
+    )?;
+    let mut spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json"))?)?;
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    spec["root"]["path"] = rootfs.to_str().context("the rootfs path")?.into();
+    let request = specwright_core::Request::from_json(r#"{"id": "bench", "args": ["/bin/true"]}"#)?;
+    let profile = specwright_core::buildkit::generate_without_mounts(&request, &specwright_core::HostFacts::example())?
+        .linux
+        .and_then(|linux| linux.seccomp)
+        .context("the default policy's seccomp profile")?;
+    spec["linux"]["seccomp"] = serde_json::to_value(profile)?;
+    Ok(serde_json::to_string_pretty(&spec)?)
+}
+
+pub fn find(name: &str) -> Result<PathBuf> {
     specwright::OciRuntime::find(name)
         .map(|r| r.path)
         .with_context(|| format!("{name} is not installed (scripts/setup)"))
@@ -112,17 +136,7 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
 
     // The wrapper's create (and the delete after it) against runc's.
     let bundle = work.join("bundle");
-    std::fs::create_dir_all(&bundle)?;
-    quiet(
-        &runc,
-        &strings(&["spec", "--bundle", bundle.to_str().unwrap_or_default()]),
-        &[],
-    )?;
-    let mut spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json"))?)?;
-    spec["process"]["terminal"] = false.into();
-    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
-    spec["root"]["path"] = rootfs.to_str().context("the rootfs path")?.into();
-    let pristine = serde_json::to_string_pretty(&spec)?;
+    let pristine = true_bundle(&runc, &bundle, &rootfs)?;
     let create_delete = |program: &Path, flags: &[String], id: &str| -> Result<()> {
         std::fs::write(bundle.join("config.json"), &pristine)?;
         let mut args = flags.to_vec();

@@ -19,6 +19,7 @@ use specwright_host_core::state::StateDir;
 use specwright_host_core::step::{StepHost, StepOptions};
 use specwright_host_core::sys::RealSyscalls;
 
+mod baseline;
 mod containers;
 mod languages;
 mod machine;
@@ -108,6 +109,25 @@ fn main() -> Result<()> {
     let per_sample = Duration::from_millis(200);
 
     eprintln!("specwright benchmarks on {}", machine());
+    // `--baseline DIR`: this build's binaries beside an earlier build's.
+    if let Some(old) = std::env::args().skip_while(|a| a != "--baseline").nth(1) {
+        let new = std::env::current_exe()?
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .context("the bench's directory")?;
+        let request = work_path.join("minimal.request.json");
+        std::fs::write(&request, oracle_request("minimal", &work_path)?)?;
+        let facts_file = cases_dir().join("minimal.host.json");
+        let compared = baseline::compare(&work_path, &new, std::path::Path::new(&old), &request, &facts_file)?;
+        let (table, pass) = baseline::report(&compared);
+        println!(
+            "Before (`{old}`) and after (`{}`), side by side on {}:\n\n{table}",
+            new.display(),
+            machine()
+        );
+        anyhow::ensure!(pass, "a figure is more than 10% worse than before");
+        return Ok(());
+    }
     // `--languages`: only the policies by language, printed.
     if std::env::args().any(|a| a == "--languages") {
         let facts: HostFacts = serde_json::from_str(&std::fs::read_to_string(

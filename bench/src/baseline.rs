@@ -1,0 +1,160 @@
+//! `specwright-bench --baseline DIR`: this build's binaries beside an
+//! earlier build's (DIR holds its `specwright` and `specwright-runc`), the
+//! same operations sampled in alternation in one run, each as the new
+//! build's time over the old one's. A refactoring passes when no figure is
+//! more than 10% worse.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::containers::{busybox_rootfs, find, quiet, strings, true_bundle, HARDENED};
+use crate::measure::{fmt_time, measure_together, timed, Figure};
+
+/// How much worse a figure may be.
+const WORSE_AT_MOST: f64 = 1.10;
+
+/// One operation, before and after.
+pub struct Compared {
+    pub what: String,
+    pub before: Figure,
+    pub after: Figure,
+}
+
+impl Compared {
+    pub fn ratio(&self) -> f64 {
+        self.after.median() / self.before.median()
+    }
+}
+
+/// Measures each operation with the binaries in `new` and in `old`.
+pub fn compare(work: &Path, new: &Path, old: &Path, request: &Path, facts: &Path) -> Result<Vec<Compared>> {
+    for bin in [new, old] {
+        for name in ["specwright", "specwright-runc"] {
+            anyhow::ensure!(bin.join(name).exists(), "{}: missing", bin.join(name).display());
+        }
+    }
+    anyhow::ensure!(Path::new(HARDENED).exists(), "{HARDENED}: build the host first");
+    let runc = find("runc")?;
+    let rootfs = work.join("baseline-rootfs");
+    busybox_rootfs(&rootfs)?;
+    let per_sample = Duration::from_millis(300);
+    let mut compared = Vec::new();
+    let mut pair = |what: &str, mut op: Box<dyn FnMut(&Path, &str) -> Result<()> + '_>| -> Result<()> {
+        // Each side warms its own state dir (its compile cache) first.
+        op(old, "old")?;
+        op(new, "new")?;
+        let op = std::cell::RefCell::new(op);
+        let mut figures = measure_together(
+            vec![
+                timed(format!("{what} (before)"), || (op.borrow_mut())(old, "old")),
+                timed(format!("{what} (after)"), || (op.borrow_mut())(new, "new")),
+            ],
+            per_sample,
+        )?;
+        let after = figures.pop().context("two figures")?;
+        let before = figures.pop().context("two figures")?;
+        compared.push(Compared {
+            what: what.to_string(),
+            before,
+            after,
+        });
+        Ok(())
+    };
+
+    let state = |side: &str| work.join(format!("baseline-state-{side}"));
+    let spec_args = |side: &str| {
+        strings(&[
+            "spec",
+            "--request",
+            request.to_str().unwrap_or_default(),
+            "--host-facts",
+            facts.to_str().unwrap_or_default(),
+            "--state-dir",
+            state(side).to_str().unwrap_or_default(),
+        ])
+    };
+    pair(
+        "specwright spec, the default policy (process, warm cache)",
+        Box::new(|bin, side| quiet(&bin.join("specwright"), &spec_args(side), &[])),
+    )?;
+    pair(
+        "specwright spec --dry-run, the default policy (process)",
+        Box::new(|bin, side| {
+            let mut args = spec_args(side);
+            args.push("--dry-run".into());
+            quiet(&bin.join("specwright"), &args, &[])
+        }),
+    )?;
+
+    // specwright-runc create (hardened, through runc) and runc's delete.
+    let bundle = work.join("baseline-bundle");
+    let pristine = true_bundle(&runc, &bundle, &rootfs)?;
+    pair(
+        "specwright-runc create (hardened) + runc delete",
+        Box::new(|bin, side| {
+            std::fs::write(bundle.join("config.json"), &pristine)?;
+            let id = format!("baseline-{side}");
+            let args = strings(&[
+                &format!("--policy={HARDENED}"),
+                &format!("--state-dir={}", state(side).display()),
+                &format!("--real-runtime={}", runc.display()),
+                "create",
+                "--bundle",
+                bundle.to_str().unwrap_or_default(),
+                &id,
+            ]);
+            quiet(&bin.join("specwright-runc"), &args, &[])?;
+            quiet(&runc, &strings(&["delete", "--force", &id]), &[])
+        }),
+    )?;
+
+    // specwright run of /bin/true under runc.
+    let run_request = work.join("baseline-true.request.json");
+    pair(
+        "specwright run /bin/true (runc)",
+        Box::new(|bin, side| {
+            std::fs::write(
+                &run_request,
+                format!(r#"{{"id": "baseline-run-{side}", "args": ["/bin/true"], "env": ["PATH=/bin"], "cwd": "/"}}"#),
+            )?;
+            let args = strings(&[
+                "run",
+                "--runtime",
+                runc.to_str().unwrap_or_default(),
+                "--request",
+                run_request.to_str().unwrap_or_default(),
+                "--rootfs",
+                rootfs.to_str().unwrap_or_default(),
+                "--state-dir",
+                state(side).to_str().unwrap_or_default(),
+            ]);
+            quiet(&bin.join("specwright"), &args, &[])
+        }),
+    )?;
+    Ok(compared)
+}
+
+/// The comparison as a Markdown table, and whether every figure passes.
+pub fn report(compared: &[Compared]) -> (String, bool) {
+    let mut out = String::from("| what | before | after | after / before |\n| --- | --- | --- | --- |\n");
+    let mut pass = true;
+    for c in compared {
+        let ratio = c.ratio();
+        let worse = ratio > WORSE_AT_MOST;
+        pass &= !worse;
+        out.push_str(&format!(
+            "| {} | {} ({} .. {}) | {} ({} .. {}) | {ratio:.2}x{} |\n",
+            c.what,
+            fmt_time(c.before.median()),
+            fmt_time(c.before.p10()),
+            fmt_time(c.before.p90()),
+            fmt_time(c.after.median()),
+            fmt_time(c.after.p10()),
+            fmt_time(c.after.p90()),
+            if worse { " WORSE" } else { "" }
+        ));
+    }
+    (out, pass)
+}
