@@ -15,6 +15,10 @@ use crate::measure::{fmt_time, measure_together, timed, Figure};
 /// How much worse a figure may be.
 const WORSE_AT_MOST: f64 = 1.10;
 
+/// An operation run with the binaries in a directory, for a side
+/// (`old`, `new`) with a state dir of its own.
+type SideOp<'a> = Box<dyn FnMut(&Path, &str) -> Result<()> + 'a>;
+
 /// One operation, before and after.
 pub struct Compared {
     pub what: String,
@@ -41,7 +45,7 @@ pub fn compare(work: &Path, new: &Path, old: &Path, request: &Path, facts: &Path
     busybox_rootfs(&rootfs)?;
     let per_sample = Duration::from_millis(300);
     let mut compared = Vec::new();
-    let mut pair = |what: &str, mut op: Box<dyn FnMut(&Path, &str) -> Result<()> + '_>| -> Result<()> {
+    let mut pair = |what: &str, mut op: SideOp<'_>| -> Result<()> {
         // Each side warms its own state dir (its compile cache) first.
         op(old, "old")?;
         op(new, "new")?;
