@@ -681,3 +681,31 @@ impl Store for RecordingSyscalls {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The names of the functions of the block that starts at `header`.
+    fn functions(source: &str, header: &str) -> Vec<String> {
+        let start = source.find(header).expect("the block is there");
+        let end = start + source[start..].find("\n}\n").expect("the block ends");
+        let mut names: Vec<String> = source[start..end]
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix("fn "))
+            .filter_map(|rest| rest.split('(').next())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every store operation's default is the real one, on the state dir:
+    /// one the recording implementation did not override would touch the
+    /// real state dir in a dry run, and escape fault injection.
+    #[test]
+    fn the_recording_implementation_overrides_every_store_operation() {
+        let store = functions(include_str!("mod.rs"), "pub trait Store");
+        let recorded = functions(include_str!("recording.rs"), "impl Store for RecordingSyscalls");
+        assert!(store.len() >= 30, "{store:?}");
+        assert_eq!(store, recorded);
+    }
+}
