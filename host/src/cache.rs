@@ -66,10 +66,15 @@ impl CompileCache {
     pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let name = Self::entry_name(engine, &digest);
-        if let Some(entry) = self.store.read_cache_entry(&self.dir, &name, MAX_ENTRY_BYTES)? {
-            if let Some(component) = checked_entry(engine, &entry, &digest) {
-                return Ok((component, CacheUse::Hit));
+        // An entry that cannot be read is one more miss: compiled over.
+        match self.store.read_cache_entry(&self.dir, &name, MAX_ENTRY_BYTES) {
+            Ok(Some(entry)) => {
+                if let Some(component) = checked_entry(engine, &entry, &digest) {
+                    return Ok((component, CacheUse::Hit));
+                }
             }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "reading a compile cache entry"),
         }
         // Missing, stale, foreign or broken: compile again and replace it.
         if let Err(e) = self.store.sweep_cache(&self.dir) {

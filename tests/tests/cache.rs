@@ -140,8 +140,9 @@ fn a_damaged_cache_entry_is_compiled_over_not_run() {
 
 /// The cache's entries go through the workspace's syscalls like every
 /// other state file: a load reads, sweeps and writes through them, a
-/// second load only reads, a fault in the write fails the load naming the
-/// entry, and a dry run reads nothing back and writes nothing.
+/// second load only reads, an entry that cannot be read is compiled over,
+/// a fault in the write fails the load naming the entry, and a dry run
+/// reads nothing back and writes nothing.
 #[test]
 fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
     use specwright::{Engine, Limits, Op, RealSyscalls, RecordingSyscalls, Workspace};
@@ -184,6 +185,23 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
         matches!(&cache_ops(&second)[..], [Op::ReadCacheEntry { .. }]),
         "{:?}",
         second.ops()
+    );
+
+    // An entry that cannot be read is compiled over, not an error.
+    let read_at = second
+        .ops()
+        .iter()
+        .position(|op| matches!(op, Op::ReadCacheEntry { .. }))
+        .unwrap();
+    let unreadable = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), Some(read_at)));
+    load(&state, unreadable.clone()).unwrap();
+    assert!(
+        matches!(
+            &cache_ops(&unreadable)[..],
+            [Op::ReadCacheEntry { .. }, Op::SweepCache, Op::WriteCacheEntry { .. }]
+        ),
+        "{:?}",
+        unreadable.ops()
     );
 
     let faulty_state = work.join("faulty");

@@ -172,6 +172,25 @@ pub fn check_unambiguous(spec: &Value) -> Result<(), SpecValidationError> {
             ));
         }
     }
+    // The schema takes any integer; the kernel takes -1000..=1000, and crun
+    // casts to a 32-bit int first (4294966296 would be -1000: unkillable).
+    if let Some(adj) = spec.pointer("/process/oomScoreAdj") {
+        if !adj.as_i64().is_some_and(|adj| (-1000..=1000).contains(&adj)) {
+            problems.push(format!(
+                "`process.oomScoreAdj`: {adj} is outside the kernel's -1000..=1000 (crun would cast it to another value)"
+            ));
+        }
+    }
+    // Both runtimes refuse a resource limit Linux does not have.
+    let rlimits = spec.pointer("/process/rlimits").and_then(Value::as_array);
+    for (i, rlimit) in rlimits.into_iter().flatten().enumerate() {
+        let kind = rlimit.get("type").and_then(Value::as_str).unwrap_or_default();
+        if !RLIMIT_TYPES.contains(&kind) {
+            problems.push(format!(
+                "`process.rlimits[{i}].type`: {kind:?} is not a Linux resource limit"
+            ));
+        }
+    }
     // Annotations the runtimes act on: crun loads `run.oci.seccomp.plugins`
     // into its own process on the host, takes `run.oci.seccomp_bpf_data`
     // for the seccomp filter, ...; CRIU reads `org.criu.config`.
@@ -189,6 +208,26 @@ pub fn check_unambiguous(spec: &Value) -> Result<(), SpecValidationError> {
         Err(SpecValidationError::Ambiguous(Problems(problems)))
     }
 }
+
+/// The resource limits Linux has (getrlimit(2)), by runtime-spec's names.
+const RLIMIT_TYPES: &[&str] = &[
+    "RLIMIT_AS",
+    "RLIMIT_CORE",
+    "RLIMIT_CPU",
+    "RLIMIT_DATA",
+    "RLIMIT_FSIZE",
+    "RLIMIT_LOCKS",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_NOFILE",
+    "RLIMIT_NPROC",
+    "RLIMIT_RSS",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_STACK",
+];
 
 /// The largest user or group id both runtimes take as one.
 const MAX_ID: u64 = (1 << 31) - 1;
@@ -497,5 +536,33 @@ mod tests {
             assert!(err.contains(&format!("`annotations.{key}`")), "{err}");
             assert!(!err.contains("io.kubernetes"), "{err}");
         }
+    }
+
+    /// Regression (review of the refactor): with the oci-spec model gone, an
+    /// `oomScoreAdj` of 4294966296 passed (crun casts it to -1000, an
+    /// unkillable process), and so did a resource limit Linux has not.
+    #[test]
+    fn an_out_of_range_oom_score_or_an_unknown_rlimit_is_refused() {
+        for adj in [4294966296i64, -1001, 1001] {
+            let mut spec = minimal();
+            spec["process"]["oomScoreAdj"] = serde_json::json!(adj);
+            let err = ambiguity(&spec.to_string());
+            assert!(err.contains("`process.oomScoreAdj`"), "{adj}: {err}");
+        }
+        for adj in [-1000, 0, 1000] {
+            let mut spec = minimal();
+            spec["process"]["oomScoreAdj"] = serde_json::json!(adj);
+            assert!(validate_json(&spec.to_string()).is_ok(), "{adj}");
+        }
+        let mut spec = minimal();
+        spec["process"]["rlimits"] = serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
+            {"type": "RLIMIT_BOGUS", "hard": 1, "soft": 1}
+        ]);
+        let err = ambiguity(&spec.to_string());
+        assert!(
+            err.contains("`process.rlimits[1].type`") && !err.contains("rlimits[0]"),
+            "{err}"
+        );
     }
 }

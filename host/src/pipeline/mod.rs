@@ -226,6 +226,17 @@ impl Chain {
 impl Engine {
     /// The chain `--policy` arguments name (`FILE[:SETTINGS.json]`,
     /// `default`, `buildkit-v0.8`); the embedded default alone for none.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = specwright::Engine::new(specwright::Limits::default())?;
+    /// let chain = engine.load_chain(&["default".into(), "buildkit-v0.8".into()])?;
+    /// let names: Vec<&str> = chain.policies().iter().map(|p| p.name.as_str()).collect();
+    /// assert_eq!(names, ["default", "buildkit-v0.8"]);
+    /// assert!(engine.load_chain(&["/nonexistent.wasm".into()]).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn load_chain(&self, args: &[String]) -> Result<Chain, Error> {
         if args.is_empty() {
             return Ok(Chain::new(vec![self.load_default()?]));

@@ -223,6 +223,31 @@ impl Engine {
     /// between the cores' caches at every step (two threads: ~1.5x one
     /// thread's steps sharing a runtime, ~1.85x with a runtime each;
     /// BENCHMARKS.md). Load policies into it with [`Engine::adopt`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use specwright::{Chain, Engine, HostFacts, Limits, Request, Workspace};
+    /// let engine = Engine::pooled(Limits::default(), 4)?;
+    /// let policy = engine.load_default()?;
+    /// let state = tempfile::tempdir()?;
+    /// let workspace = Workspace::open(state.path())?;
+    /// let args = std::thread::scope(|scope| {
+    ///     scope
+    ///         .spawn(|| -> Result<Vec<String>, specwright::Error> {
+    ///             let worker = engine.for_worker()?;
+    ///             let chain = Chain::new(vec![worker.adopt(&policy)?]);
+    ///             let request = Request::from_json(r#"{"id": "on-a-worker", "args": ["/bin/true"]}"#)
+    ///                 .map_err(specwright::Error::Request)?;
+    ///             let step = worker.prepare(&chain, &workspace, &request, &HostFacts::example())?;
+    ///             Ok(step.spec().process.clone().map(|p| p.args).unwrap_or_default())
+    ///         })
+    ///         .join()
+    ///         .expect("the worker ran")
+    /// })?;
+    /// assert_eq!(args, ["/bin/true"]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn for_worker(&self) -> Result<Engine, PolicyFailure> {
         let mut worker = Self::with_config(self.limits, self.pool_slots)?;
         worker.cache = self.cache.clone();

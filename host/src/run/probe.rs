@@ -54,7 +54,7 @@ pub enum DeclaredVersion {
 }
 
 impl DeclaredVersion {
-    /// What `runtime` declares, from `cache_dir` (read through `sys`) when
+    /// What `runtime` declares, from the compile cache's `cache` (read through `sys`) when
     /// it was asked before; otherwise `<runtime> --version` is started.
     pub fn start(sys: &dyn Syscalls, runtime: &OciRuntime, cache: Option<&CacheDir>) -> DeclaredVersion {
         let identity = RuntimeIdentity::of(&runtime.path);

@@ -47,7 +47,7 @@ use crate::step::StepOptions;
 use crate::sys::{RealSyscalls, Store, Syscalls};
 use args::{Command, CreateKind, Creation, Exec, Invocation, LogTarget, OwnFlags, Update};
 use config::{WrapperConfig, CONFIG_ENV};
-use paths::{anchor_to_bundle, check_fixed_files, check_fixed_paths, flag_files};
+use paths::{anchor_to_bundle, check_fixed_files, check_fixed_paths, flag_files, join_to_bundle};
 use runtime::RealRuntime;
 
 /// The most an engine's config.json may hold.
@@ -449,8 +449,8 @@ fn load_engine_spec(sys: &dyn Syscalls, dir: &Path) -> Result<EngineSpec> {
     Ok(EngineSpec { bundle, config, spec })
 }
 
-/// Review: the chain over the engine's spec, what it approved named
-/// absolutely, then the host paths the runtime will open (the spec's, and
+/// Review: the chain over the engine's spec, what it approved relative to
+/// the bundle named against the engine's, then the host paths the runtime will open (the spec's, and
 /// the files its flags name) checked as ones no other user can redirect.
 fn review_engine_spec(
     reviewer: &Reviewer,
@@ -460,8 +460,10 @@ fn review_engine_spec(
 ) -> Result<Spec> {
     let mut approved = reviewer.review(step_id, engine_spec.spec.clone())?;
     // What a policy names relative to the bundle is the engine's bundle's,
-    // as the runtime would read it there, not the wrapper's.
-    anchor_to_bundle(&mut approved, engine_spec.bundle.path())
+    // as the runtime would read it there, not the wrapper's: joined, never
+    // resolved (the fixed-path check walks what was approved; resolving
+    // it again would hand the runtime what a swapped link names now).
+    join_to_bundle(&mut approved, engine_spec.bundle.path())
         .with_context(|| format!("the approved spec for {}", engine_spec.config_path().display()))?;
     check_fixed_paths(reviewer.sys(), &approved)?;
     check_fixed_files(reviewer.sys(), &approved, &flag_files(host_files)?)?;

@@ -219,6 +219,29 @@ pub(super) fn anchor_to_bundle(spec: &mut Spec, bundle: &Path) -> Result<()> {
             .with_context(|| format!("root.path {}: not UTF-8", real.display()))?;
         root.path = real.to_string().into();
     }
+    join_bind_sources(spec, bundle)?;
+    anchor_hooks(spec)
+}
+
+/// What the chain approved relative to the bundle (the rootfs, a bind's
+/// source), joined to the engine's bundle `bundle` without resolving
+/// anything: the fixed-path check then walks exactly the path the runtime
+/// is handed. Absolute paths stay as approved.
+pub(super) fn join_to_bundle(spec: &mut Spec, bundle: &Path) -> Result<()> {
+    if let Some(root) = spec.root.as_mut() {
+        if !root.path.starts_with('/') {
+            let path = bundle.join(&*root.path);
+            let path = path
+                .to_str()
+                .with_context(|| format!("root.path {}: not UTF-8", path.display()))?;
+            root.path = path.to_string().into();
+        }
+    }
+    join_bind_sources(spec, bundle)
+}
+
+/// Every bind's source given relative to the bundle, joined to it.
+fn join_bind_sources(spec: &mut Spec, bundle: &Path) -> Result<()> {
     for mount in spec.mounts.iter_mut() {
         let binds =
             mount.kind == "bind" || mount.kind == "rbind" || mount.options.iter().any(|o| o == "bind" || o == "rbind");
@@ -230,7 +253,7 @@ pub(super) fn anchor_to_bundle(spec: &mut Spec, bundle: &Path) -> Result<()> {
             mount.source = source.to_string().into();
         }
     }
-    anchor_hooks(spec)
+    Ok(())
 }
 
 /// A hook the runtime runs later (a poststop hook: at `delete`, any time
@@ -281,6 +304,43 @@ fn anchor_hooks(spec: &mut Spec) -> Result<()> {
 mod tests {
     use super::*;
     use specwright_core::spec::IdMapping;
+
+    /// Regression (review of the refactor): the approved rootfs was
+    /// resolved again after the chain, so a component swapped for a link
+    /// to `/` while the chain ran handed the runtime `/`, and only `/` was
+    /// checked. What the chain approved is joined, never resolved.
+    #[test]
+    fn what_the_chain_approved_is_joined_to_the_bundle_never_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("real/rootfs")).unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("bundle")).unwrap();
+        let bundle = dir.path().join("bundle");
+        let mut spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.2.1",
+            "root": {"path": "rootfs"},
+            "mounts": [
+                {"destination": "/a", "type": "bind", "source": "data", "options": ["rbind"]},
+                {"destination": "/b", "type": "bind", "source": "/srv/link", "options": ["rbind"]}
+            ]
+        }))
+        .unwrap();
+        join_to_bundle(&mut spec, &bundle).unwrap();
+        let root = spec.root.as_ref().map(|r| r.path.to_string());
+        assert_eq!(
+            root,
+            Some(bundle.join("rootfs").display().to_string()),
+            "not resolved to /"
+        );
+        assert_eq!(&*spec.mounts[0].source, bundle.join("data").to_str().unwrap());
+        assert_eq!(
+            &*spec.mounts[1].source, "/srv/link",
+            "an absolute path stays as approved"
+        );
+        let mut absolute = spec.clone();
+        join_to_bundle(&mut absolute, Path::new("/elsewhere")).unwrap();
+        assert_eq!(absolute, spec, "joining what is absolute changes nothing");
+    }
 
     fn mapping(host_id: u32, size: u32) -> IdMapping {
         IdMapping {
