@@ -213,6 +213,10 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
     let faulty = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), Some(write_at)));
     let err = load(&faulty_state, faulty).unwrap_err().to_string();
     assert!(err.contains("EIO") && err.contains(".cwasm"), "{err}");
+    assert!(
+        err.contains("compile cache") && !err.contains("not a valid WebAssembly component"),
+        "a full disk is not a broken policy: {err}"
+    );
     let left: Vec<_> = std::fs::read_dir(faulty_state.join("cache")).unwrap().collect();
     assert!(left.is_empty(), "the failed write left {left:?}");
 
