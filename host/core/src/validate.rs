@@ -185,7 +185,11 @@ pub fn check_unambiguous(spec: &Value) -> Result<(), SpecValidationError> {
     let rlimits = spec.pointer("/process/rlimits").and_then(Value::as_array);
     for (i, rlimit) in rlimits.into_iter().flatten().enumerate() {
         let kind = rlimit.get("type").and_then(Value::as_str).unwrap_or_default();
-        if !RLIMIT_TYPES.contains(&kind) {
+        // The schema holds the spelling to `RLIMIT_[A-Z]+`.
+        let known = kind
+            .strip_prefix("RLIMIT_")
+            .is_some_and(|name| specwright_core::request::ULIMIT_NAMES.contains(&name.to_ascii_lowercase().as_str()));
+        if !known {
             problems.push(format!(
                 "`process.rlimits[{i}].type`: {kind:?} is not a Linux resource limit"
             ));
@@ -208,26 +212,6 @@ pub fn check_unambiguous(spec: &Value) -> Result<(), SpecValidationError> {
         Err(SpecValidationError::Ambiguous(Problems(problems)))
     }
 }
-
-/// The resource limits Linux has (getrlimit(2)), by runtime-spec's names.
-const RLIMIT_TYPES: &[&str] = &[
-    "RLIMIT_AS",
-    "RLIMIT_CORE",
-    "RLIMIT_CPU",
-    "RLIMIT_DATA",
-    "RLIMIT_FSIZE",
-    "RLIMIT_LOCKS",
-    "RLIMIT_MEMLOCK",
-    "RLIMIT_MSGQUEUE",
-    "RLIMIT_NICE",
-    "RLIMIT_NOFILE",
-    "RLIMIT_NPROC",
-    "RLIMIT_RSS",
-    "RLIMIT_RTPRIO",
-    "RLIMIT_RTTIME",
-    "RLIMIT_SIGPENDING",
-    "RLIMIT_STACK",
-];
 
 /// The largest user or group id both runtimes take as one.
 const MAX_ID: u64 = (1 << 31) - 1;
