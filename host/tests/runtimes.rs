@@ -201,6 +201,28 @@ impl Scene {
         command
     }
 
+    /// Creates container `id` of the bundle with the runtime itself, under
+    /// state root `root`; its output goes to a file (`runc init`, left
+    /// waiting, would hold a pipe open).
+    fn create_directly(&self, root: &str, id: &str) {
+        let log = self.root.join(format!("{id}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let args = ["--root", root, "create", "--bundle", &self.bundle_arg(), id].map(String::from);
+        let status = self
+            .runtime
+            .command(&self.runtime.path(), &args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
     /// The runtime itself, without the wrapper.
     fn direct(&self, args: &[&str]) -> Output {
         self.direct_at(&self.state_root(), args)
@@ -936,31 +958,7 @@ fn a_container_the_wrapper_did_not_make_gets_no_exec() {
     let scene = Scene::new(Runtime::Runc);
     scene.set_args("sleep 60");
     let bundle = scene.bundle_arg();
-    let log = scene.root.join("victim.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let status = scene
-        .runtime
-        .command(
-            &Runtime::Runc.path(),
-            &[
-                "--root".to_string(),
-                scene.state_root(),
-                "create".into(),
-                "--bundle".into(),
-                bundle.clone(),
-                "victim".into(),
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    scene.create_directly(&scene.state_root(), "victim");
     let out = scene.wrapper(&["exec", "victim", "true"]);
     assert!(text(&out).contains("no spec approved for it"), "{}", text(&out));
     let (status, shown) = scene.wrapper_create(&["create", "--bundle", &bundle, "victim"]);
@@ -1034,32 +1032,7 @@ fn a_hook_planted_in_another_users_state_root_never_runs(runtime: Runtime) {
     scene.set_args("sleep 60");
     let root = scene.root.join("their-root");
     let root_arg = root.display().to_string();
-    let bundle = scene.bundle_arg();
-    let log = scene.root.join("planted.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let status = scene
-        .runtime
-        .command(
-            &runtime.path(),
-            &[
-                "--root".to_string(),
-                root_arg.clone(),
-                "create".into(),
-                "--bundle".into(),
-                bundle,
-                "planted".into(),
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    scene.create_directly(&root_arg, "planted");
     let marker = scene.root.join("HOOK-RAN");
     let hook = json!({"path": "/bin/sh", "args": ["sh", "-c", format!("touch {}", marker.display())]});
     match runtime {

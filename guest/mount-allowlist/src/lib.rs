@@ -146,18 +146,13 @@ pub fn denial(
         if !path.starts_with('/') {
             return Some(format!("{what} uses {path:?}, not an absolute host path"));
         }
-        match canonical(path) {
-            Err(e) => Some(format!("{what} uses {path}, which the host cannot resolve: {e}")),
-            Ok(real) if !settings.allows(&real) => Some(format!(
-                "{what} uses {path}{}, outside the allowed sources {:?}",
-                if real == path {
-                    String::new()
-                } else {
-                    format!(" (really {real})")
-                },
+        match place(settings, path, &mut canonical) {
+            Place::Unresolved(e) => Some(format!("{what} uses {path}, which the host cannot resolve: {e}")),
+            Place::Outside(shown) => Some(format!(
+                "{what} uses {shown}, outside the allowed sources {:?}",
                 settings.allowed_sources
             )),
-            Ok(_) => None,
+            Place::Allowed => None,
         }
     };
     for m in &request.mounts {
@@ -193,18 +188,35 @@ pub fn rootfs_denial(
     mut canonical: impl FnMut(&str) -> Result<String, HostError>,
 ) -> Option<String> {
     let path = spec.root.as_ref().map(|r| &*r.path).filter(|p| p.starts_with('/'))?;
-    match canonical(path) {
-        Err(e) => Some(format!("the rootfs {path}: the host cannot resolve it: {e}")),
-        Ok(real) if !settings.allows(&real) => Some(format!(
-            "the rootfs {path}{} is outside the allowed sources {:?}",
-            if real == path {
-                String::new()
-            } else {
-                format!(" (really {real})")
-            },
+    match place(settings, path, &mut canonical) {
+        Place::Unresolved(e) => Some(format!("the rootfs {path}: the host cannot resolve it: {e}")),
+        Place::Outside(shown) => Some(format!(
+            "the rootfs {shown} is outside the allowed sources {:?}",
             settings.allowed_sources
         )),
-        Ok(_) => None,
+        Place::Allowed => None,
+    }
+}
+
+/// Where a host path really is, judged against the allowed sources.
+enum Place {
+    /// The host could not resolve it.
+    Unresolved(HostError),
+    /// Outside them: the path as given, with where it really is when that
+    /// differs (`/a/link (really /etc)`).
+    Outside(String),
+    Allowed,
+}
+
+fn place(settings: &Settings, path: &str, canonical: &mut impl FnMut(&str) -> Result<String, HostError>) -> Place {
+    match canonical(path) {
+        Err(e) => Place::Unresolved(e),
+        Ok(real) if !settings.allows(&real) => Place::Outside(if real == path {
+            path.to_string()
+        } else {
+            format!("{path} (really {real})")
+        }),
+        Ok(_) => Place::Allowed,
     }
 }
 

@@ -699,6 +699,12 @@ fn read_command(subcommand: &str, args: &[OsString]) -> Result<(Command, Option<
         });
     }
     let path = |name: &str| flags.value(name).map(PathBuf::from);
+    // `--preserve-fds N` (create, run, exec): descriptors 3 to 3+N-1.
+    let preserve_fds = flags
+        .value("preserve-fds")
+        .map(|v| number("preserve-fds", v))
+        .transpose()?
+        .unwrap_or(0);
     let host_files: Vec<(&'static str, PathBuf)> = HOST_FILE_FLAGS
         .iter()
         .filter_map(|name| Some((*name, PathBuf::from(flags.value(name)?))))
@@ -724,11 +730,7 @@ fn read_command(subcommand: &str, args: &[OsString]) -> Result<(Command, Option<
                 config: path("config"),
                 lsm_override,
                 kept,
-                preserve_fds: flags
-                    .value("preserve-fds")
-                    .map(|v| number("preserve-fds", v))
-                    .transpose()?
-                    .unwrap_or(0),
+                preserve_fds,
                 host_files,
             })
         }
@@ -753,11 +755,7 @@ fn read_command(subcommand: &str, args: &[OsString]) -> Result<(Command, Option<
                 apparmor: string("apparmor")?,
                 process_label: string("process-label")?,
                 kept,
-                preserve_fds: flags
-                    .value("preserve-fds")
-                    .map(|v| number("preserve-fds", v))
-                    .transpose()?
-                    .unwrap_or(0),
+                preserve_fds,
                 cgroups: strings("cgroup")?,
                 host_files,
             })
