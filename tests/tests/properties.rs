@@ -14,7 +14,7 @@ use specwright_host_core::resolve::{resolve_in_root, ResolveError};
 use specwright_host_core::state::StateDir;
 use specwright_host_core::state::{Owner, StepLock};
 use specwright_host_core::step::{gc, release_step, StepHost, StepOptions};
-use specwright_host_core::sys::RecordingSyscalls;
+use specwright_host_core::sys::{RealSyscalls, RecordingSyscalls};
 use specwright_tests::{make_oracle_source_tree, workdir, KernelModel};
 
 /// What a policy can ask of the host, by index into what it got so far.
@@ -245,7 +245,7 @@ proptest! {
             ],
         }).to_string()).unwrap();
         let kernel = KernelModel::default();
-        let sys = Arc::new(RecordingSyscalls::failing_at(Box::new(kernel.clone()), fail_at));
+        let sys = Arc::new(RecordingSyscalls::modelled(Box::new(RealSyscalls), Box::new(kernel.clone()), fail_at));
         let audit = Arc::new(Audit::events_only());
         // No process has this pid, so gc takes the owner for dead.
         let options = StepOptions { owner: Owner { pid: u32::MAX, start_time: None }, ..StepOptions::default() };
@@ -296,7 +296,8 @@ proptest! {
         }
         // A release the fault hit keeps what it could not undo recorded;
         // the next one (the fault has passed) finishes.
-        let again = release_step(&state, &kernel, &audit, "prop-step");
+        let after = RecordingSyscalls::modelled(Box::new(RealSyscalls), Box::new(kernel.clone()), None);
+        let again = release_step(&state, &after, &audit, "prop-step");
         prop_assert!(again.is_ok(), "{:?}", again.err().map(|e| e.to_string()));
         let left = kernel.snapshot();
         prop_assert!(

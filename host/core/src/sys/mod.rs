@@ -288,17 +288,36 @@ pub enum ContainerError {
 /// What the host kernel does for a step: mounts, directories and files
 /// for mountpoints, resolution and reads by descriptor, node and
 /// file-system facts, randomness, and the runtime's `delete`. Each
-/// implementation ([`RealSyscalls`], [`RecordingSyscalls`], a test's
-/// model of the kernel) implements every operation.
+/// operation's default is the real one ([`RealSyscalls`]); the recording
+/// implementation overrides every one (a test holds it to that), so a dry
+/// run performs none and a fault can be injected anywhere. A test's model
+/// of the kernel is a [`Model`] of the recorded operations, not another
+/// implementation.
 pub trait Kernel: Send + Sync {
-    fn create_dir(&self, path: &Path) -> Result<(), Errno>;
+    fn create_dir(&self, path: &Path) -> Result<(), Errno> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(path).map_err(io_errno)
+    }
 
-    fn remove_dir(&self, path: &Path) -> Result<(), Errno>;
+    fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
+        std::fs::remove_dir(path).map_err(io_errno)
+    }
 
     /// Creates an empty file (a mountpoint for a file), failing if it exists.
-    fn create_file(&self, path: &Path) -> Result<(), Errno>;
+    fn create_file(&self, path: &Path) -> Result<(), Errno> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(drop)
+            .map_err(io_errno)
+    }
 
-    fn remove_file(&self, path: &Path) -> Result<(), Errno>;
+    fn remove_file(&self, path: &Path) -> Result<(), Errno> {
+        std::fs::remove_file(path).map_err(io_errno)
+    }
 
     fn mount(
         &self,
@@ -307,53 +326,153 @@ pub trait Kernel: Send + Sync {
         fstype: Option<&str>,
         flags: MsFlags,
         data: Option<&str>,
-    ) -> Result<(), Errno>;
+    ) -> Result<(), Errno> {
+        match data {
+            // An overlay of more layers than one page of options names.
+            Some(data) if overlay::is_long(fstype, Some(data)) => overlay::mount_long(target, flags, data),
+            _ => nix::mount::mount(source, target, fstype, flags, data),
+        }
+    }
 
-    fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno>;
+    fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
+        nix::mount::umount2(target, flags)
+    }
 
     /// Kills and deletes container `id` of OCI runtime `runtime`
     /// (`runtime delete --force id`); one that does not exist is deleted.
-    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), ContainerError>;
+    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), ContainerError> {
+        let out = std::process::Command::new(runtime)
+            .args(["delete", "--force", id])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|source| ContainerError::Run {
+                runtime: runtime.display().to_string(),
+                source,
+            })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Gone already (the runtime cleaned up, or never created it).
+        let missing = ["does not exist", "not found", "No such file"];
+        if out.status.success() || missing.iter().any(|m| stderr.contains(m)) {
+            Ok(())
+        } else {
+            Err(ContainerError::Refused {
+                runtime: runtime.display().to_string(),
+                id: id.to_string(),
+                stderr: stderr.trim().to_string(),
+            })
+        }
+    }
 
     /// Whether anything is mounted below `target` (a recursive bind of a
     /// tree with mounts of its own).
-    fn has_submounts(&self, target: &Path) -> Result<bool, Errno>;
+    fn has_submounts(&self, target: &Path) -> Result<bool, Errno> {
+        use std::io::BufRead;
+        let file = std::fs::File::open("/proc/thread-self/mountinfo").map_err(io_errno)?;
+        let below = format!("{}/", target.display());
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(io_errno)?;
+            // Field 5 is the mountpoint, with space, tab, newline and
+            // backslash escaped as octal; our mountpoints have none.
+            if line.split(' ').nth(4).is_some_and(|m| m.starts_with(&below)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 
     /// Resolves `selector` inside `root` as if `root` were `/`, by
     /// descriptor ([`crate::resolve::resolve_in_root`]).
-    fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError>;
+    fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
+        crate::resolve::resolve_in_root(root, selector)
+    }
 
     /// What host path `path` really is, symlinks resolved
     /// ([`crate::resolve::canonical_host_path`]).
-    fn canonical_path(&self, path: &str) -> Result<String, ResolveError>;
+    fn canonical_path(&self, path: &str) -> Result<String, ResolveError> {
+        crate::resolve::canonical_host_path(path)
+    }
 
     /// Reads the regular file `path` names inside `root` (resolved as
     /// [`Self::resolve`] does), at most `bound` bytes; `None` when nothing
     /// is there ([`crate::resolve::read_in_root`]).
-    fn read_in_root(&self, root: &Path, path: &str, bound: u64) -> Result<Option<Vec<u8>>, ResolveError>;
+    fn read_in_root(&self, root: &Path, path: &str, bound: u64) -> Result<Option<Vec<u8>>, ResolveError> {
+        crate::resolve::read_in_root(root, path, bound)
+    }
 
     /// The text of host file `path`, at most `bound` bytes; `None` when it
     /// does not exist.
-    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>>;
+    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {
+        match crate::input::read_bounded_text(path, bound) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 
     /// Whether `path` is a directory (following symlinks); `false` when
     /// nothing is there.
-    fn is_directory(&self, path: &Path) -> Result<bool, Errno>;
+    fn is_directory(&self, path: &Path) -> Result<bool, Errno> {
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(meta.is_dir()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_errno(e)),
+        }
+    }
 
     /// Whether anything is at `path` (following symlinks).
-    fn exists(&self, path: &Path) -> Result<bool, Errno>;
+    fn exists(&self, path: &Path) -> Result<bool, Errno> {
+        match nix::sys::stat::stat(path) {
+            Ok(_) => Ok(true),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 
     /// The names in directory `path`, sorted; `None` when it does not exist.
-    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>>;
+    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut names = entries
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(Some(names))
+    }
 
     /// What the node at `path` is (following symlinks).
-    fn node_info(&self, path: &Path) -> Result<NodeInfo, Errno>;
+    fn node_info(&self, path: &Path) -> Result<NodeInfo, Errno> {
+        let st = nix::sys::stat::stat(path)?;
+        let kind = match nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT {
+            nix::sys::stat::SFlag::S_IFCHR => 'c',
+            nix::sys::stat::SFlag::S_IFBLK => 'b',
+            nix::sys::stat::SFlag::S_IFIFO => 'p',
+            _ => '?',
+        };
+        Ok(NodeInfo {
+            kind,
+            major: i64::try_from(nix::sys::stat::major(st.st_rdev)).map_err(|_| Errno::ERANGE)?,
+            minor: i64::try_from(nix::sys::stat::minor(st.st_rdev)).map_err(|_| Errno::ERANGE)?,
+            mode: st.st_mode & 0o777,
+        })
+    }
 
     /// `statfs(2)`'s `f_flags` for `path` (following symlinks).
-    fn mount_flags(&self, path: &Path) -> Result<u64, Errno>;
+    fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
+        nix::sys::statvfs::statvfs(path).map(|st| st.flags().bits())
+    }
 
     /// 64 random bits from the kernel.
-    fn random(&self) -> Result<u64, Errno>;
+    fn random(&self) -> Result<u64, Errno> {
+        use std::io::Read;
+        let mut bytes = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(io_errno)?;
+        Ok(u64::from_ne_bytes(bytes))
+    }
 
     /// Whether releasing may unmount on several threads at once (a
     /// recording implementation keeps one order).
@@ -545,174 +664,23 @@ pub trait Syscalls: Kernel + Store {}
 
 impl<T: Kernel + Store + ?Sized> Syscalls for T {}
 
-/// The kernel.
+/// The kernel and the state dir, as they are: every operation's default.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealSyscalls;
+
+/// What a recording implementation does with an operation instead of
+/// performing it (a test's model of the kernel): `None` performs it,
+/// `Some(Ok(()))` takes it as done and answers what a dry run plans,
+/// `Some(Err(errno))` fails it as the kernel would.
+pub trait Model: Send + Sync {
+    fn outcome(&self, op: &Op) -> Option<Result<(), Errno>>;
+}
 
 fn io_errno(e: std::io::Error) -> Errno {
     e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
 }
 
-impl Kernel for RealSyscalls {
-    fn create_dir(&self, path: &Path) -> Result<(), Errno> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().mode(0o700).create(path).map_err(io_errno)
-    }
-
-    fn remove_dir(&self, path: &Path) -> Result<(), Errno> {
-        std::fs::remove_dir(path).map_err(io_errno)
-    }
-
-    fn create_file(&self, path: &Path) -> Result<(), Errno> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map(drop)
-            .map_err(io_errno)
-    }
-
-    fn remove_file(&self, path: &Path) -> Result<(), Errno> {
-        std::fs::remove_file(path).map_err(io_errno)
-    }
-
-    fn mount(
-        &self,
-        source: Option<&str>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> Result<(), Errno> {
-        match data {
-            // An overlay of more layers than one page of options names.
-            Some(data) if overlay::is_long(fstype, Some(data)) => overlay::mount_long(target, flags, data),
-            _ => nix::mount::mount(source, target, fstype, flags, data),
-        }
-    }
-
-    fn unmount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
-        nix::mount::umount2(target, flags)
-    }
-
-    fn delete_container(&self, runtime: &Path, id: &str) -> Result<(), ContainerError> {
-        let out = std::process::Command::new(runtime)
-            .args(["delete", "--force", id])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|source| ContainerError::Run {
-                runtime: runtime.display().to_string(),
-                source,
-            })?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // Gone already (the runtime cleaned up, or never created it).
-        let missing = ["does not exist", "not found", "No such file"];
-        if out.status.success() || missing.iter().any(|m| stderr.contains(m)) {
-            Ok(())
-        } else {
-            Err(ContainerError::Refused {
-                runtime: runtime.display().to_string(),
-                id: id.to_string(),
-                stderr: stderr.trim().to_string(),
-            })
-        }
-    }
-
-    fn has_submounts(&self, target: &Path) -> Result<bool, Errno> {
-        use std::io::BufRead;
-        let file = std::fs::File::open("/proc/thread-self/mountinfo").map_err(io_errno)?;
-        let below = format!("{}/", target.display());
-        for line in std::io::BufReader::new(file).lines() {
-            let line = line.map_err(io_errno)?;
-            // Field 5 is the mountpoint, with space, tab, newline and
-            // backslash escaped as octal; our mountpoints have none.
-            if line.split(' ').nth(4).is_some_and(|m| m.starts_with(&below)) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    fn resolve(&self, root: &Path, selector: &str) -> Result<Resolved, ResolveError> {
-        crate::resolve::resolve_in_root(root, selector)
-    }
-
-    fn canonical_path(&self, path: &str) -> Result<String, ResolveError> {
-        crate::resolve::canonical_host_path(path)
-    }
-
-    fn read_in_root(&self, root: &Path, path: &str, bound: u64) -> Result<Option<Vec<u8>>, ResolveError> {
-        crate::resolve::read_in_root(root, path, bound)
-    }
-
-    fn read_host_file(&self, path: &Path, bound: u64) -> std::io::Result<Option<String>> {
-        match crate::input::read_bounded_text(path, bound) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn is_directory(&self, path: &Path) -> Result<bool, Errno> {
-        match std::fs::metadata(path) {
-            Ok(meta) => Ok(meta.is_dir()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_errno(e)),
-        }
-    }
-
-    fn exists(&self, path: &Path) -> Result<bool, Errno> {
-        match nix::sys::stat::stat(path) {
-            Ok(_) => Ok(true),
-            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn list_dir(&self, path: &Path) -> std::io::Result<Option<Vec<String>>> {
-        let entries = match std::fs::read_dir(path) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut names = entries
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        names.sort();
-        Ok(Some(names))
-    }
-
-    fn node_info(&self, path: &Path) -> Result<NodeInfo, Errno> {
-        let st = nix::sys::stat::stat(path)?;
-        let kind = match nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT {
-            nix::sys::stat::SFlag::S_IFCHR => 'c',
-            nix::sys::stat::SFlag::S_IFBLK => 'b',
-            nix::sys::stat::SFlag::S_IFIFO => 'p',
-            _ => '?',
-        };
-        Ok(NodeInfo {
-            kind,
-            major: i64::try_from(nix::sys::stat::major(st.st_rdev)).map_err(|_| Errno::ERANGE)?,
-            minor: i64::try_from(nix::sys::stat::minor(st.st_rdev)).map_err(|_| Errno::ERANGE)?,
-            mode: st.st_mode & 0o777,
-        })
-    }
-
-    fn mount_flags(&self, path: &Path) -> Result<u64, Errno> {
-        nix::sys::statvfs::statvfs(path).map(|st| st.flags().bits())
-    }
-
-    fn random(&self) -> Result<u64, Errno> {
-        use std::io::Read;
-        let mut bytes = [0u8; 8];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut bytes))
-            .map_err(io_errno)?;
-        Ok(u64::from_ne_bytes(bytes))
-    }
-}
+impl Kernel for RealSyscalls {}
 
 impl Store for RealSyscalls {}
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{ContainerError, Kernel, Op, Store, Syscalls};
+use super::{ContainerError, Kernel, Model, Op, Store, Syscalls};
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
 use crate::state::{
@@ -17,13 +17,15 @@ use crate::state::{
 use specwright_core::selinux::McsLevel;
 
 /// Records every operation; performs each through `inner` (none for a dry
-/// run) unless it is the one chosen to fail.
+/// run) unless it is the one chosen to fail or the model decides it.
 pub struct RecordingSyscalls {
     inner: Option<Box<dyn Syscalls>>,
     /// In a dry run, what performs the state dir's own operations (locks,
     /// records, bundles) when they are to be real.
     state: Option<Box<dyn Syscalls>>,
     fail_at: Option<usize>,
+    /// Decides an operation in place of `inner` (a model of the kernel).
+    model: Option<Box<dyn Model>>,
     ops: Mutex<Vec<Op>>,
 }
 
@@ -34,6 +36,7 @@ impl RecordingSyscalls {
             inner: None,
             state: None,
             fail_at: None,
+            model: None,
             ops: Mutex::new(Vec::new()),
         }
     }
@@ -56,7 +59,17 @@ impl RecordingSyscalls {
             inner: Some(inner),
             state: None,
             fail_at,
+            model: None,
             ops: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// [`Self::failing_at`], with `model` deciding what it models (a
+    /// mount it takes as done is planned, not performed).
+    pub fn modelled(inner: Box<dyn Syscalls>, model: Box<dyn Model>, fail_at: Option<usize>) -> RecordingSyscalls {
+        RecordingSyscalls {
+            model: Some(model),
+            ..RecordingSyscalls::failing_at(inner, fail_at)
         }
     }
 
@@ -98,15 +111,23 @@ impl RecordingSyscalls {
         perform: impl FnOnce(&dyn Syscalls) -> Result<T, E>,
         planned: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
-        let n = {
+        let modelled = {
             let Ok(mut ops) = self.ops.lock() else {
                 return Err(fault(Errno::EIO));
             };
+            if self.fail_at == Some(ops.len()) {
+                ops.push(op);
+                return Err(fault(Errno::EIO));
+            }
+            // The model sees only what is not failed before it.
+            let modelled = self.model.as_ref().and_then(|model| model.outcome(&op));
             ops.push(op);
-            ops.len() - 1
+            modelled
         };
-        if self.fail_at == Some(n) {
-            return Err(fault(Errno::EIO));
+        match modelled {
+            Some(Ok(())) => return planned(),
+            Some(Err(errno)) => return Err(fault(errno)),
+            None => {}
         }
         match target {
             Some(target) => perform(target),
@@ -707,5 +728,16 @@ mod tests {
         let recorded = functions(include_str!("recording.rs"), "impl Store for RecordingSyscalls");
         assert!(store.len() >= 30, "{store:?}");
         assert_eq!(store, recorded);
+    }
+
+    /// Every kernel operation's default is the real one: one the
+    /// recording implementation did not override would mount for real in
+    /// a dry run, escape fault injection and the kernel's model.
+    #[test]
+    fn the_recording_implementation_overrides_every_kernel_operation() {
+        let kernel = functions(include_str!("mod.rs"), "pub trait Kernel");
+        let recorded = functions(include_str!("recording.rs"), "impl Kernel for RecordingSyscalls");
+        assert!(kernel.len() >= 19, "{kernel:?}");
+        assert_eq!(kernel, recorded);
     }
 }
