@@ -341,7 +341,7 @@ fn main() -> Result<()> {
                     lock,
                 )
                 .map_err(anyhow::Error::msg)?;
-                let (source, _) = HostCalls::materialize(&mut step, 0)?;
+                let source = HostCalls::materialize(&mut step, 0)?;
                 let root = HostCalls::mount_temporary(&mut step, &source, &[0])?;
                 HostCalls::resolve_in_root(&mut step, &root, "sub/dir")?;
                 step.release_all()?;

@@ -263,7 +263,7 @@ proptest! {
         for op in &ops {
             match op {
                 StepOp::Materialize(i) => {
-                    if let Ok((source, _)) = host.materialize(*i) {
+                    if let Ok(source) = host.materialize(*i) {
                         sources.push(source);
                     }
                 }

@@ -5,13 +5,12 @@
 use crate::facts::HostFacts;
 use crate::mounts::{
     with_deduplicated_mounts, with_pinned_request_mounts, with_request_mounts, with_unprivileged_bind_options,
-    HostCalls,
 };
 use crate::opts::*;
 use crate::request::{parse_user, ProcessMode, Request, SecurityMode};
 use crate::seccomp::{self, Profile};
 use crate::spec::Spec;
-use crate::PolicyError;
+use crate::{HostCalls, PolicyError};
 
 /// BuildKit's hostname when the step names none.
 pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
@@ -268,9 +267,9 @@ impl HostCalls for NoHost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mounts::HostError;
     use crate::request::{IdMap, IdRange, MountRequest, Mountable, Network};
     use crate::spec::{Mount, Name};
+    use crate::HostError;
 
     /// A host that records what it is asked and resolves by joining
     /// (the real, in-root resolution is tested in the host).
@@ -285,10 +284,13 @@ mod tests {
         type Source = usize;
         type Root = String;
 
-        fn materialize(&mut self, index: u32) -> Result<(usize, Vec<Mountable>), HostError> {
+        fn materialize(&mut self, index: u32) -> Result<usize, HostError> {
             self.log.push(format!("materialize {index}"));
-            let i = index as usize;
-            Ok((i, self.request[i].clone()))
+            Ok(index as usize)
+        }
+
+        fn source_mounts(&mut self, source: &usize) -> Result<Vec<Mountable>, HostError> {
+            Ok(self.request[*source].clone())
         }
 
         fn resolve_in_source(&mut self, source: &usize, entry: u32, selector: &str) -> Result<String, HostError> {

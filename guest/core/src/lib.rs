@@ -10,6 +10,7 @@ pub mod buildkit;
 pub mod cdi;
 pub mod derive;
 pub mod facts;
+pub mod host_calls;
 mod json;
 pub mod mounts;
 pub mod opts;
@@ -21,7 +22,7 @@ pub mod spec;
 pub mod static_lists;
 
 pub use facts::HostFacts;
-pub use mounts::{HostCalls, HostError};
+pub use host_calls::{not_offered, HostCalls, HostError};
 pub use request::Request;
 pub use spec::Spec;
 

@@ -3,122 +3,7 @@
 use crate::request::{Mountable, Request};
 use crate::spec::{Extra, Mount, Name, Names, Spec};
 use crate::static_lists::{self, RBIND_OPTIONS, RBIND_RO_OPTIONS};
-use crate::PolicyError;
-
-/// Why a privileged operation did not happen; mirrors the WIT `host-error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostError {
-    #[error("refused: {0}")]
-    Refused(String),
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// The privileged operations a policy may ask of the host: WIT's `host`
-/// interface as one Rust trait. The host implements it once (`StepHost`,
-/// which its WIT host and the native pipelines call), the policy SDK over
-/// the WIT imports, and a test double only what it fakes: every operation
-/// it does not implement is refused ([`not_offered`]).
-pub trait HostCalls {
-    /// A materialized request mount.
-    type Source;
-    /// A temporary mountpoint the host made.
-    type Root;
-
-    /// Expands request mount `index` into its mounts.
-    fn materialize(&mut self, index: u32) -> Result<(Self::Source, Vec<Mountable>), HostError> {
-        let _ = index;
-        Err(not_offered("materialize"))
-    }
-
-    /// Resolves `selector` inside the source of a read-write bind entry.
-    fn resolve_in_source(&mut self, source: &Self::Source, entry: u32, selector: &str) -> Result<String, HostError> {
-        let _ = (source, entry, selector);
-        Err(not_offered("resolve"))
-    }
-
-    /// Mounts `entries` of `source` on a fresh temporary mountpoint.
-    fn mount_temporary(&mut self, source: &Self::Source, entries: &[u32]) -> Result<Self::Root, HostError> {
-        let _ = (source, entries);
-        Err(not_offered("mount-temporary"))
-    }
-
-    /// Resolves `selector` inside a temporary mountpoint.
-    fn resolve_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<String, HostError> {
-        let _ = (root, selector);
-        Err(not_offered("resolve"))
-    }
-
-    /// Binds what `selector` names inside the source of a read-write bind
-    /// entry, opened by file descriptor, onto a temporary mountpoint of
-    /// its own; naming nothing is an error.
-    fn pin_in_source(&mut self, source: &Self::Source, entry: u32, selector: &str) -> Result<Self::Root, HostError> {
-        let _ = (source, entry, selector);
-        Err(not_offered("pin"))
-    }
-
-    /// Binds what `selector` names inside a temporary mountpoint, opened
-    /// by file descriptor, onto one of its own; naming nothing is an error.
-    fn pin_in_root(&mut self, root: &Self::Root, selector: &str) -> Result<Self::Root, HostError> {
-        let _ = (root, selector);
-        Err(not_offered("pin"))
-    }
-
-    /// The host path of a temporary mountpoint (for a pinned file, the file).
-    fn root_path(&mut self, root: &Self::Root) -> Result<String, HostError> {
-        let _ = root;
-        Err(not_offered("path"))
-    }
-
-    /// Unmounts a temporary mountpoint now, before the step is released.
-    fn release(&mut self, root: Self::Root) -> Result<(), HostError> {
-        let _ = root;
-        Err(not_offered("release"))
-    }
-
-    /// What host path `path` (one the request names) really is, every
-    /// symlink resolved.
-    fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
-        let _ = path;
-        Err(not_offered("canonical-path"))
-    }
-
-    /// Whether `path`, a host path the request names, exists.
-    fn exists(&mut self, path: &str) -> Result<bool, HostError> {
-        let _ = path;
-        Err(not_offered("exists"))
-    }
-
-    /// The CDI devices the host has registered (its CDI spec files).
-    fn cdi_registry(&mut self) -> Result<crate::cdi::Registry, HostError> {
-        Err(not_offered("cdi-registry"))
-    }
-
-    /// `statfs(2)`'s `f_flags` for `path`, the source of a bind in the
-    /// spec: a host path the request names, a temporary mountpoint of the
-    /// step's (or a path in one), a CDI mount's host path, or the host's
-    /// /proc for a no-sandbox step.
-    fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
-        let _ = path;
-        Err(not_offered("mount-flags"))
-    }
-
-    /// The step's SELinux labels, as go-selinux's `label.InitLabels` makes
-    /// them from the host's container contexts: for a sandboxed step a
-    /// process and a mount label at an MCS level reserved for the step
-    /// until it is released (asking again gives the same labels); for a
-    /// `privileged` step no process label and the privileged mount label.
-    fn selinux_labels(&mut self, privileged: bool) -> Result<crate::selinux::Labels, HostError> {
-        let _ = privileged;
-        Err(not_offered("selinux-labels"))
-    }
-}
-
-/// What a host that does not offer an operation answers (a test double,
-/// or the spec parts that need no host).
-pub fn not_offered(op: &str) -> HostError {
-    HostError::Refused(format!("this host offers no {op}"))
-}
+use crate::{HostCalls, HostError, PolicyError};
 
 /// Go's `path.Clean` for the absolute path `"/" + p`.
 pub fn clean_absolute(p: &str) -> String {
@@ -172,7 +57,8 @@ pub fn with_request_mounts<M: HostCalls>(
     for (index, m) in request.mounts.iter().enumerate() {
         let host_failed = |e: HostError| PolicyError::Internal(format!("mount {}: {e}", m.dest));
         let index = u32::try_from(index).map_err(|_| PolicyError::InvalidRequest("too many mounts".to_string()))?;
-        let (source, entries) = mounter.materialize(index).map_err(host_failed)?;
+        let source = mounter.materialize(index).map_err(host_failed)?;
+        let entries = mounter.source_mounts(&source).map_err(host_failed)?;
         for (entry, mountable) in entries.iter().enumerate() {
             if selects_root(&m.selector) {
                 spec.mounts.push(Mount {
@@ -262,7 +148,8 @@ pub fn with_pinned_request_mounts<M: HostCalls>(
     for (index, m) in request.mounts.iter().enumerate() {
         let host_failed = |e: HostError| PolicyError::Internal(format!("mount {}: {e}", m.dest));
         let index = u32::try_from(index).map_err(|_| too_many())?;
-        let (source, entries) = mounter.materialize(index).map_err(host_failed)?;
+        let source = mounter.materialize(index).map_err(host_failed)?;
+        let entries = mounter.source_mounts(&source).map_err(host_failed)?;
         sources.push(source);
         let this = sources.len() - 1;
         for (entry, original) in entries.into_iter().enumerate() {

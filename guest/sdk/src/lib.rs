@@ -134,6 +134,15 @@ impl From<wit_types::HostFacts> for HostFacts {
     }
 }
 
+impl From<wit_host::StepLabels> for specwright_core::selinux::Labels {
+    fn from(labels: wit_host::StepLabels) -> Self {
+        specwright_core::selinux::Labels {
+            process: labels.process,
+            mount: labels.mount,
+        }
+    }
+}
+
 impl From<PolicyError> for wit_types::PolicyError {
     fn from(e: PolicyError) -> Self {
         match e {
@@ -144,78 +153,102 @@ impl From<PolicyError> for wit_types::PolicyError {
     }
 }
 
-impl HostCalls for Host {
-    type Source = Source;
-    type Root = MountedRoot;
-
-    fn materialize(&mut self, index: u32) -> Result<(Source, Vec<request::Mountable>), HostError> {
-        let handle = wit_host::materialize(index).map_err(HostError::from)?;
-        let mounts = handle.mounts().into_iter().map(request::Mountable::from).collect();
-        Ok((Source { handle }, mounts))
-    }
-
-    fn resolve_in_source(&mut self, source: &Source, entry: u32, selector: &str) -> Result<String, HostError> {
-        source.handle.resolve(entry, selector).map_err(HostError::from)
-    }
-
-    fn mount_temporary(&mut self, source: &Source, entries: &[u32]) -> Result<MountedRoot, HostError> {
-        wit_host::mount_temporary(&source.handle, entries)
-            .map(|handle| MountedRoot { handle })
-            .map_err(HostError::from)
-    }
-
-    fn resolve_in_root(&mut self, root: &MountedRoot, selector: &str) -> Result<String, HostError> {
-        root.handle.resolve(selector).map_err(HostError::from)
-    }
-
-    fn pin_in_source(&mut self, source: &Source, entry: u32, selector: &str) -> Result<MountedRoot, HostError> {
-        source
-            .handle
-            .pin(entry, selector)
-            .map(|handle| MountedRoot { handle })
-            .map_err(HostError::from)
-    }
-
-    fn pin_in_root(&mut self, root: &MountedRoot, selector: &str) -> Result<MountedRoot, HostError> {
-        root.handle
-            .pin(selector)
-            .map(|handle| MountedRoot { handle })
-            .map_err(HostError::from)
-    }
-
-    fn root_path(&mut self, root: &MountedRoot) -> Result<String, HostError> {
-        Ok(root.path())
-    }
-
-    fn release(&mut self, root: MountedRoot) -> Result<(), HostError> {
-        wit_host::release(root.handle).map_err(HostError::from)
-    }
-
-    fn canonical_path(&mut self, path: &str) -> Result<String, HostError> {
-        wit_host::canonical_path(path).map_err(HostError::from)
-    }
-
-    fn exists(&mut self, path: &str) -> Result<bool, HostError> {
-        wit_host::exists(path).map_err(HostError::from)
-    }
-
-    fn cdi_registry(&mut self) -> Result<specwright_core::cdi::Registry, HostError> {
-        let json = wit_host::cdi_registry().map_err(HostError::from)?;
-        serde_json::from_str(&json).map_err(|e| HostError::Failed(format!("the host's CDI registry: {e}")))
-    }
-
-    fn mount_flags(&mut self, path: &str) -> Result<u64, HostError> {
-        wit_host::mount_flags(path).map_err(HostError::from)
-    }
-
-    fn selinux_labels(&mut self, privileged: bool) -> Result<specwright_core::selinux::Labels, HostError> {
-        let labels = wit_host::selinux_labels(privileged).map_err(HostError::from)?;
-        Ok(specwright_core::selinux::Labels {
-            process: labels.process,
-            mount: labels.mount,
-        })
-    }
+/// An argument of a host call as the WIT import takes it.
+macro_rules! wit_arg {
+    (u32, $arg:ident) => {
+        $arg
+    };
+    (bool, $arg:ident) => {
+        $arg
+    };
+    (str, $arg:ident) => {
+        $arg
+    };
+    (u32s, $arg:ident) => {
+        $arg
+    };
+    (source, $arg:ident) => {
+        &$arg.handle
+    };
+    (root, $arg:ident) => {
+        &$arg.handle
+    };
+    (owned_root, $arg:ident) => {
+        $arg.handle
+    };
 }
+
+/// A host call's result as the trait gives it, from the WIT import's.
+macro_rules! from_wit {
+    (unit, $value:ident) => {
+        Ok($value)
+    };
+    (bool, $value:ident) => {
+        Ok($value)
+    };
+    (u64, $value:ident) => {
+        Ok($value)
+    };
+    (string, $value:ident) => {
+        Ok($value)
+    };
+    (source, $value:ident) => {
+        Ok(Source { handle: $value })
+    };
+    (root, $value:ident) => {
+        Ok(MountedRoot { handle: $value })
+    };
+    (mounts, $value:ident) => {
+        Ok($value.into_iter().map(request::Mountable::from).collect())
+    };
+    (cdi_registry, $value:ident) => {
+        serde_json::from_str(&$value).map_err(|e| HostError::Failed(format!("the host's CDI registry: {e}")))
+    };
+    (labels, $value:ident) => {
+        Ok(specwright_core::selinux::Labels::from($value))
+    };
+}
+
+/// The WIT import's result, its `host-error` made the trait's.
+macro_rules! wit_result {
+    (fallible, $call:expr) => {
+        $call.map_err(HostError::from)?
+    };
+    (total, $call:expr) => {
+        $call
+    };
+}
+
+/// A call of the WIT import: a function of the interface, or a method of
+/// the resource its first argument is.
+macro_rules! wit_call {
+    (host, $wit:ident, $($arg:ident: $kind:ident),*) => { wit_host::$wit($(wit_arg!($kind, $arg)),*) };
+    ($resource:ident, $wit:ident, $receiver:ident: $receiver_kind:ident $(, $arg:ident: $kind:ident)*) => {
+        $receiver.handle.$wit($(wit_arg!($kind, $arg)),*)
+    };
+}
+
+/// [`HostCalls`] over the WIT imports, made from
+/// [`specwright_core::host_calls!`].
+macro_rules! host_calls_over_wit {
+    ($($place:ident {
+        $( $(#[$attr:meta])* fn $name:ident($($arg:ident: $kind:ident),*) -> $result:ident = $wit:ident, $fallibility:ident; )*
+    })*) => {
+        impl HostCalls for Host {
+            type Source = Source;
+            type Root = MountedRoot;
+
+            $($(
+                fn $name(&mut self, $($arg: specwright_core::host_call_arg!($kind)),*) -> Result<specwright_core::host_call_result!($result), HostError> {
+                    let value = wit_result!($fallibility, wit_call!($place, $wit, $($arg: $kind),*));
+                    from_wit!($result, value)
+                }
+            )*)*
+        }
+    };
+}
+
+specwright_core::host_calls!(host_calls_over_wit);
 
 /// Decodes the inputs, runs `P`, encodes the spec. Called by [`export_policy!`].
 #[doc(hidden)]

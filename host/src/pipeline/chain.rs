@@ -77,6 +77,12 @@ pub(crate) fn review(
     audit: &Audit,
 ) -> Result<Spec, Error> {
     let facts = PolicyFacts::from(facts);
+    // What the audit compares each policy's output with: the engine's
+    // spec, then the output before it, each made into a value once.
+    let mut before = match serde_json::to_value(&spec) {
+        Ok(value) => value,
+        Err(e) => return Err(release_after(step, Error::EncodeRequest(e))),
+    };
     let mut current = spec;
     for policy in chain {
         let request = match specwright_core::derive::request_from_spec(id, &current) {
@@ -92,10 +98,6 @@ pub(crate) fn review(
         if let Err(e) = step.set_engine_request(&request, &specwright_core::derive::spec_host_paths(&current)) {
             return Err(release_after(step, e.into()));
         }
-        let before = match serde_json::to_value(&current) {
-            Ok(value) => value,
-            Err(e) => return Err(release_after(step, Error::EncodeRequest(e))),
-        };
         let previous = current.to_json();
         let input = match Input::of(&request) {
             Ok(input) => input,
@@ -103,8 +105,8 @@ pub(crate) fn review(
         };
         let (returned, outcome) = run_policy(engine, policy, step, &input, &facts, Some(&previous), &before, audit);
         step = returned;
-        current = match outcome {
-            Ok(out) => out.spec,
+        (current, before) = match outcome {
+            Ok(out) => (out.spec, out.value),
             Err(e) => return Err(release_after(step, e)),
         };
     }

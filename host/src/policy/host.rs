@@ -1,6 +1,7 @@
 //! The host side of the WIT world: the store's data, and each import as a
-//! thin call into [`StepHost`], which checks and performs it. Values cross
-//! the boundary through `From`, one conversion per type.
+//! thin call into [`StepHost`], which checks and performs it, made from
+//! [`specwright_core::host_calls!`]. Values cross the boundary through
+//! `From`, one conversion per type.
 
 use specwright_core::request::Mountable;
 use specwright_core::{HostCalls, HostFacts};
@@ -82,125 +83,145 @@ pub(super) fn policy_error(policy: &str, e: wit_types::PolicyError) -> PolicyFai
 
 impl wit_types::Host for PolicyState {}
 
-impl wit_host::Host for PolicyState {
-    fn materialize(&mut self, index: u32) -> wasmtime::Result<Result<Resource<MaterializedRep>, wit_types::HostError>> {
-        match self.step.materialize(index) {
-            Ok((id, _)) => Ok(Ok(self.table.push(MaterializedRep(id))?)),
-            Err(e) => Ok(Err(e.into())),
-        }
-    }
-
-    fn mount_temporary(
-        &mut self,
-        source: Resource<MaterializedRep>,
-        entries: Vec<u32>,
-    ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
-        let id = self.table.get(&source)?.0;
-        match self.step.mount_temporary(&id, &entries) {
-            Ok(root) => Ok(Ok(self.table.push(MountedRootRep(root))?)),
-            Err(e) => Ok(Err(e.into())),
-        }
-    }
-
-    fn canonical_path(&mut self, path: String) -> wasmtime::Result<Result<String, wit_types::HostError>> {
-        Ok(self.step.canonical_path(&path).map_err(Into::into))
-    }
-
-    fn exists(&mut self, path: String) -> wasmtime::Result<Result<bool, wit_types::HostError>> {
-        Ok(self.step.exists(&path).map_err(Into::into))
-    }
-
-    fn cdi_registry(&mut self) -> wasmtime::Result<Result<String, wit_types::HostError>> {
-        Ok(self
-            .step
-            .cdi_registry()
-            .and_then(|r| serde_json::to_string(&r).map_err(|e| specwright_core::HostError::Failed(e.to_string())))
-            .map_err(Into::into))
-    }
-
-    fn mount_flags(&mut self, path: String) -> wasmtime::Result<Result<u64, wit_types::HostError>> {
-        Ok(self.step.mount_flags(&path).map_err(Into::into))
-    }
-
-    fn selinux_labels(
-        &mut self,
-        privileged: bool,
-    ) -> wasmtime::Result<Result<wit_host::StepLabels, wit_types::HostError>> {
-        Ok(self.step.selinux_labels(privileged).map(Into::into).map_err(Into::into))
-    }
-
-    fn release(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<Result<(), wit_types::HostError>> {
-        let id = self.table.delete(root)?.0;
-        Ok(self.step.release(id).map_err(Into::into))
-    }
+/// An argument's WIT type.
+macro_rules! wit_arg_type {
+    (u32) => { u32 };
+    (bool) => { bool };
+    (str) => { String };
+    (u32s) => { Vec<u32> };
+    (source) => { Resource<MaterializedRep> };
+    (root) => { Resource<MountedRootRep> };
+    (owned_root) => { Resource<MountedRootRep> };
 }
 
-impl wit_host::HostMaterialized for PolicyState {
-    fn mounts(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<Vec<wit_types::Mount>> {
-        let id = self.table.get(&source)?.0;
-        let mounts = self.step.source_mounts(id).map_err(wasmtime::Error::msg)?;
-        Ok(mounts.into_iter().map(Into::into).collect())
-    }
-
-    fn resolve(
-        &mut self,
-        source: Resource<MaterializedRep>,
-        entry: u32,
-        selector: String,
-    ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
-        let id = self.table.get(&source)?.0;
-        Ok(self.step.resolve_in_source(&id, entry, &selector).map_err(Into::into))
-    }
-
-    fn pin(
-        &mut self,
-        source: Resource<MaterializedRep>,
-        entry: u32,
-        selector: String,
-    ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
-        let id = self.table.get(&source)?.0;
-        match self.step.pin_in_source(&id, entry, &selector) {
-            Ok(root) => Ok(Ok(self.table.push(MountedRootRep(root))?)),
-            Err(e) => Ok(Err(e.into())),
-        }
-    }
-
-    fn drop(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<()> {
-        self.table.delete(source)?;
-        Ok(())
-    }
+/// A result's WIT type.
+macro_rules! wit_value_type {
+    (unit) => { () };
+    (bool) => { bool };
+    (u64) => { u64 };
+    (string) => { String };
+    (source) => { Resource<MaterializedRep> };
+    (root) => { Resource<MountedRootRep> };
+    (mounts) => { Vec<wit_types::Mount> };
+    (cdi_registry) => { String };
+    (labels) => { wit_host::StepLabels };
 }
 
-impl wit_host::HostMountedRoot for PolicyState {
-    fn path(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<String> {
-        let id = self.table.get(&root)?.0;
-        self.step.root_path(&id).map_err(wasmtime::Error::msg)
-    }
+/// What the import returns: a `host-error` for the policy, or a trap.
+macro_rules! wit_return_type {
+    (fallible, $value:ty) => { wasmtime::Result<Result<$value, wit_types::HostError>> };
+    (total, $value:ty) => { wasmtime::Result<$value> };
+}
 
-    fn resolve(
-        &mut self,
-        root: Resource<MountedRootRep>,
-        selector: String,
-    ) -> wasmtime::Result<Result<String, wit_types::HostError>> {
-        let id = self.table.get(&root)?.0;
-        Ok(self.step.resolve_in_root(&id, &selector).map_err(Into::into))
-    }
+/// An argument taken from WIT: a handle looked up in (or, given back,
+/// taken out of) the store's table; a handle the policy does not hold traps.
+macro_rules! from_wit {
+    ($state:ident, source, $arg:ident) => {
+        $state.table.get(&$arg)?.0
+    };
+    ($state:ident, root, $arg:ident) => {
+        $state.table.get(&$arg)?.0
+    };
+    ($state:ident, owned_root, $arg:ident) => {
+        $state.table.delete($arg)?.0
+    };
+    ($state:ident, $kind:ident, $arg:ident) => {
+        $arg
+    };
+}
 
-    fn pin(
-        &mut self,
-        root: Resource<MountedRootRep>,
-        selector: String,
-    ) -> wasmtime::Result<Result<Resource<MountedRootRep>, wit_types::HostError>> {
-        let id = self.table.get(&root)?.0;
-        match self.step.pin_in_root(&id, &selector) {
-            Ok(pinned) => Ok(Ok(self.table.push(MountedRootRep(pinned))?)),
+/// An argument as [`HostCalls`] takes it.
+macro_rules! step_arg {
+    (u32, $arg:ident) => {
+        $arg
+    };
+    (bool, $arg:ident) => {
+        $arg
+    };
+    (owned_root, $arg:ident) => {
+        $arg
+    };
+    ($kind:ident, $arg:ident) => {
+        &$arg
+    };
+}
+
+/// A result handed to WIT: a handle made in the store's table.
+macro_rules! to_wit {
+    ($state:ident, source, $value:ident) => {
+        $state.table.push(MaterializedRep($value))?
+    };
+    ($state:ident, root, $value:ident) => {
+        $state.table.push(MountedRootRep($value))?
+    };
+    ($state:ident, mounts, $value:ident) => {
+        $value.into_iter().map(wit_types::Mount::from).collect()
+    };
+    ($state:ident, cdi_registry, $value:ident) => {
+        serde_json::to_string(&$value)?
+    };
+    ($state:ident, labels, $value:ident) => {
+        wit_host::StepLabels::from($value)
+    };
+    ($state:ident, $kind:ident, $value:ident) => {
+        $value
+    };
+}
+
+/// The step's answer as the import returns it.
+macro_rules! wit_return {
+    (fallible, $state:ident, $kind:ident, $answer:ident) => {
+        match $answer {
+            Ok(value) => Ok(Ok(to_wit!($state, $kind, value))),
             Err(e) => Ok(Err(e.into())),
         }
-    }
-
-    /// Dropping a handle does not unmount: the step owns the mount.
-    fn drop(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<()> {
-        self.table.delete(root)?;
-        Ok(())
-    }
+    };
+    (total, $state:ident, $kind:ident, $answer:ident) => {{
+        let value = $answer.map_err(wasmtime::Error::msg)?;
+        Ok(to_wit!($state, $kind, value))
+    }};
 }
+
+/// The imports of one group of [`specwright_core::host_calls!`], each a
+/// call of [`StepHost`]'s [`HostCalls`].
+macro_rules! wit_imports {
+    ($( $(#[$attr:meta])* fn $name:ident($($arg:ident: $kind:ident),*) -> $value:ident = $wit:ident, $fallibility:ident; )*) => {
+        $(
+            fn $wit(&mut self, $($arg: wit_arg_type!($kind)),*) -> wit_return_type!($fallibility, wit_value_type!($value)) {
+                $( let $arg = from_wit!(self, $kind, $arg); )*
+                let answer = HostCalls::$name(&mut self.step, $(step_arg!($kind, $arg)),*);
+                wit_return!($fallibility, self, $value, answer)
+            }
+        )*
+    };
+}
+
+/// WIT's `host` interface and its resources over [`StepHost`]. Dropping a
+/// handle does not unmount: the step owns the mount.
+macro_rules! wit_host_over_step {
+    (host { $($host:tt)* } materialized { $($materialized:tt)* } mounted_root { $($mounted_root:tt)* }) => {
+        impl wit_host::Host for PolicyState {
+            wit_imports!($($host)*);
+        }
+
+        impl wit_host::HostMaterialized for PolicyState {
+            wit_imports!($($materialized)*);
+
+            fn drop(&mut self, source: Resource<MaterializedRep>) -> wasmtime::Result<()> {
+                self.table.delete(source)?;
+                Ok(())
+            }
+        }
+
+        impl wit_host::HostMountedRoot for PolicyState {
+            wit_imports!($($mounted_root)*);
+
+            fn drop(&mut self, root: Resource<MountedRootRep>) -> wasmtime::Result<()> {
+                self.table.delete(root)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+specwright_core::host_calls!(wit_host_over_step);

@@ -275,7 +275,7 @@ fn busy(work: &Path) -> Result<Value> {
         &request,
         lock,
     )?;
-    let (source, _) = step.materialize(0)?;
+    let source = step.materialize(0)?;
     let root = step.mount_temporary(&source, &[0])?;
     let mountpoint = PathBuf::from(step.root_path(&root)?);
     drop(step.keep());

@@ -107,15 +107,6 @@ impl StepHost {
         })
     }
 
-    /// Mounts that a source handle stands for.
-    pub fn source_mounts(&self, source: SourceId) -> Result<Vec<Mountable>, HostError> {
-        let index = *self
-            .sources
-            .get(source.0)
-            .ok_or_else(|| HostError::Refused("mounts: unknown source handle".to_string()))?;
-        Ok(self.request_mounts[index].clone())
-    }
-
     fn root(&self, root: RootId) -> Result<&Root, HostError> {
         match self.roots.get(root.0) {
             Some(r) if !r.released => Ok(r),
@@ -157,18 +148,18 @@ impl HostCalls for StepHost {
     type Root = RootId;
 
     /// Expands request mount `index`.
-    fn materialize(&mut self, index: u32) -> Result<(SourceId, Vec<Mountable>), HostError> {
+    fn materialize(&mut self, index: u32) -> Result<SourceId, HostError> {
         self.audited(
             "materialize",
             || json!({"index": index}),
             |me| {
                 let i = index as usize;
-                let mounts = me.request_mounts.get(i).cloned().ok_or_else(|| {
-                    HostError::Refused(format!(
+                if i >= me.request_mounts.len() {
+                    return Err(HostError::Refused(format!(
                         "mount index {index} is out of range (the request has {} mounts)",
                         me.request_mounts.len()
-                    ))
-                })?;
+                    )));
+                }
                 if me.sources.len() >= limits::MAX_SOURCES {
                     return Err(HostError::Refused(format!(
                         "the step already holds {} materialized handles, its limit",
@@ -176,10 +167,26 @@ impl HostCalls for StepHost {
                     )));
                 }
                 me.sources.push(i);
-                Ok((SourceId(me.sources.len() - 1), mounts))
+                Ok(SourceId(me.sources.len() - 1))
             },
-            |_, (_, mounts)| Value::Array(mounts.iter().map(mountable_json).collect()),
+            |me, source| {
+                Value::Array(
+                    me.request_mounts[me.sources[source.0]]
+                        .iter()
+                        .map(mountable_json)
+                        .collect(),
+                )
+            },
         )
+    }
+
+    /// The mounts a source handle stands for.
+    fn source_mounts(&mut self, source: &SourceId) -> Result<Vec<Mountable>, HostError> {
+        let index = *self
+            .sources
+            .get(source.0)
+            .ok_or_else(|| HostError::Refused("mounts: unknown source handle".to_string()))?;
+        Ok(self.request_mounts[index].clone())
     }
 
     /// What host path `path` (one the request names) really is.

@@ -40,7 +40,7 @@ fn out_of_range_and_released_handles_are_refused_and_name_the_policy() {
         err.contains("evil.wasm") && err.contains("materialize") && err.contains("out of range"),
         "{err}"
     );
-    let (src, _) = host.materialize(0).unwrap();
+    let src = host.materialize(0).unwrap();
     let err = host.mount_temporary(&src, &[3]).unwrap_err().to_string();
     assert!(err.contains("mount-temporary") && err.contains("entry 3"), "{err}");
     let err = host.resolve_in_source(&src, 0, "x").unwrap_err().to_string();
@@ -76,7 +76,7 @@ fn a_dry_run_plans_without_touching_the_state_dir() {
         StepLock::planned(&req.id),
     )
     .unwrap();
-    let (src, _) = host.materialize(0).unwrap();
+    let src = host.materialize(0).unwrap();
     let mounted = host.mount_temporary(&src, &[0]).unwrap();
     let path = host.resolve_in_root(&mounted, "a/../b").unwrap();
     assert!(path.ends_with("/mounts/s1-0/b"), "{path}");
@@ -252,7 +252,7 @@ fn a_policy_cannot_stack_more_than_the_limit_on_one_mountpoint() {
     let dir = tempfile::tempdir().unwrap();
     let req = request(json!([{"dest": "/a", "source": "/srv/x", "readonly": true}]));
     let (mut host, sys) = dry_host(dir.path(), &req);
-    let (src, _) = host.materialize(0).unwrap();
+    let src = host.materialize(0).unwrap();
     let err = host
         .mount_temporary(&src, &[0; MAX_STACKED + 1])
         .unwrap_err()
@@ -269,7 +269,7 @@ fn a_policy_s_host_work_is_bounded_per_step() {
     let dir = tempfile::tempdir().unwrap();
     let req = request(json!([{"dest": "/a", "source": "/srv/x", "readonly": false}]));
     let (mut host, _) = dry_host(dir.path(), &req);
-    let (src, _) = host.materialize(0).unwrap();
+    let src = host.materialize(0).unwrap();
     let err = host
         .resolve_in_source(&src, 0, &"a/".repeat(limits::MAX_SELECTOR_BYTES))
         .unwrap_err()
@@ -304,7 +304,7 @@ fn audit_bytes_are_bounded_per_step() {
     let options = StepOptions::default();
     let state = StateDir::at(dir.path());
     let mut host = StepHost::new(state, sys, audit, options, &req, StepLock::planned("s1")).unwrap();
-    let (src, _) = host.materialize(0).unwrap();
+    let src = host.materialize(0).unwrap();
     let long = "x".repeat(limits::MAX_SELECTOR_BYTES);
     let mut last = String::new();
     for _ in 0..limits::MAX_HOST_CALLS {
