@@ -26,3 +26,13 @@ pub(crate) fn step_options(options: StepOptions) -> StepOptions {
         ..options
     }
 }
+
+/// Tracing events go to stderr when `SPECWRIGHT_LOG` is set (e.g. `info`).
+pub(crate) fn init_tracing() {
+    if let Ok(filter) = std::env::var("SPECWRIGHT_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
+}

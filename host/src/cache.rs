@@ -66,17 +66,16 @@ impl CompileCache {
     pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let name = Self::entry_name(engine, &digest);
-        // An entry that cannot be read is one more miss: compiled over.
-        match self.store.read_cache_entry(&self.dir, &name, MAX_ENTRY_BYTES) {
-            Ok(Some(entry)) => {
-                if let Some(component) = checked_entry(engine, &entry, &digest) {
-                    return Ok((component, CacheUse::Hit));
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "reading a compile cache entry"),
+        if let Some(component) = self.read(engine, &name, &digest) {
+            return Ok((component, CacheUse::Hit));
         }
-        // Missing, stale, foreign or broken: compile again and replace it.
+        // Missing, stale, foreign or broken. Processes that miss the same
+        // entry at once compile it once: the first takes the entry's lock,
+        // the others wait for it and read what it wrote.
+        let _compiling = self.store.lock_cache_entry(&self.dir, &name, COMPILE_WAIT)?;
+        if let Some(component) = self.read(engine, &name, &digest) {
+            return Ok((component, CacheUse::Hit));
+        }
         if let Err(e) = self.store.sweep_cache(&self.dir) {
             tracing::debug!(error = %e, "sweeping the compile cache");
         }
@@ -88,10 +87,28 @@ impl CompileCache {
             &name,
             &[&compiled, &EntryTrailer::of(&digest, &compiled).to_bytes()],
         )?;
+        tracing::info!(entry = %name, "compiled a policy into the compile cache");
         let component = deserialize_bytes(engine, &compiled).map_err(|e| CacheError::Compile(format!("{e:#}")))?;
         Ok((component, CacheUse::Compiled))
     }
+
+    /// Entry `name`, if it is whole and for the component whose SHA-256 is
+    /// `digest`; an entry that cannot be read is one more miss.
+    fn read(&self, engine: &wasmtime::Engine, name: &str, digest: &[u8; 32]) -> Option<Component> {
+        match self.store.read_cache_entry(&self.dir, name, MAX_ENTRY_BYTES) {
+            Ok(Some(entry)) => checked_entry(engine, &entry, digest),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading a compile cache entry");
+                None
+            }
+        }
+    }
 }
+
+/// The longest a process waits for another one compiling the same policy
+/// (a large Python or JavaScript policy compiles in seconds).
+pub const COMPILE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a cache entry ends with: this magic, then the SHA-256 of the
 /// component it was compiled from, then the length (little-endian u64)

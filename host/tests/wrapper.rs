@@ -1003,6 +1003,57 @@ fn a_container_start_compiles_nothing_once_the_cache_holds_the_policy() {
     assert_eq!(cache(), compiled, "the second start wrote nothing to the cache");
 }
 
+/// Thirty container starts that miss the compile cache at once compile
+/// the policy once: the first takes the entry's lock, the others wait for
+/// it and map what it wrote. Every start succeeds, the cache holds the one
+/// whole entry (no temporary file left), and a later start compiles
+/// nothing.
+#[test]
+fn concurrent_starts_with_a_cold_cache_compile_the_policy_once() {
+    const STARTS: usize = 30;
+    const COMPILED: &str = "compiled a policy into the compile cache";
+    let f = Fixture::new();
+    let config = f.root.join("open.toml");
+    std::fs::write(&config, "allow_flag_overrides = true\n").unwrap();
+    let start = |i: usize| {
+        let bundle = f.root.join(format!("bundle-{i}"));
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        std::fs::copy(f.config(), bundle.join("config.json")).unwrap();
+        let bundle = bundle.display().to_string();
+        let id = format!("c{i}");
+        Command::new(WRAPPER)
+            .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+            .env("SPECWRIGHT_LOG", "info")
+            .args(f.with_state(&["--policy", HARDENED, "create", "--bundle", &bundle, &id]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running specwright-runc")
+    };
+    let children: Vec<_> = (0..STARTS).map(start).collect();
+    let outputs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for out in &outputs {
+        assert_eq!(out.status.code(), Some(7), "{}", stderr(out));
+    }
+    let compiles = outputs.iter().filter(|out| stderr(out).contains(COMPILED)).count();
+    assert_eq!(
+        compiles,
+        1,
+        "{}",
+        outputs.iter().map(stderr).collect::<Vec<_>>().join("\n")
+    );
+    let names: Vec<String> = std::fs::read_dir(f.state.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let entries = names.iter().filter(|n| n.ends_with(".cwasm")).count();
+    assert!(entries == 1 && !names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let later = start(STARTS).wait_with_output().unwrap();
+    assert_eq!(later.status.code(), Some(7), "{}", stderr(&later));
+    assert!(!stderr(&later).contains(COMPILED), "{}", stderr(&later));
+}
+
 /// Regression: a settings file whose name does not end in `.json` was
 /// read as part of the policy's path (`reading policy.wasm:settings`).
 #[test]

@@ -14,6 +14,17 @@ fn cli(args: &[&str]) -> Output {
     Command::new(HELPER).arg("cli").args(args).output().unwrap()
 }
 
+/// The entries of the compile cache in `state` (not their compile locks).
+fn cache_entries(state: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(state.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    entries.sort();
+    entries
+}
+
 /// `spec` of the oracle's minimal request on `state`, which must succeed;
 /// its spec.
 fn minimal_spec(state: &Path) -> Value {
@@ -47,10 +58,7 @@ fn compile_fills_the_cache_and_a_broken_cache_entry_is_replaced() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches(": compiled").count(), 2);
     let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("default: already cached"));
-    let entries: Vec<PathBuf> = std::fs::read_dir(state.join("cache"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let entries = cache_entries(&state);
     assert_eq!(entries.len(), 2, "{entries:?}");
     for entry in &entries {
         std::fs::write(entry, b"not precompiled code").unwrap();
@@ -71,10 +79,7 @@ fn a_cache_entry_is_used_only_for_the_component_it_was_compiled_from() {
     let entry_of = |state: &Path, policy: &str| -> PathBuf {
         let out = cli(&["policy", "compile", "--state-dir", state.to_str().unwrap(), policy]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(state.join("cache"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut entries = cache_entries(state);
         assert_eq!(entries.len(), 1, "{entries:?}");
         entries.remove(0)
     };
@@ -104,12 +109,7 @@ fn a_damaged_cache_entry_is_compiled_over_not_run() {
     let state_str = state.to_str().unwrap();
     let out = cli(&["policy", "compile", "--state-dir", state_str, "default"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let entry = std::fs::read_dir(state.join("cache"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let entry = cache_entries(&state).remove(0);
     let whole = std::fs::read(&entry).unwrap();
     let mut flipped = whole.clone();
     flipped[whole.len() / 2] ^= 0x01;
@@ -139,8 +139,9 @@ fn a_damaged_cache_entry_is_compiled_over_not_run() {
 }
 
 /// The cache's entries go through the workspace's syscalls like every
-/// other state file: a load reads, sweeps and writes through them, a
-/// second load only reads, an entry that cannot be read is compiled over,
+/// other state file: a load that misses takes the entry's compile lock,
+/// reads again (another process may have compiled it meanwhile), sweeps
+/// and writes through them, a second load only reads, an entry that cannot be read is compiled over,
 /// a fault in the write fails the load naming the entry, and a dry run
 /// reads nothing back and writes nothing.
 #[test]
@@ -155,7 +156,7 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
             .filter(|op| {
                 matches!(
                     op,
-                    Op::ReadCacheEntry { .. } | Op::WriteCacheEntry { .. } | Op::SweepCache
+                    Op::ReadCacheEntry { .. } | Op::LockCacheEntry { .. } | Op::WriteCacheEntry { .. } | Op::SweepCache
                 )
             })
             .collect()
@@ -175,7 +176,13 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
     assert!(
         matches!(
             &ops[..],
-            [Op::ReadCacheEntry { .. }, Op::SweepCache, Op::WriteCacheEntry { name }] if name.ends_with(".cwasm")
+            [
+                Op::ReadCacheEntry { .. },
+                Op::LockCacheEntry { .. },
+                Op::ReadCacheEntry { .. },
+                Op::SweepCache,
+                Op::WriteCacheEntry { name }
+            ] if name.ends_with(".cwasm")
         ),
         "{ops:?}"
     );
@@ -187,7 +194,8 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
         second.ops()
     );
 
-    // An entry that cannot be read is compiled over, not an error.
+    // An entry that cannot be read is a miss, not an error: read again
+    // under the compile lock, and used when that read finds it whole.
     let read_at = second
         .ops()
         .iter()
@@ -198,10 +206,36 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
     assert!(
         matches!(
             &cache_ops(&unreadable)[..],
-            [Op::ReadCacheEntry { .. }, Op::SweepCache, Op::WriteCacheEntry { .. }]
+            [
+                Op::ReadCacheEntry { .. },
+                Op::LockCacheEntry { .. },
+                Op::ReadCacheEntry { .. }
+            ]
         ),
         "{:?}",
         unreadable.ops()
+    );
+    // Failing under the lock too, it is compiled over (the inner recorder
+    // does not see the read the outer one failed).
+    let reread_at = read_at + 1;
+    let twice = Arc::new(RecordingSyscalls::failing_at(
+        Box::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), Some(reread_at))),
+        Some(read_at),
+    ));
+    load(&state, twice.clone()).unwrap();
+    assert!(
+        matches!(
+            &cache_ops(&twice)[..],
+            [
+                Op::ReadCacheEntry { .. },
+                Op::LockCacheEntry { .. },
+                Op::ReadCacheEntry { .. },
+                Op::SweepCache,
+                Op::WriteCacheEntry { .. }
+            ]
+        ),
+        "{:?}",
+        twice.ops()
     );
 
     let faulty_state = work.join("faulty");
@@ -217,7 +251,12 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
         err.contains("compile cache") && !err.contains("not a valid WebAssembly component"),
         "a full disk is not a broken policy: {err}"
     );
-    let left: Vec<_> = std::fs::read_dir(faulty_state.join("cache")).unwrap().collect();
+    // Only the entry's compile lock, which is kept.
+    let left: Vec<String> = std::fs::read_dir(faulty_state.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with(".cwasm.lock"))
+        .collect();
     assert!(left.is_empty(), "the failed write left {left:?}");
 
     let planned = Arc::new(RecordingSyscalls::dry_run_over_state(Box::new(RealSyscalls)));
@@ -231,7 +270,7 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
         .with_cache(planned_cache)
         .load_default()
         .unwrap();
-    assert_eq!(cache_ops(&recorder).len(), 3, "{:?}", recorder.ops());
+    assert_eq!(cache_ops(&recorder).len(), 5, "{:?}", recorder.ops());
     assert_eq!(
         std::fs::read_dir(dry_state.join("cache")).unwrap().count(),
         0,

@@ -170,7 +170,7 @@ where
     // Read first: a caller that exits at once leaves us to pid 1 soon.
     let parent = std::os::unix::process::parent_id();
     crate::binary::stop_on_signals();
-    init_tracing();
+    crate::binary::init_tracing();
     if std::env::var_os("SPECWRIGHT_PERF_MAP").is_some() {
         crate::policy::write_perf_map();
     }
@@ -190,16 +190,6 @@ where
                 None => 1,
             }
         }
-    }
-}
-
-/// Tracing events go to stderr when `SPECWRIGHT_LOG` is set (e.g. `info`).
-fn init_tracing() {
-    if let Ok(filter) = std::env::var("SPECWRIGHT_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .try_init();
     }
 }
 

@@ -221,6 +221,7 @@ impl Reviewer {
     /// Everything, the chain loaded (every policy and settings file must
     /// be trusted).
     fn open(settings: &OwnFlags) -> Result<Reviewer> {
+        crate::binary::init_tracing();
         crate::validate::prepare_in_background();
         let mut reviewer = Reviewer::open_state(settings)?;
         let limits = Limits::from_flags(settings.policy_timeout_ms, settings.policy_memory_mib)?;

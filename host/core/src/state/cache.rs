@@ -8,9 +8,10 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
+use nix::fcntl::{openat, Flock, FlockArg, OFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
@@ -37,6 +38,26 @@ impl CacheEntry {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 }
+
+/// This process compiling one entry: an exclusive `flock` on
+/// `<entry>.lock`, let go when dropped (or when the process dies, however
+/// it dies). Other processes that miss the same entry wait for it, then
+/// read what it wrote.
+#[derive(Debug)]
+pub struct CompileLock {
+    _held: Option<Flock<File>>,
+}
+
+impl CompileLock {
+    /// A lock that holds nothing: for a dry run, which compiles into no
+    /// cache.
+    pub fn planned() -> CompileLock {
+        CompileLock { _held: None }
+    }
+}
+
+/// The longest pause between two tries for a compile lock.
+const MAX_LOCK_PAUSE: Duration = Duration::from_millis(50);
 
 impl CacheDir {
     pub fn path(&self) -> &Path {
@@ -77,6 +98,47 @@ impl CacheDir {
     /// exclusively created temporary file, fsynced, then a rename.
     pub fn write_entry(&self, name: &str, parts: &[&[u8]]) -> Result<(), StateError> {
         write_atomically(self.dir.fd(), &self.dir.path, name, parts, 0o600, true)
+    }
+
+    /// Takes the lock for compiling entry `name`, waiting at most `wait`
+    /// for a process that holds it ([`StateError::CompileBusy`] past
+    /// that). The lock file is made if missing and kept (removing it could
+    /// let two processes hold locks on two files of one name).
+    pub fn lock_entry(&self, name: &str, wait: Duration) -> Result<CompileLock, StateError> {
+        let lock_name = format!("{name}.lock");
+        let path = self.dir.path.join(&lock_name);
+        let fd: OwnedFd = openat(
+            self.dir.fd(),
+            lock_name.as_str(),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(io_at(&path))?;
+        let stat = fstat(&fd).map_err(io_at(&path))?;
+        if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return Err(StateError::Corrupt {
+                path,
+                message: "a lock that is not a regular file".to_string(),
+            });
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        let mut file = File::from(fd);
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(held) => return Ok(CompileLock { _held: Some(held) }),
+                Err((back, Errno::EWOULDBLOCK)) => {
+                    let waited = start.elapsed();
+                    if waited >= wait {
+                        return Err(StateError::CompileBusy { path, waited });
+                    }
+                    std::thread::sleep(pause.min(wait - waited));
+                    pause = (pause * 2).min(MAX_LOCK_PAUSE);
+                    file = back;
+                }
+                Err((_, e)) => return Err(io_at(&path)(e)),
+            }
+        }
     }
 
     /// Removes temporary files of compiles whose process is gone (killed

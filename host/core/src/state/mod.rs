@@ -31,7 +31,7 @@ mod walk;
 
 pub use at::{temporary_owner, Ownership};
 pub use bundle::{Bundle, EngineConfig, GivenBundle};
-pub use cache::{CacheDir, CacheEntry};
+pub use cache::{CacheDir, CacheEntry, CompileLock};
 pub use dir::{StateDir, DEFAULT_STATE_DIR};
 pub use lock::StepLock;
 pub use record::{
@@ -79,4 +79,8 @@ pub enum StateError {
     Untrusted { path: PathBuf, why: String },
     #[error("step {id} is held by pid {pid}")]
     Held { id: String, pid: String },
+    /// Another process has been compiling the same policy into the
+    /// compile cache for longer than a process waits for it.
+    #[error("{path}: another process has been compiling this policy for {} s, longer than one waits; try again once it is done, or precompile it (`specwright policy compile`)", waited.as_secs())]
+    CompileBusy { path: PathBuf, waited: std::time::Duration },
 }

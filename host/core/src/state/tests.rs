@@ -267,6 +267,44 @@ fn a_temporary_name_says_whose_it_is() {
     assert_eq!(temporary_owner("abc-0.tmp12"), None);
 }
 
+/// A compile lock is one process's (one open file's) at a time: a second
+/// taker waits for it, up to its bound, then is told who to wait for; it
+/// gets the lock as soon as the first lets go. A planted symlink or FIFO
+/// is no lock.
+#[test]
+fn a_compile_lock_is_waited_for_up_to_a_bound() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = StateDir::open(dir.path()).unwrap().open_cache_dir().unwrap();
+    let first = cache.lock_entry("abc-0.cwasm", Duration::ZERO).unwrap();
+    let start = Instant::now();
+    let err = cache.lock_entry("abc-0.cwasm", Duration::from_millis(200)).unwrap_err();
+    assert!(start.elapsed() >= Duration::from_millis(200), "{:?}", start.elapsed());
+    let message = err.to_string();
+    assert!(
+        matches!(err, StateError::CompileBusy { .. })
+            && message.contains("abc-0.cwasm.lock")
+            && message.contains("another process has been compiling"),
+        "{message}"
+    );
+    // Another entry is not held up.
+    drop(cache.lock_entry("def-0.cwasm", Duration::ZERO).unwrap());
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        drop(first);
+    });
+    let start = Instant::now();
+    let second = cache.lock_entry("abc-0.cwasm", Duration::from_secs(10));
+    assert!(second.is_ok(), "{:?}", second.err());
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    holder.join().unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", cache.path().join("planted.cwasm.lock")).unwrap();
+    assert!(cache.lock_entry("planted.cwasm", Duration::ZERO).is_err());
+    nix::unistd::mkfifo(&cache.path().join("fifo.cwasm.lock"), Mode::from_bits_truncate(0o600)).unwrap();
+    let err = cache.lock_entry("fifo.cwasm", Duration::ZERO).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
 #[test]
 fn a_fixed_path_is_one_no_other_user_can_redirect() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,8 @@ use nix::mount::{MntFlags, MsFlags};
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
 use crate::state::{
-    Bundle, CacheDir, CacheEntry, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock, StepRecord,
+    Bundle, CacheDir, CacheEntry, CompileLock, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock,
+    StepRecord,
 };
 use specwright_core::selinux::McsLevel;
 
@@ -172,6 +173,11 @@ pub enum Op {
     },
     /// Temporary files of compiles whose process is gone removed.
     SweepCache,
+    /// The lock for compiling a compile cache entry taken (waiting for
+    /// another process compiling it).
+    LockCacheEntry {
+        name: String,
+    },
     /// A file of the host read, bounded (`run`'s /etc/resolv.conf).
     ReadHostFile {
         path: PathBuf,
@@ -250,6 +256,7 @@ impl Op {
             | Op::ReadCacheEntry { .. }
             | Op::WriteCacheEntry { .. }
             | Op::SweepCache
+            | Op::LockCacheEntry { .. }
             | Op::Resolve { .. }
             | Op::ReadInRoot { .. }
             | Op::CanonicalPath { .. }
@@ -640,6 +647,17 @@ pub trait Store: Send + Sync {
     /// ([`CacheDir::write_entry`]).
     fn write_cache_entry(&self, cache: &CacheDir, name: &str, parts: &[&[u8]]) -> Result<(), StateError> {
         cache.write_entry(name, parts)
+    }
+
+    /// Takes the lock for compiling entry `name`, waiting at most `wait`
+    /// for another process compiling it ([`CacheDir::lock_entry`]).
+    fn lock_cache_entry(
+        &self,
+        cache: &CacheDir,
+        name: &str,
+        wait: std::time::Duration,
+    ) -> Result<CompileLock, StateError> {
+        cache.lock_entry(name, wait)
     }
 
     /// Removes what compiles killed midway left ([`CacheDir::sweep_abandoned`]).

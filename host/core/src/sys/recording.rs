@@ -12,7 +12,8 @@ use super::{ContainerError, Kernel, Model, Op, Store, Syscalls};
 use crate::audit::Audit;
 use crate::resolve::{ResolveError, Resolved};
 use crate::state::{
-    Bundle, CacheDir, CacheEntry, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock, StepRecord,
+    Bundle, CacheDir, CacheEntry, CompileLock, EngineConfig, GivenBundle, Ownership, StateDir, StateError, StepLock,
+    StepRecord,
 };
 use specwright_core::selinux::McsLevel;
 
@@ -667,6 +668,21 @@ impl Store for RecordingSyscalls {
             state_fault(&cache.path().join(name)),
             |s| s.write_cache_entry(cache, name, parts),
             || Ok(()),
+        )
+    }
+
+    /// A dry run compiles into no cache: it waits for no one.
+    fn lock_cache_entry(
+        &self,
+        cache: &CacheDir,
+        name: &str,
+        wait: std::time::Duration,
+    ) -> Result<CompileLock, StateError> {
+        self.pass_state(
+            Op::LockCacheEntry { name: name.to_string() },
+            state_fault(&cache.path().join(name)),
+            |s| s.lock_cache_entry(cache, name, wait),
+            || Ok(CompileLock::planned()),
         )
     }
 
