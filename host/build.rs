@@ -7,6 +7,9 @@
 use specwright_build_support::{build_wasm, export_wasm_path, workspace_root};
 
 fn main() {
+    // Relative relocations packed (DT_RELR): the dynamic loader of a
+    // binary this size otherwise reads a megabyte of them at every start.
+    println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     let root = workspace_root();
     build_wasm(
         &root,

@@ -114,6 +114,102 @@ pub fn compare(work: &Path, new: &Path, old: &Path, request: &Path, facts: &Path
         }),
     )?;
 
+    // A container's whole life through the wrapper: create, start,
+    // delete --force.
+    let wrapper_args = |side: &str, args: &[&str]| {
+        let mut all = strings(&[
+            &format!("--policy={HARDENED}"),
+            &format!("--state-dir={}", state(side).display()),
+            &format!("--real-runtime={}", runc.display()),
+        ]);
+        all.extend(strings(args));
+        all
+    };
+    pair(
+        "a container's life through specwright-runc (hardened): create, start, delete --force",
+        Box::new(|bin, side| {
+            std::fs::write(bundle.join("config.json"), &pristine)?;
+            let id = format!("baseline-life-{side}");
+            let wrapper = bin.join("specwright-runc");
+            quiet(
+                &wrapper,
+                &wrapper_args(side, &["create", "--bundle", bundle.to_str().unwrap_or_default(), &id]),
+                &[],
+            )?;
+            quiet(&wrapper, &wrapper_args(side, &["start", &id]), &[])?;
+            quiet(&wrapper, &wrapper_args(side, &["delete", "--force", &id]), &[])
+        }),
+    )?;
+
+    // Commands the wrapper lets pass, with a policy configured.
+    std::fs::write(bundle.join("config.json"), &pristine)?;
+    quiet(
+        &runc,
+        &strings(&[
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap_or_default(),
+            "baseline-state",
+        ]),
+        &[],
+    )?;
+    let passed = pair(
+        "specwright-runc state (hardened configured)",
+        Box::new(|bin, side| {
+            quiet(
+                &bin.join("specwright-runc"),
+                &wrapper_args(side, &["state", "baseline-state"]),
+                &[],
+            )
+        }),
+    )
+    .and_then(|()| {
+        pair(
+            "specwright-runc --version (hardened configured)",
+            Box::new(|bin, side| quiet(&bin.join("specwright-runc"), &wrapper_args(side, &["--version"]), &[])),
+        )
+    });
+    quiet(&runc, &strings(&["delete", "--force", "baseline-state"]), &[])?;
+    passed?;
+
+    // Thirty creates at once with a cold compile cache (each sample
+    // empties it), then their deletes.
+    pair(
+        "30 concurrent specwright-runc creates (hardened), cold cache, + deletes",
+        Box::new(|bin, side| {
+            let cache = state(side).join("cache");
+            if cache.exists() {
+                std::fs::remove_dir_all(&cache)?;
+            }
+            let mut children = Vec::new();
+            for i in 0..30 {
+                let dir = work.join(format!("baseline-cold-{side}-{i}"));
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("config.json"), &pristine)?;
+                let id = format!("baseline-cold-{side}-{i}");
+                let args = wrapper_args(side, &["create", "--bundle", dir.to_str().unwrap_or_default(), &id]);
+                children.push((
+                    id,
+                    std::process::Command::new(bin.join("specwright-runc"))
+                        .args(&args)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()?,
+                ));
+            }
+            let mut failed = 0;
+            for (_, child) in &mut children {
+                failed += usize::from(!child.wait()?.success());
+            }
+            for (id, _) in &children {
+                quiet(&runc, &strings(&["delete", "--force", id]), &[])?;
+            }
+            anyhow::ensure!(failed == 0, "{failed} of 30 creates failed");
+            Ok(())
+        }),
+    )?;
+
     // specwright run of /bin/true under runc.
     let run_request = work.join("baseline-true.request.json");
     pair(

@@ -169,6 +169,84 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
     ));
     figures.extend(create);
 
+    // A container's whole life, as an engine drives it (create, start,
+    // delete --force), through the wrapper against runc.
+    let life = |program: &Path, flags: &[String], id: &str| -> Result<()> {
+        std::fs::write(bundle.join("config.json"), &pristine)?;
+        let with = |args: &[&str]| {
+            let mut all = flags.to_vec();
+            all.extend(strings(args));
+            all
+        };
+        quiet(
+            program,
+            &with(&["create", "--bundle", bundle.to_str().unwrap_or_default(), id]),
+            &[],
+        )?;
+        quiet(program, &with(&["start", id]), &[])?;
+        quiet(program, &with(&["delete", "--force", id]), &[])
+    };
+    let lives = measure_together(
+        vec![
+            timed("create + start + delete --force: specwright-runc (hardened)", || {
+                life(&wrapper, &flags, "bench-life-wrapped")
+            }),
+            timed("create + start + delete --force: runc", || {
+                life(&runc, &[], "bench-life-plain")
+            }),
+        ],
+        per_sample,
+    )?;
+    comparisons.push(pair(
+        &lives,
+        "a container's life through specwright-runc / runc",
+        1.08,
+        Some(3.5),
+    ));
+    figures.extend(lives);
+
+    // A command the wrapper lets pass (policies configured): `state` of a
+    // container, and `--version`.
+    std::fs::write(bundle.join("config.json"), &pristine)?;
+    quiet(
+        &runc,
+        &strings(&["create", "--bundle", bundle.to_str().unwrap_or_default(), "bench-state"]),
+        &[],
+    )?;
+    for (what, args) in [
+        ("state", vec!["state", "bench-state"]),
+        ("--version", vec!["--version"]),
+    ] {
+        let mut wrapped = flags.to_vec();
+        wrapped.extend(strings(&args));
+        let plain = strings(&args);
+        let passed = measure_together(
+            vec![
+                timed(
+                    format!("pass-through {what}: specwright-runc (hardened configured)"),
+                    || quiet(&wrapper, &wrapped, &[]),
+                ),
+                timed(format!("pass-through {what}: runc"), || quiet(&runc, &plain, &[])),
+            ],
+            per_sample,
+        );
+        let passed = match passed {
+            Ok(passed) => passed,
+            Err(e) => {
+                drop(quiet(&runc, &strings(&["delete", "--force", "bench-state"]), &[]));
+                return Err(e);
+            }
+        };
+        comparisons.push(pair(
+            &passed,
+            &format!("pass-through {what}: specwright-runc / runc"),
+            1.0,
+            Some(0.5),
+        ));
+        figures.extend(passed);
+    }
+    quiet(&runc, &strings(&["delete", "--force", "bench-state"]), &[])?;
+
     // specwright run against runc run of the same step: the runc side
     // runs the very config.json (and resolv.conf and hosts) specwright
     // wrote, taken once by a runtime that copies the bundle and then runs

@@ -128,6 +128,27 @@ fn main() -> Result<()> {
         anyhow::ensure!(pass, "a figure is more than 10% worse than before");
         return Ok(());
     }
+    // `--containers`: only the container starts beside runc, printed.
+    if std::env::args().any(|a| a == "--containers") {
+        let bin = std::env::current_exe()?
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .context("the bench's directory")?;
+        let (comparisons, figures) = containers::container_starts(&work_path, &bin)?;
+        for c in &comparisons {
+            println!("{}: {:.2}x ({:+.2} ms)", c.what, c.ratio, c.added_ms);
+        }
+        for f in &figures {
+            println!(
+                "{}: {} ({} .. {})",
+                f.name,
+                fmt_time(f.median()),
+                fmt_time(f.p10()),
+                fmt_time(f.p90())
+            );
+        }
+        return Ok(());
+    }
     // `--languages`: only the policies by language, printed.
     if std::env::args().any(|a| a == "--languages") {
         let facts: HostFacts = serde_json::from_str(&std::fs::read_to_string(

@@ -882,6 +882,77 @@ fn two_wrappers_that_are_each_others_runtime_stop_at_once() {
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
 }
 
+/// The front (`specwright-runc`) hands what needs no policy to the
+/// runtime by itself and starts the reviewer (`specwright`, beside it) only
+/// for a review: installed without the reviewer, a pass-through still
+/// works with policies configured, and a create fails saying what is
+/// missing, before the runtime runs.
+#[test]
+fn the_front_passes_through_alone_and_reviews_through_specwright_beside_it() {
+    let f = Fixture::new();
+    let alone = f.root.join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    let front = alone.join("specwright-runc");
+    std::fs::copy(WRAPPER, &front).unwrap();
+    let config = f.root.join("open.toml");
+    std::fs::write(&config, "allow_flag_overrides = true\n").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(&front)
+            .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+            .args(f.with_state(args))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--policy", HARDENED, "state", "x"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(f.passed().unwrap(), ["state", "x"]);
+    let bundle = f.bundle.display().to_string();
+    let out = run(&["--policy", HARDENED, "create", "--bundle", &bundle, "c1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&alone.join("specwright").display().to_string())
+            && stderr(&out).contains("installed in the same directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.passed(), None);
+}
+
+/// The reviewer is started by the front, which may be on PATH as `runc`:
+/// looking for the real runtime by name, it passes over the front as it
+/// passes over itself.
+#[test]
+fn the_reviewer_never_takes_the_front_on_path_for_the_real_runtime() {
+    let f = Fixture::new();
+    let first = f.root.join("first");
+    let second = f.root.join("second");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    std::os::unix::fs::symlink(WRAPPER, first.join("runc")).unwrap();
+    std::fs::copy(&f.fake, second.join("runc")).unwrap();
+    let config = f.root.join("plain.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\npolicies = [{HARDENED:?}]\n",
+            f.state.display().to_string()
+        ),
+    )
+    .unwrap();
+    let bundle = f.bundle.display().to_string();
+    let out = Command::new(WRAPPER)
+        .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+        .env("PATH", format!("{}:{}", first.display(), second.display()))
+        .args(["create", "--bundle", &bundle, "c1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let passed = f.passed().unwrap();
+    assert_eq!(passed.first().map(String::as_str), Some("create"), "{passed:?}");
+}
+
 #[test]
 fn an_interrupted_review_leaves_no_lock_and_no_change() {
     let f = Fixture::new();

@@ -63,10 +63,52 @@ const PRUNE_AFTER: Duration = Duration::from_secs(600);
 /// How many kept specs one `create` checks for that.
 const PRUNE_AT_MOST: usize = 8;
 
-/// Runs the wrapper with the process's arguments: on success this does
-/// not return (the real runtime replaces the process); the exit code of a
-/// failure otherwise.
+/// Runs the wrapper's front (the `specwright-runc` binary) with the
+/// process's arguments: a command line that needs no policy to run goes to
+/// the real runtime, having done no more than read the command line and the
+/// configuration, find the runtime and check what every command is checked
+/// for; one the chain must review goes to the reviewing binary
+/// (`specwright`, installed beside it), which reads it again the same way.
+/// On success this does not return (the runtime or the reviewer replaces
+/// the process); the exit code of a failure otherwise.
+pub fn front_main() -> i32 {
+    with_invocation(|invocation, passed| {
+        let (_, real, route) = route(invocation, passed)?;
+        match route {
+            Route::Runtime(handoff) => Err(real.exec(&handoff.args)),
+            Route::Chain => Err(runtime::exec_reviewer()),
+        }
+    })
+}
+
+/// Runs the wrapper's review (the `specwright` binary started as
+/// `specwright-runc`): what [`front_main`] does, and the chain's review
+/// of what it would hand the reviewer. On success this does not return
+/// (the real runtime replaces the process); the exit code of a failure
+/// otherwise.
 pub fn main() -> i32 {
+    with_invocation(|invocation, passed| {
+        crate::binary::stop_on_signals();
+        let (settings, real, route) = route(invocation, passed)?;
+        let handoff = match route {
+            Route::Runtime(handoff) => handoff,
+            Route::Chain => review(invocation, &settings, &real)?,
+        };
+        Err(real.exec(&handoff.args))
+    })
+}
+
+/// Whether this process was started as the wrapper (`specwright-runc` is
+/// its program name's last component): the front starts the reviewer so.
+pub fn started_as_wrapper() -> bool {
+    std::env::args_os()
+        .next()
+        .is_some_and(|argv0| Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new(runtime::WRAPPER_NAME)))
+}
+
+/// Reads the command line and runs `wrapper` on it; a failure goes to
+/// stderr and to the runtime's `--log`, and is the exit code.
+fn with_invocation(wrapper: impl FnOnce(&Invocation, PassedFds) -> Result<Never>) -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let invocation = match args::parse(&args) {
         Ok(invocation) => invocation,
@@ -77,8 +119,7 @@ pub fn main() -> i32 {
     };
     // Before this process opens anything of its own.
     let passed = passed_fds(&invocation);
-    crate::binary::stop_on_signals();
-    match run(&invocation, passed) {
+    match wrapper(&invocation, passed) {
         Ok(never) => match never {},
         Err(e) => {
             let message = format!("specwright-runc: {e:#}");
@@ -94,21 +135,35 @@ pub fn main() -> i32 {
     }
 }
 
-/// What cannot happen: `run` only returns with an error.
+/// What cannot happen: the wrapper only returns with an error.
 enum Never {}
 
-fn run(invocation: &Invocation, passed: PassedFds) -> Result<Never> {
+/// Where a command line goes.
+enum Route {
+    /// To the real runtime, as it is: no policy is configured, or the
+    /// command changes nothing a policy judges.
+    Runtime(Handoff),
+    /// Through the chain first (`create`, `run`, `restore`, `exec`,
+    /// `update` with policies configured).
+    Chain,
+}
+
+/// The configuration, the real runtime, and where the command line goes;
+/// with policies configured, after the checks every command gets (a
+/// command line the runtimes might read otherwise, the runtime's state
+/// root, its log) and `delete`'s forgetting of the approved spec.
+fn route(invocation: &Invocation, passed: PassedFds) -> Result<(OwnFlags, RealRuntime, Route)> {
     runtime::check_not_handed_to()?;
     let loaded = WrapperConfig::load(std::env::var_os(CONFIG_ENV).as_deref())?;
     let settings = loaded.with_flags(invocation.own.clone())?;
     let real = RealRuntime::find(settings.real_runtime.as_deref())?;
-    let handoff = if settings.policies.is_empty() {
-        Handoff::unchanged(invocation)
+    let route = if settings.policies.is_empty() {
+        Route::Runtime(Handoff::unchanged(invocation))
     } else {
         passed.check()?;
-        review(invocation, &settings, &real)?
+        route_with_policies(invocation, &settings, &real)?
     };
-    Err(real.exec(&handoff.args))
+    Ok((settings, real, route))
 }
 
 /// The real runtime's command line, and the documents it names (kept open
@@ -127,8 +182,9 @@ impl Handoff {
     }
 }
 
-/// Reviews what the command line asks for, with policies configured.
-fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> Result<Handoff> {
+/// Checks what every command is checked for with policies configured, and
+/// routes it.
+fn route_with_policies(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> Result<Route> {
     if let Some(why) = &invocation.uncertain {
         bail!("{why}; with policies configured, specwright-runc refuses a command line it cannot read exactly as the runtime would");
     }
@@ -152,37 +208,50 @@ fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> R
             .with_context(|| format!("--log {}", log.display()))?;
     }
     match &invocation.command {
-        Command::Nothing | Command::PassThrough(_) => Ok(Handoff::unchanged(invocation)),
+        Command::Nothing | Command::PassThrough(_) => Ok(Route::Runtime(Handoff::unchanged(invocation))),
         Command::Delete(id) => {
             // Forgetting is best effort: a spec kept too long is pruned
             // later, and a delete must not fail for it.
-            let forgotten = Reviewer::open_state(settings).and_then(|reviewer| {
+            let forgotten = open_workspace(settings).and_then(|workspace| {
                 let key = container_key(invocation, real, id)?;
-                Ok(reviewer.sys().remove_reviewed(&reviewer.workspace.state, &key.name, true)?)
+                Ok(workspace.sys.remove_reviewed(&workspace.state, &key.name, true)?)
             });
             if let Err(e) = forgotten {
                 eprintln!("specwright-runc: warning: forgetting container {id}'s approved spec: {e:#}");
             }
-            Ok(Handoff::unchanged(invocation))
+            Ok(Route::Runtime(Handoff::unchanged(invocation)))
         }
         Command::Unknown(name) => bail!(
             "subcommand {name:?} is not one specwright-runc reviews or lets pass ({}); with policies configured it is refused",
             args::PASS_THROUGH.join(", ")
         ),
-        Command::Create(creation) => {
-            let reviewer = Reviewer::open(settings)?;
-            review_creation(&reviewer, invocation, creation, real, settings)
-                .with_context(|| format!("container {}", creation.id))
-        }
+        Command::Create(_) | Command::Exec(_) | Command::Update(_) => Ok(Route::Chain),
+    }
+}
+
+/// The state dir the configuration names, as a workspace.
+fn open_workspace(settings: &OwnFlags) -> Result<Workspace> {
+    let state_dir = settings
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    Ok(Workspace::open(&state_dir)
+        .with_context(|| format!("state dir {}", state_dir.display()))?
+        .with_options(crate::binary::step_options(StepOptions::default())))
+}
+
+/// Reviews what a command line routed to the chain asks for.
+fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> Result<Handoff> {
+    let reviewer = Reviewer::open(settings)?;
+    match &invocation.command {
+        Command::Create(creation) => review_creation(&reviewer, invocation, creation, real, settings)
+            .with_context(|| format!("container {}", creation.id)),
         Command::Exec(exec) => {
-            let reviewer = Reviewer::open(settings)?;
             review_exec(&reviewer, invocation, exec, real).with_context(|| format!("exec in container {}", exec.id))
         }
-        Command::Update(update) => {
-            let reviewer = Reviewer::open(settings)?;
-            review_update(&reviewer, invocation, update, real)
-                .with_context(|| format!("update of container {}", update.id))
-        }
+        Command::Update(update) => review_update(&reviewer, invocation, update, real)
+            .with_context(|| format!("update of container {}", update.id)),
+        _ => bail!("specwright-runc reviews only create, run, restore, exec and update"),
     }
 }
 
@@ -192,44 +261,29 @@ fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> R
 /// exits.
 struct Reviewer {
     workspace: Workspace,
-    /// The engine and its chain; `None` for a reviewer that only keeps
-    /// and forgets (`delete`).
-    chain: Option<(Engine, Chain)>,
+    /// The engine and its chain.
+    chain: (Engine, Chain),
     facts: HostFacts,
     _holding: crate::interrupt::Holding,
 }
 
 impl Reviewer {
-    /// The workspace only (for `delete`).
-    fn open_state(settings: &OwnFlags) -> Result<Reviewer> {
-        let holding = crate::interrupt::Holding::start();
-        let state_dir = settings
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let workspace = Workspace::open(&state_dir)
-            .with_context(|| format!("state dir {}", state_dir.display()))?
-            .with_options(crate::binary::step_options(StepOptions::default()));
-        Ok(Reviewer {
-            workspace,
-            chain: None,
-            facts: HostFacts::default(),
-            _holding: holding,
-        })
-    }
-
     /// Everything, the chain loaded (every policy and settings file must
     /// be trusted).
     fn open(settings: &OwnFlags) -> Result<Reviewer> {
         crate::binary::init_tracing();
         crate::validate::prepare_in_background();
-        let mut reviewer = Reviewer::open_state(settings)?;
+        let holding = crate::interrupt::Holding::start();
+        let workspace = open_workspace(settings)?;
         let limits = Limits::from_flags(settings.policy_timeout_ms, settings.policy_memory_mib)?;
-        let engine = Engine::new(limits)?.with_cache(reviewer.workspace.compile_cache()?);
+        let engine = Engine::new(limits)?.with_cache(workspace.compile_cache()?);
         let chain = engine.load_trusted_chain(&settings.policies)?;
-        reviewer.chain = Some((engine, chain));
-        reviewer.facts = crate::facts::detect()?;
-        Ok(reviewer)
+        Ok(Reviewer {
+            workspace,
+            chain: (engine, chain),
+            facts: crate::facts::detect()?,
+            _holding: holding,
+        })
     }
 
     fn sys(&self) -> &dyn Syscalls {
@@ -238,7 +292,7 @@ impl Reviewer {
 
     /// Runs the chain over `spec` as step `step_id`; what it approved.
     fn review(&self, step_id: &str, spec: Spec) -> Result<Spec> {
-        let (engine, chain) = self.chain.as_ref().context("no policy chain loaded")?;
+        let (engine, chain) = &self.chain;
         Ok(engine.review_spec(chain, &self.workspace, step_id, spec, &self.facts)?)
     }
 
@@ -830,7 +884,7 @@ mod tests {
         let chain = engine.load_chain(&[]).unwrap();
         Reviewer {
             workspace,
-            chain: Some((engine, chain)),
+            chain: (engine, chain),
             facts: HostFacts::example(),
             _holding: crate::interrupt::Holding::start(),
         }
@@ -840,7 +894,7 @@ mod tests {
     /// `rootfs` beside it, config.json with `mode`.
     fn engine_bundle(work: &Path, args: &[&str], mode: u32) -> PathBuf {
         let r = reviewer(work);
-        let (engine, chain) = r.chain.as_ref().unwrap();
+        let (engine, chain) = &r.chain;
         let request =
             specwright_core::Request::from_json(&serde_json::json!({"id": "made", "args": args}).to_string()).unwrap();
         let step = engine.prepare(chain, &r.workspace, &request, &r.facts).unwrap();

@@ -20,6 +20,12 @@ use crate::oci_runtime::{on_path, SYSTEM_PATH};
 /// Set in the real runtime's environment: the path it was handed as.
 pub const HANDED_TO_ENV: &str = "SPECWRIGHT_RUNC_HANDED_TO";
 
+/// The wrapper's front, and the name the reviewer is started as.
+pub const WRAPPER_NAME: &str = "specwright-runc";
+
+/// The binary that reviews, installed beside the front.
+const REVIEWER_NAME: &str = "specwright";
+
 /// Which command line a runtime reads, for its default state root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -53,14 +59,19 @@ impl RealRuntime {
     /// which may be installed as `runc`. The file must be trusted: a
     /// regular file owned by root or this user that no one else may write.
     pub fn find(choice: Option<&str>) -> Result<RealRuntime> {
+        use std::os::unix::fs::MetadataExt;
+        // This binary, and the front installed beside it (the reviewer is
+        // started by the front, which may be on PATH as `runc`).
         let this = std::fs::metadata("/proc/self/exe").context("/proc/self/exe")?;
+        let front = beside_this(WRAPPER_NAME).and_then(|path| std::fs::metadata(path).ok());
         let is_this = |stat: &nix::sys::stat::FileStat| {
-            use std::os::unix::fs::MetadataExt;
-            stat.st_dev == this.dev() && stat.st_ino == this.ino()
+            std::iter::once(&this)
+                .chain(front.as_ref())
+                .any(|m| stat.st_dev == m.dev() && stat.st_ino == m.ino())
         };
         if let Some(path) = choice.filter(|c| c.contains('/')) {
             let path = PathBuf::from(path);
-            let (fd, stat) = open_checked(&path)?;
+            let (fd, stat) = open_checked("real runtime", &path)?;
             if is_this(&stat) {
                 bail!("real runtime {}: is specwright-runc itself", path.display());
             }
@@ -72,7 +83,7 @@ impl RealRuntime {
         };
         for name in names {
             for candidate in on_path(name) {
-                let (fd, stat) = open_checked(&candidate)?;
+                let (fd, stat) = open_checked("real runtime", &candidate)?;
                 if !is_this(&stat) {
                     return Ok(RealRuntime::new(candidate, fd));
                 }
@@ -99,22 +110,11 @@ impl RealRuntime {
     /// Replaces this process with the runtime, given `args` (without the
     /// program name); returns only on failure.
     pub fn exec(&self, args: &[OsString]) -> anyhow::Error {
-        let argv: Result<Vec<CString>, _> = std::iter::once(self.path.as_os_str().as_bytes().to_vec())
-            .chain(args.iter().map(|a| a.as_bytes().to_vec()))
-            .map(CString::new)
-            .collect();
-        let Ok(argv) = argv else {
+        let Some(argv) = c_strings(std::iter::once(self.path.as_os_str()).chain(args.iter().map(OsString::as_os_str)))
+        else {
             return anyhow::anyhow!("an argument holds a NUL byte");
         };
-        let mut env: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| k != HANDED_TO_ENV)
-            .filter_map(|(k, v)| {
-                let mut pair = k.as_bytes().to_vec();
-                pair.push(b'=');
-                pair.extend_from_slice(v.as_bytes());
-                CString::new(pair).ok()
-            })
-            .collect();
+        let mut env = environment(|k| k != HANDED_TO_ENV);
         if let Ok(marker) = CString::new([HANDED_TO_ENV.as_bytes(), b"=", self.path.as_os_str().as_bytes()].concat()) {
             env.push(marker);
         }
@@ -153,19 +153,64 @@ impl RealRuntime {
     }
 }
 
+/// `name` in the directory this binary is in.
+fn beside_this(name: &str) -> Option<PathBuf> {
+    let this = std::fs::read_link("/proc/self/exe").ok()?;
+    Some(this.parent()?.join(name))
+}
+
+/// Replaces this process (the front) with the reviewer installed beside
+/// it, started as `specwright-runc` with this process's arguments and
+/// environment; returns only on failure. The reviewer is checked as the
+/// real runtime is, and executed through the descriptor checked.
+pub fn exec_reviewer() -> anyhow::Error {
+    let Some(path) = beside_this(REVIEWER_NAME) else {
+        return anyhow::anyhow!("/proc/self/exe: no directory to find {REVIEWER_NAME} in");
+    };
+    let (fd, _) = match open_checked("the reviewer", &path) {
+        Ok(opened) => opened,
+        Err(e) => {
+            return e.context(format!(
+                "{WRAPPER_NAME} reviews through {REVIEWER_NAME}, installed in the same directory"
+            ))
+        }
+    };
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let argv = std::iter::once(std::ffi::OsStr::new(WRAPPER_NAME)).chain(args.iter().map(OsString::as_os_str));
+    let Some(argv) = c_strings(argv) else {
+        return anyhow::anyhow!("an argument holds a NUL byte");
+    };
+    let env = environment(|_| true);
+    let error = nix::unistd::execveat(&fd, c"", &argv, &env, nix::fcntl::AtFlags::AT_EMPTY_PATH);
+    anyhow::Error::new(error.err().unwrap_or(nix::errno::Errno::EINVAL)).context(format!("running {}", path.display()))
+}
+
+/// `items` as C strings; `None` when one holds a NUL byte.
+fn c_strings<'a>(items: impl Iterator<Item = &'a std::ffi::OsStr>) -> Option<Vec<CString>> {
+    items.map(|item| CString::new(item.as_bytes()).ok()).collect()
+}
+
+/// This process's environment, the variables `keep` keeps, as `K=V`.
+fn environment(keep: impl Fn(&std::ffi::OsStr) -> bool) -> Vec<CString> {
+    std::env::vars_os()
+        .filter(|(k, _)| keep(k))
+        .filter_map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).ok())
+        .collect()
+}
+
 /// Opens `path` for executing and checks the open file: a regular,
 /// executable file owned by root or this user that no one else may write.
-fn open_checked(path: &Path) -> Result<(OwnedFd, nix::sys::stat::FileStat)> {
+fn open_checked(what: &str, path: &Path) -> Result<(OwnedFd, nix::sys::stat::FileStat)> {
     let fd = nix::fcntl::open(
         path,
         OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
         Mode::empty(),
     )
-    .with_context(|| format!("real runtime {}", path.display()))?;
-    let stat = fstat(&fd).with_context(|| format!("real runtime {}", path.display()))?;
+    .with_context(|| format!("{what} {}", path.display()))?;
+    let stat = fstat(&fd).with_context(|| format!("{what} {}", path.display()))?;
     let euid = nix::unistd::geteuid().as_raw();
     let untrusted = |why: String| -> Result<(OwnedFd, nix::sys::stat::FileStat)> {
-        bail!("real runtime {}: not trusted: {why}", path.display())
+        bail!("{what} {}: not trusted: {why}", path.display())
     };
     if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return untrusted("not a regular file".to_string());

@@ -335,8 +335,10 @@ impl StateDir {
         let open = self.opened()?;
         let reviewed = open_subdir(&open.root, "reviewed", true)?;
         let dir = open_subdir(&reviewed, name, true)?;
+        // Not fsynced: after a power loss the container they were written
+        // for is gone too.
         if let Some(config) = config {
-            write_atomically(dir.fd(), &dir.path, "config.json", &[config], 0o600, true)?;
+            write_atomically(dir.fd(), &dir.path, "config.json", &[config], 0o600, false)?;
         }
         write_atomically(dir.fd(), &dir.path, "kept.json", &[kept], 0o600, false)?;
         Ok(dir.path)
