@@ -81,6 +81,19 @@ impl Target {
     }
 }
 
+/// Each figure on a line of its own: name, median, p10 .. p90.
+fn print_figures(figures: &[Figure]) {
+    for f in figures {
+        println!(
+            "{}: {} ({} .. {})",
+            f.name,
+            fmt_time(f.median()),
+            fmt_time(f.p10()),
+            fmt_time(f.p90())
+        );
+    }
+}
+
 fn main() -> Result<()> {
     let write_to = std::env::args()
         .skip_while(|a| a != "--write")
@@ -138,15 +151,7 @@ fn main() -> Result<()> {
         for c in &comparisons {
             println!("{}: {:.2}x ({:+.2} ms)", c.what, c.ratio, c.added_ms);
         }
-        for f in &figures {
-            println!(
-                "{}: {} ({} .. {})",
-                f.name,
-                fmt_time(f.median()),
-                fmt_time(f.p10()),
-                fmt_time(f.p90())
-            );
-        }
+        print_figures(&figures);
         return Ok(());
     }
     // `--languages`: only the policies by language, printed.
@@ -156,15 +161,7 @@ fn main() -> Result<()> {
         )?)?;
         let json = oracle_request("minimal", &work_path)?;
         let (figures, rows) = languages::languages(&work_path, &state, &json, &facts, per_sample)?;
-        for f in &figures {
-            println!(
-                "{}: {} ({} .. {})",
-                f.name,
-                fmt_time(f.median()),
-                fmt_time(f.p10()),
-                fmt_time(f.p90())
-            );
-        }
+        print_figures(&figures);
         print!("{}", languages::report(&rows));
         return Ok(());
     }

@@ -107,20 +107,7 @@ impl CacheDir {
     pub fn lock_entry(&self, name: &str, wait: Duration) -> Result<CompileLock, StateError> {
         let lock_name = format!("{name}.lock");
         let path = self.dir.path.join(&lock_name);
-        let fd: OwnedFd = openat(
-            self.dir.fd(),
-            lock_name.as_str(),
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(io_at(&path))?;
-        let stat = fstat(&fd).map_err(io_at(&path))?;
-        if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-            return Err(StateError::Corrupt {
-                path,
-                message: "a lock that is not a regular file".to_string(),
-            });
-        }
+        let (fd, _) = super::lock::open_lock_file(self.dir.fd(), &lock_name, &path)?;
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
         let mut file = File::from(fd);

@@ -65,20 +65,7 @@ impl StepLock {
             }
         };
         for _ in 0..REPLACED_RETRIES {
-            let fd = openat(
-                steps.as_fd(),
-                name.as_str(),
-                OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o600),
-            )
-            .map_err(io(&path))?;
-            let stat = fstat(&fd).map_err(io(&path))?;
-            if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-                return Err(StateError::Corrupt {
-                    path,
-                    message: "a lock that is not a regular file".to_string(),
-                });
-            }
+            let (fd, stat) = open_lock_file(steps.as_fd(), &name, &path)?;
             // The holder writes its pid in place: a hard link planted here
             // would have that written into the file it links to.
             if stat.st_nlink != 1 {
@@ -151,6 +138,35 @@ fn holder(file: &mut std::fs::File) -> String {
         Ok(_) if !text.trim().is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()) => text.trim().to_string(),
         _ => "(unknown: it has not written its pid yet)".to_string(),
     }
+}
+
+/// Opens (making it if missing) lock file `name` in `dir`, whose path is
+/// `path`, without following a symlink or blocking; a lock that is not a
+/// regular file (a FIFO, a directory) is refused.
+pub(super) fn open_lock_file(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    path: &Path,
+) -> Result<(OwnedFd, nix::sys::stat::FileStat), StateError> {
+    let io = |errno: Errno| StateError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::from(errno),
+    };
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(io)?;
+    let stat = fstat(&fd).map_err(io)?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(StateError::Corrupt {
+            path: path.to_path_buf(),
+            message: "a lock that is not a regular file".to_string(),
+        });
+    }
+    Ok((fd, stat))
 }
 
 #[cfg(test)]
