@@ -735,15 +735,24 @@ mod tests {
         names
     }
 
+    /// The operations trait `name` declares in mod.rs (at least `least`)
+    /// are exactly those the recording implementation overrides.
+    fn overridden_alike(name: &str, least: usize) {
+        let declared = functions(include_str!("mod.rs"), &format!("pub trait {name}"));
+        let recorded = functions(
+            include_str!("recording.rs"),
+            &format!("impl {name} for RecordingSyscalls"),
+        );
+        assert!(declared.len() >= least, "{declared:?}");
+        assert_eq!(declared, recorded, "{name}");
+    }
+
     /// Every store operation's default is the real one, on the state dir:
     /// one the recording implementation did not override would touch the
     /// real state dir in a dry run, and escape fault injection.
     #[test]
     fn the_recording_implementation_overrides_every_store_operation() {
-        let store = functions(include_str!("mod.rs"), "pub trait Store");
-        let recorded = functions(include_str!("recording.rs"), "impl Store for RecordingSyscalls");
-        assert!(store.len() >= 30, "{store:?}");
-        assert_eq!(store, recorded);
+        overridden_alike("Store", 30);
     }
 
     /// Every kernel operation's default is the real one: one the
@@ -751,9 +760,6 @@ mod tests {
     /// a dry run, escape fault injection and the kernel's model.
     #[test]
     fn the_recording_implementation_overrides_every_kernel_operation() {
-        let kernel = functions(include_str!("mod.rs"), "pub trait Kernel");
-        let recorded = functions(include_str!("recording.rs"), "impl Kernel for RecordingSyscalls");
-        assert!(kernel.len() >= 19, "{kernel:?}");
-        assert_eq!(kernel, recorded);
+        overridden_alike("Kernel", 19);
     }
 }
