@@ -171,7 +171,7 @@ impl EntryTrailer {
 /// user's that no one else may write), if it is for the component whose
 /// SHA-256 is `digest` and its code is whole.
 fn checked_entry(engine: &wasmtime::Engine, entry: &CacheEntry, digest: &[u8; 32]) -> Option<Component> {
-    let (code, trailer) = EntryTrailer::split(&entry.bytes)?;
+    let (code, trailer) = EntryTrailer::split(entry.bytes())?;
     if trailer != EntryTrailer::of(digest, code) {
         return None;
     }

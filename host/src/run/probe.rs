@@ -61,7 +61,7 @@ impl DeclaredVersion {
         let remember = cache.zip(identity).map(|(dir, id)| (dir.clone(), id.file_name()));
         if let Some((dir, name)) = &remember {
             if let Ok(Some(entry)) = sys.read_cache_entry(dir, name, MAX_OUTPUT_BYTES) {
-                let output = String::from_utf8_lossy(&entry.bytes);
+                let output = String::from_utf8_lossy(entry.bytes());
                 return DeclaredVersion::Remembered(DeclaredSpecVersion::from_version_output(&output));
             }
         }

@@ -5,7 +5,6 @@
 //! no one else may write), and replaced only by a rename.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,18 +23,50 @@ pub struct CacheDir {
     pub(super) dir: Dir,
 }
 
-/// A cache entry, read: its bytes, and the open file they came from (for
-/// mapping the very file that was checked, through `/proc/self/fd`).
+/// A cache entry, mapped read-only (not copied: a precompiled policy is
+/// megabytes), and the open file it is (for mapping the very file that was
+/// checked, through `/proc/self/fd`).
 #[derive(Debug)]
 pub struct CacheEntry {
-    pub bytes: Vec<u8>,
+    /// The mapping and its length; `None` for an empty file.
+    map: Option<(std::ptr::NonNull<std::ffi::c_void>, std::num::NonZeroUsize)>,
     file: File,
 }
+
+// SAFETY: the mapping is private and read-only, and only ever read through
+// `bytes`; nothing in it is shared mutable state.
+unsafe impl Send for CacheEntry {}
+// SAFETY: as for `Send`: shared references only read the mapping.
+unsafe impl Sync for CacheEntry {}
 
 impl CacheEntry {
     /// A path that names the opened entry itself, for as long as it lives.
     pub fn fd_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    /// The entry's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self.map {
+            // SAFETY: `ptr` maps `len` bytes of the entry, readable, for as
+            // long as `self` lives (unmapped on drop); the file is a regular
+            // file of this user's that no one else may write, and entries
+            // are only replaced by a rename, never written in place, so the
+            // bytes do not change under the slice (wasmtime maps the same
+            // file on the same terms).
+            Some((ptr, len)) => unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), len.get()) },
+            None => &[],
+        }
+    }
+}
+
+impl Drop for CacheEntry {
+    fn drop(&mut self) {
+        if let Some((ptr, len)) = self.map.take() {
+            // SAFETY: `ptr` and `len` are the mapping made in `read_entry`,
+            // and no slice of it outlives `self`.
+            let _ = unsafe { nix::sys::mman::munmap(ptr, len.get()) };
+        }
     }
 }
 
@@ -85,13 +116,28 @@ impl CacheDir {
         if !regular || !ours || stat.st_size < 0 || stat.st_size as u64 > max {
             return Ok(None);
         }
-        let mut file = File::from(fd);
-        let mut bytes = Vec::with_capacity(stat.st_size as usize);
-        (&mut file)
-            .take(max)
-            .read_to_end(&mut bytes)
-            .map_err(|source| StateError::Io { path, source })?;
-        Ok(Some(CacheEntry { bytes, file }))
+        let file = File::from(fd);
+        let map = match std::num::NonZeroUsize::new(stat.st_size as usize) {
+            None => None,
+            Some(len) => {
+                // SAFETY: a private, read-only mapping of a file this
+                // process holds open; nothing else in the process uses the
+                // range it returns.
+                let ptr = unsafe {
+                    nix::sys::mman::mmap(
+                        None,
+                        len,
+                        nix::sys::mman::ProtFlags::PROT_READ,
+                        nix::sys::mman::MapFlags::MAP_PRIVATE,
+                        &file,
+                        0,
+                    )
+                }
+                .map_err(io_at(&path))?;
+                Some((ptr, len))
+            }
+        };
+        Ok(Some(CacheEntry { map, file }))
     }
 
     /// Writes entry `name` as `parts`, one after another, mode 0600: an

@@ -260,8 +260,13 @@ fn a_temporary_name_says_whose_it_is() {
         std::os::unix::fs::symlink("/nonexistent", cache.path().join(format!(".abc-0.cwasm.{pid}.{n}.tmp"))).unwrap();
     }
     cache.write_entry("abc-0.cwasm", &[b"head", b"code"]).unwrap();
-    assert_eq!(cache.read_entry("abc-0.cwasm", 64).unwrap().unwrap().bytes, b"headcode");
+    assert_eq!(
+        cache.read_entry("abc-0.cwasm", 64).unwrap().unwrap().bytes(),
+        b"headcode"
+    );
     assert!(cache.read_entry("abc-0.cwasm", 4).unwrap().is_none(), "over the bound");
+    cache.write_entry("empty-0.cwasm", &[]).unwrap();
+    assert_eq!(cache.read_entry("empty-0.cwasm", 64).unwrap().unwrap().bytes(), b"");
     assert_eq!(temporary_owner(&format!(".abc-0.cwasm.{pid}.{next}.tmp")), Some(pid));
     assert_eq!(temporary_owner("abc-0.cwasm"), None);
     assert_eq!(temporary_owner("abc-0.tmp12"), None);
