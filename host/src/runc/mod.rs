@@ -336,7 +336,7 @@ impl Reviewer {
         for (key, _) in old.into_iter().take(PRUNE_AT_MOST) {
             let gone = match self.sys().read_reviewed(&self.workspace.state, &key) {
                 Ok(Some(bytes)) => {
-                    serde_json::from_slice::<Kept>(&bytes).map_or(true, |kept| !kept.runtime_state.exists())
+                    serde_json::from_slice::<KeptState>(&bytes).map_or(true, |kept| !kept.runtime_state.exists())
                 }
                 // Forgotten by a delete, which kept the runtime's bundle
                 // for the runtime's own delete, long done.
@@ -356,6 +356,13 @@ impl Reviewer {
 struct Kept {
     runtime_state: PathBuf,
     spec: Spec,
+}
+
+/// Where a kept container's runtime keeps it, read without the spec
+/// (pruning asks only whether the container is gone).
+#[derive(Deserialize)]
+struct KeptState {
+    runtime_state: PathBuf,
 }
 
 /// Where a container's approved spec is kept: its runtime's state root
@@ -888,6 +895,35 @@ mod tests {
             facts: HostFacts::example(),
             _holding: crate::interrupt::Holding::start(),
         }
+    }
+
+    /// A create forgets kept specs whose container is gone once they are
+    /// old enough, and keeps those whose container is still there.
+    #[test]
+    fn pruning_forgets_only_the_specs_of_containers_that_are_gone() {
+        let work = tempfile::tempdir().unwrap();
+        let r = reviewer(work.path());
+        let runtime_root = work.path().join("runtime");
+        std::fs::create_dir_all(runtime_root.join("alive")).unwrap();
+        let spec = Spec::default();
+        let key = |name: &str, id: &str| ContainerKey {
+            name: name.to_string(),
+            runtime_state: runtime_root.join(id),
+        };
+        r.keep(&key("aa", "alive"), &spec, None).unwrap();
+        r.keep(&key("bb", "gone"), &spec, None).unwrap();
+        // Not old enough yet: both stay.
+        r.prune(SystemTime::now());
+        assert!(r.kept(&key("aa", "alive")).is_ok() && r.kept(&key("bb", "gone")).is_ok());
+        r.prune(SystemTime::now() + PRUNE_AFTER + Duration::from_secs(60));
+        assert!(
+            r.kept(&key("aa", "alive")).is_ok(),
+            "the live container's spec was forgotten"
+        );
+        assert!(
+            r.kept(&key("bb", "gone")).is_err(),
+            "the gone container's spec is still kept"
+        );
     }
 
     /// An engine's bundle: the default policy's spec for `args`, its rootfs
