@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::containers::{busybox_rootfs, find, quiet, strings, true_bundle, HARDENED};
+use crate::containers::{busybox_rootfs, container_life, find, quiet, strings, true_bundle, with_flags, HARDENED};
 use crate::measure::{fmt_time, measure_together, timed, Figure};
 
 /// How much worse a figure may be.
@@ -92,6 +92,16 @@ pub fn compare(work: &Path, new: &Path, old: &Path, request: &Path, facts: &Path
         }),
     )?;
 
+    // The wrapper's command line for a side: hardened, through runc.
+    let wrapper_args = |side: &str, args: &[&str]| {
+        let flags = strings(&[
+            &format!("--policy={HARDENED}"),
+            &format!("--state-dir={}", state(side).display()),
+            &format!("--real-runtime={}", runc.display()),
+        ]);
+        with_flags(&flags, args)
+    };
+
     // specwright-runc create (hardened, through runc) and runc's delete.
     let bundle = work.join("baseline-bundle");
     let pristine = true_bundle(&runc, &bundle, &rootfs)?;
@@ -100,44 +110,19 @@ pub fn compare(work: &Path, new: &Path, old: &Path, request: &Path, facts: &Path
         Box::new(|bin, side| {
             std::fs::write(bundle.join("config.json"), &pristine)?;
             let id = format!("baseline-{side}");
-            let args = strings(&[
-                &format!("--policy={HARDENED}"),
-                &format!("--state-dir={}", state(side).display()),
-                &format!("--real-runtime={}", runc.display()),
-                "create",
-                "--bundle",
-                bundle.to_str().unwrap_or_default(),
-                &id,
-            ]);
+            let args = wrapper_args(side, &["create", "--bundle", bundle.to_str().unwrap_or_default(), &id]);
             quiet(&bin.join("specwright-runc"), &args, &[])?;
             quiet(&runc, &strings(&["delete", "--force", &id]), &[])
         }),
     )?;
 
-    // A container's whole life through the wrapper: create, start,
-    // delete --force.
-    let wrapper_args = |side: &str, args: &[&str]| {
-        let mut all = strings(&[
-            &format!("--policy={HARDENED}"),
-            &format!("--state-dir={}", state(side).display()),
-            &format!("--real-runtime={}", runc.display()),
-        ]);
-        all.extend(strings(args));
-        all
-    };
+    // A container's whole life through the wrapper.
     pair(
         "a container's life through specwright-runc (hardened): create, start, delete --force",
         Box::new(|bin, side| {
-            std::fs::write(bundle.join("config.json"), &pristine)?;
+            let flags = wrapper_args(side, &[]);
             let id = format!("baseline-life-{side}");
-            let wrapper = bin.join("specwright-runc");
-            quiet(
-                &wrapper,
-                &wrapper_args(side, &["create", "--bundle", bundle.to_str().unwrap_or_default(), &id]),
-                &[],
-            )?;
-            quiet(&wrapper, &wrapper_args(side, &["start", &id]), &[])?;
-            quiet(&wrapper, &wrapper_args(side, &["delete", "--force", &id]), &[])
+            container_life(&bin.join("specwright-runc"), &flags, &bundle, &pristine, &id)
         }),
     )?;
 

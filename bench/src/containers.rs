@@ -58,6 +58,24 @@ pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
+/// `flags`, then `args`: one command line.
+pub fn with_flags(flags: &[String], args: &[&str]) -> Vec<String> {
+    let mut all = flags.to_vec();
+    all.extend(strings(args));
+    all
+}
+
+/// A container's life as an engine drives it: `bundle`'s config.json set
+/// to `pristine`, then `create`, `start` and `delete --force` of `id`, each
+/// a run of `program` with `flags` first.
+pub fn container_life(program: &Path, flags: &[String], bundle: &Path, pristine: &str, id: &str) -> Result<()> {
+    std::fs::write(bundle.join("config.json"), pristine)?;
+    let create = with_flags(flags, &["create", "--bundle", bundle.to_str().unwrap_or_default(), id]);
+    quiet(program, &create, &[])?;
+    quiet(program, &with_flags(flags, &["start", id]), &[])?;
+    quiet(program, &with_flags(flags, &["delete", "--force", id]), &[])
+}
+
 pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("bin"))?;
     for sub in ["etc", "proc", "sys", "dev", "tmp"] {
@@ -171,28 +189,13 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
 
     // A container's whole life, as an engine drives it (create, start,
     // delete --force), through the wrapper against runc.
-    let life = |program: &Path, flags: &[String], id: &str| -> Result<()> {
-        std::fs::write(bundle.join("config.json"), &pristine)?;
-        let with = |args: &[&str]| {
-            let mut all = flags.to_vec();
-            all.extend(strings(args));
-            all
-        };
-        quiet(
-            program,
-            &with(&["create", "--bundle", bundle.to_str().unwrap_or_default(), id]),
-            &[],
-        )?;
-        quiet(program, &with(&["start", id]), &[])?;
-        quiet(program, &with(&["delete", "--force", id]), &[])
-    };
     let lives = measure_together(
         vec![
             timed("create + start + delete --force: specwright-runc (hardened)", || {
-                life(&wrapper, &flags, "bench-life-wrapped")
+                container_life(&wrapper, &flags, &bundle, &pristine, "bench-life-wrapped")
             }),
             timed("create + start + delete --force: runc", || {
-                life(&runc, &[], "bench-life-plain")
+                container_life(&runc, &[], &bundle, &pristine, "bench-life-plain")
             }),
         ],
         per_sample,
@@ -217,8 +220,7 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
         ("state", vec!["state", "bench-state"]),
         ("--version", vec!["--version"]),
     ] {
-        let mut wrapped = flags.to_vec();
-        wrapped.extend(strings(&args));
+        let wrapped = with_flags(&flags, &args);
         let plain = strings(&args);
         let passed = measure_together(
             vec![

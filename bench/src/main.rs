@@ -123,15 +123,17 @@ fn main() -> Result<()> {
 
     eprintln!("specwright benchmarks on {}", machine());
     // `--baseline DIR`: this build's binaries beside an earlier build's.
+    // The directory of the binaries measured: the bench's own.
+    let bin = std::env::current_exe()?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .context("the bench's directory")?;
     if let Some(old) = std::env::args().skip_while(|a| a != "--baseline").nth(1) {
-        let new = std::env::current_exe()?
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .context("the bench's directory")?;
+        let new = &bin;
         let request = work_path.join("minimal.request.json");
         std::fs::write(&request, oracle_request("minimal", &work_path)?)?;
         let facts_file = cases_dir().join("minimal.host.json");
-        let compared = baseline::compare(&work_path, &new, std::path::Path::new(&old), &request, &facts_file)?;
+        let compared = baseline::compare(&work_path, new, std::path::Path::new(&old), &request, &facts_file)?;
         let (table, pass) = baseline::report(&compared);
         println!(
             "Before (`{old}`) and after (`{}`), side by side on {}:\n\n{table}",
@@ -143,10 +145,6 @@ fn main() -> Result<()> {
     }
     // `--containers`: only the container starts beside runc, printed.
     if std::env::args().any(|a| a == "--containers") {
-        let bin = std::env::current_exe()?
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .context("the bench's directory")?;
         let (comparisons, figures) = containers::container_starts(&work_path, &bin)?;
         for c in &comparisons {
             println!("{}: {:.2}x ({:+.2} ms)", c.what, c.ratio, c.added_ms);
@@ -271,9 +269,7 @@ fn main() -> Result<()> {
     figures.extend(language_figures);
 
     // 4. The CLI end to end, beside crun spec and runc spec.
-    let cli = std::env::current_exe()?
-        .parent()
-        .map(|d| d.join("specwright"))
+    let cli = Some(bin.join("specwright"))
         .filter(|p| p.exists())
         .context("target/release/specwright: build it first (just bench does)")?;
     let request = work_path.join("minimal.request.json");
@@ -478,8 +474,7 @@ fn main() -> Result<()> {
 
     // 7. A container start through specwright-runc, and `specwright run`,
     // each beside the same start without specwright.
-    let bin = cli.parent().context("the directory of target/release/specwright")?;
-    let (comparisons, start_figures) = containers::container_starts(&work_path, bin)?;
+    let (comparisons, start_figures) = containers::container_starts(&work_path, &bin)?;
     for c in comparisons {
         targets.push(match c.slack_ms {
             Some(slack_ms) => Target::ratio_or_added_time(c.what, c.ratio, c.limit, c.added_ms, slack_ms),

@@ -76,7 +76,7 @@ pub fn front_main() -> i32 {
         let (_, real, route) = route(invocation, passed)?;
         match route {
             Route::Runtime(handoff) => Err(real.exec(&handoff.args)),
-            Route::Chain => Err(runtime::exec_reviewer()),
+            Route::Chain(_) => Err(runtime::exec_reviewer()),
         }
     })
 }
@@ -92,7 +92,7 @@ pub fn main() -> i32 {
         let (settings, real, route) = route(invocation, passed)?;
         let handoff = match route {
             Route::Runtime(handoff) => handoff,
-            Route::Chain => review(invocation, &settings, &real)?,
+            Route::Chain(reviewed) => review(invocation, reviewed, &settings, &real)?,
         };
         Err(real.exec(&handoff.args))
     })
@@ -139,20 +139,27 @@ fn with_invocation(wrapper: impl FnOnce(&Invocation, PassedFds) -> Result<Never>
 enum Never {}
 
 /// Where a command line goes.
-enum Route {
+enum Route<'a> {
     /// To the real runtime, as it is: no policy is configured, or the
     /// command changes nothing a policy judges.
     Runtime(Handoff),
-    /// Through the chain first (`create`, `run`, `restore`, `exec`,
-    /// `update` with policies configured).
-    Chain,
+    /// Through the chain first (with policies configured).
+    Chain(Reviewed<'a>),
+}
+
+/// A command the chain reviews.
+enum Reviewed<'a> {
+    /// `create`, `run`, `restore`.
+    Creation(&'a Creation),
+    Exec(&'a Exec),
+    Update(&'a Update),
 }
 
 /// The configuration, the real runtime, and where the command line goes;
 /// with policies configured, after the checks every command gets (a
 /// command line the runtimes might read otherwise, the runtime's state
 /// root, its log) and `delete`'s forgetting of the approved spec.
-fn route(invocation: &Invocation, passed: PassedFds) -> Result<(OwnFlags, RealRuntime, Route)> {
+fn route(invocation: &Invocation, passed: PassedFds) -> Result<(OwnFlags, RealRuntime, Route<'_>)> {
     runtime::check_not_handed_to()?;
     let loaded = WrapperConfig::load(std::env::var_os(CONFIG_ENV).as_deref())?;
     let settings = loaded.with_flags(invocation.own.clone())?;
@@ -184,7 +191,7 @@ impl Handoff {
 
 /// Checks what every command is checked for with policies configured, and
 /// routes it.
-fn route_with_policies(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> Result<Route> {
+fn route_with_policies<'a>(invocation: &'a Invocation, settings: &OwnFlags, real: &RealRuntime) -> Result<Route<'a>> {
     if let Some(why) = &invocation.uncertain {
         bail!("{why}; with policies configured, specwright-runc refuses a command line it cannot read exactly as the runtime would");
     }
@@ -225,7 +232,9 @@ fn route_with_policies(invocation: &Invocation, settings: &OwnFlags, real: &Real
             "subcommand {name:?} is not one specwright-runc reviews or lets pass ({}); with policies configured it is refused",
             args::PASS_THROUGH.join(", ")
         ),
-        Command::Create(_) | Command::Exec(_) | Command::Update(_) => Ok(Route::Chain),
+        Command::Create(creation) => Ok(Route::Chain(Reviewed::Creation(creation))),
+        Command::Exec(exec) => Ok(Route::Chain(Reviewed::Exec(exec))),
+        Command::Update(update) => Ok(Route::Chain(Reviewed::Update(update))),
     }
 }
 
@@ -241,17 +250,16 @@ fn open_workspace(settings: &OwnFlags) -> Result<Workspace> {
 }
 
 /// Reviews what a command line routed to the chain asks for.
-fn review(invocation: &Invocation, settings: &OwnFlags, real: &RealRuntime) -> Result<Handoff> {
+fn review(invocation: &Invocation, reviewed: Reviewed<'_>, settings: &OwnFlags, real: &RealRuntime) -> Result<Handoff> {
     let reviewer = Reviewer::open(settings)?;
-    match &invocation.command {
-        Command::Create(creation) => review_creation(&reviewer, invocation, creation, real, settings)
+    match reviewed {
+        Reviewed::Creation(creation) => review_creation(&reviewer, invocation, creation, real, settings)
             .with_context(|| format!("container {}", creation.id)),
-        Command::Exec(exec) => {
+        Reviewed::Exec(exec) => {
             review_exec(&reviewer, invocation, exec, real).with_context(|| format!("exec in container {}", exec.id))
         }
-        Command::Update(update) => review_update(&reviewer, invocation, update, real)
+        Reviewed::Update(update) => review_update(&reviewer, invocation, update, real)
             .with_context(|| format!("update of container {}", update.id)),
-        _ => bail!("specwright-runc reviews only create, run, restore, exec and update"),
     }
 }
 
