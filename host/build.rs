@@ -4,7 +4,18 @@
 //! whose paths the tests of `specwright-runc` (in `tests/`, beside the
 //! binary) load as users do.
 
-use specwright_build_support::{build_wasm, export_wasm_path, workspace_root};
+use sha2::{Digest, Sha256};
+use specwright_build_support::{build_wasm, built_wasm, export_wasm_path, workspace_root};
+
+/// Hands an embedded policy's path to the crate as `env!(var)`, and its
+/// SHA-256 (hex) as `env!("{var}_SHA256")`: the compile cache's key for
+/// it, known without hashing it again at every start.
+fn export_embedded(root: &std::path::Path, var: &str, file: &str) {
+    export_wasm_path(root, var, "guest", file);
+    let bytes = std::fs::read(built_wasm(root, "guest", file)).expect("reading a built policy");
+    let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    println!("cargo:rustc-env={var}_SHA256={hex}");
+}
 
 fn main() {
     // Relative relocations packed (DT_RELR): the dynamic loader of a
@@ -29,16 +40,14 @@ fn main() {
             "specwright-testpolicy",
         ],
     );
-    export_wasm_path(
+    export_embedded(
         &root,
         "SPECWRIGHT_DEFAULT_POLICY_WASM",
-        "guest",
         "specwright_policy_buildkit.wasm",
     );
-    export_wasm_path(
+    export_embedded(
         &root,
         "SPECWRIGHT_BUILDKIT_V0_8_POLICY_WASM",
-        "guest",
         "specwright_policy_buildkit_v0_8.wasm",
     );
     export_wasm_path(

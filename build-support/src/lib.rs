@@ -93,7 +93,12 @@ pub fn build_wasm(root: &Path, dir: &Path, args: &[&str]) {
 
 /// Hands the path of a built `.wasm` to the crate as `env!(var)`.
 pub fn export_wasm_path(root: &Path, var: &str, profile: &str, file: &str) {
+    println!("cargo:rustc-env={var}={}", built_wasm(root, profile, file).display());
+}
+
+/// Where the guest build put `file`, which it must have produced.
+pub fn built_wasm(root: &Path, profile: &str, file: &str) -> PathBuf {
     let wasm = guest_target_dir(root).join("wasm32-wasip2").join(profile).join(file);
     assert!(wasm.exists(), "{} was not produced", wasm.display());
-    println!("cargo:rustc-env={var}={}", wasm.display());
+    wasm
 }

@@ -2,6 +2,7 @@
 //! component's hash and the engine's configuration, so a policy is compiled
 //! once, not on every step.
 
+use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -38,6 +39,10 @@ pub enum CacheUse {
 }
 
 impl CompileCache {
+    /// How long a policy file must have been left unchanged before its
+    /// digest is remembered.
+    pub const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
     /// The cache in `dir`, read and written through `store`.
     pub fn new(dir: CacheDir, store: Arc<dyn Syscalls>) -> CompileCache {
         CompileCache { dir, store }
@@ -63,8 +68,15 @@ impl CompileCache {
     /// (the length and CRC-32 in its header match): a renamed entry of
     /// another policy, or one truncated or corrupted on disk, is compiled
     /// over, not run.
-    pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
+    /// `digest`, when given, must be the SHA-256 of `bytes` (an embedded
+    /// policy's, computed when specwright was built).
+    pub fn load(
+        &self,
+        engine: &wasmtime::Engine,
+        bytes: &[u8],
+        digest: Option<[u8; 32]>,
+    ) -> Result<(Component, CacheUse), CacheError> {
+        let digest = digest.unwrap_or_else(|| component_digest(bytes));
         let name = Self::entry_name(engine, &digest);
         if let Some(component) = self.read(engine, &name, &digest) {
             return Ok((component, CacheUse::Hit));
@@ -92,6 +104,52 @@ impl CompileCache {
         Ok((component, CacheUse::Compiled))
     }
 
+    /// The component in `file` from the cache, without reading the file:
+    /// when the digest memo names its SHA-256 for the file as it is now
+    /// (the same device, inode, size, modification and change times) and
+    /// the entry for that digest is whole. `None` sends the caller to read
+    /// and hash the file.
+    pub fn load_remembered(&self, engine: &wasmtime::Engine, file: &File) -> Option<Component> {
+        let identity = FileIdentity::of(&file.metadata().ok()?)?;
+        let memo = match self
+            .store
+            .read_cache_entry(&self.dir, &identity.memo_name(), MEMO_LEN as u64)
+        {
+            Ok(memo) => memo?,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading a digest memo");
+                return None;
+            }
+        };
+        let digest = identity.recalled(memo.bytes())?;
+        self.read(engine, &Self::entry_name(engine, &digest), &digest)
+    }
+
+    /// Remembers that `file`, as `before` described it when its bytes were
+    /// read, has the SHA-256 `digest`: only when it is unchanged since
+    /// (its description now is the same) and settled (last changed
+    /// [`Self::SETTLED`] ago or more, so that a later change, however quick,
+    /// gives it another change time: the kernel sets it from its clock at
+    /// every write, rename or chmod, and no user can set it back).
+    pub fn remember(&self, file: &File, before: &std::fs::Metadata, digest: &[u8; 32]) {
+        let Some(identity) = FileIdentity::of(before) else {
+            return;
+        };
+        let unchanged = file.metadata().ok().and_then(|now| FileIdentity::of(&now)) == Some(identity);
+        let settled = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|now| now.as_secs() as i64 - identity.ctime.0 > Self::SETTLED.as_secs() as i64);
+        if !unchanged || !settled {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .write_cache_entry(&self.dir, &identity.memo_name(), &[&identity.memo(digest)])
+        {
+            tracing::debug!(error = %e, "writing a digest memo");
+        }
+    }
+
     /// Entry `name`, if it is whole and for the component whose SHA-256 is
     /// `digest`; an entry that cannot be read is one more miss.
     fn read(&self, engine: &wasmtime::Engine, name: &str, digest: &[u8; 32]) -> Option<Component> {
@@ -103,6 +161,83 @@ impl CompileCache {
                 None
             }
         }
+    }
+}
+
+/// The SHA-256 of a component's bytes: its cache entry's key.
+pub fn component_digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A policy file as the digest memo knows it: what changes whenever its
+/// contents do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// What a digest memo holds: this magic, the file's identity (seven
+/// little-endian 64-bit numbers), its SHA-256.
+const MEMO_MAGIC: &[u8; 8] = b"SWMEMO1\n";
+const MEMO_LEN: usize = MEMO_MAGIC.len() + 7 * 8 + 32;
+
+impl FileIdentity {
+    /// A regular file's identity; `None` for anything else.
+    fn of(meta: &std::fs::Metadata) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        meta.file_type().is_file().then(|| FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    /// The memo's name in the cache directory: one per file.
+    fn memo_name(&self) -> String {
+        format!("file-{:x}-{:x}.sha256", self.dev, self.ino)
+    }
+
+    fn numbers(&self) -> [u64; 7] {
+        [
+            self.dev,
+            self.ino,
+            self.size,
+            self.mtime.0 as u64,
+            self.mtime.1 as u64,
+            self.ctime.0 as u64,
+            self.ctime.1 as u64,
+        ]
+    }
+
+    fn memo(&self, digest: &[u8; 32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(MEMO_LEN);
+        out.extend_from_slice(MEMO_MAGIC);
+        for n in self.numbers() {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(digest);
+        out
+    }
+
+    /// The digest `memo` remembers for this very identity, if it does.
+    fn recalled(&self, memo: &[u8]) -> Option<[u8; 32]> {
+        if memo.len() != MEMO_LEN || &memo[..8] != MEMO_MAGIC {
+            return None;
+        }
+        let mut at = 8;
+        for n in self.numbers() {
+            if memo[at..at + 8] != n.to_le_bytes() {
+                return None;
+            }
+            at += 8;
+        }
+        memo[at..].try_into().ok()
     }
 }
 
@@ -213,6 +348,39 @@ fn deserialize_bytes(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memo_recalls_a_digest_only_for_the_identity_it_was_written_for() {
+        let identity = FileIdentity {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: (4, 5),
+            ctime: (6, 7),
+        };
+        let digest = [9u8; 32];
+        let memo = identity.memo(&digest);
+        assert_eq!(memo.len(), MEMO_LEN);
+        assert_eq!(identity.recalled(&memo), Some(digest));
+        for changed in [
+            FileIdentity { size: 4, ..identity },
+            FileIdentity {
+                mtime: (4, 6),
+                ..identity
+            },
+            FileIdentity {
+                ctime: (6, 8),
+                ..identity
+            },
+            FileIdentity { ino: 3, ..identity },
+        ] {
+            assert_eq!(changed.recalled(&memo), None, "{changed:?}");
+        }
+        assert_eq!(identity.recalled(&memo[..MEMO_LEN - 1]), None, "a torn memo");
+        let mut other = memo.clone();
+        other[0] = b'X';
+        assert_eq!(identity.recalled(&other), None);
+    }
 
     #[test]
     fn a_trailer_reads_back_and_notices_damage() {

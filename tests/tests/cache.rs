@@ -277,3 +277,74 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
         "a dry run writes no entry"
     );
 }
+
+/// The digest memo: a policy file left unchanged is loaded from the cache
+/// without being read and hashed again; one changed in place (its size
+/// and modification time kept) is hashed and compiled anew, never run as
+/// the code compiled for what it held before.
+#[test]
+fn a_policy_file_changed_in_place_is_loaded_anew_despite_the_digest_memo() {
+    use specwright::{Engine, Limits, Op, RealSyscalls, RecordingSyscalls, Workspace};
+    use std::sync::Arc;
+    let (_dir, work) = workdir();
+    let state = work.join("state");
+    let policy = work.join("policy.wasm");
+    std::fs::copy(HARDENED, &policy).unwrap();
+    let policy_arg = policy.to_str().unwrap().to_string();
+    // The cache operations of one load of the policy file.
+    let load = || -> Vec<Op> {
+        let recorder = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), None));
+        let workspace = Workspace::open_with(&state, recorder.clone()).unwrap();
+        let engine = Engine::new(Limits::default())
+            .unwrap()
+            .with_cache(workspace.compile_cache().unwrap());
+        engine.load_arg(&policy_arg).unwrap();
+        recorder
+            .ops()
+            .into_iter()
+            .filter(|op| matches!(op, Op::ReadCacheEntry { .. } | Op::WriteCacheEntry { .. }))
+            .collect()
+    };
+    let memo = |ops: &[Op]| {
+        ops.iter()
+            .any(|op| matches!(op, Op::WriteCacheEntry { name } if name.ends_with(".sha256")))
+    };
+    let compiled = |ops: &[Op]| {
+        ops.iter()
+            .any(|op| matches!(op, Op::WriteCacheEntry { name } if name.ends_with(".cwasm")))
+    };
+
+    let first = load();
+    assert!(
+        compiled(&first) && !memo(&first),
+        "a file just written is not remembered: {first:?}"
+    );
+    std::thread::sleep(specwright::CompileCache::SETTLED + std::time::Duration::from_secs(2));
+    let settled = load();
+    assert!(!compiled(&settled) && memo(&settled), "{settled:?}");
+    let remembered = load();
+    assert!(
+        matches!(&remembered[..], [Op::ReadCacheEntry { name: memo }, Op::ReadCacheEntry { name: entry }]
+            if memo.ends_with(".sha256") && entry.ends_with(".cwasm")),
+        "a remembered file is loaded through its memo: {remembered:?}"
+    );
+
+    // One byte of a string in its producers section changed, in place
+    // (rustc, the length of its version, the version).
+    let mut bytes = std::fs::read(&policy).unwrap();
+    let producers = bytes.windows(9).position(|w| w == b"producers").unwrap();
+    let at = producers + bytes[producers..].windows(5).position(|w| w == b"rustc").unwrap() + 6;
+    assert!(bytes[at].is_ascii_digit(), "{}", bytes[at] as char);
+    bytes[at] = if bytes[at] == b'9' { b'8' } else { b'9' };
+    let modified = std::fs::metadata(&policy).unwrap().modified().unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&policy).unwrap();
+    std::io::Write::write_all(&mut &file, &bytes).unwrap();
+    file.set_modified(modified).unwrap();
+    drop(file);
+    let changed = load();
+    assert!(
+        compiled(&changed),
+        "the changed file ran as the code of the old one: {changed:?}"
+    );
+    assert_eq!(cache_entries(&state).len(), 2);
+}

@@ -39,10 +39,49 @@ mod bindings {
 }
 
 /// The default policy (BuildKit v0.32.2), built by `build.rs` and embedded.
-pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!(env!("SPECWRIGHT_DEFAULT_POLICY_WASM"));
+pub const DEFAULT_POLICY_WASM: &[u8] = &DEFAULT_POLICY_BYTES;
+static DEFAULT_POLICY_BYTES: [u8; include_bytes!(env!("SPECWRIGHT_DEFAULT_POLICY_WASM")).len()] =
+    *include_bytes!(env!("SPECWRIGHT_DEFAULT_POLICY_WASM"));
 
 /// The `buildkit-v0.8` policy (BuildKit v0.8.1), built by `build.rs` and embedded.
-pub const BUILDKIT_V0_8_POLICY_WASM: &[u8] = include_bytes!(env!("SPECWRIGHT_BUILDKIT_V0_8_POLICY_WASM"));
+pub const BUILDKIT_V0_8_POLICY_WASM: &[u8] = &BUILDKIT_V0_8_POLICY_BYTES;
+static BUILDKIT_V0_8_POLICY_BYTES: [u8; include_bytes!(env!("SPECWRIGHT_BUILDKIT_V0_8_POLICY_WASM")).len()] =
+    *include_bytes!(env!("SPECWRIGHT_BUILDKIT_V0_8_POLICY_WASM"));
+
+/// The SHA-256 of `bytes` when they are an embedded policy's (the very
+/// bytes embedded, not a copy): computed by `build.rs`, so that loading
+/// the default does not hash it again at every start.
+fn embedded_digest(bytes: &[u8]) -> Option<[u8; 32]> {
+    const DEFAULT: [u8; 32] = hex_digest(env!("SPECWRIGHT_DEFAULT_POLICY_WASM_SHA256"));
+    const BUILDKIT_V0_8: [u8; 32] = hex_digest(env!("SPECWRIGHT_BUILDKIT_V0_8_POLICY_WASM_SHA256"));
+    if std::ptr::eq(bytes, DEFAULT_POLICY_WASM) {
+        Some(DEFAULT)
+    } else if std::ptr::eq(bytes, BUILDKIT_V0_8_POLICY_WASM) {
+        Some(BUILDKIT_V0_8)
+    } else {
+        None
+    }
+}
+
+/// 64 hex digits as 32 bytes (at compile time: a bad digit fails the build).
+const fn hex_digest(hex: &str) -> [u8; 32] {
+    const fn digit(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => panic!("not a lowercase hex digit"),
+        }
+    }
+    let hex = hex.as_bytes();
+    assert!(hex.len() == 64, "not a SHA-256 in hex");
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = digit(hex[2 * i]) << 4 | digit(hex[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
 
 /// The name `--policy default` refers to.
 pub const DEFAULT_POLICY_NAME: &str = "default";
@@ -286,42 +325,37 @@ impl Engine {
     /// Reads `FILE`, or an embedded policy for its name (`default`,
     /// `buildkit`, `buildkit-v0.8`).
     pub fn read_policy_file(file: &Path) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyFailure> {
-        Self::read_policy_file_with(file, crate::input::read_bounded)
-    }
-
-    fn read_policy_file_with(
-        file: &Path,
-        read: fn(&Path, u64) -> std::io::Result<Vec<u8>>,
-    ) -> Result<(String, std::borrow::Cow<'static, [u8]>), PolicyFailure> {
         if let Some((name, bytes)) = embedded_policy(file) {
             return Ok((name.to_string(), bytes.into()));
         }
-        let bytes = read(file, crate::input::MAX_POLICY_BYTES).map_err(|e| PolicyFailure::Load {
-            policy: file.display().to_string(),
-            message: format!("reading {}: {e}", file.display()),
-        })?;
+        let bytes =
+            crate::input::read_bounded(file, crate::input::MAX_POLICY_BYTES).map_err(|e| PolicyFailure::Load {
+                policy: file.display().to_string(),
+                message: format!("reading {}: {e}", file.display()),
+            })?;
         Ok((file.display().to_string(), bytes.into()))
     }
 
     /// Loads `FILE[:SETTINGS.json]` as `--policy` takes it, or
     /// `default[:SETTINGS.json]` for the embedded policy.
     pub fn load_arg(&self, arg: &str) -> Result<LoadedPolicy, PolicyFailure> {
-        self.load_arg_with(arg, crate::input::read_bounded)
+        self.load_arg_with(arg, false)
     }
 
     /// [`Self::load_arg`] for files that decide what containers may do
     /// (`specwright-runc`'s chain): the policy and its settings must be
     /// trusted files ([`crate::input::open_trusted`]).
     pub fn load_trusted_arg(&self, arg: &str) -> Result<LoadedPolicy, PolicyFailure> {
-        self.load_arg_with(arg, crate::input::read_trusted)
+        self.load_arg_with(arg, true)
     }
 
-    fn load_arg_with(
-        &self,
-        spec: &str,
-        read: fn(&Path, u64) -> std::io::Result<Vec<u8>>,
-    ) -> Result<LoadedPolicy, PolicyFailure> {
+    fn load_arg_with(&self, spec: &str, trusted: bool) -> Result<LoadedPolicy, PolicyFailure> {
         let (file, settings_file) = split_policy_arg(spec, Path::new(""))?;
+        let read = if trusted {
+            crate::input::read_trusted
+        } else {
+            crate::input::read_bounded
+        };
         let settings = match settings_file {
             Some(path) => read(&path, crate::input::MAX_SETTINGS_BYTES)
                 .and_then(|bytes| {
@@ -334,12 +368,55 @@ impl Engine {
                 })?,
             None => String::new(),
         };
-        let (name, bytes) = Self::read_policy_file_with(&file, read)?;
-        self.load_text_settings(&name, &bytes, settings)
+        if let Some((name, bytes)) = embedded_policy(&file) {
+            return self.load_text_settings(name, bytes, settings);
+        }
+        let name = file.display().to_string();
+        let reading = |e: std::io::Error| PolicyFailure::Load {
+            policy: name.clone(),
+            message: format!("reading {name}: {e}"),
+        };
+        let opened = if trusted {
+            crate::input::open_trusted(&file)
+        } else {
+            std::fs::File::open(&file)
+        };
+        let (component, _) = self.compile_file(&name, &opened.map_err(reading)?)?;
+        self.link(&name, &component, settings)
+    }
+
+    /// The component in `file`, an open policy file named `name`: through
+    /// the cache, whose digest memo spares reading and hashing a file it
+    /// has seen unchanged ([`CompileCache::load_remembered`]).
+    fn compile_file(&self, name: &str, file: &std::fs::File) -> Result<(Component, Option<CacheUse>), PolicyFailure> {
+        let reading = |e: std::io::Error| PolicyFailure::Load {
+            policy: name.to_string(),
+            message: format!("reading {name}: {e}"),
+        };
+        if let Some(component) = self.cache.as_ref().and_then(|c| c.load_remembered(&self.engine, file)) {
+            return Ok((component, Some(CacheUse::Hit)));
+        }
+        let before = file.metadata().map_err(reading)?;
+        let bytes = crate::input::read_to_bound(file, crate::input::MAX_POLICY_BYTES).map_err(reading)?;
+        let digest = crate::cache::component_digest(&bytes);
+        if let Some(cache) = &self.cache {
+            cache.remember(file, &before, &digest);
+        }
+        self.compile_digested(name, &bytes, Some(digest))
     }
 
     /// A component from bytes, through the cache when there is one.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<(Component, Option<CacheUse>), PolicyFailure> {
+        self.compile_digested(name, bytes, embedded_digest(bytes))
+    }
+
+    /// [`Self::compile`] of bytes whose SHA-256 may be known already.
+    fn compile_digested(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        digest: Option<[u8; 32]>,
+    ) -> Result<(Component, Option<CacheUse>), PolicyFailure> {
         let load_error = |message: String| PolicyFailure::Load {
             policy: name.to_string(),
             message,
@@ -351,7 +428,7 @@ impl Engine {
         }
         match &self.cache {
             Some(cache) => cache
-                .load(&self.engine, bytes)
+                .load(&self.engine, bytes, digest)
                 .map(|(c, used)| (c, Some(used)))
                 .map_err(|e| match e {
                     crate::cache::CacheError::Compile(e) => {
@@ -565,6 +642,19 @@ fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The embedded policies' digests, computed by build.rs, are their
+    /// SHA-256; a copy of their bytes is hashed like any other bytes.
+    #[test]
+    fn an_embedded_policy_is_known_by_its_digest_and_a_copy_is_not() {
+        for bytes in [DEFAULT_POLICY_WASM, BUILDKIT_V0_8_POLICY_WASM] {
+            assert_eq!(embedded_digest(bytes), Some(crate::cache::component_digest(bytes)));
+            let copy = bytes.to_vec();
+            assert_eq!(embedded_digest(&copy), None);
+        }
+        let (_, named) = embedded_policy(Path::new("buildkit")).unwrap();
+        assert!(embedded_digest(named).is_some());
+    }
 
     /// What std on wasm32-wasip2 links into the default policy, beyond our
     /// own interface. A change here must be looked at: every import is

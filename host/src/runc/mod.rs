@@ -63,6 +63,10 @@ const PRUNE_AFTER: Duration = Duration::from_secs(600);
 /// How many kept specs one `create` checks for that.
 const PRUNE_AT_MOST: usize = 8;
 
+/// How often the kept specs are listed for that (a `create` in between
+/// only looks at when they last were).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// Runs the wrapper's front (the `specwright-runc` binary) with the
 /// process's arguments: a command line that needs no policy to run goes to
 /// the real runtime, having done no more than read the command line and the
@@ -333,7 +337,7 @@ impl Reviewer {
 
     /// Forgets kept specs whose container is gone, a few at a time.
     fn prune(&self, now: SystemTime) {
-        let Ok(keys) = self.sys().reviewed_keys(&self.workspace.state) else {
+        let Ok(Some(keys)) = self.sys().due_reviewed_keys(&self.workspace.state, now, PRUNE_EVERY) else {
             return;
         };
         let mut old: Vec<(String, SystemTime)> = keys
@@ -923,7 +927,8 @@ mod tests {
         // Not old enough yet: both stay.
         r.prune(SystemTime::now());
         assert!(r.kept(&key("aa", "alive")).is_ok() && r.kept(&key("bb", "gone")).is_ok());
-        r.prune(SystemTime::now() + PRUNE_AFTER + Duration::from_secs(60));
+        let later = SystemTime::now() + PRUNE_AFTER + Duration::from_secs(60);
+        r.prune(later);
         assert!(
             r.kept(&key("aa", "alive")).is_ok(),
             "the live container's spec was forgotten"
@@ -932,6 +937,13 @@ mod tests {
             r.kept(&key("bb", "gone")).is_err(),
             "the gone container's spec is still kept"
         );
+        // Listed at most once a PRUNE_EVERY: a create soon after does not
+        // look; one after that does.
+        r.keep(&key("cc", "gone"), &spec, None).unwrap();
+        r.prune(later + Duration::from_secs(1));
+        assert!(r.kept(&key("cc", "gone")).is_ok(), "listed again within PRUNE_EVERY");
+        r.prune(later + PRUNE_EVERY);
+        assert!(r.kept(&key("cc", "gone")).is_err(), "not listed after PRUNE_EVERY");
     }
 
     /// An engine's bundle: the default policy's spec for `args`, its rootfs

@@ -317,7 +317,8 @@ impl StateDir {
         }
     }
 
-    /// The name of a reviewed container's directory: a key of hex digits.
+    /// The name of a reviewed container's directory: a key of hex digits
+    /// (never [`LISTED`]).
     fn reviewed_name(key: &str) -> Result<&str, StateError> {
         if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(StateError::BadId { id: key.to_string() });
@@ -385,12 +386,39 @@ impl StateDir {
         }
     }
 
-    /// The keys of every reviewed container, with when each was written.
-    pub fn reviewed_keys(&self) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
+    /// The keys of every reviewed container, with when each was written,
+    /// when a listing is due at `now`: none began in the `every` before it
+    /// (`reviewed/.listed`'s modification time, set to `now` here). `None`
+    /// when one did: pruning costs one stat, not a listing, at most
+    /// creates.
+    pub fn due_reviewed_keys(
+        &self,
+        now: std::time::SystemTime,
+        every: std::time::Duration,
+    ) -> Result<Option<Vec<(String, std::time::SystemTime)>>, StateError> {
         let open = self.opened()?;
         let Some(dir) = open_existing_subdir(&open.root, "reviewed")? else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
+        let marker = dir.path.join(LISTED);
+        let since = |st: &nix::sys::stat::FileStat| {
+            let listed = std::time::UNIX_EPOCH + std::time::Duration::new(st.st_mtime.max(0) as u64, 0);
+            now.duration_since(listed).unwrap_or_default()
+        };
+        match fstatat(dir.fd(), LISTED, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if since(&st) < every && st.st_mtime as u64 <= unix_secs(now) => return Ok(None),
+            Ok(_) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(io_at(&marker)(e)),
+        }
+        let fd = nix::fcntl::openat(
+            dir.fd(),
+            LISTED,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(io_at(&marker))?;
+        let at = nix::sys::time::TimeSpec::new(unix_secs(now) as i64, 0);
+        nix::sys::stat::futimens(&fd, &at, &at).map_err(io_at(&marker))?;
         let listing = format!("/proc/self/fd/{}", dir.fd().as_raw_fd());
         let io = |e| StateError::Io {
             path: dir.path.clone(),
@@ -411,6 +439,14 @@ impl StateDir {
             keys.push((key, written));
         }
         keys.sort();
-        Ok(keys)
+        Ok(Some(keys))
     }
+}
+
+/// The file in `reviewed/` whose modification time says when kept specs
+/// were last listed for pruning.
+const LISTED: &str = ".listed";
+
+fn unix_secs(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

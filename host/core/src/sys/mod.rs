@@ -162,8 +162,8 @@ pub enum Op {
     OpenAuditLog,
     /// The state dir's compile cache opened (made if missing).
     OpenCacheDir,
-    /// A compile cache entry read (a precompiled policy, a runtime's
-    /// remembered `--version`).
+    /// A compile cache entry read (a precompiled policy, a policy file's
+    /// digest memo, a runtime's remembered `--version`).
     ReadCacheEntry {
         name: String,
     },
@@ -616,9 +616,15 @@ pub trait Store: Send + Sync {
         state.remove_reviewed(key, keep_bundle)
     }
 
-    /// Every kept spec, with when it was written ([`StateDir::reviewed_keys`]).
-    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
-        state.reviewed_keys()
+    /// Every kept spec, with when it was written, when a listing is due
+    /// ([`StateDir::due_reviewed_keys`]).
+    fn due_reviewed_keys(
+        &self,
+        state: &StateDir,
+        now: std::time::SystemTime,
+        every: std::time::Duration,
+    ) -> Result<Option<Vec<(String, std::time::SystemTime)>>, StateError> {
+        state.due_reviewed_keys(now, every)
     }
 
     /// Opens (making what is missing) the state directory at `root`

@@ -594,12 +594,17 @@ impl Store for RecordingSyscalls {
         )
     }
 
-    fn reviewed_keys(&self, state: &StateDir) -> Result<Vec<(String, std::time::SystemTime)>, StateError> {
+    fn due_reviewed_keys(
+        &self,
+        state: &StateDir,
+        now: std::time::SystemTime,
+        every: std::time::Duration,
+    ) -> Result<Option<Vec<(String, std::time::SystemTime)>>, StateError> {
         self.pass_state(
             Op::ListReviewed,
             state_fault(state.root()),
-            |s| s.reviewed_keys(state),
-            || Ok(Vec::new()),
+            |s| s.due_reviewed_keys(state, now, every),
+            || Ok(Some(Vec::new())),
         )
     }
 
