@@ -25,6 +25,9 @@ pub struct Comparison {
     pub limit: f64,
     pub added_ms: f64,
     pub slack_ms: Option<f64>,
+    /// A floor of this design held to a goal: when it misses, the goal
+    /// is below what the design can reach, not merely missed.
+    pub floor: bool,
 }
 
 /// Runs `program` with its output discarded and its stderr kept in a file
@@ -82,7 +85,7 @@ pub fn busybox_rootfs(dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).context("/bin/busybox (busybox-static)")?;
-    for applet in ["sh", "true"] {
+    for applet in ["sh", "true", "sleep"] {
         let link = dir.join("bin").join(applet);
         if !link.exists() {
             std::os::unix::fs::symlink("busybox", link)?;
@@ -122,13 +125,25 @@ pub fn find(name: &str) -> Result<PathBuf> {
 }
 
 fn pair(figures: &[Figure], what: &str, limit: f64, slack_ms: Option<f64>) -> Comparison {
-    let (with, without) = (&figures[0], &figures[1]);
+    compare(&figures[0], &figures[1], what, limit, slack_ms)
+}
+
+fn compare(with: &Figure, without: &Figure, what: &str, limit: f64, slack_ms: Option<f64>) -> Comparison {
     Comparison {
         what: what.to_string(),
         ratio: with.median() / without.median(),
         limit,
         added_ms: (with.median() - without.median()) * 1e3,
         slack_ms,
+        floor: false,
+    }
+}
+
+/// [`compare`] of a floor of this design (see [`Comparison::floor`]).
+fn floor(with: &Figure, without: &Figure, what: &str, limit: f64, slack_ms: Option<f64>) -> Comparison {
+    Comparison {
+        floor: true,
+        ..compare(with, without, what, limit, slack_ms)
     }
 }
 
@@ -188,7 +203,30 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
     figures.extend(create);
 
     // A container's whole life, as an engine drives it (create, start,
-    // delete --force), through the wrapper against runc.
+    // delete --force), through the wrapper against runc; and at the floor
+    // of this design: each runtime call through a process that only execs
+    // runc, the create after a process that only loads the cached policy
+    // and reviews the config.json.
+    let exec_floor = bin.join("bench-exec-floor");
+    let review_floor = bin.join("bench-review-floor");
+    for floor in [&exec_floor, &review_floor] {
+        anyhow::ensure!(floor.exists(), "{}: build it first (just bench does)", floor.display());
+    }
+    let floor_state = work.join("floor-state");
+    let config = bundle.join("config.json");
+    let floor_life = |id: &str| -> Result<()> {
+        std::fs::write(&config, &pristine)?;
+        let review = [&floor_state, Path::new(HARDENED), &config].map(|p| p.display().to_string());
+        quiet(&review_floor, &review, &[])?;
+        let through_floor = |args: &[&str]| {
+            let mut all = vec![runc.display().to_string()];
+            all.extend(strings(args));
+            quiet(&exec_floor, &all, &[])
+        };
+        through_floor(&["create", "--bundle", bundle.to_str().unwrap_or_default(), id])?;
+        through_floor(&["start", id])?;
+        through_floor(&["delete", "--force", id])
+    };
     let lives = measure_together(
         vec![
             timed("create + start + delete --force: specwright-runc (hardened)", || {
@@ -197,12 +235,23 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
             timed("create + start + delete --force: runc", || {
                 container_life(&runc, &[], &bundle, &pristine, "bench-life-plain")
             }),
+            timed(
+                "create + start + delete --force: this design's floor (a review process, three exec-only processes)",
+                || floor_life("bench-life-floor"),
+            ),
         ],
         per_sample,
     )?;
     comparisons.push(pair(
         &lives,
         "a container's life through specwright-runc / runc",
+        1.08,
+        Some(3.5),
+    ));
+    comparisons.push(floor(
+        &lives[2],
+        &lives[1],
+        "a container's life at this design's floor / runc",
         1.08,
         Some(3.5),
     ));
@@ -222,6 +271,8 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
     ] {
         let wrapped = with_flags(&flags, &args);
         let plain = strings(&args);
+        let mut floored = vec![runc.display().to_string()];
+        floored.extend(plain.iter().cloned());
         let passed = measure_together(
             vec![
                 timed(
@@ -229,6 +280,10 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
                     || quiet(&wrapper, &wrapped, &[]),
                 ),
                 timed(format!("pass-through {what}: runc"), || quiet(&runc, &plain, &[])),
+                timed(
+                    format!("pass-through {what}: a Rust process that only execs runc"),
+                    || quiet(&exec_floor, &floored, &[]),
+                ),
             ],
             per_sample,
         );
@@ -242,6 +297,13 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
         comparisons.push(pair(
             &passed,
             &format!("pass-through {what}: specwright-runc / runc"),
+            1.0,
+            Some(0.5),
+        ));
+        comparisons.push(floor(
+            &passed[2],
+            &passed[1],
+            &format!("pass-through {what}: exec floor / runc"),
             1.0,
             Some(0.5),
         ));
@@ -306,14 +368,40 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
             "bench-runc-run",
         ]),
     );
+    // This design's floor for it: a process that loads the default policy
+    // from the cache and has it review the step's config.json, then one
+    // that only execs runc run.
+    let step_config = same_step.join("config.json");
+    let review_default = [floor_state.as_path(), Path::new("default"), &step_config].map(|p| p.display().to_string());
+    let mut floored_run = vec![runc.display().to_string()];
+    floored_run.extend(strings(&[
+        "run",
+        "--bundle",
+        same_step.to_str().unwrap_or_default(),
+        "bench-floor-run",
+    ]));
     let run = measure_together(
         vec![
             timed("specwright run (default policy, runc)", || quiet(&cli, &run_args, &[])),
             timed("runc run (the same config.json)", || quiet(&runc, &runc_run, &[])),
+            timed(
+                "runc run at this design's floor (a default-policy review process, an exec-only process)",
+                || {
+                    quiet(&review_floor, &review_default, &[])?;
+                    quiet(&exec_floor, &floored_run, &[])
+                },
+            ),
         ],
         per_sample,
     )?;
-    comparisons.push(pair(&run, "specwright run / runc run", 1.05, None));
+    comparisons.push(pair(&run, "specwright run / runc run", 1.08, None));
+    comparisons.push(compare(
+        &run[2],
+        &run[1],
+        "runc run at this design's floor / runc run",
+        1.08,
+        None,
+    ));
     figures.extend(run);
 
     // podman run and buildah bud, through the wrapper and not.
@@ -399,6 +487,24 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
         Some(5.0),
     ));
     figures.extend(podman_figures);
+
+    // A pod through containerd's CRI plugin, handler specwright against
+    // handler runc.
+    let pods = crate::cri::pod_starts(
+        &work,
+        &wrapper,
+        crate::languages::ENV_GUARD_RUST,
+        &podman,
+        &envs,
+        &rootfs,
+    )?;
+    comparisons.push(pair(
+        &pods,
+        "a pod through containerd's CRI: handler specwright / runc",
+        1.05,
+        Some(5.0),
+    ));
+    figures.extend(pods);
 
     let context = work.join("context");
     std::fs::create_dir_all(&context)?;

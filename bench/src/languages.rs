@@ -15,7 +15,7 @@ use specwright_host_core::state::StateDir;
 use crate::measure::{fmt_time, measure_together, timed, Figure};
 
 /// The Rust twin, built by `build.rs`.
-const ENV_GUARD_RUST: &str = env!("SPECWRIGHT_ENV_GUARD_WASM");
+pub const ENV_GUARD_RUST: &str = env!("SPECWRIGHT_ENV_GUARD_WASM");
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
