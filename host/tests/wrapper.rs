@@ -1129,6 +1129,72 @@ fn concurrent_starts_with_a_cold_cache_compile_the_policy_once() {
     assert!(!stderr(&later).contains(COMPILED), "{}", stderr(&later));
 }
 
+/// Regression: a start waiting for another process compiling its policy
+/// did not notice SIGTERM until the wait's bound (60 s); it now stops at
+/// once, saying why, and leaves nothing behind.
+#[test]
+fn a_start_waiting_for_a_compile_stops_on_sigterm() {
+    let f = Fixture::new();
+    // The entry's name, from a first start; then the entry gone and its
+    // compile lock held here, as by a process compiling it.
+    let out = f.create(HARDENED, "first");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(f.passed().is_some());
+    let cache = f.state.join("cache");
+    let entry = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    std::fs::remove_file(&entry).unwrap();
+    let lock = std::fs::File::open(format!("{}.lock", entry.display())).unwrap();
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let reviewed_before = std::fs::read_dir(f.state.join("reviewed")).unwrap().count();
+
+    let config = f.root.join("open.toml");
+    std::fs::write(&config, "allow_flag_overrides = true\n").unwrap();
+    let bundle = f.root.join("bundle-waiting");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    std::fs::copy(f.config(), bundle.join("config.json")).unwrap();
+    let child = Command::new(WRAPPER)
+        .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+        .args(f.with_state(&[
+            "--policy",
+            HARDENED,
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "waiting",
+        ]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let asked = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "stopped {:?} after SIGTERM",
+        asked.elapsed()
+    );
+    assert_ne!(out.status.code(), Some(7), "the runtime ran: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stopped by SIGTERM while waiting for another process compiling this policy"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.passed(), None, "the runtime was handed the create");
+    assert_eq!(
+        std::fs::read_dir(f.state.join("reviewed")).unwrap().count(),
+        reviewed_before,
+        "something was kept for the stopped start"
+    );
+}
+
 /// Regression: a settings file whose name does not end in `.json` was
 /// read as part of the policy's path (`reading policy.wasm:settings`).
 #[test]

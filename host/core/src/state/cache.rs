@@ -148,7 +148,8 @@ impl CacheDir {
 
     /// Takes the lock for compiling entry `name`, waiting at most `wait`
     /// for a process that holds it ([`StateError::CompileBusy`] past
-    /// that). The lock file is made if missing and kept (removing it could
+    /// that), and not at all once this process is asked to stop
+    /// ([`StateError::CompileWaitStopped`]). The lock file is made if missing and kept (removing it could
     /// let two processes hold locks on two files of one name).
     pub fn lock_entry(&self, name: &str, wait: Duration) -> Result<CompileLock, StateError> {
         let lock_name = format!("{name}.lock");
@@ -164,6 +165,9 @@ impl CacheDir {
                     let waited = start.elapsed();
                     if waited >= wait {
                         return Err(StateError::CompileBusy { path, waited });
+                    }
+                    if let Some(signal) = crate::interrupt::requested() {
+                        return Err(StateError::CompileWaitStopped { path, signal });
                     }
                     std::thread::sleep(pause.min(wait - waited));
                     pause = (pause * 2).min(MAX_LOCK_PAUSE);

@@ -83,4 +83,8 @@ pub enum StateError {
     /// compile cache for longer than a process waits for it.
     #[error("{path}: another process has been compiling this policy for {} s, longer than one waits; try again once it is done, or precompile it (`specwright policy compile`)", waited.as_secs())]
     CompileBusy { path: PathBuf, waited: std::time::Duration },
+    /// A stop was asked for (SIGINT, SIGTERM) while waiting for the lock of
+    /// an entry another process is compiling.
+    #[error("{path}: stopped by {} while waiting for another process compiling this policy", crate::interrupt::name(*signal))]
+    CompileWaitStopped { path: PathBuf, signal: i32 },
 }
