@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::measure::{measure_together, timed, Figure};
+use crate::measure::{measure_paced, measure_together, timed, Figure};
+
+/// How long after the previous container's life each one starts, in
+/// the figures that compare lives (see [`measure_paced`]).
+const PACE: Duration = Duration::from_millis(20);
 
 /// The example policy the starts are reviewed by (built with the host).
 pub const HARDENED: &str = concat!(
@@ -214,12 +218,12 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
     }
     let floor_state = work.join("floor-state");
     let config = bundle.join("config.json");
-    let floor_life = |id: &str| -> Result<()> {
+    let floor_life = |runtime: &Path, id: &str| -> Result<()> {
         std::fs::write(&config, &pristine)?;
         let review = [&floor_state, Path::new(HARDENED), &config].map(|p| p.display().to_string());
         quiet(&review_floor, &review, &[])?;
         let through_floor = |args: &[&str]| {
-            let mut all = vec![runc.display().to_string()];
+            let mut all = vec![runtime.display().to_string()];
             all.extend(strings(args));
             quiet(&exec_floor, &all, &[])
         };
@@ -227,7 +231,7 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
         through_floor(&["start", id])?;
         through_floor(&["delete", "--force", id])
     };
-    let lives = measure_together(
+    let lives = measure_paced(
         vec![
             timed("create + start + delete --force: specwright-runc (hardened)", || {
                 container_life(&wrapper, &flags, &bundle, &pristine, "bench-life-wrapped")
@@ -237,10 +241,10 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
             }),
             timed(
                 "create + start + delete --force: this design's floor (a review process, three exec-only processes)",
-                || floor_life("bench-life-floor"),
+                || floor_life(&runc, "bench-life-floor"),
             ),
         ],
-        per_sample,
+        PACE,
     )?;
     comparisons.push(pair(
         &lives,
@@ -380,7 +384,7 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
         same_step.to_str().unwrap_or_default(),
         "bench-floor-run",
     ]));
-    let run = measure_together(
+    let run = measure_paced(
         vec![
             timed("specwright run (default policy, runc)", || quiet(&cli, &run_args, &[])),
             timed("runc run (the same config.json)", || quiet(&runc, &runc_run, &[])),
@@ -392,7 +396,7 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
                 },
             ),
         ],
-        per_sample,
+        PACE,
     )?;
     comparisons.push(pair(&run, "specwright run / runc run", 1.08, None));
     comparisons.push(compare(
@@ -542,5 +546,45 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
         Some(5.0),
     ));
     figures.extend(bud_figures);
+
+    // A container's life with crun, after everything else: crun refuses
+    // this host's hybrid cgroups while the unified hierarchy is mounted,
+    // so it is unmounted in this process's private mount namespace.
+    match nix::mount::umount2("/sys/fs/cgroup/unified", nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+        Err(e) => bail!("unmounting /sys/fs/cgroup/unified in the bench's mount namespace: {e}"),
+    }
+    let crun = find("crun")?;
+    let mut crun_flags = wrapper_flags.to_vec();
+    crun_flags.push(format!("--real-runtime={}", crun.display()));
+    let lives = measure_paced(
+        vec![
+            timed("create + start + delete --force: specwright-runc (hardened), crun", || {
+                container_life(&wrapper, &crun_flags, &bundle, &pristine, "bench-crun-wrapped")
+            }),
+            timed("create + start + delete --force: crun", || {
+                container_life(&crun, &[], &bundle, &pristine, "bench-crun-plain")
+            }),
+            timed(
+                "create + start + delete --force: this design's floor with crun (a review process, three exec-only processes)",
+                || floor_life(&crun, "bench-crun-floor"),
+            ),
+        ],
+        PACE,
+    )?;
+    comparisons.push(pair(
+        &lives,
+        "a container's life through specwright-runc / crun",
+        1.08,
+        Some(3.5),
+    ));
+    comparisons.push(floor(
+        &lives[2],
+        &lives[1],
+        "a container's life at this design's floor / crun",
+        1.08,
+        Some(3.5),
+    ));
+    figures.extend(lives);
     Ok((comparisons, figures))
 }

@@ -79,7 +79,21 @@ pub type Timed<'a> = (String, Box<dyn FnMut() -> Result<()> + 'a>);
 /// Times `ops` side by side: every sample round runs a batch of each, in
 /// alternating order, so the shared machine's slow and fast moments fall on
 /// all of them alike and their ratio means something.
-pub fn measure_together(mut ops: Vec<Timed<'_>>, per_sample: Duration) -> Result<Vec<Figure>> {
+pub fn measure_together(ops: Vec<Timed<'_>>, per_sample: Duration) -> Result<Vec<Figure>> {
+    measure(ops, per_sample, None)
+}
+
+/// [`measure_together`] of operations each started `pause` after whatever
+/// ran before it (the pause not timed), as container starts on a node
+/// are: the kernel's RCU-synchronized paths (moving a process into a v1
+/// cgroup) are fast right after another such move and wait out a grace
+/// period after a pause, and operations run back to back would measure
+/// that state, not their own cost.
+pub fn measure_paced(ops: Vec<Timed<'_>>, pause: Duration) -> Result<Vec<Figure>> {
+    measure(ops, Duration::ZERO, Some(pause))
+}
+
+fn measure(mut ops: Vec<Timed<'_>>, per_sample: Duration, pause: Option<Duration>) -> Result<Vec<Figure>> {
     let mut batches = Vec::with_capacity(ops.len());
     for (_, op) in ops.iter_mut() {
         // Warm up and size the batch.
@@ -99,6 +113,13 @@ pub fn measure_together(mut ops: Vec<Timed<'_>>, per_sample: Duration) -> Result
             order.reverse();
         }
         for i in order {
+            if let Some(pause) = pause {
+                std::thread::sleep(pause);
+                let t = Instant::now();
+                (ops[i].1)()?;
+                samples[i].push(t.elapsed().as_secs_f64());
+                continue;
+            }
             let t = Instant::now();
             for _ in 0..batches[i] {
                 (ops[i].1)()?;
