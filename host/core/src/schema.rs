@@ -4,16 +4,19 @@
 //! Why not a general validator: `jsonschema` compiles the whole schema tree
 //! before it checks anything, 3 to 4 ms and 8 MB on every CLI start, more
 //! than the policy's own run. Interpreting costs only the parse of the
-//! embedded files (~45 KB), and a pattern is compiled the first time a spec
-//! has a value it applies to. The schema is checked when it loads: a keyword
-//! this checker does not implement, or a `$ref` that does not resolve, is an
-//! error rather than a silently skipped rule (and a test compiles every
-//! pattern). Tests and the `policy_output`
-//! fuzz target hold its verdicts equal to `jsonschema`'s.
+//! embedded files a spec reaches (the Linux ones, ~35 of the ~45 KB: a file
+//! is parsed when a `$ref` first leads to it), and a pattern is compiled the
+//! first time a spec has a value it applies to. A schema given at run time
+//! is checked when it loads ([`Schema::load`]): a keyword this checker does
+//! not implement, or a `$ref` that does not resolve, is an error rather than
+//! a silently skipped rule. The embedded one ([`Schema::embedded`]) is not
+//! checked again at every start: a test loads it checked and compiles every
+//! pattern. Tests and the `policy_output` fuzz target hold its verdicts
+//! equal to `jsonschema`'s.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -43,51 +46,93 @@ const ANNOTATIONS: &[&str] = &["$schema", "id", "description", "definitions"];
 const MAX_DEPTH: usize = 512;
 
 pub struct Schema {
-    files: HashMap<&'static str, Value>,
+    files: HashMap<&'static str, SchemaFile>,
     root: &'static str,
-    patterns: HashMap<String, OnceLock<Result<Regex, String>>>,
+    /// Each pattern compiled when first used.
+    patterns: Mutex<HashMap<String, Result<Regex, String>>>,
+}
+
+/// A schema file's text, parsed when first reached (`None`: it does not
+/// parse, and every reference into it fails to resolve).
+struct SchemaFile {
+    text: &'static str,
+    parsed: OnceLock<Option<Value>>,
+}
+
+impl SchemaFile {
+    fn value(&self) -> Option<&Value> {
+        self.parsed
+            .get_or_init(|| serde_json::from_str(self.text).ok())
+            .as_ref()
+    }
 }
 
 impl Schema {
     /// Loads `files` (name, text), `root` among them, and checks that every
     /// keyword is implemented and every reference resolves.
     pub fn load(files: &[(&'static str, &'static str)], root: &'static str) -> Result<Schema, String> {
-        let mut parsed = HashMap::new();
-        for (name, text) in files {
-            let value: Value = serde_json::from_str(text).map_err(|e| format!("{name}: {e}"))?;
-            parsed.insert(*name, value);
-        }
-        if !parsed.contains_key(root) {
-            return Err(format!("{root}: not among the schema files"));
-        }
-        let mut schema = Schema {
-            files: parsed,
-            root,
-            patterns: HashMap::new(),
-        };
+        let schema = Self::embedded(files, root)?;
         let mut patterns = Vec::new();
-        for (name, value) in &schema.files {
+        for (name, file) in &schema.files {
+            let value = file.value().ok_or_else(|| {
+                let error = serde_json::from_str::<Value>(file.text).err();
+                format!("{name}: {}", error.map_or_else(String::new, |e| e.to_string()))
+            })?;
             schema.check_schema_file(name, value, &mut patterns)?;
         }
-        // Compiled when first needed: most specs meet few of them.
-        schema.patterns = patterns.into_iter().map(|p| (p, OnceLock::new())).collect();
         Ok(schema)
     }
 
-    /// Compiles every pattern now; `Err` names the first that does not.
+    /// `files` (name, text), `root` among them, taken as they are: each
+    /// file parsed when a reference first reaches it, nothing checked. For
+    /// the embedded schema, which a test loads with [`Schema::load`].
+    pub fn embedded(files: &[(&'static str, &'static str)], root: &'static str) -> Result<Schema, String> {
+        if !files.iter().any(|(name, _)| *name == root) {
+            return Err(format!("{root}: not among the schema files"));
+        }
+        Ok(Schema {
+            files: files
+                .iter()
+                .map(|(name, text)| {
+                    let file = SchemaFile {
+                        text,
+                        parsed: OnceLock::new(),
+                    };
+                    (*name, file)
+                })
+                .collect(),
+            root,
+            patterns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Compiles every pattern of the schema now; `Err` names the first
+    /// that does not.
     pub fn compile_all_patterns(&self) -> Result<usize, String> {
-        for pattern in self.patterns.keys() {
+        let mut patterns = Vec::new();
+        for (name, file) in &self.files {
+            let value = file.value().ok_or_else(|| format!("{name}: does not parse"))?;
+            self.check_schema_file(name, value, &mut patterns)?;
+        }
+        for pattern in &patterns {
             self.regex(pattern).map_err(|e| format!("pattern {pattern:?}: {e}"))?;
         }
-        Ok(self.patterns.len())
+        Ok(patterns.len())
+    }
+
+    /// The root file's schema, when it parses.
+    fn root_value(&self) -> Option<&Value> {
+        self.files.get(self.root).and_then(SchemaFile::value)
     }
 
     /// Every violation in `instance`, each with where it is.
     pub fn errors(&self, instance: &Value) -> Vec<String> {
         let mut errors = Vec::new();
-        let root = &self.files[self.root];
         let mut at = String::new();
-        self.check(self.root, root, instance, &mut at, &mut errors, 0);
+        match self.root_value() {
+            Some(root) => self.check(self.root, root, instance, &mut at, &mut errors, 0),
+            None => report(&mut errors, &at, format!("the schema's {} does not parse", self.root)),
+        }
         errors
     }
 
@@ -230,7 +275,9 @@ impl Schema {
     pub fn undefined_fields(&self, instance: &Value) -> Vec<UndefinedField> {
         let mut found = Vec::new();
         let mut schemas = Vec::new();
-        self.expand(self.root, &self.files[self.root], &mut schemas, 0);
+        if let Some(root) = self.root_value() {
+            self.expand(self.root, root, &mut schemas, 0);
+        }
         self.undefined_in(&schemas, instance, &Place::Top, &mut found);
         found
     }
@@ -344,22 +391,21 @@ impl Schema {
     /// `file.json#/json/pointer`, or `#/pointer` within `from`.
     fn resolve<'s>(&'s self, from: &'static str, target: &str) -> Option<(&'static str, &'s Value)> {
         let (file, pointer) = target.split_once('#').unwrap_or((target, ""));
-        let (name, doc) = if file.is_empty() {
+        let (name, file) = if file.is_empty() {
             (from, self.files.get(from)?)
         } else {
             self.files.get_key_value(file).map(|(k, v)| (*k, v))?
         };
-        Some((name, doc.pointer(pointer)?))
+        Some((name, file.value()?.pointer(pointer)?))
     }
 
-    fn regex(&self, pattern: &str) -> Result<&Regex, String> {
-        let slot = self
-            .patterns
-            .get(pattern)
-            .ok_or_else(|| format!("pattern {pattern:?} was not seen when the schema loaded"))?;
-        slot.get_or_init(|| Regex::new(pattern).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
+    /// `pattern` compiled (once; a clone of a compiled regex is cheap).
+    fn regex(&self, pattern: &str) -> Result<Regex, String> {
+        let mut patterns = self.patterns.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        patterns
+            .entry(pattern.to_string())
+            .or_insert_with(|| Regex::new(pattern).map_err(|e| e.to_string()))
+            .clone()
     }
 
     fn check(

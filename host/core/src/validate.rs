@@ -79,7 +79,7 @@ const MAX_PROBLEM_CHARS: usize = 160;
 fn validator() -> Result<&'static Schema, SpecValidationError> {
     static VALIDATOR: OnceLock<Result<Schema, String>> = OnceLock::new();
     VALIDATOR
-        .get_or_init(|| Schema::load(SCHEMA_FILES, "config-schema.json"))
+        .get_or_init(|| Schema::embedded(SCHEMA_FILES, "config-schema.json"))
         .as_ref()
         .map_err(|e| SpecValidationError::BadSchema(e.clone()))
 }

@@ -36,3 +36,61 @@ fn a_schema_this_checker_cannot_honour_is_refused() {
         "a broken pattern fails, never passes"
     );
 }
+
+/// The embedded schema taken lazily reads as the checked one, and parses
+/// only the files a spec's references reach: a Linux spec does not make
+/// it parse the Windows, Solaris, VM or z/OS files.
+#[test]
+fn the_embedded_schema_parses_only_what_a_spec_reaches_and_reads_as_the_checked_one() {
+    let checked = Schema::load(crate::validate::SCHEMA_FILES, "config-schema.json").unwrap();
+    let lazy = Schema::embedded(crate::validate::SCHEMA_FILES, "config-schema.json").unwrap();
+    let parsed = |schema: &Schema| {
+        let mut names: Vec<&str> = schema
+            .files
+            .iter()
+            .filter(|(_, file)| file.parsed.get().is_some())
+            .map(|(name, _)| *name)
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(parsed(&lazy).is_empty());
+    let linux = serde_json::json!({
+        "ociVersion": "1.2.1",
+        "root": {"path": "rootfs"},
+        "process": {"cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"namespaces": [{"type": "pid"}], "sysctl": {"net.ipv4.ip_forward": "1"}},
+        "annotations": {"a": "b"},
+    });
+    let broken = serde_json::json!({
+        "ociVersion": 1,
+        "linux": {"namespaces": [{"type": "nope"}], "resources": {"memory": {"limit": "x"}}},
+    });
+    for spec in [&linux, &broken] {
+        assert_eq!(lazy.errors(spec), checked.errors(spec), "{spec}");
+        assert_eq!(
+            lazy.undefined_fields(spec).len(),
+            checked.undefined_fields(spec).len(),
+            "{spec}"
+        );
+    }
+    assert!(lazy.errors(&linux).is_empty());
+    assert!(!lazy.errors(&broken).is_empty());
+    let reached = parsed(&lazy);
+    for other in [
+        "config-windows.json",
+        "config-solaris.json",
+        "config-vm.json",
+        "config-zos.json",
+    ] {
+        assert!(
+            !reached.contains(&other),
+            "{other} parsed for a Linux spec: {reached:?}"
+        );
+    }
+    assert!(
+        reached.contains(&"config-linux.json") && reached.contains(&"defs.json"),
+        "{reached:?}"
+    );
+}
