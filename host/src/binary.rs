@@ -6,16 +6,25 @@ use crate::step::StepOptions;
 
 /// SIGINT and SIGTERM ask the process to stop: at once while it holds
 /// nothing, after releasing what it holds otherwise (see `interrupt`).
+/// A handler, not a thread watching for them: a second thread costs a
+/// short-lived process its creation and, from then on, a TLB shootdown on
+/// the other core at every `munmap` and `mprotect`.
 pub(crate) fn stop_on_signals() {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
-        return;
-    };
-    let _ = std::thread::Builder::new().name("signals".to_string()).spawn(move || {
-        for signal in signals.forever() {
-            crate::interrupt::request(signal);
-        }
-    });
+    // The token exists before a handler may look for it.
+    let _ = crate::interrupt::process();
+    for signal in [SIGINT, SIGTERM] {
+        // SAFETY: the action is async-signal-safe: `interrupt::request`
+        // only loads and stores atomics, and `low_level::exit` is `_exit`;
+        // nothing allocates or takes a lock.
+        let _ = unsafe {
+            signal_hook::low_level::register(signal, move || {
+                if crate::interrupt::request(signal) {
+                    signal_hook::low_level::exit(128 + signal);
+                }
+            })
+        };
+    }
 }
 
 /// How the binaries' steps are treated: as given, cancelled by the

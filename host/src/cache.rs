@@ -67,7 +67,14 @@ impl CompileCache {
     /// from (its SHA-256, in the entry's header) and its code is whole
     /// (the length and CRC-32 in its header match): a renamed entry of
     /// another policy, or one truncated or corrupted on disk, is compiled
-    /// over, not run.
+    /// over, not run. The CRC is computed once per entry file: once it
+    /// matched on an entry left unchanged for [`Self::SETTLED`], a memo
+    /// (`<entry>.verified`) names the entry's identity then (device,
+    /// inode, size, modification and change times), and a later load of
+    /// that very file checks its length and component only. Any change made
+    /// through the file system gives the entry another change time and the
+    /// CRC is computed again; damage below the file system after the first
+    /// check is not looked for again.
     /// `digest`, when given, must be the SHA-256 of `bytes` (an embedded
     /// policy's, computed when specwright was built).
     pub fn load(
@@ -136,10 +143,7 @@ impl CompileCache {
             return;
         };
         let unchanged = file.metadata().ok().and_then(|now| FileIdentity::of(&now)) == Some(identity);
-        let settled = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .is_ok_and(|now| now.as_secs() as i64 - identity.ctime.0 > Self::SETTLED.as_secs() as i64);
-        if !unchanged || !settled {
+        if !unchanged || !settled(&identity) {
             return;
         }
         if let Err(e) = self
@@ -153,15 +157,51 @@ impl CompileCache {
     /// Entry `name`, if it is whole and for the component whose SHA-256 is
     /// `digest`; an entry that cannot be read is one more miss.
     fn read(&self, engine: &wasmtime::Engine, name: &str, digest: &[u8; 32]) -> Option<Component> {
-        match self.store.read_cache_entry(&self.dir, name, MAX_ENTRY_BYTES) {
-            Ok(Some(entry)) => checked_entry(engine, &entry, digest),
-            Ok(None) => None,
+        let entry = match self.store.read_cache_entry(&self.dir, name, MAX_ENTRY_BYTES) {
+            Ok(entry) => entry?,
             Err(e) => {
                 tracing::debug!(error = %e, "reading a compile cache entry");
-                None
+                return None;
+            }
+        };
+        let identity = FileIdentity::of_stat(entry.stat());
+        let verified_name = format!("{name}.verified");
+        let verified = match self.store.read_cache_entry(&self.dir, &verified_name, MEMO_LEN as u64) {
+            Ok(Some(memo)) => identity.recalled(memo.bytes()) == Some(*digest),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading a compile cache entry's verification");
+                false
+            }
+        };
+        let (code, trailer) = EntryTrailer::split(entry.bytes())?;
+        if verified {
+            if trailer.component != *digest || trailer.code_len != code.len() as u64 {
+                return None;
+            }
+        } else {
+            if trailer != EntryTrailer::of(digest, code) {
+                return None;
+            }
+            if settled(&identity) {
+                if let Err(e) = self
+                    .store
+                    .write_cache_entry(&self.dir, &verified_name, &[&identity.memo(digest)])
+                {
+                    tracing::debug!(error = %e, "writing a compile cache entry's verification");
+                }
             }
         }
+        map_entry(engine, &entry).ok()
     }
+}
+
+/// Whether the file `identity` describes was last changed
+/// [`CompileCache::SETTLED`] ago or more.
+fn settled(identity: &FileIdentity) -> bool {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .is_ok_and(|now| now.as_secs() as i64 - identity.ctime.0 > CompileCache::SETTLED.as_secs() as i64)
 }
 
 /// The SHA-256 of a component's bytes: its cache entry's key.
@@ -196,6 +236,17 @@ impl FileIdentity {
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
         })
+    }
+
+    /// What a cache entry's descriptor said of it.
+    fn of_stat(stat: &nix::sys::stat::FileStat) -> FileIdentity {
+        FileIdentity {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+            size: stat.st_size as u64,
+            mtime: (stat.st_mtime, stat.st_mtime_nsec),
+            ctime: (stat.st_ctime, stat.st_ctime_nsec),
+        }
     }
 
     /// The memo's name in the cache directory: one per file.
@@ -257,8 +308,8 @@ const MAX_ENTRY_BYTES: u64 = 256 << 20;
 
 /// A cache entry's trailer: which component the code is for, and how to
 /// tell that the code is whole. The CRC catches an entry damaged on disk
-/// or torn by a crash; the directory's ownership, not the checksum, keeps
-/// other users out.
+/// (before its first use) or torn by a crash; the directory's ownership,
+/// not the checksum, keeps other users out.
 #[derive(Debug, PartialEq, Eq)]
 struct EntryTrailer {
     component: [u8; 32],
@@ -302,17 +353,6 @@ impl EntryTrailer {
     }
 }
 
-/// The component in `entry` (read by descriptor, a regular file of this
-/// user's that no one else may write), if it is for the component whose
-/// SHA-256 is `digest` and its code is whole.
-fn checked_entry(engine: &wasmtime::Engine, entry: &CacheEntry, digest: &[u8; 32]) -> Option<Component> {
-    let (code, trailer) = EntryTrailer::split(entry.bytes())?;
-    if trailer != EntryTrailer::of(digest, code) {
-        return None;
-    }
-    map_entry(engine, entry).ok()
-}
-
 fn map_entry(engine: &wasmtime::Engine, entry: &CacheEntry) -> wasmtime::Result<Component> {
     // SAFETY: the path names the very file `entry` holds open, through
     // this process's descriptor: a regular file in the cache directory
@@ -320,7 +360,8 @@ fn map_entry(engine: &wasmtime::Engine, entry: &CacheEntry) -> wasmtime::Result<
     // descriptor like the file), written by `precompile_component` of an
     // engine with the same configuration (its hash is in the file name) for
     // this very component (its SHA-256 is in the trailer), and whole (its
-    // length and CRC-32 match the trailer's; wasmtime ignores what follows
+    // length and CRC-32 matched the trailer's, now or when this very file,
+    // unchanged since, was first checked; wasmtime ignores what follows
     // its ELF image). Entries are only ever replaced by renaming a new
     // file over them, never changed in place, so the mapping keeps the
     // bytes checked here. wasmtime also checks its own header and rejects

@@ -188,8 +188,9 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
     );
     let second = Arc::new(RecordingSyscalls::failing_at(Box::new(RealSyscalls), None));
     load(&state, second.clone()).unwrap();
+    // The entry, and the memo saying whether its CRC was checked already.
     assert!(
-        matches!(&cache_ops(&second)[..], [Op::ReadCacheEntry { .. }]),
+        matches!(&cache_ops(&second)[..], [Op::ReadCacheEntry { .. }, Op::ReadCacheEntry { name }] if name.ends_with(".verified")),
         "{:?}",
         second.ops()
     );
@@ -209,6 +210,7 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
             [
                 Op::ReadCacheEntry { .. },
                 Op::LockCacheEntry { .. },
+                Op::ReadCacheEntry { .. },
                 Op::ReadCacheEntry { .. }
             ]
         ),
@@ -278,12 +280,14 @@ fn cache_entries_are_read_and_written_through_the_workspaces_syscalls() {
     );
 }
 
-/// The digest memo: a policy file left unchanged is loaded from the cache
-/// without being read and hashed again; one changed in place (its size
-/// and modification time kept) is hashed and compiled anew, never run as
-/// the code compiled for what it held before.
+/// The memos: a policy file left unchanged is loaded from the cache
+/// without being read and hashed again, and an entry whose CRC matched is
+/// not checksummed again while it is the same file; a policy file changed
+/// in place (its size and modification time kept) is hashed and compiled
+/// anew, never run as the code compiled for what it held before, and an
+/// entry damaged in place is checksummed again and compiled over.
 #[test]
-fn a_policy_file_changed_in_place_is_loaded_anew_despite_the_digest_memo() {
+fn a_policy_file_or_an_entry_changed_in_place_is_checked_anew_despite_the_memos() {
     use specwright::{Engine, Limits, Op, RealSyscalls, RecordingSyscalls, Workspace};
     use std::sync::Arc;
     let (_dir, work) = workdir();
@@ -305,45 +309,55 @@ fn a_policy_file_changed_in_place_is_loaded_anew_despite_the_digest_memo() {
             .filter(|op| matches!(op, Op::ReadCacheEntry { .. } | Op::WriteCacheEntry { .. }))
             .collect()
     };
-    let memo = |ops: &[Op]| {
+    let wrote = |ops: &[Op], suffix: &str| {
         ops.iter()
-            .any(|op| matches!(op, Op::WriteCacheEntry { name } if name.ends_with(".sha256")))
+            .any(|op| matches!(op, Op::WriteCacheEntry { name } if name.ends_with(suffix)))
     };
-    let compiled = |ops: &[Op]| {
-        ops.iter()
-            .any(|op| matches!(op, Op::WriteCacheEntry { name } if name.ends_with(".cwasm")))
+    // Changes `file` in place: its size and modification time kept.
+    let change_in_place = |file: &Path, at: usize| {
+        let mut bytes = std::fs::read(file).unwrap();
+        bytes[at] ^= 0x01;
+        let modified = std::fs::metadata(file).unwrap().modified().unwrap();
+        let handle = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        std::io::Write::write_all(&mut &handle, &bytes).unwrap();
+        handle.set_modified(modified).unwrap();
     };
 
     let first = load();
     assert!(
-        compiled(&first) && !memo(&first),
-        "a file just written is not remembered: {first:?}"
+        wrote(&first, ".cwasm") && !wrote(&first, ".sha256") && !wrote(&first, ".verified"),
+        "files just written are not remembered: {first:?}"
     );
     std::thread::sleep(specwright::CompileCache::SETTLED + std::time::Duration::from_secs(2));
     let settled = load();
-    assert!(!compiled(&settled) && memo(&settled), "{settled:?}");
+    assert!(
+        !wrote(&settled, ".cwasm") && wrote(&settled, ".sha256") && wrote(&settled, ".verified"),
+        "{settled:?}"
+    );
     let remembered = load();
     assert!(
-        matches!(&remembered[..], [Op::ReadCacheEntry { name: memo }, Op::ReadCacheEntry { name: entry }]
-            if memo.ends_with(".sha256") && entry.ends_with(".cwasm")),
-        "a remembered file is loaded through its memo: {remembered:?}"
+        matches!(&remembered[..], [Op::ReadCacheEntry { name: memo }, Op::ReadCacheEntry { name: entry }, Op::ReadCacheEntry { name: verified }]
+            if memo.ends_with(".sha256") && entry.ends_with(".cwasm") && verified.ends_with(".cwasm.verified")),
+        "a remembered file is loaded through its memos: {remembered:?}"
     );
 
-    // One byte of a string in its producers section changed, in place
-    // (rustc, the length of its version, the version).
-    let mut bytes = std::fs::read(&policy).unwrap();
+    // The entry damaged in place, in its code: checksummed again.
+    let entries = cache_entries(&state);
+    assert_eq!(entries.len(), 1);
+    change_in_place(&entries[0], 4096);
+    let damaged = load();
+    assert!(wrote(&damaged, ".cwasm"), "a damaged entry ran: {damaged:?}");
+
+    // One byte of a string in the policy's producers section changed, in
+    // place (rustc, the length of its version, the version).
+    let bytes = std::fs::read(&policy).unwrap();
     let producers = bytes.windows(9).position(|w| w == b"producers").unwrap();
     let at = producers + bytes[producers..].windows(5).position(|w| w == b"rustc").unwrap() + 6;
     assert!(bytes[at].is_ascii_digit(), "{}", bytes[at] as char);
-    bytes[at] = if bytes[at] == b'9' { b'8' } else { b'9' };
-    let modified = std::fs::metadata(&policy).unwrap().modified().unwrap();
-    let file = std::fs::OpenOptions::new().write(true).open(&policy).unwrap();
-    std::io::Write::write_all(&mut &file, &bytes).unwrap();
-    file.set_modified(modified).unwrap();
-    drop(file);
+    change_in_place(&policy, at);
     let changed = load();
     assert!(
-        compiled(&changed),
+        wrote(&changed, ".cwasm"),
         "the changed file ran as the code of the old one: {changed:?}"
     );
     assert_eq!(cache_entries(&state).len(), 2);

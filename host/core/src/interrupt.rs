@@ -48,9 +48,10 @@ impl Cancel {
     }
 }
 
+static PROCESS: OnceLock<Cancel> = OnceLock::new();
+
 /// The token the process's signals cancel (the binaries' steps carry it).
 pub fn process() -> &'static Cancel {
-    static PROCESS: OnceLock<Cancel> = OnceLock::new();
     PROCESS.get_or_init(Cancel::new)
 }
 
@@ -59,17 +60,20 @@ pub fn requested() -> Option<i32> {
     process().requested()
 }
 
-/// For the binaries' signal handling thread only: records that `signal`
-/// asked the process to stop. When nothing is held (no [`Holding`] guard
-/// is alive), the process exits at once.
-pub fn request(signal: i32) {
+/// For the binaries' signal handler only (it is async-signal-safe: atomic
+/// loads and stores): records that `signal` asked the process to stop;
+/// whether it must exit at once (nothing is held: no [`Holding`] guard is
+/// alive). [`process`] must have been called before the handler was
+/// installed (the token is not made here).
+#[must_use]
+pub fn request(signal: i32) -> bool {
     if FORWARDING.load(Ordering::SeqCst) > 0 {
-        return;
+        return false;
     }
-    process().signal(signal);
-    if HOLDING.load(Ordering::SeqCst) == 0 {
-        std::process::exit(128 + signal);
+    if let Some(token) = PROCESS.get() {
+        token.signal(signal);
     }
+    HOLDING.load(Ordering::SeqCst) == 0
 }
 
 /// The name of a signal, for messages.

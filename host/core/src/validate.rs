@@ -84,15 +84,6 @@ fn validator() -> Result<&'static Schema, SpecValidationError> {
         .map_err(|e| SpecValidationError::BadSchema(e.clone()))
 }
 
-/// Loads the schema on another thread, so that a short-lived process (the
-/// CLI) has it ready when its policy returns. Without a thread, validation
-/// loads it when first needed.
-pub fn prepare_in_background() {
-    let _ = std::thread::Builder::new().name("schema".to_string()).spawn(|| {
-        let _ = validator();
-    });
-}
-
 /// Checks a parsed spec against the runtime-spec schema; every violation
 /// is listed with where it is.
 pub fn validate_value(spec: &Value) -> Result<(), SpecValidationError> {

@@ -235,7 +235,6 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             policy_timeout_ms,
             policy_memory_mib,
         } => {
-            crate::validate::prepare_in_background();
             let limits = Limits::from_flags(Some(policy_timeout_ms), Some(policy_memory_mib))?;
             let oci_runtime = OciRuntime::find(&runtime)?;
             let request = read_request(&request)?;

@@ -46,7 +46,6 @@ pub(super) fn read_request(arg: &str) -> Result<String> {
 }
 
 pub(super) fn spec(args: SpecArgs) -> Result<()> {
-    crate::validate::prepare_in_background();
     let request = Request::from_json(&read_request(&args.request)?).map_err(Error::Request)?;
     let facts = match &args.host_facts {
         Some(path) => crate::facts::read_facts_file(path)?,

@@ -284,7 +284,6 @@ impl Reviewer {
     /// be trusted).
     fn open(settings: &OwnFlags) -> Result<Reviewer> {
         crate::binary::init_tracing();
-        crate::validate::prepare_in_background();
         let holding = crate::interrupt::Holding::start();
         let workspace = open_workspace(settings)?;
         let limits = Limits::from_flags(settings.policy_timeout_ms, settings.policy_memory_mib)?;

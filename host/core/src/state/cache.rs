@@ -31,6 +31,7 @@ pub struct CacheEntry {
     /// The mapping and its length; `None` for an empty file.
     map: Option<(std::ptr::NonNull<std::ffi::c_void>, std::num::NonZeroUsize)>,
     file: File,
+    stat: nix::sys::stat::FileStat,
 }
 
 // SAFETY: the mapping is private and read-only, and only ever read through
@@ -43,6 +44,12 @@ impl CacheEntry {
     /// A path that names the opened entry itself, for as long as it lives.
     pub fn fd_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    /// What its descriptor said of it when it was opened (its identity:
+    /// device, inode, size, modification and change times).
+    pub fn stat(&self) -> &nix::sys::stat::FileStat {
+        &self.stat
     }
 
     /// The entry's bytes.
@@ -137,7 +144,7 @@ impl CacheDir {
                 Some((ptr, len))
             }
         };
-        Ok(Some(CacheEntry { map, file }))
+        Ok(Some(CacheEntry { map, file, stat }))
     }
 
     /// Writes entry `name` as `parts`, one after another, mode 0600: an

@@ -93,7 +93,10 @@ impl StepLock {
             }
             let mut lock = lock;
             let pid = std::process::id().to_string();
-            lock.set_len(0)
+            // A file just made is empty: truncating it anyway costs a
+            // journalled truncate on ext4 at every step.
+            let emptied = if stat.st_size > 0 { lock.set_len(0) } else { Ok(()) };
+            emptied
                 .and_then(|()| lock.rewind())
                 .and_then(|()| lock.write_all(pid.as_bytes()))
                 .map_err(|e| StateError::Io {
