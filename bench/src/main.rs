@@ -120,6 +120,7 @@ fn main() -> Result<()> {
     let policy = runtime.load_default()?;
     let mut figures: Vec<Figure> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
+    let mut floors: Vec<Target> = Vec::new();
     let per_sample = Duration::from_millis(200);
 
     eprintln!("specwright benchmarks on {}", machine());
@@ -301,6 +302,22 @@ fn main() -> Result<()> {
     let per_process = Duration::from_millis(600);
     let spec_dir = work_path.join("runtime-spec");
     std::fs::create_dir_all(&spec_dir)?;
+    // This design's floor for it: a process that loads the default policy
+    // from the cache and has it generate the spec, nothing else.
+    let review_floor = bin.join("bench-review-floor");
+    anyhow::ensure!(
+        review_floor.exists(),
+        "{}: build it first (just bench does)",
+        review_floor.display()
+    );
+    let floor_state = work_path.join("floor-state");
+    let floor_args = [
+        floor_state.to_str().unwrap_or_default(),
+        "default",
+        "--generate",
+        request.to_str().unwrap_or_default(),
+        facts_file.to_str().unwrap_or_default(),
+    ];
     let mut processes = vec![
         timed("specwright spec (process, warm cache)", || {
             run_process(&cli, &cli_args, &work_path)
@@ -309,6 +326,10 @@ fn main() -> Result<()> {
             let _ = std::fs::remove_dir_all(cli_state.join("cache"));
             run_process(&cli, &cli_args, &work_path)
         }),
+        timed(
+            "specwright spec at this design's floor (a process that loads the cached default policy and runs it once)",
+            || run_process(&review_floor, &floor_args, &work_path),
+        ),
     ];
     for runtime_bin in ["crun", "runc"] {
         let Ok(specwright::OciRuntime { path }) = specwright::OciRuntime::find(runtime_bin) else {
@@ -331,6 +352,14 @@ fn main() -> Result<()> {
             ratio_or_value: format!("{ratio:.2}x (cold cache: {:.2}x)", cold.median() / crun.median()),
             pass: ratio <= 1.5,
         });
+        if let Some(floor) = runtime_figures.iter().find(|f| f.name.contains("floor")) {
+            floors.push(Target::ratio_at_most(
+                "specwright spec at this design's floor / crun spec".to_string(),
+                floor.median() / crun.median(),
+                1.5,
+                format!("{:+.1} ms", (floor.median() - crun.median()) * 1e3),
+            ));
+        }
     }
     figures.extend([warm, cold]);
     figures.extend(runtime_figures);
@@ -477,7 +506,6 @@ fn main() -> Result<()> {
     // 7. A container start through specwright-runc, and `specwright run`,
     // each beside the same start without specwright.
     let (comparisons, start_figures) = containers::container_starts(&work_path, &bin)?;
-    let mut floors = Vec::new();
     for c in comparisons {
         let target = match c.slack_ms {
             Some(slack_ms) => Target::ratio_or_added_time(c.what, c.ratio, c.limit, c.added_ms, slack_ms),
@@ -495,10 +523,11 @@ fn main() -> Result<()> {
     let mut out = String::new();
     out.push_str("# Benchmarks\n\n");
     out.push_str(&format!(
-        "Measured by `just bench` on {}, {} UTC, commit `{}`. Each figure is the median of {SAMPLES} samples (each a batch of runs), with the 10th..90th percentile; one run, side by side: the figures compared in a target are sampled in alternation. The machine is shared: compare ratios within a run, not figures across runs.\n\n",
+        "Measured by `just bench` on {}, {} UTC, commit `{}`. Each figure is the median of {SAMPLES} samples (each a batch of runs; a container's life or run: {paced} samples of one, each started 20 ms after the one before), with the 10th..90th percentile; one run, side by side: the figures compared in a target are sampled in alternation. The machine is shared: compare ratios within a run, not figures across runs.\n\n",
         machine(),
         command_output("date", &["-u", "+%Y-%m-%d %H:%M"]),
         command_output("git", &["rev-parse", "--short", "HEAD"]),
+        paced = 3 * SAMPLES,
     ));
     out.push_str("## Targets\n\n| target | measured | result |\n| --- | --- | --- |\n");
     for t in &targets {

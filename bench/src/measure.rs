@@ -106,8 +106,11 @@ fn measure(mut ops: Vec<Timed<'_>>, per_sample: Duration, pause: Option<Duration
         let per_op = start.elapsed().as_secs_f64() / calibration as f64;
         batches.push(((per_sample.as_secs_f64() / per_op) as u64).max(1));
     }
-    let mut samples = vec![Vec::with_capacity(SAMPLES); ops.len()];
-    for round in 0..SAMPLES {
+    // Paced operations are single runs of a noisy whole (a container's
+    // life): three times the samples.
+    let rounds = if pause.is_some() { 3 * SAMPLES } else { SAMPLES };
+    let mut samples = vec![Vec::with_capacity(rounds); ops.len()];
+    for round in 0..rounds {
         let mut order: Vec<usize> = (0..ops.len()).collect();
         if round % 2 == 1 {
             order.reverse();
