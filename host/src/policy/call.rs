@@ -10,6 +10,7 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 
 use super::bindings::specwright::policy::types as wit_types;
 use super::host::{policy_error, PolicyState};
+use super::ticks::{Ticking, EPOCH_TICK};
 use super::{Engine, LoadedPolicy, PolicyFailure};
 use crate::step::StepHost;
 
@@ -95,9 +96,6 @@ pub enum LimitsError {
 /// Memory a pooled slot keeps mapped between instances.
 pub(super) const KEEP_RESIDENT_BYTES: usize = 4 << 20;
 
-/// How often the engine's epoch advances; the time limit's granularity.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
-
 /// Caps a policy's linear memory and remembers whether the cap was hit,
 /// so the error can say which limit stopped the policy.
 pub(super) struct MemoryLimiter {
@@ -130,6 +128,7 @@ impl Engine {
     /// instance per step costs (production never reuses instances).
     #[cfg(feature = "bench")]
     pub fn reused_instance(&self, policy: &LoadedPolicy, step: StepHost) -> Result<ReusedInstance, PolicyFailure> {
+        let _ticking = self.ticking(&policy.name)?;
         let mut store = self.store(step);
         let instance = policy
             .pre
@@ -141,6 +140,16 @@ impl Engine {
             name: policy.name.clone(),
             ticks: self.deadline_ticks(),
             limits: self.limits,
+            ticker: self.ticker,
+        })
+    }
+
+    /// The epoch ticking while a call of `policy` runs (a call that could
+    /// not be held to its time limit fails).
+    fn ticking(&self, policy: &str) -> Result<Option<Ticking>, PolicyFailure> {
+        Ticking::start(self.ticker).map_err(|message| PolicyFailure::Failed {
+            policy: policy.to_string(),
+            message,
         })
     }
 
@@ -203,6 +212,10 @@ impl Engine {
         facts: &PolicyFacts,
         previous: Option<&str>,
     ) -> (StepHost, Result<String, PolicyFailure>) {
+        let _ticking = match self.ticking(&policy.name) {
+            Ok(ticking) => ticking,
+            Err(e) => return (step, Err(e)),
+        };
         let mut store = self.store(step);
         let facts = &facts.0;
         let result = policy
@@ -231,6 +244,7 @@ impl Engine {
         policy: &LoadedPolicy,
         step: StepHost,
     ) -> Result<wit_types::PolicyMetadata, PolicyFailure> {
+        let _ticking = self.ticking(&policy.name)?;
         let mut store = self.store(step);
         policy
             .pre
@@ -318,6 +332,7 @@ pub struct ReusedInstance {
     name: String,
     ticks: u64,
     limits: Limits,
+    ticker: super::ticks::Ticker,
 }
 
 #[cfg(feature = "bench")]
@@ -331,6 +346,10 @@ impl ReusedInstance {
         facts: &HostFacts,
         settings: &str,
     ) -> Result<String, PolicyFailure> {
+        let _ticking = Ticking::start(self.ticker).map_err(|message| PolicyFailure::Failed {
+            policy: self.name.clone(),
+            message,
+        })?;
         self.store.data_mut().step = step;
         self.store.set_epoch_deadline(self.ticks);
         let facts = wit_types::HostFacts::from(facts);
@@ -343,16 +362,4 @@ impl ReusedInstance {
             Err(e) => Err(trap_error(&self.limits, &self.name, e, self.store.data().limits.hit)),
         }
     }
-}
-
-/// Advances the engine's epoch until the engine is gone.
-pub(super) fn start_epoch_ticker(engine: &wasmtime::Engine) {
-    let weak = engine.weak();
-    std::thread::spawn(move || loop {
-        std::thread::sleep(EPOCH_TICK);
-        match weak.upgrade() {
-            Some(engine) => engine.increment_epoch(),
-            None => return,
-        }
-    });
 }

@@ -16,12 +16,13 @@ use specwright_core::Request;
 
 mod call;
 mod host;
+pub(crate) mod ticks;
 mod wasi;
 
 pub(crate) use call::PolicyFacts;
 #[cfg(feature = "bench")]
 pub use call::ReusedInstance;
-use call::{start_epoch_ticker, KEEP_RESIDENT_BYTES};
+use call::KEEP_RESIDENT_BYTES;
 pub use call::{Limits, LimitsError};
 use host::PolicyState;
 pub use wasi::{LINKED as WASI_LINKED, OUTPUT_BYTES as WASI_OUTPUT_BYTES, TRAPPED as WASI_TRAPPED};
@@ -162,6 +163,8 @@ pub struct Engine {
     /// The instance pool's size, for a pooled runtime.
     pool_slots: Option<u32>,
     cache: Option<CompileCache>,
+    /// What advances the engine's epoch.
+    ticker: ticks::Ticker,
 }
 
 /// What `specwright policy inspect` shows.
@@ -246,12 +249,13 @@ impl Engine {
             policy: "(engine)".to_string(),
             message: e.to_string(),
         })?;
-        start_epoch_ticker(&engine);
+        let ticker = ticks::start(&engine);
         Ok(Engine {
             engine,
             limits,
             pool_slots: pooled,
             cache: None,
+            ticker,
         })
     }
 
