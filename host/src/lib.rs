@@ -68,6 +68,7 @@ use specwright_host_core::{facts, strict_json};
 pub use cache::{CacheError, CompileCache};
 pub use oci_runtime::{FindError, OciRuntime};
 pub use pipeline::{Chain, Error, Step, Workspace};
+pub use policy::ticks::tick_policies_by_timer;
 #[cfg(feature = "bench")]
 pub use policy::ReusedInstance;
 pub use policy::{

@@ -16,6 +16,8 @@ use specwright::{Engine, HostFacts, Limits, Request, Workspace};
 use specwright_host_core::state::StateDir;
 
 fn main() -> Result<()> {
+    // As the binaries run policies: no ticker thread.
+    specwright::tick_policies_by_timer();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let read = |file: &String| std::fs::read_to_string(file).with_context(|| file.clone());
     match &args[..] {

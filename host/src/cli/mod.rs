@@ -170,7 +170,7 @@ where
     // Read first: a caller that exits at once leaves us to pid 1 soon.
     let parent = std::os::unix::process::parent_id();
     crate::binary::stop_on_signals();
-    crate::policy::ticks::by_timer();
+    crate::tick_policies_by_timer();
     crate::binary::init_tracing();
     if std::env::var_os("SPECWRIGHT_PERF_MAP").is_some() {
         crate::policy::write_perf_map();

@@ -16,7 +16,7 @@ use specwright_core::Request;
 
 mod call;
 mod host;
-pub(crate) mod ticks;
+pub mod ticks;
 mod wasi;
 
 pub(crate) use call::PolicyFacts;

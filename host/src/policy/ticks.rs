@@ -25,9 +25,11 @@ static TIMER: OnceLock<Result<usize, String>> = OnceLock::new();
 /// Calls in progress on the timed engine: the timer runs while any is.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
-/// For the binaries, before their first engine: it is ticked by a timer
-/// while its policies run instead of by a thread of its own.
-pub(crate) fn by_timer() {
+/// For a short-lived process (the binaries), before its first engine: that
+/// engine is ticked by a timer while its policies run instead of by a
+/// thread of its own. The process must not run policies of that engine on
+/// threads it starts without expecting SIGALRM there.
+pub fn tick_policies_by_timer() {
     BY_TIMER.store(true, Ordering::SeqCst);
 }
 

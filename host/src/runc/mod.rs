@@ -93,7 +93,7 @@ pub fn front_main() -> i32 {
 pub fn main() -> i32 {
     with_invocation(|invocation, passed| {
         crate::binary::stop_on_signals();
-        crate::policy::ticks::by_timer();
+        crate::tick_policies_by_timer();
         let (settings, real, route) = route(invocation, passed)?;
         let handoff = match route {
             Route::Runtime(handoff) => handoff,

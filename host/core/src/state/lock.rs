@@ -36,6 +36,9 @@ struct Held {
     name: String,
 }
 
+/// The width a holder's pid is written in (trailing spaces, a newline).
+const PID_WIDTH: usize = 10;
+
 impl StepLock {
     /// A lock that holds nothing: for a dry run, which touches no state.
     pub fn planned(id: &str) -> StepLock {
@@ -92,10 +95,16 @@ impl StepLock {
                 Err(e) => return Err(io(&path)(e)),
             }
             let mut lock = lock;
-            let pid = std::process::id().to_string();
-            // A file just made is empty: truncating it anyway costs a
-            // journalled truncate on ext4 at every step.
-            let emptied = if stat.st_size > 0 { lock.set_len(0) } else { Ok(()) };
+            // The pid written over what is there, padded to a width no
+            // earlier holder's wrote past (a pid has at most 7 digits), so
+            // the file need not be truncated first: a truncate is a
+            // journalled operation on ext4, at every step.
+            let pid = format!("{:<PID_WIDTH$}\n", std::process::id());
+            let emptied = if stat.st_size > pid.len() as i64 {
+                lock.set_len(0)
+            } else {
+                Ok(())
+            };
             emptied
                 .and_then(|()| lock.rewind())
                 .and_then(|()| lock.write_all(pid.as_bytes()))

@@ -97,7 +97,22 @@ impl Owner {
 
 /// Field 22 of `/proc/PID/stat`; `None` when the process does not exist.
 fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Read into one buffer that holds the whole line: /proc makes the line
+    // anew at every read, and a growing buffer reads it in six.
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf[len..]).ok()?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if len == buf.len() {
+            return None;
+        }
+    }
+    let stat = std::str::from_utf8(&buf[..len]).ok()?;
     // The command name (field 2) may hold spaces and parentheses; fields
     // after it start behind the last ')'.
     let after = &stat[stat.rfind(')')? + 1..];
