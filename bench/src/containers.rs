@@ -98,6 +98,12 @@ pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `dir`'s contents as the tar archive `tarball` (for `podman import`).
+pub fn tar(dir: &Path, tarball: &Path) -> Result<()> {
+    let args = [Path::new("-C"), dir, Path::new("-cf"), tarball, Path::new(".")].map(|p| p.display().to_string());
+    quiet(Path::new("tar"), &args, &[])
+}
+
 /// Makes `bundle` with `runc spec`'s config.json changed to run /bin/true
 /// in `rootfs` without a terminal, under BuildKit's seccomp profile (as
 /// engines confine a container; hardened denies one without); that
@@ -431,17 +437,7 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
         ("CONTAINERS_STORAGE_CONF", storage_conf.as_path()),
     ];
     let tarball = work.join("busybox.tar");
-    quiet(
-        Path::new("tar"),
-        &strings(&[
-            "-C",
-            rootfs.to_str().unwrap_or_default(),
-            "-cf",
-            tarball.to_str().unwrap_or_default(),
-            ".",
-        ]),
-        &[],
-    )?;
+    tar(&rootfs, &tarball)?;
     let podman = find("podman")?;
     let buildah = find("buildah")?;
     quiet(

@@ -19,41 +19,18 @@ use k8s_cri::v1::{
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::containers::{find, quiet, strings};
+use crate::containers::{find, quiet, strings, tar};
 use crate::measure::{measure_together, timed, Figure};
 
-/// containerd's configuration: the CRI plugin with the handlers `runc`
-/// and `specwright`, the pause image imported here, this host's limits.
+/// containerd's configuration for a node with specwright
+/// (`examples/containerd/config.toml`, which the Kubernetes test uses too),
+/// filled in.
 fn config(root: &Path, socket: &Path, wrapper: &Path) -> String {
-    format!(
-        r#"version = 2
-root = "{root}/root"
-state = "{root}/state"
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "localhost/bench:pause"
-  restrict_oom_score_adj = true
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.specwright]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.specwright.options]
-        BinaryName = "{wrapper}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{root}/cni/bin"
-    conf_dir = "{root}/cni/conf"
-"#,
-        root = root.display(),
-        socket = socket.display(),
-        wrapper = wrapper.display(),
-    )
+    include_str!("../../examples/containerd/config.toml")
+        .replace("@ROOT@", &root.display().to_string())
+        .replace("@SOCKET@", &socket.display().to_string())
+        .replace("@SANDBOX_IMAGE@", "localhost/bench:pause")
+        .replace("@WRAPPER@", &wrapper.display().to_string())
 }
 
 /// containerd, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -203,17 +180,7 @@ pub fn pod_starts(
 
     // The pause image: busybox that sleeps.
     let tarball = work.join("pause.tar");
-    quiet(
-        Path::new("tar"),
-        &strings(&[
-            "-C",
-            rootfs.to_str().unwrap_or_default(),
-            "-cf",
-            tarball.to_str().unwrap_or_default(),
-            ".",
-        ]),
-        &[],
-    )?;
+    tar(rootfs, &tarball)?;
     quiet(
         podman,
         &strings(&[

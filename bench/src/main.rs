@@ -82,6 +82,15 @@ impl Target {
     }
 }
 
+/// `rows` as a Markdown table's rows: what, measured, and the verdict
+/// (`verdicts[0]` when it passes, `verdicts[1]` when not).
+fn push_rows(out: &mut String, rows: &[Target], verdicts: [&str; 2]) {
+    for t in rows {
+        let verdict = if t.pass { verdicts[0] } else { verdicts[1] };
+        out.push_str(&format!("| {} | {} | {} |\n", t.what, t.ratio_or_value, verdict));
+    }
+}
+
 /// Each figure on a line of its own: name, median, p10 .. p90.
 fn print_figures(figures: &[Figure]) {
     for f in figures {
@@ -530,23 +539,9 @@ fn main() -> Result<()> {
         paced = 3 * SAMPLES,
     ));
     out.push_str("## Targets\n\n| target | measured | result |\n| --- | --- | --- |\n");
-    for t in &targets {
-        out.push_str(&format!(
-            "| {} | {} | {} |\n",
-            t.what,
-            t.ratio_or_value,
-            if t.pass { "PASS" } else { "FAIL" }
-        ));
-    }
+    push_rows(&mut out, &targets, ["PASS", "FAIL"]);
     out.push_str("\n## Floors of this design\n\nWhat the wrapper's design (no daemon: a front that execs the runtime, a review in a process of its own) cannot go below, measured beside the targets it bounds: each runtime call through a Rust process that only execs the runtime (`bench-exec-floor`), each review a process that only loads the cached policy and reviews the config.json (`bench-review-floor`). Where a floor misses a goal, the goal is below what the design can reach on this machine.\n\n| floor held to the goal | measured | the goal is |\n| --- | --- | --- |\n");
-    for t in &floors {
-        out.push_str(&format!(
-            "| {} | {} | {} |\n",
-            t.what,
-            t.ratio_or_value,
-            if t.pass { "reachable" } else { "below the floor" }
-        ));
-    }
+    push_rows(&mut out, &floors, ["reachable", "below the floor"]);
     out.push_str("\n## Figures\n\n| what | median | p10 .. p90 |\n| --- | --- | --- |\n");
     for f in &figures {
         out.push_str(&format!(

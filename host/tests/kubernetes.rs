@@ -24,38 +24,16 @@ use tonic::transport::{Channel, Endpoint, Uri};
 mod common;
 use common::scene::{ok, tool, Daemon, Scene, MOUNT_ALLOWLIST, WRAPPER};
 
-/// containerd's configuration for the node, as README gives it: the CRI
-/// plugin with the `specwright` runtime handler, the pause image made
-/// here, and this host's limits.
+/// containerd's configuration for the node, as README gives it
+/// (`examples/containerd/config.toml`): the CRI plugin with the
+/// `specwright` runtime handler, the pause image made here, and this
+/// host's limits.
 fn containerd_config(root: &Path, socket: &Path) -> String {
-    format!(
-        r#"version = 2
-root = "{root}/root"
-state = "{root}/state"
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "localhost/pause:test"
-  restrict_oom_score_adj = true
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.specwright]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.specwright.options]
-        BinaryName = "{WRAPPER}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{root}/cni/bin"
-    conf_dir = "{root}/cni/conf"
-"#,
-        root = root.display(),
-        socket = socket.display()
-    )
+    include_str!("../../examples/containerd/config.toml")
+        .replace("@ROOT@", &root.display().to_string())
+        .replace("@SOCKET@", &socket.display().to_string())
+        .replace("@SANDBOX_IMAGE@", "localhost/pause:test")
+        .replace("@WRAPPER@", WRAPPER)
 }
 
 /// A CRI client on containerd's socket.
