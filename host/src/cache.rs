@@ -6,7 +6,7 @@ use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use specwright_host_core::state::{CacheDir, CacheEntry, StateError};
+use specwright_host_core::state::{identity_kept_locally, CacheDir, CacheEntry, StateError};
 use specwright_host_core::sys::Syscalls;
 
 use sha2::{Digest, Sha256};
@@ -75,15 +75,20 @@ impl CompileCache {
     /// through the file system gives the entry another change time and the
     /// CRC is computed again; damage below the file system after the first
     /// check is not looked for again.
-    /// `digest`, when given, must be the SHA-256 of `bytes` (an embedded
-    /// policy's, computed when specwright was built).
-    pub fn load(
+    pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> Result<(Component, CacheUse), CacheError> {
+        self.load_digested(engine, bytes, component_digest(bytes))
+    }
+
+    /// [`Self::load`] of bytes whose SHA-256 is known already (an embedded
+    /// policy's, computed when specwright was built, or one just hashed):
+    /// `digest` must be theirs, or the entry compiled from them would be
+    /// kept under another component's name.
+    pub(crate) fn load_digested(
         &self,
         engine: &wasmtime::Engine,
         bytes: &[u8],
-        digest: Option<[u8; 32]>,
+        digest: [u8; 32],
     ) -> Result<(Component, CacheUse), CacheError> {
-        let digest = digest.unwrap_or_else(|| component_digest(bytes));
         let name = Self::entry_name(engine, &digest);
         if let Some(component) = self.read(engine, &name, &digest) {
             return Ok((component, CacheUse::Hit));
@@ -114,9 +119,20 @@ impl CompileCache {
     /// The component in `file` from the cache, without reading the file:
     /// when the digest memo names its SHA-256 for the file as it is now
     /// (the same device, inode, size, modification and change times) and
-    /// the entry for that digest is whole. `None` sends the caller to read
-    /// and hash the file.
+    /// the entry for that digest is whole. Only on a file system whose
+    /// identities the kernel keeps ([`identity_kept_locally`]). `None`
+    /// sends the caller to read and hash the file.
+    ///
+    /// What this relies on: a change to the file's contents changes its
+    /// change time. Writes through `write(2)` and renames do; a write whose
+    /// data arrives more than [`Self::SETTLED`] after it began (its source a
+    /// stalled FUSE mapping) or a write through a shared mapping of pages
+    /// already dirty may not. Either needs write access to a file that only
+    /// root (or this user) may write.
     pub fn load_remembered(&self, engine: &wasmtime::Engine, file: &File) -> Option<Component> {
+        if !identity_kept_locally(file) {
+            return None;
+        }
         let identity = FileIdentity::of(&file.metadata().ok()?)?;
         let memo = match self
             .store
@@ -143,7 +159,7 @@ impl CompileCache {
             return;
         };
         let unchanged = file.metadata().ok().and_then(|now| FileIdentity::of(&now)) == Some(identity);
-        if !unchanged || !settled(&identity) {
+        if !unchanged || !settled(&identity) || !identity_kept_locally(file) {
             return;
         }
         if let Err(e) = self
@@ -167,7 +183,7 @@ impl CompileCache {
         let identity = FileIdentity::of_stat(entry.stat());
         let verified_name = format!("{name}.verified");
         let verified = match self.store.read_cache_entry(&self.dir, &verified_name, MEMO_LEN as u64) {
-            Ok(Some(memo)) => identity.recalled(memo.bytes()) == Some(*digest),
+            Ok(Some(memo)) => entry.identity_kept_locally() && identity.recalled(memo.bytes()) == Some(*digest),
             Ok(None) => false,
             Err(e) => {
                 tracing::debug!(error = %e, "reading a compile cache entry's verification");
@@ -183,7 +199,7 @@ impl CompileCache {
             if trailer != EntryTrailer::of(digest, code) {
                 return None;
             }
-            if settled(&identity) {
+            if settled(&identity) && entry.identity_kept_locally() {
                 if let Err(e) = self
                     .store
                     .write_cache_entry(&self.dir, &verified_name, &[&identity.memo(digest)])

@@ -645,3 +645,54 @@ fn a_dry_run_plans_the_selinux_level_it_would_reserve() {
     );
     assert!(!scene.state.exists(), "a dry run made the state dir");
 }
+
+/// Regression: the binaries advance the policies' epoch with SIGALRM; a
+/// process started with SIGALRM blocked (an inherited signal mask) ran a
+/// spinning policy without a time limit. It is stopped at its limit.
+#[test]
+fn a_spinning_policy_is_stopped_even_when_sigalrm_comes_blocked() {
+    use std::os::unix::process::CommandExt;
+    const TEST_POLICY: &str = env!("SPECWRIGHT_TEST_POLICY_WASM");
+    let (_dir, work) = specwright_tests::workdir();
+    let settings = specwright_tests::write_json(&work.join("spin.json"), &serde_json::json!({"mode": "spin"}));
+    let request = specwright_tests::write_json(&work.join("request.json"), &serde_json::json!({"id": "spin"}));
+    let policy = format!("{TEST_POLICY}:{}", settings.display());
+    let mut command = Command::new(HELPER);
+    command.arg("cli").args([
+        "spec",
+        "--dry-run",
+        "--policy-timeout-ms",
+        "300",
+        "--policy",
+        &policy,
+        "--request",
+        request.to_str().unwrap(),
+    ]);
+    // SAFETY: between fork and exec only `sigprocmask`, which is
+    // async-signal-safe, on a set built before the fork.
+    let mut alarm = nix::sys::signal::SigSet::empty();
+    alarm.add(nix::sys::signal::Signal::SIGALRM);
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&alarm), None)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let started = std::time::Instant::now();
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Past a hundred times the limit, the policy is deemed unstoppable.
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("the spinning policy was not stopped at its time limit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("exceeded its time limit"), "{}", stderr(&out));
+}

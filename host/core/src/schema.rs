@@ -86,7 +86,7 @@ impl Schema {
     /// `files` (name, text), `root` among them, taken as they are: each
     /// file parsed when a reference first reaches it, nothing checked. For
     /// the embedded schema, which a test loads with [`Schema::load`].
-    pub fn embedded(files: &[(&'static str, &'static str)], root: &'static str) -> Result<Schema, String> {
+    pub(crate) fn embedded(files: &[(&'static str, &'static str)], root: &'static str) -> Result<Schema, String> {
         if !files.iter().any(|(name, _)| *name == root) {
             return Err(format!("{root}: not among the schema files"));
         }

@@ -431,15 +431,17 @@ impl Engine {
             ));
         }
         match &self.cache {
-            Some(cache) => cache
-                .load(&self.engine, bytes, digest)
-                .map(|(c, used)| (c, Some(used)))
-                .map_err(|e| match e {
-                    crate::cache::CacheError::Compile(e) => {
-                        load_error(format!("is not a valid WebAssembly component: {e}"))
-                    }
-                    e => load_error(format!("keeping its compiled code in the compile cache: {e}")),
-                }),
+            Some(cache) => match digest {
+                Some(digest) => cache.load_digested(&self.engine, bytes, digest),
+                None => cache.load(&self.engine, bytes),
+            }
+            .map(|(c, used)| (c, Some(used)))
+            .map_err(|e| match e {
+                crate::cache::CacheError::Compile(e) => {
+                    load_error(format!("is not a valid WebAssembly component: {e}"))
+                }
+                e => load_error(format!("keeping its compiled code in the compile cache: {e}")),
+            }),
             None => Component::new(&self.engine, bytes)
                 .map(|c| (c, None))
                 .map_err(|e| load_error(format!("is not a valid WebAssembly component: {e:#}"))),

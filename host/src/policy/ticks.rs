@@ -9,8 +9,8 @@
 //! spec`. The timer is deleted by `execve` (the runtime the wrapper execs
 //! inherits no signals from it) and is never inherited by a child.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// How often the engine's epoch advances; the time limit's granularity.
@@ -22,8 +22,10 @@ static BY_TIMER: AtomicBool = AtomicBool::new(false);
 static TIMED_ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
 /// The timer, once made (a `timer_t`, kept as an address-sized integer).
 static TIMER: OnceLock<Result<usize, String>> = OnceLock::new();
-/// Calls in progress on the timed engine: the timer runs while any is.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Calls in progress on the timed engine: the timer runs while any is
+/// (counted and armed under the lock, so that one call's end cannot
+/// disarm the timer another call just armed).
+static RUNNING: Mutex<usize> = Mutex::new(0);
 
 /// For a short-lived process (the binaries), before its first engine: that
 /// engine is ticked by a timer while its policies run instead of by a
@@ -73,19 +75,26 @@ impl Ticking {
             return Ok(None);
         }
         let timer = timer()?;
-        if RUNNING.fetch_add(1, Ordering::SeqCst) == 0 {
-            if let Err(e) = arm(timer, EPOCH_TICK) {
-                RUNNING.fetch_sub(1, Ordering::SeqCst);
-                return Err(e);
-            }
+        let mut running = RUNNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *running == 0 {
+            // A mask inherited with SIGALRM blocked would keep the epoch
+            // from advancing: the policy would run without a time limit.
+            let mut alarm = nix::sys::signal::SigSet::empty();
+            alarm.add(nix::sys::signal::Signal::SIGALRM);
+            nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK, Some(&alarm), None)
+                .map_err(|e| format!("unblocking SIGALRM for the policies' time limit: {e}"))?;
+            arm(timer, EPOCH_TICK)?;
         }
+        *running += 1;
         Ok(Some(Ticking(())))
     }
 }
 
 impl Drop for Ticking {
     fn drop(&mut self) {
-        if RUNNING.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let mut running = RUNNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *running -= 1;
+        if *running == 0 {
             if let Some(Ok(timer)) = TIMER.get() {
                 let _ = arm(*timer, Duration::ZERO);
             }

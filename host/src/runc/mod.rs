@@ -60,8 +60,11 @@ const MAX_DOCUMENT_BYTES: u64 = 1 << 20;
 /// container is gone (a container `run` deleted by itself).
 const PRUNE_AFTER: Duration = Duration::from_secs(600);
 
-/// How many kept specs one `create` checks for that.
-const PRUNE_AT_MOST: usize = 8;
+/// How many kept specs one listing checks for that: enough to keep pace
+/// with a node that starts (and deletes, which leaves each spec's
+/// directory to pruning) hundreds of containers a minute, few enough that
+/// the `create` that lists does not wait long.
+const PRUNE_AT_MOST: usize = 512;
 
 /// How often the kept specs are listed for that (a `create` in between
 /// only looks at when they last were).

@@ -17,6 +17,28 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 use super::at::{io_at, write_atomically, Dir};
 use super::{temporary_owner, StateError};
 
+/// Whether the file open as `fd` lives on a file system whose inode
+/// numbers and change times this kernel keeps (ext2/3/4, XFS, Btrfs, F2FS,
+/// tmpfs), so that a change to the file always gives it another change
+/// time. Images (squashfs, erofs, ISO 9660) and network or FUSE file
+/// systems take them from elsewhere: what is remembered by a file's
+/// identity is not trusted there.
+pub fn identity_kept_locally(fd: impl std::os::fd::AsFd) -> bool {
+    use nix::sys::statfs::{
+        fstatfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
+    };
+    fstatfs(fd).is_ok_and(|fs| {
+        [
+            EXT4_SUPER_MAGIC,
+            XFS_SUPER_MAGIC,
+            BTRFS_SUPER_MAGIC,
+            F2FS_SUPER_MAGIC,
+            TMPFS_MAGIC,
+        ]
+        .contains(&fs.filesystem_type())
+    })
+}
+
 /// The compile cache's directory, open.
 #[derive(Debug, Clone)]
 pub struct CacheDir {
@@ -32,6 +54,7 @@ pub struct CacheEntry {
     map: Option<(std::ptr::NonNull<std::ffi::c_void>, std::num::NonZeroUsize)>,
     file: File,
     stat: nix::sys::stat::FileStat,
+    identity_kept_locally: bool,
 }
 
 // SAFETY: the mapping is private and read-only, and only ever read through
@@ -50,6 +73,12 @@ impl CacheEntry {
     /// device, inode, size, modification and change times).
     pub fn stat(&self) -> &nix::sys::stat::FileStat {
         &self.stat
+    }
+
+    /// Whether that identity is this kernel's to keep
+    /// ([`identity_kept_locally`]).
+    pub fn identity_kept_locally(&self) -> bool {
+        self.identity_kept_locally
     }
 
     /// The entry's bytes.
@@ -144,7 +173,13 @@ impl CacheDir {
                 Some((ptr, len))
             }
         };
-        Ok(Some(CacheEntry { map, file, stat }))
+        let identity_kept_locally = identity_kept_locally(&file);
+        Ok(Some(CacheEntry {
+            map,
+            file,
+            stat,
+            identity_kept_locally,
+        }))
     }
 
     /// Writes entry `name` as `parts`, one after another, mode 0600: an

@@ -31,7 +31,7 @@ mod walk;
 
 pub use at::{temporary_owner, Ownership};
 pub use bundle::{Bundle, EngineConfig, GivenBundle};
-pub use cache::{CacheDir, CacheEntry, CompileLock};
+pub use cache::{identity_kept_locally, CacheDir, CacheEntry, CompileLock};
 pub use dir::{StateDir, DEFAULT_STATE_DIR};
 pub use lock::StepLock;
 pub use record::{

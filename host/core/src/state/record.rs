@@ -103,7 +103,11 @@ fn process_start_time(pid: u32) -> Option<u64> {
     let mut buf = [0u8; 4096];
     let mut len = 0;
     loop {
-        let n = std::io::Read::read(&mut file, &mut buf[len..]).ok()?;
+        let n = match std::io::Read::read(&mut file, &mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
         if n == 0 {
             break;
         }
