@@ -23,7 +23,7 @@ pub enum CacheError {
 }
 
 /// Precompiled policies in the state dir's `cache/`, read and written
-/// through the [`Store`] like every other state file (a dry run finds
+/// through the [`Store`](specwright_host_core::sys::Store) like every other state file (a dry run finds
 /// nothing there, a fault can be injected into any of it).
 #[derive(Clone)]
 pub struct CompileCache {

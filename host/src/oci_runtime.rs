@@ -41,7 +41,7 @@ pub struct OciRuntime {
 }
 
 impl OciRuntime {
-    /// `crun`, `runc` (looked up on PATH, then in [`SYSTEM_PATH`]), or a
+    /// `crun`, `runc` (looked up on PATH, then in the system directories, `SYSTEM_PATH`), or a
     /// path to a runtime binary.
     pub fn find(name: &str) -> Result<OciRuntime, FindError> {
         if name.contains('/') {
