@@ -133,7 +133,7 @@ impl CompileCache {
         if !identity_kept_locally(file) {
             return None;
         }
-        let identity = FileIdentity::of(&file.metadata().ok()?)?;
+        let identity = FileIdentity::of(file)?;
         let memo = match self
             .store
             .read_cache_entry(&self.dir, &identity.memo_name(), MEMO_LEN as u64)
@@ -154,12 +154,11 @@ impl CompileCache {
     /// [`Self::SETTLED`] ago or more, so that a later change, however quick,
     /// gives it another change time: the kernel sets it from its clock at
     /// every write, rename or chmod, and no user can set it back).
-    pub fn remember(&self, file: &File, before: &std::fs::Metadata, digest: &[u8; 32]) {
-        let Some(identity) = FileIdentity::of(before) else {
+    pub(crate) fn remember(&self, file: &File, before: Option<FileIdentity>, digest: &[u8; 32]) {
+        let Some(identity) = before else {
             return;
         };
-        let unchanged = file.metadata().ok().and_then(|now| FileIdentity::of(&now)) == Some(identity);
-        if !unchanged || !settled(&identity) || !identity_kept_locally(file) {
+        if FileIdentity::of(file) != Some(identity) || !settled(&identity) || !identity_kept_locally(file) {
             return;
         }
         if let Err(e) = self
@@ -182,14 +181,15 @@ impl CompileCache {
         };
         let identity = FileIdentity::of_stat(entry.stat());
         let verified_name = format!("{name}.verified");
-        let verified = match self.store.read_cache_entry(&self.dir, &verified_name, MEMO_LEN as u64) {
-            Ok(Some(memo)) => entry.identity_kept_locally() && identity.recalled(memo.bytes()) == Some(*digest),
-            Ok(None) => false,
-            Err(e) => {
-                tracing::debug!(error = %e, "reading a compile cache entry's verification");
-                false
-            }
-        };
+        let local = entry.identity_kept_locally();
+        let verified = local
+            && match self.store.read_cache_entry(&self.dir, &verified_name, MEMO_LEN as u64) {
+                Ok(memo) => memo.is_some_and(|memo| identity.recalled(memo.bytes()) == Some(*digest)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading a compile cache entry's verification");
+                    false
+                }
+            };
         let (code, trailer) = EntryTrailer::split(entry.bytes())?;
         if verified {
             if trailer.component != *digest || trailer.code_len != code.len() as u64 {
@@ -199,7 +199,7 @@ impl CompileCache {
             if trailer != EntryTrailer::of(digest, code) {
                 return None;
             }
-            if settled(&identity) && entry.identity_kept_locally() {
+            if local && settled(&identity) {
                 if let Err(e) = self
                     .store
                     .write_cache_entry(&self.dir, &verified_name, &[&identity.memo(digest)])
@@ -228,7 +228,7 @@ pub fn component_digest(bytes: &[u8]) -> [u8; 32] {
 /// A policy file as the digest memo knows it: what changes whenever its
 /// contents do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
+pub(crate) struct FileIdentity {
     dev: u64,
     ino: u64,
     size: u64,
@@ -242,19 +242,16 @@ const MEMO_MAGIC: &[u8; 8] = b"SWMEMO1\n";
 const MEMO_LEN: usize = MEMO_MAGIC.len() + 7 * 8 + 32;
 
 impl FileIdentity {
-    /// A regular file's identity; `None` for anything else.
-    fn of(meta: &std::fs::Metadata) -> Option<FileIdentity> {
-        use std::os::unix::fs::MetadataExt;
-        meta.file_type().is_file().then(|| FileIdentity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        })
+    /// The identity of the regular file open as `file`; `None` for
+    /// anything else.
+    pub(crate) fn of(file: &File) -> Option<FileIdentity> {
+        let stat = nix::sys::stat::fstat(file).ok()?;
+        let regular = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFREG;
+        regular.then(|| FileIdentity::of_stat(&stat))
     }
 
-    /// What a cache entry's descriptor said of it.
+    /// What a descriptor's `fstat` said of a file.
     fn of_stat(stat: &nix::sys::stat::FileStat) -> FileIdentity {
         FileIdentity {
             dev: stat.st_dev,

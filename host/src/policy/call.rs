@@ -144,13 +144,8 @@ impl Engine {
         })
     }
 
-    /// The epoch ticking while a call of `policy` runs (a call that could
-    /// not be held to its time limit fails).
     fn ticking(&self, policy: &str) -> Result<Option<Ticking>, PolicyFailure> {
-        Ticking::start(self.ticker).map_err(|message| PolicyFailure::Failed {
-            policy: policy.to_string(),
-            message,
-        })
+        ticking(self.ticker, policy)
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -324,6 +319,15 @@ fn with_output(error: PolicyFailure, wasi: Option<&super::wasi::WasiState>) -> P
     }
 }
 
+/// The epoch ticking, by `ticker`, while a call of `policy` runs (a call
+/// that could not be held to its time limit fails).
+fn ticking(ticker: super::ticks::Ticker, policy: &str) -> Result<Option<Ticking>, PolicyFailure> {
+    Ticking::start(ticker).map_err(|message| PolicyFailure::Failed {
+        policy: policy.to_string(),
+        message,
+    })
+}
+
 /// See [`Engine::reused_instance`].
 #[cfg(feature = "bench")]
 pub struct ReusedInstance {
@@ -346,10 +350,7 @@ impl ReusedInstance {
         facts: &HostFacts,
         settings: &str,
     ) -> Result<String, PolicyFailure> {
-        let _ticking = Ticking::start(self.ticker).map_err(|message| PolicyFailure::Failed {
-            policy: self.name.clone(),
-            message,
-        })?;
+        let _ticking = ticking(self.ticker, &self.name)?;
         self.store.data_mut().step = step;
         self.store.set_epoch_deadline(self.ticks);
         let facts = wit_types::HostFacts::from(facts);

@@ -397,15 +397,17 @@ impl Engine {
             policy: name.to_string(),
             message: format!("reading {name}: {e}"),
         };
-        if let Some(component) = self.cache.as_ref().and_then(|c| c.load_remembered(&self.engine, file)) {
+        let Some(cache) = &self.cache else {
+            let bytes = crate::input::read_to_bound(file, crate::input::MAX_POLICY_BYTES).map_err(reading)?;
+            return self.compile_digested(name, &bytes, None);
+        };
+        if let Some(component) = cache.load_remembered(&self.engine, file) {
             return Ok((component, Some(CacheUse::Hit)));
         }
-        let before = file.metadata().map_err(reading)?;
+        let before = crate::cache::FileIdentity::of(file);
         let bytes = crate::input::read_to_bound(file, crate::input::MAX_POLICY_BYTES).map_err(reading)?;
         let digest = crate::cache::component_digest(&bytes);
-        if let Some(cache) = &self.cache {
-            cache.remember(file, &before, &digest);
-        }
+        cache.remember(file, before, &digest);
         self.compile_digested(name, &bytes, Some(digest))
     }
 
@@ -431,17 +433,19 @@ impl Engine {
             ));
         }
         match &self.cache {
-            Some(cache) => match digest {
-                Some(digest) => cache.load_digested(&self.engine, bytes, digest),
-                None => cache.load(&self.engine, bytes),
-            }
-            .map(|(c, used)| (c, Some(used)))
-            .map_err(|e| match e {
-                crate::cache::CacheError::Compile(e) => {
-                    load_error(format!("is not a valid WebAssembly component: {e}"))
-                }
-                e => load_error(format!("keeping its compiled code in the compile cache: {e}")),
-            }),
+            Some(cache) => cache
+                .load_digested(
+                    &self.engine,
+                    bytes,
+                    digest.unwrap_or_else(|| crate::cache::component_digest(bytes)),
+                )
+                .map(|(c, used)| (c, Some(used)))
+                .map_err(|e| match e {
+                    crate::cache::CacheError::Compile(e) => {
+                        load_error(format!("is not a valid WebAssembly component: {e}"))
+                    }
+                    e => load_error(format!("keeping its compiled code in the compile cache: {e}")),
+                }),
             None => Component::new(&self.engine, bytes)
                 .map(|c| (c, None))
                 .map_err(|e| load_error(format!("is not a valid WebAssembly component: {e:#}"))),

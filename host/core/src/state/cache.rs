@@ -54,7 +54,6 @@ pub struct CacheEntry {
     map: Option<(std::ptr::NonNull<std::ffi::c_void>, std::num::NonZeroUsize)>,
     file: File,
     stat: nix::sys::stat::FileStat,
-    identity_kept_locally: bool,
 }
 
 // SAFETY: the mapping is private and read-only, and only ever read through
@@ -76,9 +75,9 @@ impl CacheEntry {
     }
 
     /// Whether that identity is this kernel's to keep
-    /// ([`identity_kept_locally`]).
+    /// ([`identity_kept_locally`]; asked of the file system each time).
     pub fn identity_kept_locally(&self) -> bool {
-        self.identity_kept_locally
+        identity_kept_locally(&self.file)
     }
 
     /// The entry's bytes.
@@ -173,13 +172,7 @@ impl CacheDir {
                 Some((ptr, len))
             }
         };
-        let identity_kept_locally = identity_kept_locally(&file);
-        Ok(Some(CacheEntry {
-            map,
-            file,
-            stat,
-            identity_kept_locally,
-        }))
+        Ok(Some(CacheEntry { map, file, stat }))
     }
 
     /// Writes entry `name` as `parts`, one after another, mode 0600: an

@@ -401,12 +401,17 @@ impl StateDir {
             return Ok(Some(Vec::new()));
         };
         let marker = dir.path.join(LISTED);
-        let since = |st: &nix::sys::stat::FileStat| {
-            let listed = std::time::UNIX_EPOCH + std::time::Duration::new(st.st_mtime.max(0) as u64, 0);
-            now.duration_since(listed).unwrap_or_default()
-        };
+        let now_secs = unix_secs(now);
         match fstatat(dir.fd(), LISTED, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if since(&st) < every && st.st_mtime as u64 <= unix_secs(now) => return Ok(None),
+            // Listed in the `every` before `now` (a time after `now` is
+            // a clock set back: due).
+            Ok(st)
+                if now_secs
+                    .checked_sub(st.st_mtime.max(0) as u64)
+                    .is_some_and(|ago| ago < every.as_secs()) =>
+            {
+                return Ok(None)
+            }
             Ok(_) | Err(Errno::ENOENT) => {}
             Err(e) => return Err(io_at(&marker)(e)),
         }
@@ -417,7 +422,7 @@ impl StateDir {
             Mode::from_bits_truncate(0o600),
         )
         .map_err(io_at(&marker))?;
-        let at = nix::sys::time::TimeSpec::new(unix_secs(now) as i64, 0);
+        let at = nix::sys::time::TimeSpec::new(now_secs as i64, 0);
         nix::sys::stat::futimens(&fd, &at, &at).map_err(io_at(&marker))?;
         let listing = format!("/proc/self/fd/{}", dir.fd().as_raw_fd());
         let io = |e| StateError::Io {
