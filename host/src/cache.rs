@@ -58,8 +58,7 @@ impl CompileCache {
     fn entry_name(engine: &wasmtime::Engine, digest: &[u8; 32]) -> String {
         let mut config = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut config);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{hex}-{:016x}.cwasm", config.finish())
+        format!("{}-{:016x}.cwasm", hex(digest), config.finish())
     }
 
     /// The component for `bytes`: from the cache, or compiled and stored.
@@ -129,7 +128,7 @@ impl CompileCache {
     /// stalled FUSE mapping) or a write through a shared mapping of pages
     /// already dirty may not. Either needs write access to a file that only
     /// root (or this user) may write.
-    pub fn load_remembered(&self, engine: &wasmtime::Engine, file: &File) -> Option<Component> {
+    pub fn load_remembered(&self, engine: &wasmtime::Engine, file: &File) -> Option<(Component, [u8; 32])> {
         if !identity_kept_locally(file) {
             return None;
         }
@@ -145,7 +144,8 @@ impl CompileCache {
             }
         };
         let digest = identity.recalled(memo.bytes())?;
-        self.read(engine, &Self::entry_name(engine, &digest), &digest)
+        let component = self.read(engine, &Self::entry_name(engine, &digest), &digest)?;
+        Some((component, digest))
     }
 
     /// Remembers that `file`, as `before` described it when its bytes were
@@ -218,6 +218,11 @@ fn settled(identity: &FileIdentity) -> bool {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .is_ok_and(|now| now.as_secs() as i64 - identity.ctime.0 > CompileCache::SETTLED.as_secs() as i64)
+}
+
+/// `bytes` in lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The SHA-256 of a component's bytes: its cache entry's key.

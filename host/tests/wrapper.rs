@@ -806,6 +806,192 @@ fn the_files_chain_is_the_floor_flags_only_add_policies_in_front_of_it() {
     assert!(err.contains("runtime.toml") && err.contains("polices"), "{err}");
 }
 
+/// `patch` (RFC 6902) applied to `doc` by Python's jsonpatch: a reader of
+/// the decision log that is not ours.
+fn apply_patch(doc: &Value, patch: &Value) -> Value {
+    let script = "import json, sys, jsonpatch\n\
+                  doc, patch = json.load(sys.stdin)\n\
+                  print(json.dumps(jsonpatch.apply_patch(doc, patch)))";
+    // Debian's Python, which has python3-jsonpatch (not a pyenv's).
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 is not installed");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json!([doc, patch]).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "jsonpatch (apt-get install python3-jsonpatch) failed"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sha256_of(path: &str) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    format!(
+        "sha256:{}",
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap()
+    )
+}
+
+/// The decision records of container `id`, in the order made.
+fn decisions(f: &Fixture, id: &str) -> Vec<Value> {
+    f.audit()
+        .into_iter()
+        .filter(|r| r["op"] == "policy" && r["step"].as_str().is_some_and(|s| s.starts_with(id)))
+        .collect()
+}
+
+#[test]
+fn monitored_policies_record_what_they_would_do_and_change_nothing() {
+    let f = Fixture::new();
+    std::fs::write(f.root.join("spin.json"), r#"{"mode": "spin"}"#).unwrap();
+    let config = f.root.join("runtime.toml");
+    let write_config = |last: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "policies = [\n  {{ path = \"{HARDENED}\", mode = \"monitor\" }},\n  \
+                 {{ path = \"{TEST_POLICY}\", settings = \"spin.json\", mode = \"monitor\" }},\n  {last}\n]\n\
+                 real_runtime = \"{}\"\nstate_dir = \"{}\"\npolicy_timeout_ms = 300\n",
+                f.fake.display(),
+                f.state.display()
+            ),
+        )
+        .unwrap()
+    };
+    // The file's last policy is enforced and allows anything under /.
+    std::fs::write(f.root.join("allow.json"), r#"{"allowed_sources": ["/"]}"#).unwrap();
+    write_config(&format!("\"{MOUNT_ALLOWLIST}:allow.json\""));
+    let bundle = f.bundle.display().to_string();
+    let rootfs = std::fs::canonicalize(f.bundle.join("rootfs"))
+        .unwrap()
+        .display()
+        .to_string();
+
+    // The host's network: hardened would deny; the spinning policy fails.
+    f.edit_spec(|spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+    });
+    let mut engines = f.spec();
+    engines["root"]["path"] = Value::String(rootfs.clone());
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "mon1"], &config);
+    assert_eq!(out.status.code(), Some(7), "the runtime ran: {}", stderr(&out));
+    assert!(f.passed().is_some());
+    assert!(f.seen() == engines, "the runtime got the engine's spec unchanged");
+    let records = decisions(&f, "mon1");
+    assert_eq!(records.len(), 3, "{records:?}");
+    let (hardened_record, spinning, allowlist) = (&records[0], &records[1], &records[2]);
+    assert_eq!(hardened_record["policy"], HARDENED);
+    assert_eq!(hardened_record["digest"], sha256_of(HARDENED));
+    assert_eq!(hardened_record["mode"], "monitor");
+    assert_eq!(hardened_record["verdict"], "denied");
+    assert!(
+        hardened_record["denial"]
+            .as_str()
+            .unwrap()
+            .contains("the host network is not allowed"),
+        "{hardened_record}"
+    );
+    assert!(hardened_record["duration_us"].as_u64().unwrap() > 0);
+    assert_eq!(spinning["mode"], "monitor");
+    assert_eq!(spinning["verdict"], "failed");
+    assert!(spinning["error"].as_str().unwrap().contains("time"), "{spinning}");
+    assert_eq!(
+        (&allowlist["mode"], &allowlist["verdict"]),
+        (&json!("enforce"), &json!("allowed"))
+    );
+    assert_eq!(allowlist["patch"], json!([]));
+
+    // With a network namespace hardened allows and tightens: what it would
+    // change is a patch that, applied to the spec it got, gives its spec.
+    f.edit_spec(|spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "network"}));
+        spec["process"].as_object_mut().unwrap().remove("noNewPrivileges");
+        for set in ["bounding", "effective", "permitted"] {
+            spec["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_NET_RAW"));
+        }
+    });
+    let mut engines = f.spec();
+    engines["root"]["path"] = Value::String(rootfs);
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "mon2"], &config);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(f.passed().is_some());
+    assert!(
+        f.seen() == engines,
+        "the runtime got the engine's spec unchanged: {:?}",
+        specwright_host_core::patch::diff(&engines, &f.seen())
+    );
+    let record = &decisions(&f, "mon2")[0];
+    assert_eq!(record["verdict"], "changed", "{record}");
+    assert_ne!(hardened(engines.clone()), engines);
+    assert!(
+        apply_patch(&engines, &record["patch"]) == hardened(engines.clone()),
+        "{record}"
+    );
+
+    // An enforced policy after monitored ones still fails closed.
+    f.edit_spec(|spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+    });
+    write_config(&format!("{{ path = \"{HARDENED}\", mode = \"enforce\" }}"));
+    let before = std::fs::read(f.config()).unwrap();
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "mon3"], &config);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the host network is not allowed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.passed(), None, "the runtime did not run");
+    assert_eq!(std::fs::read(f.config()).unwrap(), before);
+    let verdicts: Vec<(Value, Value)> = decisions(&f, "mon3")
+        .iter()
+        .map(|r| (r["mode"].clone(), r["verdict"].clone()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (json!("monitor"), json!("denied")),
+            (json!("monitor"), json!("failed")),
+            (json!("enforce"), json!("denied"))
+        ]
+    );
+
+    // An engine's --monitor-policy flag is read as the file's table is.
+    write_config(&format!("\"{MOUNT_ALLOWLIST}:allow.json\""));
+    let out = f.run_with_config(
+        &["--monitor-policy", HARDENED, "create", "--bundle", &bundle, "mon4"],
+        &config,
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let records = decisions(&f, "mon4");
+    assert_eq!(
+        (&records[0]["policy"], &records[0]["mode"], &records[0]["verdict"]),
+        (&json!(HARDENED), &json!("monitor"), &json!("denied"))
+    );
+}
+
 #[test]
 fn an_embedded_policy_named_with_settings_in_the_file_is_the_embedded_one() {
     let f = Fixture::new();

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use specwright_tests::{
     in_namespace, oracle_facts_file, run_in_private_mount_namespace, script_output, selector_request, wait_for_a_mount,
     workdir, write_json,
@@ -299,8 +299,23 @@ fn the_audit_log_names_step_policy_and_operation() {
     assert!(entries
         .iter()
         .all(|e| e["step"] == "audited" && e["duration_us"].is_u64()));
-    let changed = &entries[5]["detail"]["changed"];
-    assert!(changed.as_array().unwrap().iter().any(|f| f == "mounts"), "{changed}");
+    // The first policy made the spec from nothing: its patch is the spec.
+    let decision = &entries[5];
+    assert_eq!(
+        (&decision["mode"], &decision["verdict"]),
+        (&json!("enforce"), &json!("changed"))
+    );
+    assert!(
+        decision["digest"].as_str().unwrap().starts_with("sha256:"),
+        "{decision}"
+    );
+    let patch = decision["patch"].as_array().unwrap();
+    assert_eq!(
+        (&patch[0]["op"], &patch[0]["path"]),
+        (&json!("replace"), &json!("")),
+        "{decision}"
+    );
+    assert!(patch[0]["value"]["mounts"].is_array(), "{decision}");
 }
 
 #[test]

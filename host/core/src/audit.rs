@@ -13,6 +13,68 @@ pub struct Audit {
     file: Option<Mutex<std::fs::File>>,
 }
 
+/// Whether a policy's verdict counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Its denial stops the container or step, its changes are kept, its
+    /// failure is fatal (fail closed).
+    #[default]
+    Enforce,
+    /// It runs on the same input but never blocks and never changes the
+    /// spec: what it would have done is recorded, and the chain goes on
+    /// with the spec it received; its failure is recorded, never fatal.
+    Monitor,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        }
+    }
+}
+
+/// What one policy did with the spec it received.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// It returned the spec unchanged.
+    Allowed,
+    /// It returned another spec: the RFC 6902 patch from the one it
+    /// received ([`crate::patch::diff`]).
+    Changed(Vec<Value>),
+    /// It denied the step or container, saying why.
+    Denied(String),
+    /// It failed: an error, a trap, a limit, an invalid spec.
+    Failed(String),
+}
+
+impl Verdict {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Changed(_) => "changed",
+            Verdict::Denied(_) => "denied",
+            Verdict::Failed(_) => "failed",
+        }
+    }
+}
+
+/// One policy's decision on one step or container: the decision log's
+/// record.
+#[derive(Clone, Debug)]
+pub struct Decision<'a> {
+    pub step: &'a str,
+    pub policy: &'a str,
+    /// `sha256:<hex>` of the component, when the host knew it (a policy
+    /// loaded through the compile cache, or embedded).
+    pub digest: Option<&'a str>,
+    pub mode: Mode,
+    pub verdict: Verdict,
+    pub took: Duration,
+}
+
 impl Audit {
     /// Appends to `path`, creating it.
     pub fn open(path: &Path) -> std::io::Result<Audit> {
@@ -47,6 +109,61 @@ impl Audit {
             }
     }
 
+    /// Records a policy's decision (op `policy`): its name, component
+    /// digest, mode, verdict, the time it took and, by verdict, the denial
+    /// (`denial`), the failure (`error`) or the patch (`patch`). `result` is
+    /// `ok` for a spec allowed or changed, `error` otherwise, whatever the
+    /// mode.
+    pub fn decision(&self, decision: &Decision<'_>) {
+        let Decision {
+            step,
+            policy,
+            digest,
+            mode,
+            verdict,
+            took,
+        } = decision;
+        let duration_us = took.as_micros() as u64;
+        let verdict_name = verdict.name();
+        match verdict {
+            Verdict::Allowed | Verdict::Changed(_) => {
+                tracing::info!(
+                    step,
+                    policy,
+                    mode = mode.as_str(),
+                    verdict = verdict_name,
+                    duration_us,
+                    "policy decision"
+                )
+            }
+            Verdict::Denied(message) | Verdict::Failed(message) => {
+                tracing::warn!(step, policy, mode = mode.as_str(), verdict = verdict_name, message = %message, duration_us, "policy decision")
+            }
+        }
+        if self.file.is_none() {
+            return;
+        }
+        let mut line = json!({
+            "ts_unix_ms": now_ms(),
+            "step": step,
+            "policy": policy,
+            "op": "policy",
+            "digest": digest,
+            "mode": mode,
+            "verdict": verdict_name,
+            "result": if matches!(verdict, Verdict::Allowed | Verdict::Changed(_)) { "ok" } else { "error" },
+            "duration_us": duration_us,
+        });
+        let (key, value) = match verdict {
+            Verdict::Allowed => ("patch", json!([])),
+            Verdict::Changed(patch) => ("patch", Value::from(patch.clone())),
+            Verdict::Denied(message) => ("denial", json!(message)),
+            Verdict::Failed(message) => ("error", json!(message)),
+        };
+        line[key] = value;
+        self.write_line(&line);
+    }
+
     /// Records one operation; a failure to write the log is reported as a
     /// tracing event and does not fail the operation. Returns the bytes
     /// the log line took (0 when there is no log file).
@@ -59,10 +176,6 @@ impl Audit {
         result: Result<Value, &str>,
         took: Duration,
     ) -> usize {
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
         let ok = result.is_ok();
         let (outcome, detail) = match result {
             Ok(v) => ("ok", v),
@@ -73,9 +186,11 @@ impl Audit {
         } else {
             tracing::warn!(step, policy = actor, op, args = %args, error = %detail, duration_us = took.as_micros() as u64, "privileged operation failed")
         }
-        let Some(file) = &self.file else { return 0 };
+        if self.file.is_none() {
+            return 0;
+        }
         let line = json!({
-            "ts_unix_ms": ts as u64,
+            "ts_unix_ms": now_ms(),
             "step": step,
             "policy": actor,
             "op": op,
@@ -84,6 +199,12 @@ impl Audit {
             "detail": detail,
             "duration_us": took.as_micros() as u64,
         });
+        self.write_line(&line)
+    }
+
+    /// Appends `line` to the log file; returns the bytes it took.
+    fn write_line(&self, line: &Value) -> usize {
+        let Some(file) = &self.file else { return 0 };
         // One write(2) a line: with O_APPEND, lines from concurrent
         // processes never interleave (`writeln!` on the file wrote each JSON
         // token with its own syscall).
@@ -98,6 +219,144 @@ impl Audit {
         }
         bytes.len()
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// A decision log summed up by policy and mode (`specwright audit`).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Summary {
+    /// Steps and containers reviewed (distinct step ids).
+    pub reviews: usize,
+    /// Every policy decision.
+    pub decisions: usize,
+    /// By policy name and mode, sorted.
+    pub policies: Vec<PolicySummary>,
+}
+
+/// One policy's decisions in one mode. In monitor mode `denied` and
+/// `changed` count what it would have done.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicySummary {
+    pub policy: String,
+    pub mode: Mode,
+    /// The component digests it was run as, sorted.
+    pub digests: Vec<String>,
+    pub decisions: u64,
+    pub allowed: u64,
+    pub changed: u64,
+    pub denied: u64,
+    pub failed: u64,
+    /// The time its decisions took, in all.
+    pub total_us: u64,
+}
+
+/// Why a decision log could not be summed up: names the line.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    #[error("reading line {line}: {source}")]
+    Read {
+        line: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("line {line}: more than {MAX_LINE_BYTES} bytes")]
+    LongLine { line: usize },
+    #[error("line {line}: {message}")]
+    Line { line: usize, message: String },
+}
+
+/// The longest audit line read.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+impl Summary {
+    /// Sums up the audit log `log` (JSON lines; every record that is not a
+    /// policy decision is skipped; a record that is not JSON, or a
+    /// decision without its fields, is an error naming its line).
+    pub fn read(log: impl std::io::BufRead) -> Result<Summary, SummaryError> {
+        use std::collections::{BTreeMap, BTreeSet, HashSet};
+        use std::io::{BufRead, Read};
+        let mut steps: HashSet<String> = HashSet::new();
+        let mut by_policy: BTreeMap<(String, Mode), (PolicySummary, BTreeSet<String>)> = BTreeMap::new();
+        let mut decisions = 0;
+        let mut log = log;
+        let mut buf = Vec::new();
+        for line in 1.. {
+            buf.clear();
+            let read = (&mut log)
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_until(b'\n', &mut buf)
+                .map_err(|source| SummaryError::Read { line, source })?;
+            if read == 0 {
+                break;
+            }
+            if buf.len() > MAX_LINE_BYTES {
+                return Err(SummaryError::LongLine { line });
+            }
+            let bad = |message: String| SummaryError::Line { line, message };
+            let record: RecordLine = serde_json::from_slice(&buf).map_err(|e| bad(e.to_string()))?;
+            if record.op != "policy" {
+                continue;
+            }
+            let (Some(mode), Some(verdict)) = (record.mode, record.verdict) else {
+                // A record of a version before decisions had modes.
+                continue;
+            };
+            decisions += 1;
+            steps.insert(record.step);
+            let (summary, digests) = by_policy.entry((record.policy.clone(), mode)).or_default();
+            summary.policy = record.policy;
+            summary.mode = mode;
+            summary.decisions += 1;
+            summary.total_us += record.duration_us;
+            match verdict.as_str() {
+                "allowed" => summary.allowed += 1,
+                "changed" => summary.changed += 1,
+                "denied" => summary.denied += 1,
+                "failed" => summary.failed += 1,
+                other => {
+                    return Err(bad(format!(
+                        "verdict {other:?} is none of allowed, changed, denied, failed"
+                    )))
+                }
+            }
+            if let Some(digest) = record.digest {
+                digests.insert(digest);
+            }
+        }
+        Ok(Summary {
+            reviews: steps.len(),
+            decisions,
+            policies: by_policy
+                .into_values()
+                .map(|(mut summary, digests)| {
+                    summary.digests = digests.into_iter().collect();
+                    summary
+                })
+                .collect(),
+        })
+    }
+}
+
+/// What a summary reads of an audit line.
+#[derive(serde::Deserialize)]
+struct RecordLine {
+    step: String,
+    policy: String,
+    op: String,
+    #[serde(default)]
+    digest: Option<String>,
+    #[serde(default)]
+    mode: Option<Mode>,
+    #[serde(default)]
+    verdict: Option<String>,
+    #[serde(default)]
+    duration_us: u64,
 }
 
 #[cfg(test)]
@@ -128,5 +387,64 @@ mod tests {
             let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
             assert_eq!(v["op"], "op");
         }
+    }
+
+    /// Decisions summed by policy and mode; other records skipped; a line
+    /// that is not a record named by its number.
+    #[test]
+    fn a_summary_counts_verdicts_by_policy_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&path).unwrap();
+        let decide = |step: &str, policy: &str, mode: Mode, verdict: Verdict| {
+            audit.decision(&Decision {
+                step,
+                policy,
+                digest: Some("sha256:ab"),
+                mode,
+                verdict,
+                took: Duration::from_micros(10),
+            })
+        };
+        decide("a", "guard", Mode::Monitor, Verdict::Denied("no".into()));
+        decide(
+            "a",
+            "hardened",
+            Mode::Enforce,
+            Verdict::Changed(vec![json!({"op": "remove", "path": "/x"})]),
+        );
+        audit.record("a", "hardened", "exists", json!({}), Ok(json!({})), Duration::ZERO);
+        decide("b", "guard", Mode::Monitor, Verdict::Allowed);
+        decide("b", "hardened", Mode::Enforce, Verdict::Denied("no".into()));
+        decide("c", "guard", Mode::Enforce, Verdict::Failed("trapped".into()));
+        let summary = Summary::read(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
+        assert_eq!((summary.reviews, summary.decisions), (3, 5));
+        let rows: Vec<(&str, Mode, [u64; 5])> = summary
+            .policies
+            .iter()
+            .map(|p| {
+                (
+                    p.policy.as_str(),
+                    p.mode,
+                    [p.decisions, p.allowed, p.changed, p.denied, p.failed],
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("guard", Mode::Enforce, [1, 0, 0, 0, 1]),
+                ("guard", Mode::Monitor, [2, 1, 0, 1, 0]),
+                ("hardened", Mode::Enforce, [2, 0, 1, 1, 0]),
+            ]
+        );
+        assert_eq!(summary.policies[1].digests, ["sha256:ab"]);
+        assert_eq!(summary.policies[1].total_us, 20);
+        let broken = format!(
+            "{}\n{{not json\n",
+            std::fs::read_to_string(&path).unwrap().lines().next().unwrap()
+        );
+        let err = Summary::read(broken.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("line 2:"), "{err}");
     }
 }

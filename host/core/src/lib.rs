@@ -10,6 +10,7 @@ pub mod facts;
 pub mod input;
 pub mod interrupt;
 pub mod mount;
+pub mod patch;
 pub mod resolve;
 pub mod schema;
 pub mod state;

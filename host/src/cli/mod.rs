@@ -4,15 +4,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::oci_runtime::OciRuntime;
-use crate::policy::{Engine, Limits};
+use crate::policy::{Engine, Limits, Mode, PolicyArg};
 use crate::state::{Owner, DEFAULT_STATE_DIR};
 use crate::step::{GcOutcome, Mounting, StepOptions};
 use crate::sys::{RealSyscalls, Syscalls};
 use crate::Workspace;
 
+mod audit;
 mod policy;
 mod spec;
 
@@ -40,6 +41,12 @@ enum Command {
         /// one. Without any, the default policy runs alone.
         #[arg(long = "policy", value_name = "FILE[:SETTINGS.json]")]
         policies: Vec<String>,
+        /// A policy in monitor mode: it runs on the spec the policies
+        /// before it made, and what it would deny or change is recorded in
+        /// the audit log, never done. In the chain in the order given among
+        /// `--policy`.
+        #[arg(long = "monitor-policy", value_name = "FILE[:SETTINGS.json]")]
+        monitor_policies: Vec<String>,
         /// The step request (format v1 JSON); `-` reads standard input.
         #[arg(long, value_name = "FILE|-", default_value = "-")]
         request: String,
@@ -88,6 +95,9 @@ enum Command {
     Run {
         #[arg(long = "policy", value_name = "FILE[:SETTINGS.json]")]
         policies: Vec<String>,
+        /// A policy in monitor mode (as `spec --monitor-policy`).
+        #[arg(long = "monitor-policy", value_name = "FILE[:SETTINGS.json]")]
+        monitor_policies: Vec<String>,
         /// The step request (format v1 JSON); `-` reads standard input.
         #[arg(long, value_name = "FILE|-")]
         request: String,
@@ -128,6 +138,18 @@ enum Command {
     Gc {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+    },
+    /// Sum up the decision log: reviews, and each policy's verdicts by
+    /// mode (in monitor mode, what it would have done).
+    Audit {
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// The audit log to read (default: the state dir's audit.jsonl).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Work with policy components.
     Policy {
@@ -175,14 +197,17 @@ where
     if std::env::var_os("SPECWRIGHT_PERF_MAP").is_some() {
         crate::policy::write_perf_map();
     }
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, chain_of(&matches))));
+    let (cli, chain) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return e.exit_code();
         }
     };
-    match run(cli, parent) {
+    match run(cli, chain, parent) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("specwright: {e:#}");
@@ -192,6 +217,30 @@ where
             }
         }
     }
+}
+
+/// The chain `--policy` and `--monitor-policy` name, in the order given
+/// (clap keeps each flag's values apart; their indices say the order).
+fn chain_of(matches: &clap::ArgMatches) -> Vec<PolicyArg> {
+    let Some((_, sub)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    let mut chain: Vec<(usize, PolicyArg)> = Vec::new();
+    for (id, mode) in [("policies", Mode::Enforce), ("monitor_policies", Mode::Monitor)] {
+        let Ok(Some(values)) = sub.try_get_many::<String>(id) else {
+            continue;
+        };
+        let Some(indices) = sub.indices_of(id) else {
+            continue;
+        };
+        chain.extend(
+            indices
+                .zip(values)
+                .map(|(i, arg)| (i, PolicyArg { arg: arg.clone(), mode })),
+        );
+    }
+    chain.sort_by_key(|(i, _)| *i);
+    chain.into_iter().map(|(_, arg)| arg).collect()
 }
 
 /// The workspace at `dir`, its operations performed by `sys`.
@@ -221,10 +270,11 @@ fn cdi_dirs(given: Vec<PathBuf>) -> Arc<Vec<PathBuf>> {
     }
 }
 
-fn run(cli: Cli, parent: u32) -> Result<i32> {
+fn run(cli: Cli, chain: Vec<PolicyArg>, parent: u32) -> Result<i32> {
     match cli.command {
         Command::Run {
-            policies,
+            policies: _,
+            monitor_policies: _,
             request,
             rootfs,
             runtime,
@@ -258,7 +308,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
                 None => crate::facts::detect()?,
             };
             let engine = Engine::new(limits)?.with_cache(cache);
-            let chain = engine.load_chain(&policies)?;
+            let chain = engine.load_chain(&chain)?;
             let _holding = crate::interrupt::Holding::start();
             Ok(engine.run_declared(
                 &chain,
@@ -271,7 +321,8 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             )?)
         }
         Command::Spec {
-            policies,
+            policies: _,
+            monitor_policies: _,
             request,
             host_facts,
             state_dir,
@@ -287,7 +338,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             let limits = Limits::from_flags(Some(policy_timeout_ms), Some(policy_memory_mib))?;
             let owner = step_owner(owner_pid, parent)?;
             spec(SpecArgs {
-                policies,
+                policies: chain,
                 request,
                 host_facts,
                 state_dir,
@@ -317,6 +368,7 @@ fn run(cli: Cli, parent: u32) -> Result<i32> {
             Ok(0)
         }
         Command::Policy { command } => policy_command(command).map(|()| 0),
+        Command::Audit { state_dir, log, json } => audit::audit(state_dir, log, json).map(|()| 0),
         Command::Gc { state_dir } => {
             let workspace = open_workspace(&state_dir, Arc::new(RealSyscalls))?;
             let mut failed = 0;

@@ -15,7 +15,7 @@ use crate::sys::{RealSyscalls, RecordingSyscalls};
 use crate::{Error, Request, Step};
 
 pub(super) struct SpecArgs {
-    pub(super) policies: Vec<String>,
+    pub(super) policies: Vec<crate::policy::PolicyArg>,
     pub(super) request: String,
     pub(super) host_facts: Option<PathBuf>,
     pub(super) state_dir: PathBuf,

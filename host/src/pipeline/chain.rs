@@ -5,15 +5,16 @@
 
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use specwright_core::spec::Spec;
 use specwright_core::{HostFacts, Request};
 
 use super::Error;
-use crate::audit::Audit;
+use crate::audit::{Audit, Decision, Mode, Verdict};
 use crate::policy::{Engine, LoadedPolicy, PolicyFacts, PolicyFailure};
 use crate::step::StepHost;
 use crate::validate;
+use specwright_host_core::patch;
 
 /// The spec an engine wrote, read as every runtime reads it or refused
 /// ([`validate::validate_engine_json`]), before any policy runs.
@@ -36,6 +37,9 @@ pub(crate) fn run(
         Ok(input) => input,
         Err(e) => return Err(release_after(step, e)),
     };
+    if let Some(first) = chain.first().filter(|p| p.mode == Mode::Monitor) {
+        return Err(release_after(step, Error::MonitoredFirst(first.name.clone())));
+    }
     let facts = PolicyFacts::from(facts);
     let mut last: Option<Output> = None;
     for policy in chain {
@@ -46,7 +50,8 @@ pub(crate) fn run(
         let (returned, outcome) = run_policy(engine, policy, step, &input, &facts, previous, before, audit);
         step = returned;
         match outcome {
-            Ok(out) => last = Some(out),
+            Ok(Some(out)) => last = Some(out),
+            Ok(None) => {}
             Err(e) => return Err(release_after(step, e)),
         }
     }
@@ -77,8 +82,8 @@ pub(crate) fn review(
     audit: &Audit,
 ) -> Result<Spec, Error> {
     let facts = PolicyFacts::from(facts);
-    // What the audit compares each policy's output with: the engine's
-    // spec, then the output before it, each made into a value once.
+    // What each policy's verdict is taken against: the engine's spec,
+    // then the last enforced output, each made into a value once.
     let mut before = match serde_json::to_value(&spec) {
         Ok(value) => value,
         Err(e) => return Err(release_after(step, Error::EncodeRequest(e))),
@@ -105,10 +110,11 @@ pub(crate) fn review(
         };
         let (returned, outcome) = run_policy(engine, policy, step, &input, &facts, Some(&previous), &before, audit);
         step = returned;
-        (current, before) = match outcome {
-            Ok(out) => (out.spec, out.value),
+        match outcome {
+            Ok(Some(out)) => (current, before) = (out.spec, out.value),
+            Ok(None) => {}
             Err(e) => return Err(release_after(step, e)),
-        };
+        }
     }
     let cancelled = step_cancelled(&step);
     step.release_all()?;
@@ -138,8 +144,8 @@ impl<'r> Input<'r> {
 }
 
 /// What a policy returned, checked: its text (handed to the next policy
-/// as it was written), the parsed value (for the audit's changed fields)
-/// and the typed spec.
+/// as it was written), the parsed value (what the next policy's patch is
+/// taken against) and the typed spec.
 struct Output {
     text: String,
     value: Value,
@@ -148,8 +154,12 @@ struct Output {
 
 /// Runs one policy of a chain on `step` and checks what it returns (parsed
 /// once, strictly, against the runtime-spec schema and for what runtimes
-/// would read otherwise); audits the outcome, with the top-level fields it
-/// changed from `before`.
+/// would read otherwise); records its decision (its verdict on `before`,
+/// the spec it received). Returns what the chain goes on with: the
+/// policy's output when it is enforced, nothing (the spec it received)
+/// when it is monitored. A monitored policy's denial or failure is
+/// recorded, never returned; an interruption stops the chain whatever the
+/// mode.
 #[allow(clippy::too_many_arguments)]
 fn run_policy(
     engine: &Engine,
@@ -160,7 +170,7 @@ fn run_policy(
     previous: Option<&str>,
     before: &Value,
     audit: &Audit,
-) -> (StepHost, Result<Output, Error>) {
+) -> (StepHost, Result<Option<Output>, Error>) {
     if let Some(signal) = step_cancelled(&step) {
         return (step, Err(Error::Interrupted(signal)));
     }
@@ -175,24 +185,28 @@ fn run_policy(
                 message: e.to_string(),
             })
     });
-    let message = checked.as_ref().err().map(ToString::to_string);
-    let outcome = match (&checked, &message) {
-        (Ok(out), _) => Ok(json!({"changed": changed_fields(before, &out.value)})),
-        (Err(_), message) => Err(message.as_deref().unwrap_or_default()),
+    let took = start.elapsed();
+    let verdict = match &checked {
+        Ok(out) if out.value == *before => Verdict::Allowed,
+        Ok(out) => Verdict::Changed(patch::diff(before, &out.value)),
+        Err(PolicyFailure::Denied { reason, .. }) => Verdict::Denied(reason.clone()),
+        Err(e) => Verdict::Failed(e.to_string()),
     };
-    audit.record(request.id, &policy.name, "policy", json!({}), outcome, start.elapsed());
-    (step, checked.map_err(Error::from))
-}
-
-/// Top-level spec fields that differ between two policies' outputs.
-fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let b = before.as_object().unwrap_or(&empty);
-    let a = after.as_object().unwrap_or(&empty);
-    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter().filter(|k| b.get(*k) != a.get(*k)).cloned().collect()
+    let digest = policy.digest();
+    audit.decision(&Decision {
+        step: request.id,
+        policy: &policy.name,
+        digest: digest.as_deref(),
+        mode: policy.mode,
+        verdict,
+        took,
+    });
+    let outcome = match (policy.mode, checked) {
+        (Mode::Enforce, checked) => checked.map(Some).map_err(Error::from),
+        (Mode::Monitor, Err(e @ PolicyFailure::Interrupted { .. })) => Err(e.into()),
+        (Mode::Monitor, _) => Ok(None),
+    };
+    (step, outcome)
 }
 
 /// Releases everything after `error`, reporting both if the release fails too.

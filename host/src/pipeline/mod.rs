@@ -28,7 +28,7 @@ use crate::audit::Audit;
 use crate::cache::CompileCache;
 use crate::interrupt::Cancel;
 use crate::oci_runtime::OciRuntime;
-use crate::policy::{Engine, LoadedPolicy, PolicyFailure};
+use crate::policy::{Engine, LoadedPolicy, PolicyArg, PolicyFailure};
 use crate::state::{StateDir, StateError, StepLock};
 use crate::step::{gc, release_locked, release_step, GcOutcome, ReleaseError, ReleaseReport, StepHost, StepOptions};
 use crate::sys::{RealSyscalls, Syscalls};
@@ -65,6 +65,10 @@ pub enum Error {
     /// A chain without a policy makes no spec.
     #[error("the chain has no policy")]
     EmptyChain,
+    /// A build step's chain whose first policy is monitored: no enforced
+    /// policy before it makes the spec the chain would go on with.
+    #[error("policy {0} is monitored but comes first in a build step's chain: an enforced policy (the default one) must make the spec before it")]
+    MonitoredFirst(String),
     /// A policy of the chain was loaded by another engine.
     #[error("policy {0} was loaded by another engine than the one asked to run it (load it with this engine, or Engine::adopt it)")]
     ForeignPolicy(String),
@@ -237,22 +241,25 @@ impl Engine {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn load_chain(&self, args: &[String]) -> Result<Chain, Error> {
+    pub fn load_chain(&self, args: &[PolicyArg]) -> Result<Chain, Error> {
         if args.is_empty() {
             return Ok(Chain::new(vec![self.load_default()?]));
         }
-        let policies = args.iter().map(|a| self.load_arg(a)).collect::<Result<Vec<_>, _>>()?;
+        let policies = args
+            .iter()
+            .map(|a| Ok(self.load_arg(&a.arg)?.with_mode(a.mode)))
+            .collect::<Result<Vec<_>, PolicyFailure>>()?;
         Ok(Chain::new(policies))
     }
 
     /// [`Engine::load_chain`] for a chain that decides what containers may
     /// do (`specwright-runc`'s): every policy and settings file must be a
     /// trusted file; no policy, no chain.
-    pub fn load_trusted_chain(&self, args: &[String]) -> Result<Chain, Error> {
+    pub fn load_trusted_chain(&self, args: &[PolicyArg]) -> Result<Chain, Error> {
         let policies = args
             .iter()
-            .map(|a| self.load_trusted_arg(a))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|a| Ok(self.load_trusted_arg(&a.arg)?.with_mode(a.mode)))
+            .collect::<Result<Vec<_>, PolicyFailure>>()?;
         Ok(Chain::new(policies))
     }
 

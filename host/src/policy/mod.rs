@@ -25,6 +25,7 @@ pub use call::ReusedInstance;
 use call::KEEP_RESIDENT_BYTES;
 pub use call::{Limits, LimitsError};
 use host::PolicyState;
+pub use specwright_host_core::audit::Mode;
 pub use wasi::{LINKED as WASI_LINKED, OUTPUT_BYTES as WASI_OUTPUT_BYTES, TRAPPED as WASI_TRAPPED};
 
 mod bindings {
@@ -142,7 +143,26 @@ pub enum PolicyFailure {
 pub struct LoadedPolicy {
     pub name: String,
     pub settings: String,
+    /// Whether its verdict counts ([`Mode::Enforce`], as loaded) or is
+    /// only recorded ([`Mode::Monitor`]).
+    pub mode: Mode,
+    /// The component's SHA-256, when the host knew it without hashing for
+    /// it (through the compile cache, or embedded).
+    digest: Option<[u8; 32]>,
     pre: bindings::PolicyPre<PolicyState>,
+}
+
+impl LoadedPolicy {
+    /// The same policy in `mode`.
+    pub fn with_mode(mut self, mode: Mode) -> LoadedPolicy {
+        self.mode = mode;
+        self
+    }
+
+    /// `sha256:<hex>` of the component, when known (the decision log's).
+    pub fn digest(&self) -> Option<String> {
+        self.digest.map(|d| format!("sha256:{}", crate::cache::hex(&d)))
+    }
 }
 
 /// Whether runtimes made from now on write `/tmp/perf-<pid>.map`.
@@ -306,7 +326,9 @@ impl Engine {
         };
         let component = crate::cache::copy_component(policy.pre.instance_pre().component(), &self.engine)
             .map_err(|e| load_error(format!("copying its compiled code to another runtime: {e:#}")))?;
-        self.link(&policy.name, &component, policy.settings.clone())
+        Ok(self
+            .link(&policy.name, &component, policy.settings.clone(), policy.digest)?
+            .with_mode(policy.mode))
     }
 
     /// Keeps precompiled policies in `cache` (a workspace's:
@@ -385,30 +407,33 @@ impl Engine {
         } else {
             std::fs::File::open(&file)
         };
-        let (component, _) = self.compile_file(&name, &opened.map_err(reading)?)?;
-        self.link(&name, &component, settings)
+        let (component, digest) = self.compile_file(&name, &opened.map_err(reading)?)?;
+        self.link(&name, &component, settings, digest)
     }
 
     /// The component in `file`, an open policy file named `name`: through
     /// the cache, whose digest memo spares reading and hashing a file it
-    /// has seen unchanged ([`CompileCache::load_remembered`]).
-    fn compile_file(&self, name: &str, file: &std::fs::File) -> Result<(Component, Option<CacheUse>), PolicyFailure> {
+    /// has seen unchanged ([`CompileCache::load_remembered`]). With the
+    /// component, its SHA-256 when there is a cache (none is computed
+    /// without).
+    fn compile_file(&self, name: &str, file: &std::fs::File) -> Result<(Component, Option<[u8; 32]>), PolicyFailure> {
         let reading = |e: std::io::Error| PolicyFailure::Load {
             policy: name.to_string(),
             message: format!("reading {name}: {e}"),
         };
         let Some(cache) = &self.cache else {
             let bytes = crate::input::read_to_bound(file, crate::input::MAX_POLICY_BYTES).map_err(reading)?;
-            return self.compile_digested(name, &bytes, None);
+            return self.compile_digested(name, &bytes, None).map(|(c, _)| (c, None));
         };
-        if let Some(component) = cache.load_remembered(&self.engine, file) {
-            return Ok((component, Some(CacheUse::Hit)));
+        if let Some((component, digest)) = cache.load_remembered(&self.engine, file) {
+            return Ok((component, Some(digest)));
         }
         let before = crate::cache::FileIdentity::of(file);
         let bytes = crate::input::read_to_bound(file, crate::input::MAX_POLICY_BYTES).map_err(reading)?;
         let digest = crate::cache::component_digest(&bytes);
         cache.remember(file, before, &digest);
         self.compile_digested(name, &bytes, Some(digest))
+            .map(|(c, _)| (c, Some(digest)))
     }
 
     /// A component from bytes, through the cache when there is one.
@@ -484,12 +509,20 @@ impl Engine {
     /// [`Self::load_bytes`] with the settings' text as given (a settings
     /// file's, passed on unchanged).
     fn load_text_settings(&self, name: &str, bytes: &[u8], settings: String) -> Result<LoadedPolicy, PolicyFailure> {
-        let (component, _) = self.compile(name, bytes)?;
-        self.link(name, &component, settings)
+        let digest =
+            embedded_digest(bytes).or_else(|| self.cache.as_ref().map(|_| crate::cache::component_digest(bytes)));
+        let (component, _) = self.compile_digested(name, bytes, digest)?;
+        self.link(name, &component, settings, digest)
     }
 
     /// A compiled component linked against the host, ready to instantiate.
-    fn link(&self, name: &str, component: &Component, settings: String) -> Result<LoadedPolicy, PolicyFailure> {
+    fn link(
+        &self,
+        name: &str,
+        component: &Component,
+        settings: String,
+        digest: Option<[u8; 32]>,
+    ) -> Result<LoadedPolicy, PolicyFailure> {
         let load_error = |message: String| PolicyFailure::Load {
             policy: name.to_string(),
             message,
@@ -506,6 +539,8 @@ impl Engine {
         Ok(LoadedPolicy {
             name: name.to_string(),
             settings,
+            mode: Mode::Enforce,
+            digest,
             pre,
         })
     }
@@ -604,6 +639,51 @@ impl Engine {
             ));
         }
         Ok(linker)
+    }
+}
+
+/// A policy of a chain as configured: `FILE[:SETTINGS.json]` (or an
+/// embedded policy's name, as `--policy` takes it) and its mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyArg {
+    pub arg: String,
+    pub mode: Mode,
+}
+
+impl PolicyArg {
+    pub fn enforced(arg: impl Into<String>) -> PolicyArg {
+        PolicyArg {
+            arg: arg.into(),
+            mode: Mode::Enforce,
+        }
+    }
+
+    pub fn monitored(arg: impl Into<String>) -> PolicyArg {
+        PolicyArg {
+            arg: arg.into(),
+            mode: Mode::Monitor,
+        }
+    }
+}
+
+/// An enforced policy, `FILE[:SETTINGS.json]`.
+impl From<&str> for PolicyArg {
+    fn from(arg: &str) -> PolicyArg {
+        PolicyArg::enforced(arg)
+    }
+}
+
+/// An enforced policy, `FILE[:SETTINGS.json]`.
+impl From<String> for PolicyArg {
+    fn from(arg: String) -> PolicyArg {
+        PolicyArg::enforced(arg)
+    }
+}
+
+/// An enforced policy named `FILE[:SETTINGS.json]` equals its text.
+impl PartialEq<&str> for PolicyArg {
+    fn eq(&self, other: &&str) -> bool {
+        self.mode == Mode::Enforce && self.arg == *other
     }
 }
 

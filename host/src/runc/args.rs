@@ -22,11 +22,14 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use crate::policy::PolicyArg;
+
 /// specwright's own global flags (none reaches the real runtime).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct OwnFlags {
-    /// `--policy FILE[:SETTINGS.json]`, in the order given.
-    pub policies: Vec<String>,
+    /// `--policy FILE[:SETTINGS.json]` (enforced) and
+    /// `--monitor-policy FILE[:SETTINGS.json]`, in the order given.
+    pub policies: Vec<PolicyArg>,
     /// `--real-runtime PATH|runc|crun`.
     pub real_runtime: Option<String>,
     /// `--state-dir DIR`.
@@ -329,6 +332,7 @@ const UPDATE_FLAGS: &[Flag] = &[
 /// specwright's own flags, all taking a value.
 const OWN_FLAGS: &[&str] = &[
     "policy",
+    "monitor-policy",
     "real-runtime",
     "state-dir",
     "policy-timeout-ms",
@@ -573,7 +577,8 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgsError> {
             }
         };
         match (name, value) {
-            ("policy", Some(v)) => own.policies.push(text(name, &v)?),
+            ("policy", Some(v)) => own.policies.push(PolicyArg::enforced(text(name, &v)?)),
+            ("monitor-policy", Some(v)) => own.policies.push(PolicyArg::monitored(text(name, &v)?)),
             ("real-runtime", Some(v)) => own.real_runtime = Some(text(name, &v)?),
             ("state-dir", Some(v)) => own.state_dir = Some(PathBuf::from(v)),
             ("policy-timeout-ms", Some(v)) => own.policy_timeout_ms = Some(number(name, &v)?),

@@ -4,7 +4,10 @@
 //! the file `SPECWRIGHT_RUNTIME_CONFIG` names.
 //!
 //! ```toml
-//! policies = ["/etc/specwright/hardened.wasm"]   # FILE[:SETTINGS.json], in order
+//! policies = [                                  # in order
+//!     "/etc/specwright/hardened.wasm",           # FILE[:SETTINGS.json]: enforced
+//!     { path = "env-guard.wasm", settings = "env-guard.json", mode = "monitor" },
+//! ]
 //! real_runtime = "runc"                          # runc, crun, or a path
 //! state_dir = "/var/lib/specwright"
 //! policy_timeout_ms = 1000
@@ -26,7 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::args::OwnFlags;
-use crate::policy::split_policy_arg;
+use crate::policy::{split_policy_arg, Mode, PolicyArg};
 
 /// The file read when `SPECWRIGHT_RUNTIME_CONFIG` is not set; it may be
 /// missing (then nothing is configured).
@@ -43,8 +46,8 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 #[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WrapperConfig {
-    #[serde(default)]
-    pub policies: Vec<String>,
+    #[serde(default, deserialize_with = "policy_entries")]
+    pub policies: Vec<PolicyArg>,
     pub real_runtime: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub policy_timeout_ms: Option<u64>,
@@ -145,8 +148,13 @@ impl WrapperConfig {
         config.policies = config
             .policies
             .iter()
-            .map(|p| relative_to(base, p))
-            .collect::<Result<_, _>>()
+            .map(|p| {
+                Ok(PolicyArg {
+                    arg: relative_to(base, &p.arg)?,
+                    mode: p.mode,
+                })
+            })
+            .collect::<Result<_, crate::policy::PolicyFailure>>()
             .map_err(|e| ConfigError::Parse {
                 path: path.to_path_buf(),
                 message: format!("policies: {e}"),
@@ -210,6 +218,44 @@ impl Loaded {
     }
 }
 
+/// A policy entry of the file: `"FILE[:SETTINGS.json]"` (enforced), or a
+/// table `{ path = "FILE", settings = "SETTINGS.json", mode = "monitor" }`
+/// (`settings` and `mode` optional; `mode` is `enforce` or `monitor`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyTable {
+    path: String,
+    settings: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+}
+
+fn policy_entries<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<PolicyArg>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(
+        untagged,
+        expecting = "a policy: \"FILE[:SETTINGS.json]\" or { path = ..., settings = ..., mode = \"enforce\" | \"monitor\" } (no other key)"
+    )]
+    enum Entry {
+        Arg(String),
+        Table(PolicyTable),
+    }
+    let entries = Vec::<Entry>::deserialize(deserializer)?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| match entry {
+            Entry::Arg(arg) => PolicyArg::enforced(arg),
+            Entry::Table(PolicyTable { path, settings, mode }) => PolicyArg {
+                arg: match settings {
+                    Some(settings) => format!("{path}:{settings}"),
+                    None => path,
+                },
+                mode,
+            },
+        })
+        .collect())
+}
+
 /// `FILE[:SETTINGS]` with relative paths taken from `base`; an embedded
 /// policy's name (`default:settings.json`) stays a name.
 fn relative_to(base: &Path, policy: &str) -> Result<String, crate::policy::PolicyFailure> {
@@ -223,6 +269,46 @@ fn relative_to(base: &Path, policy: &str) -> Result<String, crate::policy::Polic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_may_be_a_table_naming_its_mode() {
+        let config = WrapperConfig::parse(
+            Path::new("/etc/specwright/runtime.toml"),
+            r#"
+                policies = [
+                    "hardened.wasm",
+                    { path = "guard.wasm", settings = "guard.json", mode = "monitor" },
+                    { path = "/opt/allow.wasm", mode = "enforce" },
+                    { path = "default" },
+                ]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.policies,
+            [
+                PolicyArg::enforced("/etc/specwright/hardened.wasm"),
+                PolicyArg::monitored("/etc/specwright/guard.wasm:/etc/specwright/guard.json"),
+                PolicyArg::enforced("/opt/allow.wasm"),
+                PolicyArg::enforced("default"),
+            ]
+        );
+        for (entry, named) in [
+            (r#"{ path = "a.wasm", mode = "warn" }"#, "a policy"),
+            (r#"{ path = "a.wasm", modes = "monitor" }"#, "a policy"),
+            (r#"{ settings = "a.json" }"#, "a policy"),
+            ("3", "a policy"),
+        ] {
+            let text = format!("policies = [{entry}]");
+            let err = WrapperConfig::parse(Path::new("/etc/specwright/runtime.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("/etc/specwright/runtime.toml") && err.contains("policies") && err.contains(named),
+                "{entry}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn every_key_is_read_and_relative_policies_are_the_files() {

@@ -1,0 +1,168 @@
+//! Rolling policies out to a fleet, through the `specwright` command line:
+//! monitor mode in a build step's chain, the decision log and its summary
+//! (`specwright audit`), policy tests (`specwright policy test`) and the
+//! metrics file. The wrapper's side of monitor mode is in the host's
+//! `wrapper.rs`; registries in `registry.rs`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+use specwright_tests::{workdir, write_json};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
+const ENV_GUARD: &str = env!("SPECWRIGHT_ENV_GUARD_WASM");
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(HELPER).arg("cli").args(args).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn audit_records(state: &Path) -> Vec<Value> {
+    std::fs::read_to_string(state.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A step env-guard denies (a variable that looks like a secret).
+fn secret_request(dir: &Path, id: &str) -> String {
+    write_json(
+        &dir.join(format!("{id}.request.json")),
+        &json!({"id": id, "args": ["/bin/sh", "-c", "make"], "env": ["PATH=/bin", "DB_PASSWORD=hunter2"], "cwd": "/"}),
+    )
+    .display()
+    .to_string()
+}
+
+#[test]
+fn a_monitored_policy_in_a_build_steps_chain_changes_nothing_and_its_verdicts_are_summed_up() {
+    let (_dir, work) = workdir();
+    let state = work.join("state");
+    let state_arg = state.display().to_string();
+    let facts = work.join("facts.json");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/host-facts.json"),
+        &facts,
+    )
+    .unwrap();
+    let facts = facts.display().to_string();
+    let spec = |id: &str, policies: &[&str]| {
+        let request = secret_request(&work, id);
+        let mut args = vec![
+            "spec",
+            "--request",
+            &request,
+            "--host-facts",
+            &facts,
+            "--state-dir",
+            &state_arg,
+        ];
+        args.extend(policies);
+        let out = cli(&args);
+        if out.status.success() {
+            let release = cli(&["release", "--state-dir", &state_arg, id]);
+            assert!(release.status.success(), "{}", stderr(&release));
+        }
+        out
+    };
+    let alone = spec("alone", &["--policy", "default"]);
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    let monitored = spec("watched", &["--policy", "default", "--monitor-policy", ENV_GUARD]);
+    assert!(monitored.status.success(), "{}", stderr(&monitored));
+    let without_id = |out: &Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .replace("watched", "ID")
+            .replace("alone", "ID")
+    };
+    assert_eq!(
+        without_id(&monitored),
+        without_id(&alone),
+        "the monitored policy changed nothing"
+    );
+    let records = audit_records(&state);
+    let watched: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["step"] == "watched" && r["op"] == "policy")
+        .collect();
+    assert_eq!(watched.len(), 2, "{watched:?}");
+    assert_eq!(
+        (&watched[1]["policy"], &watched[1]["mode"]),
+        (&json!(ENV_GUARD), &json!("monitor"))
+    );
+    assert_eq!(watched[1]["verdict"], "denied");
+    assert!(
+        watched[1]["denial"].as_str().unwrap().contains("DB_PASSWORD"),
+        "{}",
+        watched[1]
+    );
+
+    // Enforced, it denies; monitored alone it has no spec to go on with.
+    let enforced = spec("enforced", &["--policy", "default", "--policy", ENV_GUARD]);
+    assert_eq!(enforced.status.code(), Some(1));
+    assert!(stderr(&enforced).contains("DB_PASSWORD"), "{}", stderr(&enforced));
+    let first = spec("first", &["--monitor-policy", ENV_GUARD, "--policy", "default"]);
+    assert_eq!(first.status.code(), Some(1));
+    assert!(
+        stderr(&first).contains("monitored but comes first"),
+        "{}",
+        stderr(&first)
+    );
+
+    // The summary: reviews, and verdicts by policy and mode.
+    let out = cli(&["audit", "--state-dir", &state_arg, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["reviews"], 3, "{summary}");
+    let row = |policy: &str, mode: &str| {
+        summary["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["policy"] == policy && p["mode"] == mode)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {policy} {mode} in {summary}"))
+    };
+    let guard_monitored = row(ENV_GUARD, "monitor");
+    assert_eq!(
+        (&guard_monitored["decisions"], &guard_monitored["denied"]),
+        (&json!(1), &json!(1))
+    );
+    let guard_enforced = row(ENV_GUARD, "enforce");
+    assert_eq!(
+        (&guard_enforced["decisions"], &guard_enforced["denied"]),
+        (&json!(1), &json!(1))
+    );
+    let default = row("default", "enforce");
+    assert_eq!((&default["decisions"], &default["changed"]), (&json!(3), &json!(3)));
+    let table = cli(&["audit", "--state-dir", &state_arg]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("3 reviews"), "{table}");
+    // POLICY MODE DECISIONS ALLOWED CHANGED DENIED FAILED MEAN-MS
+    let columns = |line: &str| {
+        line.split_whitespace()
+            .skip(1)
+            .take(6)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(ENV_GUARD) && columns(l) == ["monitor", "1", "0", "0", "1", "0"]),
+        "{table}"
+    );
+    // A log that is not one is an error naming the file and the line.
+    std::fs::write(work.join("broken.jsonl"), "{\"op\": \"policy\"}\n").unwrap();
+    let out = cli(&["audit", "--log", &work.join("broken.jsonl").display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("broken.jsonl") && stderr(&out).contains("line 1"),
+        "{}",
+        stderr(&out)
+    );
+}
