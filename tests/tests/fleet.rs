@@ -166,3 +166,86 @@ fn a_monitored_policy_in_a_build_steps_chain_changes_nothing_and_its_verdicts_ar
         stderr(&out)
     );
 }
+
+/// `specwright policy test`: a line a case naming what differs, the
+/// count, and exit code 1 on any failure; a cases dir it cannot read is
+/// an error naming it.
+#[test]
+fn policy_test_names_each_failing_case_and_what_differs() {
+    let (_dir, work) = workdir();
+    let cases = work.join("cases");
+    std::fs::create_dir(&cases).unwrap();
+    let step = |env: &[&str]| json!({"id": "s", "args": ["/bin/true"], "env": env, "cwd": "/"});
+    let case = |name: &str, input: Value, expected: Option<Value>| {
+        write_json(&cases.join(format!("{name}.request.json")), &input);
+        if let Some(expected) = expected {
+            write_json(&cases.join(format!("{name}.expected.json")), &expected);
+        }
+    };
+    case(
+        "a-passes",
+        step(&["PATH=/bin"]),
+        Some(json!({"spec": {"process": {"env": ["PATH=/bin"]}}})),
+    );
+    case(
+        "b-other-env",
+        step(&["PATH=/bin"]),
+        Some(json!({"spec": {"process": {"env": ["PATH=/usr/bin"]}}})),
+    );
+    case(
+        "c-other-denial",
+        step(&["MY_TOKEN=x"]),
+        Some(json!({"denied": "PASSWORD"})),
+    );
+    case("d-denied-not-spec", step(&["MY_TOKEN=x"]), Some(json!({"spec": {}})));
+    case("e-no-expectation", step(&["PATH=/bin"]), None);
+    case(
+        "f-two-expectations",
+        step(&["PATH=/bin"]),
+        Some(json!({"spec": {}, "denied": "x"})),
+    );
+    case("g-denied", step(&["MY_TOKEN=x"]), Some(json!({"denied": "MY_TOKEN"})));
+    std::fs::write(cases.join("README.md"), "not a case\n").unwrap();
+    let out = cli(&["policy", "test", ENV_GUARD, cases.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 8, "{text}");
+    assert_eq!(lines[0], "ok      a-passes");
+    assert!(
+        lines[1].starts_with("FAILED  b-other-env: /process/env: expected [\"PATH=/usr/bin\"], got [\"PATH=/bin\"]"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("FAILED  c-other-denial: denied, but saying") && lines[2].contains("MY_TOKEN"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("FAILED  d-denied-not-spec: expected a spec, but the step was denied"),
+        "{text}"
+    );
+    assert!(
+        lines[4].starts_with("FAILED  e-no-expectation: ") && lines[4].contains("e-no-expectation.expected.json"),
+        "{text}"
+    );
+    assert!(
+        lines[5].starts_with("FAILED  f-two-expectations: ") && lines[5].contains("{\"denied\": \"TEXT\"}"),
+        "{text}"
+    );
+    assert_eq!(lines[6], "ok      g-denied");
+    assert_eq!(lines[7], "2 passed, 5 failed");
+
+    // One name, two inputs; no case at all; no such directory.
+    write_json(&cases.join("a-passes.engine.json"), &json!({}));
+    let out = cli(&["policy", "test", ENV_GUARD, cases.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("case a-passes is both"), "{}", stderr(&out));
+    let empty = work.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = cli(&["policy", "test", ENV_GUARD, empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no cases"), "{}", stderr(&out));
+    let out = cli(&["policy", "test", ENV_GUARD, "/nonexistent-cases"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/nonexistent-cases"), "{}", stderr(&out));
+}

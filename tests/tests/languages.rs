@@ -14,6 +14,7 @@ use specwright_tests::{oracle_cases_dir, write_json};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_sw-testhelper");
 const ENV_GUARD_RUST: &str = env!("SPECWRIGHT_ENV_GUARD_WASM");
+const TEMPLATE_RUST: &str = env!("SPECWRIGHT_TEMPLATE_WASM");
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -346,6 +347,50 @@ fn the_templates_work_as_their_guides_say() {
         assert!(
             text.contains("wasi:filesystem/types@") && text.contains("no file: a policy holds no descriptor"),
             "{text}"
+        );
+    }
+}
+
+/// The cases each template and env-guard ships pass in every language:
+/// `specwright policy test` as an author runs it.
+#[test]
+fn the_templates_and_env_guard_pass_the_cases_they_ship() {
+    let b = built();
+    let guest = root().join("guest");
+    let env_guard_cases = guest.join("env-guard/cases");
+    let env_guard = |wasm: &str| format!("{wasm}:{}", env_guard_cases.join("settings.json").display());
+    let template = guest.join("template/cases");
+    let runs = [
+        (env_guard(ENV_GUARD_RUST), env_guard_cases.clone(), 6),
+        (env_guard(&b.wasm("env_guard_py.wasm")), env_guard_cases.clone(), 6),
+        (env_guard(&b.wasm("env_guard_js.wasm")), env_guard_cases.clone(), 6),
+        (
+            format!("{TEMPLATE_RUST}:{}", template.join("settings.json").display()),
+            template,
+            2,
+        ),
+        (b.wasm("template_py.wasm"), guest.join("python/template/cases"), 4),
+        (b.wasm("template_js.wasm"), guest.join("js/template/cases"), 4),
+    ];
+    for (policy, cases, count) in runs {
+        let out = cli(&[
+            "policy",
+            "test",
+            "--state-dir",
+            b.state.to_str().unwrap(),
+            &policy,
+            cases.to_str().unwrap(),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{policy}:\n{text}{}", stderr(&out));
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("ok ")).count(),
+            count,
+            "{policy}:\n{text}"
+        );
+        assert!(
+            text.ends_with(&format!("{count} passed, 0 failed\n")),
+            "{policy}:\n{text}"
         );
     }
 }

@@ -15,6 +15,7 @@ use crate::Workspace;
 
 mod audit;
 mod policy;
+mod policy_test;
 mod spec;
 
 use policy::policy_command;
@@ -167,6 +168,29 @@ enum PolicyCommand {
         state_dir: PathBuf,
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Run a policy on test cases in CASES_DIR: NAME.request.json (a build
+    /// step, run through the default policy and then this one) or
+    /// NAME.engine.json (an engine's config.json, reviewed as
+    /// specwright-runc reviews it), each with NAME.expected.json
+    /// ({"denied": "TEXT"} or {"spec": {...}}); optional NAME.host.json.
+    /// One line a case, then "N passed, M failed"; exit code 1 on any
+    /// failure.
+    Test {
+        /// The policy, `FILE[:SETTINGS.json]`.
+        #[arg(value_name = "POLICY[:SETTINGS.json]")]
+        policy: String,
+        #[arg(value_name = "CASES_DIR")]
+        cases: PathBuf,
+        /// Keep the compiled policy in this state dir's compile cache (a
+        /// Python or JavaScript policy compiles for seconds); without it
+        /// nothing is written.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long, value_name = "MS", default_value_t = Limits::DEFAULT_TIMEOUT_MS)]
+        policy_timeout_ms: u64,
+        #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_MIB)]
+        policy_memory_mib: usize,
     },
     /// Show a policy's world and version, imports, exports, size and metadata.
     Inspect {
@@ -367,7 +391,7 @@ fn run(cli: Cli, chain: Vec<PolicyArg>, parent: u32) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Policy { command } => policy_command(command).map(|()| 0),
+        Command::Policy { command } => policy_command(command),
         Command::Audit { state_dir, log, json } => audit::audit(state_dir, log, json).map(|()| 0),
         Command::Gc { state_dir } => {
             let workspace = open_workspace(&state_dir, Arc::new(RealSyscalls))?;

@@ -8,8 +8,25 @@ use super::{open_workspace, PolicyCommand};
 use crate::cache::CacheUse;
 use crate::policy::{Engine, ImportUse, Limits};
 
-pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
+/// Runs `command`; returns the exit code.
+pub(super) fn policy_command(command: PolicyCommand) -> Result<i32> {
     match command {
+        PolicyCommand::Test {
+            policy,
+            cases,
+            state_dir,
+            policy_timeout_ms,
+            policy_memory_mib,
+        } => {
+            let limits = Limits::from_flags(Some(policy_timeout_ms), Some(policy_memory_mib))?;
+            let mut engine = Engine::new(limits)?;
+            if let Some(dir) = state_dir {
+                let workspace = open_workspace(&dir, Arc::new(crate::sys::RealSyscalls))?;
+                engine = engine.with_cache(workspace.compile_cache()?);
+            }
+            let all_passed = super::policy_test::run_cases(&engine, &policy, &cases)?;
+            Ok(if all_passed { 0 } else { 1 })
+        }
         PolicyCommand::Compile { state_dir, files } => {
             let workspace = open_workspace(&state_dir, Arc::new(crate::sys::RealSyscalls))?;
             let runtime = Engine::new(Limits::default())?.with_cache(workspace.compile_cache()?);
@@ -22,7 +39,7 @@ pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
                 };
                 println!("{name}: {verb}");
             }
-            Ok(())
+            Ok(0)
         }
         PolicyCommand::Inspect { file, json } => {
             let runtime = Engine::new(Limits::default())?;
@@ -30,7 +47,7 @@ pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
             let info = runtime.inspect(&name, &bytes)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
-                return Ok(());
+                return Ok(0);
             }
             println!("policy:      {} {}", info.name, info.version);
             println!("description: {}", info.description);
@@ -47,7 +64,7 @@ pub(super) fn policy_command(command: PolicyCommand) -> Result<()> {
             for ImportUse { import, gets } in &info.import_uses {
                 println!("  {import:width$}  {gets}");
             }
-            Ok(())
+            Ok(0)
         }
     }
 }
