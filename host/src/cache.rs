@@ -6,6 +6,7 @@ use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use specwright_host_core::metrics::CacheUses;
 use specwright_host_core::state::{identity_kept_locally, CacheDir, CacheEntry, StateError};
 use specwright_host_core::sys::Syscalls;
 
@@ -29,6 +30,8 @@ pub enum CacheError {
 pub struct CompileCache {
     dir: CacheDir,
     store: Arc<dyn Syscalls>,
+    /// Its hits and compilations in this process (the metrics').
+    uses: Arc<CacheUses>,
 }
 
 /// What a load found.
@@ -45,7 +48,12 @@ impl CompileCache {
 
     /// The cache in `dir`, read and written through `store`.
     pub fn new(dir: CacheDir, store: Arc<dyn Syscalls>) -> CompileCache {
-        CompileCache { dir, store }
+        CompileCache::counting(dir, store, Arc::default())
+    }
+
+    /// [`Self::new`], counting its hits and compilations in `uses`.
+    pub fn counting(dir: CacheDir, store: Arc<dyn Syscalls>, uses: Arc<CacheUses>) -> CompileCache {
+        CompileCache { dir, store, uses }
     }
 
     /// Its directory, open.
@@ -90,6 +98,7 @@ impl CompileCache {
     ) -> Result<(Component, CacheUse), CacheError> {
         let name = Self::entry_name(engine, &digest);
         if let Some(component) = self.read(engine, &name, &digest) {
+            self.uses.hit();
             return Ok((component, CacheUse::Hit));
         }
         // Missing, stale, foreign or broken. Processes that miss the same
@@ -97,6 +106,7 @@ impl CompileCache {
         // the others wait for it and read what it wrote.
         let _compiling = self.store.lock_cache_entry(&self.dir, &name, COMPILE_WAIT)?;
         if let Some(component) = self.read(engine, &name, &digest) {
+            self.uses.hit();
             return Ok((component, CacheUse::Hit));
         }
         if let Err(e) = self.store.sweep_cache(&self.dir) {
@@ -111,6 +121,7 @@ impl CompileCache {
             &[&compiled, &EntryTrailer::of(&digest, &compiled).to_bytes()],
         )?;
         tracing::info!(entry = %name, "compiled a policy into the compile cache");
+        self.uses.compiled();
         let component = deserialize_bytes(engine, &compiled).map_err(|e| CacheError::Compile(format!("{e:#}")))?;
         Ok((component, CacheUse::Compiled))
     }
@@ -145,6 +156,7 @@ impl CompileCache {
         };
         let digest = identity.recalled(memo.bytes())?;
         let component = self.read(engine, &Self::entry_name(engine, &digest), &digest)?;
+        self.uses.hit();
         Some((component, digest))
     }
 

@@ -1315,6 +1315,137 @@ fn concurrent_starts_with_a_cold_cache_compile_the_policy_once() {
     assert!(!stderr(&later).contains(COMPILED), "{}", stderr(&later));
 }
 
+/// `path`'s samples as Prometheus' own Python client parses the text
+/// format: (name, labels, value) each.
+fn prometheus_samples(path: &Path) -> Vec<(String, serde_json::Map<String, Value>, f64)> {
+    let script = "import json, sys\n\
+                  from prometheus_client.parser import text_string_to_metric_families\n\
+                  print(json.dumps([[s.name, s.labels, s.value] for f in text_string_to_metric_families(open(sys.argv[1]).read()) for s in f.samples]))";
+    // Debian's Python, which has python3-prometheus-client (not a pyenv's).
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("/usr/bin/python3 is not installed");
+    assert!(
+        out.status.success(),
+        "the Prometheus text parser (apt-get install python3-prometheus-client) refused {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<(String, serde_json::Map<String, Value>, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+    samples
+}
+
+#[test]
+fn thirty_concurrent_reviews_lose_no_count_in_the_metrics_file() {
+    const STARTS: usize = 30;
+    let f = Fixture::new();
+    std::fs::write(f.root.join("allow.json"), r#"{"allowed_sources": ["/"]}"#).unwrap();
+    let textfile = f.root.join("textfile/specwright.prom");
+    std::fs::create_dir_all(textfile.parent().unwrap()).unwrap();
+    let config = f.root.join("runtime.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [{{ path = \"{HARDENED}\", mode = \"monitor\" }}, \"{MOUNT_ALLOWLIST}:allow.json\"]\n\
+             real_runtime = \"{}\"\nstate_dir = \"{}\"\nmetrics_file = \"{}\"\n",
+            f.fake.display(),
+            f.state.display(),
+            textfile.display()
+        ),
+    )
+    .unwrap();
+    // Every other container has the host's network, which hardened would deny.
+    let start = |i: usize| {
+        let bundle = f.root.join(format!("bundle-{i}"));
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        let mut spec = f.spec();
+        if i % 2 == 1 {
+            spec["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "network");
+        }
+        std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+        Command::new(WRAPPER)
+            .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+            .args(["create", "--bundle", bundle.to_str().unwrap(), &format!("m{i}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running specwright-runc")
+    };
+    // A reader meanwhile only ever sees a whole file: each is replaced
+    // atomically, never written in place.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let last_line = "specwright_compile_cache_total{result=\"compiled\"}";
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut seen = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(text) = std::fs::read_to_string(&textfile) {
+                    let last = text.lines().last().unwrap_or_default();
+                    assert!(
+                        text.ends_with('\n') && last.starts_with(last_line),
+                        "a partial file:\n{text}"
+                    );
+                    seen += 1;
+                }
+            }
+            seen
+        });
+        let children: Vec<_> = (0..STARTS).map(start).collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+            assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0, "the reader never saw the file");
+    });
+    assert_eq!(
+        std::fs::metadata(&textfile).unwrap().mode() & 0o777,
+        0o644,
+        "node_exporter reads it as its own user"
+    );
+    let samples = prometheus_samples(&textfile);
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k) == Some(&json!(v))))
+            .map(|(_, _, v)| v)
+            .sum()
+    };
+    let n = STARTS as f64;
+    assert_eq!(
+        value("specwright_reviews_total", &[("outcome", "approved")]),
+        n,
+        "{samples:?}"
+    );
+    assert_eq!(value("specwright_reviews_total", &[("outcome", "denied")]), 0.0);
+    assert_eq!(value("specwright_review_duration_seconds_count", &[]), n);
+    assert_eq!(value("specwright_review_duration_seconds_bucket", &[("le", "+Inf")]), n);
+    assert!(value("specwright_review_duration_seconds_sum", &[]) > 0.0);
+    let hardened = [("policy", HARDENED), ("mode", "monitor")];
+    assert_eq!(value("specwright_policy_decisions_total", &hardened), n);
+    assert_eq!(
+        value(
+            "specwright_policy_decisions_total",
+            &[hardened[0], hardened[1], ("verdict", "denied")]
+        ),
+        n / 2.0
+    );
+    let allowlist = [("policy", MOUNT_ALLOWLIST), ("mode", "enforce"), ("verdict", "allowed")];
+    assert_eq!(value("specwright_policy_decisions_total", &allowlist), n, "{samples:?}");
+    assert_eq!(value("specwright_policy_duration_seconds_count", &hardened), n);
+    // Two policies loaded by each start; each compiled once.
+    let hits = value("specwright_compile_cache_total", &[("result", "hit")]);
+    let compiled = value("specwright_compile_cache_total", &[("result", "compiled")]);
+    assert_eq!((hits + compiled, compiled), (2.0 * n, 2.0), "{samples:?}");
+}
+
 /// Regression: a start waiting for another process compiling its policy
 /// did not notice SIGTERM until the wait's bound (60 s); it now stops at
 /// once, saying why, and leaves nothing behind.

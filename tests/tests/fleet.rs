@@ -102,9 +102,29 @@ fn a_monitored_policy_in_a_build_steps_chain_changes_nothing_and_its_verdicts_ar
     );
 
     // Enforced, it denies; monitored alone it has no spec to go on with.
-    let enforced = spec("enforced", &["--policy", "default", "--policy", ENV_GUARD]);
+    // The metrics count the denial.
+    let metrics = work.join("specwright.prom");
+    let enforced = spec(
+        "enforced",
+        &[
+            "--policy",
+            "default",
+            "--policy",
+            ENV_GUARD,
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+    );
     assert_eq!(enforced.status.code(), Some(1));
     assert!(stderr(&enforced).contains("DB_PASSWORD"), "{}", stderr(&enforced));
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    for line in [
+        "specwright_reviews_total{outcome=\"denied\"} 1".to_string(),
+        format!("specwright_policy_decisions_total{{policy=\"{ENV_GUARD}\",mode=\"enforce\",verdict=\"denied\"}} 1"),
+        "specwright_policy_decisions_total{policy=\"default\",mode=\"enforce\",verdict=\"changed\"} 1".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
     let first = spec("first", &["--monitor-policy", ENV_GUARD, "--policy", "default"]);
     assert_eq!(first.status.code(), Some(1));
     assert!(

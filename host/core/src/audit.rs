@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 
 pub struct Audit {
     file: Option<Mutex<std::fs::File>>,
+    /// What this process's reviews decided, for the metrics.
+    tally: Mutex<crate::metrics::Metrics>,
 }
 
 /// Whether a policy's verdict counts.
@@ -87,12 +89,30 @@ impl Audit {
     pub fn to_file(file: std::fs::File) -> Audit {
         Audit {
             file: Some(Mutex::new(file)),
+            tally: Mutex::default(),
         }
     }
 
     /// Tracing events only (dry runs write nothing to the state dir).
     pub fn events_only() -> Audit {
-        Audit { file: None }
+        Audit {
+            file: None,
+            tally: Mutex::default(),
+        }
+    }
+
+    /// Counts a review's outcome and the time the chain took (the
+    /// metrics'; the decisions are in the log).
+    pub fn review(&self, outcome: crate::metrics::Outcome, took: Duration) {
+        if let Ok(mut tally) = self.tally.lock() {
+            tally.review(outcome, took);
+        }
+    }
+
+    /// What this process's reviews decided so far: reviews, and each
+    /// policy's verdicts.
+    pub fn tally(&self) -> crate::metrics::Metrics {
+        self.tally.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     /// Whether a record of an operation that succeeded (`ok`) or failed
@@ -125,6 +145,9 @@ impl Audit {
         } = decision;
         let duration_us = took.as_micros() as u64;
         let verdict_name = verdict.name();
+        if let Ok(mut tally) = self.tally.lock() {
+            tally.decision(policy, *mode, verdict_name, *took);
+        }
         match verdict {
             Verdict::Allowed | Verdict::Changed(_) => {
                 tracing::info!(

@@ -9,6 +9,7 @@ pub mod cdi;
 pub mod facts;
 pub mod input;
 pub mod interrupt;
+pub mod metrics;
 pub mod mount;
 pub mod patch;
 pub mod resolve;

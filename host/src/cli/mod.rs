@@ -89,6 +89,11 @@ enum Command {
         /// Memory limit of one policy instance, in MiB.
         #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_MIB)]
         policy_memory_mib: usize,
+        /// Add this step's reviews, verdicts and compile cache use to the
+        /// state dir's metrics and write them to FILE (Prometheus' text
+        /// format, for node_exporter's textfile collector).
+        #[arg(long, value_name = "FILE")]
+        metrics_file: Option<PathBuf>,
     },
     /// Run one step under an OCI runtime: prepare a bundle, run the policy
     /// chain, run the container, release everything; exits with the
@@ -128,6 +133,9 @@ enum Command {
         policy_timeout_ms: u64,
         #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_MIB)]
         policy_memory_mib: usize,
+        /// As `spec --metrics-file`.
+        #[arg(long, value_name = "FILE")]
+        metrics_file: Option<PathBuf>,
     },
     /// Unmount and remove everything `spec` made for step ID.
     Release {
@@ -267,6 +275,16 @@ fn chain_of(matches: &clap::ArgMatches) -> Vec<PolicyArg> {
     chain.into_iter().map(|(_, arg)| arg).collect()
 }
 
+/// Writes `workspace`'s metrics to `textfile`, if one is named; a failure
+/// is a warning (the metrics never fail a step).
+fn write_metrics(workspace: &Workspace, textfile: Option<&Path>) {
+    if let Some(textfile) = textfile {
+        if let Err(e) = workspace.write_metrics(textfile) {
+            eprintln!("specwright: warning: writing the metrics: {e:#}");
+        }
+    }
+}
+
 /// The workspace at `dir`, its operations performed by `sys`.
 fn open_workspace(dir: &Path, sys: Arc<dyn Syscalls>) -> Result<Workspace> {
     Workspace::open_with(dir, sys).with_context(|| format!("state dir {}", dir.display()))
@@ -309,6 +327,7 @@ fn run(cli: Cli, chain: Vec<PolicyArg>, parent: u32) -> Result<i32> {
             selinux_contexts,
             policy_timeout_ms,
             policy_memory_mib,
+            metrics_file,
         } => {
             let limits = Limits::from_flags(Some(policy_timeout_ms), Some(policy_memory_mib))?;
             let oci_runtime = OciRuntime::find(&runtime)?;
@@ -334,7 +353,7 @@ fn run(cli: Cli, chain: Vec<PolicyArg>, parent: u32) -> Result<i32> {
             let engine = Engine::new(limits)?.with_cache(cache);
             let chain = engine.load_chain(&chain)?;
             let _holding = crate::interrupt::Holding::start();
-            Ok(engine.run_declared(
+            let code = engine.run_declared(
                 &chain,
                 &workspace,
                 &request,
@@ -342,7 +361,9 @@ fn run(cli: Cli, chain: Vec<PolicyArg>, parent: u32) -> Result<i32> {
                 &rootfs,
                 &oci_runtime,
                 declared_version,
-            )?)
+            );
+            write_metrics(&workspace, metrics_file.as_deref());
+            Ok(code?)
         }
         Command::Spec {
             policies: _,
@@ -358,6 +379,7 @@ fn run(cli: Cli, chain: Vec<PolicyArg>, parent: u32) -> Result<i32> {
             owner_pid,
             policy_timeout_ms,
             policy_memory_mib,
+            metrics_file,
         } => {
             let limits = Limits::from_flags(Some(policy_timeout_ms), Some(policy_memory_mib))?;
             let owner = step_owner(owner_pid, parent)?;
@@ -377,6 +399,7 @@ fn run(cli: Cli, chain: Vec<PolicyArg>, parent: u32) -> Result<i32> {
                     ..StepOptions::default()
                 }),
                 limits,
+                metrics_file,
             })
             .map(|()| 0)
         }

@@ -24,6 +24,7 @@ pub(super) struct SpecArgs {
     pub(super) dry_run: bool,
     pub(super) options: StepOptions,
     pub(super) limits: Limits,
+    pub(super) metrics_file: Option<PathBuf>,
 }
 
 pub(super) fn read_request(arg: &str) -> Result<String> {
@@ -58,7 +59,9 @@ pub(super) fn spec(args: SpecArgs) -> Result<()> {
     let engine = Engine::new(args.limits)?.with_cache(workspace.compile_cache()?);
     let chain = engine.load_chain(&args.policies)?;
     let _holding = crate::interrupt::Holding::start();
-    let step = engine.prepare(&chain, &workspace, &request, &facts)?;
+    let prepared = engine.prepare(&chain, &workspace, &request, &facts);
+    super::write_metrics(&workspace, args.metrics_file.as_deref());
+    let step = prepared?;
     match write_out(&args, &step) {
         Ok(()) => {
             step.keep();

@@ -14,6 +14,7 @@ use crate::audit::{Audit, Decision, Mode, Verdict};
 use crate::policy::{Engine, LoadedPolicy, PolicyFacts, PolicyFailure};
 use crate::step::StepHost;
 use crate::validate;
+use specwright_host_core::metrics::Outcome;
 use specwright_host_core::patch;
 
 /// The spec an engine wrote, read as every runtime reads it or refused
@@ -26,6 +27,20 @@ pub(crate) fn read_engine_spec(text: &str) -> Result<Spec, Error> {
 /// ([`run_policy`]) and keeping the last one typed; on failure everything
 /// the step holds is released.
 pub(crate) fn run(
+    engine: &Engine,
+    chain: &[LoadedPolicy],
+    step: StepHost,
+    request: &Request,
+    facts: &HostFacts,
+    audit: &Audit,
+) -> Result<(StepHost, Spec), Error> {
+    let start = Instant::now();
+    let result = run_chain(engine, chain, step, request, facts, audit);
+    audit.review(outcome(result.as_ref().map(drop)), start.elapsed());
+    result
+}
+
+fn run_chain(
     engine: &Engine,
     chain: &[LoadedPolicy],
     mut step: StepHost,
@@ -73,6 +88,36 @@ pub(crate) fn run(
 ///
 /// [`Mounting::Engine`]: crate::step::Mounting::Engine
 pub(crate) fn review(
+    engine: &Engine,
+    chain: &[LoadedPolicy],
+    step: StepHost,
+    id: &str,
+    spec: Spec,
+    facts: &HostFacts,
+    audit: &Audit,
+) -> Result<Spec, Error> {
+    let start = Instant::now();
+    let result = review_chain(engine, chain, step, id, spec, facts, audit);
+    audit.review(outcome(result.as_ref().map(drop)), start.elapsed());
+    result
+}
+
+/// A review's outcome for the metrics: a denial by an enforced policy, or
+/// any other failure.
+fn outcome(result: Result<(), &Error>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Approved,
+        Err(Error::Policy(PolicyFailure::Denied { .. })) => Outcome::Denied,
+        Err(Error::ReleaseAfterError { error, .. })
+            if matches!(**error, Error::Policy(PolicyFailure::Denied { .. })) =>
+        {
+            Outcome::Denied
+        }
+        Err(_) => Outcome::Failed,
+    }
+}
+
+fn review_chain(
     engine: &Engine,
     chain: &[LoadedPolicy],
     mut step: StepHost,

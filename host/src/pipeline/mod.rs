@@ -32,6 +32,7 @@ use crate::policy::{Engine, LoadedPolicy, PolicyArg, PolicyFailure};
 use crate::state::{StateDir, StateError, StepLock};
 use crate::step::{gc, release_locked, release_step, GcOutcome, ReleaseError, ReleaseReport, StepHost, StepOptions};
 use crate::sys::{RealSyscalls, Syscalls};
+use specwright_host_core::metrics::CacheUses;
 
 pub(crate) use chain::{read_engine_spec, run as run_chain};
 
@@ -92,6 +93,8 @@ pub struct Workspace {
     pub(crate) sys: Arc<dyn Syscalls>,
     pub(crate) audit: Arc<Audit>,
     pub(crate) options: StepOptions,
+    /// The hits and compilations of the compile caches it hands out.
+    cache_uses: Arc<CacheUses>,
 }
 
 impl Workspace {
@@ -113,6 +116,7 @@ impl Workspace {
             sys,
             audit,
             options: StepOptions::default(),
+            cache_uses: Arc::default(),
         })
     }
 
@@ -147,10 +151,26 @@ impl Workspace {
     /// [`Engine::with_cache`]; its entries are read and written through
     /// this workspace's syscalls.
     pub fn compile_cache(&self) -> Result<CompileCache, Error> {
-        Ok(CompileCache::new(
+        Ok(CompileCache::counting(
             self.sys.open_cache_dir(&self.state)?,
             self.sys.clone(),
+            self.cache_uses.clone(),
         ))
+    }
+
+    /// Adds what this workspace's reviews did in this process (reviews by
+    /// outcome, policy decisions by verdict and mode, their durations,
+    /// its compile caches' hits and compilations) to the state dir's
+    /// metrics totals, and writes the totals to `textfile` in
+    /// Prometheus' text format for node_exporter's textfile collector,
+    /// replacing it atomically. Concurrent processes lose no count (the
+    /// totals are added to under a lock).
+    pub fn write_metrics(&self, textfile: &Path) -> Result<(), Error> {
+        let mut tally = self.audit.tally();
+        let (hits, compiled) = self.cache_uses.counts();
+        tally.cache_hits = hits;
+        tally.cache_compiled = compiled;
+        Ok(self.sys.add_metrics(&self.state, &tally, textfile)?)
     }
 
     /// Unmounts and removes everything a kept step `id` made (what

@@ -38,6 +38,9 @@ pub struct OwnFlags {
     pub policy_timeout_ms: Option<u64>,
     /// `--policy-memory-mib MIB`.
     pub policy_memory_mib: Option<usize>,
+    /// `--metrics-file FILE`: where the metrics are written
+    /// ([`crate::Workspace::write_metrics`]).
+    pub metrics_file: Option<PathBuf>,
     /// `allow_restore` of the configuration file (no flag sets it).
     pub allow_restore: bool,
 }
@@ -49,6 +52,7 @@ impl OwnFlags {
             || self.state_dir.is_some()
             || self.policy_timeout_ms.is_some()
             || self.policy_memory_mib.is_some()
+            || self.metrics_file.is_some()
     }
 }
 
@@ -337,6 +341,7 @@ const OWN_FLAGS: &[&str] = &[
     "state-dir",
     "policy-timeout-ms",
     "policy-memory-mib",
+    "metrics-file",
 ];
 
 /// One argument, read as a flag.
@@ -583,6 +588,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgsError> {
             ("state-dir", Some(v)) => own.state_dir = Some(PathBuf::from(v)),
             ("policy-timeout-ms", Some(v)) => own.policy_timeout_ms = Some(number(name, &v)?),
             ("policy-memory-mib", Some(v)) => own.policy_memory_mib = Some(number(name, &v)?),
+            ("metrics-file", Some(v)) => own.metrics_file = Some(PathBuf::from(v)),
             (_, value) => {
                 match name {
                     "log" => log.file = value.as_ref().map(PathBuf::from),

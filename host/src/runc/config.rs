@@ -12,6 +12,7 @@
 //! state_dir = "/var/lib/specwright"
 //! policy_timeout_ms = 1000
 //! policy_memory_mib = 64
+//! metrics_file = "/var/lib/node_exporter/textfile_collector/specwright.prom"
 //! allow_flag_overrides = false
 //! allow_restore = false
 //! ```
@@ -52,6 +53,8 @@ pub struct WrapperConfig {
     pub state_dir: Option<PathBuf>,
     pub policy_timeout_ms: Option<u64>,
     pub policy_memory_mib: Option<usize>,
+    /// Where the metrics are written, in Prometheus' text format.
+    pub metrics_file: Option<PathBuf>,
     /// Whether engine-passed flags may change `real_runtime`, `state_dir`
     /// and the limits, and replace the chain (off: they may only add
     /// policies in front of it).
@@ -144,6 +147,12 @@ impl WrapperConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        if let Some(file) = config.metrics_file.as_ref().filter(|f| !f.is_absolute()) {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("metrics_file: {} is not an absolute path", file.display()),
+            });
+        }
         let base = path.parent().unwrap_or(Path::new("/"));
         config.policies = config
             .policies
@@ -186,6 +195,7 @@ impl Loaded {
                 state_dir: flags.state_dir.or(config.state_dir),
                 policy_timeout_ms: flags.policy_timeout_ms.or(config.policy_timeout_ms),
                 policy_memory_mib: flags.policy_memory_mib.or(config.policy_memory_mib),
+                metrics_file: flags.metrics_file.or(config.metrics_file),
                 allow_restore: config.allow_restore,
             });
         }
@@ -207,12 +217,16 @@ impl Loaded {
         if flags.policy_memory_mib.is_some() {
             return refused("policy-memory-mib");
         }
+        if flags.metrics_file.is_some() {
+            return refused("metrics-file");
+        }
         Ok(OwnFlags {
             policies: flags.policies.into_iter().chain(config.policies).collect(),
             real_runtime: config.real_runtime,
             state_dir: config.state_dir,
             policy_timeout_ms: config.policy_timeout_ms,
             policy_memory_mib: config.policy_memory_mib,
+            metrics_file: config.metrics_file,
             allow_restore: config.allow_restore,
         })
     }
@@ -320,6 +334,7 @@ mod tests {
                 state_dir = "/var/lib/sw"
                 policy_timeout_ms = 200
                 policy_memory_mib = 96
+                metrics_file = "/var/lib/node_exporter/specwright.prom"
                 allow_flag_overrides = true
             "#,
         )
@@ -338,6 +353,7 @@ mod tests {
                 state_dir: Some("/var/lib/sw".into()),
                 policy_timeout_ms: Some(200),
                 policy_memory_mib: Some(96),
+                metrics_file: Some("/var/lib/node_exporter/specwright.prom".into()),
                 allow_flag_overrides: true,
                 allow_restore: false,
             }
@@ -358,6 +374,7 @@ mod tests {
             state_dir: Some("/s".into()),
             policy_timeout_ms: Some(5),
             policy_memory_mib: None,
+            metrics_file: None,
             allow_flag_overrides: false,
             allow_restore: false,
         }
@@ -396,6 +413,13 @@ mod tests {
                 },
                 "--policy-memory-mib",
             ),
+            (
+                OwnFlags {
+                    metrics_file: Some("/tmp/m.prom".into()),
+                    ..OwnFlags::default()
+                },
+                "--metrics-file",
+            ),
         ] {
             let err = file(admin()).with_flags(flags).unwrap_err().to_string();
             assert!(err.contains(named) && err.contains("allow_flag_overrides"), "{err}");
@@ -414,6 +438,7 @@ mod tests {
             state_dir: None,
             policy_timeout_ms: Some(9),
             policy_memory_mib: Some(32),
+            metrics_file: Some("/m.prom".into()),
             allow_restore: false,
         })
         .unwrap();
@@ -424,6 +449,7 @@ mod tests {
             (merged.policy_timeout_ms, merged.policy_memory_mib),
             (Some(9), Some(32))
         );
+        assert_eq!(merged.metrics_file, Some("/m.prom".into()));
     }
 
     #[test]
@@ -434,6 +460,7 @@ mod tests {
             state_dir: Some("/s".into()),
             policy_timeout_ms: Some(1),
             policy_memory_mib: Some(2),
+            metrics_file: None,
             allow_restore: false,
         };
         assert_eq!(Loaded::default().with_flags(flags.clone()).unwrap(), flags);
@@ -449,6 +476,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("policy_timeout_ms"), "{err}");
+        let err = WrapperConfig::parse(Path::new("/x/runtime.toml"), "metrics_file = \"specwright.prom\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/x/runtime.toml") && err.contains("metrics_file") && err.contains("absolute"),
+            "{err}"
+        );
     }
 
     /// Regression: the environment named an empty root-owned file

@@ -260,13 +260,31 @@ fn open_workspace(settings: &OwnFlags) -> Result<Workspace> {
 /// Reviews what a command line routed to the chain asks for.
 fn review(invocation: &Invocation, reviewed: Reviewed<'_>, settings: &OwnFlags, real: &RealRuntime) -> Result<Handoff> {
     let reviewer = Reviewer::open(settings)?;
+    let handoff = review_with(&reviewer, invocation, reviewed, real, settings);
+    if let Some(textfile) = &settings.metrics_file {
+        // The metrics never stop a container.
+        if let Err(e) = reviewer.workspace.write_metrics(textfile) {
+            eprintln!("specwright-runc: warning: writing the metrics: {e:#}");
+        }
+    }
+    handoff
+}
+
+/// [`review`] by `reviewer`.
+fn review_with(
+    reviewer: &Reviewer,
+    invocation: &Invocation,
+    reviewed: Reviewed<'_>,
+    real: &RealRuntime,
+    settings: &OwnFlags,
+) -> Result<Handoff> {
     match reviewed {
-        Reviewed::Creation(creation) => review_creation(&reviewer, invocation, creation, real, settings)
+        Reviewed::Creation(creation) => review_creation(reviewer, invocation, creation, real, settings)
             .with_context(|| format!("container {}", creation.id)),
         Reviewed::Exec(exec) => {
-            review_exec(&reviewer, invocation, exec, real).with_context(|| format!("exec in container {}", exec.id))
+            review_exec(reviewer, invocation, exec, real).with_context(|| format!("exec in container {}", exec.id))
         }
-        Reviewed::Update(update) => review_update(&reviewer, invocation, update, real)
+        Reviewed::Update(update) => review_update(reviewer, invocation, update, real)
             .with_context(|| format!("update of container {}", update.id)),
     }
 }

@@ -55,8 +55,8 @@ pub struct StateDir {
 }
 
 #[derive(Debug, Clone)]
-struct Open {
-    root: Dir,
+pub(super) struct Open {
+    pub(super) root: Dir,
     mounts: Dir,
     steps: Dir,
     locks: Dir,
@@ -100,7 +100,7 @@ impl StateDir {
         }
     }
 
-    fn opened(&self) -> Result<&Open, StateError> {
+    pub(super) fn opened(&self) -> Result<&Open, StateError> {
         self.open.as_ref().ok_or_else(|| StateError::Io {
             path: self.root.clone(),
             source: std::io::Error::other("the state directory is only planned (dry run)"),

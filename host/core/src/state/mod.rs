@@ -11,6 +11,7 @@
 //!                                kept.json (its record), config.json (the runtime's bundle)
 //! <state>/cache/                 precompiled policies
 //! <state>/audit.jsonl            the audit trail
+//! <state>/metrics.json           the metrics' totals (under metrics.lock)
 //! ```
 //!
 //! Nothing in it is trusted by path. The directory and its parts must
@@ -24,6 +25,7 @@ mod bundle;
 mod cache;
 mod dir;
 mod lock;
+mod metrics;
 mod record;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,7 @@ pub use bundle::{Bundle, EngineConfig, GivenBundle};
 pub use cache::{identity_kept_locally, CacheDir, CacheEntry, CompileLock};
 pub use dir::{StateDir, DEFAULT_STATE_DIR};
 pub use lock::StepLock;
+pub use metrics::METRICS_WAIT;
 pub use record::{
     is_mountpoint_of, ContainerRecord, HeldMount, MountpointKind, Owner, StepRecord, MAX_MOUNTPOINTS, MAX_STACKED,
 };

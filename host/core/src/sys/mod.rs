@@ -160,6 +160,11 @@ pub enum Op {
     },
     /// The state dir's audit log opened for appending.
     OpenAuditLog,
+    /// A process's counts added to the state dir's metrics totals, and the
+    /// totals written to the metrics text file.
+    AddMetrics {
+        textfile: PathBuf,
+    },
     /// The state dir's compile cache opened (made if missing).
     OpenCacheDir,
     /// A compile cache entry read (a precompiled policy, a policy file's
@@ -252,6 +257,7 @@ impl Op {
             | Op::RemoveBundle { .. }
             | Op::ListSteps
             | Op::OpenAuditLog
+            | Op::AddMetrics { .. }
             | Op::OpenCacheDir
             | Op::ReadCacheEntry { .. }
             | Op::WriteCacheEntry { .. }
@@ -636,6 +642,17 @@ pub trait Store: Send + Sync {
     /// The audit log of `state`, opened for appending.
     fn open_audit(&self, state: &StateDir) -> Result<Audit, StateError> {
         Ok(Audit::to_file(state.open_audit_log()?))
+    }
+
+    /// Adds `tally` to the metrics totals in `state` and writes them to
+    /// `textfile` ([`StateDir::add_metrics`]).
+    fn add_metrics(
+        &self,
+        state: &StateDir,
+        tally: &crate::metrics::Metrics,
+        textfile: &Path,
+    ) -> Result<(), StateError> {
+        state.add_metrics(tally, textfile)
     }
 
     /// The compile cache's directory in `state` (made if missing).

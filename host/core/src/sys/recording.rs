@@ -648,6 +648,23 @@ impl Store for RecordingSyscalls {
         )
     }
 
+    /// A dry run counts nowhere.
+    fn add_metrics(
+        &self,
+        state: &StateDir,
+        tally: &crate::metrics::Metrics,
+        textfile: &Path,
+    ) -> Result<(), StateError> {
+        self.pass_state(
+            Op::AddMetrics {
+                textfile: textfile.to_path_buf(),
+            },
+            state_fault(textfile),
+            |s| s.add_metrics(state, tally, textfile),
+            || Ok(()),
+        )
+    }
+
     fn open_cache_dir(&self, state: &StateDir) -> Result<CacheDir, StateError> {
         self.pass_state(
             Op::OpenCacheDir,
