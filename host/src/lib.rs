@@ -53,6 +53,8 @@ pub mod cli;
 mod oci_runtime;
 pub mod pipeline;
 mod policy;
+#[cfg(feature = "cli")]
+mod registry;
 mod run;
 #[cfg(feature = "cli")]
 pub mod runc;
@@ -61,7 +63,7 @@ pub mod runc;
 // wasmtime (for the fuzz targets, and for whoever audits them); embedders
 // and tests reach its modules there, this crate re-exports what its API
 // names.
-use specwright_host_core::{audit, input, interrupt, resolve, state, step, sys, validate};
+use specwright_host_core::{audit, input, interrupt, oci, resolve, state, step, sys, validate};
 #[cfg(feature = "cli")]
 use specwright_host_core::{facts, strict_json};
 

@@ -11,6 +11,7 @@ pub mod input;
 pub mod interrupt;
 pub mod metrics;
 pub mod mount;
+pub mod oci;
 pub mod patch;
 pub mod resolve;
 pub mod schema;

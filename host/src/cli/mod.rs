@@ -1,5 +1,6 @@
 //! The `specwright` command line; `main.rs` only calls [`main`].
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -200,6 +201,29 @@ enum PolicyCommand {
         #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_MIB)]
         policy_memory_mib: usize,
     },
+    /// Push a policy component to an OCI registry, as a CNCF Wasm OCI
+    /// artifact (what wkg and wasm-pkg-tools read).
+    Push {
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// oci://HOST[:PORT]/REPO:TAG
+        #[arg(value_name = "REFERENCE")]
+        reference: String,
+    },
+    /// Pull a policy from an OCI registry into the state dir, where
+    /// `--policy oci://...` and runtime.toml find it (a container start
+    /// never touches the network).
+    Pull {
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// oci://HOST[:PORT]/REPO:TAG or oci://HOST[:PORT]/REPO@sha256:DIGEST
+        #[arg(value_name = "REFERENCE")]
+        reference: String,
+    },
     /// Show a policy's world and version, imports, exports, size and metadata.
     Inspect {
         #[arg(value_name = "FILE")]
@@ -208,6 +232,52 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How to reach a registry (`policy push`, `policy pull`).
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// The user to log in as; the password is read from standard input
+    /// (--password-stdin). Without it: the container tools' auth files
+    /// ($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.config/containers/auth.json, ~/.docker/config.json).
+    #[arg(long, value_name = "USER", requires = "password_stdin")]
+    username: Option<String>,
+    /// Read the password for --username from standard input.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// PEM certificates to trust besides the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Speak plain HTTP to the registry (no TLS).
+    #[arg(long)]
+    plain_http: bool,
+}
+
+impl RegistryArgs {
+    fn connection(self) -> Result<crate::registry::Connection> {
+        let credentials = match self.username {
+            Some(username) => {
+                let mut password = String::new();
+                std::io::stdin()
+                    .take(64 << 10)
+                    .read_to_string(&mut password)
+                    .context("reading the password from standard input")?;
+                let password = password.strip_suffix('\n').unwrap_or(&password);
+                let password = password.strip_suffix('\r').unwrap_or(password).to_string();
+                if password.is_empty() {
+                    bail!("--password-stdin: standard input held no password");
+                }
+                Some(crate::registry::Credentials { username, password })
+            }
+            None => None,
+        };
+        Ok(crate::registry::Connection {
+            ca_file: self.ca_file,
+            plain_http: self.plain_http,
+            credentials,
+        })
+    }
 }
 
 /// Runs the command line with the process's arguments; returns the exit code.
@@ -350,7 +420,7 @@ fn run(cli: Cli, chain: Vec<PolicyArg>, parent: u32) -> Result<i32> {
                 Some(path) => crate::facts::read_facts_file(path)?,
                 None => crate::facts::detect()?,
             };
-            let engine = Engine::new(limits)?.with_cache(cache);
+            let engine = Engine::new(limits)?.with_cache(cache).with_pulled_policies(&workspace);
             let chain = engine.load_chain(&chain)?;
             let _holding = crate::interrupt::Holding::start();
             let code = engine.run_declared(

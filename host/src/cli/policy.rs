@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{open_workspace, PolicyCommand};
 use crate::cache::CacheUse;
@@ -11,6 +11,42 @@ use crate::policy::{Engine, ImportUse, Limits};
 /// Runs `command`; returns the exit code.
 pub(super) fn policy_command(command: PolicyCommand) -> Result<i32> {
     match command {
+        PolicyCommand::Push {
+            registry,
+            file,
+            reference,
+        } => {
+            let reference = crate::oci::Reference::parse(&reference)?;
+            let connection = registry.connection()?;
+            let runtime = Engine::new(Limits::default())?;
+            let (name, bytes) = Engine::read_policy_file(&file)?;
+            let info = runtime.inspect(&name, &bytes)?;
+            let component = crate::oci::ComponentInfo {
+                exports: info.exports,
+                imports: info.imports,
+                target: info.targets,
+            };
+            let digest = crate::registry::push(&file, &reference, component, bytes.into_owned(), &connection)
+                .with_context(|| format!("pushing {} to {reference}", file.display()))?;
+            println!("pushed {reference}");
+            println!("digest: {digest}");
+            Ok(0)
+        }
+        PolicyCommand::Pull {
+            state_dir,
+            registry,
+            reference,
+        } => {
+            let reference = crate::oci::Reference::parse(&reference)?;
+            let connection = registry.connection()?;
+            let workspace = open_workspace(&state_dir, Arc::new(crate::sys::RealSyscalls))?;
+            let digest = crate::registry::pull(&workspace, &reference, &connection)
+                .with_context(|| format!("pulling {reference}"))?;
+            println!("pulled {reference}");
+            println!("digest: {digest}");
+            println!("use: --policy {}", reference.with_digest(digest));
+            Ok(0)
+        }
         PolicyCommand::Test {
             policy,
             cases,
@@ -22,7 +58,9 @@ pub(super) fn policy_command(command: PolicyCommand) -> Result<i32> {
             let mut engine = Engine::new(limits)?;
             if let Some(dir) = state_dir {
                 let workspace = open_workspace(&dir, Arc::new(crate::sys::RealSyscalls))?;
-                engine = engine.with_cache(workspace.compile_cache()?);
+                engine = engine
+                    .with_cache(workspace.compile_cache()?)
+                    .with_pulled_policies(&workspace);
             }
             let all_passed = super::policy_test::run_cases(&engine, &policy, &cases)?;
             Ok(if all_passed { 0 } else { 1 })

@@ -56,7 +56,9 @@ pub(super) fn spec(args: SpecArgs) -> Result<()> {
         return plan(&args, &request, &facts);
     }
     let workspace = open_workspace(&args.state_dir, Arc::new(RealSyscalls))?.with_options(args.options.clone());
-    let engine = Engine::new(args.limits)?.with_cache(workspace.compile_cache()?);
+    let engine = Engine::new(args.limits)?
+        .with_cache(workspace.compile_cache()?)
+        .with_pulled_policies(&workspace);
     let chain = engine.load_chain(&args.policies)?;
     let _holding = crate::interrupt::Holding::start();
     let prepared = engine.prepare(&chain, &workspace, &request, &facts);

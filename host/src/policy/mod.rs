@@ -183,6 +183,9 @@ pub struct Engine {
     /// The instance pool's size, for a pooled runtime.
     pool_slots: Option<u32>,
     cache: Option<CompileCache>,
+    /// Where policies pulled from registries (`oci://` references) are
+    /// found: a workspace's state dir.
+    pulled: Option<crate::Workspace>,
     /// What advances the engine's epoch.
     ticker: ticks::Ticker,
 }
@@ -275,6 +278,7 @@ impl Engine {
             limits,
             pool_slots: pooled,
             cache: None,
+            pulled: None,
             ticker,
         })
     }
@@ -314,6 +318,7 @@ impl Engine {
     pub fn for_worker(&self) -> Result<Engine, PolicyFailure> {
         let mut worker = Self::with_config(self.limits, self.pool_slots)?;
         worker.cache = self.cache.clone();
+        worker.pulled = self.pulled.clone();
         Ok(worker)
     }
 
@@ -335,6 +340,15 @@ impl Engine {
     /// [`Workspace::compile_cache`](crate::Workspace::compile_cache)).
     pub fn with_cache(mut self, cache: CompileCache) -> Engine {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Finds policies named by registry reference (`oci://HOST/REPO:TAG`,
+    /// `oci://HOST/REPO@sha256:...`) among those pulled into
+    /// `workspace`'s state dir (`specwright policy pull`); loading one
+    /// never touches the network.
+    pub fn with_pulled_policies(mut self, workspace: &crate::Workspace) -> Engine {
+        self.pulled = Some(workspace.clone());
         self
     }
 
@@ -397,6 +411,9 @@ impl Engine {
         if let Some((name, bytes)) = embedded_policy(&file) {
             return self.load_text_settings(name, bytes, settings);
         }
+        if let Some(reference) = file.to_str().filter(|f| f.starts_with(crate::oci::SCHEME)) {
+            return self.load_pulled(reference, trusted, settings);
+        }
         let name = file.display().to_string();
         let reading = |e: std::io::Error| PolicyFailure::Load {
             policy: name.clone(),
@@ -409,6 +426,58 @@ impl Engine {
         };
         let (component, digest) = self.compile_file(&name, &opened.map_err(reading)?)?;
         self.link(&name, &component, settings, digest)
+    }
+
+    /// The policy pulled for registry reference `text`, named by it; its
+    /// component's bytes must still have the digest its manifest names.
+    fn load_pulled(&self, text: &str, trusted: bool, settings: String) -> Result<LoadedPolicy, PolicyFailure> {
+        let failure = |message: String| PolicyFailure::Load {
+            policy: text.to_string(),
+            message,
+        };
+        let reference = crate::oci::Reference::parse(text).map_err(|e| failure(e.to_string()))?;
+        let Some(workspace) = &self.pulled else {
+            return Err(failure(
+                "a registry reference is loaded from a state dir's pulled policies, and there is none here".to_string(),
+            ));
+        };
+        let found = workspace
+            .sys
+            .pulled_component(&workspace.state, &reference)
+            .map_err(|e| failure(format!("reading the pulled policies: {e}")))?;
+        let Some((path, layer)) = found else {
+            return Err(failure(format!(
+                "not pulled into {} (a container start never touches the network): run `specwright policy pull --state-dir {} {reference}` first",
+                workspace.state.root().display(),
+                workspace.state.root().display()
+            )));
+        };
+        let reading = |e: std::io::Error| failure(format!("reading {}: {e}", path.display()));
+        let opened = if trusted {
+            crate::input::open_trusted(&path)
+        } else {
+            std::fs::File::open(&path)
+        }
+        .map_err(reading)?;
+        let (component, digest) = self.compile_file(text, &opened)?;
+        let digest = match digest {
+            Some(digest) => digest,
+            None => {
+                let bytes = crate::input::read_to_bound(
+                    std::fs::File::open(&path).map_err(reading)?,
+                    crate::input::MAX_POLICY_BYTES,
+                )
+                .map_err(reading)?;
+                crate::cache::component_digest(&bytes)
+            }
+        };
+        if crate::cache::hex(&digest) != layer.hex() {
+            return Err(failure(format!(
+                "{} changed since it was pulled: its digest is no longer {layer}",
+                path.display()
+            )));
+        }
+        self.link(text, &component, settings, Some(digest))
     }
 
     /// The component in `file`, an open policy file named `name`: through
@@ -696,6 +765,13 @@ impl PartialEq<&str> for PolicyArg {
 /// either way is read as a policy and settings when it has a colon, so
 /// that the error names what is missing.
 pub fn split_policy_arg(arg: &str, base: &Path) -> Result<(PathBuf, Option<PathBuf>), PolicyFailure> {
+    if arg.starts_with(crate::oci::SCHEME) {
+        let (reference, settings) = crate::oci::Reference::parse_with_rest(arg).map_err(|e| PolicyFailure::Load {
+            policy: arg.to_string(),
+            message: e.to_string(),
+        })?;
+        return Ok((PathBuf::from(reference.to_string()), settings.map(|s| base.join(s))));
+    }
     let policy = |p: &Path| embedded_policy(p).is_some() || base.join(p).is_file();
     let located = |p: &Path| match embedded_policy(p) {
         Some(_) => p.to_path_buf(),

@@ -309,7 +309,9 @@ impl Reviewer {
         let holding = crate::interrupt::Holding::start();
         let workspace = open_workspace(settings)?;
         let limits = Limits::from_flags(settings.policy_timeout_ms, settings.policy_memory_mib)?;
-        let engine = Engine::new(limits)?.with_cache(workspace.compile_cache()?);
+        let engine = Engine::new(limits)?
+            .with_cache(workspace.compile_cache()?)
+            .with_pulled_policies(&workspace);
         let chain = engine.load_trusted_chain(&settings.policies)?;
         Ok(Reviewer {
             workspace,

@@ -12,6 +12,7 @@
 //! <state>/cache/                 precompiled policies
 //! <state>/audit.jsonl            the audit trail
 //! <state>/metrics.json           the metrics' totals (under metrics.lock)
+//! <state>/policies/              policies pulled from registries, by digest
 //! ```
 //!
 //! Nothing in it is trusted by path. The directory and its parts must
@@ -26,6 +27,7 @@ mod cache;
 mod dir;
 mod lock;
 mod metrics;
+mod pulled;
 mod record;
 #[cfg(test)]
 mod tests;

@@ -160,6 +160,14 @@ pub enum Op {
     },
     /// The state dir's audit log opened for appending.
     OpenAuditLog,
+    /// A pulled policy artifact stored, its tag last.
+    StorePulled {
+        reference: String,
+    },
+    /// A pulled policy's component looked up.
+    PulledComponent {
+        reference: String,
+    },
     /// A process's counts added to the state dir's metrics totals, and the
     /// totals written to the metrics text file.
     AddMetrics {
@@ -258,6 +266,8 @@ impl Op {
             | Op::ListSteps
             | Op::OpenAuditLog
             | Op::AddMetrics { .. }
+            | Op::StorePulled { .. }
+            | Op::PulledComponent { .. }
             | Op::OpenCacheDir
             | Op::ReadCacheEntry { .. }
             | Op::WriteCacheEntry { .. }
@@ -653,6 +663,26 @@ pub trait Store: Send + Sync {
         textfile: &Path,
     ) -> Result<(), StateError> {
         state.add_metrics(tally, textfile)
+    }
+
+    /// Stores a pulled policy artifact ([`StateDir::store_pulled`]).
+    fn store_pulled(
+        &self,
+        state: &StateDir,
+        reference: &crate::oci::Reference,
+        manifest: &crate::oci::Digest,
+        blobs: &[(&crate::oci::Digest, &[u8])],
+    ) -> Result<(), StateError> {
+        state.store_pulled(reference, manifest, blobs)
+    }
+
+    /// The component file of a pulled policy ([`StateDir::pulled_component`]).
+    fn pulled_component(
+        &self,
+        state: &StateDir,
+        reference: &crate::oci::Reference,
+    ) -> Result<Option<(PathBuf, crate::oci::Digest)>, StateError> {
+        state.pulled_component(reference)
     }
 
     /// The compile cache's directory in `state` (made if missing).

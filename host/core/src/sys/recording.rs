@@ -648,6 +648,40 @@ impl Store for RecordingSyscalls {
         )
     }
 
+    /// A dry run stores nothing.
+    fn store_pulled(
+        &self,
+        state: &StateDir,
+        reference: &crate::oci::Reference,
+        manifest: &crate::oci::Digest,
+        blobs: &[(&crate::oci::Digest, &[u8])],
+    ) -> Result<(), StateError> {
+        self.pass_state(
+            Op::StorePulled {
+                reference: reference.to_string(),
+            },
+            state_fault(state.root()),
+            |s| s.store_pulled(state, reference, manifest, blobs),
+            || Ok(()),
+        )
+    }
+
+    /// A dry run has pulled nothing.
+    fn pulled_component(
+        &self,
+        state: &StateDir,
+        reference: &crate::oci::Reference,
+    ) -> Result<Option<(PathBuf, crate::oci::Digest)>, StateError> {
+        self.pass_state(
+            Op::PulledComponent {
+                reference: reference.to_string(),
+            },
+            state_fault(state.root()),
+            |s| s.pulled_component(state, reference),
+            || Ok(None),
+        )
+    }
+
     /// A dry run counts nowhere.
     fn add_metrics(
         &self,
