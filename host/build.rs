@@ -38,6 +38,8 @@ fn main() {
             "specwright-policy-mount-allowlist",
             "-p",
             "specwright-testpolicy",
+            "-p",
+            "specwright-policy-env-guard",
         ],
     );
     export_embedded(
@@ -67,5 +69,11 @@ fn main() {
         "SPECWRIGHT_TEST_POLICY_WASM",
         "guest",
         "specwright_testpolicy.wasm",
+    );
+    export_wasm_path(
+        &root,
+        "SPECWRIGHT_ENV_GUARD_WASM",
+        "guest",
+        "specwright_policy_env_guard.wasm",
     );
 }

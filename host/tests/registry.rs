@@ -1,0 +1,551 @@
+//! Policies through a real OCI registry: Debian's `docker-registry`
+//! (distribution) started on loopback by each test, over TLS with a
+//! certificate of the test's own CA and htpasswd basic auth (or plain
+//! HTTP), and `wkg` (wasm-pkg-tools) on the other side. README's "Running
+//! a fleet" walk-through is what these do: push, pull, run from the state
+//! dir, never the network at a start.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+mod common;
+
+const SPECWRIGHT: &str = env!("CARGO_BIN_EXE_specwright");
+const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
+const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
+const ENV_GUARD: &str = env!("SPECWRIGHT_ENV_GUARD_WASM");
+const USER: &str = "fleet";
+const PASSWORD: &str = "s3cret-pass";
+
+/// A registry of the test's own, stopped when dropped.
+struct Registry {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    tls: bool,
+}
+
+fn run(command: &mut Command) -> Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e} (scripts/setup installs what the tests run)"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Registry {
+    fn start(tls: bool) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        if tls {
+            // A CA and a server certificate it signed (rustls, in wkg,
+            // refuses a CA certificate as a server's).
+            run(Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=test-ca",
+                ])
+                .args(["-keyout", "ca.key", "-out", "ca.pem"])
+                .current_dir(d));
+            run(Command::new("openssl")
+                .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
+                .args(["-keyout", "server.key", "-out", "server.csr"])
+                .current_dir(d));
+            std::fs::write(
+                d.join("ext.cnf"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+            )
+            .unwrap();
+            run(Command::new("openssl")
+                .args([
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                ])
+                .args(["-days", "2", "-extfile", "ext.cnf", "-out", "server.pem"])
+                .current_dir(d));
+        }
+        let htpasswd = run(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]));
+        std::fs::write(d.join("htpasswd"), &htpasswd.stdout).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tls_section = if tls {
+            format!(
+                "  tls:\n    certificate: {0}/server.pem\n    key: {0}/server.key\n",
+                d.display()
+            )
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            d.join("config.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {0}/data\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: test-only\n{tls_section}\
+                 auth:\n  htpasswd:\n    realm: specwright-test\n    path: {0}/htpasswd\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("registry.log")).unwrap())
+            .spawn()
+            .expect("/usr/bin/docker-registry is not installed (apt-get install docker-registry)");
+        let registry = Registry { dir, port, child, tls };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the registry did not listen: {}",
+                std::fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn reference(&self, name: &str) -> String {
+        format!("oci://{}/{name}", self.host())
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The registry's own copy of blob `digest` (`sha256:HEX`).
+    fn stored_blob(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+
+    /// `specwright ARGS` with the registry's CA and, when `password` is
+    /// given, `--username` and the password on standard input.
+    fn specwright(&self, home: &Path, args: &[&str], password: Option<&str>) -> Output {
+        let mut command = Command::new(SPECWRIGHT);
+        clean_env(&mut command, home);
+        command.args(args);
+        if self.tls {
+            command.arg("--ca-file").arg(self.ca());
+        } else {
+            command.arg("--plain-http");
+        }
+        if password.is_some() {
+            command.args(["--username", USER, "--password-stdin"]);
+        }
+        with_stdin(command, password.unwrap_or_default())
+    }
+
+    /// `wkg oci ARGS` trusting the registry's CA, logged in.
+    fn wkg(&self, home: &Path, args: &[&str]) -> Output {
+        let mut command = Command::new(wkg());
+        clean_env(&mut command, home);
+        command
+            .env("SSL_CERT_FILE", self.ca())
+            .arg("oci")
+            .args(args)
+            .args(["-u", USER, "-p", PASSWORD]);
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{command:?}: {}", stderr(&out));
+        out
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// wkg, from crates.io (`cargo install wkg`: scripts/setup).
+fn wkg() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap();
+    let path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([home.join("bin")])
+        .map(|d| d.join("wkg"))
+        .find(|p| p.is_file());
+    path.expect("wkg is not installed (scripts/setup runs `cargo install wkg --locked`)")
+}
+
+/// No credentials or CA of the machine's: HOME is the test's.
+fn clean_env(command: &mut Command, home: &Path) {
+    command
+        .env("HOME", home)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("SSL_CERT_FILE");
+}
+
+fn with_stdin(mut command: Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The digest a push or pull printed.
+fn printed_digest(out: &Output) -> String {
+    stdout(out)
+        .lines()
+        .find_map(|l| l.strip_prefix("digest: "))
+        .unwrap_or_else(|| panic!("no digest in: {}{}", stdout(out), stderr(out)))
+        .to_string()
+}
+
+fn sha256_of(path: &str) -> String {
+    let out = run(Command::new("sha256sum").arg(path));
+    format!("sha256:{}", stdout(&out).split_whitespace().next().unwrap())
+}
+
+/// Every file below `dir` (none when it does not exist).
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_below(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// `specwright spec` of a step through the default policy and `policy`,
+/// with `state`'s pulled policies.
+fn spec_with(home: &Path, state: &Path, policy: &str, env: &[&str]) -> Output {
+    let request = home.join("step.json");
+    let step = json!({"id": "fleet-step", "args": ["/bin/sh", "-c", "make"], "env": env, "cwd": "/"});
+    std::fs::write(&request, step.to_string()).unwrap();
+    let facts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/host-facts.json");
+    let mut command = Command::new(SPECWRIGHT);
+    clean_env(&mut command, home);
+    let out = command
+        .args(["spec", "--policy", "default", "--policy", policy, "--request"])
+        .arg(&request)
+        .arg("--host-facts")
+        .arg(facts)
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let release = Command::new(SPECWRIGHT)
+            .args(["release", "--state-dir"])
+            .arg(state)
+            .arg("fleet-step")
+            .output()
+            .unwrap();
+        assert!(release.status.success(), "{}", stderr(&release));
+    }
+    out
+}
+
+/// The last policy decision in `state`'s audit log.
+fn last_decision(state: &Path) -> Value {
+    let log = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
+    log.lines()
+        .rev()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["op"] == "policy")
+        .unwrap()
+}
+
+#[test]
+fn a_policy_pushed_and_pulled_by_tag_and_digest_runs_from_the_state_dir() {
+    let registry = Registry::start(true);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let by_tag = registry.reference("policies/hardened:v1");
+
+    // Push: the registry asks for credentials; the wrong ones are refused.
+    let out = registry.specwright(home, &["policy", "push", HARDENED, &by_tag], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("asks for credentials"), "{}", stderr(&out));
+    let out = registry.specwright(home, &["policy", "push", HARDENED, &by_tag], Some("wrong"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("401 Unauthorized") && stderr(&out).contains(USER),
+        "{}",
+        stderr(&out)
+    );
+    let out = registry.specwright(home, &["policy", "push", HARDENED, &by_tag], Some(PASSWORD));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest = printed_digest(&out);
+    // The same component pushed again is the same artifact.
+    let again = registry.specwright(home, &["policy", "push", HARDENED, &by_tag], Some(PASSWORD));
+    assert_eq!(printed_digest(&again), manifest);
+
+    // Pull by tag; a start takes the reference from the state dir.
+    let state = home.join("state");
+    let pull = |state: &Path, reference: &str, password: Option<&str>| {
+        registry.specwright(
+            home,
+            &["policy", "pull", "--state-dir", state.to_str().unwrap(), reference],
+            password,
+        )
+    };
+    let out = pull(&state, &by_tag, Some(PASSWORD));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(printed_digest(&out), manifest);
+    let out = spec_with(home, &state, &by_tag, &["PATH=/bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let decision = last_decision(&state);
+    assert_eq!(decision["policy"], by_tag.as_str());
+    assert_eq!(decision["digest"], sha256_of(HARDENED), "the component pushed");
+    // A tag that was not pulled is not fetched: the start fails naming pull.
+    let not_pulled = registry.reference("policies/hardened:v2");
+    let out = spec_with(home, &state, &not_pulled, &["PATH=/bin"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not pulled") && stderr(&out).contains(&format!("specwright policy pull --state-dir")),
+        "{}",
+        stderr(&out)
+    );
+
+    // Pull by digest into another state dir, with credentials from an
+    // auth file as podman writes it.
+    let by_digest = format!("{}@{manifest}", registry.reference("policies/hardened"));
+    let auth = home.join("auth.json");
+    let token = base64_of(&format!("{USER}:{PASSWORD}"));
+    std::fs::write(&auth, json!({"auths": {registry.host(): {"auth": token}}}).to_string()).unwrap();
+    let other = home.join("other");
+    let mut command = Command::new(SPECWRIGHT);
+    clean_env(&mut command, home);
+    let out = command
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["policy", "pull", "--state-dir", other.to_str().unwrap(), "--ca-file"])
+        .arg(registry.ca())
+        .arg(&by_digest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = spec_with(home, &other, &by_digest, &["PATH=/bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(last_decision(&other)["digest"], sha256_of(HARDENED));
+
+    // Failures leave nothing stored: a wrong password, a tag the registry
+    // does not have, a registry whose CA is not trusted, a tampered blob.
+    let fresh = home.join("fresh");
+    let out = pull(&fresh, &by_tag, Some("wrong"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("401 Unauthorized"), "{}", stderr(&out));
+    let out = pull(&fresh, &registry.reference("policies/nothing:v1"), Some(PASSWORD));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    let mut command = Command::new(SPECWRIGHT);
+    clean_env(&mut command, home);
+    let out = with_stdin(
+        {
+            command.args([
+                "policy",
+                "pull",
+                "--state-dir",
+                fresh.to_str().unwrap(),
+                "--username",
+                USER,
+                "--password-stdin",
+                &by_tag,
+            ]);
+            command
+        },
+        PASSWORD,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--ca-file"), "{}", stderr(&out));
+    let layer = sha256_of(HARDENED);
+    let blob = registry.stored_blob(&layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&blob, &bytes).unwrap();
+    let out = pull(&fresh, &by_tag, Some(PASSWORD));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("the component of {by_tag}: expected {layer}, got sha256:")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(files_below(&fresh.join("policies")), Vec::<PathBuf>::new());
+
+    // What was pulled before stays as it was: the start still runs it.
+    let out = spec_with(home, &state, &by_tag, &["PATH=/bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn base64_of(text: &str) -> String {
+    let out = with_stdin(
+        {
+            let mut command = Command::new("base64");
+            command.arg("-w0");
+            command
+        },
+        text,
+    );
+    stdout(&out)
+}
+
+#[test]
+fn wkg_and_specwright_read_each_others_artifacts() {
+    let registry = Registry::start(true);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+
+    // specwright pushes, wkg pulls the very component.
+    let ours = registry.reference("policies/env-guard:v1");
+    let out = registry.specwright(home, &["policy", "push", ENV_GUARD, &ours], Some(PASSWORD));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fetched = home.join("fetched.wasm");
+    let plain = ours.strip_prefix("oci://").unwrap();
+    registry.wkg(home, &["pull", plain, "-o", fetched.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&fetched).unwrap() == std::fs::read(ENV_GUARD).unwrap(),
+        "wkg got another component"
+    );
+
+    // wkg pushes, specwright pulls and runs it.
+    let theirs = registry.reference("policies/from-wkg:v1");
+    registry.wkg(home, &["push", theirs.strip_prefix("oci://").unwrap(), HARDENED]);
+    let state = home.join("state");
+    let out = registry.specwright(
+        home,
+        &["policy", "pull", "--state-dir", state.to_str().unwrap(), &theirs],
+        Some(PASSWORD),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = spec_with(home, &state, &theirs, &["PATH=/bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let decision = last_decision(&state);
+    assert_eq!(
+        (&decision["policy"], &decision["digest"], &decision["verdict"]),
+        (&json!(theirs), &json!(sha256_of(HARDENED)), &json!("changed"))
+    );
+}
+
+#[test]
+fn plain_http_only_when_asked_and_the_wrapper_takes_a_pulled_reference() {
+    let registry = Registry::start(false);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let reference = registry.reference("guards/env:v1");
+    let out = registry.specwright(home, &["policy", "push", ENV_GUARD, &reference], Some(PASSWORD));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest = printed_digest(&out);
+    // Without --plain-http specwright speaks TLS, which this registry does not.
+    let state = home.join("state");
+    let mut command = Command::new(SPECWRIGHT);
+    clean_env(&mut command, home);
+    command.args([
+        "policy",
+        "pull",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--username",
+        USER,
+        "--password-stdin",
+        &reference,
+    ]);
+    let out = with_stdin(command, PASSWORD);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--plain-http"), "{}", stderr(&out));
+    assert_eq!(files_below(&state.join("policies")), Vec::<PathBuf>::new());
+    let out = registry.specwright(
+        home,
+        &["policy", "pull", "--state-dir", state.to_str().unwrap(), &reference],
+        Some(PASSWORD),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // runtime.toml names it by digest; the wrapper denies what it denies.
+    let bundle = home.join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    run(Command::new("runc").args(["spec", "--bundle"]).arg(&bundle));
+    common::edit_spec(&bundle.join("config.json"), |spec| {
+        spec["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("AWS_SECRET_ACCESS_KEY=x"));
+    });
+    let fake = home.join("fake-runtime");
+    std::fs::write(&fake, "#!/bin/sh\nexit 7\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let by_digest = format!("{}@{manifest}", registry.reference("guards/env"));
+    let config = home.join("runtime.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [{{ path = \"{by_digest}\", mode = \"enforce\" }}]\nreal_runtime = \"{}\"\nstate_dir = \"{}\"\n",
+            fake.display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(WRAPPER)
+        .env("SPECWRIGHT_RUNTIME_CONFIG", &config)
+        .args(["create", "--bundle", bundle.to_str().unwrap(), "pulled1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("policy {by_digest} denied")) && stderr(&out).contains("AWS_SECRET_ACCESS_KEY"),
+        "{}",
+        stderr(&out)
+    );
+}
