@@ -15,11 +15,13 @@ use serde_json::{json, Value};
 
 mod common;
 
+use common::scene::Scene;
+
 const SPECWRIGHT: &str = env!("CARGO_BIN_EXE_specwright");
 const WRAPPER: &str = env!("CARGO_BIN_EXE_specwright-runc");
 const HARDENED: &str = env!("SPECWRIGHT_HARDENED_WASM");
 const ENV_GUARD: &str = env!("SPECWRIGHT_ENV_GUARD_WASM");
-const USER: &str = "fleet";
+const USER: &str = "ci";
 const PASSWORD: &str = "s3cret-pass";
 
 /// A registry of the test's own, stopped when dropped.
@@ -548,4 +550,146 @@ fn plain_http_only_when_asked_and_the_wrapper_takes_a_pulled_reference() {
         "{}",
         stderr(&out)
     );
+}
+
+/// README's "Running a fleet" block, run as written: with this test's
+/// registry, state dir, configuration file, metrics directory, wrapper
+/// and podman storage in place of the paths it names.
+#[test]
+fn readmes_fleet_walk_through_runs_as_written() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let block = readme
+        .split("\n## Running a fleet\n")
+        .nth(1)
+        .and_then(|section| section.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("README has a Running a fleet section with a sh block")
+        .to_string();
+    let registry = Registry::start(true);
+    let scene = Scene::new();
+    let home = scene.path().join("home");
+    let work = scene.path().join("work");
+    let textfiles = scene.path().join("textfile_collector");
+    for dir in [&home, &work, &textfiles] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::copy(ENV_GUARD, work.join("env-guard.wasm")).unwrap();
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/env-guard/cases");
+    run(Command::new("cp").arg("-r").arg(&cases).arg(work.join("cases")));
+    // podman as a node runs it: its storage here, no network namespace
+    // and limits this host can grant (no CAP_SYS_RESOURCE), busybox as
+    // the image README names.
+    let conf = scene.path().join("fleet-containers.conf");
+    let mut conf_text = std::fs::read_to_string(scene.path().join("containers.conf")).unwrap();
+    conf_text
+        .push_str("[containers]\nnetns = \"none\"\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n");
+    std::fs::write(&conf, conf_text).unwrap();
+    let bin = scene.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(SPECWRIGHT, bin.join("specwright")).unwrap();
+    std::fs::write(
+        bin.join("podman"),
+        format!(
+            "#!/bin/sh\nCONTAINERS_CONF={} CONTAINERS_STORAGE_CONF={} exec {} \"$@\"\n",
+            conf.display(),
+            scene.path().join("storage.conf").display(),
+            common::scene::tool("podman").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("podman"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The wrapper as installed on a node, where /etc/specwright/runtime.toml
+    // is read; here the test's file (conmon hands the runtime no
+    // environment of podman's).
+    let config = scene.path().join("runtime.toml");
+    std::fs::write(
+        bin.join("specwright-runc"),
+        format!(
+            "#!/bin/sh\nSPECWRIGHT_RUNTIME_CONFIG={} exec {WRAPPER} \"$@\"\n",
+            config.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("specwright-runc"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tarball = scene.busybox_tarball();
+    run(Command::new(bin.join("podman"))
+        .arg("import")
+        .arg(&tarball)
+        .arg("docker.io/library/busybox:latest"));
+    // The auth file `podman login` writes.
+    let auth = home.join("auth.json");
+    let token = base64_of(&format!("{USER}:{PASSWORD}"));
+    std::fs::write(&auth, json!({"auths": {registry.host(): {"auth": token}}}).to_string()).unwrap();
+
+    let state = scene.state();
+    let mut script = block.clone();
+    for (written, here) in [
+        ("registry.example.com", registry.host()),
+        ("/var/lib/specwright", state.display().to_string()),
+        ("/etc/specwright/runtime.toml", config.display().to_string()),
+        (
+            "/var/lib/node_exporter/textfile_collector",
+            textfiles.display().to_string(),
+        ),
+        (
+            "/usr/local/bin/specwright-runc",
+            bin.join("specwright-runc").display().to_string(),
+        ),
+    ] {
+        assert!(
+            script.contains(written),
+            "README's walk-through no longer names {written}"
+        );
+        script = script.replace(written, &here);
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut command = Command::new("sh");
+    clean_env(&mut command, &home);
+    let out = command
+        .args(["-e", "-c", &script])
+        .current_dir(&work)
+        .env("PATH", path)
+        .env("REGISTRY_PASSWORD", PASSWORD)
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .env("SSL_CERT_FILE", registry.ca())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (text, errors) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{script}\nfailed:\n{text}\n{errors}");
+    let reference = format!("oci://{}/policies/env-guard:v1", registry.host());
+    assert!(text.contains("6 passed, 0 failed"), "{text}");
+    assert!(text.contains(&format!("pushed {reference}")), "{text}");
+    assert!(text.contains(&format!("pulled {reference}")), "{text}");
+    // The audit summary: the monitored policy would have denied one
+    // container (the first), and denied the second once enforced.
+    let row = |mode: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&reference) && l.split_whitespace().nth(1) == Some(mode))
+            .map(|l| l.split_whitespace().skip(2).take(5).collect::<Vec<_>>())
+    };
+    assert_eq!(row("monitor"), Some(vec!["1", "0", "0", "1", "0"]), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("specwright_policy_decisions_total{")
+            && l.contains(&format!("policy=\"{reference}\""))
+            && l.ends_with("mode=\"monitor\",verdict=\"denied\"} 1")),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("refused"), "{text}\n{errors}");
+    assert!(
+        errors.contains("GITHUB_TOKEN"),
+        "the refusal names the variable: {errors}"
+    );
+    let log = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
+    let enforced = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["op"] == "policy" && r["mode"] == "enforce")
+        .count();
+    assert_eq!(enforced, 1, "{log}");
+    scene.assert_nothing_mounted();
 }
