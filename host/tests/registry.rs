@@ -356,7 +356,7 @@ fn a_policy_pushed_and_pulled_by_tag_and_digest_runs_from_the_state_dir() {
     let out = spec_with(home, &state, &not_pulled, &["PATH=/bin"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("not pulled") && stderr(&out).contains(&format!("specwright policy pull --state-dir")),
+        stderr(&out).contains("not pulled") && stderr(&out).contains("specwright policy pull --state-dir"),
         "{}",
         stderr(&out)
     );

@@ -24,7 +24,7 @@ fn main() -> Result<()> {
         [state, policy, config] => {
             let workspace = Workspace::open(Path::new(state))?;
             let engine = Engine::new(Limits::default())?.with_cache(workspace.compile_cache()?);
-            let chain = engine.load_trusted_chain(std::slice::from_ref(policy))?;
+            let chain = engine.load_trusted_chain(&[policy.as_str().into()])?;
             engine.review(&chain, &workspace, "floor", &read(config)?, &HostFacts::default())?;
         }
         [state, policy, flag, request, facts] if flag == "--generate" => {
