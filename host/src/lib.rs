@@ -75,7 +75,8 @@ pub use policy::ticks::tick_policies_by_timer;
 pub use policy::ReusedInstance;
 pub use policy::{
     import_use, write_perf_map, Engine, ImportUse, Inspection, Limits, LimitsError, LoadedPolicy, Mode, PolicyArg,
-    PolicyFailure, DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, WASI_LINKED, WASI_OUTPUT_BYTES, WASI_TRAPPED,
+    PolicyFailure, SettingsFile, DEFAULT_POLICY_NAME, DEFAULT_POLICY_WASM, WASI_LINKED, WASI_OUTPUT_BYTES,
+    WASI_TRAPPED,
 };
 pub use run::RunError;
 pub use specwright_core::spec::Spec;

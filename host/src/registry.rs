@@ -64,7 +64,11 @@ impl Client {
             .redirects(5)
             .user_agent(concat!("specwright/", env!("CARGO_PKG_VERSION")));
         if !connection.plain_http {
-            builder = builder.tls_config(Arc::new(tls_config(connection.ca_file.as_deref())?));
+            // No URL the registry names (a token server, an upload, a
+            // redirect) takes the session to plain HTTP.
+            builder = builder
+                .https_only(true)
+                .tls_config(Arc::new(tls_config(connection.ca_file.as_deref())?));
         }
         let credentials = match &connection.credentials {
             Some(given) => Some(given.clone()),
@@ -82,6 +86,11 @@ impl Client {
             authorization: None,
             actions,
         })
+    }
+
+    /// Whether `url` is on the registry itself (its scheme, host and port).
+    fn is_registry(&self, url: &str) -> bool {
+        url.strip_prefix(&self.base).is_some_and(|rest| rest.starts_with('/'))
     }
 
     fn url(&self, path: &str) -> String {
@@ -105,7 +114,9 @@ impl Client {
             for (name, value) in headers {
                 request = request.set(name, value);
             }
-            if let Some(authorization) = &self.authorization {
+            // The registry's token or credentials go to the registry only
+            // (an upload URL may be a storage service's).
+            if let Some(authorization) = self.authorization.as_ref().filter(|_| self.is_registry(url)) {
                 request = request.set("Authorization", authorization);
             }
             let result = match body {
@@ -123,14 +134,24 @@ impl Client {
             if status == 401 && !retried {
                 retried = true;
                 let challenge = response.header("www-authenticate").unwrap_or_default().to_string();
-                self.authorization = Some(self.authorize(&challenge)?);
+                self.authorization = Some(self.authorize(&challenge).with_context(|| format!("{method} {url}"))?);
                 continue;
             }
             if expected.contains(&status) {
                 return Ok(response);
             }
-            let said = read_bounded(response, 4096).map(|b| String::from_utf8_lossy(&b).trim().to_string());
-            let said = said.unwrap_or_default();
+            // What the registry said, without control characters (a
+            // terminal would act on them).
+            let said = read_bounded(response, 4096)
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .chars()
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect::<String>()
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default();
             if status == 401 {
                 bail!(
                     "{method} {url}: 401 Unauthorized: the registry refused the credentials{} ({said})",
@@ -185,6 +206,11 @@ impl Client {
             .find(|(k, _)| k == "realm")
             .map(|(_, v)| v.clone())
             .ok_or_else(|| anyhow!("{}: a Bearer challenge without a realm", self.reference.registry))?;
+        // --plain-http is for the registry: credentials go to a token
+        // server elsewhere only over TLS.
+        if realm.starts_with("http://") && !self.is_registry(&realm) && basic.is_some() {
+            bail!("the token server {realm} is another host over plain HTTP: the credentials would travel there in clear text");
+        }
         let mut request = self.agent.get(&realm);
         if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
             request = request.query("service", service);

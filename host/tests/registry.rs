@@ -693,3 +693,64 @@ fn readmes_fleet_walk_through_runs_as_written() {
     assert_eq!(enforced, 1, "{log}");
     scene.assert_nothing_mounted();
 }
+
+/// A registry (TLS) whose token server is another host over plain HTTP:
+/// the credentials must not travel there, and an upload on another host
+/// gets no credentials of the registry's.
+#[test]
+fn credentials_go_to_the_registry_only_and_never_in_clear_text() {
+    let registry = Registry::start(true);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    // A listener standing for the other host: whatever reaches it is
+    // written down.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    // A TLS server with the registry's certificate, challenging for a
+    // token at the other host over plain HTTP.
+    let script = format!(
+        "import http.server, ssl\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20 def do_GET(self):\n\
+         \x20   self.send_response(401)\n\
+         \x20   self.send_header('WWW-Authenticate', 'Bearer realm=\"http://127.0.0.1:{other}/token\",service=\"x\"')\n\
+         \x20   self.send_header('Content-Length', '0')\n\
+         \x20   self.end_headers()\n\
+         \x20 def log_message(self, *a): pass\n\
+         s = http.server.HTTPServer(('127.0.0.1', 0), H)\n\
+         c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('{d}/server.pem', '{d}/server.key')\n\
+         s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+         print(s.server_address[1], flush=True)\n\
+         s.serve_forever()\n",
+        d = registry.dir.path().display()
+    );
+    let mut fake = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(fake.stdout.take().unwrap()), &mut port).unwrap();
+    let reference = format!("oci://127.0.0.1:{}/p:v1", port.trim());
+    let state = home.join("state");
+    let out = registry.specwright(
+        home,
+        &["policy", "pull", "--state-dir", state.to_str().unwrap(), &reference],
+        Some(PASSWORD),
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("http://127.0.0.1:{other}/token")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the credentials were sent to the other host in clear text"
+    );
+    assert_eq!(files_below(&state.join("policies")), Vec::<PathBuf>::new());
+}

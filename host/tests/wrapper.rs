@@ -978,6 +978,51 @@ fn monitored_policies_record_what_they_would_do_and_change_nothing() {
         ]
     );
 
+    // A monitored policy that cannot be loaded (not pulled yet) blocks
+    // nothing: each review records it as failed. An enforced one fails
+    // every review, counted in the metrics as failed.
+    let textfile = f.root.join("metrics.prom");
+    let missing = "oci://registry.invalid/policies/guard:v1";
+    let with_missing = |mode: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "policies = [{{ path = \"{missing}\", mode = \"{mode}\" }}, \"{MOUNT_ALLOWLIST}:allow.json\"]\n\
+                 real_runtime = \"{}\"\nstate_dir = \"{}\"\nmetrics_file = \"{}\"\n",
+                f.fake.display(),
+                f.state.display(),
+                textfile.display()
+            ),
+        )
+        .unwrap()
+    };
+    with_missing("monitor");
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "mon5"], &config);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(f.passed().is_some());
+    let records = decisions(&f, "mon5");
+    assert_eq!(
+        (&records[0]["policy"], &records[0]["mode"], &records[0]["verdict"]),
+        (&json!(missing), &json!("monitor"), &json!("failed"))
+    );
+    assert!(
+        records[0]["error"].as_str().unwrap().contains("not pulled"),
+        "{}",
+        records[0]
+    );
+    with_missing("enforce");
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "mon6"], &config);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not pulled"), "{}", stderr(&out));
+    assert_eq!(f.passed(), None);
+    let metrics = std::fs::read_to_string(&textfile).unwrap();
+    for line in [
+        "specwright_reviews_total{outcome=\"approved\"} 1",
+        "specwright_reviews_total{outcome=\"failed\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+
     // An engine's --monitor-policy flag is read as the file's table is.
     write_config(&format!("\"{MOUNT_ALLOWLIST}:allow.json\""));
     let out = f.run_with_config(
@@ -989,6 +1034,55 @@ fn monitored_policies_record_what_they_would_do_and_change_nothing() {
     assert_eq!(
         (&records[0]["policy"], &records[0]["mode"], &records[0]["verdict"]),
         (&json!(HARDENED), &json!("monitor"), &json!("denied"))
+    );
+}
+
+/// Regression: a policy's verdict was taken against the previous
+/// policy's output as written, not the typed spec it was handed (which
+/// leaves out fields at their default values): a monitored pass-through
+/// after one that spells defaults out was logged as changing the spec.
+#[test]
+fn a_verdict_is_taken_against_the_spec_the_policy_was_handed() {
+    let f = Fixture::new();
+    std::fs::write(f.root.join("defaults.json"), r#"{"mode": "spell-out-defaults"}"#).unwrap();
+    std::fs::write(f.root.join("pass.json"), r#"{"mode": "passthrough"}"#).unwrap();
+    let config = f.root.join("runtime.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [\"{TEST_POLICY}:defaults.json\", {{ path = \"{TEST_POLICY}\", settings = \"pass.json\", mode = \"monitor\" }}]\n\
+             real_runtime = \"{}\"\nstate_dir = \"{}\"\n",
+            f.fake.display(),
+            f.state.display()
+        ),
+    )
+    .unwrap();
+    let bundle = f.bundle.display().to_string();
+    let received = f.spec();
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "typed1"], &config);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let records = decisions(&f, "typed1");
+    assert_eq!(records.len(), 2, "{records:?}");
+    // The first turned `terminal: true` into false, which the typed spec
+    // leaves out: its patch applied to what it got gives what runs.
+    let mut anchored = received.clone();
+    anchored["root"]["path"] = Value::String(
+        std::fs::canonicalize(f.bundle.join("rootfs"))
+            .unwrap()
+            .display()
+            .to_string(),
+    );
+    assert_eq!(records[0]["verdict"], "changed", "{}", records[0]);
+    assert!(
+        apply_patch(&anchored, &records[0]["patch"]) == f.seen(),
+        "{}",
+        records[0]
+    );
+    assert_eq!(
+        (&records[1]["verdict"], &records[1]["patch"]),
+        (&json!("allowed"), &json!([])),
+        "{}",
+        records[1]
     );
 }
 

@@ -95,6 +95,17 @@ impl Guest for Hostile {
                 Ok(spec.to_string())
             }
             "passthrough" => previous.ok_or_else(|| PolicyError::Internal("no previous spec".into())),
+            // The previous spec with fields spelled out at their default
+            // values (what a typed spec leaves out).
+            "spell-out-defaults" => {
+                let mut spec: serde_json::Value = previous
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok())
+                    .ok_or_else(|| PolicyError::Internal("no previous spec".into()))?;
+                spec["process"]["terminal"] = serde_json::Value::Bool(false);
+                spec["process"]["noNewPrivileges"] = serde_json::Value::Bool(false);
+                Ok(spec.to_string())
+            }
             "slow-passthrough" => {
                 // Busy for a while (the settings' `iterations`), then fine.
                 let iterations = serde_json::from_str::<serde_json::Value>(&settings)

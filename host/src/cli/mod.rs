@@ -335,11 +335,15 @@ fn chain_of(matches: &clap::ArgMatches) -> Vec<PolicyArg> {
         let Some(indices) = sub.indices_of(id) else {
             continue;
         };
-        chain.extend(
-            indices
-                .zip(values)
-                .map(|(i, arg)| (i, PolicyArg { arg: arg.clone(), mode })),
-        );
+        chain.extend(indices.zip(values).map(|(i, arg)| {
+            (
+                i,
+                PolicyArg {
+                    mode,
+                    ..PolicyArg::enforced(arg.clone())
+                },
+            )
+        }));
     }
     chain.sort_by_key(|(i, _)| *i);
     chain.into_iter().map(|(_, arg)| arg).collect()

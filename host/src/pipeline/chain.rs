@@ -9,7 +9,7 @@ use serde_json::Value;
 use specwright_core::spec::Spec;
 use specwright_core::{HostFacts, Request};
 
-use super::Error;
+use super::{Chain, Error};
 use crate::audit::{Audit, Decision, Mode, Verdict};
 use crate::policy::{Engine, LoadedPolicy, PolicyFacts, PolicyFailure};
 use crate::step::StepHost;
@@ -28,14 +28,15 @@ pub(crate) fn read_engine_spec(text: &str) -> Result<Spec, Error> {
 /// the step holds is released.
 pub(crate) fn run(
     engine: &Engine,
-    chain: &[LoadedPolicy],
+    chain: &Chain,
     step: StepHost,
     request: &Request,
     facts: &HostFacts,
     audit: &Audit,
 ) -> Result<(StepHost, Spec), Error> {
     let start = Instant::now();
-    let result = run_chain(engine, chain, step, request, facts, audit);
+    record_unloaded(chain, &request.id, audit);
+    let result = run_chain(engine, &chain.policies, step, request, facts, audit);
     audit.review(outcome(result.as_ref().map(drop)), start.elapsed());
     result
 }
@@ -62,7 +63,8 @@ fn run_chain(
             Some(out) => (Some(out.text.as_str()), &out.value),
             None => (None, &Value::Null),
         };
-        let (returned, outcome) = run_policy(engine, policy, step, &input, &facts, previous, before, audit);
+        let received = Received { previous, before };
+        let (returned, outcome) = run_policy(engine, policy, step, &input, &facts, received, Carried::Text, audit);
         step = returned;
         match outcome {
             Ok(Some(out)) => last = Some(out),
@@ -89,7 +91,7 @@ fn run_chain(
 /// [`Mounting::Engine`]: crate::step::Mounting::Engine
 pub(crate) fn review(
     engine: &Engine,
-    chain: &[LoadedPolicy],
+    chain: &Chain,
     step: StepHost,
     id: &str,
     spec: Spec,
@@ -97,9 +99,25 @@ pub(crate) fn review(
     audit: &Audit,
 ) -> Result<Spec, Error> {
     let start = Instant::now();
-    let result = review_chain(engine, chain, step, id, spec, facts, audit);
+    record_unloaded(chain, id, audit);
+    let result = review_chain(engine, &chain.policies, step, id, spec, facts, audit);
     audit.review(outcome(result.as_ref().map(drop)), start.elapsed());
     result
+}
+
+/// Records each monitored policy of `chain` that could not be loaded as
+/// failed on step `step`.
+fn record_unloaded(chain: &Chain, step: &str, audit: &Audit) {
+    for unloaded in &chain.unloaded {
+        audit.decision(&Decision {
+            step,
+            policy: &unloaded.name,
+            digest: None,
+            mode: Mode::Monitor,
+            verdict: Verdict::Failed(unloaded.error.clone()),
+            took: std::time::Duration::ZERO,
+        });
+    }
 }
 
 /// A review's outcome for the metrics: a denial by an enforced policy, or
@@ -153,7 +171,11 @@ fn review_chain(
             Ok(input) => input,
             Err(e) => return Err(release_after(step, e)),
         };
-        let (returned, outcome) = run_policy(engine, policy, step, &input, &facts, Some(&previous), &before, audit);
+        let received = Received {
+            previous: Some(&previous),
+            before: &before,
+        };
+        let (returned, outcome) = run_policy(engine, policy, step, &input, &facts, received, Carried::Typed, audit);
         step = returned;
         match outcome {
             Ok(Some(out)) => (current, before) = (out.spec, out.value),
@@ -188,9 +210,27 @@ impl<'r> Input<'r> {
     }
 }
 
+/// The spec a policy receives: the text it is handed (none for a build
+/// step's first policy) and the same as a value, which its verdict and
+/// patch are taken against.
+#[derive(Clone, Copy)]
+struct Received<'a> {
+    previous: Option<&'a str>,
+    before: &'a Value,
+}
+
+/// How a policy's output goes on to the next policy: as it wrote it (a
+/// build step's chain) or as the typed spec's canonical JSON (an engine's
+/// spec under review, where the runtime gets the typed spec).
+#[derive(Clone, Copy)]
+enum Carried {
+    Text,
+    Typed,
+}
+
 /// What a policy returned, checked: its text (handed to the next policy
-/// as it was written), the parsed value (what the next policy's patch is
-/// taken against) and the typed spec.
+/// of a build step as it was written), its value as it is carried on
+/// (what the next policy's patch is taken against) and the typed spec.
 struct Output {
     text: String,
     value: Value,
@@ -212,8 +252,8 @@ fn run_policy(
     mut step: StepHost,
     request: &Input<'_>,
     facts: &PolicyFacts,
-    previous: Option<&str>,
-    before: &Value,
+    received: Received<'_>,
+    carried: Carried,
     audit: &Audit,
 ) -> (StepHost, Result<Option<Output>, Error>) {
     if let Some(signal) = step_cancelled(&step) {
@@ -221,14 +261,19 @@ fn run_policy(
     }
     step.set_actor(&policy.name);
     let start = Instant::now();
+    let Received { previous, before } = received;
     let (step, result) = engine.call_with(policy, step, &request.json, facts, previous);
     let checked = result.and_then(|text| {
-        validate::validate_json(&text)
-            .map(|(value, spec)| Output { text, value, spec })
-            .map_err(|e| PolicyFailure::InvalidSpec {
-                policy: policy.name.clone(),
-                message: e.to_string(),
-            })
+        let invalid = |message: String| PolicyFailure::InvalidSpec {
+            policy: policy.name.clone(),
+            message,
+        };
+        let (value, spec) = validate::validate_json(&text).map_err(|e| invalid(e.to_string()))?;
+        let value = match carried {
+            Carried::Text => value,
+            Carried::Typed => serde_json::to_value(&spec).map_err(|e| invalid(e.to_string()))?,
+        };
+        Ok(Output { text, value, spec })
     });
     let took = start.elapsed();
     let verdict = match &checked {

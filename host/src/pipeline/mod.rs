@@ -233,12 +233,24 @@ impl Workspace {
 /// one's spec. A chain runs only on the engine that loaded its policies.
 pub struct Chain {
     policies: Vec<LoadedPolicy>,
+    /// Monitored policies that could not be loaded: each review records
+    /// them as failed, and goes on (a monitored policy never blocks).
+    unloaded: Vec<Unloaded>,
+}
+
+/// A monitored policy that could not be loaded, and why.
+pub(crate) struct Unloaded {
+    pub(crate) name: String,
+    pub(crate) error: String,
 }
 
 impl Chain {
     /// `policies`, run in the order given.
     pub fn new(policies: Vec<LoadedPolicy>) -> Chain {
-        Chain { policies }
+        Chain {
+            policies,
+            unloaded: Vec::new(),
+        }
     }
 
     /// The policies, in order.
@@ -265,32 +277,45 @@ impl Engine {
         if args.is_empty() {
             return Ok(Chain::new(vec![self.load_default()?]));
         }
-        let policies = args
-            .iter()
-            .map(|a| Ok(self.load_arg(&a.arg)?.with_mode(a.mode)))
-            .collect::<Result<Vec<_>, PolicyFailure>>()?;
-        Ok(Chain::new(policies))
+        self.load_args(args, false)
+    }
+
+    /// The chain `args` name; a monitored policy that cannot be loaded is
+    /// kept as one that failed (never fatal), an enforced one fails the
+    /// chain.
+    fn load_args(&self, args: &[PolicyArg], trusted: bool) -> Result<Chain, Error> {
+        let mut chain = Chain::new(Vec::new());
+        for arg in args {
+            match self.load_policy_arg(arg, trusted) {
+                Ok(policy) => chain.policies.push(policy),
+                Err(e) if arg.mode == crate::policy::Mode::Monitor => {
+                    tracing::warn!(policy = %arg.arg, error = %e, "a monitored policy could not be loaded; every review records it as failed");
+                    chain.unloaded.push(Unloaded {
+                        name: arg.arg.clone(),
+                        error: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(chain)
     }
 
     /// [`Engine::load_chain`] for a chain that decides what containers may
     /// do (`specwright-runc`'s): every policy and settings file must be a
     /// trusted file; no policy, no chain.
     pub fn load_trusted_chain(&self, args: &[PolicyArg]) -> Result<Chain, Error> {
-        let policies = args
-            .iter()
-            .map(|a| Ok(self.load_trusted_arg(&a.arg)?.with_mode(a.mode)))
-            .collect::<Result<Vec<_>, PolicyFailure>>()?;
-        Ok(Chain::new(policies))
+        self.load_args(args, true)
     }
 
     /// The chain's policies, each checked to be this engine's.
-    fn policies_of<'c>(&self, chain: &'c Chain) -> Result<&'c [LoadedPolicy], Error> {
-        if chain.policies.is_empty() {
+    fn policies_of<'c>(&self, chain: &'c Chain) -> Result<&'c Chain, Error> {
+        if chain.policies.is_empty() && chain.unloaded.is_empty() {
             return Err(Error::EmptyChain);
         }
         match chain.policies.iter().find(|p| !self.owns(p)) {
             Some(foreign) => Err(Error::ForeignPolicy(foreign.name.clone())),
-            None => Ok(&chain.policies),
+            None => Ok(chain),
         }
     }
 

@@ -391,6 +391,29 @@ impl Engine {
 
     fn load_arg_with(&self, spec: &str, trusted: bool) -> Result<LoadedPolicy, PolicyFailure> {
         let (file, settings_file) = split_policy_arg(spec, Path::new(""))?;
+        self.load_split(file, settings_file, trusted)
+    }
+
+    /// `arg` as a chain names it: split as `--policy` is, or, when it
+    /// names its settings apart (runtime.toml's table form), taken whole.
+    pub(crate) fn load_policy_arg(&self, arg: &PolicyArg, trusted: bool) -> Result<LoadedPolicy, PolicyFailure> {
+        let loaded = match &arg.settings {
+            SettingsFile::InArg => self.load_arg_with(&arg.arg, trusted),
+            SettingsFile::Apart(settings) => {
+                self.load_split(PathBuf::from(&arg.arg), settings.as_ref().map(PathBuf::from), trusted)
+            }
+        };
+        Ok(loaded?.with_mode(arg.mode))
+    }
+
+    /// The policy `file` (a path, an embedded policy's name or a
+    /// registry reference) with the settings in `settings_file`.
+    fn load_split(
+        &self,
+        file: PathBuf,
+        settings_file: Option<PathBuf>,
+        trusted: bool,
+    ) -> Result<LoadedPolicy, PolicyFailure> {
         let read = if trusted {
             crate::input::read_trusted
         } else {
@@ -716,13 +739,27 @@ impl Engine {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyArg {
     pub arg: String,
+    /// Where its settings file is named.
+    pub settings: SettingsFile,
     pub mode: Mode,
+}
+
+/// Where a chain's policy names its settings file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettingsFile {
+    /// After the last colon of the argument, if anything, as `--policy`
+    /// takes it ([`split_policy_arg`]).
+    InArg,
+    /// Apart (runtime.toml's table form): the argument is the policy
+    /// alone, never split at a colon; `None` when it has no settings.
+    Apart(Option<String>),
 }
 
 impl PolicyArg {
     pub fn enforced(arg: impl Into<String>) -> PolicyArg {
         PolicyArg {
             arg: arg.into(),
+            settings: SettingsFile::InArg,
             mode: Mode::Enforce,
         }
     }
@@ -730,6 +767,7 @@ impl PolicyArg {
     pub fn monitored(arg: impl Into<String>) -> PolicyArg {
         PolicyArg {
             arg: arg.into(),
+            settings: SettingsFile::InArg,
             mode: Mode::Monitor,
         }
     }
@@ -752,7 +790,7 @@ impl From<String> for PolicyArg {
 /// An enforced policy named `FILE[:SETTINGS.json]` equals its text.
 impl PartialEq<&str> for PolicyArg {
     fn eq(&self, other: &&str) -> bool {
-        self.mode == Mode::Enforce && self.arg == *other
+        self.mode == Mode::Enforce && self.settings == SettingsFile::InArg && self.arg == *other
     }
 }
 

@@ -13,7 +13,7 @@ use specwright_core::{HostFacts, Request};
 
 use crate::oci_runtime::OciRuntime;
 use crate::pipeline::Workspace;
-use crate::policy::{Engine, LoadedPolicy};
+use crate::policy::Engine;
 use crate::state::{Bundle, StepLock};
 use crate::step::StepHost;
 
@@ -101,7 +101,7 @@ pub fn hybrid_cgroups() -> bool {
 
 pub(crate) struct RunArgs<'a> {
     pub engine: &'a Engine,
-    pub chain: &'a [LoadedPolicy],
+    pub chain: &'a crate::Chain,
     pub request_json: &'a str,
     pub facts: &'a HostFacts,
     pub rootfs: &'a Path,

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::args::OwnFlags;
-use crate::policy::{split_policy_arg, Mode, PolicyArg};
+use crate::policy::{split_policy_arg, Mode, PolicyArg, SettingsFile};
 
 /// The file read when `SPECWRIGHT_RUNTIME_CONFIG` is not set; it may be
 /// missing (then nothing is configured).
@@ -157,11 +157,17 @@ impl WrapperConfig {
         config.policies = config
             .policies
             .iter()
-            .map(|p| {
-                Ok(PolicyArg {
+            .map(|p| match &p.settings {
+                SettingsFile::InArg => Ok(PolicyArg {
                     arg: relative_to(base, &p.arg)?,
+                    settings: SettingsFile::InArg,
                     mode: p.mode,
-                })
+                }),
+                SettingsFile::Apart(settings) => Ok(PolicyArg {
+                    arg: table_path(base, &p.arg)?,
+                    settings: SettingsFile::Apart(settings.as_ref().map(|s| base.join(s).display().to_string())),
+                    mode: p.mode,
+                }),
             })
             .collect::<Result<_, crate::policy::PolicyFailure>>()
             .map_err(|e| ConfigError::Parse {
@@ -259,15 +265,33 @@ fn policy_entries<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<V
         .into_iter()
         .map(|entry| match entry {
             Entry::Arg(arg) => PolicyArg::enforced(arg),
+            // The path taken whole, never split at a colon: `settings`
+            // says whether there is a settings file.
             Entry::Table(PolicyTable { path, settings, mode }) => PolicyArg {
-                arg: match settings {
-                    Some(settings) => format!("{path}:{settings}"),
-                    None => path,
-                },
+                arg: path,
+                settings: SettingsFile::Apart(settings),
                 mode,
             },
         })
         .collect())
+}
+
+/// A table entry's `path`, whole: an embedded policy's name, a registry
+/// reference (which must name a tag or digest and nothing more), or a
+/// file, relative paths taken from `base`.
+fn table_path(base: &Path, path: &str) -> Result<String, crate::policy::PolicyFailure> {
+    if crate::policy::embedded_policy(Path::new(path)).is_some() {
+        return Ok(path.to_string());
+    }
+    if path.starts_with(crate::oci::SCHEME) {
+        return crate::oci::Reference::parse(path).map(|r| r.to_string()).map_err(|e| {
+            crate::policy::PolicyFailure::Load {
+                policy: path.to_string(),
+                message: e.to_string(),
+            }
+        });
+    }
+    Ok(base.join(path).display().to_string())
 }
 
 /// `FILE[:SETTINGS]` with relative paths taken from `base`; an embedded
@@ -294,6 +318,7 @@ mod tests {
                     { path = "guard.wasm", settings = "guard.json", mode = "monitor" },
                     { path = "/opt/allow.wasm", mode = "enforce" },
                     { path = "default" },
+                    { path = "t:1.wasm", settings = "a:b.json" },
                 ]
             "#,
         )
@@ -302,9 +327,27 @@ mod tests {
             config.policies,
             [
                 PolicyArg::enforced("/etc/specwright/hardened.wasm"),
-                PolicyArg::monitored("/etc/specwright/guard.wasm:/etc/specwright/guard.json"),
-                PolicyArg::enforced("/opt/allow.wasm"),
-                PolicyArg::enforced("default"),
+                PolicyArg {
+                    arg: "/etc/specwright/guard.wasm".into(),
+                    settings: SettingsFile::Apart(Some("/etc/specwright/guard.json".into())),
+                    mode: Mode::Monitor,
+                },
+                PolicyArg {
+                    arg: "/opt/allow.wasm".into(),
+                    settings: SettingsFile::Apart(None),
+                    mode: Mode::Enforce,
+                },
+                PolicyArg {
+                    arg: "default".into(),
+                    settings: SettingsFile::Apart(None),
+                    mode: Mode::Enforce,
+                },
+                // Colons in a table's names are theirs, never a split.
+                PolicyArg {
+                    arg: "/etc/specwright/t:1.wasm".into(),
+                    settings: SettingsFile::Apart(Some("/etc/specwright/a:b.json".into())),
+                    mode: Mode::Enforce,
+                },
             ]
         );
         for (entry, named) in [
@@ -312,6 +355,9 @@ mod tests {
             (r#"{ path = "a.wasm", modes = "monitor" }"#, "a policy"),
             (r#"{ settings = "a.json" }"#, "a policy"),
             ("3", "a policy"),
+            // A table's path is the policy whole: a reference without a
+            // tag is no reference, whatever the settings.
+            (r#"{ path = "oci://r.example/guard", settings = "v1" }"#, "names no tag"),
         ] {
             let text = format!("policies = [{entry}]");
             let err = WrapperConfig::parse(Path::new("/etc/specwright/runtime.toml"), &text)

@@ -28,6 +28,7 @@ mod paths;
 mod process;
 mod runtime;
 
+use specwright_host_core::metrics::Outcome;
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -259,7 +260,22 @@ fn open_workspace(settings: &OwnFlags) -> Result<Workspace> {
 
 /// Reviews what a command line routed to the chain asks for.
 fn review(invocation: &Invocation, reviewed: Reviewed<'_>, settings: &OwnFlags, real: &RealRuntime) -> Result<Handoff> {
-    let reviewer = Reviewer::open(settings)?;
+    let reviewer = match Reviewer::open(settings) {
+        Ok(reviewer) => reviewer,
+        Err(e) => {
+            // A chain that does not load fails the review: counted so.
+            if let Some(textfile) = &settings.metrics_file {
+                let counted = open_workspace(settings).and_then(|workspace| {
+                    workspace.audit.review(Outcome::Failed, Duration::ZERO);
+                    Ok(workspace.write_metrics(textfile)?)
+                });
+                if let Err(e) = counted {
+                    eprintln!("specwright-runc: warning: writing the metrics: {e:#}");
+                }
+            }
+            return Err(e);
+        }
+    };
     let handoff = review_with(&reviewer, invocation, reviewed, real, settings);
     if let Some(textfile) = &settings.metrics_file {
         // The metrics never stop a container.

@@ -3,7 +3,7 @@
 //! ```text
 //! <state>/policies/blobs/sha256-<hex>   a manifest, config or component, by digest
 //! <state>/policies/tags.json            HOST/REPO:TAG -> manifest digest
-//! <state>/policies/tags.lock            held (flock) while tags.json changes
+//! <state>/policies/store.lock           held (flock) while a pull is stored
 //! ```
 //!
 //! A blob is written only once its bytes have the digest it is named by;
@@ -19,7 +19,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::at::{open_subdir, read_bounded, write_atomically};
+use super::at::{create_atomically, open_subdir, read_bounded, write_atomically};
 use super::dir::StateDir;
 use super::lock::open_lock_file;
 use super::StateError;
@@ -41,9 +41,10 @@ fn corrupt(path: PathBuf, message: String) -> StateError {
 
 impl StateDir {
     /// Stores a pulled artifact: `blobs` (each checked against its
-    /// digest again here), then, for a reference by tag, the tag naming
-    /// `manifest`. When any part fails, the blobs this call stored are
-    /// removed again; blobs stored before are kept.
+    /// digest again here; one stored before is kept as it is), then, for a
+    /// reference by tag, the tag naming `manifest`. When any part fails,
+    /// the blobs this call created are removed again; blobs stored before
+    /// are kept.
     pub fn store_pulled(
         &self,
         reference: &Reference,
@@ -53,7 +54,15 @@ impl StateDir {
         let open = self.opened()?;
         let policies = open_subdir(&open.root, "policies", true)?;
         let dir = open_subdir(&policies, "blobs", true)?;
-        let mut stored: Vec<String> = Vec::new();
+        // One store at a time: a blob this call creates and then removes
+        // on failure is one no other store has counted on meanwhile.
+        let lock_path = policies.path.join("store.lock");
+        let (fd, _) = open_lock_file(policies.fd(), "store.lock", &lock_path)?;
+        let _held = Flock::lock(File::from(fd), FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
+            path: lock_path.clone(),
+            source: e.into(),
+        })?;
+        let mut created: Vec<String> = Vec::new();
         let result = (|| {
             for (digest, bytes) in blobs {
                 let name = blob_name(digest);
@@ -63,19 +72,12 @@ impl StateDir {
                         format!("bytes whose digest is not {digest}"),
                     ));
                 }
-                if read_bounded(dir.fd(), &dir.path.join(&name), &name, 0).is_ok_and(|b| b.is_some()) {
-                    continue;
+                // Created without replacing: one there already is kept.
+                if create_atomically(dir.fd(), &dir.path, &name, bytes, 0o600)? {
+                    created.push(name);
                 }
-                write_atomically(dir.fd(), &dir.path, &name, &[bytes], 0o600, true)?;
-                stored.push(name);
             }
             if let Some(key) = reference.tag_key() {
-                let lock_path = policies.path.join("tags.lock");
-                let (fd, _) = open_lock_file(policies.fd(), "tags.lock", &lock_path)?;
-                let _held = Flock::lock(File::from(fd), FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
-                    path: lock_path.clone(),
-                    source: e.into(),
-                })?;
                 let mut tags = read_tags(&policies)?;
                 tags.insert(key, manifest.clone());
                 let json = serde_json::to_vec_pretty(&tags)
@@ -85,7 +87,7 @@ impl StateDir {
             Ok(())
         })();
         if result.is_err() {
-            for name in &stored {
+            for name in &created {
                 match unlinkat(dir.fd(), name.as_str(), UnlinkatFlags::NoRemoveDir) {
                     Ok(()) | Err(Errno::ENOENT) => {}
                     Err(e) => tracing::warn!(blob = %name, error = %e, "removing a blob of a failed pull"),
@@ -196,8 +198,25 @@ mod tests {
         );
         let by_digest = by_tag.with_digest(manifest.clone());
         assert_eq!(state.pulled_component(&by_digest).unwrap().unwrap().0, path);
+        // A later pull that fails keeps what earlier pulls stored.
+        let other_tag = Reference::parse("oci://r.local:5000/team/p:v3").unwrap();
+        std::fs::remove_file(dir.path().join("state/policies/tags.json")).unwrap();
+        std::fs::create_dir(dir.path().join("state/policies/tags.json")).unwrap();
+        let failed = state.store_pulled(
+            &other_tag,
+            &manifest,
+            &[
+                (&layer, &artifact.layer),
+                (&config, &artifact.config),
+                (&manifest, &artifact.manifest),
+            ],
+        );
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 3);
+        assert_eq!(state.pulled_component(&by_digest).unwrap().unwrap().0, path);
         // Another tag of the repository was not pulled.
         let other = Reference::parse("oci://r.local:5000/team/p:v2").unwrap();
+        std::fs::remove_dir(dir.path().join("state/policies/tags.json")).unwrap();
         assert_eq!(state.pulled_component(&other).unwrap(), None);
     }
 }
