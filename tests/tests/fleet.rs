@@ -176,15 +176,28 @@ fn a_monitored_policy_in_a_build_steps_chain_changes_nothing_and_its_verdicts_ar
             .any(|l| l.starts_with(ENV_GUARD) && columns(l) == ["monitor", "1", "0", "0", "1", "0"]),
         "{table}"
     );
-    // A log that is not one is an error naming the file and the line.
-    std::fs::write(work.join("broken.jsonl"), "{\"op\": \"policy\"}\n").unwrap();
-    let out = cli(&["audit", "--log", &work.join("broken.jsonl").display().to_string()]);
-    assert_eq!(out.status.code(), Some(1));
+    // A line that is not a record (torn by a full disk) is skipped, and
+    // said so; a log that is not there is an error naming it.
+    let mut log = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
+    log.push_str("{\"op\": \"policy\", \"st\n");
+    std::fs::write(work.join("torn.jsonl"), log).unwrap();
+    let out = cli(&[
+        "audit",
+        "--log",
+        &work.join("torn.jsonl").display().to_string(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("broken.jsonl") && stderr(&out).contains("line 1"),
+        stderr(&out).contains("torn.jsonl: 1 lines are not records"),
         "{}",
         stderr(&out)
     );
+    let torn: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&torn["reviews"], &torn["unreadable"]), (&json!(3), &json!(1)));
+    let out = cli(&["audit", "--log", &work.join("missing.jsonl").display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("missing.jsonl"), "{}", stderr(&out));
 }
 
 /// `specwright policy test`: a line a case naming what differs, the
@@ -226,11 +239,14 @@ fn policy_test_names_each_failing_case_and_what_differs() {
     );
     case("g-denied", step(&["MY_TOKEN=x"]), Some(json!({"denied": "MY_TOKEN"})));
     std::fs::write(cases.join("README.md"), "not a case\n").unwrap();
+    // An expectation whose input is misspelt is a failure, not a case fewer.
+    write_json(&cases.join("h-orphan.expected.json"), &json!({"denied": "x"}));
+    write_json(&cases.join("h-orphan.requests.json"), &step(&["PATH=/bin"]));
     let out = cli(&["policy", "test", ENV_GUARD, cases.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 8, "{text}");
+    assert_eq!(lines.len(), 9, "{text}");
     assert_eq!(lines[0], "ok      a-passes");
     assert!(
         lines[1].starts_with("FAILED  b-other-env: /process/env: expected [\"PATH=/usr/bin\"], got [\"PATH=/bin\"]"),
@@ -253,7 +269,11 @@ fn policy_test_names_each_failing_case_and_what_differs() {
         "{text}"
     );
     assert_eq!(lines[6], "ok      g-denied");
-    assert_eq!(lines[7], "2 passed, 5 failed");
+    assert!(
+        lines[7].starts_with("FAILED  h-orphan: h-orphan.expected.json has no"),
+        "{text}"
+    );
+    assert_eq!(lines[8], "2 passed, 6 failed");
 
     // One name, two inputs; no case at all; no such directory.
     write_json(&cases.join("a-passes.engine.json"), &json!({}));

@@ -179,7 +179,7 @@ impl Audit {
         });
         let (key, value) = match verdict {
             Verdict::Allowed => ("patch", json!([])),
-            Verdict::Changed(patch) => ("patch", Value::from(patch.clone())),
+            Verdict::Changed(patch) => ("patch", Value::from(patch.iter().map(redact_env).collect::<Vec<_>>())),
             Verdict::Denied(message) => ("denial", json!(message)),
             Verdict::Failed(message) => ("error", json!(message)),
         };
@@ -244,6 +244,61 @@ impl Audit {
     }
 }
 
+/// The environment's values written in the log, in place of each
+/// `NAME=VALUE` of an `env` list (the process's, a hook's) a patch
+/// operation carries: `NAME=` and this.
+pub const REDACTED: &str = "<redacted>";
+
+/// Patch operation `op` with the values of environment variables it
+/// carries redacted (names kept): a step's env holds secrets (BuildKit's
+/// secret env, `-e DB_PASSWORD=...`), which the decision log keeps.
+fn redact_env(op: &Value) -> Value {
+    let mut op = op.clone();
+    let path = op["path"].as_str().unwrap_or_default().to_string();
+    let mut tokens = path.rsplit('/');
+    let (last, parent) = (tokens.next(), tokens.next());
+    if let Some(value) = op.get_mut("value") {
+        if parent == Some("env") {
+            redact_entry(value);
+        } else if last == Some("env") {
+            redact_list(value);
+        } else {
+            redact_within(value);
+        }
+    }
+    op
+}
+
+fn redact_entry(entry: &mut Value) {
+    if let Value::String(text) = entry {
+        if let Some((name, _)) = text.split_once('=') {
+            *text = format!("{name}={REDACTED}");
+        }
+    }
+}
+
+fn redact_list(list: &mut Value) {
+    if let Value::Array(entries) = list {
+        entries.iter_mut().for_each(redact_entry);
+    }
+}
+
+fn redact_within(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if key == "env" {
+                    redact_list(inner);
+                } else {
+                    redact_within(inner);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_within),
+        _ => {}
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -260,6 +315,9 @@ pub struct Summary {
     pub decisions: usize,
     /// By policy name and mode, sorted.
     pub policies: Vec<PolicySummary>,
+    /// Lines that are not records (a write torn by a full disk, an
+    /// edit), skipped.
+    pub unreadable: usize,
 }
 
 /// One policy's decisions in one mode. In monitor mode `denied` and
@@ -290,8 +348,6 @@ pub enum SummaryError {
     },
     #[error("line {line}: more than {MAX_LINE_BYTES} bytes")]
     LongLine { line: usize },
-    #[error("line {line}: {message}")]
-    Line { line: usize, message: String },
 }
 
 /// The longest audit line read.
@@ -299,14 +355,16 @@ pub const MAX_LINE_BYTES: usize = 16 << 20;
 
 impl Summary {
     /// Sums up the audit log `log` (JSON lines; every record that is not a
-    /// policy decision is skipped; a record that is not JSON, or a
-    /// decision without its fields, is an error naming its line).
+    /// policy decision is skipped; a line that is not a record, or a
+    /// decision without its fields, is counted as unreadable and skipped;
+    /// a line longer than [`MAX_LINE_BYTES`] is an error naming it).
     pub fn read(log: impl std::io::BufRead) -> Result<Summary, SummaryError> {
         use std::collections::{BTreeMap, BTreeSet, HashSet};
         use std::io::{BufRead, Read};
         let mut steps: HashSet<String> = HashSet::new();
         let mut by_policy: BTreeMap<(String, Mode), (PolicySummary, BTreeSet<String>)> = BTreeMap::new();
         let mut decisions = 0;
+        let mut unreadable = 0;
         let mut log = log;
         let mut buf = Vec::new();
         for line in 1.. {
@@ -321,8 +379,10 @@ impl Summary {
             if buf.len() > MAX_LINE_BYTES {
                 return Err(SummaryError::LongLine { line });
             }
-            let bad = |message: String| SummaryError::Line { line, message };
-            let record: RecordLine = serde_json::from_slice(&buf).map_err(|e| bad(e.to_string()))?;
+            let Ok(record) = serde_json::from_slice::<RecordLine>(&buf) else {
+                unreadable += 1;
+                continue;
+            };
             if record.op != "policy" {
                 continue;
             }
@@ -330,6 +390,10 @@ impl Summary {
                 // A record of a version before decisions had modes.
                 continue;
             };
+            if !matches!(verdict.as_str(), "allowed" | "changed" | "denied" | "failed") {
+                unreadable += 1;
+                continue;
+            }
             decisions += 1;
             steps.insert(record.step);
             let (summary, digests) = by_policy.entry((record.policy.clone(), mode)).or_default();
@@ -342,11 +406,7 @@ impl Summary {
                 "changed" => summary.changed += 1,
                 "denied" => summary.denied += 1,
                 "failed" => summary.failed += 1,
-                other => {
-                    return Err(bad(format!(
-                        "verdict {other:?} is none of allowed, changed, denied, failed"
-                    )))
-                }
+                _ => {}
             }
             if let Some(digest) = record.digest {
                 digests.insert(digest);
@@ -355,6 +415,7 @@ impl Summary {
         Ok(Summary {
             reviews: steps.len(),
             decisions,
+            unreadable,
             policies: by_policy
                 .into_values()
                 .map(|(mut summary, digests)| {
@@ -412,6 +473,44 @@ mod tests {
         }
     }
 
+    /// A patch's environment values never reach the log; their names do.
+    #[test]
+    fn a_decisions_patch_keeps_env_names_and_not_their_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&path).unwrap();
+        let patch = vec![
+            json!({"op": "replace", "path": "", "value": {"process": {"env": ["PATH=/bin", "DB_PASSWORD=hunter2"]}, "hooks": {"prestart": [{"path": "/h", "env": ["K=v"]}]}}}),
+            json!({"op": "add", "path": "/process/env/2", "value": "TOKEN=abc"}),
+            json!({"op": "replace", "path": "/process/env", "value": ["A=b=c"]}),
+            json!({"op": "replace", "path": "/process", "value": {"env": ["X=1"], "cwd": "/"}}),
+            json!({"op": "remove", "path": "/process/env/0"}),
+        ];
+        audit.decision(&Decision {
+            step: "s",
+            policy: "p",
+            digest: None,
+            mode: Mode::Enforce,
+            verdict: Verdict::Changed(patch),
+            took: Duration::ZERO,
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        for secret in ["hunter2", "/bin", "abc", "b=c", "K=v", "X=1"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let line: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            line["patch"],
+            json!([
+                {"op": "replace", "path": "", "value": {"process": {"env": ["PATH=<redacted>", "DB_PASSWORD=<redacted>"]}, "hooks": {"prestart": [{"path": "/h", "env": ["K=<redacted>"]}]}}},
+                {"op": "add", "path": "/process/env/2", "value": "TOKEN=<redacted>"},
+                {"op": "replace", "path": "/process/env", "value": ["A=<redacted>"]},
+                {"op": "replace", "path": "/process", "value": {"env": ["X=<redacted>"], "cwd": "/"}},
+                {"op": "remove", "path": "/process/env/0"},
+            ])
+        );
+    }
+
     /// Decisions summed by policy and mode; other records skipped; a line
     /// that is not a record named by its number.
     #[test]
@@ -463,11 +562,15 @@ mod tests {
         );
         assert_eq!(summary.policies[1].digests, ["sha256:ab"]);
         assert_eq!(summary.policies[1].total_us, 20);
-        let broken = format!(
-            "{}\n{{not json\n",
-            std::fs::read_to_string(&path).unwrap().lines().next().unwrap()
-        );
-        let err = Summary::read(broken.as_bytes()).unwrap_err().to_string();
-        assert!(err.starts_with("line 2:"), "{err}");
+        // A torn line is skipped and counted; the rest is summed up.
+        let first = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string();
+        let torn = format!("{first}\n{{\"ts_unix_ms\": 1, \"st\n{first}\n");
+        let summary = Summary::read(torn.as_bytes()).unwrap();
+        assert_eq!((summary.decisions, summary.unreadable), (2, 1));
     }
 }

@@ -11,6 +11,13 @@ pub(super) fn audit(state_dir: PathBuf, log: Option<PathBuf>, json: bool) -> Res
     let file = std::fs::File::open(&path).with_context(|| format!("audit log {}", path.display()))?;
     let summary =
         Summary::read(std::io::BufReader::new(file)).with_context(|| format!("audit log {}", path.display()))?;
+    if summary.unreadable > 0 {
+        eprintln!(
+            "specwright: warning: audit log {}: {} lines are not records, skipped",
+            path.display(),
+            summary.unreadable
+        );
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());

@@ -58,6 +58,12 @@ pub(super) fn run_cases(engine: &Engine, policy: &str, cases: &Path) -> Result<b
             }
         }
     }
+    for orphan in orphan_expectations(cases, &found)? {
+        failed += 1;
+        println!(
+            "FAILED  {orphan}: {orphan}.expected.json has no {orphan}.request.json or {orphan}.engine.json beside it"
+        );
+    }
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }
@@ -120,6 +126,24 @@ fn find_cases(dir: &Path) -> Result<Vec<Case>> {
     }
     cases.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(cases)
+}
+
+/// Names of `NAME.expected.json` files in `dir` with no input beside them
+/// (a misspelt input would otherwise drop its case silently).
+fn orphan_expectations(dir: &Path, cases: &[Case]) -> Result<Vec<String>> {
+    let mut orphans = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cases dir {}", dir.display()))? {
+        let file_name = entry
+            .with_context(|| format!("cases dir {}", dir.display()))?
+            .file_name();
+        if let Some(name) = file_name.to_str().and_then(|f| f.strip_suffix(".expected.json")) {
+            if !cases.iter().any(|c| c.name == name) {
+                orphans.push(name.to_string());
+            }
+        }
+    }
+    orphans.sort();
+    Ok(orphans)
 }
 
 /// What the chain made of a case: a spec, or a denial's reason.
@@ -218,6 +242,9 @@ fn mismatch(path: &str, expected: &Value, got: &Value) -> Option<String> {
             let at = format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"));
             match got.get(key) {
                 Some(got) => mismatch(&at, value, got),
+                // The typed spec leaves out what is at its default value;
+                // `null` expects the field absent.
+                None if is_default(value) => None,
                 None => Some(format!("{at}: expected {value}, but the spec has none")),
             }
         }),
@@ -226,6 +253,19 @@ fn mismatch(path: &str, expected: &Value, got: &Value) -> Option<String> {
             "{}: expected {expected}, got {got}",
             if path.is_empty() { "/" } else { path }
         )),
+    }
+}
+
+/// Whether `value` is what a spec leaves out: `null` (absent), `false`,
+/// `0`, `""`, `[]` or `{}`.
+fn is_default(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
     }
 }
 
@@ -250,6 +290,14 @@ mod tests {
         assert_eq!(
             mismatch("", &json!({"a/b": 2}), &got).unwrap(),
             "/a~1b: expected 2, got 1"
+        );
+        // A field at its default value is one the spec leaves out; null
+        // expects it absent.
+        let defaults = json!({"process": {"terminal": false, "cwd": ""}, "linux": null, "mounts": [], "hooks": {}});
+        assert_eq!(mismatch("", &defaults, &got), None);
+        assert_eq!(
+            mismatch("", &json!({"hostname": null}), &got).unwrap(),
+            "/hostname: expected null, got \"h\""
         );
     }
 }

@@ -482,17 +482,18 @@ impl Engine {
             std::fs::File::open(&path)
         }
         .map_err(reading)?;
-        let (component, digest) = self.compile_file(text, &opened)?;
-        let digest = match digest {
-            Some(digest) => digest,
+        // Through the cache the digest comes with the component; without
+        // one, the very bytes compiled are hashed.
+        let compiled = match self.cache {
+            Some(_) => self.compile_file(text, &opened)?,
             None => {
-                let bytes = crate::input::read_to_bound(
-                    std::fs::File::open(&path).map_err(reading)?,
-                    crate::input::MAX_POLICY_BYTES,
-                )
-                .map_err(reading)?;
-                crate::cache::component_digest(&bytes)
+                let bytes = crate::input::read_to_bound(&opened, crate::input::MAX_POLICY_BYTES).map_err(reading)?;
+                let digest = crate::cache::component_digest(&bytes);
+                (self.compile_digested(text, &bytes, Some(digest))?.0, Some(digest))
             }
+        };
+        let (component, Some(digest)) = compiled else {
+            return Err(failure(format!("{} was compiled without its digest", path.display())));
         };
         if crate::cache::hex(&digest) != layer.hex() {
             return Err(failure(format!(

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 /// The most bytes the totals may take (a few per policy and mode).
 const MAX_TOTALS_BYTES: u64 = 16 << 20;
 /// How long a process waits for another adding its counts.
-pub const METRICS_WAIT: Duration = Duration::from_secs(5);
+pub const METRICS_WAIT: Duration = Duration::from_secs(1);
 
 impl StateDir {
     /// Adds `tally` to the totals kept in the state dir, under its lock,
@@ -66,7 +66,7 @@ fn lock_within(mut file: File, path: &Path, wait: Duration) -> Result<Flock<File
                 if start.elapsed() >= wait {
                     return Err(StateError::Io {
                         path: path.to_path_buf(),
-                        source: std::io::Error::other(format!("held by another process for {} s", wait.as_secs())),
+                        source: std::io::Error::other(format!("held by another process for {} ms", wait.as_millis())),
                     });
                 }
                 std::thread::sleep(pause);
