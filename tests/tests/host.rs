@@ -337,7 +337,7 @@ fn release_of_a_corrupt_record_is_refused_and_touches_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("corrupt step record") && err.contains("evil.json"),
+        err.contains("corrupt state file") && err.contains("evil.json"),
         "{err}"
     );
     assert!(state.join("steps/evil.json").exists());

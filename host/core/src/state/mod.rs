@@ -76,7 +76,7 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: corrupt step record: {message}")]
+    #[error("{path}: corrupt state file: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("{id:?} is not a step id (ids name files in the state directory: letters, digits, '_', '.', '-', not starting with '.')")]
     BadId { id: String },
