@@ -336,10 +336,7 @@ fn release_of_a_corrupt_record_is_refused_and_touches_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("corrupt state file") && err.contains("evil.json"),
-        "{err}"
-    );
+    assert!(err.contains("corrupt state file") && err.contains("evil.json"), "{err}");
     assert!(state.join("steps/evil.json").exists());
 }
 

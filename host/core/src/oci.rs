@@ -107,7 +107,7 @@ pub struct Reference {
 impl Reference {
     /// Parses `text` (with its `oci://`); returns the reference and what
     /// follows it after a colon (a policy's settings file), if anything.
-    pub fn parse_with_rest(text: &str) -> Result<(Reference, Option<&str>), OciError> {
+    pub fn parse_with_rest<'t>(text: &'t str) -> Result<(Reference, Option<&'t str>), OciError> {
         let bad = |why: &str| OciError::Reference {
             reference: text.to_string(),
             why: why.to_string(),
@@ -124,21 +124,32 @@ impl Reference {
             .find([':', '@'])
             .ok_or_else(|| bad("it names no tag (:TAG) and no digest (@sha256:...)"))?;
         let (repository, after) = (&path[..split], &path[split + 1..]);
-        let (target, settings) = if path.as_bytes()[split] == b'@' {
+        // `@sha256:...`, alone or after a tag (`REPO:TAG@sha256:...`, as
+        // Kubernetes pins images: the digest decides), then the settings.
+        let digest_then_settings = |after: &'t str| -> Result<(Digest, Option<&'t str>), OciError> {
             let (digest, settings) = match after.get(..71) {
                 Some(d) if after.len() == 71 => (d, None),
                 Some(d) if after.as_bytes().get(71) == Some(&b':') => (d, Some(&after[72..])),
                 _ => return Err(bad("a digest is sha256: and 64 hex digits")),
             };
             let digest = Digest::parse(digest).ok_or_else(|| bad("a digest is sha256: and 64 hex digits"))?;
+            Ok((digest, settings))
+        };
+        let (target, settings) = if path.as_bytes()[split] == b'@' {
+            let (digest, settings) = digest_then_settings(after)?;
             (Target::Digest(digest), settings)
         } else {
-            let (tag, settings) = match after.split_once(':') {
-                Some((tag, settings)) => (tag, Some(settings)),
-                None => (after, None),
-            };
+            let tag_end = after.find([':', '@']).unwrap_or(after.len());
+            let tag = &after[..tag_end];
             check_tag(tag).map_err(|why| bad(&why))?;
-            (Target::Tag(tag.to_string()), settings)
+            match after.as_bytes().get(tag_end) {
+                Some(b'@') => {
+                    let (digest, settings) = digest_then_settings(&after[tag_end + 1..])?;
+                    (Target::Digest(digest), settings)
+                }
+                Some(_) => (Target::Tag(tag.to_string()), Some(&after[tag_end + 1..])),
+                None => (Target::Tag(tag.to_string()), None),
+            }
         };
         check_repository(repository).map_err(|why| bad(&why))?;
         if settings.is_some_and(str::is_empty) {
@@ -435,6 +446,13 @@ mod tests {
         let with_settings = format!("{text}:s.json");
         let (_, rest) = Reference::parse_with_rest(&with_settings).unwrap();
         assert_eq!(rest, Some("s.json"));
+        // A tag and a digest: the digest decides.
+        let pinned = format!("oci://registry.local/guard:v1@sha256:{HEX}:s.json");
+        let (r, rest) = Reference::parse_with_rest(&pinned).unwrap();
+        assert_eq!(
+            (r.target_str(), rest),
+            (format!("sha256:{HEX}").as_str(), Some("s.json"))
+        );
     }
 
     #[test]
