@@ -195,12 +195,22 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
     let real = format!("--real-runtime={}", runc.display());
     let mut flags = wrapper_flags.to_vec();
     flags.push(real);
+    // The fleet's additions: a policy in monitor mode beside the enforced
+    // one, and the metrics file (a lock, the totals read and written, the
+    // text file replaced) at every create.
+    let mut fleet_flags = flags.clone();
+    fleet_flags.push(format!("--monitor-policy={HARDENED}"));
+    fleet_flags.push(format!("--metrics-file={}", work.join("specwright.prom").display()));
     let create = measure_together(
         vec![
             timed("create + delete: specwright-runc (hardened)", || {
                 create_delete(&wrapper, &flags, "bench-wrapped")
             }),
             timed("create + delete: runc", || create_delete(&runc, &[], "bench-plain")),
+            timed(
+                "create + delete: specwright-runc (hardened, hardened monitored, metrics file)",
+                || create_delete(&wrapper, &fleet_flags, "bench-fleet"),
+            ),
         ],
         per_sample,
     )?;
@@ -209,6 +219,13 @@ pub fn container_starts(work: &Path, bin: &Path) -> Result<(Vec<Comparison>, Vec
         "specwright-runc create / runc create (with delete)",
         1.05,
         Some(5.0),
+    ));
+    comparisons.push(compare(
+        &create[2],
+        &create[0],
+        "create with a monitored policy and metrics / without",
+        1.10,
+        Some(1.0),
     ));
     figures.extend(create);
 
