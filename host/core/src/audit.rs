@@ -134,7 +134,7 @@ impl Audit {
     /// (`denial`), the failure (`error`) or the patch (`patch`). `result` is
     /// `ok` for a spec allowed or changed, `error` otherwise, whatever the
     /// mode.
-    pub fn decision(&self, decision: &Decision<'_>) {
+    pub fn decision(&self, decision: Decision<'_>) {
         let Decision {
             step,
             policy,
@@ -146,9 +146,9 @@ impl Audit {
         let duration_us = took.as_micros() as u64;
         let verdict_name = verdict.name();
         if let Ok(mut tally) = self.tally.lock() {
-            tally.decision(policy, *mode, verdict_name, *took);
+            tally.decision(policy, mode, verdict_name, took);
         }
-        match verdict {
+        match &verdict {
             Verdict::Allowed | Verdict::Changed(_) => {
                 tracing::info!(
                     step,
@@ -179,9 +179,12 @@ impl Audit {
         });
         let (key, value) = match verdict {
             Verdict::Allowed => ("patch", json!([])),
-            Verdict::Changed(patch) => ("patch", Value::from(patch.iter().map(redact_env).collect::<Vec<_>>())),
-            Verdict::Denied(message) => ("denial", json!(message)),
-            Verdict::Failed(message) => ("error", json!(message)),
+            Verdict::Changed(mut patch) => {
+                patch.iter_mut().for_each(redact_env);
+                ("patch", Value::from(patch))
+            }
+            Verdict::Denied(message) => ("denial", Value::String(message)),
+            Verdict::Failed(message) => ("error", Value::String(message)),
         };
         line[key] = value;
         self.write_line(&line);
@@ -252,8 +255,7 @@ pub const REDACTED: &str = "<redacted>";
 /// Patch operation `op` with the values of environment variables it
 /// carries redacted (names kept): a step's env holds secrets (BuildKit's
 /// secret env, `-e DB_PASSWORD=...`), which the decision log keeps.
-fn redact_env(op: &Value) -> Value {
-    let mut op = op.clone();
+fn redact_env(op: &mut Value) {
     let path = op["path"].as_str().unwrap_or_default().to_string();
     let mut tokens = path.rsplit('/');
     let (last, parent) = (tokens.next(), tokens.next());
@@ -266,7 +268,6 @@ fn redact_env(op: &Value) -> Value {
             redact_within(value);
         }
     }
-    op
 }
 
 fn redact_entry(entry: &mut Value) {
@@ -486,7 +487,7 @@ mod tests {
             json!({"op": "replace", "path": "/process", "value": {"env": ["X=1"], "cwd": "/"}}),
             json!({"op": "remove", "path": "/process/env/0"}),
         ];
-        audit.decision(&Decision {
+        audit.decision(Decision {
             step: "s",
             policy: "p",
             digest: None,
@@ -519,7 +520,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let audit = Audit::open(&path).unwrap();
         let decide = |step: &str, policy: &str, mode: Mode, verdict: Verdict| {
-            audit.decision(&Decision {
+            audit.decision(Decision {
                 step,
                 policy,
                 digest: Some("sha256:ab"),

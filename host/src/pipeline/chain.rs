@@ -109,7 +109,7 @@ pub(crate) fn review(
 /// failed on step `step`.
 fn record_unloaded(chain: &Chain, step: &str, audit: &Audit) {
     for unloaded in &chain.unloaded {
-        audit.decision(&Decision {
+        audit.decision(Decision {
             step,
             policy: &unloaded.name,
             digest: None,
@@ -283,7 +283,7 @@ fn run_policy(
         Err(e) => Verdict::Failed(e.to_string()),
     };
     let digest = policy.digest();
-    audit.decision(&Decision {
+    audit.decision(Decision {
         step: request.id,
         policy: &policy.name,
         digest: digest.as_deref(),
