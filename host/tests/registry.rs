@@ -351,6 +351,44 @@ fn a_policy_pushed_and_pulled_by_tag_and_digest_runs_from_the_state_dir() {
     let decision = last_decision(&state);
     assert_eq!(decision["policy"], by_tag.as_str());
     assert_eq!(decision["digest"], sha256_of(HARDENED), "the component pushed");
+    // A dry run plans with it, reading the state dir and writing nothing.
+    let listing = |dir: &Path| {
+        let mut files: Vec<(PathBuf, u64)> = files_below(dir)
+            .into_iter()
+            .map(|f| {
+                let len = std::fs::metadata(&f).unwrap().len();
+                (f, len)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = listing(&state);
+    let request = home.join("dry.json");
+    std::fs::write(&request, json!({"id": "dry", "args": ["/bin/true"]}).to_string()).unwrap();
+    let mut command = Command::new(SPECWRIGHT);
+    clean_env(&mut command, home);
+    let out = command
+        .args([
+            "spec",
+            "--dry-run",
+            "--policy",
+            "default",
+            "--policy",
+            &by_tag,
+            "--request",
+        ])
+        .arg(&request)
+        .arg("--host-facts")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/host-facts.json"))
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["spec"]["process"]["noNewPrivileges"], true, "hardened ran: {plan}");
+    assert_eq!(listing(&state), before, "the dry run wrote to the state dir");
     // A tag that was not pulled is not fetched: the start fails naming pull.
     let not_pulled = registry.reference("policies/hardened:v2");
     let out = spec_with(home, &state, &not_pulled, &["PATH=/bin"]);

@@ -106,7 +106,14 @@ fn write_out(args: &SpecArgs, step: &Step) -> Result<()> {
 /// performs nothing (no state dir, no compile cache, no mount), printed
 /// with the operations it would make.
 fn plan(args: &SpecArgs, request: &Request, facts: &specwright_core::HostFacts) -> Result<()> {
-    let engine = Engine::new(args.limits)?;
+    let mut engine = Engine::new(args.limits)?;
+    // Policies named by registry reference are read from those pulled
+    // into the state dir, when there are any (a pull made everything a
+    // workspace opens: nothing is created or written).
+    let names_pulled = args.policies.iter().any(|p| p.arg.starts_with(crate::oci::SCHEME));
+    if names_pulled && args.state_dir.join("policies").is_dir() {
+        engine = engine.with_pulled_policies(&open_workspace(&args.state_dir, Arc::new(RealSyscalls))?);
+    }
     let chain = engine.load_chain(&args.policies)?;
     let recorder = Arc::new(RecordingSyscalls::dry_run());
     let workspace = open_workspace(&args.state_dir, recorder.clone())?.with_options(args.options.clone());
