@@ -132,6 +132,15 @@ impl Client {
             };
             let status = response.status();
             if status == 401 && !retried {
+                // Only the registry's own challenge is answered: another
+                // host (an upload's, a redirect's) gets no credentials.
+                if !self.is_registry(response.get_url()) {
+                    bail!(
+                        "{method} {url}: {} asks for authentication, and specwright authenticates to {} only",
+                        response.get_url(),
+                        self.reference.registry
+                    );
+                }
                 retried = true;
                 let challenge = response.header("www-authenticate").unwrap_or_default().to_string();
                 self.authorization = Some(self.authorize(&challenge).with_context(|| format!("{method} {url}"))?);
@@ -208,7 +217,8 @@ impl Client {
             .ok_or_else(|| anyhow!("{}: a Bearer challenge without a realm", self.reference.registry))?;
         // --plain-http is for the registry: credentials go to a token
         // server elsewhere only over TLS.
-        if realm.starts_with("http://") && !self.is_registry(&realm) && basic.is_some() {
+        let over_tls = realm.trim_start().to_ascii_lowercase().starts_with("https://");
+        if !over_tls && !self.is_registry(&realm) && basic.is_some() {
             bail!("the token server {realm} is another host over plain HTTP: the credentials would travel there in clear text");
         }
         let mut request = self.agent.get(&realm);

@@ -1037,6 +1037,43 @@ fn monitored_policies_record_what_they_would_do_and_change_nothing() {
     );
 }
 
+/// Regression: a monitored policy that used up the step's host calls
+/// left the enforced policy after it none, which then failed and blocked
+/// the container.
+#[test]
+fn a_monitored_policy_leaves_the_step_budget_as_it_found_it() {
+    let f = Fixture::new();
+    std::fs::write(f.root.join("many.json"), r#"{"mode": "host-calls", "calls": 5000}"#).unwrap();
+    std::fs::write(f.root.join("one.json"), r#"{"mode": "host-calls", "calls": 1}"#).unwrap();
+    let config = f.root.join("runtime.toml");
+    let write = |monitored: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "policies = [{{ path = \"{TEST_POLICY}\", settings = \"many.json\", mode = \"{monitored}\" }}, \"{TEST_POLICY}:one.json\"]\n\
+                 real_runtime = \"{}\"\nstate_dir = \"{}\"\n",
+                f.fake.display(),
+                f.state.display()
+            ),
+        )
+        .unwrap()
+    };
+    let bundle = f.bundle.display().to_string();
+    write("monitor");
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "budget1"], &config);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let verdicts: Vec<Value> = decisions(&f, "budget1").iter().map(|r| r["verdict"].clone()).collect();
+    // It reached the limit itself (recorded, not fatal); the enforced
+    // policy after it still had the whole budget.
+    assert_eq!(verdicts, [json!("failed"), json!("allowed")]);
+    // Enforced, the same policy uses the budget up for the one after it:
+    // the test's policies do notice the limit.
+    write("enforce");
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "budget2"], &config);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("limit of 4096 host calls"), "{}", stderr(&out));
+}
+
 /// Regression: a policy's verdict was taken against the previous
 /// policy's output as written, not the typed spec it was handed (which
 /// leaves out fields at their default values): a monitored pass-through

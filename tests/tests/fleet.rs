@@ -132,6 +132,37 @@ fn a_monitored_policy_in_a_build_steps_chain_changes_nothing_and_its_verdicts_ar
         "{}",
         stderr(&first)
     );
+    // So whether it loads or not (else the chain would break the day it does).
+    let unloadable = spec(
+        "first",
+        &["--monitor-policy", "/nonexistent.wasm", "--policy", "default"],
+    );
+    assert_eq!(unloadable.status.code(), Some(1));
+    assert!(
+        stderr(&unloadable).contains("monitored but comes first"),
+        "{}",
+        stderr(&unloadable)
+    );
+    // A chain that does not load is a failed review in the metrics.
+    let unloaded_metrics = work.join("unloaded.prom");
+    let out = spec(
+        "unloaded",
+        &[
+            "--policy",
+            "default",
+            "--policy",
+            "/nonexistent.wasm",
+            "--metrics-file",
+            unloaded_metrics.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = std::fs::read_to_string(&unloaded_metrics).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "specwright_reviews_total{outcome=\"failed\"} 1"),
+        "{text}"
+    );
 
     // The summary: reviews, and verdicts by policy and mode.
     let out = cli(&["audit", "--state-dir", &state_arg, "--json"]);

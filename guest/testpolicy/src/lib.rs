@@ -95,6 +95,25 @@ impl Guest for Hostile {
                 Ok(spec.to_string())
             }
             "passthrough" => previous.ok_or_else(|| PolicyError::Internal("no previous spec".into())),
+            // `calls` host calls (settings), each answered or refused;
+            // fails if the last one was refused for the step's limit,
+            // else passes the previous spec on.
+            "host-calls" => {
+                let calls = serde_json::from_str::<serde_json::Value>(&settings)
+                    .ok()
+                    .and_then(|v| v["calls"].as_u64())
+                    .unwrap_or(1);
+                let mut last = Ok(false);
+                for _ in 0..calls {
+                    last = host::exists("/");
+                }
+                match last {
+                    Err(e) if format!("{e:?}").contains("limit") => {
+                        Err(PolicyError::Internal(format!("a host call refused: {e:?}")))
+                    }
+                    _ => previous.ok_or_else(|| PolicyError::Internal("no previous spec".into())),
+                }
+            }
             // The previous spec with fields spelled out at their default
             // values (what a typed spec leaves out).
             "spell-out-defaults" => {

@@ -347,8 +347,6 @@ pub enum SummaryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("line {line}: more than {MAX_LINE_BYTES} bytes")]
-    LongLine { line: usize },
 }
 
 /// The longest audit line read.
@@ -357,8 +355,8 @@ pub const MAX_LINE_BYTES: usize = 16 << 20;
 impl Summary {
     /// Sums up the audit log `log` (JSON lines; every record that is not a
     /// policy decision is skipped; a line that is not a record, or a
-    /// decision without its fields, is counted as unreadable and skipped;
-    /// a line longer than [`MAX_LINE_BYTES`] is an error naming it).
+    /// decision without its fields, or a line longer than
+    /// [`MAX_LINE_BYTES`], is counted as unreadable and skipped).
     pub fn read(log: impl std::io::BufRead) -> Result<Summary, SummaryError> {
         use std::collections::{BTreeMap, BTreeSet, HashSet};
         use std::io::{BufRead, Read};
@@ -378,7 +376,19 @@ impl Summary {
                 break;
             }
             if buf.len() > MAX_LINE_BYTES {
-                return Err(SummaryError::LongLine { line });
+                // Not a record this host writes: skipped to its end.
+                unreadable += 1;
+                while buf.last() != Some(&b'\n') {
+                    buf.clear();
+                    let more = (&mut log)
+                        .take(MAX_LINE_BYTES as u64)
+                        .read_until(b'\n', &mut buf)
+                        .map_err(|source| SummaryError::Read { line, source })?;
+                    if more == 0 {
+                        break;
+                    }
+                }
+                continue;
             }
             let Ok(record) = serde_json::from_slice::<RecordLine>(&buf) else {
                 unreadable += 1;
@@ -572,6 +582,10 @@ mod tests {
             .to_string();
         let torn = format!("{first}\n{{\"ts_unix_ms\": 1, \"st\n{first}\n");
         let summary = Summary::read(torn.as_bytes()).unwrap();
+        assert_eq!((summary.decisions, summary.unreadable), (2, 1));
+        // So is a line past the bound, to its end.
+        let long = format!("{first}\n{}\n{first}\n", "x".repeat(MAX_LINE_BYTES + 10));
+        let summary = Summary::read(long.as_bytes()).unwrap();
         assert_eq!((summary.decisions, summary.unreadable), (2, 1));
     }
 }

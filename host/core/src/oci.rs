@@ -310,11 +310,11 @@ impl Manifest {
             return Err(bad(format!("schemaVersion {}, not 2", manifest.schema_version)));
         }
         if let Some(media_type) = manifest.media_type.as_deref().filter(|m| *m != MANIFEST_MEDIA_TYPE) {
-            return Err(bad(format!("media type {media_type}, not {MANIFEST_MEDIA_TYPE}")));
+            return Err(bad(format!("media type {media_type:?}, not {MANIFEST_MEDIA_TYPE}")));
         }
         if manifest.config.media_type != CONFIG_MEDIA_TYPE {
             return Err(bad(format!(
-                "its config is {}, not {CONFIG_MEDIA_TYPE}: not a Wasm component artifact",
+                "its config is {:?}, not {CONFIG_MEDIA_TYPE}: not a Wasm component artifact",
                 manifest.config.media_type
             )));
         }
@@ -322,7 +322,7 @@ impl Manifest {
             [layer] if layer.media_type == LAYER_MEDIA_TYPE => layer.clone(),
             [layer] => {
                 return Err(bad(format!(
-                    "its layer is {}, not {LAYER_MEDIA_TYPE}",
+                    "its layer is {:?}, not {LAYER_MEDIA_TYPE}",
                     layer.media_type
                 )))
             }

@@ -349,6 +349,18 @@ fn chain_of(matches: &clap::ArgMatches) -> Vec<PolicyArg> {
     chain.into_iter().map(|(_, arg)| arg).collect()
 }
 
+/// Counts a review whose chain did not load as failed, and writes the
+/// metrics to `textfile`, if one is named.
+fn count_unloaded_chain(workspace: &Workspace, textfile: Option<&Path>) {
+    if textfile.is_some() {
+        workspace.audit.review(
+            specwright_host_core::metrics::Outcome::Failed,
+            std::time::Duration::ZERO,
+        );
+        write_metrics(workspace, textfile);
+    }
+}
+
 /// Writes `workspace`'s metrics to `textfile`, if one is named; a failure
 /// is a warning (the metrics never fail a step).
 fn write_metrics(workspace: &Workspace, textfile: Option<&Path>) {
@@ -425,7 +437,9 @@ fn run(cli: Cli, chain: Vec<PolicyArg>, parent: u32) -> Result<i32> {
                 None => crate::facts::detect()?,
             };
             let engine = Engine::new(limits)?.with_cache(cache).with_pulled_policies(&workspace);
-            let chain = engine.load_chain(&chain)?;
+            let chain = engine
+                .load_chain(&chain)
+                .inspect_err(|_| count_unloaded_chain(&workspace, metrics_file.as_deref()))?;
             let _holding = crate::interrupt::Holding::start();
             let code = engine.run_declared(
                 &chain,

@@ -257,15 +257,16 @@ fn mismatch(path: &str, expected: &Value, got: &Value) -> Option<String> {
 }
 
 /// Whether `value` is what a spec leaves out: `null` (absent), `false`,
-/// `0`, `""`, `[]` or `{}`.
+/// `""`, `[]`, or an object of such values. Not `0`: an absent number is
+/// not zero (seccomp's `defaultErrnoRet`, a memory limit).
 fn is_default(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Number(_) => false,
         Value::String(s) => s.is_empty(),
         Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
+        Value::Object(o) => o.values().all(is_default),
     }
 }
 
@@ -293,8 +294,13 @@ mod tests {
         );
         // A field at its default value is one the spec leaves out; null
         // expects it absent.
-        let defaults = json!({"process": {"terminal": false, "cwd": ""}, "linux": null, "mounts": [], "hooks": {}});
+        let defaults =
+            json!({"process": {"terminal": false, "cwd": ""}, "linux": {"seccomp": null}, "mounts": [], "hooks": {}});
         assert_eq!(mismatch("", &defaults, &got), None);
+        assert_eq!(
+            mismatch("", &json!({"linux": {"seccomp": {"defaultErrnoRet": 0}}}), &got).unwrap(),
+            r#"/linux: expected {"seccomp":{"defaultErrnoRet":0}}, but the spec has none"#
+        );
         assert_eq!(
             mismatch("", &json!({"hostname": null}), &got).unwrap(),
             "/hostname: expected null, got \"h\""

@@ -59,7 +59,9 @@ pub(super) fn spec(args: SpecArgs) -> Result<()> {
     let engine = Engine::new(args.limits)?
         .with_cache(workspace.compile_cache()?)
         .with_pulled_policies(&workspace);
-    let chain = engine.load_chain(&args.policies)?;
+    let chain = engine
+        .load_chain(&args.policies)
+        .inspect_err(|_| super::count_unloaded_chain(&workspace, args.metrics_file.as_deref()))?;
     let _holding = crate::interrupt::Holding::start();
     let prepared = engine.prepare(&chain, &workspace, &request, &facts);
     super::write_metrics(&workspace, args.metrics_file.as_deref());
@@ -111,7 +113,11 @@ fn plan(args: &SpecArgs, request: &Request, facts: &specwright_core::HostFacts) 
     // into the state dir, when there are any (a pull made everything a
     // workspace opens: nothing is created or written).
     let names_pulled = args.policies.iter().any(|p| p.arg.starts_with(crate::oci::SCHEME));
-    if names_pulled && args.state_dir.join("policies").is_dir() {
+    let opened_before = ["policies", "mounts", "steps", "locks"]
+        .iter()
+        .all(|d| args.state_dir.join(d).is_dir())
+        && args.state_dir.join("audit.jsonl").is_file();
+    if names_pulled && opened_before {
         engine = engine.with_pulled_policies(&open_workspace(&args.state_dir, Arc::new(RealSyscalls))?);
     }
     let chain = engine.load_chain(&args.policies)?;

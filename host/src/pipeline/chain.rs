@@ -34,6 +34,9 @@ pub(crate) fn run(
     facts: &HostFacts,
     audit: &Audit,
 ) -> Result<(StepHost, Spec), Error> {
+    if let Some(first) = &chain.monitored_first {
+        return Err(release_after(step, Error::MonitoredFirst(first.clone())));
+    }
     let start = Instant::now();
     record_unloaded(chain, &request.id, audit);
     let result = run_chain(engine, &chain.policies, step, request, facts, audit);
@@ -53,9 +56,6 @@ fn run_chain(
         Ok(input) => input,
         Err(e) => return Err(release_after(step, e)),
     };
-    if let Some(first) = chain.first().filter(|p| p.mode == Mode::Monitor) {
-        return Err(release_after(step, Error::MonitoredFirst(first.name.clone())));
-    }
     let facts = PolicyFacts::from(facts);
     let mut last: Option<Output> = None;
     for policy in chain {
@@ -260,9 +260,13 @@ fn run_policy(
         return (step, Err(Error::Interrupted(signal)));
     }
     step.set_actor(&policy.name);
+    let budget = step.budget_used();
     let start = Instant::now();
     let Received { previous, before } = received;
-    let (step, result) = engine.call_with(policy, step, &request.json, facts, previous);
+    let (mut step, result) = engine.call_with(policy, step, &request.json, facts, previous);
+    if policy.mode == Mode::Monitor {
+        step.restore_budget(budget);
+    }
     let checked = result.and_then(|text| {
         let invalid = |message: String| PolicyFailure::InvalidSpec {
             policy: policy.name.clone(),

@@ -236,6 +236,9 @@ pub struct Chain {
     /// Monitored policies that could not be loaded: each review records
     /// them as failed, and goes on (a monitored policy never blocks).
     unloaded: Vec<Unloaded>,
+    /// The first policy named, when it is monitored (loaded or not): a
+    /// build step's chain needs an enforced one first to make the spec.
+    monitored_first: Option<String>,
 }
 
 /// A monitored policy that could not be loaded, and why.
@@ -247,9 +250,14 @@ pub(crate) struct Unloaded {
 impl Chain {
     /// `policies`, run in the order given.
     pub fn new(policies: Vec<LoadedPolicy>) -> Chain {
+        let monitored_first = policies
+            .first()
+            .filter(|p| p.mode == crate::policy::Mode::Monitor)
+            .map(|p| p.name.clone());
         Chain {
             policies,
             unloaded: Vec::new(),
+            monitored_first,
         }
     }
 
@@ -291,13 +299,17 @@ impl Engine {
                 Err(e) if arg.mode == crate::policy::Mode::Monitor => {
                     tracing::warn!(policy = %arg.arg, error = %e, "a monitored policy could not be loaded; every review records it as failed");
                     chain.unloaded.push(Unloaded {
-                        name: arg.arg.clone(),
+                        name: arg.name(),
                         error: e.to_string(),
                     });
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+        chain.monitored_first = args
+            .first()
+            .filter(|a| a.mode == crate::policy::Mode::Monitor)
+            .map(PolicyArg::name);
         Ok(chain)
     }
 

@@ -765,6 +765,23 @@ impl PolicyArg {
         }
     }
 
+    /// The name the policy goes by in messages, the decision log and the
+    /// metrics, loaded or not: its file (without settings) or reference.
+    pub fn name(&self) -> String {
+        match &self.settings {
+            SettingsFile::InArg => split_policy_arg(&self.arg, Path::new(""))
+                .map(|(file, _)| match embedded_policy(&file) {
+                    Some((name, _)) => name.to_string(),
+                    None => file.display().to_string(),
+                })
+                .unwrap_or_else(|_| self.arg.clone()),
+            SettingsFile::Apart(_) => match embedded_policy(Path::new(&self.arg)) {
+                Some((name, _)) => name.to_string(),
+                None => self.arg.clone(),
+            },
+        }
+    }
+
     pub fn monitored(arg: impl Into<String>) -> PolicyArg {
         PolicyArg {
             arg: arg.into(),

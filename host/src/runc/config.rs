@@ -157,17 +157,29 @@ impl WrapperConfig {
         config.policies = config
             .policies
             .iter()
-            .map(|p| match &p.settings {
-                SettingsFile::InArg => Ok(PolicyArg {
-                    arg: relative_to(base, &p.arg)?,
-                    settings: SettingsFile::InArg,
+            .map(|p| {
+                let arg = match &p.settings {
+                    SettingsFile::InArg => relative_to(base, &p.arg),
+                    SettingsFile::Apart(_) => table_path(base, &p.arg),
+                };
+                let arg = match arg {
+                    Ok(arg) => arg,
+                    // A monitored policy never blocks: one named wrongly
+                    // fails to load, and is recorded so at every review.
+                    Err(_) if p.mode == Mode::Monitor => p.arg.clone(),
+                    Err(e) => return Err(e),
+                };
+                let settings = match &p.settings {
+                    SettingsFile::InArg => SettingsFile::InArg,
+                    SettingsFile::Apart(settings) => {
+                        SettingsFile::Apart(settings.as_ref().map(|s| base.join(s).display().to_string()))
+                    }
+                };
+                Ok(PolicyArg {
+                    arg,
+                    settings,
                     mode: p.mode,
-                }),
-                SettingsFile::Apart(settings) => Ok(PolicyArg {
-                    arg: table_path(base, &p.arg)?,
-                    settings: SettingsFile::Apart(settings.as_ref().map(|s| base.join(s).display().to_string())),
-                    mode: p.mode,
-                }),
+                })
             })
             .collect::<Result<_, crate::policy::PolicyFailure>>()
             .map_err(|e| ConfigError::Parse {
@@ -356,7 +368,8 @@ mod tests {
             (r#"{ settings = "a.json" }"#, "a policy"),
             ("3", "a policy"),
             // A table's path is the policy whole: a reference without a
-            // tag is no reference, whatever the settings.
+            // tag is no reference, whatever the settings (a monitored one
+            // is kept, to fail at load and be recorded so).
             (r#"{ path = "oci://r.example/guard", settings = "v1" }"#, "names no tag"),
         ] {
             let text = format!("policies = [{entry}]");
@@ -368,6 +381,12 @@ mod tests {
                 "{entry}: {err}"
             );
         }
+        let monitored = WrapperConfig::parse(
+            Path::new("/etc/specwright/runtime.toml"),
+            r#"policies = [{ path = "oci://r.example/guard", mode = "monitor" }]"#,
+        )
+        .unwrap();
+        assert_eq!(monitored.policies[0].arg, "oci://r.example/guard");
     }
 
     #[test]

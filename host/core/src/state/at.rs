@@ -160,8 +160,9 @@ pub(super) fn create_atomically(
     name: &str,
     content: &[u8],
     mode: u32,
+    sync: bool,
 ) -> Result<bool, StateError> {
-    place_atomically(dir, dir_path, name, &[content], mode, false, Placing::Create, None)
+    place_atomically(dir, dir_path, name, &[content], mode, sync, Placing::Create, None)
 }
 
 /// Whether placing a file may replace one of its name.

@@ -251,7 +251,7 @@ impl StateDir {
         let id = checked_id(id)?;
         let open = self.opened()?;
         let dir = open_subdir(&open.root, "selinux", true)?;
-        create_atomically(dir.fd(), &dir.path, &level.to_string(), id.as_bytes(), 0o600)
+        create_atomically(dir.fd(), &dir.path, &level.to_string(), id.as_bytes(), 0o600, false)
     }
 
     /// Lets step `id`'s reservation of `level` go: the file goes only when

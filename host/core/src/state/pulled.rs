@@ -72,9 +72,20 @@ impl StateDir {
                         format!("bytes whose digest is not {digest}"),
                     ));
                 }
-                // Created without replacing: one there already is kept.
-                if create_atomically(dir.fd(), &dir.path, &name, bytes, 0o600)? {
+                // Created without replacing, on disk before the tag names
+                // it: one there already is kept when whole, and replaced
+                // when damaged (a crash before it reached the disk).
+                if create_atomically(dir.fd(), &dir.path, &name, bytes, 0o600, true)? {
                     created.push(name);
+                    continue;
+                }
+                let path = dir.path.join(&name);
+                let whole = matches!(
+                    read_bounded(dir.fd(), &path, &name, bytes.len() as u64),
+                    Ok(Some(kept)) if Digest::of(&kept) == **digest
+                );
+                if !whole {
+                    write_atomically(dir.fd(), &dir.path, &name, &[bytes], 0o600, true)?;
                 }
             }
             if let Some(key) = reference.tag_key() {
@@ -214,9 +225,23 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 3);
         assert_eq!(state.pulled_component(&by_digest).unwrap().unwrap().0, path);
+        // A blob damaged on disk is replaced by the next pull of it.
+        std::fs::remove_dir(dir.path().join("state/policies/tags.json")).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        state
+            .store_pulled(
+                &by_tag,
+                &manifest,
+                &[
+                    (&layer, &artifact.layer),
+                    (&config, &artifact.config),
+                    (&manifest, &artifact.manifest),
+                ],
+            )
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), artifact.layer);
         // Another tag of the repository was not pulled.
         let other = Reference::parse("oci://r.local:5000/team/p:v2").unwrap();
-        std::fs::remove_dir(dir.path().join("state/policies/tags.json")).unwrap();
         assert_eq!(state.pulled_component(&other).unwrap(), None);
     }
 }

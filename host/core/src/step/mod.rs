@@ -92,6 +92,13 @@ impl Default for StepOptions {
     }
 }
 
+/// Host calls made and audit bytes written for a step, at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetUsed {
+    calls: usize,
+    audit_bytes: usize,
+}
+
 /// The privileged side of one step.
 pub struct StepHost {
     id: String,
@@ -221,6 +228,23 @@ impl StepHost {
     /// Names who asks for the operations that follow (a policy's name).
     pub fn set_actor(&mut self, actor: &str) {
         self.actor = actor.to_string();
+    }
+
+    /// What the step has used so far of its budget of host calls and
+    /// audit bytes ([`limits`]).
+    pub fn budget_used(&self) -> BudgetUsed {
+        BudgetUsed {
+            calls: self.calls,
+            audit_bytes: self.audit_bytes,
+        }
+    }
+
+    /// Gives back what was used of the budget since `used` (what a
+    /// monitored policy used: it may not leave the policies after it
+    /// less to work with).
+    pub fn restore_budget(&mut self, used: BudgetUsed) {
+        self.calls = used.calls;
+        self.audit_bytes = used.audit_bytes;
     }
 
     /// Runs `op`, then audits it; a refusal names the policy and the
