@@ -1577,6 +1577,57 @@ fn thirty_concurrent_reviews_lose_no_count_in_the_metrics_file() {
     assert_eq!((hits + compiled, compiled), (2.0 * n, 2.0), "{samples:?}");
 }
 
+/// A start that finds the metrics locked longer than it waits (a holder
+/// stopped, say) does not wait on: its counts are spooled, and the next
+/// start that takes the lock adds them. No count is lost.
+#[test]
+fn counts_of_a_start_that_finds_the_metrics_locked_are_spooled_not_lost() {
+    let f = Fixture::new();
+    std::fs::write(f.root.join("allow.json"), r#"{"allowed_sources": ["/"]}"#).unwrap();
+    let textfile = f.root.join("specwright.prom");
+    let config = f.root.join("runtime.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [\"{MOUNT_ALLOWLIST}:allow.json\"]\nreal_runtime = \"{}\"\nstate_dir = \"{}\"\nmetrics_file = \"{}\"\n",
+            f.fake.display(),
+            f.state.display(),
+            textfile.display()
+        ),
+    )
+    .unwrap();
+    let bundle = f.bundle.display().to_string();
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "spool1"], &config);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    // Another process holds the lock for 3 s (util-linux's flock).
+    let mut holder = Command::new("flock")
+        .arg(f.state.join("metrics.lock"))
+        .args(["sleep", "3"])
+        .spawn()
+        .expect("flock (util-linux) is not installed");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "spool2"], &config);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(2500),
+        "it waited for the holder"
+    );
+    assert_eq!(std::fs::read_dir(f.state.join("metrics-spool")).unwrap().count(), 1);
+    holder.wait().unwrap();
+    let out = f.run_with_config(&["create", "--bundle", &bundle, "spool3"], &config);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let metrics = std::fs::read_to_string(&textfile).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "specwright_reviews_total{outcome=\"approved\"} 3"),
+        "{metrics}"
+    );
+    assert_eq!(std::fs::read_dir(f.state.join("metrics-spool")).unwrap().count(), 0);
+}
+
 /// Regression: a start waiting for another process compiling its policy
 /// did not notice SIGTERM until the wait's bound (60 s); it now stops at
 /// once, saying why, and leaves nothing behind.

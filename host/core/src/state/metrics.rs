@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+use std::os::fd::AsRawFd;
 
-use super::at::{read_bounded, write_atomically, TMP_SEQ};
+use super::at::{open_subdir, read_bounded, write_atomically, Dir, TMP_SEQ};
 use super::dir::StateDir;
 use super::lock::open_lock_file;
 use super::StateError;
@@ -29,11 +31,20 @@ impl StateDir {
     /// over it, readable by all: node_exporter runs as its own user). Totals
     /// that cannot be read (damaged) start again from this tally, as a
     /// counter reset, which Prometheus' rates take in their stride.
+    ///
+    /// When another process holds the lock longer than [`METRICS_WAIT`],
+    /// the tally is left in `metrics-spool/` instead (the text file is not
+    /// written this time), and the next process to take the lock adds it:
+    /// no count is lost, and no container waits longer than that.
     pub fn add_metrics(&self, tally: &Metrics, textfile: &Path) -> Result<(), StateError> {
         let open = self.opened()?;
+        let spool = open_subdir(&open.root, "metrics-spool", true)?;
         let lock_path = self.root().join("metrics.lock");
         let (fd, _) = open_lock_file(open.root.fd(), "metrics.lock", &lock_path)?;
-        let _held = lock_within(File::from(fd), &lock_path, METRICS_WAIT)?;
+        let _held = match lock_within(File::from(fd), &lock_path, METRICS_WAIT)? {
+            Some(held) => held,
+            None => return spool_tally(&spool, tally),
+        };
         let path = self.root().join("metrics.json");
         let mut totals = match read_bounded(open.root.fd(), &path, "metrics.json", MAX_TOTALS_BYTES)? {
             Some(bytes) => serde_json::from_slice::<Metrics>(&bytes).unwrap_or_else(|e| {
@@ -42,12 +53,24 @@ impl StateDir {
             }),
             None => Metrics::default(),
         };
+        let spooled = spooled_tallies(&spool)?;
+        for (_, spooled) in &spooled {
+            totals.add(spooled);
+        }
         totals.add(tally);
         let json = serde_json::to_vec(&totals).map_err(|e| StateError::Io {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        write_atomically(open.root.fd(), self.root(), "metrics.json", &[&json], 0o600, false)?;
+        write_atomically(open.root.fd(), self.root(), "metrics.json", &[&json], 0o600, true)?;
+        // Counted: the spooled tallies go (a crash before this counts
+        // them twice, never not at all).
+        for (name, _) in &spooled {
+            match unlinkat(spool.fd(), name.as_str(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => tracing::warn!(file = %name, error = %e, "removing a spooled metrics tally"),
+            }
+        }
         replace_file(textfile, totals.render().as_bytes()).map_err(|source| StateError::Io {
             path: textfile.to_path_buf(),
             source,
@@ -55,19 +78,58 @@ impl StateDir {
     }
 }
 
-/// An exclusive `flock` on `file`, waiting at most `wait`.
-fn lock_within(mut file: File, path: &Path, wait: Duration) -> Result<Flock<File>, StateError> {
+/// Leaves `tally` in the spool for the next holder of the lock.
+fn spool_tally(spool: &Dir, tally: &Metrics) -> Result<(), StateError> {
+    let json = serde_json::to_vec(tally).map_err(|e| StateError::Io {
+        path: spool.path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let name = format!(
+        "{}-{}.json",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    write_atomically(spool.fd(), &spool.path, &name, &[&json], 0o600, true)?;
+    tracing::warn!(spool = %spool.path.display(), "the metrics were locked longer than a process waits; its counts are spooled for the next");
+    Ok(())
+}
+
+/// The tallies in the spool, by file name (one that cannot be read is
+/// left there, and said so).
+fn spooled_tallies(spool: &Dir) -> Result<Vec<(String, Metrics)>, StateError> {
+    let listing = format!("/proc/self/fd/{}", spool.fd().as_raw_fd());
+    let io = |source| StateError::Io {
+        path: spool.path.clone(),
+        source,
+    };
+    let mut tallies = Vec::new();
+    for entry in std::fs::read_dir(listing).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let Some(name) = name.to_str().filter(|n| n.ends_with(".json")) else {
+            continue;
+        };
+        let path = spool.path.join(name);
+        let Some(bytes) = read_bounded(spool.fd(), &path, name, MAX_TOTALS_BYTES)? else {
+            continue;
+        };
+        match serde_json::from_slice::<Metrics>(&bytes) {
+            Ok(tally) => tallies.push((name.to_string(), tally)),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "a spooled metrics tally unreadable"),
+        }
+    }
+    Ok(tallies)
+}
+
+/// An exclusive `flock` on `file`, waiting at most `wait` (`None` past it).
+fn lock_within(mut file: File, path: &Path, wait: Duration) -> Result<Option<Flock<File>>, StateError> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(held) => return Ok(held),
+            Ok(held) => return Ok(Some(held)),
             Err((back, Errno::EWOULDBLOCK)) => {
                 if start.elapsed() >= wait {
-                    return Err(StateError::Io {
-                        path: path.to_path_buf(),
-                        source: std::io::Error::other(format!("held by another process for {} ms", wait.as_millis())),
-                    });
+                    return Ok(None);
                 }
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(20));

@@ -12,6 +12,7 @@
 //! <state>/cache/                 precompiled policies
 //! <state>/audit.jsonl            the audit trail
 //! <state>/metrics.json           the metrics' totals (under metrics.lock)
+//! <state>/metrics-spool/         counts of processes that found the lock held
 //! <state>/policies/              policies pulled from registries, by digest
 //! ```
 //!
