@@ -177,6 +177,14 @@ mod tests {
         let layer = Digest::of(&artifact.layer);
         let config = Digest::of(&artifact.config);
         assert_eq!(state.pulled_component(&by_tag).unwrap(), None);
+        let store = |reference: &Reference| {
+            let blobs = [
+                (&layer, artifact.layer.as_slice()),
+                (&config, artifact.config.as_slice()),
+                (&manifest, artifact.manifest.as_slice()),
+            ];
+            state.store_pulled(reference, &manifest, &blobs)
+        };
         // A blob that is not what its digest says: nothing stays.
         let wrong = state.store_pulled(
             &by_tag,
@@ -191,17 +199,7 @@ mod tests {
         let blobs = dir.path().join("state/policies/blobs");
         assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0);
         assert_eq!(state.pulled_component(&by_tag).unwrap(), None);
-        state
-            .store_pulled(
-                &by_tag,
-                &manifest,
-                &[
-                    (&layer, &artifact.layer),
-                    (&config, &artifact.config),
-                    (&manifest, &artifact.manifest),
-                ],
-            )
-            .unwrap();
+        store(&by_tag).unwrap();
         let (path, digest) = state.pulled_component(&by_tag).unwrap().unwrap();
         assert_eq!(
             (std::fs::read(&path).unwrap(), digest),
@@ -213,32 +211,13 @@ mod tests {
         let other_tag = Reference::parse("oci://r.local:5000/team/p:v3").unwrap();
         std::fs::remove_file(dir.path().join("state/policies/tags.json")).unwrap();
         std::fs::create_dir(dir.path().join("state/policies/tags.json")).unwrap();
-        let failed = state.store_pulled(
-            &other_tag,
-            &manifest,
-            &[
-                (&layer, &artifact.layer),
-                (&config, &artifact.config),
-                (&manifest, &artifact.manifest),
-            ],
-        );
-        assert!(failed.is_err());
+        assert!(store(&other_tag).is_err());
         assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 3);
         assert_eq!(state.pulled_component(&by_digest).unwrap().unwrap().0, path);
         // A blob damaged on disk is replaced by the next pull of it.
         std::fs::remove_dir(dir.path().join("state/policies/tags.json")).unwrap();
         std::fs::write(&path, b"").unwrap();
-        state
-            .store_pulled(
-                &by_tag,
-                &manifest,
-                &[
-                    (&layer, &artifact.layer),
-                    (&config, &artifact.config),
-                    (&manifest, &artifact.manifest),
-                ],
-            )
-            .unwrap();
+        store(&by_tag).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), artifact.layer);
         // Another tag of the repository was not pulled.
         let other = Reference::parse("oci://r.local:5000/team/p:v2").unwrap();
