@@ -454,12 +454,42 @@ pub fn push(
     Ok(manifest_digest)
 }
 
-/// Pulls `reference` into `workspace`'s state dir: the manifest (checked
-/// against the digest asked for, or the registry's for a tag), the config
-/// and the component, each checked against its digest and size, then
-/// stored (blobs, then the tag). Nothing is stored on any failure.
-/// Returns the manifest's digest.
-pub fn pull(workspace: &Workspace, reference: &Reference, connection: &Connection) -> Result<Digest> {
+/// A policy artifact fetched and checked, not stored yet.
+pub struct Pulled {
+    reference: Reference,
+    pub manifest_digest: Digest,
+    manifest: Vec<u8>,
+    config: (Digest, Vec<u8>),
+    component: (Digest, Vec<u8>),
+}
+
+impl Pulled {
+    /// Stores it in `workspace`'s state dir (blobs, then the tag; nothing
+    /// stays on failure).
+    pub fn store(&self, workspace: &Workspace) -> Result<()> {
+        let (config_digest, config) = &self.config;
+        let (component_digest, component) = &self.component;
+        workspace
+            .sys
+            .store_pulled(
+                &workspace.state,
+                &self.reference,
+                &self.manifest_digest,
+                &[
+                    (component_digest, component),
+                    (config_digest, config),
+                    (&self.manifest_digest, &self.manifest),
+                ],
+            )
+            .with_context(|| format!("storing {}", self.reference))
+    }
+}
+
+/// Fetches `reference`: the manifest (checked against the digest asked
+/// for, or the registry's for a tag), the config and the component, each
+/// checked against its digest and size; nothing is stored yet
+/// ([`Pulled::store`]).
+pub fn pull(reference: &Reference, connection: &Connection) -> Result<Pulled> {
     let mut client = Client::new(reference, connection, "pull")?;
     let url = client.url(&format!("manifests/{}", reference.target_str()));
     let response = client.send("GET", &url, &[("Accept", MANIFEST_MEDIA_TYPE)], None, &[200])?;
@@ -495,20 +525,13 @@ pub fn pull(workspace: &Workspace, reference: &Reference, connection: &Connectio
     if component.get(..4) != Some(b"\0asm") || component.get(4..8) == Some(&[1, 0, 0, 0]) {
         bail!("{reference}: its layer is not a WebAssembly component");
     }
-    workspace
-        .sys
-        .store_pulled(
-            &workspace.state,
-            reference,
-            &manifest_digest,
-            &[
-                (&layer.digest, &component),
-                (&manifest.config.digest, &config),
-                (&manifest_digest, &manifest_bytes),
-            ],
-        )
-        .with_context(|| format!("storing {reference}"))?;
-    Ok(manifest_digest)
+    Ok(Pulled {
+        reference: reference.clone(),
+        manifest_digest,
+        manifest: manifest_bytes,
+        config: (manifest.config.digest, config),
+        component: (layer.digest, component),
+    })
 }
 
 #[cfg(test)]

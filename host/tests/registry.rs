@@ -462,7 +462,7 @@ fn a_policy_pushed_and_pulled_by_tag_and_digest_runs_from_the_state_dir() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(files_below(&fresh.join("policies")), Vec::<PathBuf>::new());
+    assert!(!fresh.exists(), "a pull that failed made the state dir");
 
     // What was pulled before stays as it was: the start still runs it.
     let out = spec_with(home, &state, &by_tag, &["PATH=/bin"]);

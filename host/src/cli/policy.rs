@@ -39,9 +39,13 @@ pub(super) fn policy_command(command: PolicyCommand) -> Result<i32> {
         } => {
             let reference = crate::oci::Reference::parse(&reference)?;
             let connection = registry.connection()?;
+            // Fetched and checked first: a pull that fails leaves the
+            // state dir as it was, made or not.
+            let pulled =
+                crate::registry::pull(&reference, &connection).with_context(|| format!("pulling {reference}"))?;
             let workspace = open_workspace(&state_dir, Arc::new(crate::sys::RealSyscalls))?;
-            let digest = crate::registry::pull(&workspace, &reference, &connection)
-                .with_context(|| format!("pulling {reference}"))?;
+            pulled.store(&workspace)?;
+            let digest = pulled.manifest_digest;
             println!("pulled {reference}");
             println!("digest: {digest}");
             println!("use: --policy {}", reference.with_digest(digest));
