@@ -469,6 +469,29 @@ fn a_policy_pushed_and_pulled_by_tag_and_digest_runs_from_the_state_dir() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// `component` with a custom section of `size` bytes appended (the
+/// component format allows one anywhere at its top level).
+fn with_custom_section(component: &[u8], size: usize) -> Vec<u8> {
+    let name = b"padding";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend((0..size).map(|i| (i % 251) as u8));
+    let mut out = component.to_vec();
+    out.push(0);
+    let mut len = payload.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend(payload);
+    out
+}
+
 fn base64_of(text: &str) -> String {
     let out = with_stdin(
         {
@@ -487,17 +510,37 @@ fn wkg_and_specwright_read_each_others_artifacts() {
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
 
-    // specwright pushes, wkg pulls the very component.
+    // specwright pushes, wkg pulls the very component: one of the size a
+    // Python or JavaScript policy has (env-guard with 40 MB of a custom
+    // section), which no single read or write of either side holds.
+    let large = home.join("env-guard-large.wasm");
+    std::fs::write(
+        &large,
+        with_custom_section(&std::fs::read(ENV_GUARD).unwrap(), 40 << 20),
+    )
+    .unwrap();
+    let large = large.to_str().unwrap();
     let ours = registry.reference("policies/env-guard:v1");
-    let out = registry.specwright(home, &["policy", "push", ENV_GUARD, &ours], Some(PASSWORD));
+    let out = registry.specwright(home, &["policy", "push", large, &ours], Some(PASSWORD));
     assert!(out.status.success(), "{}", stderr(&out));
     let fetched = home.join("fetched.wasm");
     let plain = ours.strip_prefix("oci://").unwrap();
     registry.wkg(home, &["pull", plain, "-o", fetched.to_str().unwrap()]);
     assert!(
-        std::fs::read(&fetched).unwrap() == std::fs::read(ENV_GUARD).unwrap(),
+        std::fs::read(&fetched).unwrap() == std::fs::read(large).unwrap(),
         "wkg got another component"
     );
+    // And specwright pulls it back and runs it.
+    let large_state = home.join("large-state");
+    let out = registry.specwright(
+        home,
+        &["policy", "pull", "--state-dir", large_state.to_str().unwrap(), &ours],
+        Some(PASSWORD),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = spec_with(home, &large_state, &ours, &["PATH=/bin", "DB_PASSWORD=x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("DB_PASSWORD"), "{}", stderr(&out));
 
     // wkg pushes, specwright pulls and runs it.
     let theirs = registry.reference("policies/from-wkg:v1");

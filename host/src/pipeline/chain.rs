@@ -281,8 +281,10 @@ fn run_policy(
     });
     let took = start.elapsed();
     let verdict = match &checked {
-        Ok(out) if out.value == *before => Verdict::Allowed,
-        Ok(out) => Verdict::Changed(patch::diff(before, &out.value)),
+        Ok(out) => match patch::diff(before, &out.value) {
+            patch if patch.is_empty() => Verdict::Allowed,
+            patch => Verdict::Changed(patch),
+        },
         Err(PolicyFailure::Denied { reason, .. }) => Verdict::Denied(reason.clone()),
         Err(e) => Verdict::Failed(e.to_string()),
     };

@@ -158,6 +158,15 @@ impl Workspace {
         ))
     }
 
+    /// Counts a review whose chain could not be loaded as failed (the
+    /// chain never ran, so nothing else counted it).
+    pub fn count_chain_not_loaded(&self) {
+        self.audit.review(
+            specwright_host_core::metrics::Outcome::Failed,
+            std::time::Duration::ZERO,
+        );
+    }
+
     /// Adds what this workspace's reviews did in this process (reviews by
     /// outcome, policy decisions by verdict and mode, their durations,
     /// its compile caches' hits and compilations) to the state dir's

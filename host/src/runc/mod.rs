@@ -28,7 +28,6 @@ mod paths;
 mod process;
 mod runtime;
 
-use specwright_host_core::metrics::Outcome;
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -266,7 +265,7 @@ fn review(invocation: &Invocation, reviewed: Reviewed<'_>, settings: &OwnFlags, 
             // A chain that does not load fails the review: counted so.
             if let Some(textfile) = &settings.metrics_file {
                 let counted = open_workspace(settings).and_then(|workspace| {
-                    workspace.audit.review(Outcome::Failed, Duration::ZERO);
+                    workspace.count_chain_not_loaded();
                     Ok(workspace.write_metrics(textfile)?)
                 });
                 if let Err(e) = counted {
